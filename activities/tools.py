@@ -1,0 +1,108 @@
+"""The tool activity: runs one tool call, user code included, in the session's sandbox.
+
+Mistakes the model can correct (an unknown tool, arguments that fail the schema, a
+tool that raises) come back as a tool error for the model to read, not as an
+activity failure. Only infrastructure trouble (a retryable `SessionflowError`) is
+raised for Temporal to retry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
+from temporalio import activity
+
+from activities.failures import to_application_error
+from activities.heartbeat import heartbeating
+from agents.registry import AgentRegistry
+from agents.tools import ToolContext
+from sandbox.base import SandboxBackend
+from sessionflow.errors import SessionflowError
+from streams.chunks import Chunk, ToolOutputAvailableChunk, ToolOutputErrorChunk
+from streams.publisher import StepStream, StreamPublisher
+from workflows.contract import ActivityName, RunToolParams, RunToolResult
+
+# Tool output kept in history and sent to the model; larger output is cut with a marker.
+MAX_OUTPUT_BYTES = 256 * 1024
+
+
+@dataclass
+class ToolActivities:
+    agents: AgentRegistry
+    sandboxes: SandboxBackend
+    publisher: StreamPublisher
+    max_output_bytes: int = MAX_OUTPUT_BYTES
+
+    @activity.defn(name=ActivityName.RUN_TOOL)
+    async def run_tool(self, params: RunToolParams) -> RunToolResult:
+        ref = params.ref
+        where = StepStream(ref.workflow_id, ref.message_id, ref.step, activity.info().attempt)
+        async with heartbeating(), self.publisher.writer(where) as writer:
+            try:
+                result = await self._execute(params, writer.emit)
+            except SessionflowError as err:
+                if err.retryable:
+                    raise to_application_error(err) from err
+                result = RunToolResult(error_text=f"{err.error_type}: {err}")
+            call_id = params.call.tool_call_id
+            if result.error_text is not None:
+                writer.emit(ToolOutputErrorChunk(tool_call_id=call_id, error_text=result.error_text))
+            else:
+                writer.emit(ToolOutputAvailableChunk(tool_call_id=call_id, output=result.output))
+            return result
+
+    async def _execute(
+        self, params: RunToolParams, emit: Callable[[Chunk], None]
+    ) -> RunToolResult:
+        call = params.call
+        agent = self.agents.get(params.ref.agent)
+        found = agent.tool(call.tool_name)
+        if found is None:
+            names = ", ".join(t.name for t in agent.tools) or "none"
+            return RunToolResult(error_text=f"unknown tool {call.tool_name!r} (tools: {names})")
+        try:
+            args = found.input_schema.model_validate(call.input)
+        except ValidationError as err:
+            return RunToolResult(error_text=f"invalid input for {call.tool_name}: {err}")
+        if params.sandbox_id is None:
+            raise SessionflowError("tool called before the session had a sandbox")
+        sandbox = await self.sandboxes.connect(params.sandbox_id)
+
+        def stream_output(output: Any) -> None:
+            emit(
+                ToolOutputAvailableChunk(
+                    tool_call_id=call.tool_call_id,
+                    output=to_jsonable_python(output),
+                    preliminary=True,
+                )
+            )
+
+        ctx = ToolContext(
+            session_id=params.ref.session_id,
+            tool_call_id=call.tool_call_id,
+            sandbox=sandbox,
+            messages=params.messages,
+            stream_output=stream_output,
+        )
+        try:
+            output = await found.execute(args, ctx)
+        except SessionflowError:
+            raise
+        except Exception as err:  # the tool's own failure is the model's to handle
+            return RunToolResult(error_text=f"{type(err).__name__}: {err}")
+        return RunToolResult(output=self._capped(to_jsonable_python(output)))
+
+    def _capped(self, output: Any) -> Any:
+        encoded = json.dumps(output)
+        if len(encoded.encode()) <= self.max_output_bytes:
+            return output
+        return {
+            "truncated": True,
+            "preview": encoded[: self.max_output_bytes // 2],
+            "note": f"output was {len(encoded)} bytes; only the start is kept",
+        }

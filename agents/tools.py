@@ -1,0 +1,77 @@
+"""`tool(...)`: a capability the model may call, and the context it runs with.
+
+A tool's `execute` is user code, so it only ever runs inside the `run_tool`
+activity, never in the workflow. It receives its validated input and a
+`ToolContext` with the session around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from sandbox.base import Sandbox
+from workflows.messages import Message
+
+InputT = TypeVar("InputT", bound=BaseModel)
+
+
+@dataclass
+class ToolContext:
+    """What a tool can see and use while it runs.
+
+    `cancelled` is set when the turn is interrupted; long-running tools should
+    watch it (commands run through `sandbox.exec` are killed for you).
+    """
+
+    session_id: str
+    tool_call_id: str
+    sandbox: Sandbox
+    messages: Sequence[Message]
+    stream_output: Callable[[Any], None] = lambda _output: None
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+Execute = Callable[[InputT, ToolContext], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Tool(Generic[InputT]):
+    name: str
+    description: str
+    input_schema: type[InputT]
+    execute: Execute[InputT]
+
+    def json_schema(self) -> dict[str, Any]:
+        """The input schema as JSON Schema, the form model providers take."""
+        return self.input_schema.model_json_schema()
+
+
+def tool(
+    name: str,
+    description: str,
+    *,
+    input_schema: type[InputT],
+    execute: Execute[InputT],
+) -> Tool[InputT]:
+    """Define a tool.
+
+    Args:
+        name: what the model calls it; letters, digits, '_' and '-'.
+        description: tells the model when and how to use it.
+        input_schema: a pydantic model; the model's arguments are validated against it
+            and invalid ones are returned to the model as a tool error.
+        execute: `async def execute(input, ctx) -> output`; the output must be
+            JSON-serialisable (pydantic models are).
+    """
+    if not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f"invalid tool name {name!r}: use letters, digits, '_' and '-'")
+    if not (isinstance(input_schema, type) and issubclass(input_schema, BaseModel)):
+        raise TypeError(f"tool {name!r}: input_schema must be a pydantic model class")
+    if not asyncio.iscoroutinefunction(execute):
+        raise TypeError(f"tool {name!r}: execute must be an async function")
+    return Tool(name=name, description=description, input_schema=input_schema, execute=execute)

@@ -1,0 +1,27 @@
+"""Model providers by name, and resolution of `provider/model` strings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from providers.base import ModelProvider
+from sessionflow.errors import ModelNotFound
+
+
+class ModelRegistry:
+    def __init__(self, providers: Iterable[ModelProvider]) -> None:
+        self._providers = {p.name: p for p in providers}
+
+    def resolve(self, model_id: str) -> tuple[ModelProvider, str]:
+        """Split `provider/model` and find the provider; raises `ModelNotFound`."""
+        provider_name, sep, model = model_id.partition("/")
+        if not sep or not model:
+            raise ModelNotFound(f"model must look like 'provider/model', got {model_id!r}")
+        provider = self._providers.get(provider_name)
+        if provider is None:
+            known = ", ".join(sorted(self._providers)) or "none"
+            raise ModelNotFound(
+                f"model provider {provider_name!r} is not configured on this worker "
+                f"(configured: {known})"
+            )
+        return provider, model

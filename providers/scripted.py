@@ -1,0 +1,160 @@
+"""The scripted model: an offline, deterministic stand-in for a real model.
+
+A script is plain data: turns made of steps, each step some reasoning, some text
+and some tool calls. Which step plays is derived from the transcript alone (the
+number of user messages picks the turn, the steps already in the current answer
+pick the step), so a retried or replayed step always plays the same thing.
+
+Text may quote the conversation through placeholders, so scripted answers can show
+what the model saw: `{last_user_text}`, `{last_tool_output}`, `{turn}` (1-based)
+and `{message_count}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from providers.base import (
+    ModelEvent,
+    ModelRequest,
+    ReasoningDelta,
+    StepFinished,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallReady,
+    ToolCallStart,
+)
+from sessionflow.errors import ModelNotFound, ModelUnavailable
+from workflows.contract import FinishReason
+from workflows.messages import Message, Role, Usage
+
+PROVIDER = "scripted"
+
+
+class ScriptedToolCall(BaseModel):
+    tool: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScriptStep(BaseModel):
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[ScriptedToolCall] = Field(default_factory=list)
+    # Fail this many attempts part-way through the text, as a flaky model would.
+    fail_attempts: int = 0
+
+
+class Script(BaseModel):
+    """A scripted model. Turns repeat from the first once all have been played."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    turns: list[list[ScriptStep]]
+    delay: float = 0.02
+    chunk_size: int = 6
+
+    @property
+    def model_id(self) -> str:
+        return f"{PROVIDER}/{self.name}"
+
+    def step_for(self, messages: list[Message]) -> ScriptStep:
+        user_turns = sum(1 for m in messages if m.role is Role.USER)
+        steps = self.turns[max(user_turns - 1, 0) % len(self.turns)]
+        current = messages[-1] if messages and messages[-1].role is Role.ASSISTANT else None
+        index = current.step_count() if current else 0
+        return steps[index] if index < len(steps) else ScriptStep()
+
+
+def _last_tool_output(messages: list[Message]) -> str:
+    for message in reversed(messages):
+        for part in reversed(message.tool_parts()):
+            output = part.output
+            if isinstance(output, dict) and "stdout" in output:
+                return str(output["stdout"]).strip()
+            return part.error_text or json.dumps(output)
+    return ""
+
+
+def _fill(text: str, messages: list[Message]) -> str:
+    users = [m for m in messages if m.role is Role.USER]
+    values = {
+        "{last_user_text}": users[-1].text() if users else "",
+        "{last_tool_output}": _last_tool_output(messages),
+        "{turn}": str(len(users)),
+        "{message_count}": str(len(messages)),
+    }
+    for placeholder, value in values.items():
+        text = text.replace(placeholder, value)
+    return text
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _estimate_tokens(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
+class ScriptedProvider:
+    """Plays scripts by name: `scripted/<name>`."""
+
+    name = PROVIDER
+
+    def __init__(self, scripts: Iterable[Script] = ()) -> None:
+        self._scripts = {s.name: s for s in scripts}
+
+    def script(self, name: str) -> Script:
+        try:
+            return self._scripts[name]
+        except KeyError:
+            known = ", ".join(sorted(self._scripts)) or "none"
+            raise ModelNotFound(f"no script named {name!r} (known: {known})") from None
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
+        script = self.script(request.model)
+        step = script.step_for(request.messages)
+        turn = sum(1 for m in request.messages if m.role is Role.USER)
+        index = request.messages[-1].step_count() if request.messages else 0
+        text = _fill(step.text, request.messages)
+        output = ""
+
+        async def pace() -> None:
+            if script.delay > 0:
+                await asyncio.sleep(script.delay)
+
+        for piece in _pieces(_fill(step.reasoning, request.messages), script.chunk_size):
+            yield ReasoningDelta(piece)
+            output += piece
+            await pace()
+        pieces = _pieces(text, script.chunk_size)
+        fail_at = len(pieces) // 2 if request.attempt <= step.fail_attempts else None
+        for i, piece in enumerate([*pieces, None]):
+            if i == fail_at:
+                raise ModelUnavailable(f"scripted failure on attempt {request.attempt}")
+            if piece is None:
+                break
+            yield TextDelta(piece)
+            output += piece
+            await pace()
+        for n, call in enumerate(step.tool_calls):
+            call_id = f"call_{turn}_{index}_{n}"
+            arguments = json.dumps(call.input)
+            yield ToolCallStart(call_id, call.tool)
+            for piece in _pieces(arguments, script.chunk_size * 4):
+                yield ToolCallDelta(call_id, piece)
+            yield ToolCallReady(call_id, call.tool, call.input)
+            output += arguments
+            await pace()
+        seen = "".join(m.model_dump_json() for m in request.messages)
+        yield StepFinished(
+            reason=FinishReason.TOOL_CALLS if step.tool_calls else FinishReason.STOP,
+            usage=Usage(input_tokens=_estimate_tokens(seen), output_tokens=_estimate_tokens(output)),
+        )
+

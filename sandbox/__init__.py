@@ -1,0 +1,13 @@
+"""Sandboxes: where a session's commands and file tools run, behind one interface."""
+
+from sandbox.base import ExecResult, Sandbox, SandboxBackend, SandboxStatus
+from sandbox.local import LocalSandbox, LocalSandboxBackend
+
+__all__ = [
+    "ExecResult",
+    "LocalSandbox",
+    "LocalSandboxBackend",
+    "Sandbox",
+    "SandboxBackend",
+    "SandboxStatus",
+]

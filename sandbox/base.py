@@ -1,0 +1,64 @@
+"""The sandbox interface every backend implements.
+
+A sandbox is where a session's commands and file tools run. Backends differ in
+where that is (a local directory, a cloud VM); tools and activities only see this
+interface, so a session can move between backends without its tools changing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Protocol
+
+from pydantic import BaseModel
+
+OutputCallback = Callable[[str], Awaitable[None] | None]
+
+
+class SandboxStatus(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+class ExecResult(BaseModel):
+    """What a finished command produced. A non-zero exit code is a result, not an error."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+    truncated: bool = False
+    duration_ms: int = 0
+
+
+class Sandbox(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    async def exec(
+        self,
+        command: str,
+        *,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> ExecResult:
+        """Run a shell command; kill it and everything it started on timeout or cancel."""
+        ...
+
+    async def status(self) -> SandboxStatus: ...
+
+
+class SandboxBackend(Protocol):
+    name: str
+
+    async def create(self) -> Sandbox:
+        """Provision a new sandbox."""
+        ...
+
+    async def connect(self, sandbox_id: str) -> Sandbox:
+        """Attach to an existing sandbox; raises `SandboxNotFound` if it is gone."""
+        ...

@@ -1,0 +1,194 @@
+"""The local sandbox: a workspace directory per sandbox id on the worker's machine.
+
+Commands run in their own process group so that a timeout or an interrupt kills
+everything they started, not just the shell. Their environment is rebuilt from an
+allow-list, so the worker's secrets (model API keys and the like) are not visible to
+them. This isolates a session's files and secrets, not the machine: for untrusted
+code use a VM-backed sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import inspect
+import os
+import re
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.base import ExecResult, OutputCallback, SandboxStatus
+from sessionflow.errors import InvalidInput, SandboxNotFound
+
+DEFAULT_TIMEOUT_SECONDS = 120.0
+DEFAULT_OUTPUT_CAP_BYTES = 64 * 1024
+# Environment variables a command may inherit from the worker; everything else is dropped.
+ENV_ALLOW_LIST = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ")
+# How long to wait for pipes to drain once the shell has exited.
+_DRAIN_GRACE_SECONDS = 1.0
+
+_SANDBOX_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class _Capture:
+    """Collects one output stream up to a byte cap, decoding UTF-8 across reads."""
+
+    def __init__(self, cap: int, callback: OutputCallback | None) -> None:
+        self._cap = cap
+        self._callback = callback
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._parts: list[str] = []
+        self._kept = 0
+        self.dropped = 0
+
+    async def feed(self, data: bytes) -> None:
+        room = self._cap - self._kept
+        kept, extra = data[:room], data[room:]
+        self._kept += len(kept)
+        self.dropped += len(extra)
+        if not kept:
+            return
+        text = self._decoder.decode(kept)
+        self._parts.append(text)
+        if self._callback is not None and text:
+            maybe = self._callback(text)
+            if inspect.isawaitable(maybe):
+                await maybe
+
+    def text(self) -> str:
+        body = "".join(self._parts) + self._decoder.decode(b"", final=True)
+        if self.dropped:
+            body += f"\n[output truncated: {self.dropped} more bytes not shown]"
+        return body
+
+
+@dataclass(frozen=True)
+class LocalSandbox:
+    """A workspace directory; commands run with it as their home and working directory."""
+
+    id: str
+    workspace: Path
+    output_cap: int = DEFAULT_OUTPUT_CAP_BYTES
+    default_timeout: float = DEFAULT_TIMEOUT_SECONDS
+
+    async def status(self) -> SandboxStatus:
+        return SandboxStatus.RUNNING if self.workspace.is_dir() else SandboxStatus.STOPPED
+
+    async def exec(
+        self,
+        command: str,
+        *,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> ExecResult:
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/bash",
+            "-c",
+            command,
+            cwd=self._workdir(cwd),
+            env=self._environment(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+        out = _Capture(self.output_cap, on_stdout)
+        err = _Capture(self.output_cap, on_stderr)
+        assert proc.stdout is not None and proc.stderr is not None
+        pumps = asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err))
+        timed_out = False
+        try:
+            try:
+                async with asyncio.timeout(timeout or self.default_timeout):
+                    await proc.wait()
+            except TimeoutError:
+                timed_out = True
+            # Pipes stay open while anything the command left behind holds them.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(pumps), _DRAIN_GRACE_SECONDS)
+        finally:
+            _kill_group(proc.pid)
+            exit_code = await proc.wait()
+            pumps.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pumps
+        return ExecResult(
+            exit_code=124 if timed_out else exit_code,
+            stdout=out.text(),
+            stderr=err.text(),
+            timed_out=timed_out,
+            truncated=bool(out.dropped or err.dropped),
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+
+    def _workdir(self, cwd: str | None) -> Path:
+        if not self.workspace.is_dir():
+            raise SandboxNotFound(f"sandbox {self.id!r} has no workspace at {self.workspace}")
+        if cwd is None:
+            return self.workspace
+        target = (self.workspace / cwd).resolve()
+        if not target.is_relative_to(self.workspace.resolve()):
+            raise InvalidInput(f"cwd {cwd!r} is outside the sandbox workspace")
+        return target
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW_LIST}
+        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env["HOME"] = str(self.workspace)
+        env["PWD"] = str(self.workspace)
+        return env
+
+
+async def _pump(stream: asyncio.StreamReader, capture: _Capture) -> None:
+    while data := await stream.read(4096):
+        await capture.feed(data)
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+class LocalSandboxBackend:
+    """Workspaces under one root directory, one per sandbox id."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        output_cap: int = DEFAULT_OUTPUT_CAP_BYTES,
+        default_timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        self.root = root
+        self._output_cap = output_cap
+        self._default_timeout = default_timeout
+
+    async def create(self) -> LocalSandbox:
+        sandbox = self._sandbox(f"sbx-{uuid.uuid4().hex[:16]}")
+        sandbox.workspace.mkdir(parents=True, exist_ok=False)
+        return sandbox
+
+    async def connect(self, sandbox_id: str) -> LocalSandbox:
+        sandbox = self._sandbox(sandbox_id)
+        if not sandbox.workspace.is_dir():
+            raise SandboxNotFound(f"no local sandbox {sandbox_id!r} under {self.root}")
+        return sandbox
+
+    def _sandbox(self, sandbox_id: str) -> LocalSandbox:
+        if not _SANDBOX_ID.match(sandbox_id):
+            raise InvalidInput(f"invalid sandbox id {sandbox_id!r}")
+        return LocalSandbox(
+            id=sandbox_id,
+            workspace=(self.root / sandbox_id).absolute(),
+            output_cap=self._output_cap,
+            default_timeout=self._default_timeout,
+        )

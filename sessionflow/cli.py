@@ -1,0 +1,279 @@
+"""The `sessionflow` command: the local stack, a worker, the demo, and session tools."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from sessionflow.config import Settings
+from sessionflow.errors import SessionflowError
+from sessionflow.logs import configure_logging
+
+T = TypeVar("T")
+
+DEFAULT_AGENTS = "agents.demo:demo_agent"
+DEMO_TASK_QUEUE = "sessionflow-demo"
+DEMO_MESSAGE = "Show me what you can do: look around, write a small program and run it."
+
+
+def _run(coro: Awaitable[T]) -> T:
+    """Run a command's coroutine, turning Sessionflow errors into a clean exit."""
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except SessionflowError as err:
+        raise click.ClickException(str(err)) from err
+
+
+def _load(specs: Sequence[str]) -> list[Any]:
+    from agents.registry import load_agents
+
+    found = []
+    for spec in specs or [DEFAULT_AGENTS]:
+        try:
+            found.extend(load_agents(spec))
+        except (ValueError, ImportError) as err:
+            raise click.BadParameter(str(err), param_hint="--agents") from err
+    return found
+
+
+@click.group()
+@click.version_option(package_name="sessionflow")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Durable LLM agent sessions on Temporal, streamed through Redis."""
+    settings = Settings.from_env()
+    # Interactive commands keep the terminal for the session's output.
+    services = ctx.invoked_subcommand in ("dev", "worker")
+    explicit = "SESSIONFLOW_LOG_LEVEL" in os.environ
+    level = settings.log_level if services or explicit else "warning"
+    configure_logging(level, settings.log_format)
+
+
+_agents_option = click.option(
+    "--agents",
+    "agent_specs",
+    multiple=True,
+    metavar="MODULE:ATTR",
+    help=f"Agents to serve (repeatable); default {DEFAULT_AGENTS}.",
+)
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Default .sessionflow")
+@click.option("--temporal-port", type=int, default=7233, show_default=True)
+@click.option("--ui-port", type=int, default=8233, show_default=True)
+@click.option("--redis-port", type=int, default=6379, show_default=True)
+@_agents_option
+def dev(
+    data_dir: Path | None,
+    temporal_port: int,
+    ui_port: int,
+    redis_port: int,
+    agent_specs: tuple[str, ...],
+) -> None:
+    """Run Temporal, Redis and a worker on loopback until Ctrl-C.
+
+    Data persists under the data directory, so running it again resumes sessions.
+    """
+    from sessionflow.localstack import LocalStack, StackConfig
+    from worker.main import run_worker, stop_on_signals
+
+    settings = Settings.from_env()
+    agents = _load(agent_specs)
+    config = StackConfig(
+        data_dir=data_dir or settings.data_dir,
+        temporal_port=temporal_port,
+        ui_port=ui_port,
+        redis_port=redis_port,
+    )
+
+    async def serve() -> None:
+        stop = stop_on_signals()
+        click.echo(f"Starting Temporal and Redis (data in {config.data_dir}) ...")
+        async with LocalStack(config):
+            local = _stack_settings(settings, config)
+            click.echo(
+                f"\n  Temporal      {config.temporal_address}\n"
+                f"  Temporal UI   {config.ui_url}\n"
+                f"  Redis         {config.redis_url}\n"
+                f"  Task queue    {local.task_queue}\n"
+                f"  Agents        {', '.join(a.name for a in agents)}\n\n"
+                f"In another shell:\n"
+                f"  export TEMPORAL_ADDRESS={config.temporal_address} "
+                f"REDIS_URL={config.redis_url} TEMPORAL_UI_URL={config.ui_url}\n\n"
+                "Press Ctrl-C to stop.\n"
+            )
+            await run_worker(local, agents, stop)
+            click.echo("Stopping ...")
+
+    _run(serve())
+
+
+def _stack_settings(settings: Settings, config: Any) -> Settings:
+    return replace(
+        settings,
+        temporal_address=config.temporal_address,
+        redis_url=config.redis_url,
+        temporal_ui_url=config.ui_url,
+        data_dir=config.data_dir,
+    )
+
+
+@main.command()
+@_agents_option
+def worker(agent_specs: tuple[str, ...]) -> None:
+    """Run a worker against TEMPORAL_ADDRESS and REDIS_URL until SIGINT or SIGTERM."""
+    from worker.main import run_worker, stop_on_signals
+
+    agents = _load(agent_specs)
+
+    async def serve() -> None:
+        await run_worker(Settings.from_env(), agents, stop_on_signals())
+
+    _run(serve())
+
+
+@main.command()
+@click.option("--message", default=DEMO_MESSAGE, show_default=True)
+@click.option(
+    "--keep/--no-keep",
+    default=None,
+    help="Keep the stack running afterwards to explore the UI (default: when interactive).",
+)
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds.")
+def demo(message: str, keep: bool | None, timeout: float) -> None:
+    """Run one demo session with the scripted model and stream its answer.
+
+    Uses the stack at TEMPORAL_ADDRESS/REDIS_URL if one is running, else starts one.
+    """
+    _run(_demo(message, sys.stdin.isatty() if keep is None else keep, timeout))
+
+
+async def _demo(message: str, keep: bool, timeout: float) -> None:
+    from agents.demo import demo_agent
+    from client.client import SessionClient
+    from sessionflow.connections import connect_redis, connect_temporal
+    from sessionflow.errors import ConnectionFailed
+    from sessionflow.localstack import LocalStack, StackConfig, free_port
+    from sessionflow.terminal import TerminalRenderer
+    from worker.main import run_worker, stop_on_signals
+
+    settings = replace(Settings.from_env(), task_queue=DEMO_TASK_QUEUE)
+    stack: LocalStack | None = None
+    try:
+        temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+        redis = await connect_redis(settings.redis_url)
+        click.echo(f"Using the running stack at {settings.temporal_address}.")
+    except ConnectionFailed:
+        config = StackConfig(
+            data_dir=settings.data_dir,
+            temporal_port=free_port(),
+            ui_port=free_port(),
+            redis_port=free_port(),
+        )
+        click.echo(f"Starting a local stack (data in {config.data_dir}) ...")
+        stack = LocalStack(config)
+        await stack.start()
+        settings = _stack_settings(settings, config)
+        temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+        redis = await connect_redis(settings.redis_url)
+
+    stop = stop_on_signals()
+    serving = asyncio.create_task(run_worker(settings, [demo_agent], stop))
+    try:
+        client = SessionClient(temporal, redis, task_queue=settings.task_queue)
+        session = client.session(f"demo-{int(time.time())}", agent=demo_agent.name)
+        click.echo(click.style(f"\nyou: {message}\n", bold=True))
+        async with asyncio.timeout(timeout):
+            result = await session.send(message)
+            renderer = TerminalRenderer()
+            async for event in result.stream():
+                renderer.render(event)
+            outcome = await result.done
+        usage = (await session.info()).usage
+        click.echo(
+            f"\nTurn {outcome.status.value}; {usage.input_tokens} input and "
+            f"{usage.output_tokens} output tokens (scripted estimates)."
+        )
+        click.echo(f"See the session in the Temporal UI: {settings.workflow_url(session.workflow_id)}")
+        if stack is not None and not keep:
+            click.echo("(`sessionflow dev` serves the same data at http://127.0.0.1:8233 later.)")
+        if keep and stack is not None:
+            click.echo("The stack keeps running so you can look around; press Ctrl-C to stop.")
+            await stop.wait()
+    except TimeoutError:
+        raise click.ClickException(
+            f"the demo did not finish within {timeout:.0f}s; see the logs in "
+            f"{settings.data_dir / 'logs'}"
+        ) from None
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await serving
+        await redis.aclose()
+        if stack is not None:
+            stack.stop()
+
+
+_session_options = [
+    click.argument("session_id"),
+    click.option("--agent", default="demo", show_default=True, help="The session's agent."),
+]
+
+
+def _with_session_options(fn: Any) -> Any:
+    for option in reversed(_session_options):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@_with_session_options
+@click.argument("text")
+def send(session_id: str, agent: str, text: str) -> None:
+    """Send TEXT to a session and stream the answer."""
+    from client.client import SessionClient
+    from sessionflow.terminal import TerminalRenderer
+
+    async def go() -> None:
+        async with await SessionClient.connect() as client:
+            result = await client.session(session_id, agent=agent).send(text)
+            renderer = TerminalRenderer()
+            async for event in result.stream():
+                renderer.render(event)
+
+    _run(go())
+
+
+@main.command()
+@_with_session_options
+@click.option("--json", "as_json", is_flag=True, help="Print messages as JSON lines.")
+def history(session_id: str, agent: str, as_json: bool) -> None:
+    """Print a session's messages."""
+    from client.client import SessionClient
+
+    async def go() -> None:
+        async with await SessionClient.connect() as client:
+            for message in await client.session(session_id, agent=agent).history():
+                if as_json:
+                    click.echo(message.model_dump_json())
+                    continue
+                click.echo(click.style(f"{message.role.value}:", bold=True) + f" {message.text()}")
+                for part in message.tool_parts():
+                    click.echo(f"  [{part.tool_name} {part.state.value}] {json.dumps(part.input)}")
+
+    _run(go())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Settings, read from the environment once, with defaults for the local stack.
+
+| variable                      | default                     |
+| ----------------------------- | --------------------------- |
+| TEMPORAL_ADDRESS              | 127.0.0.1:7233              |
+| TEMPORAL_NAMESPACE            | default                     |
+| TEMPORAL_UI_URL               | http://127.0.0.1:8233       |
+| SESSIONFLOW_TASK_QUEUE        | sessionflow                 |
+| REDIS_URL                     | redis://127.0.0.1:6379/0    |
+| SESSIONFLOW_DATA_DIR          | .sessionflow                |
+| SESSIONFLOW_SANDBOX_ROOT      | <data dir>/sandboxes        |
+| SESSIONFLOW_STREAM_MAXLEN     | 10000 (entries per session) |
+| SESSIONFLOW_STREAM_TTL        | 604800 (seconds after idle) |
+| SESSIONFLOW_LOG_FORMAT        | console on a TTY, else json |
+| SESSIONFLOW_LOG_LEVEL         | info                        |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+
+@dataclass(frozen=True)
+class Settings:
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+    task_queue: str = "sessionflow"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    data_dir: Path = Path(".sessionflow")
+    sandbox_root: Path | None = None
+    stream_max_len: int = 10_000
+    stream_ttl_seconds: int = 7 * 24 * 3600
+    log_format: str | None = None
+    log_level: str = "info"
+
+    @property
+    def sandboxes(self) -> Path:
+        return self.sandbox_root or self.data_dir / "sandboxes"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        default = cls()
+
+        def text(name: str, fallback: str) -> str:
+            return env.get(name) or fallback
+
+        def number(name: str, fallback: int) -> int:
+            raw = env.get(name)
+            if not raw:
+                return fallback
+            try:
+                return int(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+        sandbox_root = env.get("SESSIONFLOW_SANDBOX_ROOT")
+        return cls(
+            temporal_address=text("TEMPORAL_ADDRESS", default.temporal_address),
+            temporal_namespace=text("TEMPORAL_NAMESPACE", default.temporal_namespace),
+            temporal_ui_url=text("TEMPORAL_UI_URL", default.temporal_ui_url).rstrip("/"),
+            task_queue=text("SESSIONFLOW_TASK_QUEUE", default.task_queue),
+            redis_url=text("REDIS_URL", default.redis_url),
+            data_dir=Path(text("SESSIONFLOW_DATA_DIR", str(default.data_dir))),
+            sandbox_root=Path(sandbox_root) if sandbox_root else None,
+            stream_max_len=number("SESSIONFLOW_STREAM_MAXLEN", default.stream_max_len),
+            stream_ttl_seconds=number("SESSIONFLOW_STREAM_TTL", default.stream_ttl_seconds),
+            log_format=env.get("SESSIONFLOW_LOG_FORMAT") or None,
+            log_level=text("SESSIONFLOW_LOG_LEVEL", default.log_level),
+        )
+
+    def workflow_url(self, workflow_id: str) -> str:
+        """Where the Temporal UI shows a session."""
+        return (
+            f"{self.temporal_ui_url}/namespaces/{quote(self.temporal_namespace)}"
+            f"/workflows/{quote(workflow_id, safe='')}"
+        )

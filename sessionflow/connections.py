@@ -1,0 +1,35 @@
+"""Connecting to Temporal and Redis, with errors that say what to do."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from sessionflow.errors import ConnectionFailed
+
+
+async def connect_temporal(address: str, namespace: str = "default") -> Client:
+    try:
+        return await Client.connect(
+            address, namespace=namespace, data_converter=pydantic_data_converter
+        )
+    except RuntimeError as err:
+        raise ConnectionFailed(
+            f"cannot reach Temporal at {address}: {err}. Is `sessionflow dev` running, "
+            "or TEMPORAL_ADDRESS set?"
+        ) from err
+
+
+async def connect_redis(url: str) -> Redis:
+    redis = Redis.from_url(url)
+    try:
+        await redis.ping()
+    except (RedisError, OSError) as err:
+        await redis.aclose()
+        raise ConnectionFailed(
+            f"cannot reach Redis at {url}: {err}. Is `sessionflow dev` running, "
+            "or REDIS_URL set?"
+        ) from err
+    return redis

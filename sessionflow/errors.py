@@ -1,0 +1,77 @@
+"""Sessionflow's errors, one tree for client, worker and gateway.
+
+    SessionflowError
+    ├── ConnectionFailed        Temporal or Redis cannot be reached
+    ├── InvalidInput            a message, id, context or option that cannot be accepted
+    ├── SessionNotFound         no session with that id (for that agent)
+    ├── AgentNotRegistered      no worker serves the agent
+    ├── ModelNotFound           the agent's model names an unknown provider or script
+    ├── ModelError              the model call failed
+    │   ├── ModelUnavailable    transient: rate limited, overloaded, cut off (retried)
+    │   └── InvalidModelRequest the provider refused the request (not retried)
+    ├── TurnFailed              a turn ended in failure (raised by `SendResult.done` on request)
+    └── SandboxError            a sandbox could not do what was asked
+        └── SandboxNotFound     the sandbox id names nothing (anymore)
+
+Inside activities the class name becomes the Temporal `ApplicationError` type, so a
+client or an ops person can match on it; `retryable` says whether Temporal should try
+again.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class SessionflowError(Exception):
+    """Base of every error Sessionflow raises on purpose."""
+
+    retryable: ClassVar[bool] = False
+
+    @property
+    def error_type(self) -> str:
+        return type(self).__name__
+
+
+class ConnectionFailed(SessionflowError):
+    retryable = True
+
+
+class InvalidInput(SessionflowError, ValueError):
+    pass
+
+
+class SessionNotFound(SessionflowError):
+    pass
+
+
+class AgentNotRegistered(SessionflowError):
+    pass
+
+
+class ModelNotFound(SessionflowError):
+    pass
+
+
+class ModelError(SessionflowError):
+    pass
+
+
+class ModelUnavailable(ModelError):
+    retryable = True
+
+
+class InvalidModelRequest(ModelError):
+    pass
+
+
+class TurnFailed(SessionflowError):
+    pass
+
+
+class SandboxError(SessionflowError):
+    retryable = True
+
+
+class SandboxNotFound(SandboxError):
+    retryable = False

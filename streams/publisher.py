@@ -1,0 +1,166 @@
+"""Publishing chunks to a session's Redis stream, from activities.
+
+A `ChunkWriter` never makes its caller wait for Redis: `emit` queues the chunk and a
+background task writes whatever has queued in one round trip (a Lua script that
+XADDs the batch, trims the stream, indexes a message's `start` and refreshes the
+TTL). While one write is in flight the next batch accumulates, so a fast model
+costs a few round trips per second, not one per token.
+
+Redis failures are logged and the chunks dropped: the step's result is recorded in
+workflow history regardless, and readers can fall back to `history()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from streams.chunks import Chunk
+from streams.keys import StreamKeys
+
+log = structlog.get_logger(__name__)
+
+# KEYS: chunks stream, index hash.
+# ARGV: max length, ttl seconds, message id, step, attempt, 1-based position of the
+# batch's `start` chunk (0 if none), then the chunk JSON documents.
+_PUBLISH_SCRIPT = """
+local ids = {}
+local start_at = tonumber(ARGV[6])
+for i = 7, #ARGV do
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+    'chunk', ARGV[i], 'msg', ARGV[3], 'step', ARGV[4], 'attempt', ARGV[5])
+  ids[#ids + 1] = id
+  if i - 6 == start_at then
+    redis.call('HSET', KEYS[2], 'latest', ARGV[3], ARGV[3], id)
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return ids
+"""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How much of a stream Redis keeps: entries (approximate) and idle lifetime."""
+
+    max_len: int = 10_000
+    ttl_seconds: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class StepStream:
+    """Where a batch of chunks belongs: the session, its message, step and attempt."""
+
+    workflow_id: str
+    message_id: str
+    step: int
+    attempt: int = 1
+
+
+@dataclass
+class StreamPublisher:
+    """Writes UI message chunks to per-session Redis streams."""
+
+    redis: Redis
+    retention: Retention = field(default_factory=Retention)
+    prefix: str = "sf"
+
+    def __post_init__(self) -> None:
+        self._script = self.redis.register_script(_PUBLISH_SCRIPT)
+
+    async def publish(self, where: StepStream, chunks: Sequence[Chunk]) -> list[str]:
+        """Write chunks now, in order, and return their entry ids; raises on Redis errors."""
+        if not chunks:
+            return []
+        keys = StreamKeys.for_workflow(where.workflow_id, prefix=self.prefix)
+        start_at = next((i + 1 for i, c in enumerate(chunks) if c.type == "start"), 0)
+        args: list[str | int] = [
+            self.retention.max_len,
+            self.retention.ttl_seconds,
+            where.message_id,
+            where.step,
+            where.attempt,
+            start_at,
+        ]
+        args.extend(json.dumps(c.to_wire(), separators=(",", ":")) for c in chunks)
+        ids = await self._script(keys=[keys.chunks, keys.index], args=args)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    def writer(self, where: StepStream) -> ChunkWriter:
+        return ChunkWriter(self, where)
+
+
+class ChunkWriter:
+    """Batches one step's chunks into as few Redis round trips as latency allows."""
+
+    def __init__(self, publisher: StreamPublisher, where: StepStream) -> None:
+        self._publisher = publisher
+        self._where = where
+        self._pending: list[Chunk] = []
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+        self.dropped = 0
+
+    async def __aenter__(self) -> ChunkWriter:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def emit(self, chunk: Chunk) -> None:
+        """Queue a chunk; it is written as soon as the previous write returns."""
+        if self._closed:
+            raise RuntimeError("chunk writer is closed")
+        self._pending.append(chunk)
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Write everything still queued, then stop; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        if self._task is not None:
+            # Shielded so a cancelled activity still gets its final chunks (abort) out.
+            await asyncio.shield(self._task)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._write(batch)
+            if self._closed and not self._pending:
+                return
+
+    async def _write(self, batch: list[Chunk]) -> None:
+        try:
+            await self._publisher.publish(self._where, batch)
+            self.written += len(batch)
+        except (RedisError, OSError) as err:
+            self.dropped += len(batch)
+            log.warning(
+                "stream publish failed; chunks dropped, history keeps the step",
+                workflow_id=self._where.workflow_id,
+                message_id=self._where.message_id,
+                step=self._where.step,
+                dropped=len(batch),
+                error=str(err),
+            )

@@ -1,0 +1,126 @@
+"""Reading a session's stream: needs only Redis and the workflow id.
+
+Entry ids are the resume cursors: a reader that passes back the last id it saw
+gets exactly the chunks after it. With no cursor, a reader starts at the `start`
+of the session's newest assistant message (or of the message it names), so a UI
+that reconnects rebuilds the message it was showing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from streams.chunks import TERMINAL_TYPES, Chunk, parse_chunk
+from streams.keys import StreamKeys
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One chunk with its entry id (the SSE event id) and where it belongs."""
+
+    id: str
+    chunk: Chunk
+    message_id: str
+    step: int
+    attempt: int
+
+    @property
+    def type(self) -> str:
+        return self.chunk.type
+
+
+def id_before(entry_id: str) -> str:
+    """The greatest possible entry id below `entry_id`, for inclusive reads with XREAD."""
+    ms, _, seq = entry_id.partition("-")
+    if int(seq or 0) > 0:
+        return f"{ms}-{int(seq) - 1}"
+    if int(ms) == 0:
+        return "0-0"
+    return f"{int(ms) - 1}-18446744073709551615"
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class StreamReader:
+    """Reads chunks from per-session Redis streams."""
+
+    def __init__(self, redis: Redis, *, prefix: str = "sf", block_ms: int = 2_000) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._block_ms = block_ms
+
+    async def read(
+        self,
+        workflow_id: str,
+        *,
+        after: str | None = None,
+        message_id: str | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[StreamEvent]:
+        """Yield a session's chunks as they arrive.
+
+        Args:
+            workflow_id: the session's workflow id.
+            after: resume after this entry id; without it, start at the beginning
+                of `message_id` or, if that is None too, of the newest message.
+            message_id: read only this assistant message (waiting for it to start).
+            follow: keep reading across messages instead of ending after the
+                message's `finish`, `abort` or `error`.
+        """
+        keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
+        if after is not None:
+            cursor = after
+        else:
+            if message_id is None:
+                message_id = await self._latest_message(keys)
+            cursor = await self._cursor_for(keys, message_id)
+        async for event in self._tail(keys, cursor, message_id, follow):
+            yield event
+
+    async def _latest_message(self, keys: StreamKeys) -> str | None:
+        latest = await self._redis.hget(keys.index, "latest")
+        return None if latest is None else _decode(latest)
+
+    async def _cursor_for(self, keys: StreamKeys, message_id: str | None) -> str:
+        # Read the stream's tail before the index: a `start` indexed after that read
+        # is necessarily written after the tail, so reading from it cannot miss it.
+        tail = await self._redis.xrevrange(keys.chunks, count=1)
+        if message_id is not None:
+            start = await self._redis.hget(keys.index, message_id)
+            if start is not None:
+                return id_before(_decode(start))
+        return _decode(tail[0][0]) if tail else "0-0"
+
+    async def _tail(
+        self, keys: StreamKeys, cursor: str, message_id: str | None, follow: bool
+    ) -> AsyncIterator[StreamEvent]:
+        while True:
+            response = await self._redis.xread(
+                {keys.chunks: cursor}, count=500, block=self._block_ms
+            )
+            for _stream, entries in response or ():
+                for raw_id, fields in entries:
+                    cursor = _decode(raw_id)
+                    event = _event(cursor, fields)
+                    if message_id is not None and event.message_id != message_id and not follow:
+                        continue
+                    yield event
+                    if not follow and event.type in TERMINAL_TYPES:
+                        return
+
+
+def _event(entry_id: str, fields: dict[bytes | str, bytes | str]) -> StreamEvent:
+    values = {_decode(k): _decode(v) for k, v in fields.items()}
+    return StreamEvent(
+        id=entry_id,
+        chunk=parse_chunk(json.loads(values["chunk"])),
+        message_id=values["msg"],
+        step=int(values["step"]),
+        attempt=int(values["attempt"]),
+    )

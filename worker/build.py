@@ -1,0 +1,78 @@
+"""Assembling a worker: agents, model providers, sandboxes and Redis, injected.
+
+Everything an activity touches is built here and handed to it, so tests can
+assemble a worker on their own task queue with their own agents and scripts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from redis.asyncio import Redis
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import ModelStepActivities, PublishActivities, SandboxActivities, ToolActivities
+from agents.definition import Agent
+from agents.registry import AgentRegistry
+from providers.base import ModelProvider
+from providers.registry import ModelRegistry
+from providers.scripted import Script, ScriptedProvider
+from sandbox.base import SandboxBackend
+from sandbox.local import LocalSandboxBackend
+from streams.publisher import Retention, StreamPublisher
+from workflows.session import SessionWorkflow
+
+
+@dataclass
+class WorkerOptions:
+    task_queue: str = "sessionflow"
+    sandbox_root: Path = Path(".sessionflow/sandboxes")
+    retention: Retention = field(default_factory=Retention)
+    max_concurrent_activities: int = 200
+    max_concurrent_workflow_tasks: int = 100
+    max_cached_workflows: int = 1000
+    # On shutdown, in-flight activities get this long to finish before they are cancelled.
+    graceful_shutdown: timedelta = timedelta(seconds=10)
+    # Extra providers (e.g. Anthropic) beside the scripted one.
+    providers: Sequence[ModelProvider] = ()
+    scripts: Sequence[Script] = ()
+    sandboxes: SandboxBackend | None = None
+
+
+def build_worker(
+    client: Client, redis: Redis, agents: Iterable[Agent], options: WorkerOptions | None = None
+) -> Worker:
+    """A worker that serves `agents` on `options.task_queue`.
+
+    Scripts used by the agents (`model=Script(...)`) are registered with the
+    scripted provider automatically.
+    """
+    options = options or WorkerOptions()
+    registry = AgentRegistry(agents)
+    scripts = [a.model for a in registry if isinstance(a.model, Script)]
+    models = ModelRegistry([ScriptedProvider([*scripts, *options.scripts]), *options.providers])
+    publisher = StreamPublisher(redis, retention=options.retention)
+    sandboxes = options.sandboxes or LocalSandboxBackend(options.sandbox_root)
+    model_steps = ModelStepActivities(registry, models, publisher)
+    tools = ToolActivities(registry, sandboxes, publisher)
+    lifecycle = SandboxActivities(sandboxes, publisher)
+    publishing = PublishActivities(publisher)
+    return Worker(
+        client,
+        task_queue=options.task_queue,
+        workflows=[SessionWorkflow],
+        activities=[
+            model_steps.model_step,
+            tools.run_tool,
+            lifecycle.ensure_sandbox,
+            publishing.publish,
+        ],
+        max_concurrent_activities=options.max_concurrent_activities,
+        max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
+        max_cached_workflows=options.max_cached_workflows,
+        graceful_shutdown_timeout=options.graceful_shutdown,
+    )

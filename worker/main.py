@@ -1,0 +1,53 @@
+"""Running a worker process until it is told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+
+import structlog
+
+from agents.definition import Agent
+from sessionflow.config import Settings
+from sessionflow.connections import connect_redis, connect_temporal
+from streams.publisher import Retention
+from worker.build import WorkerOptions, build_worker
+
+log = structlog.get_logger(__name__)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, for a graceful shutdown."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_worker(settings: Settings, agents: Sequence[Agent], stop: asyncio.Event) -> None:
+    """Serve `agents` until `stop` is set, then finish in-flight work and exit."""
+    temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+    redis = await connect_redis(settings.redis_url)
+    options = WorkerOptions(
+        task_queue=settings.task_queue,
+        sandbox_root=settings.sandboxes,
+        retention=Retention(
+            max_len=settings.stream_max_len, ttl_seconds=settings.stream_ttl_seconds
+        ),
+    )
+    worker = build_worker(temporal, redis, agents, options)
+    try:
+        async with worker:
+            log.info(
+                "worker started",
+                task_queue=settings.task_queue,
+                agents=[a.name for a in agents],
+                temporal=settings.temporal_address,
+                redis=settings.redis_url,
+            )
+            await stop.wait()
+            log.info("worker stopping")
+    finally:
+        await redis.aclose()

@@ -1,0 +1,53 @@
+"""How a session's workflow id is derived, in one place.
+
+    workflow id = "session:" + agent + ":" + session_id
+
+The agent name comes first so `temporal workflow list --query 'WorkflowId STARTS_WITH
+"session:support:"'` finds one agent's sessions. Agent names may not contain ':',
+so the id splits back unambiguously. Braces are refused in both parts because the
+workflow id is the Redis Cluster hash tag of the session's stream keys.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "session:"
+MAX_SESSION_ID_LENGTH = 200
+
+_AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_SESSION_ID = re.compile(r"^[^\s{}\x00-\x1f\x7f]+$")
+
+
+def validate_agent_name(name: str) -> str:
+    if not _AGENT_NAME.match(name):
+        raise ValueError(
+            f"invalid agent name {name!r}: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def validate_session_id(session_id: str) -> str:
+    if not session_id or len(session_id) > MAX_SESSION_ID_LENGTH:
+        raise ValueError(f"session id must be 1-{MAX_SESSION_ID_LENGTH} characters long")
+    if not _SESSION_ID.match(session_id):
+        raise ValueError(
+            f"invalid session id {session_id!r}: no whitespace, control characters or braces"
+        )
+    return session_id
+
+
+def session_workflow_id(agent: str, session_id: str) -> str:
+    """The workflow id of an agent's session."""
+    return f"{PREFIX}{validate_agent_name(agent)}:{validate_session_id(session_id)}"
+
+
+def parse_session_workflow_id(workflow_id: str) -> tuple[str, str]:
+    """Split a session workflow id back into (agent, session_id)."""
+    if not workflow_id.startswith(PREFIX):
+        raise ValueError(f"{workflow_id!r} is not a session workflow id")
+    agent, sep, session_id = workflow_id[len(PREFIX) :].partition(":")
+    if not sep:
+        raise ValueError(f"{workflow_id!r} is not a session workflow id")
+    return validate_agent_name(agent), validate_session_id(session_id)
