@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from temporalio import activity
 
-from streams.chunks import parse_chunk
+from streams.chunks import Chunk, StartChunk, parse_chunk
 from streams.publisher import StepStream, StreamPublisher
 from workflows.contract import ActivityName, PublishParams
 
@@ -17,6 +17,14 @@ class PublishActivities:
 
     @activity.defn(name=ActivityName.PUBLISH)
     async def publish(self, params: PublishParams) -> None:
+        """Publish; a message that failed before its first chunk gets its `start` first.
+
+        Readers find a message by its `start`, so every message must have one, even
+        one whose model step failed before streaming anything.
+        """
         ref = params.ref
         where = StepStream(ref.workflow_id, ref.message_id, ref.step, activity.info().attempt)
-        await self.publisher.publish(where, [parse_chunk(c) for c in params.chunks])
+        chunks: list[Chunk] = [parse_chunk(c) for c in params.chunks]
+        if not await self.publisher.has_started(ref.workflow_id, ref.message_id):
+            chunks.insert(0, StartChunk(message_id=ref.message_id))
+        await self.publisher.publish(where, chunks)

@@ -81,7 +81,9 @@ class StepRecorder:
                 self._emit(ToolInputDeltaChunk(tool_call_id=call_id, input_text_delta=delta))
             case ToolCallReady(tool_call_id=call_id, tool_name=name, input=args):
                 self._close()
-                self._emit(ToolInputAvailableChunk(tool_call_id=call_id, tool_name=name, input=args))
+                self._emit(
+                    ToolInputAvailableChunk(tool_call_id=call_id, tool_name=name, input=args)
+                )
                 self._parts.append(ToolPart(tool_call_id=call_id, tool_name=name, input=args))
                 self._tool_calls.append(ToolCall(tool_call_id=call_id, tool_name=name, input=args))
             case StepFinished():

@@ -51,14 +51,14 @@ class ToolActivities:
                 result = RunToolResult(error_text=f"{err.error_type}: {err}")
             call_id = params.call.tool_call_id
             if result.error_text is not None:
-                writer.emit(ToolOutputErrorChunk(tool_call_id=call_id, error_text=result.error_text))
+                writer.emit(
+                    ToolOutputErrorChunk(tool_call_id=call_id, error_text=result.error_text)
+                )
             else:
                 writer.emit(ToolOutputAvailableChunk(tool_call_id=call_id, output=result.output))
             return result
 
-    async def _execute(
-        self, params: RunToolParams, emit: Callable[[Chunk], None]
-    ) -> RunToolResult:
+    async def _execute(self, params: RunToolParams, emit: Callable[[Chunk], None]) -> RunToolResult:
         call = params.call
         agent = self.agents.get(params.ref.agent)
         found = agent.tool(call.tool_name)

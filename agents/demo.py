@@ -10,7 +10,7 @@ from agents.builtin import bash_tool
 from agents.definition import agent
 from providers.scripted import Script, ScriptedToolCall, ScriptStep
 
-_PROGRAM = '''\
+_PROGRAM = """\
 def primes(n):
     found = []
     candidate = 2
@@ -22,7 +22,9 @@ def primes(n):
 
 
 print("The first ten primes:", ", ".join(map(str, primes(10))))
-'''
+"""
+
+_WRITE_PROGRAM = f"cat > primes.py <<'EOF'\n{_PROGRAM}EOF\necho wrote primes.py"
 
 DEMO_SCRIPT = Script(
     name="demo",
@@ -40,7 +42,7 @@ DEMO_SCRIPT = Script(
                 tool_calls=[
                     ScriptedToolCall(
                         tool="Bash",
-                        input={"command": f"cat > primes.py <<'EOF'\n{_PROGRAM}EOF\necho wrote primes.py"},
+                        input={"command": _WRITE_PROGRAM},
                     )
                 ],
             ),

@@ -12,7 +12,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from client.inputs import new_message_id, user_message
-from sessionflow.errors import SessionNotFound
+from sessionflow.errors import SessionNotFound, WorkerUnavailable
 from streams.reader import StreamEvent
 from workflows.contract import (
     WORKFLOW_NAME,
@@ -44,7 +44,9 @@ class TurnHandle:
             handle = self._session._handle()
             try:
                 outcome: TurnOutcome | None = await handle.execute_update(
-                    "wait_turn", self._message_id, result_type=TurnOutcome | None  # type: ignore[arg-type]
+                    "wait_turn",
+                    self._message_id,
+                    result_type=TurnOutcome | None,  # type: ignore[arg-type]
                 )
             except WorkflowUpdateRPCTimeoutOrCancelledError:
                 task = asyncio.current_task()
@@ -52,8 +54,10 @@ class TurnHandle:
                     raise
                 continue
             except RPCError as err:
-                # The run we reached closed while continuing as new; ask the next one.
-                if err.status is RPCStatusCode.NOT_FOUND:
+                # NOT_FOUND: the run we reached closed while continuing as new.
+                # FAILED_PRECONDITION: the worker that had the session cached died;
+                # the server moves it to another worker. Either way, ask again.
+                if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
                     await asyncio.sleep(0.2)
                     continue
                 raise
@@ -133,5 +137,10 @@ class Session:
                 raise SessionNotFound(
                     f"no session {self.id!r} for agent {self.agent!r} "
                     f"(workflow id {self.workflow_id!r})"
+                ) from err
+            if err.status is RPCStatusCode.FAILED_PRECONDITION:
+                raise WorkerUnavailable(
+                    f"no worker is serving task queue {self._client.task_queue!r}: "
+                    f"start one with `sessionflow worker` ({err.message})"
                 ) from err
             raise

@@ -68,7 +68,9 @@ class StepFinished:
     usage: Usage
 
 
-ModelEvent = TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | ToolCallReady | StepFinished
+ModelEvent = (
+    TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | ToolCallReady | StepFinished
+)
 
 
 class ModelProvider(Protocol):

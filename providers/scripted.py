@@ -134,15 +134,15 @@ class ScriptedProvider:
             output += piece
             await pace()
         pieces = _pieces(text, script.chunk_size)
-        fail_at = len(pieces) // 2 if request.attempt <= step.fail_attempts else None
-        for i, piece in enumerate([*pieces, None]):
-            if i == fail_at:
+        fails = request.attempt <= step.fail_attempts
+        for i, piece in enumerate(pieces):
+            if fails and i == len(pieces) // 2:
                 raise ModelUnavailable(f"scripted failure on attempt {request.attempt}")
-            if piece is None:
-                break
             yield TextDelta(piece)
             output += piece
             await pace()
+        if fails and not pieces:
+            raise ModelUnavailable(f"scripted failure on attempt {request.attempt}")
         for n, call in enumerate(step.tool_calls):
             call_id = f"call_{turn}_{index}_{n}"
             arguments = json.dumps(call.input)
@@ -155,6 +155,7 @@ class ScriptedProvider:
         seen = "".join(m.model_dump_json() for m in request.messages)
         yield StepFinished(
             reason=FinishReason.TOOL_CALLS if step.tool_calls else FinishReason.STOP,
-            usage=Usage(input_tokens=_estimate_tokens(seen), output_tokens=_estimate_tokens(output)),
+            usage=Usage(
+                input_tokens=_estimate_tokens(seen), output_tokens=_estimate_tokens(output)
+            ),
         )
-

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import sys
-import time
+import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -69,7 +69,9 @@ _agents_option = click.option(
 
 
 @main.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Default .sessionflow")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=None, help="Default .sessionflow"
+)
 @click.option("--temporal-port", type=int, default=7233, show_default=True)
 @click.option("--ui-port", type=int, default=8233, show_default=True)
 @click.option("--redis-port", type=int, default=6379, show_default=True)
@@ -192,7 +194,7 @@ async def _demo(message: str, keep: bool, timeout: float) -> None:
     serving = asyncio.create_task(run_worker(settings, [demo_agent], stop))
     try:
         client = SessionClient(temporal, redis, task_queue=settings.task_queue)
-        session = client.session(f"demo-{int(time.time())}", agent=demo_agent.name)
+        session = client.session(f"demo-{uuid.uuid4().hex[:8]}", agent=demo_agent.name)
         click.echo(click.style(f"\nyou: {message}\n", bold=True))
         async with asyncio.timeout(timeout):
             result = await session.send(message)
@@ -205,7 +207,9 @@ async def _demo(message: str, keep: bool, timeout: float) -> None:
             f"\nTurn {outcome.status.value}; {usage.input_tokens} input and "
             f"{usage.output_tokens} output tokens (scripted estimates)."
         )
-        click.echo(f"See the session in the Temporal UI: {settings.workflow_url(session.workflow_id)}")
+        click.echo(
+            f"See the session in the Temporal UI: {settings.workflow_url(session.workflow_id)}"
+        )
         if stack is not None and not keep:
             click.echo("(`sessionflow dev` serves the same data at http://127.0.0.1:8233 later.)")
         if keep and stack is not None:

@@ -29,7 +29,6 @@ async def connect_redis(url: str) -> Redis:
     except (RedisError, OSError) as err:
         await redis.aclose()
         raise ConnectionFailed(
-            f"cannot reach Redis at {url}: {err}. Is `sessionflow dev` running, "
-            "or REDIS_URL set?"
+            f"cannot reach Redis at {url}: {err}. Is `sessionflow dev` running, or REDIS_URL set?"
         ) from err
     return redis

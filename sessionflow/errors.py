@@ -2,6 +2,7 @@
 
     SessionflowError
     ├── ConnectionFailed        Temporal or Redis cannot be reached
+    ├── WorkerUnavailable       no worker polls the session's task queue
     ├── InvalidInput            a message, id, context or option that cannot be accepted
     ├── SessionNotFound         no session with that id (for that agent)
     ├── AgentNotRegistered      no worker serves the agent
@@ -34,6 +35,10 @@ class SessionflowError(Exception):
 
 
 class ConnectionFailed(SessionflowError):
+    retryable = True
+
+
+class WorkerUnavailable(SessionflowError):
     retryable = True
 
 

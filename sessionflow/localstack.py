@@ -247,4 +247,3 @@ class LocalStack:
                 if time.monotonic() > deadline:
                     raise StackError(f"Temporal did not become ready: {err}") from err
                 await asyncio.sleep(0.2)
-

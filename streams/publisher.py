@@ -94,6 +94,11 @@ class StreamPublisher:
         ids = await self._script(keys=[keys.chunks, keys.index], args=args)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
+    async def has_started(self, workflow_id: str, message_id: str) -> bool:
+        """Whether the message's `start` chunk is in the stream."""
+        keys = StreamKeys.for_workflow(workflow_id, prefix=self.prefix)
+        return bool(await self.redis.hexists(keys.index, message_id))
+
     def writer(self, where: StepStream) -> ChunkWriter:
         return ChunkWriter(self, where)
 

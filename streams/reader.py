@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -90,9 +91,9 @@ class StreamReader:
     async def _cursor_for(self, keys: StreamKeys, message_id: str | None) -> str:
         # Read the stream's tail before the index: a `start` indexed after that read
         # is necessarily written after the tail, so reading from it cannot miss it.
-        tail = await self._redis.xrevrange(keys.chunks, count=1)
+        tail: Any = await self._redis.xrevrange(keys.chunks, count=1)
         if message_id is not None:
-            start = await self._redis.hget(keys.index, message_id)
+            start: bytes | str | None = await self._redis.hget(keys.index, message_id)
             if start is not None:
                 return id_before(_decode(start))
         return _decode(tail[0][0]) if tail else "0-0"
@@ -101,7 +102,7 @@ class StreamReader:
         self, keys: StreamKeys, cursor: str, message_id: str | None, follow: bool
     ) -> AsyncIterator[StreamEvent]:
         while True:
-            response = await self._redis.xread(
+            response: Any = await self._redis.xread(
                 {keys.chunks: cursor}, count=500, block=self._block_ms
             )
             for _stream, entries in response or ():

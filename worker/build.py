@@ -35,6 +35,8 @@ class WorkerOptions:
     max_concurrent_activities: int = 200
     max_concurrent_workflow_tasks: int = 100
     max_cached_workflows: int = 1000
+    # A cached session whose worker stops polling moves to another worker after this.
+    sticky_schedule_to_start: timedelta = timedelta(seconds=3)
     # On shutdown, in-flight activities get this long to finish before they are cancelled.
     graceful_shutdown: timedelta = timedelta(seconds=10)
     # Extra providers (e.g. Anthropic) beside the scripted one.
@@ -75,4 +77,5 @@ def build_worker(
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
         max_cached_workflows=options.max_cached_workflows,
         graceful_shutdown_timeout=options.graceful_shutdown,
+        sticky_queue_schedule_to_start_timeout=options.sticky_schedule_to_start,
     )

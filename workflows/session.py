@@ -134,7 +134,9 @@ class SessionWorkflow:
                     return self._end(reply, TurnStatus.FINISHED)
                 for call in result.tool_calls:
                     await self._run_tool(reply, step, call)
-            workflow.logger.warning("turn hit the step limit of %d", self._limits.max_steps_per_turn)
+            workflow.logger.warning(
+                "turn hit the step limit of %d", self._limits.max_steps_per_turn
+            )
             await self._publish(reply, [FinishChunk(finish_reason=FinishReason.LENGTH.value)])
             return self._end(reply, TurnStatus.FINISHED)
         except ActivityError as err:
@@ -213,7 +215,7 @@ class SessionWorkflow:
         *,
         summary: str,
     ) -> ResultT:
-        return await workflow.execute_activity(
+        result: ResultT = await workflow.execute_activity(
             name.value,
             params,
             result_type=result_type,
@@ -222,6 +224,7 @@ class SessionWorkflow:
             retry_policy=preset.retry,
             summary=summary,
         )
+        return result
 
     async def _publish(self, reply: Message, chunks: list[Chunk]) -> None:
         """Best effort: a lost chunk costs a live reader, never the session."""

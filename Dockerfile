@@ -1,0 +1,24 @@
+# The Sessionflow image: worker (default command) and CLI.
+FROM python:3.12-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    SESSIONFLOW_LOG_FORMAT=json \
+    SESSIONFLOW_DATA_DIR=/var/lib/sessionflow
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY sessionflow ./sessionflow
+COPY agents ./agents
+COPY providers ./providers
+COPY sandbox ./sandbox
+COPY streams ./streams
+COPY workflows ./workflows
+COPY activities ./activities
+COPY worker ./worker
+COPY client ./client
+RUN pip install . && useradd --create-home sessionflow \
+    && mkdir -p /var/lib/sessionflow && chown sessionflow /var/lib/sessionflow
+USER sessionflow
+
+CMD ["sessionflow", "worker"]

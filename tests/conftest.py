@@ -1,0 +1,95 @@
+"""One Temporal dev server and one Redis-protocol server for the whole test session.
+
+Each test gets its own task queue and worker, so tests cannot see each other's
+sessions, while paying the servers' start-up cost once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from agents.definition import Agent
+from client.client import SessionClient
+from sessionflow.connections import connect_redis, connect_temporal
+from sessionflow.localstack import LocalStack, StackConfig, free_port
+from worker.build import WorkerOptions, build_worker
+from workflows.contract import SessionLimits
+
+StartWorker = Callable[..., Awaitable[SessionClient]]
+
+
+@pytest.fixture(scope="session")
+def stack_config(tmp_path_factory: pytest.TempPathFactory) -> StackConfig:
+    return StackConfig(
+        data_dir=tmp_path_factory.mktemp("stack"),
+        temporal_port=free_port(),
+        ui_port=free_port(),
+        redis_port=free_port(),
+        ui=False,
+    )
+
+
+@pytest.fixture(scope="session")
+async def stack(stack_config: StackConfig) -> AsyncIterator[LocalStack]:
+    async with LocalStack(stack_config) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+async def temporal(stack: LocalStack) -> Client:
+    return await connect_temporal(stack.config.temporal_address)
+
+
+@pytest.fixture
+async def redis(stack: LocalStack) -> AsyncIterator[Redis]:
+    client = await connect_redis(stack.config.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def sandbox_root(tmp_path: Path) -> Path:
+    return tmp_path / "sandboxes"
+
+
+@pytest.fixture
+async def start_worker(
+    temporal: Client, redis: Redis, task_queue: str, sandbox_root: Path
+) -> AsyncIterator[StartWorker]:
+    """Start an in-process worker serving `agents`; returns a client bound to its queue."""
+    running: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    async def start(
+        agents: Sequence[Agent], *, limits: SessionLimits | None = None, **options: object
+    ) -> SessionClient:
+        worker = build_worker(
+            temporal,
+            redis,
+            agents,
+            WorkerOptions(task_queue=task_queue, sandbox_root=sandbox_root, **options),  # type: ignore[arg-type]
+        )
+        running.append((worker, asyncio.create_task(worker.run())))
+        return SessionClient(temporal, redis, task_queue=task_queue, limits=limits)
+
+    yield start
+    for worker, task in running:
+        await worker.shutdown()
+        await task
+
+
+@pytest.fixture
+def unique_id() -> Iterator[str]:
+    yield f"s-{uuid.uuid4().hex[:10]}"

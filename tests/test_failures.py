@@ -1,0 +1,98 @@
+"""Failures a session survives: flaky models, unknown agents, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from temporalio.service import RPCError
+
+from agents.definition import agent
+from providers.scripted import Script, ScriptStep
+from sessionflow.errors import InvalidInput
+from tests.agents import tool_agent
+from tests.conftest import StartWorker
+from workflows.contract import TurnStatus
+from workflows.messages import MessageStatus
+
+
+async def test_a_flaky_model_step_is_retried_and_the_retry_announced(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    text = "This answer fails half-way through on its first attempt."
+    flaky = agent(
+        "flaky",
+        model=Script(name="flaky", delay=0, turns=[[ScriptStep(text=text, fail_attempts=1)]]),
+    )
+    client = await start_worker([flaky])
+    session = client.session(unique_id, agent="flaky")
+    result = await session.send("hello")
+    events = [e async for e in session.stream(message_id=result.assistant_message_id)]
+    assert (await result.done).status is TurnStatus.FINISHED
+
+    retry = [e for e in events if e.type == "data-retry"]
+    assert len(retry) == 1 and retry[0].attempt == 2
+    first_attempt = "".join(
+        e.chunk.delta  # type: ignore[attr-defined]
+        for e in events
+        if e.type == "text-delta" and e.attempt == 1
+    )
+    second_attempt = "".join(
+        e.chunk.delta  # type: ignore[attr-defined]
+        for e in events
+        if e.type == "text-delta" and e.attempt == 2
+    )
+    assert 0 < len(first_attempt) < len(text)
+    assert second_attempt == text
+    (reply,) = [m for m in await session.history() if m.role == "assistant"]
+    assert reply.text() == text
+
+
+async def test_an_agent_no_worker_serves_fails_the_turn_quickly(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([tool_agent])
+    session = client.session(unique_id, agent="ghost")
+    result = await session.send("anyone there?")
+    outcome = await asyncio.wait_for(result.done, timeout=10)
+    assert outcome.status is TurnStatus.FAILED
+    assert outcome.error is not None and outcome.error.startswith("AgentNotRegistered")
+    assert "'ghost' is not registered" in outcome.error
+    events = [e async for e in result.stream()]
+    assert events[-1].type == "error"
+    # The session is still alive and answers the next message the same clear way.
+    again = await session.send("still there?")
+    assert (await asyncio.wait_for(again.done, timeout=10)).status is TurnStatus.FAILED
+    history = await session.history()
+    assert [m.status for m in history[1::2]] == [MessageStatus.FAILED, MessageStatus.FAILED]
+
+
+@pytest.mark.parametrize(
+    "message, complaint",
+    [
+        ("   ", "empty"),
+        ({"role": "assistant", "parts": [{"type": "text", "text": "hi"}]}, "role 'user'"),
+        ({"role": "user", "parts": []}, "no parts"),
+        ({"role": "user", "parts": [{"type": "image", "url": "x"}]}, "invalid message"),
+        ("x" * 300_000, "limit"),
+        (42, "cannot send a int"),
+    ],
+)
+async def test_invalid_messages_are_rejected_before_reaching_temporal(
+    start_worker: StartWorker, unique_id: str, message: object, complaint: str
+) -> None:
+    client = await start_worker([tool_agent])
+    session = client.session(unique_id, agent="tooling")
+    with pytest.raises(InvalidInput, match=complaint):
+        await session.send(message)  # type: ignore[arg-type]
+    with pytest.raises(RPCError, match="not found"):
+        await client.temporal.get_workflow_handle(session.workflow_id).describe()
+
+
+@pytest.mark.parametrize("session_id", ["", "has space", "brace{", "x" * 201])
+async def test_invalid_session_ids_are_rejected_without_a_network_call(
+    start_worker: StartWorker, session_id: str
+) -> None:
+    client = await start_worker([tool_agent])
+    with pytest.raises(InvalidInput):
+        client.session(session_id, agent="tooling")

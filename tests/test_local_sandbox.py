@@ -1,0 +1,90 @@
+"""The local sandbox as the Bash tool sees it: timeouts, process groups, caps, secrets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agents.builtin import bash_tool
+from agents.definition import agent
+from providers.scripted import Script, ScriptedToolCall, ScriptStep
+from tests.conftest import StartWorker
+from workflows.contract import TurnStatus
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a container's init may be slow to reap)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def one_command(name: str, command: str, timeout: float | None = None) -> object:
+    args: dict[str, object] = {"command": command}
+    if timeout is not None:
+        args["timeout"] = timeout
+    return agent(
+        name,
+        model=Script(
+            name=name,
+            delay=0,
+            turns=[
+                [ScriptStep(tool_calls=[ScriptedToolCall(tool="Bash", input=args)]), ScriptStep()]
+            ],
+        ),
+        tools=[bash_tool()],
+    )
+
+
+async def run_command(
+    start_worker: StartWorker, session_id: str, command: str, timeout: float | None = None
+) -> dict[str, object]:
+    client = await start_worker([one_command("cmd", command, timeout)])
+    session = client.session(session_id, agent="cmd")
+    result = await session.send("run it")
+    assert (await result.done).status is TurnStatus.FINISHED
+    (part,) = (await session.history())[-1].tool_parts()
+    assert isinstance(part.output, dict), part.error_text
+    return part.output
+
+
+async def test_timeout_kills_the_whole_process_group(
+    start_worker: StartWorker, unique_id: str, sandbox_root: Path
+) -> None:
+    output = await run_command(
+        start_worker, unique_id, "sleep 30 & echo $! > bg.pid; echo started; sleep 30", timeout=1
+    )
+    assert output["timed_out"] is True
+    assert output["exit_code"] == 124
+    assert output["stdout"] == "started\n"
+    assert int(str(output["duration_ms"])) < 5_000
+    (pid_file,) = sandbox_root.glob("*/bg.pid")
+    background = int(pid_file.read_text())
+    # The background child was in the command's process group, so it died too.
+    assert not running(background)
+
+
+async def test_output_is_capped_with_a_marker(start_worker: StartWorker, unique_id: str) -> None:
+    output = await run_command(start_worker, unique_id, "head -c 200000 /dev/zero | tr '\\0' x")
+    stdout = str(output["stdout"])
+    assert output["truncated"] is True
+    assert stdout.startswith("x" * 1000)
+    assert stdout.endswith(f"[output truncated: {200_000 - 64 * 1024} more bytes not shown]")
+
+
+async def test_commands_do_not_see_the_workers_secrets(
+    start_worker: StartWorker, unique_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-value")
+    monkeypatch.setenv("E2B_API_KEY", "e2b-secret-value")
+    output = await run_command(start_worker, unique_id, "env")
+    stdout = str(output["stdout"])
+    assert "secret-value" not in stdout
+    assert "ANTHROPIC_API_KEY" not in stdout
+    assert f"PATH={os.environ['PATH']}" in stdout
+    home = next(line for line in stdout.splitlines() if line.startswith("HOME="))
+    assert "/sandboxes/sbx-" in home

@@ -1,0 +1,104 @@
+"""A worker SIGKILLed in the middle of a turn: another worker finishes it, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from redis.asyncio import Redis
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from client.client import SessionClient
+from sessionflow.localstack import StackConfig
+from streams.reader import StreamEvent
+from tests.agents import SLOW_SCRIPT
+from tests.processes import WorkerProcess
+from workflows.contract import TurnStatus
+from workflows.messages import MessageStatus, StepStartPart, ToolState
+
+
+async def test_worker_killed_mid_step_turn_completes_with_each_step_once(
+    stack_config: StackConfig,
+    temporal: Client,
+    redis: Redis,
+    task_queue: str,
+    sandbox_root: Path,
+    unique_id: str,
+    tmp_path: Path,
+) -> None:
+    def worker() -> WorkerProcess:
+        return WorkerProcess(
+            stack_config,
+            task_queue=task_queue,
+            agents="tests.agents:slow_agent",
+            sandbox_root=sandbox_root,
+            log=tmp_path / "worker.log",
+        )
+
+    first = worker()
+    await first.start()
+    client = SessionClient(temporal, redis, task_queue=task_queue)
+    session = client.session(unique_id, agent="slow")
+    result = await session.send("go")
+
+    # Kill the worker while the second model step streams: one step and one tool
+    # are already recorded, one step is in flight.
+    events: list[StreamEvent] = []
+    async for event in result.stream():
+        events.append(event)
+        if event.step == 1 and event.type == "text-delta":
+            first.kill()
+            break
+
+    second = worker()
+    await second.start()
+    try:
+        async for event in session.stream(after=events[-1].id):
+            events.append(event)
+        outcome = await asyncio.wait_for(result.done, timeout=60)
+        history = await session.history()
+    finally:
+        second.stop()
+
+    assert outcome.status is TurnStatus.FINISHED
+    assert len(history) == 2
+    reply = history[1]
+    assert reply.status is MessageStatus.COMPLETE
+    assert sum(isinstance(p, StepStartPart) for p in reply.parts) == 3
+    steps = SLOW_SCRIPT.turns[0]
+    assert reply.text() == "".join(s.text.replace("{last_tool_output}", "1 2 3") for s in steps)
+    tools = reply.tool_parts()
+    assert [t.state for t in tools] == [ToolState.OUTPUT_AVAILABLE] * 2
+    assert [t.output["stdout"] for t in tools] == ["step-one\n", "1 2 3\n"]
+
+    # Temporal history: three model steps and two tools, each scheduled and
+    # completed exactly once; the interrupted step needed a second attempt.
+    workflow_events = (
+        await temporal.get_workflow_handle(session.workflow_id).fetch_history()
+    ).events
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in workflow_events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert scheduled.count("sessionflow.model_step") == 3
+    assert scheduled.count("sessionflow.run_tool") == 2
+    completed = [
+        e for e in workflow_events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+    ]
+    assert len(completed) == len(scheduled)
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in workflow_events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
+    assert attempts.count(2) == 1
+
+    # The stream announced the retry, and the retried step's chunks say so.
+    retries = [e for e in events if e.type == "data-retry"]
+    assert [(e.step, e.attempt) for e in retries] == [(1, 2)]
+    assert events[-1].type == "finish"
+    # The tool that ran before the crash did not run again.
+    (runs,) = sandbox_root.glob("*/runs.txt")
+    assert runs.read_text() == "ran\n"
