@@ -166,7 +166,7 @@ async def _demo(message: str, keep: bool, timeout: float) -> None:
     from client.client import SessionClient
     from sessionflow.connections import connect_redis, connect_temporal
     from sessionflow.errors import ConnectionFailed
-    from sessionflow.localstack import LocalStack, StackConfig, free_port
+    from sessionflow.localstack import LocalStack, StackConfig
     from sessionflow.terminal import TerminalRenderer
     from worker.main import run_worker, stop_on_signals
 
@@ -177,11 +177,12 @@ async def _demo(message: str, keep: bool, timeout: float) -> None:
         redis = await connect_redis(settings.redis_url)
         click.echo(f"Using the running stack at {settings.temporal_address}.")
     except ConnectionFailed:
+        # The usual ports when free, so the printed link matches `sessionflow dev`.
         config = StackConfig(
             data_dir=settings.data_dir,
-            temporal_port=free_port(),
-            ui_port=free_port(),
-            redis_port=free_port(),
+            temporal_port=_port_or_free(7233),
+            ui_port=_port_or_free(8233),
+            redis_port=_port_or_free(6379),
         )
         click.echo(f"Starting a local stack (data in {config.data_dir}) ...")
         stack = LocalStack(config)
@@ -211,7 +212,7 @@ async def _demo(message: str, keep: bool, timeout: float) -> None:
             f"See the session in the Temporal UI: {settings.workflow_url(session.workflow_id)}"
         )
         if stack is not None and not keep:
-            click.echo("(`sessionflow dev` serves the same data at http://127.0.0.1:8233 later.)")
+            click.echo("(`sessionflow dev` serves the same data on http://127.0.0.1:8233.)")
         if keep and stack is not None:
             click.echo("The stack keeps running so you can look around; press Ctrl-C to stop.")
             await stop.wait()
@@ -227,6 +228,12 @@ async def _demo(message: str, keep: bool, timeout: float) -> None:
         await redis.aclose()
         if stack is not None:
             stack.stop()
+
+
+def _port_or_free(port: int) -> int:
+    from sessionflow.localstack import free_port, port_open
+
+    return free_port() if port_open("127.0.0.1", port) else port
 
 
 _session_options = [

@@ -64,7 +64,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def _port_open(host: str, port: int) -> bool:
+def port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
@@ -118,7 +118,7 @@ class LocalStack:
     async def start(self, timeout: float = 60.0) -> None:
         cfg = self.config
         for port in (cfg.temporal_port, cfg.redis_port, *([cfg.ui_port] if cfg.ui else [])):
-            if _port_open(cfg.host, port):
+            if port_open(cfg.host, port):
                 raise StackError(
                     f"port {port} on {cfg.host} is already in use: is another stack running? "
                     "Choose other ports with --temporal-port/--ui-port/--redis-port"
@@ -227,7 +227,7 @@ class LocalStack:
                     tail = server.log.read_text(errors="replace")[-2000:]
                     raise StackError(f"{server.name} exited at start; its log ends:\n{tail}")
             for name, port in list(pending.items()):
-                if _port_open(cfg.host, port):
+                if port_open(cfg.host, port):
                     del pending[name]
             if time.monotonic() > deadline:
                 raise StackError(f"{', '.join(pending)} did not start within {timeout:.0f}s")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from sessionflow.connections import connect_redis, connect_temporal
-from sessionflow.localstack import LocalStack, StackConfig, _port_open, free_port
+from sessionflow.localstack import LocalStack, StackConfig, free_port, port_open
 from tests.processes import REPO
 from workflows.contract import TurnStatus
 
@@ -94,7 +94,7 @@ async def test_dev_stops_cleanly_on_ctrl_c_and_resumes_sessions(tmp_path: Path) 
         code = interrupt(dev)
     assert code == 0, log.read_text()
     for port in (config.temporal_port, config.ui_port, config.redis_port):
-        assert not _port_open(config.host, port), f"port {port} still open after Ctrl-C"
+        assert not port_open(config.host, port), f"port {port} still open after Ctrl-C"
 
     dev = start_dev(data_dir, config, log)
     try:
