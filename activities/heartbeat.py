@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from temporalio import activity
 
-INTERVAL_SECONDS = 1.0
+# Also the worker's heartbeat throttle: cancellations (interrupts) arrive on heartbeat
+# responses, so this bounds how long an interrupt takes to reach an activity.
+HEARTBEAT_INTERVAL = timedelta(milliseconds=400)
+INTERVAL_SECONDS = HEARTBEAT_INTERVAL.total_seconds()
 
 
 @contextlib.asynccontextmanager

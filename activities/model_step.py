@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Any
 
+from pydantic import ValidationError
 from temporalio import activity
 
 from activities.failures import to_application_error
 from activities.heartbeat import heartbeating
+from activities.session_view import dump_state, interrupted, load_context, load_state
 from activities.step_recorder import StepRecorder
+from agents.context import AgentContext, resolve
+from agents.definition import Agent
 from agents.registry import AgentRegistry
 from providers.base import ModelRequest, ToolSpec
 from providers.registry import ModelRegistry
 from sessionflow.errors import SessionflowError
 from streams.chunks import DataChunk
+from streams.context import ContextStore
 from streams.publisher import StepStream, StreamPublisher
+from streams.status import status_chunk
 from workflows.contract import ActivityName, ModelStepParams, ModelStepResult
+from workflows.messages import ToolCall
 
 
 @dataclass
@@ -23,6 +32,7 @@ class ModelStepActivities:
     agents: AgentRegistry
     models: ModelRegistry
     publisher: StreamPublisher
+    contexts: ContextStore
 
     @activity.defn(name=ActivityName.MODEL_STEP)
     async def model_step(self, params: ModelStepParams) -> ModelStepResult:
@@ -30,22 +40,35 @@ class ModelStepActivities:
 
         Chunks of every attempt are tagged with the attempt number; a retry first
         announces itself with a transient `data-retry` chunk so readers can drop the
-        failed attempt's output.
+        failed attempt's output. An interrupt ends the step early and returns what
+        was produced so far, so the partial answer is kept in history.
         """
-        ref = params.ref
-        attempt = activity.info().attempt
         try:
-            agent = self.agents.get(ref.agent)
-            provider, model = self.models.resolve(agent.model_id)
+            return await self._step(params)
         except SessionflowError as err:
             raise to_application_error(err) from err
+
+    async def _step(self, params: ModelStepParams) -> ModelStepResult:
+        ref = params.ref
+        attempt = activity.info().attempt
+        agent = self.agents.get(ref.agent)
+        fresh_state = params.state is None and agent.state_schema is not None
+        view = AgentContext(
+            session_id=ref.session_id,
+            messages=params.messages,
+            context=await load_context(self.contexts, agent, ref.workflow_id, params.context_ref),
+            state=load_state(agent, params.state),
+        )
+        model_id = await agent.model_id(view)
+        provider, model = self.models.resolve(model_id)
+        tools = await agent.tools_for(view)
         request = ModelRequest(
             model=model,
-            system=agent.system,
+            system=await resolve(agent.system, view),
             messages=params.messages,
             tools=[
                 ToolSpec(name=t.name, description=t.description, input_schema=t.json_schema())
-                for t in agent.tools
+                for t in tools
             ],
             attempt=attempt,
         )
@@ -64,12 +87,30 @@ class ModelStepActivities:
                 message_id=ref.message_id,
                 step=ref.step,
                 attempt=attempt,
-                model=agent.model_id,
+                model=model_id,
             )
             recorder.begin()
+            writer.emit(status_chunk("thinking"))
             try:
                 async for event in provider.stream(request):
                     recorder.on(event)
-                return recorder.end()
-            except SessionflowError as err:
-                raise to_application_error(err) from err
+            except asyncio.CancelledError:
+                if not interrupted():
+                    raise
+                return recorder.interrupted()
+            result = recorder.end()
+        result.needs_approval = [await _needs_approval(agent, call) for call in result.tool_calls]
+        if fresh_state:
+            result.state = dump_state(view.state)
+        return result
+
+
+async def _needs_approval(agent: Agent, call: ToolCall) -> bool:
+    tool = agent.tool(call.tool_name)
+    if tool is None:
+        return False
+    try:
+        args: Any = tool.input_schema.model_validate(call.input)
+    except ValidationError:
+        return False  # the tool run reports the invalid input to the model
+    return await agent.requires_approval(tool, args)

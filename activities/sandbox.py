@@ -1,22 +1,20 @@
-"""Sandbox lifecycle activities: a session gets its sandbox before its first tool runs."""
+"""Sandbox activities: lifecycle (a session gets its sandbox before its first tool
+runs), and the direct `session.sandbox` calls of clients."""
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 from temporalio import activity
 
 from activities.failures import to_application_error
-from sandbox.base import SandboxBackend
+from activities.heartbeat import heartbeating
+from sandbox.base import ExecResult, SandboxBackend, SandboxStatus
 from sessionflow.errors import SandboxNotFound, SessionflowError
-from streams.chunks import DataChunk
 from streams.publisher import StepStream, StreamPublisher
-from workflows.contract import ActivityName, EnsureSandboxParams, SandboxRef
-
-
-def status_chunk(status: str, **details: object) -> DataChunk:
-    """A transient `data-status` chunk: progress a UI shows but does not keep."""
-    return DataChunk(type="data-status", data={"status": status, **details}, transient=True)
+from streams.status import status_chunk
+from workflows.contract import ActivityName, EnsureSandboxParams, SandboxExecParams, SandboxRef
 
 
 @dataclass
@@ -35,6 +33,8 @@ class SandboxActivities:
                     existing = await self.sandboxes.connect(params.sandbox_id)
                     return SandboxRef(sandbox_id=existing.id, created=False)
                 except SandboxNotFound:
+                    if params.must_exist:
+                        raise
                     status = status_chunk("sandbox-setup", recreated=params.sandbox_id)
             else:
                 status = status_chunk("sandbox-setup")
@@ -44,3 +44,24 @@ class SandboxActivities:
             return SandboxRef(sandbox_id=created.id, created=True)
         except SessionflowError as err:
             raise to_application_error(err) from err
+
+    @activity.defn(name=ActivityName.SANDBOX_EXEC)
+    async def sandbox_exec(self, params: SandboxExecParams) -> ExecResult:
+        """A command a client runs directly in the session's sandbox."""
+        request = params.request
+        command = request.command
+        if request.args:
+            command = shlex.join([command, *request.args])
+        try:
+            sandbox = await self.sandboxes.connect(params.sandbox_id)
+            async with heartbeating():
+                return await sandbox.exec(command, cwd=request.cwd, timeout=request.timeout)
+        except SessionflowError as err:
+            raise to_application_error(err) from err
+
+    @activity.defn(name=ActivityName.SANDBOX_STATUS)
+    async def sandbox_status(self, sandbox_id: str) -> SandboxStatus:
+        try:
+            return await (await self.sandboxes.connect(sandbox_id)).status()
+        except SandboxNotFound:
+            return SandboxStatus.STOPPED

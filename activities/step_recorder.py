@@ -36,8 +36,17 @@ from streams.chunks import (
     ToolInputDeltaChunk,
     ToolInputStartChunk,
 )
-from workflows.contract import ModelStepResult
-from workflows.messages import Part, ReasoningPart, StepStartPart, TextPart, ToolCall, ToolPart
+from streams.status import status_chunk
+from workflows.contract import FinishReason, ModelStepResult
+from workflows.messages import (
+    Part,
+    ReasoningPart,
+    StepStartPart,
+    TextPart,
+    ToolCall,
+    ToolPart,
+    Usage,
+)
 
 _Kind = Literal["text", "reasoning"]
 
@@ -89,13 +98,17 @@ class StepRecorder:
             case StepFinished():
                 self._finished = event
 
-    def partial_parts(self) -> list[Part]:
-        """What the step produced so far, open text included (for interrupted steps)."""
-        parts = list(self._parts)
-        if self._open is not None:
-            kind, _, buffer = self._open
-            parts.append(_part(kind, "".join(buffer)))
-        return parts
+    def interrupted(self) -> ModelStepResult:
+        """Close the step early, keeping what was produced; no tool call will run."""
+        self._close()
+        self._emit(FinishStepChunk())
+        return ModelStepResult(
+            parts=self._parts,
+            tool_calls=self._tool_calls,
+            usage=self._finished.usage if self._finished else Usage(),
+            model=self._model,
+            finish_reason=FinishReason.INTERRUPTED,
+        )
 
     def end(self) -> ModelStepResult:
         """Close the step; a step without tool calls also ends the message (`finish`)."""
@@ -104,6 +117,7 @@ class StepRecorder:
         self._close()
         self._emit(FinishStepChunk())
         if not self._tool_calls:
+            self._emit(status_chunk("idle"))
             self._emit(FinishChunk(finish_reason=self._finished.reason.value))
         return ModelStepResult(
             parts=self._parts,

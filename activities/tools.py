@@ -8,6 +8,7 @@ raised for Temporal to retry.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,12 +20,15 @@ from temporalio import activity
 
 from activities.failures import to_application_error
 from activities.heartbeat import heartbeating
+from activities.session_view import dump_state, interrupted, load_context, load_state
 from agents.registry import AgentRegistry
 from agents.tools import ToolContext
 from sandbox.base import SandboxBackend
 from sessionflow.errors import SessionflowError
 from streams.chunks import Chunk, ToolOutputAvailableChunk, ToolOutputErrorChunk
+from streams.context import ContextStore
 from streams.publisher import StepStream, StreamPublisher
+from streams.status import status_chunk
 from workflows.contract import ActivityName, RunToolParams, RunToolResult
 
 # Tool output kept in history and sent to the model; larger output is cut with a marker.
@@ -36,6 +40,7 @@ class ToolActivities:
     agents: AgentRegistry
     sandboxes: SandboxBackend
     publisher: StreamPublisher
+    contexts: ContextStore
     max_output_bytes: int = MAX_OUTPUT_BYTES
 
     @activity.defn(name=ActivityName.RUN_TOOL)
@@ -43,12 +48,17 @@ class ToolActivities:
         ref = params.ref
         where = StepStream(ref.workflow_id, ref.message_id, ref.step, activity.info().attempt)
         async with heartbeating(), self.publisher.writer(where) as writer:
+            writer.emit(status_chunk("running-tool", tool=params.call.tool_name))
             try:
                 result = await self._execute(params, writer.emit)
             except SessionflowError as err:
                 if err.retryable:
                     raise to_application_error(err) from err
                 result = RunToolResult(error_text=f"{err.error_type}: {err}")
+            except asyncio.CancelledError:
+                if not interrupted():
+                    raise
+                result = RunToolResult(error_text="interrupted by the user", interrupted=True)
             call_id = params.call.tool_call_id
             if result.error_text is not None:
                 writer.emit(
@@ -72,6 +82,10 @@ class ToolActivities:
         if params.sandbox_id is None:
             raise SessionflowError("tool called before the session had a sandbox")
         sandbox = await self.sandboxes.connect(params.sandbox_id)
+        state = load_state(agent, params.state)
+        context = await load_context(
+            self.contexts, agent, params.ref.workflow_id, params.context_ref
+        )
 
         def stream_output(output: Any) -> None:
             emit(
@@ -87,6 +101,8 @@ class ToolActivities:
             tool_call_id=call.tool_call_id,
             sandbox=sandbox,
             messages=params.messages,
+            state=state,
+            context=context,
             stream_output=stream_output,
         )
         try:
@@ -95,7 +111,9 @@ class ToolActivities:
             raise
         except Exception as err:  # the tool's own failure is the model's to handle
             return RunToolResult(error_text=f"{type(err).__name__}: {err}")
-        return RunToolResult(output=self._capped(to_jsonable_python(output)))
+        return RunToolResult(
+            output=self._capped(to_jsonable_python(output)), state=dump_state(ctx.state)
+        )
 
     def _capped(self, output: Any) -> Any:
         encoded = json.dumps(output)

@@ -2,46 +2,89 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from agents.tools import Tool
+from pydantic import BaseModel
+
+from agents.context import AgentContext, Resolvable, resolve
+from agents.tools import NeedsApproval, Tool
 from providers.scripted import Script
 from workflows.ids import validate_agent_name
+
+ModelOption = str | Script
 
 
 @dataclass(frozen=True)
 class Agent:
     name: str
-    model: str | Script
-    system: str | None
-    tools: tuple[Tool[Any], ...]
+    model: Resolvable[ModelOption]
+    system: Resolvable[str | None] = None
+    tools: tuple[Tool[Any], ...] = ()
+    context_schema: type[BaseModel] | None = None
+    state_schema: type[BaseModel] | None = None
+    needs_approval: Mapping[str, NeedsApproval] = field(default_factory=dict)
+    active_tools: Resolvable[Sequence[str] | None] = None
 
-    @property
-    def model_id(self) -> str:
-        """The `provider/model` string of the agent's model."""
-        return self.model.model_id if isinstance(self.model, Script) else self.model
+    def scripts(self) -> list[Script]:
+        """Scripts named directly as the model, for the worker's scripted provider."""
+        return [self.model] if isinstance(self.model, Script) else []
 
     def tool(self, name: str) -> Tool[Any] | None:
         return next((t for t in self.tools if t.name == name), None)
+
+    async def model_id(self, ctx: AgentContext) -> str:
+        """The `provider/model` string of this step's model."""
+        model: ModelOption = await resolve(self.model, ctx)
+        return model.model_id if isinstance(model, Script) else str(model)
+
+    async def tools_for(self, ctx: AgentContext) -> list[Tool[Any]]:
+        active = await resolve(self.active_tools, ctx)
+        if active is None:
+            return list(self.tools)
+        return [t for t in self.tools if t.name in set(active)]
+
+    async def requires_approval(self, tool: Tool[Any], args: BaseModel) -> bool:
+        """The agent's rule for the tool if it has one, else the tool's own."""
+        rule = self.needs_approval.get(tool.name, tool.needs_approval)
+        if not callable(rule):
+            return bool(rule)
+        decided = rule(args)
+        if inspect.isawaitable(decided):
+            decided = await decided
+        return bool(decided)
 
 
 def agent(
     name: str,
     *,
-    model: str | Script,
-    system: str | None = None,
+    model: Resolvable[ModelOption],
+    system: Resolvable[str | None] = None,
     tools: Sequence[Tool[Any]] = (),
+    context_schema: type[BaseModel] | None = None,
+    state_schema: type[BaseModel] | None = None,
+    needs_approval: Mapping[str, NeedsApproval] | None = None,
+    active_tools: Resolvable[Sequence[str] | None] = None,
 ) -> Agent:
     """Define an agent.
 
     Args:
         name: how sessions refer to it; part of every session's workflow id.
         model: `"provider/model"`, e.g. `"anthropic/claude-sonnet-4-6"` or
-            `"scripted/<name>"`, or a `Script` for the offline scripted model.
-        system: the system prompt.
+            `"scripted/<name>"`, or a `Script`; or a function of `AgentContext`
+            returning one, resolved before every model step.
+        system: the system prompt, or a function of `AgentContext` returning it.
         tools: the tools the model may call.
+        context_schema: pydantic model that `send(context=...)` is validated against.
+            Context is transient: it is never stored where Temporal keeps data.
+        state_schema: pydantic model of the session's persisted state; its defaults
+            are the initial state. Tools change it through `ctx.state`.
+        needs_approval: per tool name, True/False or a function of the tool's input
+            saying whether a person must approve the call; overrides the tool's own.
+        active_tools: names of the tools offered to the model (all when None), or a
+            function of `AgentContext` returning them.
     """
     validate_agent_name(name)
     if isinstance(model, str) and "/" not in model:
@@ -50,4 +93,19 @@ def agent(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"agent {name!r}: duplicate tool names {duplicates}")
-    return Agent(name=name, model=model, system=system, tools=tuple(tools))
+    unknown = sorted(set(needs_approval or {}) - set(names))
+    if unknown:
+        raise ValueError(f"agent {name!r}: needs_approval names unknown tools {unknown}")
+    for schema, label in ((context_schema, "context_schema"), (state_schema, "state_schema")):
+        if schema is not None and not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+            raise TypeError(f"agent {name!r}: {label} must be a pydantic model class")
+    return Agent(
+        name=name,
+        model=model,
+        system=system,
+        tools=tuple(tools),
+        context_schema=context_schema,
+        state_schema=state_schema,
+        needs_approval=dict(needs_approval or {}),
+        active_tools=active_tools,
+    )

@@ -24,6 +24,8 @@ InputT = TypeVar("InputT", bound=BaseModel)
 class ToolContext:
     """What a tool can see and use while it runs.
 
+    `state` is the session's state, mutable: changes are saved when the tool
+    returns. `context` is the turn's transient context (never persisted).
     `cancelled` is set when the turn is interrupted; long-running tools should
     watch it (commands run through `sandbox.exec` are killed for you).
     """
@@ -32,11 +34,15 @@ class ToolContext:
     tool_call_id: str
     sandbox: Sandbox
     messages: Sequence[Message]
+    state: Any = None
+    context: Any = None
     stream_output: Callable[[Any], None] = lambda _output: None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 Execute = Callable[[InputT, ToolContext], Awaitable[Any]]
+# True, False, or a function of the validated input deciding per call.
+NeedsApproval = bool | Callable[[Any], bool | Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class Tool(Generic[InputT]):
     description: str
     input_schema: type[InputT]
     execute: Execute[InputT]
+    needs_approval: NeedsApproval = False
 
     def json_schema(self) -> dict[str, Any]:
         """The input schema as JSON Schema, the form model providers take."""
@@ -57,6 +64,7 @@ def tool(
     *,
     input_schema: type[InputT],
     execute: Execute[InputT],
+    needs_approval: NeedsApproval = False,
 ) -> Tool[InputT]:
     """Define a tool.
 
@@ -67,6 +75,8 @@ def tool(
             and invalid ones are returned to the model as a tool error.
         execute: `async def execute(input, ctx) -> output`; the output must be
             JSON-serialisable (pydantic models are).
+        needs_approval: whether a person must approve each call first: a bool, or
+            a function of the validated input.
     """
     if not name or not all(c.isalnum() or c in "_-" for c in name):
         raise ValueError(f"invalid tool name {name!r}: use letters, digits, '_' and '-'")
@@ -74,4 +84,10 @@ def tool(
         raise TypeError(f"tool {name!r}: input_schema must be a pydantic model class")
     if not asyncio.iscoroutinefunction(execute):
         raise TypeError(f"tool {name!r}: execute must be an async function")
-    return Tool(name=name, description=description, input_schema=input_schema, execute=execute)
+    return Tool(
+        name=name,
+        description=description,
+        input_schema=input_schema,
+        execute=execute,
+        needs_approval=needs_approval,
+    )

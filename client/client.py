@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import TracebackType
 
 from redis.asyncio import Redis
 from temporalio.client import Client
 
+from agents.definition import Agent
 from client.session import Session
 from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.errors import InvalidInput
+from streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
+from streams.context import ContextStore
 from streams.reader import StreamReader
 from workflows.contract import SessionLimits
 from workflows.ids import validate_agent_name, validate_session_id
@@ -27,13 +31,18 @@ class SessionClient:
         task_queue: str = "sessionflow",
         default_agent: str | None = None,
         limits: SessionLimits | None = None,
+        agents: Iterable[Agent] = (),
+        context_ttl_seconds: int = DEFAULT_CONTEXT_TTL,
     ) -> None:
         self.temporal = temporal
         self.redis = redis
         self.task_queue = task_queue
         self.default_agent = default_agent
         self.limits = limits or SessionLimits()
+        # Agents the client knows; their context schemas validate `send(context=...)`.
+        self.agents = {a.name: a for a in agents}
         self.reader = StreamReader(redis)
+        self.contexts = ContextStore(redis, ttl_seconds=context_ttl_seconds)
 
     @classmethod
     async def connect(
@@ -45,8 +54,12 @@ class SessionClient:
         task_queue: str | None = None,
         default_agent: str | None = None,
         limits: SessionLimits | None = None,
+        agents: Iterable[Agent] = (),
     ) -> SessionClient:
-        """Connect; addresses not given come from `TEMPORAL_ADDRESS` and `REDIS_URL`."""
+        """Connect; addresses not given come from `TEMPORAL_ADDRESS` and `REDIS_URL`.
+
+        Pass the `agents` you use so `send` can validate context before sending.
+        """
         settings = Settings.from_env()
         temporal = await connect_temporal(
             temporal_address or settings.temporal_address,
@@ -59,17 +72,25 @@ class SessionClient:
             task_queue=task_queue or settings.task_queue,
             default_agent=default_agent,
             limits=limits,
+            agents=agents,
+            context_ttl_seconds=settings.context_ttl_seconds,
         )
 
-    def session(self, session_id: str, *, agent: str | None = None) -> Session:
-        """A handle on a session; no network call until it is used."""
-        name = agent or self.default_agent
-        if name is None:
+    def session(self, session_id: str, *, agent: str | Agent | None = None) -> Session:
+        """A handle on a session; no network call until it is used.
+
+        `agent` is an agent's name or the `Agent` itself (which also teaches the
+        client its context and state schemas).
+        """
+        chosen = agent or self.default_agent
+        if chosen is None:
             raise InvalidInput("no agent given: pass agent=... or set default_agent on the client")
         try:
-            return Session(self, validate_session_id(session_id), validate_agent_name(name))
+            validate_session_id(session_id)
+            validate_agent_name(chosen if isinstance(chosen, str) else chosen.name)
         except ValueError as err:
             raise InvalidInput(str(err)) from err
+        return Session(self, session_id, chosen)
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -7,25 +7,54 @@ from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from temporalio.client import WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import (
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from client.inputs import new_message_id, user_message
-from sessionflow.errors import SessionNotFound, WorkerUnavailable
+import sessionflow.errors as errors
+from client.inputs import new_message_id, parse_send_input, validate_context
+from client.sandbox import SessionSandbox
 from streams.reader import StreamEvent
 from workflows.contract import (
     WORKFLOW_NAME,
+    ApprovalResponse,
     SendRequest,
     SessionInfo,
     SessionInput,
+    SessionUpdate,
     TurnOutcome,
+    UsageReport,
 )
 from workflows.ids import session_workflow_id
 from workflows.messages import Message
 
 if TYPE_CHECKING:
+    from agents.definition import Agent
     from client.client import SessionClient
+
+# Application error types raised by the workflow, as the client's exceptions.
+_ERRORS: dict[str, type[errors.SessionflowError]] = {
+    "ApprovalNotPending": errors.ApprovalNotPending,
+    "MessageNotFound": errors.MessageNotFound,
+    "SessionBusy": errors.SessionBusy,
+    "SandboxNotFound": errors.SandboxNotFound,
+    "InvalidInput": errors.InvalidInput,
+}
+
+
+def _known_error(err: WorkflowUpdateFailedError) -> errors.SessionflowError | None:
+    """The first application error in the cause chain that the client has a class for."""
+    cause: BaseException | None = err.cause
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and cause.type in _ERRORS:
+            return _ERRORS[cause.type](cause.message)
+        cause = cause.__cause__ if not hasattr(cause, "cause") else cause.cause
+    return None
 
 
 class TurnHandle:
@@ -40,27 +69,17 @@ class TurnHandle:
 
     async def _wait(self) -> TurnOutcome:
         while True:
-            # No run id: after continue-as-new the newest run answers.
-            handle = self._session._handle()
             try:
-                outcome: TurnOutcome | None = await handle.execute_update(
+                outcome: TurnOutcome | None = await self._session._update(
                     "wait_turn",
                     self._message_id,
-                    result_type=TurnOutcome | None,  # type: ignore[arg-type]
+                    TurnOutcome | None,
                 )
             except WorkflowUpdateRPCTimeoutOrCancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise
                 continue
-            except RPCError as err:
-                # NOT_FOUND: the run we reached closed while continuing as new.
-                # FAILED_PRECONDITION: the worker that had the session cached died;
-                # the server moves it to another worker. Either way, ask again.
-                if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                    await asyncio.sleep(0.2)
-                    continue
-                raise
             if outcome is not None:
                 return outcome
 
@@ -81,36 +100,63 @@ class SendResult:
 class Session:
     """A handle on one session; creating it makes no network call."""
 
-    def __init__(self, client: SessionClient, session_id: str, agent: str) -> None:
+    def __init__(self, client: SessionClient, session_id: str, agent: str | Agent) -> None:
         self._client = client
         self.id = session_id
-        self.agent = agent
-        self.workflow_id = session_workflow_id(agent, session_id)
+        self._agent = agent if not isinstance(agent, str) else client.agents.get(agent)
+        self.agent = agent if isinstance(agent, str) else agent.name
+        self.workflow_id = session_workflow_id(self.agent, session_id)
+        self.sandbox = SessionSandbox(self)
 
     def _handle(self) -> WorkflowHandle[Any, Any]:
+        # No run id: after continue-as-new the newest run answers.
         return self._client.temporal.get_workflow_handle(self.workflow_id)
 
-    async def send(self, message: str | Message | dict[str, Any]) -> SendResult:
-        """Send a user message; the first send starts the session (signal-with-start).
+    async def send(
+        self,
+        input: Any,
+        *,
+        interrupt_if_streaming: bool = False,
+        context: Any = None,
+        sandbox_id: str | None = None,
+    ) -> SendResult:
+        """Send a user message or an approval; the first send starts the session.
 
-        Messages sent while a turn runs are queued and answered in order.
+        Messages sent while a turn runs queue and are answered in order, unless
+        `interrupt_if_streaming` interrupts the running turn first. `context` is
+        validated against the agent's `context_schema` (when the client knows the
+        agent) and kept in Redis, never in Temporal. An approval returns the result
+        of the turn it belongs to.
         """
-        request = SendRequest(message=user_message(message), assistant_message_id=new_message_id())
-        await self._client.temporal.start_workflow(
-            WORKFLOW_NAME,
-            SessionInput(session_id=self.id, agent=self.agent, limits=self._client.limits),
-            id=self.workflow_id,
-            task_queue=self._client.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal="send",
-            start_signal_args=[request],
-            static_summary=f"{self.agent} session {self.id}",
+        parsed = parse_send_input(input)
+        if isinstance(parsed, ApprovalResponse):
+            return await self.approve(parsed)
+        schema = self._agent.context_schema if self._agent else None
+        data = validate_context(schema, context)
+        context_ref = (
+            None if data is None else await self._client.contexts.put(self.workflow_id, data)
         )
-        return SendResult(
-            assistant_message_id=request.assistant_message_id,
-            done=TurnHandle(self, request.assistant_message_id),
-            session=self,
+        request = SendRequest(
+            message=parsed,
+            assistant_message_id=new_message_id(),
+            context_ref=context_ref,
+            sandbox_id=sandbox_id,
+            interrupt=interrupt_if_streaming,
         )
+        await self._start(start_signal="send", start_signal_args=[request])
+        return self._result(request.assistant_message_id)
+
+    async def approve(self, response: ApprovalResponse) -> SendResult:
+        """Answer a pending tool approval; raises `ApprovalNotPending` for unknown ids."""
+        message_id: str = await self._update("approve", response, str)
+        return self._result(message_id)
+
+    async def interrupt(self) -> None:
+        """Stop the running turn; its partial answer is kept, marked interrupted."""
+        try:
+            await self._handle().signal("interrupt")
+        except RPCError as err:
+            raise self._rpc_error(err) from err
 
     def stream(
         self, *, after: str | None = None, message_id: str | None = None, follow: bool = False
@@ -125,22 +171,93 @@ class Session:
         result: list[Message] = await self._query("messages", [offset, limit], list[Message])
         return result
 
+    async def update(
+        self, *, sandbox_id: str | None = None, last_message_id: str | None = None
+    ) -> None:
+        """Point the session at an existing sandbox, and/or rewind its history so that
+        `last_message_id` is the last message kept (only while idle)."""
+        change = SessionUpdate(sandbox_id=sandbox_id, last_message_id=last_message_id)
+        await self._start()
+        await self._update("update", change, type(None))
+
+    async def usage(self) -> UsageReport:
+        """Tokens per step (recent steps) and totals, overall and by model."""
+        result: UsageReport = await self._query("usage", [], UsageReport)
+        return result
+
+    async def state(self) -> Any:
+        """The session's persisted state: a `state_schema` instance when the client knows
+        the agent, else a dict (None before the first step)."""
+        raw: dict[str, Any] | None = await self._query("state", [], dict[str, Any] | None)
+        schema = self._agent.state_schema if self._agent else None
+        return schema.model_validate(raw) if schema is not None and raw is not None else raw
+
     async def info(self) -> SessionInfo:
         result: SessionInfo = await self._query("info", [], SessionInfo)
         return result
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _result(self, message_id: str) -> SendResult:
+        return SendResult(
+            assistant_message_id=message_id, done=TurnHandle(self, message_id), session=self
+        )
+
+    async def _start(self, **signal: Any) -> None:
+        """Start the session's workflow unless it runs, optionally with a signal."""
+        await self._client.temporal.start_workflow(
+            WORKFLOW_NAME,
+            SessionInput(session_id=self.id, agent=self.agent, limits=self._client.limits),
+            id=self.workflow_id,
+            task_queue=self._client.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"{self.agent} session {self.id}",
+            **signal,
+        )
+
+    async def _update(self, name: str, arg: Any, result_type: Any) -> Any:
+        while True:
+            try:
+                return await self._handle().execute_update(name, arg, result_type=result_type)
+            except WorkflowUpdateFailedError as err:
+                known = _known_error(err)
+                if known is not None:
+                    raise known from err
+                raise
+            except RPCError as err:
+                # NOT_FOUND right after continue-as-new, or FAILED_PRECONDITION while the
+                # session moves off a dead worker's cache: ask the new run/worker again.
+                if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                    if err.status is RPCStatusCode.NOT_FOUND and not await self._exists():
+                        raise self._rpc_error(err) from err
+                    await asyncio.sleep(0.2)
+                    continue
+                raise
+
+    async def _exists(self) -> bool:
+        try:
+            await self._handle().describe()
+            return True
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return False
+            raise
 
     async def _query(self, name: str, args: list[Any], result_type: Any) -> Any:
         try:
             return await self._handle().query(name, args=args, result_type=result_type)
         except RPCError as err:
-            if err.status is RPCStatusCode.NOT_FOUND:
-                raise SessionNotFound(
-                    f"no session {self.id!r} for agent {self.agent!r} "
-                    f"(workflow id {self.workflow_id!r})"
-                ) from err
-            if err.status is RPCStatusCode.FAILED_PRECONDITION:
-                raise WorkerUnavailable(
-                    f"no worker is serving task queue {self._client.task_queue!r}: "
-                    f"start one with `sessionflow worker` ({err.message})"
-                ) from err
-            raise
+            raise self._rpc_error(err) from err
+
+    def _rpc_error(self, err: RPCError) -> Exception:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return errors.SessionNotFound(
+                f"no session {self.id!r} for agent {self.agent!r} "
+                f"(workflow id {self.workflow_id!r})"
+            )
+        if err.status is RPCStatusCode.FAILED_PRECONDITION:
+            return errors.WorkerUnavailable(
+                f"no worker is serving task queue {self._client.task_queue!r}: "
+                f"start one with `sessionflow worker` ({err.message})"
+            )
+        return err

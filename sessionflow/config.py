@@ -11,6 +11,7 @@
 | SESSIONFLOW_SANDBOX_ROOT      | <data dir>/sandboxes        |
 | SESSIONFLOW_STREAM_MAXLEN     | 10000 (entries per session) |
 | SESSIONFLOW_STREAM_TTL        | 604800 (seconds after idle) |
+| SESSIONFLOW_CONTEXT_TTL       | 86400 (seconds after use)   |
 | SESSIONFLOW_LOG_FORMAT        | console on a TTY, else json |
 | SESSIONFLOW_LOG_LEVEL         | info                        |
 """
@@ -35,6 +36,7 @@ class Settings:
     sandbox_root: Path | None = None
     stream_max_len: int = 10_000
     stream_ttl_seconds: int = 7 * 24 * 3600
+    context_ttl_seconds: int = 24 * 3600
     log_format: str | None = None
     log_level: str = "info"
 
@@ -70,6 +72,7 @@ class Settings:
             sandbox_root=Path(sandbox_root) if sandbox_root else None,
             stream_max_len=number("SESSIONFLOW_STREAM_MAXLEN", default.stream_max_len),
             stream_ttl_seconds=number("SESSIONFLOW_STREAM_TTL", default.stream_ttl_seconds),
+            context_ttl_seconds=number("SESSIONFLOW_CONTEXT_TTL", default.context_ttl_seconds),
             log_format=env.get("SESSIONFLOW_LOG_FORMAT") or None,
             log_level=text("SESSIONFLOW_LOG_LEVEL", default.log_level),
         )

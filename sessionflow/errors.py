@@ -4,6 +4,9 @@
     ├── ConnectionFailed        Temporal or Redis cannot be reached
     ├── WorkerUnavailable       no worker polls the session's task queue
     ├── InvalidInput            a message, id, context or option that cannot be accepted
+    │   ├── ApprovalNotPending  an approval for an unknown or already-answered request
+    │   └── MessageNotFound     a message id the session does not have
+    ├── SessionBusy             the operation needs an idle session
     ├── SessionNotFound         no session with that id (for that agent)
     ├── AgentNotRegistered      no worker serves the agent
     ├── ModelNotFound           the agent's model names an unknown provider or script
@@ -43,6 +46,18 @@ class WorkerUnavailable(SessionflowError):
 
 
 class InvalidInput(SessionflowError, ValueError):
+    pass
+
+
+class ApprovalNotPending(InvalidInput):
+    pass
+
+
+class MessageNotFound(InvalidInput):
+    pass
+
+
+class SessionBusy(SessionflowError):
     pass
 
 

@@ -41,15 +41,21 @@ async def test_turn_with_tool_calls_streams_in_order_and_records_history(
     assert outcome.status is TurnStatus.FINISHED
     assert shape(events) == [
         "start",
-        "start-step", "text-start", "text-delta", "text-end",
+        "start-step", "data-status", "text-start", "text-delta", "text-end",
         "tool-input-start", "tool-input-delta", "tool-input-available", "finish-step",
         "data-status",  # the sandbox is created before the first tool runs
-        "tool-output-available",
-        "start-step", "text-start", "text-delta", "text-end",
+        "data-status", "tool-output-available",
+        "start-step", "data-status", "text-start", "text-delta", "text-end",
         "tool-input-start", "tool-input-delta", "tool-input-available", "finish-step",
-        "tool-output-available",
-        "start-step", "text-start", "text-delta", "text-end", "finish-step",
-        "finish",
+        "data-status", "tool-output-available",
+        "start-step", "data-status", "text-start", "text-delta", "text-end", "finish-step",
+        "data-status", "finish",
+    ]  # fmt: skip
+    statuses = [e.chunk.data["status"] for e in events if e.type == "data-status"]  # type: ignore[attr-defined]
+    assert statuses == [
+        "thinking", "sandbox-setup", "running-tool",
+        "thinking", "running-tool",
+        "thinking", "idle",
     ]  # fmt: skip
     assert events[0].chunk.to_wire() == {"type": "start", "messageId": result.assistant_message_id}
     ids = [e.id for e in events]

@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import ModelStepActivities, PublishActivities, SandboxActivities, ToolActivities
+from activities.heartbeat import HEARTBEAT_INTERVAL
 from agents.definition import Agent
 from agents.registry import AgentRegistry
 from providers.base import ModelProvider
@@ -23,6 +24,8 @@ from providers.registry import ModelRegistry
 from providers.scripted import Script, ScriptedProvider
 from sandbox.base import SandboxBackend
 from sandbox.local import LocalSandboxBackend
+from streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
+from streams.context import ContextStore
 from streams.publisher import Retention, StreamPublisher
 from workflows.session import SessionWorkflow
 
@@ -32,6 +35,7 @@ class WorkerOptions:
     task_queue: str = "sessionflow"
     sandbox_root: Path = Path(".sessionflow/sandboxes")
     retention: Retention = field(default_factory=Retention)
+    context_ttl_seconds: int = DEFAULT_CONTEXT_TTL
     max_concurrent_activities: int = 200
     max_concurrent_workflow_tasks: int = 100
     max_cached_workflows: int = 1000
@@ -55,12 +59,13 @@ def build_worker(
     """
     options = options or WorkerOptions()
     registry = AgentRegistry(agents)
-    scripts = [a.model for a in registry if isinstance(a.model, Script)]
+    scripts = [s for a in registry for s in a.scripts()]
     models = ModelRegistry([ScriptedProvider([*scripts, *options.scripts]), *options.providers])
     publisher = StreamPublisher(redis, retention=options.retention)
     sandboxes = options.sandboxes or LocalSandboxBackend(options.sandbox_root)
-    model_steps = ModelStepActivities(registry, models, publisher)
-    tools = ToolActivities(registry, sandboxes, publisher)
+    contexts = ContextStore(redis, ttl_seconds=options.context_ttl_seconds)
+    model_steps = ModelStepActivities(registry, models, publisher, contexts)
+    tools = ToolActivities(registry, sandboxes, publisher, contexts)
     lifecycle = SandboxActivities(sandboxes, publisher)
     publishing = PublishActivities(publisher)
     return Worker(
@@ -71,6 +76,8 @@ def build_worker(
             model_steps.model_step,
             tools.run_tool,
             lifecycle.ensure_sandbox,
+            lifecycle.sandbox_exec,
+            lifecycle.sandbox_status,
             publishing.publish,
         ],
         max_concurrent_activities=options.max_concurrent_activities,
@@ -78,4 +85,8 @@ def build_worker(
         max_cached_workflows=options.max_cached_workflows,
         graceful_shutdown_timeout=options.graceful_shutdown,
         sticky_queue_schedule_to_start_timeout=options.sticky_schedule_to_start,
+        # Heartbeats carry cancellations: send them often enough that an interrupt
+        # reaches a running activity well within a second.
+        max_heartbeat_throttle_interval=HEARTBEAT_INTERVAL,
+        default_heartbeat_throttle_interval=HEARTBEAT_INTERVAL,
     )

@@ -36,6 +36,7 @@ async def run_worker(settings: Settings, agents: Sequence[Agent], stop: asyncio.
         retention=Retention(
             max_len=settings.stream_max_len, ttl_seconds=settings.stream_ttl_seconds
         ),
+        context_ttl_seconds=settings.context_ttl_seconds,
     )
     worker = build_worker(temporal, redis, agents, options)
     try:

@@ -23,7 +23,20 @@ class ActivityName(StrEnum):
     MODEL_STEP = "sessionflow.model_step"
     RUN_TOOL = "sessionflow.run_tool"
     ENSURE_SANDBOX = "sessionflow.ensure_sandbox"
+    SANDBOX_EXEC = "sessionflow.sandbox_exec"
+    SANDBOX_STATUS = "sessionflow.sandbox_status"
     PUBLISH = "sessionflow.publish"
+
+
+class SessionStatus(StrEnum):
+    """What a session is doing, in the words the UI and search attributes use."""
+
+    IDLE = "idle"
+    STREAMING = "streaming"
+    RUNNING_TOOL = "running-tool"
+    NEEDS_APPROVAL = "needs-approval"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
 
 
 class TurnStatus(StrEnum):
@@ -42,6 +55,7 @@ class FinishReason(StrEnum):
     LENGTH = "length"
     CONTENT_FILTER = "content-filter"
     ERROR = "error"
+    INTERRUPTED = "interrupted"
     OTHER = "other"
 
 
@@ -54,19 +68,71 @@ class SessionLimits(BaseModel):
     continue_as_new_after_bytes: int = 16 * 1024 * 1024
     # Turn outcomes remembered so `done` can be answered after the fact.
     remembered_outcomes: int = 256
+    # Per-step usage records kept (totals are kept forever).
+    remembered_step_usage: int = 1000
 
 
 class SendRequest(BaseModel):
-    """Payload of the `send` signal: one user message and the id its answer will carry."""
+    """Payload of the `send` signal: one user message and the id its answer will carry.
+
+    `context_ref` names transient context kept in Redis, never the context itself.
+    """
 
     message: Message
     assistant_message_id: str
+    context_ref: str | None = None
+    sandbox_id: str | None = None
+    interrupt: bool = False
+
+
+class ApprovalResponse(BaseModel):
+    """Payload of the `approve` update: a person's answer to a tool approval request."""
+
+    approval_id: str
+    approved: bool
+    reason: str | None = None
+
+
+class SessionUpdate(BaseModel):
+    """Payload of the `update` update: point the session at another sandbox, or rewind."""
+
+    sandbox_id: str | None = None
+    last_message_id: str | None = None
+
+
+class ExecRequest(BaseModel):
+    command: str
+    args: list[str] | None = None
+    cwd: str | None = None
+    timeout: float | None = None
 
 
 class TurnOutcome(BaseModel):
     message_id: str
     status: TurnStatus
     error: str | None = None
+    error_type: str | None = None
+
+
+class StepUsage(BaseModel):
+    message_id: str
+    step: int
+    model: str
+    usage: Usage
+
+
+class UsageReport(BaseModel):
+    """Token use per step (most recent steps), and totals overall and by model."""
+
+    total: Usage = Field(default_factory=Usage)
+    by_model: dict[str, Usage] = Field(default_factory=dict)
+    steps: list[StepUsage] = Field(default_factory=list)
+
+    def add(self, record: StepUsage, keep_steps: int) -> None:
+        self.total = self.total + record.usage
+        self.by_model[record.model] = self.by_model.get(record.model, Usage()) + record.usage
+        self.steps.append(record)
+        del self.steps[:-keep_steps]
 
 
 class SessionSnapshot(BaseModel):
@@ -74,9 +140,12 @@ class SessionSnapshot(BaseModel):
 
     messages: list[Message] = Field(default_factory=list)
     inbox: list[SendRequest] = Field(default_factory=list)
-    usage: Usage = Field(default_factory=Usage)
+    usage: UsageReport = Field(default_factory=UsageReport)
     outcomes: list[TurnOutcome] = Field(default_factory=list)
     sandbox_id: str | None = None
+    state: dict[str, Any] | None = None
+    # How many runs came before this one (continue-as-new count).
+    runs: int = 0
 
 
 class SessionInput(BaseModel):
@@ -91,11 +160,14 @@ class SessionInfo(BaseModel):
 
     session_id: str
     agent: str
+    status: SessionStatus
     busy: bool
     queued: int
     message_count: int
     usage: Usage
     sandbox_id: str | None
+    pending_approvals: list[str]
+    run_count: int = 1
 
 
 class StepRef(BaseModel):
@@ -112,6 +184,8 @@ class ModelStepParams(BaseModel):
     ref: StepRef
     messages: list[Message]
     sandbox_id: str | None = None
+    state: dict[str, Any] | None = None
+    context_ref: str | None = None
 
 
 class ModelStepResult(BaseModel):
@@ -120,6 +194,10 @@ class ModelStepResult(BaseModel):
     usage: Usage
     model: str
     finish_reason: FinishReason
+    # One flag per tool call: whether a person must approve it first.
+    needs_approval: list[bool] = Field(default_factory=list)
+    # The agent's initial state, when the session had none yet.
+    state: dict[str, Any] | None = None
 
 
 class RunToolParams(BaseModel):
@@ -127,16 +205,28 @@ class RunToolParams(BaseModel):
     call: ToolCall
     sandbox_id: str | None
     messages: list[Message]
+    state: dict[str, Any] | None = None
+    context_ref: str | None = None
 
 
 class RunToolResult(BaseModel):
     output: Any = None
     error_text: str | None = None
+    state: dict[str, Any] | None = None
+    interrupted: bool = False
 
 
 class EnsureSandboxParams(BaseModel):
     ref: StepRef
     sandbox_id: str | None
+    # Fail with SandboxNotFound instead of creating a new sandbox.
+    must_exist: bool = False
+
+
+class SandboxExecParams(BaseModel):
+    ref: StepRef
+    sandbox_id: str
+    request: ExecRequest
 
 
 class SandboxRef(BaseModel):

@@ -62,6 +62,14 @@ class StepStartPart(_Part):
     type: Literal["step-start"] = "step-start"
 
 
+class ToolApproval(BaseModel):
+    """A request for a person's go-ahead, and their answer once given."""
+
+    id: str
+    approved: bool | None = None
+    reason: str | None = None
+
+
 class ToolPart(_Part):
     """One tool call and, once it ran, its outcome."""
 
@@ -72,6 +80,7 @@ class ToolPart(_Part):
     state: ToolState = ToolState.INPUT_AVAILABLE
     output: Any = None
     error_text: str | None = None
+    approval: ToolApproval | None = None
 
 
 Part = Annotated[TextPart | ReasoningPart | StepStartPart | ToolPart, Field(discriminator="type")]

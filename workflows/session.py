@@ -1,50 +1,45 @@
 """SessionWorkflow: one durable workflow per agent session.
 
 Messages arrive as `send` signals and queue in an inbox; the run loop answers them
-one turn at a time. A turn alternates model-step activities and tool activities
-until the model stops calling tools; each activity's result is recorded in history
-before the next one starts, which is the session's per-step checkpoint. Tokens
-never pass through here: activities stream them to Redis.
+one turn at a time (`workflows.turn`). The session's durable state (messages,
+agent state, usage, sandbox id) lives here and in history; tokens never do.
 
-Only orchestration lives in this module (Temporal replays it): no I/O, no clocks,
+Only orchestration lives in this package (Temporal replays it): no I/O, no clocks,
 no user code. Activities are called by name (`ActivityName`), so importing this
 module does not import the activities' dependencies.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel
-
-    from streams.chunks import Chunk, ErrorChunk, FinishChunk
+    from sandbox.base import ExecResult, SandboxStatus
     from workflows import policies
     from workflows.contract import (
         WORKFLOW_NAME,
         ActivityName,
+        ApprovalResponse,
         EnsureSandboxParams,
-        FinishReason,
-        ModelStepParams,
-        ModelStepResult,
-        PublishParams,
-        RunToolParams,
-        RunToolResult,
+        ExecRequest,
+        SandboxExecParams,
         SandboxRef,
         SendRequest,
         SessionInfo,
         SessionInput,
         SessionSnapshot,
+        SessionStatus,
+        SessionUpdate,
         StepRef,
         TurnOutcome,
         TurnStatus,
+        UsageReport,
     )
-    from workflows.messages import Message, MessageStatus, Role, ToolCall, ToolState
-
-ResultT = TypeVar("ResultT", bound=BaseModel)
+    from workflows.messages import Message
+    from workflows.turn import Turn, call_activity
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -52,51 +47,56 @@ class SessionWorkflow:
     @workflow.init
     def __init__(self, input: SessionInput) -> None:
         snapshot = input.snapshot or SessionSnapshot()
-        self._session_id = input.session_id
-        self._agent = input.agent
-        self._limits = input.limits
-        self._messages = snapshot.messages
-        self._inbox = snapshot.inbox
-        self._usage = snapshot.usage
+        self.session_id = input.session_id
+        self.agent = input.agent
+        self.limits = input.limits
+        self.messages: list[Message] = snapshot.messages
+        self.inbox: list[SendRequest] = snapshot.inbox
+        self.usage: UsageReport = snapshot.usage
+        self.sandbox_id = snapshot.sandbox_id
+        self.state = snapshot.state
+        self.runs = snapshot.runs + 1
+        self.status = SessionStatus.IDLE
+        self.turn: Turn | None = None
         self._outcomes = {o.message_id: o for o in snapshot.outcomes}
-        self._sandbox_id = snapshot.sandbox_id
-        self._current: str | None = None
-        self._step = 0
         self._continuing = False
 
     @workflow.run
     async def run(self, input: SessionInput) -> None:
         while True:
-            await workflow.wait_condition(lambda: bool(self._inbox))
-            request = self._inbox.pop(0)
-            self._remember(await self._run_turn(request))
+            await workflow.wait_condition(lambda: bool(self.inbox))
+            self.turn = Turn(self, self.inbox.pop(0))
+            try:
+                outcome = await self.turn.run()
+            finally:
+                self.turn = None
+            self._remember(outcome)
+            self.status = {
+                TurnStatus.FINISHED: SessionStatus.IDLE,
+                TurnStatus.INTERRUPTED: SessionStatus.INTERRUPTED,
+                TurnStatus.FAILED: SessionStatus.FAILED,
+            }[outcome.status]
             if self._history_is_long():
                 await self._continue_as_new()
 
-    # -- handlers -------------------------------------------------------------------
+    # -- signals --------------------------------------------------------------------
 
     @workflow.signal(name="send")
     def send(self, request: SendRequest) -> None:
         """Queue a message; a duplicate delivery of the same message is ignored."""
-        if not self._is_known(request.assistant_message_id):
-            self._inbox.append(request)
+        if self._is_known(request.assistant_message_id):
+            return
+        if request.interrupt and self.turn is not None:
+            self.turn.interrupt()
+        self.inbox.append(request)
 
-    @workflow.query(name="messages")
-    def messages(self, offset: int = 0, limit: int | None = None) -> list[Message]:
-        end = None if limit is None else offset + limit
-        return self._messages[offset:end]
+    @workflow.signal(name="interrupt")
+    def interrupt(self) -> None:
+        """Stop the running turn, keeping what it produced; queued messages still run."""
+        if self.turn is not None:
+            self.turn.interrupt()
 
-    @workflow.query(name="info")
-    def info(self) -> SessionInfo:
-        return SessionInfo(
-            session_id=self._session_id,
-            agent=self._agent,
-            busy=self._current is not None,
-            queued=len(self._inbox),
-            message_count=len(self._messages),
-            usage=self._usage,
-            sandbox_id=self._sandbox_id,
-        )
+    # -- updates --------------------------------------------------------------------
 
     @workflow.update(name="wait_turn")
     async def wait_turn(self, message_id: str) -> TurnOutcome | None:
@@ -115,151 +115,153 @@ class SessionWorkflow:
                 f"no message {message_id!r} in this session", type="MessageNotFound"
             )
 
-    # -- a turn ---------------------------------------------------------------------
+    @workflow.update(name="approve")
+    def approve(self, response: ApprovalResponse) -> str:
+        """Answer a pending tool approval; returns the id of the message it belongs to."""
+        assert self.turn is not None  # the validator saw the approval pending
+        self.turn.answer(response)
+        return self.turn.reply.id
 
-    async def _run_turn(self, request: SendRequest) -> TurnOutcome:
-        self._messages.append(request.message)
-        reply = Message(
-            id=request.assistant_message_id, role=Role.ASSISTANT, status=MessageStatus.STREAMING
-        )
-        self._messages.append(reply)
-        self._current = reply.id
-        try:
-            for step in range(self._limits.max_steps_per_turn):
-                self._step = step
-                result = await self._model_step(reply, step)
-                reply.parts.extend(result.parts)
-                self._usage = self._usage + result.usage
-                if not result.tool_calls:
-                    return self._end(reply, TurnStatus.FINISHED)
-                for call in result.tool_calls:
-                    await self._run_tool(reply, step, call)
-            workflow.logger.warning(
-                "turn hit the step limit of %d", self._limits.max_steps_per_turn
+    @approve.validator
+    def _validate_approve(self, response: ApprovalResponse) -> None:
+        if self.turn is None or not self.turn.is_pending(response.approval_id):
+            raise ApplicationError(
+                f"approval {response.approval_id!r} is not pending in this session "
+                "(unknown, already answered, or its turn ended)",
+                type="ApprovalNotPending",
             )
-            await self._publish(reply, [FinishChunk(finish_reason=FinishReason.LENGTH.value)])
-            return self._end(reply, TurnStatus.FINISHED)
-        except ActivityError as err:
-            error = _describe(err)
-            workflow.logger.warning("turn failed: %s", error)
-            await self._publish(reply, [ErrorChunk(error_text=error)])
-            return self._end(reply, TurnStatus.FAILED, error)
-        finally:
-            self._current = None
 
-    async def _model_step(self, reply: Message, step: int) -> ModelStepResult:
-        params = ModelStepParams(
-            ref=self._ref(reply, step), messages=self._messages, sandbox_id=self._sandbox_id
-        )
-        return await self._activity(
-            ActivityName.MODEL_STEP,
-            params,
-            ModelStepResult,
-            policies.MODEL_STEP,
-            summary=f"model step {step + 1}",
-        )
-
-    async def _run_tool(self, reply: Message, step: int, call: ToolCall) -> None:
-        if self._sandbox_id is None:
-            sandbox = await self._activity(
+    @workflow.update(name="update")
+    async def update(self, change: SessionUpdate) -> None:
+        """Point the session at another (existing) sandbox, and/or rewind its history
+        so that `last_message_id` is the last message kept."""
+        if change.sandbox_id is not None:
+            ref = await call_activity(
                 ActivityName.ENSURE_SANDBOX,
-                EnsureSandboxParams(ref=self._ref(reply, step), sandbox_id=None),
+                EnsureSandboxParams(
+                    ref=self.ref("", -1), sandbox_id=change.sandbox_id, must_exist=True
+                ),
+                SandboxRef,
+                policies.SANDBOX_LIFECYCLE,
+                summary=f"use sandbox {change.sandbox_id}",
+            )
+            self.sandbox_id = ref.sandbox_id
+        if change.last_message_id is not None:
+            index = next(i for i, m in enumerate(self.messages) if m.id == change.last_message_id)
+            del self.messages[index + 1 :]
+
+    @update.validator
+    def _validate_update(self, change: SessionUpdate) -> None:
+        if change.last_message_id is None:
+            return
+        if self.turn is not None or self.inbox:
+            raise ApplicationError(
+                "cannot rewind while a turn runs or messages are queued", type="SessionBusy"
+            )
+        if all(m.id != change.last_message_id for m in self.messages):
+            raise ApplicationError(
+                f"no message {change.last_message_id!r} in this session", type="MessageNotFound"
+            )
+
+    @workflow.update(name="sandbox_exec")
+    async def sandbox_exec(self, request: ExecRequest) -> ExecResult:
+        """Run a command in the session's sandbox, creating the sandbox if needed."""
+        sandbox_id = await self.ensure_sandbox(self.ref("", -1))
+        return await call_activity(
+            ActivityName.SANDBOX_EXEC,
+            SandboxExecParams(ref=self.ref("", -1), sandbox_id=sandbox_id, request=request),
+            ExecResult,
+            policies.TOOL,
+            summary=f"exec: {request.command[:80]}",
+        )
+
+    @workflow.update(name="sandbox_status")
+    async def sandbox_status(self) -> SandboxStatus | None:
+        if self.sandbox_id is None:
+            return None
+        status: SandboxStatus = await workflow.execute_activity(
+            ActivityName.SANDBOX_STATUS.value,
+            self.sandbox_id,
+            result_type=SandboxStatus,
+            start_to_close_timeout=policies.SANDBOX_LIFECYCLE.start_to_close,
+            retry_policy=policies.SANDBOX_LIFECYCLE.retry,
+            summary="sandbox status",
+        )
+        return status
+
+    # -- queries --------------------------------------------------------------------
+
+    @workflow.query(name="messages")
+    def messages_page(self, offset: int = 0, limit: int | None = None) -> list[Message]:
+        end = None if limit is None else offset + limit
+        return self.messages[offset:end]
+
+    @workflow.query(name="info")
+    def info(self) -> SessionInfo:
+        return SessionInfo(
+            session_id=self.session_id,
+            agent=self.agent,
+            status=self.status,
+            busy=self.turn is not None,
+            queued=len(self.inbox),
+            message_count=len(self.messages),
+            usage=self.usage.total,
+            sandbox_id=self.sandbox_id,
+            pending_approvals=self.turn.pending_ids() if self.turn else [],
+            run_count=self.runs,
+        )
+
+    @workflow.query(name="usage")
+    def usage_report(self) -> UsageReport:
+        return self.usage
+
+    @workflow.query(name="state")
+    def state_query(self) -> dict[str, Any] | None:
+        return self.state
+
+    # -- shared with turns ----------------------------------------------------------
+
+    def ref(self, message_id: str, step: int) -> StepRef:
+        return StepRef(
+            workflow_id=workflow.info().workflow_id,
+            session_id=self.session_id,
+            agent=self.agent,
+            message_id=message_id,
+            step=step,
+        )
+
+    async def ensure_sandbox(self, ref: StepRef) -> str:
+        if self.sandbox_id is None:
+            created = await call_activity(
+                ActivityName.ENSURE_SANDBOX,
+                EnsureSandboxParams(ref=ref, sandbox_id=None),
                 SandboxRef,
                 policies.SANDBOX_LIFECYCLE,
                 summary="create sandbox",
             )
-            self._sandbox_id = sandbox.sandbox_id
-        result = await self._activity(
-            ActivityName.RUN_TOOL,
-            RunToolParams(
-                ref=self._ref(reply, step),
-                call=call,
-                sandbox_id=self._sandbox_id,
-                messages=self._messages,
-            ),
-            RunToolResult,
-            policies.TOOL,
-            summary=_tool_summary(call),
-        )
-        part = next(p for p in reply.tool_parts() if p.tool_call_id == call.tool_call_id)
-        if result.error_text is not None:
-            part.state, part.error_text = ToolState.OUTPUT_ERROR, result.error_text
-        else:
-            part.state, part.output = ToolState.OUTPUT_AVAILABLE, result.output
-
-    def _end(self, reply: Message, status: TurnStatus, error: str | None = None) -> TurnOutcome:
-        reply.status = {
-            TurnStatus.FINISHED: MessageStatus.COMPLETE,
-            TurnStatus.INTERRUPTED: MessageStatus.INTERRUPTED,
-            TurnStatus.FAILED: MessageStatus.FAILED,
-        }[status]
-        return TurnOutcome(message_id=reply.id, status=status, error=error)
+            self.sandbox_id = created.sandbox_id
+        return self.sandbox_id
 
     # -- plumbing -------------------------------------------------------------------
 
-    def _ref(self, reply: Message, step: int) -> StepRef:
-        return StepRef(
-            workflow_id=workflow.info().workflow_id,
-            session_id=self._session_id,
-            agent=self._agent,
-            message_id=reply.id,
-            step=step,
-        )
-
-    async def _activity(
-        self,
-        name: ActivityName,
-        params: BaseModel,
-        result_type: type[ResultT],
-        preset: policies.ActivityPreset,
-        *,
-        summary: str,
-    ) -> ResultT:
-        result: ResultT = await workflow.execute_activity(
-            name.value,
-            params,
-            result_type=result_type,
-            start_to_close_timeout=preset.start_to_close,
-            heartbeat_timeout=preset.heartbeat,
-            retry_policy=preset.retry,
-            summary=summary,
-        )
-        return result
-
-    async def _publish(self, reply: Message, chunks: list[Chunk]) -> None:
-        """Best effort: a lost chunk costs a live reader, never the session."""
-        params = PublishParams(
-            ref=self._ref(reply, self._step), chunks=[c.to_wire() for c in chunks]
-        )
-        try:
-            await workflow.execute_local_activity(
-                ActivityName.PUBLISH.value,
-                params,
-                start_to_close_timeout=policies.PUBLISH.start_to_close,
-                retry_policy=policies.PUBLISH.retry,
-                summary="publish",
-            )
-        except ActivityError as err:
-            workflow.logger.warning("could not publish %d chunks: %s", len(chunks), err)
-
     def _is_known(self, message_id: str) -> bool:
         return (
-            message_id == self._current
+            (self.turn is not None and self.turn.reply.id == message_id)
             or message_id in self._outcomes
-            or any(r.assistant_message_id == message_id for r in self._inbox)
+            or any(r.assistant_message_id == message_id for r in self.inbox)
         )
 
     def _remember(self, outcome: TurnOutcome) -> None:
         self._outcomes[outcome.message_id] = outcome
-        while len(self._outcomes) > self._limits.remembered_outcomes:
+        while len(self._outcomes) > self.limits.remembered_outcomes:
             del self._outcomes[next(iter(self._outcomes))]
 
     def _history_is_long(self) -> bool:
         info = workflow.info()
         return (
             info.is_continue_as_new_suggested()
-            or info.get_current_history_length() >= self._limits.continue_as_new_after_events
-            or info.get_current_history_size() >= self._limits.continue_as_new_after_bytes
+            or info.get_current_history_length() >= self.limits.continue_as_new_after_events
+            or info.get_current_history_size() >= self.limits.continue_as_new_after_bytes
         )
 
     async def _continue_as_new(self) -> None:
@@ -268,29 +270,17 @@ class SessionWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(
             SessionInput(
-                session_id=self._session_id,
-                agent=self._agent,
-                limits=self._limits,
+                session_id=self.session_id,
+                agent=self.agent,
+                limits=self.limits,
                 snapshot=SessionSnapshot(
-                    messages=self._messages,
-                    inbox=self._inbox,
-                    usage=self._usage,
+                    messages=self.messages,
+                    inbox=self.inbox,
+                    usage=self.usage,
                     outcomes=list(self._outcomes.values()),
-                    sandbox_id=self._sandbox_id,
+                    sandbox_id=self.sandbox_id,
+                    state=self.state,
+                    runs=self.runs,
                 ),
             )
         )
-
-
-def _describe(err: ActivityError) -> str:
-    cause: Any = err.cause
-    if isinstance(cause, ApplicationError):
-        return f"{cause.type or 'Error'}: {cause.message}"
-    return str(cause or err)
-
-
-def _tool_summary(call: ToolCall) -> str:
-    command = call.input.get("command")
-    detail = command if isinstance(command, str) else ", ".join(sorted(call.input))
-    detail = " ".join(detail.split())
-    return f"{call.tool_name}: {detail[:80]}" if detail else call.tool_name

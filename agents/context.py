@@ -1,0 +1,41 @@
+"""What resolvable agent options see, and how they are resolved.
+
+`model`, `system` and `active_tools` may be plain values or functions of an
+`AgentContext`, called before every model step inside the model-step activity
+(never in the workflow, since they are user code).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar, cast
+
+from workflows.messages import Message
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """The session as a resolvable option sees it."""
+
+    session_id: str
+    messages: Sequence[Message]
+    # The turn's transient context (validated against `context_schema`), or None.
+    context: Any
+    # The session's state (a `state_schema` instance, or a dict), read-only by convention.
+    state: Any
+
+
+Resolvable: TypeAlias = T | Callable[[AgentContext], T | Awaitable[T]]
+
+
+async def resolve(value: Resolvable[T], ctx: AgentContext) -> T:
+    if not callable(value):
+        return value
+    result = value(ctx)
+    if inspect.isawaitable(result):
+        return cast(T, await result)
+    return result

@@ -1,0 +1,56 @@
+"""`session.sandbox`: the session's sandbox, reached through its workflow.
+
+Commands run as activities of the session (visible in its history, retried like
+tool calls), so the sandbox is the same one the agent's tools use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sandbox.base import ExecResult, SandboxStatus
+from sessionflow.errors import SessionNotFound
+from workflows.contract import ExecRequest
+
+if TYPE_CHECKING:
+    from client.session import Session
+
+
+class SessionSandbox:
+    """A lazy handle: nothing happens until a method is awaited."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    async def exec(
+        self,
+        command: str,
+        args: list[str] | None = None,
+        cwd: str | None = None,
+        timeout: float | None = None,
+    ) -> ExecResult:
+        """Run a command (with `args` quoted for the shell); creates the sandbox if needed.
+
+        A non-zero exit code is a result, not an error.
+        """
+        request = ExecRequest(command=command, args=args, cwd=cwd, timeout=timeout)
+        await self._session._start()
+        result: ExecResult = await self._session._update("sandbox_exec", request, ExecResult)
+        return result
+
+    async def get_status(self) -> SandboxStatus | None:
+        """Running, paused or stopped; None before the session has a sandbox."""
+        try:
+            status: SandboxStatus | None = await self._session._update(
+                "sandbox_status", None, SandboxStatus | None
+            )
+        except SessionNotFound:
+            return None
+        return status
+
+    async def get_id(self) -> str | None:
+        """The sandbox id, or None until the session has a sandbox."""
+        try:
+            return (await self._session.info()).sandbox_id
+        except SessionNotFound:
+            return None

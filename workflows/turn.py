@@ -1,0 +1,352 @@
+"""One turn of a session: model steps and tool calls until the model stops.
+
+Each step's activity result is recorded in history before the next starts (the
+per-step checkpoint). An interrupt cancels the activity in flight through Temporal
+(activities heartbeat, so they notice within a second); a cancelled model step
+returns what it produced so far, which is kept, and the turn ends with `abort`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from streams.chunks import (
+        AbortChunk,
+        Chunk,
+        ErrorChunk,
+        FinishChunk,
+        ToolApprovalRequestChunk,
+        ToolOutputDeniedChunk,
+    )
+    from streams.status import status_chunk
+    from workflows import policies
+    from workflows.contract import (
+        ActivityName,
+        ApprovalResponse,
+        EnsureSandboxParams,
+        FinishReason,
+        ModelStepParams,
+        ModelStepResult,
+        PublishParams,
+        RunToolParams,
+        RunToolResult,
+        SandboxRef,
+        SendRequest,
+        SessionStatus,
+        StepUsage,
+        TurnOutcome,
+        TurnStatus,
+    )
+    from workflows.messages import (
+        Message,
+        MessageStatus,
+        Role,
+        ToolApproval,
+        ToolCall,
+        ToolPart,
+        ToolState,
+    )
+
+if TYPE_CHECKING:
+    from workflows.session import SessionWorkflow
+
+ResultT = TypeVar("ResultT", bound=BaseModel)
+
+INTERRUPTED_TEXT = "interrupted by the user"
+
+
+async def call_activity(
+    name: ActivityName,
+    params: BaseModel,
+    result_type: type[ResultT],
+    preset: policies.ActivityPreset,
+    *,
+    summary: str,
+) -> ResultT:
+    result: ResultT = await workflow.execute_activity(
+        name.value,
+        params,
+        result_type=result_type,
+        start_to_close_timeout=preset.start_to_close,
+        heartbeat_timeout=preset.heartbeat,
+        retry_policy=preset.retry,
+        summary=summary,
+    )
+    return result
+
+
+class Turn:
+    def __init__(self, session: SessionWorkflow, request: SendRequest) -> None:
+        self._session = session
+        self._request = request
+        self.reply = Message(
+            id=request.assistant_message_id, role=Role.ASSISTANT, status=MessageStatus.STREAMING
+        )
+        self._step = 0
+        self._interrupting = False
+        self._inflight: workflow.ActivityHandle[Any] | None = None
+        self._pending: dict[str, str] = {}  # approval id -> tool call id
+        self._answers: dict[str, ApprovalResponse] = {}  # tool call id -> answer
+
+    # -- from handlers --------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        self._interrupting = True
+        if self._inflight is not None:
+            self._inflight.cancel()
+
+    def is_pending(self, approval_id: str) -> bool:
+        return approval_id in self._pending
+
+    def pending_ids(self) -> list[str]:
+        return list(self._pending)
+
+    def answer(self, response: ApprovalResponse) -> None:
+        self._answers[self._pending.pop(response.approval_id)] = response
+
+    # -- the turn -------------------------------------------------------------------
+
+    async def run(self) -> TurnOutcome:
+        session = self._session
+        session.messages.append(self._request.message)
+        session.messages.append(self.reply)
+        session.status = SessionStatus.STREAMING
+        try:
+            if self._request.sandbox_id not in (None, session.sandbox_id):
+                await self._use_sandbox(self._request.sandbox_id)
+            for step in range(session.limits.max_steps_per_turn):
+                self._step = step
+                result = await self._model_step()
+                if self._interrupting or result is None:
+                    return await self._abort()
+                if not result.tool_calls:
+                    return self._end(TurnStatus.FINISHED)
+                await self._run_tools(result)
+                if self._interrupting:
+                    return await self._abort()
+            workflow.logger.warning("turn hit the step limit of %d", step + 1)
+            await self._publish([FinishChunk(finish_reason=FinishReason.LENGTH.value)])
+            return self._end(TurnStatus.FINISHED)
+        except ActivityError as err:
+            error_type, error = _describe(err)
+            workflow.logger.warning("turn failed: %s", error)
+            self._close_open_tool_parts(error)
+            await self._publish([ErrorChunk(error_text=error)])
+            return self._end(TurnStatus.FAILED, error, error_type)
+
+    async def _model_step(self) -> ModelStepResult | None:
+        session = self._session
+        result = await self._cancellable(
+            ActivityName.MODEL_STEP,
+            ModelStepParams(
+                ref=session.ref(self.reply.id, self._step),
+                messages=session.messages,
+                sandbox_id=session.sandbox_id,
+                state=session.state,
+                context_ref=self._request.context_ref,
+            ),
+            ModelStepResult,
+            policies.MODEL_STEP,
+            summary=f"model step {self._step + 1}",
+        )
+        if result is not None:
+            self.reply.parts.extend(result.parts)
+            session.usage.add(
+                StepUsage(
+                    message_id=self.reply.id,
+                    step=self._step,
+                    model=result.model,
+                    usage=result.usage,
+                ),
+                session.limits.remembered_step_usage,
+            )
+            if result.state is not None:
+                session.state = result.state
+        return result
+
+    async def _run_tools(self, result: ModelStepResult) -> None:
+        flags = result.needs_approval or [False] * len(result.tool_calls)
+        asked = [call for call, flag in zip(result.tool_calls, flags, strict=True) if flag]
+        if asked:
+            await self._ask_approval(asked)
+        for call in result.tool_calls:
+            if self._interrupting:
+                return
+            part = self._part(call)
+            answer = self._answers.pop(call.tool_call_id, None)
+            if answer is not None and part.approval is not None:
+                part.approval = ToolApproval(
+                    id=part.approval.id, approved=answer.approved, reason=answer.reason
+                )
+                if not answer.approved:
+                    part.state = ToolState.OUTPUT_DENIED
+                    reason = f": {answer.reason}" if answer.reason else "."
+                    part.error_text = f"The user denied this tool call{reason}"
+                    await self._publish([ToolOutputDeniedChunk(tool_call_id=call.tool_call_id)])
+                    continue
+            await self._run_tool(call, part)
+
+    async def _ask_approval(self, calls: list[ToolCall]) -> None:
+        chunks: list[Chunk] = []
+        for call in calls:
+            approval_id = f"approval-{workflow.uuid4().hex}"
+            part = self._part(call)
+            part.state = ToolState.APPROVAL_REQUESTED
+            part.approval = ToolApproval(id=approval_id)
+            self._pending[approval_id] = call.tool_call_id
+            chunks.append(
+                ToolApprovalRequestChunk(approval_id=approval_id, tool_call_id=call.tool_call_id)
+            )
+        chunks.append(status_chunk("needs-approval", approvals=len(calls)))
+        self._session.status = SessionStatus.NEEDS_APPROVAL
+        await self._publish(chunks)
+        # Durable: the wait survives worker restarts and may last days.
+        await workflow.wait_condition(
+            lambda: not self._pending or self._interrupting,
+        )
+        self._session.status = SessionStatus.STREAMING
+
+    async def _run_tool(self, call: ToolCall, part: ToolPart) -> None:
+        session = self._session
+        ref = session.ref(self.reply.id, self._step)
+        sandbox_id = await session.ensure_sandbox(ref)
+        session.status = SessionStatus.RUNNING_TOOL
+        result = await self._cancellable(
+            ActivityName.RUN_TOOL,
+            RunToolParams(
+                ref=ref,
+                call=call,
+                sandbox_id=sandbox_id,
+                messages=session.messages,
+                state=session.state,
+                context_ref=self._request.context_ref,
+            ),
+            RunToolResult,
+            policies.TOOL,
+            summary=_tool_summary(call),
+        )
+        session.status = SessionStatus.STREAMING
+        if result is None:
+            part.state, part.error_text = ToolState.OUTPUT_ERROR, INTERRUPTED_TEXT
+            return
+        if result.state is not None:
+            session.state = result.state
+        if result.error_text is not None:
+            part.state, part.error_text = ToolState.OUTPUT_ERROR, result.error_text
+        else:
+            part.state, part.output = ToolState.OUTPUT_AVAILABLE, result.output
+
+    async def _use_sandbox(self, sandbox_id: str | None) -> None:
+        ref = await call_activity(
+            ActivityName.ENSURE_SANDBOX,
+            EnsureSandboxParams(
+                ref=self._session.ref(self.reply.id, 0), sandbox_id=sandbox_id, must_exist=True
+            ),
+            SandboxRef,
+            policies.SANDBOX_LIFECYCLE,
+            summary=f"use sandbox {sandbox_id}",
+        )
+        self._session.sandbox_id = ref.sandbox_id
+
+    # -- endings --------------------------------------------------------------------
+
+    async def _abort(self) -> TurnOutcome:
+        self._close_open_tool_parts(INTERRUPTED_TEXT)
+        await self._publish([AbortChunk(reason=INTERRUPTED_TEXT)])
+        return self._end(TurnStatus.INTERRUPTED)
+
+    def _close_open_tool_parts(self, why: str) -> None:
+        """Every tool call in history gets an outcome, so the next model step is valid."""
+        self._pending.clear()
+        for part in self.reply.tool_parts():
+            if part.state in (ToolState.INPUT_AVAILABLE, ToolState.APPROVAL_REQUESTED):
+                part.state, part.error_text = ToolState.OUTPUT_ERROR, why
+
+    def _end(
+        self, status: TurnStatus, error: str | None = None, error_type: str | None = None
+    ) -> TurnOutcome:
+        self.reply.status = {
+            TurnStatus.FINISHED: MessageStatus.COMPLETE,
+            TurnStatus.INTERRUPTED: MessageStatus.INTERRUPTED,
+            TurnStatus.FAILED: MessageStatus.FAILED,
+        }[status]
+        return TurnOutcome(
+            message_id=self.reply.id, status=status, error=error, error_type=error_type
+        )
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _part(self, call: ToolCall) -> ToolPart:
+        return next(p for p in self.reply.tool_parts() if p.tool_call_id == call.tool_call_id)
+
+    async def _cancellable(
+        self,
+        name: ActivityName,
+        params: BaseModel,
+        result_type: type[ResultT],
+        preset: policies.ActivityPreset,
+        *,
+        summary: str,
+    ) -> ResultT | None:
+        """Run an activity an interrupt may cancel; None if it was cancelled unfinished."""
+        if self._interrupting:
+            return None
+        handle = workflow.start_activity(
+            name.value,
+            params,
+            result_type=result_type,
+            start_to_close_timeout=preset.start_to_close,
+            heartbeat_timeout=preset.heartbeat,
+            retry_policy=preset.retry,
+            summary=summary,
+            # A cancelled activity may still complete with its partial result.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        self._inflight = handle
+        try:
+            result: ResultT = await handle
+            return result
+        except ActivityError as err:
+            if self._interrupting and isinstance(err.cause, CancelledError):
+                return None
+            raise
+        finally:
+            self._inflight = None
+
+    async def _publish(self, chunks: list[Chunk]) -> None:
+        """Best effort: a lost chunk costs a live reader, never the session."""
+        params = PublishParams(
+            ref=self._session.ref(self.reply.id, self._step),
+            chunks=[c.to_wire() for c in chunks],
+        )
+        try:
+            await workflow.execute_local_activity(
+                ActivityName.PUBLISH.value,
+                params,
+                start_to_close_timeout=policies.PUBLISH.start_to_close,
+                retry_policy=policies.PUBLISH.retry,
+                summary="publish",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not publish %d chunks: %s", len(chunks), err)
+
+
+def _describe(err: ActivityError) -> tuple[str | None, str]:
+    cause: Any = err.cause
+    if isinstance(cause, ApplicationError):
+        return cause.type, f"{cause.type or 'Error'}: {cause.message}"
+    return None, str(cause or err)
+
+
+def _tool_summary(call: ToolCall) -> str:
+    command = call.input.get("command")
+    detail = command if isinstance(command, str) else ", ".join(sorted(call.input))
+    detail = " ".join(detail.split())
+    return f"{call.tool_name}: {detail[:80]}" if detail else call.tool_name
