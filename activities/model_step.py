@@ -18,6 +18,7 @@ from agents.definition import Agent
 from agents.registry import AgentRegistry
 from providers.base import ModelRequest, ToolSpec
 from providers.registry import ModelRegistry
+from providers.scripted import Script
 from sessionflow.errors import SessionflowError
 from streams.chunks import DataChunk
 from streams.context import ContextStore
@@ -59,8 +60,9 @@ class ModelStepActivities:
             context=await load_context(self.contexts, agent, ref.workflow_id, params.context_ref),
             state=load_state(agent, params.state),
         )
-        model_id = await agent.model_id(view)
-        provider, model = self.models.resolve(model_id)
+        chosen = await agent.model_for(view)
+        model_id = chosen.model_id if isinstance(chosen, Script) else chosen
+        provider, model = self.models.resolve(chosen)
         tools = await agent.tools_for(view)
         request = ModelRequest(
             model=model,

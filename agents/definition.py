@@ -35,10 +35,10 @@ class Agent:
     def tool(self, name: str) -> Tool[Any] | None:
         return next((t for t in self.tools if t.name == name), None)
 
-    async def model_id(self, ctx: AgentContext) -> str:
-        """The `provider/model` string of this step's model."""
+    async def model_for(self, ctx: AgentContext) -> ModelOption:
+        """This step's model: a `provider/model` string or a `Script`."""
         model: ModelOption = await resolve(self.model, ctx)
-        return model.model_id if isinstance(model, Script) else str(model)
+        return model
 
     async def tools_for(self, ctx: AgentContext) -> list[Tool[Any]]:
         active = await resolve(self.active_tools, ctx)

@@ -29,9 +29,11 @@ class SessionSandbox:
         cwd: str | None = None,
         timeout: float | None = None,
     ) -> ExecResult:
-        """Run a command (with `args` quoted for the shell); creates the sandbox if needed.
+        """Run a command; creates the sandbox if needed.
 
-        A non-zero exit code is a result, not an error.
+        Without `args`, `command` is a shell command line. With `args`, `command` is
+        the program and each argument reaches it as is (quoted for you). A non-zero
+        exit code is a result, not an error.
         """
         request = ExecRequest(command=command, args=args, cwd=cwd, timeout=timeout)
         await self._session._start()

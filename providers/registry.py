@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from providers.base import ModelProvider
+from providers.scripted import PROVIDER, Script, ScriptedProvider
 from sessionflow.errors import ModelNotFound
 
 
@@ -12,8 +13,18 @@ class ModelRegistry:
     def __init__(self, providers: Iterable[ModelProvider]) -> None:
         self._providers = {p.name: p for p in providers}
 
-    def resolve(self, model_id: str) -> tuple[ModelProvider, str]:
-        """Split `provider/model` and find the provider; raises `ModelNotFound`."""
+    def resolve(self, model_id: str | Script) -> tuple[ModelProvider, str]:
+        """Split `provider/model` and find the provider; raises `ModelNotFound`.
+
+        A `Script` (from a resolvable `model` option) is taught to the scripted
+        provider on the way.
+        """
+        if isinstance(model_id, Script):
+            scripted = self._providers.get(PROVIDER)
+            if not isinstance(scripted, ScriptedProvider):
+                raise ModelNotFound("this worker has no scripted provider")
+            scripted.add(model_id)
+            return scripted, model_id.name
         provider_name, sep, model = model_id.partition("/")
         if not sep or not model:
             raise ModelNotFound(f"model must look like 'provider/model', got {model_id!r}")

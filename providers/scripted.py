@@ -6,8 +6,8 @@ number of user messages picks the turn, the steps already in the current answer
 pick the step), so a retried or replayed step always plays the same thing.
 
 Text may quote the conversation through placeholders, so scripted answers can show
-what the model saw: `{last_user_text}`, `{last_tool_output}`, `{turn}` (1-based)
-and `{message_count}`.
+what the model saw: `{last_user_text}`, `{last_tool_output}`, `{turn}` (1-based),
+`{message_count}` and `{system}` (the resolved system prompt).
 """
 
 from __future__ import annotations
@@ -81,9 +81,10 @@ def _last_tool_output(messages: list[Message]) -> str:
     return ""
 
 
-def _fill(text: str, messages: list[Message]) -> str:
+def _fill(text: str, messages: list[Message], system: str | None) -> str:
     users = [m for m in messages if m.role is Role.USER]
     values = {
+        "{system}": system or "",
         "{last_user_text}": users[-1].text() if users else "",
         "{last_tool_output}": _last_tool_output(messages),
         "{turn}": str(len(users)),
@@ -110,6 +111,9 @@ class ScriptedProvider:
     def __init__(self, scripts: Iterable[Script] = ()) -> None:
         self._scripts = {s.name: s for s in scripts}
 
+    def add(self, script: Script) -> None:
+        self._scripts[script.name] = script
+
     def script(self, name: str) -> Script:
         try:
             return self._scripts[name]
@@ -122,14 +126,16 @@ class ScriptedProvider:
         step = script.step_for(request.messages)
         turn = sum(1 for m in request.messages if m.role is Role.USER)
         index = request.messages[-1].step_count() if request.messages else 0
-        text = _fill(step.text, request.messages)
+        text = _fill(step.text, request.messages, request.system)
         output = ""
 
         async def pace() -> None:
             if script.delay > 0:
                 await asyncio.sleep(script.delay)
 
-        for piece in _pieces(_fill(step.reasoning, request.messages), script.chunk_size):
+        for piece in _pieces(
+            _fill(step.reasoning, request.messages, request.system), script.chunk_size
+        ):
             yield ReasoningDelta(piece)
             output += piece
             await pace()

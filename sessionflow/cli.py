@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -26,12 +26,27 @@ DEMO_TASK_QUEUE = "sessionflow-demo"
 DEMO_MESSAGE = "Show me what you can do: look around, write a small program and run it."
 
 
-def _run(coro: Awaitable[T]) -> T:
-    """Run a command's coroutine, turning Sessionflow errors into a clean exit."""
+def _run(coro: Awaitable[T]) -> NoReturn:
+    """Run a command's coroutine to completion, then exit the process at once.
+
+    The Temporal SDK's native runtime keeps threads that may call into Python while
+    the interpreter finalizes, which can abort the process after a successful run;
+    once the command's own work is done and flushed, nothing is left to finalize.
+    """
+    code = 0
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(coro)  # type: ignore[arg-type]
     except SessionflowError as err:
-        raise click.ClickException(str(err)) from err
+        click.echo(f"Error: {err}", err=True)
+        code = 1
+    except click.ClickException as err:
+        err.show()
+        code = err.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _load(specs: Sequence[str]) -> list[Any]:

@@ -1,17 +1,6 @@
-"""The stream protocol: UI message chunks, and their Redis publisher and reader."""
+"""The stream protocol: UI message chunks (`streams.chunks`), and their Redis
+publisher (`streams.publisher`) and reader (`streams.reader`).
 
-from streams.chunks import TERMINAL_TYPES, Chunk, parse_chunk
-from streams.publisher import ChunkWriter, Retention, StepStream, StreamPublisher
-from streams.reader import StreamEvent, StreamReader
-
-__all__ = [
-    "TERMINAL_TYPES",
-    "Chunk",
-    "ChunkWriter",
-    "Retention",
-    "StepStream",
-    "StreamEvent",
-    "StreamPublisher",
-    "StreamReader",
-    "parse_chunk",
-]
+Nothing is re-exported here: workflow code imports `streams.chunks`, and importing
+this package must not pull the Redis client into Temporal's workflow sandbox.
+"""

@@ -51,3 +51,144 @@ SLOW_SCRIPT = Script(
     ],
 )
 slow_agent = agent("slow", model=SLOW_SCRIPT, tools=[bash_tool()])
+
+
+# -- context and state -------------------------------------------------------------
+
+from pydantic import BaseModel  # noqa: E402
+
+from agents.context import AgentContext  # noqa: E402
+from agents.tools import ToolContext, tool  # noqa: E402
+
+
+class Caller(BaseModel):
+    user: str
+    api_token: str
+    premium: bool = False
+
+
+class NoInput(BaseModel):
+    pass
+
+
+async def _whoami(_: NoInput, ctx: ToolContext) -> dict[str, object]:
+    caller: Caller = ctx.context
+    # Uses the secret without returning it, as a real tool calling an API would.
+    return {"user": caller.user, "token_length": len(caller.api_token)}
+
+
+whoami_tool = tool("whoami", "Who is calling", input_schema=NoInput, execute=_whoami)
+
+
+def _system(ctx: AgentContext) -> str:
+    caller = ctx.context
+    return f"You are helping {caller.user if caller else 'nobody'}."
+
+
+CONTEXT_SCRIPT = Script(
+    name="context",
+    delay=0,
+    turns=[
+        [
+            ScriptStep(text="[{system}] ", tool_calls=[ScriptedToolCall(tool="whoami")]),
+            ScriptStep(text="You are {last_tool_output}."),
+        ]
+    ],
+)
+context_agent = agent(
+    "contextual",
+    model=CONTEXT_SCRIPT,
+    system=_system,
+    tools=[whoami_tool],
+    context_schema=Caller,
+)
+
+
+class Counter(BaseModel):
+    count: int = 0
+
+
+async def _increment(_: NoInput, ctx: ToolContext) -> int:
+    state: Counter = ctx.state
+    state.count += 1
+    return state.count
+
+
+increment_tool = tool(
+    "increment", "Add one to the counter", input_schema=NoInput, execute=_increment
+)
+
+COUNTER_SCRIPT = Script(
+    name="counter",
+    delay=0,
+    turns=[
+        [
+            ScriptStep(tool_calls=[ScriptedToolCall(tool="increment")]),
+            ScriptStep(text="The counter is now {last_tool_output}."),
+        ]
+    ],
+)
+counter_agent = agent("counter", model=COUNTER_SCRIPT, tools=[increment_tool], state_schema=Counter)
+
+
+# -- approvals and interrupts ------------------------------------------------------
+
+APPROVAL_SCRIPT = Script(
+    name="approval",
+    delay=0,
+    turns=[
+        [
+            ScriptStep(text="I need to run a command.", tool_calls=[bash("echo approved-run")]),
+            ScriptStep(text="Result: {last_tool_output}"),
+        ]
+    ],
+)
+approval_agent = agent(
+    "approver", model=APPROVAL_SCRIPT, tools=[bash_tool()], needs_approval={"Bash": True}
+)
+
+# Two calls in one step; only the destructive one needs a person's go-ahead.
+SELECTIVE_SCRIPT = Script(
+    name="selective",
+    delay=0,
+    turns=[
+        [
+            ScriptStep(tool_calls=[bash("echo safe"), bash("rm -f nothing.txt; echo removed")]),
+            ScriptStep(text="Done: {last_tool_output}"),
+        ]
+    ],
+)
+selective_agent = agent(
+    "selective",
+    model=SELECTIVE_SCRIPT,
+    tools=[bash_tool()],
+    needs_approval={"Bash": lambda args: "rm " in args.command},
+)
+
+LONG_TEXT = " ".join(f"word{i}" for i in range(150))
+STREAMING_SCRIPT = Script(
+    name="streaming",
+    delay=0.01,
+    chunk_size=4,
+    turns=[
+        [ScriptStep(text=LONG_TEXT)],
+        *[[ScriptStep(text="Short answer to {last_user_text}.")]] * 5,
+    ],
+)
+streaming_agent = agent("streamer", model=STREAMING_SCRIPT)
+
+SLEEPER_SCRIPT = Script(
+    name="sleeper",
+    delay=0,
+    turns=[
+        [
+            ScriptStep(
+                text="Sleeping.",
+                tool_calls=[bash("echo $$ > shell.pid; sleep 1000")],
+            ),
+            ScriptStep(text="Woke up."),
+        ],
+        [ScriptStep(text="Back: {last_user_text}")],
+    ],
+)
+sleeper_agent = agent("sleeper", model=SLEEPER_SCRIPT, tools=[bash_tool()])

@@ -24,6 +24,8 @@ from worker.build import WorkerOptions, build_worker
 from workflows.contract import SessionLimits
 
 StartWorker = Callable[..., Awaitable[SessionClient]]
+# The in-process workers of the running test, so a test can stop and replace them.
+RUNNING_WORKERS: list[tuple[Worker, asyncio.Task[None]]] = []
 
 
 @pytest.fixture(scope="session")
@@ -70,7 +72,7 @@ async def start_worker(
     temporal: Client, redis: Redis, task_queue: str, sandbox_root: Path
 ) -> AsyncIterator[StartWorker]:
     """Start an in-process worker serving `agents`; returns a client bound to its queue."""
-    running: list[tuple[Worker, asyncio.Task[None]]] = []
+    running = RUNNING_WORKERS
 
     async def start(
         agents: Sequence[Agent], *, limits: SessionLimits | None = None, **options: object
@@ -88,6 +90,7 @@ async def start_worker(
     for worker, task in running:
         await worker.shutdown()
         await task
+    running.clear()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from temporalio.service import RPCError
 
 from agents.definition import agent
 from providers.scripted import Script, ScriptStep
-from sessionflow.errors import InvalidInput
+from sessionflow.errors import AgentNotRegistered, InvalidInput
 from tests.agents import tool_agent
 from tests.conftest import StartWorker
 from workflows.contract import TurnStatus
@@ -58,6 +58,8 @@ async def test_an_agent_no_worker_serves_fails_the_turn_quickly(
     assert outcome.status is TurnStatus.FAILED
     assert outcome.error is not None and outcome.error.startswith("AgentNotRegistered")
     assert "'ghost' is not registered" in outcome.error
+    with pytest.raises(AgentNotRegistered, match="'ghost' is not registered"):
+        outcome.raise_for_failure()
     events = [e async for e in result.stream()]
     assert events[-1].type == "error"
     # The session is still alive and answers the next message the same clear way.

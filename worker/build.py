@@ -14,6 +14,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import ModelStepActivities, PublishActivities, SandboxActivities, ToolActivities
 from activities.heartbeat import HEARTBEAT_INTERVAL
@@ -28,6 +29,15 @@ from streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
 from streams.context import ContextStore
 from streams.publisher import Retention, StreamPublisher
 from workflows.session import SessionWorkflow
+
+# Activities share the process with the workflow sandbox, and these libraries import
+# submodules lazily on first use; letting them pass through keeps such an import,
+# should it land during a workflow activation, from being re-imported in the sandbox.
+_WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "redis", "hiredis", "opentelemetry", "cryptography", "anthropic", "httpx"
+    )
+)
 
 
 @dataclass
@@ -72,6 +82,7 @@ def build_worker(
         client,
         task_queue=options.task_queue,
         workflows=[SessionWorkflow],
+        workflow_runner=_WORKFLOW_RUNNER,
         activities=[
             model_steps.model_step,
             tools.run_tool,

@@ -111,7 +111,19 @@ class TurnOutcome(BaseModel):
     message_id: str
     status: TurnStatus
     error: str | None = None
+    # The failure's error class name, e.g. "AgentNotRegistered" or "ModelUnavailable".
     error_type: str | None = None
+
+    def raise_for_failure(self) -> TurnOutcome:
+        """Raise the `sessionflow.errors` class named by `error_type` if the turn failed."""
+        if self.status is not TurnStatus.FAILED:
+            return self
+        from sessionflow import errors
+
+        cls = getattr(errors, self.error_type or "", None)
+        if not (isinstance(cls, type) and issubclass(cls, errors.SessionflowError)):
+            cls = errors.TurnFailed
+        raise cls(self.error or "the turn failed")
 
 
 class StepUsage(BaseModel):

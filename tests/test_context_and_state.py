@@ -1,0 +1,144 @@
+"""Transient context never reaches Temporal; persisted state survives everything."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from temporalio.service import RPCError
+
+from agents.definition import agent
+from providers.scripted import Script, ScriptStep
+from sessionflow.errors import InvalidInput
+from tests.agents import Counter, context_agent, counter_agent
+from tests.conftest import StartWorker
+from workflows.contract import TurnStatus
+
+SECRET = "sk-live-7f3a9c-never-store-me"
+
+
+async def test_context_reaches_tools_and_options_but_never_temporal(
+    start_worker: StartWorker, unique_id: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = await start_worker([context_agent])
+    client.agents[context_agent.name] = context_agent
+    session = client.session(unique_id, agent=context_agent)
+    result = await session.send(
+        "who am I?", context={"user": "ada", "api_token": SECRET, "premium": True}
+    )
+    assert (await result.done).status is TurnStatus.FINISHED
+
+    reply = (await session.history())[-1]
+    # The resolvable system prompt and the tool both saw the context.
+    assert reply.text().startswith("[You are helping ada.] ")
+    assert reply.tool_parts()[0].output == {"user": "ada", "token_length": len(SECRET)}
+
+    # Nothing Temporal keeps holds the secret: every event of the workflow's history,
+    # byte for byte (signals, activity inputs and results, memo, search attributes).
+    history = await client.temporal.get_workflow_handle(session.workflow_id).fetch_history()
+    raw = b"".join(event.SerializeToString() for event in history.events)
+    assert SECRET.encode() not in raw
+    assert b"ada" in raw  # the search works: tool output with the user name is there
+    description = await client.temporal.get_workflow_handle(session.workflow_id).describe()
+    assert SECRET not in str(description.raw_description)
+    assert SECRET not in caplog.text
+
+
+async def test_invalid_context_is_rejected_before_the_workflow_starts(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([context_agent])
+    session = client.session(unique_id, agent=context_agent)
+    with pytest.raises(InvalidInput, match=r"context does not match Caller: api_token") as err:
+        await session.send("hi", context={"user": "ada", "api_tokn": SECRET})
+    assert SECRET not in str(err.value)
+    with pytest.raises(RPCError, match="not found"):
+        await client.temporal.get_workflow_handle(session.workflow_id).describe()
+
+
+async def test_a_tool_keeps_a_counter_in_state_across_turns_and_a_worker_restart(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([counter_agent])
+    session = client.session(unique_id, agent=counter_agent)
+    for expected in (1, 2):
+        result = await session.send("count")
+        assert (await result.done).status is TurnStatus.FINISHED
+        assert (await session.history())[-1].text() == f"The counter is now {expected}."
+
+    # Replace the worker: the new one has an empty cache and replays the session.
+    await client_worker_restart(start_worker, counter_agent)
+    result = await session.send("count")
+    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await session.history())[-1].text() == "The counter is now 3."
+    assert await session.state() == Counter(count=3)
+    # A client that only knows the agent's name gets the state as a dict.
+    assert await client.session(unique_id, agent="counter").state() == {"count": 3}
+
+
+async def client_worker_restart(start_worker: StartWorker, served: object) -> None:
+    from tests.conftest import RUNNING_WORKERS
+
+    for worker, task in list(RUNNING_WORKERS):
+        await worker.shutdown()
+        await task
+        RUNNING_WORKERS.remove((worker, task))
+    await start_worker([served])
+
+
+async def test_resolvable_model_and_active_tools_follow_context_and_state(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    from tests.agents import Caller, increment_tool, whoami_tool
+
+    basic = Script(name="basic", delay=0, turns=[[ScriptStep(text="basic model")]])
+    premium = Script(name="premium", delay=0, turns=[[ScriptStep(text="premium model")]])
+    seen_tools: list[list[str]] = []
+
+    def tools_for(ctx: object) -> list[str]:
+        names = ["whoami"] if ctx.context.premium else []
+        seen_tools.append(names)
+        return names
+
+    picky = agent(
+        "picky",
+        model=lambda ctx: premium if ctx.context.premium else "scripted/basic",
+        tools=[whoami_tool, increment_tool],
+        context_schema=Caller,
+        active_tools=tools_for,
+    )
+    client = await start_worker([picky], scripts=[basic])
+    session = client.session(unique_id, agent=picky)
+    first = await session.send("hi", context={"user": "a", "api_token": "t", "premium": False})
+    await first.done
+    second = await session.send("hi", context={"user": "a", "api_token": "t", "premium": True})
+    await second.done
+    texts = [m.text() for m in (await session.history())[1::2]]
+    assert texts == ["basic model", "premium model"]
+    assert seen_tools == [[], ["whoami"]]
+    usage = await session.usage()
+    assert set(usage.by_model) == {"scripted/basic", "scripted/premium"}
+    assert [s.model for s in usage.steps] == ["scripted/basic", "scripted/premium"]
+    assert usage.total.output_tokens == sum(s.usage.output_tokens for s in usage.steps)
+
+
+async def test_state_is_readable_by_options_and_the_client_before_any_tool(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([counter_agent])
+    session = client.session(unique_id, agent=counter_agent)
+    assert await asyncio.wait_for(_state_or_none(session), 5) is None
+    result = await session.send("count")
+    await result.done
+    assert await session.state() == Counter(count=1)
+
+
+async def _state_or_none(session: object) -> object:
+    from sessionflow.errors import SessionNotFound
+
+    try:
+        return await session.state()  # type: ignore[attr-defined]
+    except SessionNotFound:
+        return None

@@ -1,0 +1,135 @@
+"""Interrupts, queued messages, and continue-as-new in the middle of a session."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from tests.agents import LONG_TEXT, counter_agent, sleeper_agent, streaming_agent
+from tests.conftest import StartWorker
+from tests.test_local_sandbox import running
+from workflows.contract import SessionLimits, SessionStatus, TurnStatus
+from workflows.messages import MessageStatus, ToolState
+
+
+async def test_interrupt_while_text_streams_keeps_the_partial_text(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([streaming_agent])
+    session = client.session(unique_id, agent="streamer")
+    result = await session.send("tell me everything")
+    events = []
+    stream = result.stream()
+    async for event in stream:
+        events.append(event)
+        if sum(e.type == "text-delta" for e in events) == 20:
+            break
+    started = time.monotonic()
+    await session.interrupt()
+    async for event in stream:
+        events.append(event)
+    stopped_after = time.monotonic() - started
+    outcome = await result.done
+
+    assert outcome.status is TurnStatus.INTERRUPTED
+    assert events[-1].type == "abort"
+    assert stopped_after < 1.0, f"the turn took {stopped_after:.2f}s to stop"
+    reply = (await session.history())[-1]
+    assert reply.status is MessageStatus.INTERRUPTED
+    streamed = "".join(e.chunk.delta for e in events if e.type == "text-delta")  # type: ignore[attr-defined]
+    assert len(reply.text()) >= 80
+    assert LONG_TEXT.startswith(reply.text())
+    assert reply.text() == streamed
+    assert (await session.info()).status is SessionStatus.INTERRUPTED
+
+    following = await session.send("short please")
+    assert (await following.done).status is TurnStatus.FINISHED
+    assert (await session.history())[-1].text() == "Short answer to short please."
+
+
+async def test_interrupt_kills_a_running_command_within_a_second(
+    start_worker: StartWorker, unique_id: str, sandbox_root: Path
+) -> None:
+    client = await start_worker([sleeper_agent])
+    session = client.session(unique_id, agent="sleeper")
+    result = await session.send("sleep")
+    async for event in result.stream():
+        if event.type == "data-status" and event.chunk.data["status"] == "running-tool":  # type: ignore[attr-defined]
+            break
+    while not list(sandbox_root.glob("*/shell.pid")):
+        await asyncio.sleep(0.02)
+    (pid_file,) = sandbox_root.glob("*/shell.pid")
+    started = time.monotonic()
+    await session.interrupt()
+    outcome = await result.done
+    elapsed = time.monotonic() - started
+    assert outcome.status is TurnStatus.INTERRUPTED
+    assert elapsed < 1.0, f"interrupt took {elapsed:.2f}s"
+    assert not running(int(pid_file.read_text()))
+    (part,) = (await session.history())[-1].tool_parts()
+    assert part.state is ToolState.OUTPUT_ERROR and part.error_text == "interrupted by the user"
+    again = await session.send("hello")
+    assert (await again.done).status is TurnStatus.FINISHED
+
+
+async def test_messages_sent_during_a_turn_are_answered_in_order(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([streaming_agent])
+    session = client.session(unique_id, agent="streamer")
+    first = await session.send("first")
+    later = [await session.send(text) for text in ("second", "third", "fourth")]
+    assert (await session.info()).queued == 3
+    outcomes = [await r.done for r in (first, *later)]
+    assert [o.status for o in outcomes] == [TurnStatus.FINISHED] * 4
+    history = await session.history()
+    assert [m.text() for m in history[0::2]] == ["first", "second", "third", "fourth"]
+    assert [m.id for m in history[1::2]] == [r.assistant_message_id for r in (first, *later)]
+    assert history[1].text() == LONG_TEXT
+    # The turns ran one after another, answering what they were asked... in order.
+    assert [m.text() for m in history[3::2]] == [
+        f"Short answer to {t}." for t in ("second", "third", "fourth")
+    ]
+
+
+async def test_interrupt_if_streaming_stops_the_running_turn_first(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([streaming_agent])
+    session = client.session(unique_id, agent="streamer")
+    first = await session.send("long one")
+    async for event in first.stream():
+        if event.type == "text-delta":
+            break
+    second = await session.send("actually, stop", interrupt_if_streaming=True)
+    assert (await first.done).status is TurnStatus.INTERRUPTED
+    assert (await second.done).status is TurnStatus.FINISHED
+    history = await session.history()
+    assert history[1].status is MessageStatus.INTERRUPTED
+    assert history[3].text() == "Short answer to actually, stop."
+
+
+async def test_continue_as_new_mid_session_keeps_history_state_usage_and_queue(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker(
+        [counter_agent], limits=SessionLimits(continue_as_new_after_events=25)
+    )
+    session = client.session(unique_id, agent=counter_agent)
+    results = [await session.send(f"count {i}") for i in range(4)]
+    outcomes = [await r.done for r in results]
+    assert [o.status for o in outcomes] == [TurnStatus.FINISHED] * 4
+
+    info = await session.info()
+    assert info.run_count >= 3, "the lowered threshold should force continue-as-new"
+    history = await session.history()
+    assert len(history) == 8
+    assert [m.text() for m in history[1::2]] == [f"The counter is now {n}." for n in (1, 2, 3, 4)]
+    assert (await session.state()).count == 4
+    usage = await session.usage()
+    assert len(usage.steps) == 8
+    assert usage.total.output_tokens == sum(s.usage.output_tokens for s in usage.steps)
+    assert info.usage == usage.total
+    # Earlier turns' outcomes are still answerable after the runs changed.
+    assert (await results[0].done).status is TurnStatus.FINISHED
