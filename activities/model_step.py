@@ -20,7 +20,6 @@ from providers.base import ModelRequest, ToolSpec
 from providers.registry import ModelRegistry
 from providers.scripted import Script
 from sessionflow.errors import SessionflowError
-from streams.chunks import DataChunk
 from streams.context import ContextStore
 from streams.publisher import StepStream, StreamPublisher
 from streams.status import status_chunk
@@ -39,9 +38,8 @@ class ModelStepActivities:
     async def model_step(self, params: ModelStepParams) -> ModelStepResult:
         """Stream one model step to the session's stream and return what it produced.
 
-        Chunks of every attempt are tagged with the attempt number; a retry first
-        announces itself with a transient `data-retry` chunk so readers can drop the
-        failed attempt's output. An interrupt ends the step early and returns what
+        Chunks of every attempt are tagged with the attempt number, and a retry is
+        announced (see `StreamPublisher.writer`). An interrupt ends the step early and returns what
         was produced so far, so the partial answer is kept in history.
         """
         try:
@@ -76,14 +74,6 @@ class ModelStepActivities:
         )
         where = StepStream(ref.workflow_id, ref.message_id, ref.step, attempt)
         async with heartbeating(), self.publisher.writer(where) as writer:
-            if attempt > 1:
-                writer.emit(
-                    DataChunk(
-                        type="data-retry",
-                        data={"step": ref.step, "attempt": attempt},
-                        transient=True,
-                    )
-                )
             recorder = StepRecorder(
                 writer.emit,
                 message_id=ref.message_id,

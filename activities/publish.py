@@ -23,7 +23,9 @@ class PublishActivities:
         one whose model step failed before streaming anything.
         """
         ref = params.ref
-        where = StepStream(ref.workflow_id, ref.message_id, ref.step, activity.info().attempt)
+        where = StepStream(
+            ref.workflow_id, ref.message_id, ref.step, activity.info().attempt, source="workflow"
+        )
         chunks: list[Chunk] = [parse_chunk(c) for c in params.chunks]
         if not await self.publisher.has_started(ref.workflow_id, ref.message_id):
             chunks.insert(0, StartChunk(message_id=ref.message_id))

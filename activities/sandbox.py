@@ -26,7 +26,9 @@ class SandboxActivities:
     async def ensure_sandbox(self, params: EnsureSandboxParams) -> SandboxRef:
         """Connect to the session's sandbox, creating it (again) if there is none."""
         ref = params.ref
-        where = StepStream(ref.workflow_id, ref.message_id, ref.step, activity.info().attempt)
+        where = StepStream(
+            ref.workflow_id, ref.message_id, ref.step, activity.info().attempt, source="sandbox"
+        )
         try:
             if params.sandbox_id is not None:
                 try:

@@ -46,7 +46,13 @@ class ToolActivities:
     @activity.defn(name=ActivityName.RUN_TOOL)
     async def run_tool(self, params: RunToolParams) -> RunToolResult:
         ref = params.ref
-        where = StepStream(ref.workflow_id, ref.message_id, ref.step, activity.info().attempt)
+        where = StepStream(
+            ref.workflow_id,
+            ref.message_id,
+            ref.step,
+            activity.info().attempt,
+            source=f"tool:{params.call.tool_call_id}",
+        )
         async with heartbeating(), self.publisher.writer(where) as writer:
             writer.emit(status_chunk("running-tool", tool=params.call.tool_name))
             try:

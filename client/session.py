@@ -228,13 +228,14 @@ class Session:
                 # NOT_FOUND right after continue-as-new, or FAILED_PRECONDITION while the
                 # session moves off a dead worker's cache: ask the new run/worker again.
                 if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                    if err.status is RPCStatusCode.NOT_FOUND and not await self._exists():
+                    if err.status is RPCStatusCode.NOT_FOUND and not await self.exists():
                         raise self._rpc_error(err) from err
                     await asyncio.sleep(0.2)
                     continue
                 raise
 
-    async def _exists(self) -> bool:
+    async def exists(self) -> bool:
+        """Whether the session has been started (asks the Temporal server, not a worker)."""
         try:
             await self._handle().describe()
             return True

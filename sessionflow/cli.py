@@ -68,7 +68,7 @@ def main(ctx: click.Context) -> None:
     """Durable LLM agent sessions on Temporal, streamed through Redis."""
     settings = Settings.from_env()
     # Interactive commands keep the terminal for the session's output.
-    services = ctx.invoked_subcommand in ("dev", "worker")
+    services = ctx.invoked_subcommand in ("dev", "worker", "gateway")
     explicit = "SESSIONFLOW_LOG_LEVEL" in os.environ
     level = settings.log_level if services or explicit else "warning"
     configure_logging(level, settings.log_format)
@@ -83,6 +83,9 @@ _agents_option = click.option(
 )
 
 
+DEV_API_KEY = "sf-dev-key:dev"
+
+
 @main.command()
 @click.option(
     "--data-dir", type=click.Path(path_type=Path), default=None, help="Default .sessionflow"
@@ -90,23 +93,32 @@ _agents_option = click.option(
 @click.option("--temporal-port", type=int, default=7233, show_default=True)
 @click.option("--ui-port", type=int, default=8233, show_default=True)
 @click.option("--redis-port", type=int, default=6379, show_default=True)
+@click.option("--gateway-port", type=int, default=8000, show_default=True)
 @_agents_option
 def dev(
     data_dir: Path | None,
     temporal_port: int,
     ui_port: int,
     redis_port: int,
+    gateway_port: int,
     agent_specs: tuple[str, ...],
 ) -> None:
-    """Run Temporal, Redis and a worker on loopback until Ctrl-C.
+    """Run Temporal, Redis, a worker and the gateway on loopback until Ctrl-C.
 
     Data persists under the data directory, so running it again resumes sessions.
+    The gateway accepts SESSIONFLOW_API_KEYS, or the printed development key.
     """
+    from gateway.config import GatewayConfig, parse_api_keys
     from sessionflow.localstack import LocalStack, StackConfig
     from worker.main import run_worker, stop_on_signals
 
     settings = Settings.from_env()
     agents = _load(agent_specs)
+    gateway_config = replace(
+        GatewayConfig.from_env(),
+        port=gateway_port,
+        api_keys=parse_api_keys(os.environ.get("SESSIONFLOW_API_KEYS") or DEV_API_KEY),
+    )
     config = StackConfig(
         data_dir=data_dir or settings.data_dir,
         temporal_port=temporal_port,
@@ -119,10 +131,14 @@ def dev(
         click.echo(f"Starting Temporal and Redis (data in {config.data_dir}) ...")
         async with LocalStack(config):
             local = _stack_settings(settings, config)
+            gateway = asyncio.create_task(_serve_gateway(local, gateway_config, stop))
+            keys = ", ".join(f"{k} (tenant {t})" for k, t in gateway_config.api_keys.items())
             click.echo(
                 f"\n  Temporal      {config.temporal_address}\n"
                 f"  Temporal UI   {config.ui_url}\n"
                 f"  Redis         {config.redis_url}\n"
+                f"  Gateway       http://{gateway_config.host}:{gateway_config.port}"
+                f"  (API keys: {keys})\n"
                 f"  Task queue    {local.task_queue}\n"
                 f"  Agents        {', '.join(a.name for a in agents)}\n\n"
                 f"In another shell:\n"
@@ -130,7 +146,11 @@ def dev(
                 f"REDIS_URL={config.redis_url} TEMPORAL_UI_URL={config.ui_url}\n\n"
                 "Press Ctrl-C to stop.\n"
             )
-            await run_worker(local, agents, stop)
+            try:
+                await run_worker(local, agents, stop)
+            finally:
+                stop.set()
+                await gateway
             click.echo("Stopping ...")
 
     _run(serve())
@@ -144,6 +164,46 @@ def _stack_settings(settings: Settings, config: Any) -> Settings:
         temporal_ui_url=config.ui_url,
         data_dir=config.data_dir,
     )
+
+
+async def _serve_gateway(settings: Settings, config: Any, stop: asyncio.Event) -> None:
+    from client.client import SessionClient
+    from gateway.app import create_app
+    from gateway.main import serve_gateway
+
+    async with await SessionClient.connect(
+        temporal_address=settings.temporal_address,
+        redis_url=settings.redis_url,
+        task_queue=settings.task_queue,
+    ) as client:
+        await serve_gateway(create_app(client, config), config.host, config.port, stop)
+
+
+@main.command()
+def gateway() -> None:
+    """Serve the HTTP gateway (REST, SSE, AI SDK chat transport) until SIGINT or SIGTERM.
+
+    Needs SESSIONFLOW_API_KEYS ("key:tenant,..."); listens on SESSIONFLOW_GATEWAY_HOST
+    and SESSIONFLOW_GATEWAY_PORT.
+    """
+    from gateway.config import GatewayConfig
+    from worker.main import stop_on_signals
+
+    try:
+        config = GatewayConfig.from_env()
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    if not config.api_keys:
+        raise click.ClickException(
+            "no API keys configured: set SESSIONFLOW_API_KEYS to 'key:tenant[,key:tenant...]'"
+        )
+
+    async def serve() -> None:
+        stop = stop_on_signals()
+        click.echo(f"Gateway on http://{config.host}:{config.port}", err=True)
+        await _serve_gateway(Settings.from_env(), config, stop)
+
+    _run(serve())
 
 
 @main.command()

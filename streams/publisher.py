@@ -22,22 +22,22 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from streams.chunks import Chunk
+from streams.chunks import Chunk, DataChunk
 from streams.keys import StreamKeys
 
 log = structlog.get_logger(__name__)
 
 # KEYS: chunks stream, index hash.
-# ARGV: max length, ttl seconds, message id, step, attempt, 1-based position of the
-# batch's `start` chunk (0 if none), then the chunk JSON documents.
+# ARGV: max length, ttl seconds, message id, step, attempt, source, 1-based position
+# of the batch's `start` chunk (0 if none), then the chunk JSON documents.
 _PUBLISH_SCRIPT = """
 local ids = {}
-local start_at = tonumber(ARGV[6])
-for i = 7, #ARGV do
+local start_at = tonumber(ARGV[7])
+for i = 8, #ARGV do
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-    'chunk', ARGV[i], 'msg', ARGV[3], 'step', ARGV[4], 'attempt', ARGV[5])
+    'chunk', ARGV[i], 'msg', ARGV[3], 'step', ARGV[4], 'attempt', ARGV[5], 'src', ARGV[6])
   ids[#ids + 1] = id
-  if i - 6 == start_at then
+  if i - 7 == start_at then
     redis.call('HSET', KEYS[2], 'latest', ARGV[3], ARGV[3], id)
   end
 end
@@ -57,12 +57,18 @@ class Retention:
 
 @dataclass(frozen=True)
 class StepStream:
-    """Where a batch of chunks belongs: the session, its message, step and attempt."""
+    """Where a batch of chunks belongs: the session, its message and step, and which
+    activity attempt wrote it.
+
+    `source` names the writer within the step ("model", "tool:<call id>", "sandbox",
+    "workflow"): a retry supersedes only earlier attempts of the same source.
+    """
 
     workflow_id: str
     message_id: str
     step: int
     attempt: int = 1
+    source: str = "model"
 
 
 @dataclass
@@ -88,6 +94,7 @@ class StreamPublisher:
             where.message_id,
             where.step,
             where.attempt,
+            where.source,
             start_at,
         ]
         args.extend(json.dumps(c.to_wire(), separators=(",", ":")) for c in chunks)
@@ -100,7 +107,18 @@ class StreamPublisher:
         return bool(await self.redis.hexists(keys.index, message_id))
 
     def writer(self, where: StepStream) -> ChunkWriter:
-        return ChunkWriter(self, where)
+        """A batching writer; a retry's writer first announces it (`data-retry`) so
+        readers can drop the failed attempt's output from the same source."""
+        writer = ChunkWriter(self, where)
+        if where.attempt > 1:
+            writer.emit(
+                DataChunk(
+                    type="data-retry",
+                    data={"step": where.step, "attempt": where.attempt, "source": where.source},
+                    transient=True,
+                )
+            )
+        return writer
 
 
 class ChunkWriter:

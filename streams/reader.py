@@ -4,6 +4,11 @@ Entry ids are the resume cursors: a reader that passes back the last id it saw
 gets exactly the chunks after it. With no cursor, a reader starts at the `start`
 of the session's newest assistant message (or of the message it names), so a UI
 that reconnects rebuilds the message it was showing.
+
+What is already in the stream when a reader arrives (its backlog) is read first,
+and output of attempts that a later retry superseded is left out of it, so a
+replay shows each step once. Live readers get the `data-retry` announcement and
+drop the superseded output themselves (`streams.assemble` does).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from redis.asyncio import Redis
 from streams.chunks import TERMINAL_TYPES, Chunk, parse_chunk
 from streams.keys import StreamKeys
 
+_PAGE = 1000
+
 
 @dataclass(frozen=True)
 class StreamEvent:
@@ -28,6 +35,7 @@ class StreamEvent:
     message_id: str
     step: int
     attempt: int
+    source: str = "model"
 
     @property
     def type(self) -> str:
@@ -46,6 +54,15 @@ def id_before(entry_id: str) -> str:
 
 def _decode(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def without_superseded(events: list[StreamEvent]) -> list[StreamEvent]:
+    """Drop output of attempts that a later attempt of the same step and source replaced."""
+    latest: dict[tuple[str, int, str], int] = {}
+    for event in events:
+        key = (event.message_id, event.step, event.source)
+        latest[key] = max(latest.get(key, 0), event.attempt)
+    return [e for e in events if e.attempt >= latest[(e.message_id, e.step, e.source)]]
 
 
 class StreamReader:
@@ -79,14 +96,40 @@ class StreamReader:
             cursor = after
         else:
             if message_id is None:
-                message_id = await self._latest_message(keys)
+                message_id = await self.latest_message(workflow_id)
             cursor = await self._cursor_for(keys, message_id)
-        async for event in self._tail(keys, cursor, message_id, follow):
-            yield event
+        backlog = without_superseded(await self._backlog(keys, cursor))
+        for event in backlog:
+            if self._wanted(event, message_id, follow):
+                yield event
+                if not follow and event.type in TERMINAL_TYPES:
+                    return
+        if backlog:
+            cursor = backlog[-1].id
+        async for event in self._tail(keys, cursor):
+            if self._wanted(event, message_id, follow):
+                yield event
+                if not follow and event.type in TERMINAL_TYPES:
+                    return
 
-    async def _latest_message(self, keys: StreamKeys) -> str | None:
+    async def latest_message(self, workflow_id: str) -> str | None:
+        """The id of the session's newest assistant message that has started, if any."""
+        keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
         latest = await self._redis.hget(keys.index, "latest")
         return None if latest is None else _decode(latest)
+
+    async def is_active(self, workflow_id: str) -> bool:
+        """Whether the newest message is still being written (no terminal chunk yet)."""
+        keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
+        last: Any = await self._redis.xrevrange(keys.chunks, count=1)
+        if not last:
+            return False
+        event = _event(_decode(last[0][0]), last[0][1])
+        return event.type not in TERMINAL_TYPES
+
+    @staticmethod
+    def _wanted(event: StreamEvent, message_id: str | None, follow: bool) -> bool:
+        return follow or message_id is None or event.message_id == message_id
 
     async def _cursor_for(self, keys: StreamKeys, message_id: str | None) -> str:
         # Read the stream's tail before the index: a `start` indexed after that read
@@ -98,9 +141,16 @@ class StreamReader:
                 return id_before(_decode(start))
         return _decode(tail[0][0]) if tail else "0-0"
 
-    async def _tail(
-        self, keys: StreamKeys, cursor: str, message_id: str | None, follow: bool
-    ) -> AsyncIterator[StreamEvent]:
+    async def _backlog(self, keys: StreamKeys, cursor: str) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        while True:
+            page: Any = await self._redis.xrange(keys.chunks, min=f"({cursor}", count=_PAGE)
+            events.extend(_event(_decode(i), fields) for i, fields in page)
+            if len(page) < _PAGE:
+                return events
+            cursor = events[-1].id
+
+    async def _tail(self, keys: StreamKeys, cursor: str) -> AsyncIterator[StreamEvent]:
         while True:
             response: Any = await self._redis.xread(
                 {keys.chunks: cursor}, count=500, block=self._block_ms
@@ -108,12 +158,7 @@ class StreamReader:
             for _stream, entries in response or ():
                 for raw_id, fields in entries:
                     cursor = _decode(raw_id)
-                    event = _event(cursor, fields)
-                    if message_id is not None and event.message_id != message_id and not follow:
-                        continue
-                    yield event
-                    if not follow and event.type in TERMINAL_TYPES:
-                        return
+                    yield _event(cursor, fields)
 
 
 def _event(entry_id: str, fields: dict[bytes | str, bytes | str]) -> StreamEvent:
@@ -124,4 +169,5 @@ def _event(entry_id: str, fields: dict[bytes | str, bytes | str]) -> StreamEvent
         message_id=values["msg"],
         step=int(values["step"]),
         attempt=int(values["attempt"]),
+        source=values.get("src", "model"),
     )

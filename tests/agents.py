@@ -192,3 +192,28 @@ SLEEPER_SCRIPT = Script(
     ],
 )
 sleeper_agent = agent("sleeper", model=SLEEPER_SCRIPT, tools=[bash_tool()])
+
+
+REASONING_SCRIPT = Script(
+    name="reasoning",
+    delay=0,
+    turns=[
+        [
+            ScriptStep(
+                reasoning="Think first.",
+                text="Running.",
+                tool_calls=[bash("echo hi"), bash("exit 2")],
+            ),
+            ScriptStep(text="Done: {last_tool_output}"),
+        ]
+    ],
+)
+reasoning_agent = agent("reasoner", model=REASONING_SCRIPT, tools=[bash_tool()])
+
+FLAKY_TEXT = "This answer fails half-way through on its first attempt."
+flaky_agent = agent(
+    "flaky",
+    model=Script(name="flaky", delay=0, turns=[[ScriptStep(text=FLAKY_TEXT, fail_attempts=1)]]),
+)
+
+GATEWAY_AGENTS = [tool_agent, approval_agent, streaming_agent, flaky_agent, reasoning_agent]

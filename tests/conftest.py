@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,45 @@ async def start_worker(
 @pytest.fixture
 def unique_id() -> Iterator[str]:
     yield f"s-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Gateway:
+    url: str
+    client: SessionClient
+    keys: dict[str, str]
+
+    def headers(self, tenant: str = "acme") -> dict[str, str]:
+        key = next(k for k, t in self.keys.items() if t == tenant)
+        return {"authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+async def gateway(start_worker: StartWorker) -> AsyncIterator[Gateway]:
+    """The HTTP gateway on a free port, in front of a worker serving the test agents."""
+    from gateway.app import create_app
+    from gateway.config import GatewayConfig
+    from gateway.main import serve_gateway
+    from tests.agents import GATEWAY_AGENTS
+
+    client = await start_worker(GATEWAY_AGENTS)
+    keys = {"key-for-acme-0001": "acme", "key-for-globex-02": "globex"}
+    config = GatewayConfig(
+        api_keys=keys, default_agent="tooling", heartbeat_seconds=0.3, max_body_bytes=64 * 1024
+    )
+    port = free_port()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_gateway(create_app(client, config), "127.0.0.1", port, stop))
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    async with httpx.AsyncClient() as probe:
+        for _ in range(100):
+            try:
+                await probe.get(f"{url}/healthz")
+                break
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+    yield Gateway(url=url, client=client, keys=keys)
+    stop.set()
+    await task

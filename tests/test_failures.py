@@ -7,10 +7,9 @@ import asyncio
 import pytest
 from temporalio.service import RPCError
 
-from agents.definition import agent
-from providers.scripted import Script, ScriptStep
 from sessionflow.errors import AgentNotRegistered, InvalidInput
-from tests.agents import tool_agent
+from streams.assemble import assemble
+from tests.agents import FLAKY_TEXT, flaky_agent, tool_agent
 from tests.conftest import StartWorker
 from workflows.contract import TurnStatus
 from workflows.messages import MessageStatus
@@ -19,12 +18,8 @@ from workflows.messages import MessageStatus
 async def test_a_flaky_model_step_is_retried_and_the_retry_announced(
     start_worker: StartWorker, unique_id: str
 ) -> None:
-    text = "This answer fails half-way through on its first attempt."
-    flaky = agent(
-        "flaky",
-        model=Script(name="flaky", delay=0, turns=[[ScriptStep(text=text, fail_attempts=1)]]),
-    )
-    client = await start_worker([flaky])
+    text = FLAKY_TEXT
+    client = await start_worker([flaky_agent])
     session = client.session(unique_id, agent="flaky")
     result = await session.send("hello")
     events = [e async for e in session.stream(message_id=result.assistant_message_id)]
@@ -46,6 +41,12 @@ async def test_a_flaky_model_step_is_retried_and_the_retry_announced(
     assert second_attempt == text
     (reply,) = [m for m in await session.history() if m.role == "assistant"]
     assert reply.text() == text
+    # A reader applying the retry ends with what history holds; so does a replay,
+    # which leaves the failed attempt out.
+    assert assemble(events) == reply
+    replay = [e async for e in session.stream(message_id=reply.id)]
+    assert {e.attempt for e in replay if e.type == "text-delta"} == {2}
+    assert assemble(replay) == reply
 
 
 async def test_an_agent_no_worker_serves_fails_the_turn_quickly(

@@ -11,6 +11,7 @@ from temporalio.client import Client
 
 from client.client import SessionClient
 from sessionflow.localstack import StackConfig
+from streams.assemble import assemble
 from streams.reader import StreamEvent
 from tests.agents import SLOW_SCRIPT
 from tests.processes import WorkerProcess
@@ -99,6 +100,13 @@ async def test_worker_killed_mid_step_turn_completes_with_each_step_once(
     retries = [e for e in events if e.type == "data-retry"]
     assert [(e.step, e.attempt) for e in retries] == [(1, 2)]
     assert events[-1].type == "finish"
+    # What the live reader saw, retry applied, is exactly the message in history...
+    assert assemble(events) == reply
+    # ...and so is a replay from the message's start, which omits the failed attempt.
+    replay = [e async for e in session.stream(message_id=reply.id)]
+    assert all(e.attempt == 2 for e in replay if e.step == 1 and e.source == "model")
+    assert "data-retry" not in [e.type for e in replay if e.attempt == 1]
+    assert assemble(replay) == reply
     # The tool that ran before the crash did not run again.
     (runs,) = sandbox_root.glob("*/runs.txt")
     assert runs.read_text() == "ran\n"

@@ -1,0 +1,88 @@
+"""Every error the gateway answers is `{"error": {"code": ..., "message": ...}}`.
+
+Sessionflow errors map to 4xx statuses by kind; request validation failures name the
+field; anything unexpected is logged and answered as a 500 without internals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sessionflow import errors
+
+log = structlog.get_logger(__name__)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Problem(Exception):
+    """An error answer raised from inside a route."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+# Most specific first: the first matching class decides.
+_STATUS: list[tuple[type[errors.SessionflowError], int, str]] = [
+    (errors.ApprovalNotPending, 409, "approval_not_pending"),
+    (errors.MessageNotFound, 404, "message_not_found"),
+    (errors.InvalidInput, 422, "invalid_input"),
+    (errors.SessionNotFound, 404, "session_not_found"),
+    (errors.SessionBusy, 409, "session_busy"),
+    (errors.SandboxNotFound, 404, "sandbox_not_found"),
+    (errors.WorkerUnavailable, 503, "worker_unavailable"),
+    (errors.ConnectionFailed, 503, "backend_unavailable"),
+]
+
+
+def problem(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Any:
+    body = ErrorResponse(error=ErrorBody(code=code, message=message))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        return problem(exc.status, exc.code, exc.message)  # type: ignore[no-any-return]
+
+    @app.exception_handler(errors.SessionflowError)
+    async def _sessionflow(_: Request, exc: errors.SessionflowError) -> JSONResponse:
+        for cls, status, code in _STATUS:
+            if isinstance(exc, cls):
+                return problem(status, code, str(exc))  # type: ignore[no-any-return]
+        return problem(400, exc.error_type, str(exc))  # type: ignore[no-any-return]
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = exc.errors()
+        if any(p.get("type") == "json_invalid" for p in problems):
+            return problem(400, "malformed_json", "the request body is not valid JSON")  # type: ignore[no-any-return]
+        detail = "; ".join(
+            f"{'.'.join(str(part) for part in p.get('loc', ()))}: {p.get('msg')}" for p in problems
+        )
+        return problem(422, "invalid_request", detail)  # type: ignore[no-any-return]
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return problem(exc.status_code, code, str(exc.detail))  # type: ignore[no-any-return]
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("gateway request failed", path=request.url.path)
+        return problem(500, "internal", "internal error; see the gateway's logs")  # type: ignore[no-any-return]

@@ -1,0 +1,68 @@
+"""Server-sent events in the AI SDK's UI message stream framing.
+
+Each chunk is `id: <Redis entry id>` plus `data: <json>`; a comment line keeps idle
+connections alive; `data: [DONE]` ends the stream. The reader runs in its own task
+feeding a queue, so a heartbeat never has to cancel a pending Redis read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+from fastapi.responses import StreamingResponse
+
+from streams.reader import StreamEvent
+
+HEADERS = {
+    "cache-control": "no-cache",
+    "connection": "keep-alive",
+    "x-vercel-ai-ui-message-stream": "v1",
+    "x-accel-buffering": "no",
+}
+
+_END = object()
+
+
+def encode(event: StreamEvent) -> str:
+    data = json.dumps(event.chunk.to_wire(), separators=(",", ":"))
+    return f"id: {event.id}\ndata: {data}\n\n"
+
+
+async def frames(events: AsyncIterator[StreamEvent], heartbeat: float) -> AsyncIterator[str]:
+    queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1000)
+
+    async def pump() -> None:
+        try:
+            async for event in events:
+                await queue.put(event)
+        finally:
+            await queue.put(_END)
+
+    task = asyncio.create_task(pump())
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), heartbeat)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            if item is _END:
+                break
+            assert isinstance(item, StreamEvent)
+            yield encode(item)
+        await asyncio.wait([task])
+        if task.exception() is None:
+            yield "data: [DONE]\n\n"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+def sse_response(events: AsyncIterator[StreamEvent], heartbeat: float) -> StreamingResponse:
+    return StreamingResponse(
+        frames(events, heartbeat), media_type="text/event-stream", headers=HEADERS
+    )

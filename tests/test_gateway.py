@@ -1,0 +1,298 @@
+"""The HTTP gateway: REST, SSE resume, tenants, auth and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from streams.assemble import assemble
+from streams.chunks import parse_chunk
+from streams.reader import StreamEvent
+from tests.conftest import Gateway
+from tests.sse import Frame, frames
+from workflows.messages import Message
+
+JSON = {"content-type": "application/json"}
+SSE_HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-vercel-ai-ui-message-stream": "v1",
+    "x-accel-buffering": "no",
+}
+
+
+def as_events(collected: list[Frame]) -> list[StreamEvent]:
+    """Frames back into events (message/step/attempt are not on the wire; the
+    assembler only needs them for retries, which these tests do not cause)."""
+    return [
+        StreamEvent(id=f.id or "", chunk=parse_chunk(f.chunk), message_id="", step=0, attempt=1)
+        for f in collected
+        if f.data not in (None, "[DONE]")
+    ]
+
+
+async def history(
+    http: httpx.AsyncClient, gw: Gateway, sid: str, tenant: str = "acme", agent: str = "tooling"
+) -> list[Message]:
+    response = await http.get(
+        f"{gw.url}/v1/sessions/{sid}/history?agent={agent}", headers=gw.headers(tenant)
+    )
+    assert response.status_code == 200, response.text
+    return [Message.model_validate(m) for m in response.json()["messages"]]
+
+
+async def wait_idle(gw: Gateway, sid: str, agent: str = "tooling", tenant: str = "acme") -> None:
+    session = gw.client.session(f"{tenant}:{sid}", agent=agent)
+    for _ in range(200):
+        if not (await session.info()).busy:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("session did not become idle")
+
+
+async def test_send_and_stream_over_sse_equals_history(gateway: Gateway, unique_id: str) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        sent = await http.post(
+            f"{gateway.url}/v1/sessions/{unique_id}/messages",
+            json={"message": "make a file and read it"},
+            headers=gateway.headers(),
+        )
+        assert sent.status_code == 202, sent.text
+        message_id = sent.json()["assistant_message_id"]
+        async with http.stream(
+            "GET", f"{gateway.url}/v1/sessions/{unique_id}/stream", headers=gateway.headers()
+        ) as response:
+            assert response.status_code == 200
+            for name, value in SSE_HEADERS.items():
+                assert response.headers[name] == value
+            collected = [f async for f in frames(response) if f.comment is None]
+        assert collected[-1].data == "[DONE]"
+        assert all(f.id for f in collected[:-1])
+        assert collected[0].chunk == {"type": "start", "messageId": message_id}
+        reply = (await history(http, gateway, unique_id))[-1]
+        rebuilt = assemble(as_events(collected))
+        assert rebuilt.model_copy(update={"id": reply.id}) == reply
+
+
+async def test_a_dropped_sse_connection_resumes_with_last_event_id(
+    gateway: Gateway, unique_id: str
+) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        await http.post(
+            f"{gateway.url}/v1/sessions/{unique_id}/messages?agent=streamer",
+            json={"message": "long answer please"},
+            headers=gateway.headers(),
+        )
+        url = f"{gateway.url}/v1/sessions/{unique_id}/stream?agent=streamer"
+        first: list[Frame] = []
+        async with http.stream("GET", url, headers=gateway.headers()) as response:
+            async for frame in frames(response):
+                if frame.comment is None:
+                    first.append(frame)
+                if len(first) == 25:
+                    break  # the connection drops mid-message
+        assert first[-1].data != "[DONE]"
+        resumed: list[Frame] = []
+        headers = {**gateway.headers(), "last-event-id": first[-1].id or ""}
+        async with http.stream("GET", url, headers=headers) as response:
+            resumed = [f async for f in frames(response) if f.comment is None]
+        # And once more with ?after=, from the same point: the same frames.
+        async with http.stream(
+            "GET", f"{url}&after={first[-1].id}", headers=gateway.headers()
+        ) as response:
+            again = [f async for f in frames(response) if f.comment is None]
+        assert again == resumed
+        everything = first + resumed
+        ids = [f.id for f in everything if f.id]
+        assert len(ids) == len(set(ids)), "a chunk was delivered twice"
+        assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+        reply = (await history(http, gateway, unique_id, agent="streamer"))[-1]
+        rebuilt = assemble(as_events(everything))
+        assert rebuilt.model_copy(update={"id": reply.id}) == reply
+
+
+async def test_idle_streams_get_comment_heartbeats(gateway: Gateway, unique_id: str) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        await http.post(
+            f"{gateway.url}/v1/sessions/{unique_id}/messages",
+            json={"message": "hi"},
+            headers=gateway.headers(),
+        )
+        await wait_idle(gateway, unique_id)
+        comments = 0
+        async with http.stream(
+            "GET",
+            f"{gateway.url}/v1/sessions/{unique_id}/stream?follow=true",
+            headers=gateway.headers(),
+        ) as response:
+            async for frame in frames(response):
+                if frame.comment is not None:
+                    comments += 1
+                    if comments == 2:
+                        break
+        assert comments == 2
+
+
+async def test_tenants_cannot_reach_each_others_sessions(gateway: Gateway, unique_id: str) -> None:
+    base = f"{gateway.url}/v1/sessions/{unique_id}"
+    async with httpx.AsyncClient(timeout=30) as http:
+        sent = await http.post(
+            f"{base}/messages", json={"message": "acme's secret plan"}, headers=gateway.headers()
+        )
+        assert sent.status_code == 202
+        await wait_idle(gateway, unique_id)
+        other = gateway.headers("globex")
+        for method, path in (
+            ("GET", "/history"),
+            ("GET", "/usage"),
+            ("GET", "/stream"),
+            ("POST", "/interrupt"),
+        ):
+            response = await http.request(method, base + path, headers=other)
+            assert response.status_code == 404, (path, response.text)
+            assert response.json()["error"]["code"] == "session_not_found"
+        approval = {"approval_id": "approval-x", "approved": True}
+        response = await http.post(f"{base}/approvals", json=approval, headers=other)
+        assert response.status_code == 404
+        # Globex using the same id gets a session of its own.
+        sent = await http.post(f"{base}/messages", json={"message": "globex"}, headers=other)
+        assert sent.status_code == 202
+        await wait_idle(gateway, unique_id, tenant="globex")
+        acme = await history(http, gateway, unique_id)
+        globex = await history(http, gateway, unique_id, tenant="globex")
+        assert [m.text() for m in acme[0::2]] == ["acme's secret plan"]
+        assert [m.text() for m in globex[0::2]] == ["globex"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"authorization": "Bearer wrong-key-123"}, {"authorization": "Basic a2V5OnZhbHVl"}],
+)
+async def test_requests_without_a_valid_key_get_401(
+    gateway: Gateway, unique_id: str, headers: dict[str, str]
+) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        for method, path in (("GET", "/history"), ("POST", "/messages"), ("GET", "/stream")):
+            response = await http.request(
+                method, f"{gateway.url}/v1/sessions/{unique_id}{path}", headers=headers
+            )
+            assert response.status_code == 401
+            assert response.json()["error"]["code"] == "unauthorized"
+        response = await http.post(f"{gateway.url}/api/chat", headers=headers, json={})
+        assert response.status_code == 401
+
+
+async def test_bad_input_gets_a_4xx_json_error_and_the_session_keeps_working(
+    gateway: Gateway, unique_id: str
+) -> None:
+    base = f"{gateway.url}/v1/sessions/{unique_id}"
+    auth = gateway.headers()
+    async with httpx.AsyncClient(timeout=30) as http:
+        ok = await http.post(f"{base}/messages", json={"message": "first"}, headers=auth)
+        assert ok.status_code == 202
+        cases = [
+            ("POST", "/messages", {"content": b"{not json", "headers": JSON}, 400, "malformed_json"),
+            ("POST", "/messages", {"content": b"message=hi"}, 422, "invalid_request"),
+            ("POST", "/messages", {"json": {"message": 42}}, 422, "invalid_request"),
+            ("POST", "/messages", {"json": {"mesage": "typo"}}, 422, "invalid_request"),
+            ("POST", "/messages", {"json": {"message": "   "}}, 422, "invalid_input"),
+            ("POST", "/messages", {"json": {"message": {"role": "assistant", "parts": []}}}, 422, "invalid_input"),
+            ("POST", "/messages", {"content": b"x" * (70 * 1024)}, 413, "payload_too_large"),
+            ("POST", "/approvals", {"json": {"approval_id": "nope", "approved": True}}, 409, "approval_not_pending"),
+            ("POST", "/approvals", {"json": {"approval_id": "nope", "approved": "maybe"}}, 422, "invalid_request"),
+            ("PATCH", "", {"json": {"last_message_id": "msg_unknown"}}, 404, "message_not_found"),
+            ("GET", "/history?offset=-1", {}, 422, "invalid_request"),
+            ("GET", "/stream?after=not-an-id", {}, 422, "invalid_input"),
+            ("GET", "/nothing-here", {}, 404, "not_found"),
+        ]  # fmt: skip
+        await wait_idle(gateway, unique_id)
+        for method, path, kwargs, status, code in cases:
+            headers = {**auth, **kwargs.pop("headers", {})}  # type: ignore[dict-item]
+            response = await http.request(method, base + path, headers=headers, **kwargs)  # type: ignore[arg-type]
+            assert response.status_code == status, (path, kwargs, response.text)
+            assert response.json()["error"]["code"] == code, response.text
+            assert response.json()["error"]["message"]
+        missing = await http.get(
+            f"{gateway.url}/v1/sessions/{unique_id}-missing/history", headers=auth
+        )
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "session_not_found"
+        ok = await http.post(f"{base}/messages", json={"message": "still works"}, headers=auth)
+        assert ok.status_code == 202
+        await wait_idle(gateway, unique_id)
+        assert [m.text() for m in (await history(http, gateway, unique_id))[0::2]] == [
+            "first",
+            "still works",
+        ]
+
+
+async def test_approvals_interrupts_usage_and_update_over_rest(
+    gateway: Gateway, unique_id: str
+) -> None:
+    base = f"{gateway.url}/v1/sessions/{unique_id}"
+    auth = gateway.headers()
+    async with httpx.AsyncClient(timeout=30) as http:
+        await http.post(f"{base}/messages?agent=approver", json={"message": "go"}, headers=auth)
+        approval_id = None
+        async with http.stream("GET", f"{base}/stream?agent=approver", headers=auth) as response:
+            async for frame in frames(response):
+                if (
+                    frame.data
+                    and frame.data != "[DONE]"
+                    and frame.chunk["type"] == "tool-approval-request"
+                ):
+                    approval_id = frame.chunk["approvalId"]
+                    break
+        assert approval_id is not None
+        answered = await http.post(
+            f"{base}/approvals?agent=approver",
+            json={"approval_id": approval_id, "approved": True},
+            headers=auth,
+        )
+        assert answered.status_code == 200, answered.text
+        await wait_idle(gateway, unique_id, agent="approver")
+        usage = (await http.get(f"{base}/usage?agent=approver", headers=auth)).json()
+        assert usage["total"]["output_tokens"] > 0 and len(usage["steps"]) == 2
+        messages = (await http.get(f"{base}/history?agent=approver", headers=auth)).json()
+        first_user = messages["messages"][0]["id"]
+        patched = await http.patch(
+            f"{base}?agent=approver", json={"last_message_id": first_user}, headers=auth
+        )
+        assert patched.status_code == 200
+        messages = (await http.get(f"{base}/history?agent=approver", headers=auth)).json()
+        assert messages["count"] == 1
+
+        await http.post(f"{base}/messages?agent=streamer", json={"message": "long"}, headers=auth)
+        async with http.stream("GET", f"{base}/stream?agent=streamer", headers=auth) as response:
+            collected = []
+            async for frame in frames(response):
+                if frame.comment is not None:
+                    continue
+                collected.append(frame)
+                if len(collected) == 10:
+                    stop = await http.post(f"{base}/interrupt?agent=streamer", headers=auth)
+                    assert stop.status_code == 202
+        assert collected[-1].data == "[DONE]"
+        assert collected[-2].chunk["type"] == "abort"
+
+
+async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        spec = (await http.get(f"{gateway.url}/openapi.json")).json()
+    paths = spec["paths"]
+    for path, method in (
+        ("/v1/sessions/{session_id}/messages", "post"),
+        ("/v1/sessions/{session_id}/approvals", "post"),
+        ("/v1/sessions/{session_id}/interrupt", "post"),
+        ("/v1/sessions/{session_id}/history", "get"),
+        ("/v1/sessions/{session_id}/usage", "get"),
+        ("/v1/sessions/{session_id}", "patch"),
+        ("/v1/sessions/{session_id}/stream", "get"),
+        ("/api/chat", "post"),
+        ("/api/chat/{chat_id}/stream", "get"),
+    ):
+        assert method in paths[path], path
+    assert "ErrorResponse" in spec["components"]["schemas"]
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
