@@ -202,7 +202,11 @@ REASONING_SCRIPT = Script(
             ScriptStep(
                 reasoning="Think first.",
                 text="Running.",
-                tool_calls=[bash("echo hi"), bash("exit 2")],
+                tool_calls=[
+                    bash("echo hi"),
+                    bash("exit 2"),
+                    ScriptedToolCall(tool="Nope", input={}),
+                ],
             ),
             ScriptStep(text="Done: {last_tool_output}"),
         ]

@@ -296,3 +296,54 @@ async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
         assert method in paths[path], path
     assert "ErrorResponse" in spec["components"]["schemas"]
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+async def test_chat_transport_resume_answers_the_active_stream_or_204(
+    gateway: Gateway, unique_id: str
+) -> None:
+    body = {
+        "id": unique_id,
+        "trigger": "submit-message",
+        "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "long"}]}],
+    }
+    resume = f"{gateway.url}/api/chat/{unique_id}/stream?agent=streamer"
+    async with httpx.AsyncClient(timeout=30) as http:
+        assert (await http.get(resume, headers=gateway.headers())).status_code == 204
+        async with http.stream(
+            "POST", f"{gateway.url}/api/chat?agent=streamer", json=body, headers=gateway.headers()
+        ) as response:
+            assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+            async for frame in frames(response):
+                if frame.data and frame.chunk["type"] == "text-delta":
+                    break  # the page reloads mid-answer
+        async with http.stream("GET", resume, headers=gateway.headers()) as response:
+            assert response.status_code == 200
+            resumed = [f async for f in frames(response) if f.comment is None]
+        assert resumed[0].chunk["type"] == "start"
+        assert resumed[-1].data == "[DONE]" and resumed[-2].chunk["type"] == "finish"
+        assert (await http.get(resume, headers=gateway.headers())).status_code == 204
+
+        # Regenerate: the answer to u1 is replaced, u1 is not duplicated.
+        second = {"id": "u2", "role": "user", "parts": [{"type": "text", "text": "two"}]}
+        await http.post(
+            f"{gateway.url}/api/chat?agent=streamer",
+            json={"id": unique_id, "trigger": "submit-message", "messages": [second]},
+            headers=gateway.headers(),
+        )
+        await wait_idle(gateway, unique_id, agent="streamer")
+        regenerate = {
+            "id": unique_id,
+            "trigger": "regenerate-message",
+            "messageId": "whatever",
+            "messages": [second],
+        }
+        async with http.stream(
+            "POST",
+            f"{gateway.url}/api/chat?agent=streamer",
+            json=regenerate,
+            headers=gateway.headers(),
+        ) as response:
+            [f async for f in frames(response)]
+        messages = await history(http, gateway, unique_id, agent="streamer")
+        assert [m.id for m in messages[0::2]] == ["u1", "u2"]
+        assert len(messages) == 4
