@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
@@ -27,8 +26,7 @@ _END = object()
 
 
 def encode(event: StreamEvent) -> str:
-    data = json.dumps(event.chunk.to_wire(), separators=(",", ":"))
-    return f"id: {event.id}\ndata: {data}\n\n"
+    return f"id: {event.id}\ndata: {event.chunk.to_json()}\n\n"
 
 
 async def frames(events: AsyncIterator[StreamEvent], heartbeat: float) -> AsyncIterator[str]:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Awaitable, Sequence
@@ -339,6 +340,60 @@ def send(session_id: str, agent: str, text: str) -> None:
                 renderer.render(event)
 
     _run(go())
+
+
+@main.command()
+@_with_session_options
+def chat(session_id: str, agent: str) -> None:
+    """Chat with a session: type messages, watch answers stream, answer approvals.
+
+    Ctrl-C interrupts the running answer; Ctrl-C again, or Ctrl-D, quits.
+    """
+    from client.client import SessionClient
+    from sessionflow.chat import Chat
+
+    async def go() -> None:
+        async with await SessionClient.connect() as client:
+            await Chat(client.session(session_id, agent=agent)).run()
+
+    _run(go())
+
+
+@main.command()
+@click.argument("workflow_id")
+@click.option("--after", default=None, help="Resume after this event id.")
+@click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
+def tail(workflow_id: str, after: str | None, as_json: bool) -> None:
+    """Follow a session's stream by workflow id, surviving Redis disconnects."""
+    from redis.asyncio import Redis
+
+    from sessionflow.chat import tail as follow
+    from sessionflow.terminal import TerminalRenderer
+    from streams.reader import StreamReader
+
+    async def go() -> None:
+        redis = Redis.from_url(Settings.from_env().redis_url)
+        renderer = TerminalRenderer()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+        events = follow(StreamReader(redis), workflow_id, after)
+        reading = asyncio.ensure_future(_print(events, renderer, as_json))
+        await asyncio.wait(
+            {reading, asyncio.ensure_future(stop.wait())}, return_when="FIRST_COMPLETED"
+        )
+        reading.cancel()
+
+    _run(go())
+
+
+async def _print(events: Any, renderer: Any, as_json: bool) -> None:
+    async for event in events:
+        if as_json:
+            line = {"id": event.id, "message_id": event.message_id, "step": event.step,
+                    "attempt": event.attempt, "chunk": event.chunk.to_wire()}  # fmt: skip
+            click.echo(json.dumps(line))
+        else:
+            renderer.render(event)
 
 
 @main.command()

@@ -24,6 +24,10 @@ class Chunk(BaseModel):
         """The chunk as the AI SDK expects it on the wire."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
+    def to_json(self) -> str:
+        """`to_wire()` serialised, without building the intermediate dict."""
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
 
 class StartChunk(Chunk):
     type: Literal["start"] = "start"

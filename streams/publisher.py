@@ -13,7 +13,6 @@ workflow history regardless, and readers can fall back to `history()`.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -97,7 +96,7 @@ class StreamPublisher:
             where.source,
             start_at,
         ]
-        args.extend(json.dumps(c.to_wire(), separators=(",", ":")) for c in chunks)
+        args.extend(c.to_json() for c in chunks)
         ids = await self._script(keys=[keys.chunks, keys.index], args=args)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 

@@ -1,0 +1,207 @@
+"""Stream latency: model emit -> reader receive, through the client reader and the
+gateway's SSE, beside a raw Redis XADD -> XREAD baseline on the same server.
+
+Starts its own Temporal dev server and Redis-protocol server, a worker process
+serving a clock model (each delta carries its emit time), and the gateway in
+another process; then N concurrent sessions stream at a fixed token rate, once per
+reader kind. Prints one JSON line of figures.
+
+    python -m bench.stream_latency [--sessions 50] [--rate 20] [--tokens 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from redis.asyncio import Redis
+
+from bench.clock import latencies_ms, percentile
+from client.client import SessionClient
+from sessionflow.connections import connect_redis, connect_temporal
+from sessionflow.localstack import LocalStack, StackConfig, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+API_KEY = "bench-key-000001"
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {
+        "p50_ms": percentile(values, 50),
+        "p99_ms": percentile(values, 99),
+        "chunks": len(values),
+    }
+
+
+async def wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float = 60) -> None:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    loop = asyncio.get_running_loop()
+    while time.monotonic() < deadline:
+        line = await loop.run_in_executor(None, proc.stdout.readline)
+        if text in line:
+            return
+        if not line and proc.poll() is not None:
+            break
+    raise RuntimeError(f"process did not print {text!r}")
+
+
+async def client_phase(client: SessionClient, sessions: int) -> list[float]:
+    run = uuid.uuid4().hex[:6]
+    handles = [client.session(f"c-{run}-{i}", agent="clock") for i in range(sessions)]
+
+    async def read(workflow_id: str) -> list[tuple[str, int]]:
+        got: list[tuple[str, int]] = []
+        async for event in client.reader.read(workflow_id):
+            if event.type == "text-delta":
+                got.append((event.chunk.delta, time.time_ns()))  # type: ignore[attr-defined]
+        return got
+
+    readers = [asyncio.create_task(read(h.workflow_id)) for h in handles]
+    await asyncio.sleep(1.0)  # readers attached and blocked in XREAD
+    attached = time.time_ns()
+    await asyncio.gather(*(h.send("go") for h in handles))
+    results = await asyncio.gather(*readers)
+    return [v for r in results for v in latencies_ms(r, attached)]
+
+
+async def sse_phase(client: SessionClient, url: str, sessions: int) -> list[float]:
+    run = uuid.uuid4().hex[:6]
+    headers = {"authorization": f"Bearer {API_KEY}"}
+
+    async def one(http: httpx.AsyncClient, i: int) -> list[float]:
+        sid = f"s-{run}-{i}"
+        sent = await http.post(
+            f"{url}/v1/sessions/{sid}/messages", json={"message": "go"}, headers=headers
+        )
+        sent.raise_for_status()
+        got: list[tuple[str, int]] = []
+        async with http.stream("GET", f"{url}/v1/sessions/{sid}/stream", headers=headers) as r:
+            attached = time.time_ns()
+            async for line in r.aiter_lines():
+                if line.startswith("data: {") and '"text-delta"' in line:
+                    got.append((json.loads(line[6:])["delta"], time.time_ns()))
+        return latencies_ms(got, attached)
+
+    limits = httpx.Limits(max_connections=sessions * 2, max_keepalive_connections=sessions * 2)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        results = await asyncio.gather(*(one(http, i) for i in range(sessions)))
+    return [v for r in results for v in r]
+
+
+async def raw_phase(redis_url: str, sessions: int, rate: int, tokens: int) -> list[float]:
+    redis = Redis.from_url(redis_url)
+    await redis.delete(*(f"raw:{i}" for i in range(sessions)))
+
+    async def read(key: str) -> list[tuple[str, int]]:
+        got: list[tuple[str, int]] = []
+        cursor = "0-0"
+        while len(got) < tokens:
+            response: Any = await redis.xread({key: cursor}, count=500, block=5000)
+            for _stream, entries in response or ():
+                for entry_id, fields in entries:
+                    cursor = entry_id
+                    got.append((fields[b"chunk"].decode(), time.time_ns()))
+        return got
+
+    readers = [asyncio.create_task(read(f"raw:{i}")) for i in range(sessions)]
+    await asyncio.sleep(1.0)
+    attached = time.time_ns()
+    producer = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.raw_producer", redis_url, str(sessions), str(rate),
+        str(tokens), cwd=REPO,
+    )  # fmt: skip
+    results = await asyncio.gather(*readers)
+    await producer.wait()
+    await redis.aclose()
+    return [v for r in results for v in latencies_ms(r, attached)]
+
+
+async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = StackConfig(
+            data_dir=Path(tmp), temporal_port=free_port(), ui_port=free_port(),
+            redis_port=free_port(), ui=False,
+        )  # fmt: skip
+        gateway_port = free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "TEMPORAL_ADDRESS": config.temporal_address,
+            "REDIS_URL": config.redis_url,
+            "SESSIONFLOW_TASK_QUEUE": "bench",
+            "SESSIONFLOW_SANDBOX_ROOT": str(Path(tmp) / "sandboxes"),
+            "BENCH_RATE": str(rate),
+            "BENCH_TOKENS": str(tokens),
+            "SESSIONFLOW_API_KEYS": f"{API_KEY}:bench",
+            "SESSIONFLOW_DEFAULT_AGENT": "clock",
+            "SESSIONFLOW_GATEWAY_PORT": str(gateway_port),
+            "SESSIONFLOW_LOG_LEVEL": "warning",
+        }
+        async with LocalStack(config):
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "bench.clock_worker"], env=env, cwd=REPO,
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "sessionflow", "gateway"], env=env, cwd=REPO,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                await wait_for_line(worker, "worker started")
+                url = f"http://127.0.0.1:{gateway_port}"
+                async with httpx.AsyncClient() as probe:
+                    for _ in range(200):
+                        try:
+                            await probe.get(f"{url}/healthz")
+                            break
+                        except httpx.TransportError:
+                            await asyncio.sleep(0.05)
+                temporal = await connect_temporal(config.temporal_address)
+                redis = await connect_redis(config.redis_url)
+                client = SessionClient(temporal, redis, task_queue="bench")
+                await client_phase(client, 2)  # warm up the worker's caches
+                reader = await client_phase(client, sessions)
+                sse = await sse_phase(client, url, sessions)
+                raw = await raw_phase(config.redis_url, sessions, rate, tokens)
+                await redis.aclose()
+            finally:
+                for proc in (worker, gateway):
+                    proc.terminate()
+                    proc.wait(30)
+    figures = {
+        "benchmark": "stream_latency",
+        "sessions": sessions,
+        "tokens_per_second_per_session": rate,
+        "tokens_per_session": tokens,
+        "raw_redis": summary(raw),
+        "client_reader": summary(reader),
+        "gateway_sse": summary(sse),
+    }
+    figures["client_p99_over_raw_p99"] = round(
+        figures["client_reader"]["p99_ms"] / figures["raw_redis"]["p99_ms"], 2
+    )
+    figures["sse_p99_over_raw_p99"] = round(
+        figures["gateway_sse"]["p99_ms"] / figures["raw_redis"]["p99_ms"], 2
+    )
+    return figures
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--rate", type=int, default=20, help="tokens per second per session")
+    parser.add_argument("--tokens", type=int, default=100, help="tokens per session")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main(args.sessions, args.rate, args.tokens))), flush=True)
+    os._exit(0)  # see sessionflow.cli._run: no finalization race with Temporal's runtime

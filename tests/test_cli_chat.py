@@ -1,0 +1,103 @@
+"""`sessionflow chat` and `sessionflow tail`, driven as a person (or a script) would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+
+from sessionflow.localstack import LocalStack
+from tests.agents import approval_agent, streaming_agent, tool_agent
+from tests.conftest import StartWorker
+from tests.processes import REPO
+from tests.test_cli import cli_env
+from workflows.contract import TurnStatus
+
+
+async def spawn(stack: LocalStack, task_queue: str, *args: str) -> asyncio.subprocess.Process:
+    env = cli_env(
+        TEMPORAL_ADDRESS=stack.config.temporal_address,
+        REDIS_URL=stack.config.redis_url,
+        SESSIONFLOW_TASK_QUEUE=task_queue,
+    )
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sessionflow", *args, env=env, cwd=REPO,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def read_until(
+    proc: asyncio.subprocess.Process, text: str, seen: bytearray, count: int = 1
+) -> None:
+    assert proc.stdout is not None
+    while seen.count(text.encode()) < count:
+        chunk = await asyncio.wait_for(proc.stdout.read(4096), timeout=30)
+        assert chunk, f"output ended before {text!r}:\n{seen.decode()}"
+        seen.extend(chunk)
+
+
+async def test_chat_streams_answers_and_asks_for_approval(
+    stack: LocalStack, start_worker: StartWorker, task_queue: str, unique_id: str
+) -> None:
+    client = await start_worker([approval_agent, tool_agent])
+    proc = await spawn(stack, task_queue, "chat", unique_id, "--agent", "approver")
+    assert proc.stdin is not None
+    seen = bytearray()
+    await read_until(proc, "you> ", seen)
+    proc.stdin.write(b"run something\n")
+    await read_until(proc, "Allow Bash? [y/N]", seen)
+    proc.stdin.write(b"y\n")
+    await read_until(proc, "Result: approved-run", seen)
+    await read_until(proc, "you> ", seen)
+    proc.stdin.close()
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+    seen.extend(out)
+    assert proc.returncode == 0, seen.decode()
+    assert "▶ Bash: echo approved-run" in seen.decode()
+    history = await client.session(unique_id, agent="approver").history()
+    assert history[-1].tool_parts()[0].approval.approved is True  # type: ignore[union-attr]
+
+
+async def test_ctrl_c_interrupts_the_answer_and_a_second_quits(
+    stack: LocalStack, start_worker: StartWorker, task_queue: str, unique_id: str
+) -> None:
+    client = await start_worker([streaming_agent])
+    proc = await spawn(stack, task_queue, "chat", unique_id, "--agent", "streamer")
+    assert proc.stdin is not None
+    seen = bytearray()
+    await read_until(proc, "you> ", seen)
+    proc.stdin.write(b"tell me everything\n")
+    await read_until(proc, "word5 ", seen)
+    proc.send_signal(signal.SIGINT)
+    await read_until(proc, "[interrupted", seen)
+    await read_until(proc, "you> ", seen)
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.wait(), timeout=30)
+    assert proc.returncode == 0
+    session = client.session(unique_id, agent="streamer")
+    info = await session.info()
+    assert info.status.value == "interrupted"
+
+
+async def test_tail_follows_a_session_across_turns_by_workflow_id(
+    stack: LocalStack, start_worker: StartWorker, task_queue: str, unique_id: str
+) -> None:
+    client = await start_worker([tool_agent])
+    session = client.session(unique_id, agent="tooling")
+    first = await session.send("make a file and read it")
+    assert (await first.done).status is TurnStatus.FINISHED
+    proc = await spawn(stack, task_queue, "tail", session.workflow_id, "--json")
+    seen = bytearray()
+    await read_until(proc, '"type": "finish"', seen)
+    second = await session.send("again")
+    await second.done
+    await read_until(proc, '"type": "finish"', seen, count=2)
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.wait(), timeout=30)
+    events = [json.loads(line) for line in seen.decode().splitlines() if line.startswith("{")]
+    messages = {e["message_id"] for e in events}
+    assert messages == {first.assistant_message_id, second.assistant_message_id}
+    ids = [e["id"] for e in events]
+    assert len(ids) == len(set(ids))
