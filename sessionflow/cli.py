@@ -110,7 +110,7 @@ def dev(
     The gateway accepts SESSIONFLOW_API_KEYS, or the printed development key.
     """
     from gateway.config import GatewayConfig, parse_api_keys
-    from sessionflow.localstack import LocalStack, StackConfig
+    from sessionflow.localstack import LocalStack, StackConfig, port_open
     from worker.main import run_worker, stop_on_signals
 
     settings = Settings.from_env()
@@ -129,10 +129,19 @@ def dev(
 
     async def serve() -> None:
         stop = stop_on_signals()
+        if port_open(gateway_config.host, gateway_config.port):
+            raise click.ClickException(
+                f"port {gateway_config.port} is already in use; choose another with --gateway-port"
+            )
         click.echo(f"Starting Temporal and Redis (data in {config.data_dir}) ...")
         async with LocalStack(config):
             local = _stack_settings(settings, config)
-            gateway = asyncio.create_task(_serve_gateway(local, gateway_config, stop))
+            listening = asyncio.Event()
+            gateway = asyncio.create_task(_serve_gateway(local, gateway_config, stop, listening))
+            await asyncio.wait(
+                {gateway, asyncio.ensure_future(listening.wait())},
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             keys = ", ".join(f"{k} (tenant {t})" for k, t in gateway_config.api_keys.items())
             click.echo(
                 f"\n  Temporal      {config.temporal_address}\n"
@@ -167,7 +176,9 @@ def _stack_settings(settings: Settings, config: Any) -> Settings:
     )
 
 
-async def _serve_gateway(settings: Settings, config: Any, stop: asyncio.Event) -> None:
+async def _serve_gateway(
+    settings: Settings, config: Any, stop: asyncio.Event, started: asyncio.Event | None = None
+) -> None:
     from client.client import SessionClient
     from gateway.app import create_app
     from gateway.main import serve_gateway
@@ -177,7 +188,7 @@ async def _serve_gateway(settings: Settings, config: Any, stop: asyncio.Event) -
         redis_url=settings.redis_url,
         task_queue=settings.task_queue,
     ) as client:
-        await serve_gateway(create_app(client, config), config.host, config.port, stop)
+        await serve_gateway(create_app(client, config), config.host, config.port, stop, started)
 
 
 @main.command()

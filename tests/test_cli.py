@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.localstack import LocalStack, StackConfig, free_port, port_open
 from tests.processes import REPO
@@ -48,11 +50,15 @@ async def test_demo_streams_the_answer_and_prints_the_ui_link(
     assert '"event"' not in out  # logs stay off the answer
 
 
+GATEWAY_PORT: dict[Path, int] = {}
+
+
 def start_dev(data_dir: Path, config: StackConfig, log: Path) -> subprocess.Popen[bytes]:
+    GATEWAY_PORT.setdefault(data_dir, free_port())
     command = [
         sys.executable, "-m", "sessionflow", "dev", "--data-dir", str(data_dir),
         "--temporal-port", str(config.temporal_port), "--ui-port", str(config.ui_port),
-        "--redis-port", str(config.redis_port),
+        "--redis-port", str(config.redis_port), "--gateway-port", str(GATEWAY_PORT[data_dir]),
     ]  # fmt: skip
     with log.open("ab") as out:
         return subprocess.Popen(command, env=cli_env(), cwd=REPO, stdout=out, stderr=out)
@@ -82,6 +88,14 @@ async def test_dev_stops_cleanly_on_ctrl_c_and_resumes_sessions(tmp_path: Path) 
         text = log.read_text()
         assert f"Temporal UI   {config.ui_url}" in text
         assert f"Redis         {config.redis_url}" in text
+        gateway = f"http://127.0.0.1:{GATEWAY_PORT[data_dir]}"
+        assert f"Gateway       {gateway}" in text
+        async with httpx.AsyncClient() as http:
+            response = await http.get(
+                f"{gateway}/v1/sessions/none/history",
+                headers={"authorization": "Bearer sf-dev-key"},
+            )
+            assert response.status_code == 404  # authorised (dev key), no such session
         temporal = await connect_temporal(config.temporal_address)
         redis = await connect_redis(config.redis_url)
         client = SessionClient(temporal, redis)
@@ -93,7 +107,7 @@ async def test_dev_stops_cleanly_on_ctrl_c_and_resumes_sessions(tmp_path: Path) 
     finally:
         code = interrupt(dev)
     assert code == 0, log.read_text()
-    for port in (config.temporal_port, config.ui_port, config.redis_port):
+    for port in (config.temporal_port, config.ui_port, config.redis_port, GATEWAY_PORT[data_dir]):
         assert not port_open(config.host, port), f"port {port} still open after Ctrl-C"
 
     dev = start_dev(data_dir, config, log)

@@ -1,0 +1,135 @@
+"""The stream under stress: a Redis outage mid-step, and retention limits."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from temporalio.client import Client
+
+from client.client import SessionClient
+from sessionflow.localstack import free_port, redis_binary
+from streams.keys import StreamKeys
+from streams.publisher import Retention
+from tests.agents import LONG_TEXT, SLOW_SCRIPT, slow_agent, streaming_agent
+from tests.conftest import StartWorker
+from worker.build import WorkerOptions, build_worker
+from workflows.contract import TurnStatus
+
+
+class RedisProcess:
+    def __init__(self, data: Path) -> None:
+        self.port = free_port()
+        self._command = [
+            str(redis_binary()), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(data), "--appendonly", "yes", "--save", "",
+        ]  # fmt: skip
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self._process = subprocess.Popen(self._command, stdout=subprocess.DEVNULL)
+        probe = Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                await probe.ping()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+            except Exception:
+                await asyncio.sleep(0.05)
+        await probe.aclose()
+
+    def kill(self) -> None:
+        assert self._process is not None
+        self._process.kill()
+        self._process.wait()
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
+    server = RedisProcess(tmp_path)
+    await server.start()
+    yield server
+    if server._process and server._process.poll() is None:
+        server.kill()
+
+
+async def test_a_redis_outage_mid_step_loses_no_step_and_history_has_everything(
+    temporal: Client, own_redis: RedisProcess, task_queue: str, sandbox_root: Path, unique_id: str
+) -> None:
+    redis = Redis.from_url(own_redis.url)
+    worker = build_worker(
+        temporal,
+        redis,
+        [slow_agent],
+        WorkerOptions(task_queue=task_queue, sandbox_root=sandbox_root),
+    )
+    async with worker:
+        client = SessionClient(temporal, redis, task_queue=task_queue)
+        session = client.session(unique_id, agent="slow")
+        result = await session.send("go")
+        seen = 0
+        async for event in result.stream():
+            seen += event.type == "text-delta"
+            if seen == 5:
+                break
+        own_redis.kill()  # mid-step: chunks can no longer be published
+        outcome = await asyncio.wait_for(result.done, timeout=60)
+        assert outcome.status is TurnStatus.FINISHED
+        history = await session.history()
+        expected = "".join(
+            s.text.replace("{last_tool_output}", "1 2 3") for s in SLOW_SCRIPT.turns[0]
+        )
+        assert history[-1].text() == expected
+        assert [p.output["stdout"] for p in history[-1].tool_parts()] == ["step-one\n", "1 2 3\n"]
+
+        # Redis comes back with what it had persisted; a reader gets the stream as far
+        # as it was written, and history has the rest.
+        await own_redis.start()
+        await redis.aclose()
+        redis = Redis.from_url(own_redis.url)
+        keys = StreamKeys.for_workflow(session.workflow_id)
+        assert await redis.xlen(keys.chunks) > 0
+        await redis.aclose()
+
+
+async def test_streams_are_trimmed_and_expire(
+    temporal: Client, redis: Redis, task_queue: str, sandbox_root: Path, unique_id: str
+) -> None:
+    options = WorkerOptions(
+        task_queue=task_queue,
+        sandbox_root=sandbox_root,
+        retention=Retention(max_len=20, ttl_seconds=90),
+    )
+    async with build_worker(temporal, redis, [streaming_agent], options):
+        client = SessionClient(temporal, redis, task_queue=task_queue)
+        session = client.session(unique_id, agent="streamer")
+        result = await session.send("long")
+        events = [e async for e in result.stream()]
+        await result.done
+        assert (await session.history())[-1].text() == LONG_TEXT
+    keys = StreamKeys.for_workflow(session.workflow_id)
+    published = len(events)
+    assert published > 250
+    length = await redis.xlen(keys.chunks)
+    # MAXLEN ~ trims whole internal nodes (100 entries): approximately max_len.
+    assert length <= 20 + 100 < published
+    for key in (keys.chunks, keys.index):
+        assert 0 < await redis.ttl(key) <= 90
+
+
+async def test_stream_keys_share_one_cluster_slot(start_worker: StartWorker) -> None:
+    from redis.crc import key_slot
+
+    keys = StreamKeys.for_workflow("session:demo:user-1")
+    assert keys.chunks == "sf:{session:demo:user-1}:chunks"
+    assert key_slot(keys.chunks.encode()) == key_slot(keys.index.encode())
+    assert key_slot(b"sf:{session:demo:user-1}:ctx:abc") == key_slot(keys.chunks.encode())
