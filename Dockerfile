@@ -17,6 +17,7 @@ COPY workflows ./workflows
 COPY activities ./activities
 COPY worker ./worker
 COPY client ./client
+COPY gateway ./gateway
 RUN pip install . && useradd --create-home sessionflow \
     && mkdir -p /var/lib/sessionflow && chown sessionflow /var/lib/sessionflow
 USER sessionflow
