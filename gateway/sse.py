@@ -47,10 +47,18 @@ async def frames(events: AsyncIterator[StreamEvent], heartbeat: float) -> AsyncI
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
+            # Whatever else has queued goes out in the same write.
+            batch: list[str] = []
+            while item is not _END:
+                assert isinstance(item, StreamEvent)
+                batch.append(encode(item))
+                if queue.empty():
+                    break
+                item = queue.get_nowait()
+            if batch:
+                yield "".join(batch)
             if item is _END:
                 break
-            assert isinstance(item, StreamEvent)
-            yield encode(item)
         await asyncio.wait([task])
         if task.exception() is None:
             yield "data: [DONE]\n\n"
