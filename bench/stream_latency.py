@@ -66,6 +66,11 @@ async def wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float =
     raise RuntimeError(f"process did not print {text!r}")
 
 
+# Where the client reader's latency is spent, split at the XADD (the entry id's
+# millisecond clock): before it is the worker's side, after it the reader's.
+SPLIT: dict[str, list[float]] = {"emit_to_xadd": [], "xadd_to_receive": []}
+
+
 async def client_phase(client: SessionClient, sessions: int) -> Samples:
     run = uuid.uuid4().hex[:6]
     handles = [client.session(f"c-{run}-{i}", agent="clock") for i in range(sessions)]
@@ -74,7 +79,13 @@ async def client_phase(client: SessionClient, sessions: int) -> Samples:
         got: list[tuple[str, int]] = []
         async for event in client.reader.read(workflow_id):
             if event.type == "text-delta":
-                got.append((event.chunk.delta, time.time_ns()))  # type: ignore[attr-defined]
+                received = time.time_ns()
+                delta: str = event.chunk.delta  # type: ignore[attr-defined]
+                got.append((delta, received))
+                written_ms = int(event.id.split("-")[0])
+                for stamp in filter(None, delta.split("|")):
+                    SPLIT["emit_to_xadd"].append(written_ms - int(stamp) / 1e6)
+                    SPLIT["xadd_to_receive"].append(received / 1e6 - written_ms)
         return got
 
     readers = [asyncio.create_task(read(h.workflow_id)) for h in handles]
@@ -180,6 +191,8 @@ async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
                 redis = await connect_redis(config.redis_url)
                 client = SessionClient(temporal, redis, task_queue="bench")
                 await client_phase(client, 2)  # warm up the worker's caches
+                for values in SPLIT.values():
+                    values.clear()
                 reader = await client_phase(client, sessions)
                 sse = await sse_phase(url, sessions)
                 raw = await raw_phase(config.redis_url, sessions, rate, tokens)
@@ -197,6 +210,9 @@ async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
         "client_reader": summary(reader),
         "gateway_sse": summary(sse),
     }
+    for name, values in SPLIT.items():
+        figures["client_reader"][f"{name}_p50_ms"] = percentile(values, 50)
+        figures["client_reader"][f"{name}_p99_ms"] = percentile(values, 99)
     for reader in ("client_reader", "gateway_sse"):
         for view in ("p99_ms", "steady_p99_ms"):
             ratio = figures[reader][view] / figures["raw_redis"][view]
