@@ -13,6 +13,7 @@ from typing import Literal
 from providers.base import (
     ModelEvent,
     ReasoningDelta,
+    ReasoningSignature,
     StepFinished,
     TextDelta,
     ToolCallDelta,
@@ -70,6 +71,7 @@ class StepRecorder:
         self._tool_calls: list[ToolCall] = []
         self._open: tuple[_Kind, str, list[str]] | None = None
         self._finished: StepFinished | None = None
+        self._signature: str | None = None
         self._count = 0
 
     def begin(self) -> None:
@@ -83,6 +85,8 @@ class StepRecorder:
                 self._append("text", text)
             case ReasoningDelta(text=text):
                 self._append("reasoning", text)
+            case ReasoningSignature(signature=signature):
+                self._signature = signature
             case ToolCallStart(tool_call_id=call_id, tool_name=name):
                 self._close()
                 self._emit(ToolInputStartChunk(tool_call_id=call_id, tool_name=name))
@@ -149,8 +153,9 @@ class StepRecorder:
         self._open = None
         end = TextEndChunk if kind == "text" else ReasoningEndChunk
         self._emit(end(id=part_id))
-        self._parts.append(_part(kind, "".join(buffer)))
-
-
-def _part(kind: _Kind, text: str) -> Part:
-    return TextPart(text=text) if kind == "text" else ReasoningPart(text=text)
+        text = "".join(buffer)
+        if kind == "text":
+            self._parts.append(TextPart(text=text))
+        else:
+            self._parts.append(ReasoningPart(text=text, signature=self._signature))
+            self._signature = None

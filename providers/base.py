@@ -44,6 +44,13 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True)
+class ReasoningSignature:
+    """The provider's signature over the reasoning block just streamed."""
+
+    signature: str
+
+
+@dataclass(frozen=True)
 class ToolCallStart:
     tool_call_id: str
     tool_name: str
@@ -69,7 +76,13 @@ class StepFinished:
 
 
 ModelEvent = (
-    TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | ToolCallReady | StepFinished
+    TextDelta
+    | ReasoningDelta
+    | ReasoningSignature
+    | ToolCallStart
+    | ToolCallDelta
+    | ToolCallReady
+    | StepFinished
 )
 
 

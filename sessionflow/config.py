@@ -12,6 +12,8 @@
 | SESSIONFLOW_STREAM_MAXLEN     | 10000 (entries per session) |
 | SESSIONFLOW_STREAM_TTL        | 604800 (seconds after idle) |
 | SESSIONFLOW_CONTEXT_TTL       | 86400 (seconds after use)   |
+| SESSIONFLOW_ANTHROPIC_MAX_TOKENS      | 8192                |
+| SESSIONFLOW_ANTHROPIC_THINKING_BUDGET | 0 (no thinking)     |
 | SESSIONFLOW_LOG_FORMAT        | console on a TTY, else json |
 | SESSIONFLOW_LOG_LEVEL         | info                        |
 """
@@ -37,6 +39,8 @@ class Settings:
     stream_max_len: int = 10_000
     stream_ttl_seconds: int = 7 * 24 * 3600
     context_ttl_seconds: int = 24 * 3600
+    anthropic_max_tokens: int = 8192
+    anthropic_thinking_budget: int = 0
     log_format: str | None = None
     log_level: str = "info"
 
@@ -73,6 +77,12 @@ class Settings:
             stream_max_len=number("SESSIONFLOW_STREAM_MAXLEN", default.stream_max_len),
             stream_ttl_seconds=number("SESSIONFLOW_STREAM_TTL", default.stream_ttl_seconds),
             context_ttl_seconds=number("SESSIONFLOW_CONTEXT_TTL", default.context_ttl_seconds),
+            anthropic_max_tokens=number(
+                "SESSIONFLOW_ANTHROPIC_MAX_TOKENS", default.anthropic_max_tokens
+            ),
+            anthropic_thinking_budget=number(
+                "SESSIONFLOW_ANTHROPIC_THINKING_BUDGET", default.anthropic_thinking_budget
+            ),
             log_format=env.get("SESSIONFLOW_LOG_FORMAT") or None,
             log_level=text("SESSIONFLOW_LOG_LEVEL", default.log_level),
         )

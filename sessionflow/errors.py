@@ -80,6 +80,11 @@ class ModelError(SessionflowError):
 class ModelUnavailable(ModelError):
     retryable = True
 
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        # Seconds the provider asked us to wait before trying again, if it said.
+        self.retry_after = retry_after
+
 
 class InvalidModelRequest(ModelError):
     pass

@@ -20,6 +20,7 @@ from activities import ModelStepActivities, PublishActivities, SandboxActivities
 from activities.heartbeat import HEARTBEAT_INTERVAL
 from agents.definition import Agent
 from agents.registry import AgentRegistry
+from providers.anthropic import AnthropicProvider
 from providers.base import ModelProvider
 from providers.registry import ModelRegistry
 from providers.scripted import Script, ScriptedProvider
@@ -70,7 +71,10 @@ def build_worker(
     options = options or WorkerOptions()
     registry = AgentRegistry(agents)
     scripts = [s for a in registry for s in a.scripts()]
-    models = ModelRegistry([ScriptedProvider([*scripts, *options.scripts]), *options.providers])
+    extra = list(options.providers)
+    if not any(p.name == "anthropic" for p in extra):
+        extra.append(AnthropicProvider())  # reads ANTHROPIC_API_KEY when first used
+    models = ModelRegistry([ScriptedProvider([*scripts, *options.scripts]), *extra])
     publisher = StreamPublisher(redis, retention=options.retention)
     sandboxes = options.sandboxes or LocalSandboxBackend(options.sandbox_root)
     contexts = ContextStore(redis, ttl_seconds=options.context_ttl_seconds)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import structlog
 
 from agents.definition import Agent
+from providers.anthropic import AnthropicProvider
 from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal
 from streams.publisher import Retention
@@ -37,6 +38,12 @@ async def run_worker(settings: Settings, agents: Sequence[Agent], stop: asyncio.
             max_len=settings.stream_max_len, ttl_seconds=settings.stream_ttl_seconds
         ),
         context_ttl_seconds=settings.context_ttl_seconds,
+        providers=[
+            AnthropicProvider(
+                max_tokens=settings.anthropic_max_tokens,
+                thinking_budget=settings.anthropic_thinking_budget or None,
+            )
+        ],
     )
     worker = build_worker(temporal, redis, agents, options)
     try:

