@@ -61,6 +61,26 @@ class SandboxActivities:
         except SessionflowError as err:
             raise to_application_error(err) from err
 
+    @activity.defn(name=ActivityName.SANDBOX_PAUSE)
+    async def sandbox_pause(self, sandbox_id: str) -> None:
+        """Pause an idle session's sandbox; the next `connect` resumes it."""
+        try:
+            await (await self.sandboxes.connect(sandbox_id)).pause()
+        except SandboxNotFound:
+            return
+        except SessionflowError as err:
+            raise to_application_error(err) from err
+
+    @activity.defn(name=ActivityName.SANDBOX_KILL)
+    async def sandbox_kill(self, sandbox_id: str) -> None:
+        """Release a closed session's sandbox for good."""
+        try:
+            await (await self.sandboxes.connect(sandbox_id)).kill()
+        except SandboxNotFound:
+            return
+        except SessionflowError as err:
+            raise to_application_error(err) from err
+
     @activity.defn(name=ActivityName.SANDBOX_STATUS)
     async def sandbox_status(self, sandbox_id: str) -> SandboxStatus:
         try:

@@ -20,11 +20,12 @@ from temporalio import activity
 
 from activities.failures import to_application_error
 from activities.heartbeat import heartbeating
+from activities.recorded_sandbox import RecordedSandbox
 from activities.session_view import dump_state, interrupted, load_context, load_state
 from agents.registry import AgentRegistry
 from agents.tools import ToolContext
 from sandbox.base import SandboxBackend
-from sessionflow.errors import SessionflowError
+from sessionflow.errors import SandboxNotFound, SessionflowError
 from streams.chunks import Chunk, ToolOutputAvailableChunk, ToolOutputErrorChunk
 from streams.context import ContextStore
 from streams.publisher import StepStream, StreamPublisher
@@ -58,7 +59,8 @@ class ToolActivities:
             try:
                 result = await self._execute(params, writer.emit)
             except SessionflowError as err:
-                if err.retryable:
+                # A vanished sandbox is the workflow's to handle (it makes a new one).
+                if err.retryable or isinstance(err, SandboxNotFound):
                     raise to_application_error(err) from err
                 result = RunToolResult(error_text=f"{err.error_type}: {err}")
             except asyncio.CancelledError:
@@ -87,7 +89,12 @@ class ToolActivities:
             return RunToolResult(error_text=f"invalid input for {call.tool_name}: {err}")
         if params.sandbox_id is None:
             raise SessionflowError("tool called before the session had a sandbox")
-        sandbox = await self.sandboxes.connect(params.sandbox_id)
+        sandbox = RecordedSandbox(
+            await self.sandboxes.connect(params.sandbox_id),
+            self.publisher.redis,
+            workflow_id=params.ref.workflow_id,
+            tool_call_id=call.tool_call_id,
+        )
         state = load_state(agent, params.state)
         context = await load_context(
             self.contexts, agent, params.ref.workflow_id, params.context_ref

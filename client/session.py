@@ -158,6 +158,11 @@ class Session:
         except RPCError as err:
             raise self._rpc_error(err) from err
 
+    async def close(self) -> None:
+        """End the session: kills its sandbox and completes its workflow. A later
+        `send` starts a new, empty session under the same id."""
+        await self._update("close", None, type(None))
+
     def stream(
         self, *, after: str | None = None, message_id: str | None = None, follow: bool = False
     ) -> AsyncIterator[StreamEvent]:

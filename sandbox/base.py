@@ -33,9 +33,35 @@ class ExecResult(BaseModel):
     duration_ms: int = 0
 
 
+class FileEntry(BaseModel):
+    """One file or directory, its path relative to the sandbox's workspace."""
+
+    path: str
+    is_dir: bool
+    size: int = 0
+
+
 class Sandbox(Protocol):
     @property
     def id(self) -> str: ...
+
+    async def read_file(self, path: str) -> str:
+        """A text file's content; paths are relative to the workspace."""
+        ...
+
+    async def write_file(self, path: str, content: str) -> None:
+        """Write a text file, creating its directories."""
+        ...
+
+    async def list_files(self, path: str, depth: int) -> list[FileEntry]:
+        """Entries under `path`, `depth` levels deep."""
+        ...
+
+    async def pause(self) -> None: ...
+
+    async def kill(self) -> None:
+        """Stop the sandbox for good and release what it holds."""
+        ...
 
     async def exec(
         self,

@@ -15,14 +15,15 @@ import contextlib
 import inspect
 import os
 import re
+import shutil
 import signal
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.base import ExecResult, OutputCallback, SandboxStatus
-from sessionflow.errors import InvalidInput, SandboxNotFound
+from sandbox.base import ExecResult, FileEntry, OutputCallback, SandboxStatus
+from sessionflow.errors import InvalidInput, SandboxNotFound, SandboxRefused
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 DEFAULT_OUTPUT_CAP_BYTES = 64 * 1024
@@ -75,8 +76,57 @@ class LocalSandbox:
     output_cap: int = DEFAULT_OUTPUT_CAP_BYTES
     default_timeout: float = DEFAULT_TIMEOUT_SECONDS
 
+    @property
+    def _pause_marker(self) -> Path:
+        return self.workspace.parent / ".paused" / self.id
+
     async def status(self) -> SandboxStatus:
-        return SandboxStatus.RUNNING if self.workspace.is_dir() else SandboxStatus.STOPPED
+        if not self.workspace.is_dir():
+            return SandboxStatus.STOPPED
+        return SandboxStatus.PAUSED if self._pause_marker.exists() else SandboxStatus.RUNNING
+
+    async def pause(self) -> None:
+        """Nothing runs between commands locally; the mark only shows in the status."""
+        self._pause_marker.parent.mkdir(parents=True, exist_ok=True)
+        self._pause_marker.touch()
+
+    async def resume(self) -> None:
+        self._pause_marker.unlink(missing_ok=True)
+
+    async def kill(self) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.workspace, True)
+        self._pause_marker.unlink(missing_ok=True)
+
+    def resolve(self, path: str) -> Path:
+        """A workspace path, refusing anything that leads outside the workspace:
+        absolute paths, `..`, and symlinks pointing out."""
+        if not self.workspace.is_dir():
+            raise SandboxNotFound(f"sandbox {self.id!r} has no workspace at {self.workspace}")
+        if Path(path).is_absolute():
+            raise SandboxRefused(f"{path!r} is absolute; use a path relative to the workspace")
+        root = self.workspace.resolve()
+        target = (root / path).resolve()
+        if not target.is_relative_to(root):
+            raise SandboxRefused(f"{path!r} leads outside the workspace")
+        return target
+
+    async def read_file(self, path: str) -> str:
+        target = self.resolve(path)
+        if not target.is_file():
+            raise FileNotFoundError(f"no file {path!r} in the workspace")
+        return await asyncio.to_thread(target.read_text, "utf-8", "replace")
+
+    async def write_file(self, path: str, content: str) -> None:
+        target = self.resolve(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(target.write_text, content, "utf-8")
+
+    async def list_files(self, path: str, depth: int) -> list[FileEntry]:
+        start = self.resolve(path)
+        if not start.is_dir():
+            raise FileNotFoundError(f"no directory {path!r} in the workspace")
+        root = self.workspace.resolve()
+        return await asyncio.to_thread(_walk, start, root, depth)
 
     async def exec(
         self,
@@ -129,14 +179,7 @@ class LocalSandbox:
         )
 
     def _workdir(self, cwd: str | None) -> Path:
-        if not self.workspace.is_dir():
-            raise SandboxNotFound(f"sandbox {self.id!r} has no workspace at {self.workspace}")
-        if cwd is None:
-            return self.workspace
-        target = (self.workspace / cwd).resolve()
-        if not target.is_relative_to(self.workspace.resolve()):
-            raise InvalidInput(f"cwd {cwd!r} is outside the sandbox workspace")
-        return target
+        return self.resolve(cwd or ".")
 
     def _environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW_LIST}
@@ -144,6 +187,17 @@ class LocalSandbox:
         env["HOME"] = str(self.workspace)
         env["PWD"] = str(self.workspace)
         return env
+
+
+def _walk(start: Path, root: Path, depth: int) -> list[FileEntry]:
+    entries: list[FileEntry] = []
+    for child in sorted(start.iterdir()):
+        is_dir = child.is_dir() and not child.is_symlink()
+        size = 0 if is_dir else child.lstat().st_size
+        entries.append(FileEntry(path=str(child.relative_to(root)), is_dir=is_dir, size=size))
+        if is_dir and depth > 1:
+            entries.extend(_walk(child, root, depth - 1))
+    return entries
 
 
 async def _pump(stream: asyncio.StreamReader, capture: _Capture) -> None:

@@ -14,8 +14,9 @@
     │   ├── ModelUnavailable    transient: rate limited, overloaded, cut off (retried)
     │   └── InvalidModelRequest the provider refused the request (not retried)
     ├── TurnFailed              a turn ended in failure (raised by `SendResult.done` on request)
-    └── SandboxError            a sandbox could not do what was asked
-        └── SandboxNotFound     the sandbox id names nothing (anymore)
+    └── SandboxError            a sandbox could not do what was asked (retried)
+        ├── SandboxNotFound     the sandbox id names nothing (anymore)
+        └── SandboxRefused      the backend refused: bad credentials, quota, bad path
 
 Inside activities the class name becomes the Temporal `ApplicationError` type, so a
 client or an ops person can match on it; `retryable` says whether Temporal should try
@@ -99,4 +100,8 @@ class SandboxError(SessionflowError):
 
 
 class SandboxNotFound(SandboxError):
+    retryable = False
+
+
+class SandboxRefused(SandboxError):
     retryable = False

@@ -221,3 +221,33 @@ flaky_agent = agent(
 )
 
 GATEWAY_AGENTS = [tool_agent, approval_agent, streaming_agent, flaky_agent, reasoning_agent]
+
+
+# -- a tool whose command finishes before the worker dies --------------------------
+
+
+class Job(BaseModel):
+    pass
+
+
+async def _job(_: Job, ctx: ToolContext) -> dict[str, object]:
+    ran = await ctx.sandbox.exec("echo ran >> runs.txt; cat runs.txt | wc -l")
+    import asyncio as _asyncio
+
+    # Post-processing long enough for a test to kill the worker after the command.
+    await _asyncio.sleep(4)
+    return {"lines": ran.stdout.strip()}
+
+
+job_tool = tool("job", "Run the job once", input_schema=Job, execute=_job)
+JOB_SCRIPT = Script(
+    name="job",
+    delay=0,
+    turns=[
+        [
+            ScriptStep(tool_calls=[ScriptedToolCall(tool="job")]),
+            ScriptStep(text="{last_tool_output}"),
+        ]
+    ],
+)
+job_agent = agent("job", model=JOB_SCRIPT, tools=[job_tool])

@@ -88,3 +88,25 @@ async def test_commands_do_not_see_the_workers_secrets(
     assert f"PATH={os.environ['PATH']}" in stdout
     home = next(line for line in stdout.splitlines() if line.startswith("HOME="))
     assert "/sandboxes/sbx-" in home
+
+
+async def test_a_vanished_sandbox_is_recreated_and_the_stream_says_so(
+    start_worker: StartWorker, unique_id: str, sandbox_root: Path
+) -> None:
+    import shutil
+
+    client = await start_worker([one_command("cmd", "echo hi")])
+    session = client.session(unique_id, agent="cmd")
+    await (await session.send("first")).done
+    lost = await session.sandbox.get_id()
+    assert lost is not None
+    shutil.rmtree(sandbox_root / lost)  # expired, cleaned up, deleted by an operator...
+
+    result = await session.send("and again")
+    events = [e async for e in result.stream()]
+    assert (await result.done).status is TurnStatus.FINISHED
+    statuses = [e.chunk.data for e in events if e.type == "data-status"]  # type: ignore[attr-defined]
+    assert {"status": "sandbox-setup", "recreated": lost} in statuses
+    fresh = await session.sandbox.get_id()
+    assert fresh not in (None, lost)
+    assert (sandbox_root / str(fresh)).is_dir()

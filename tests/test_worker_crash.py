@@ -110,3 +110,50 @@ async def test_worker_killed_mid_step_turn_completes_with_each_step_once(
     # The tool that ran before the crash did not run again.
     (runs,) = sandbox_root.glob("*/runs.txt")
     assert runs.read_text() == "ran\n"
+
+
+async def test_a_command_finished_before_a_crash_is_not_run_again(
+    stack_config: StackConfig,
+    temporal: Client,
+    redis: Redis,
+    task_queue: str,
+    sandbox_root: Path,
+    unique_id: str,
+    tmp_path: Path,
+) -> None:
+    def worker() -> WorkerProcess:
+        return WorkerProcess(
+            stack_config,
+            task_queue=task_queue,
+            agents="tests.agents:job_agent",
+            sandbox_root=sandbox_root,
+            log=tmp_path / "worker.log",
+        )
+
+    first = worker()
+    await first.start()
+    client = SessionClient(temporal, redis, task_queue=task_queue)
+    session = client.session(unique_id, agent="job")
+    result = await session.send("run the job")
+    # The command has run (the file exists); the tool is still busy afterwards.
+    while not list(sandbox_root.glob("*/runs.txt")):
+        await asyncio.sleep(0.05)
+    first.kill()
+    second = worker()
+    await second.start()
+    try:
+        outcome = await asyncio.wait_for(result.done, timeout=60)
+        history = await session.history()
+    finally:
+        second.stop()
+    assert outcome.status is TurnStatus.FINISHED
+    (runs,) = sandbox_root.glob("*/runs.txt")
+    assert runs.read_text() == "ran\n", "the finished command ran again on retry"
+    (part,) = history[-1].tool_parts()
+    assert part.output == {"lines": "1"}
+    starts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in (await temporal.get_workflow_handle(session.workflow_id).fetch_history()).events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    ]
+    assert 2 in starts, "the tool activity was retried"

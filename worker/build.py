@@ -93,6 +93,8 @@ def build_worker(
             lifecycle.ensure_sandbox,
             lifecycle.sandbox_exec,
             lifecycle.sandbox_status,
+            lifecycle.sandbox_pause,
+            lifecycle.sandbox_kill,
             publishing.publish,
         ],
         max_concurrent_activities=options.max_concurrent_activities,

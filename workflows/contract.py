@@ -25,6 +25,8 @@ class ActivityName(StrEnum):
     ENSURE_SANDBOX = "sessionflow.ensure_sandbox"
     SANDBOX_EXEC = "sessionflow.sandbox_exec"
     SANDBOX_STATUS = "sessionflow.sandbox_status"
+    SANDBOX_PAUSE = "sessionflow.sandbox_pause"
+    SANDBOX_KILL = "sessionflow.sandbox_kill"
     PUBLISH = "sessionflow.publish"
 
 
@@ -70,6 +72,8 @@ class SessionLimits(BaseModel):
     remembered_outcomes: int = 256
     # Per-step usage records kept (totals are kept forever).
     remembered_step_usage: int = 1000
+    # Pause the session's sandbox after this long without a message (None: never).
+    pause_sandbox_after_seconds: float | None = 300.0
 
 
 class SendRequest(BaseModel):

@@ -60,11 +60,16 @@ class SessionWorkflow:
         self.turn: Turn | None = None
         self._outcomes = {o.message_id: o for o in snapshot.outcomes}
         self._continuing = False
+        self._closed = False
+        self.sandbox_paused = False
 
     @workflow.run
     async def run(self, input: SessionInput) -> None:
-        while True:
-            await workflow.wait_condition(lambda: bool(self.inbox))
+        while not self._closed:
+            await self._wait_for_message()
+            if self._closed:
+                break
+            self.sandbox_paused = False  # the turn's first sandbox use resumes it
             self.turn = Turn(self, self.inbox.pop(0))
             try:
                 outcome = await self.turn.run()
@@ -78,6 +83,29 @@ class SessionWorkflow:
             }[outcome.status]
             if self._history_is_long():
                 await self._continue_as_new()
+
+    async def _wait_for_message(self) -> None:
+        """Wait for the next message; pause the sandbox if none comes for a while."""
+
+        def ready() -> bool:
+            return bool(self.inbox) or self._closed
+
+        idle = self.limits.pause_sandbox_after_seconds
+        if self.sandbox_id is None or self.sandbox_paused or idle is None:
+            await workflow.wait_condition(ready)
+            return
+        try:
+            await workflow.wait_condition(ready, timeout=idle)
+        except TimeoutError:
+            await workflow.execute_activity(
+                ActivityName.SANDBOX_PAUSE.value,
+                self.sandbox_id,
+                start_to_close_timeout=policies.SANDBOX_LIFECYCLE.start_to_close,
+                retry_policy=policies.SANDBOX_LIFECYCLE.retry,
+                summary=f"pause idle sandbox {self.sandbox_id}",
+            )
+            self.sandbox_paused = True
+            await workflow.wait_condition(ready)
 
     # -- signals --------------------------------------------------------------------
 
@@ -163,6 +191,27 @@ class SessionWorkflow:
                 f"no message {change.last_message_id!r} in this session", type="MessageNotFound"
             )
 
+    @workflow.update(name="close")
+    async def close(self) -> None:
+        """End the session: its sandbox is killed and the workflow completes."""
+        if self.sandbox_id is not None:
+            await workflow.execute_activity(
+                ActivityName.SANDBOX_KILL.value,
+                self.sandbox_id,
+                start_to_close_timeout=policies.SANDBOX_LIFECYCLE.start_to_close,
+                retry_policy=policies.SANDBOX_LIFECYCLE.retry,
+                summary=f"kill sandbox {self.sandbox_id}",
+            )
+        self._closed = True
+
+    @close.validator
+    def _validate_close(self) -> None:
+        if self.turn is not None or self.inbox:
+            raise ApplicationError(
+                "cannot close while a turn runs or messages are queued; interrupt first",
+                type="SessionBusy",
+            )
+
     @workflow.update(name="sandbox_exec")
     async def sandbox_exec(self, request: ExecRequest) -> ExecResult:
         """Run a command in the session's sandbox, creating the sandbox if needed."""
@@ -241,6 +290,18 @@ class SessionWorkflow:
             )
             self.sandbox_id = created.sandbox_id
         return self.sandbox_id
+
+    async def replace_sandbox(self, ref: StepRef, lost: str) -> str:
+        """A new sandbox for one that vanished (a status chunk tells readers)."""
+        created = await call_activity(
+            ActivityName.ENSURE_SANDBOX,
+            EnsureSandboxParams(ref=ref, sandbox_id=lost),
+            SandboxRef,
+            policies.SANDBOX_LIFECYCLE,
+            summary=f"recreate sandbox {lost}",
+        )
+        self.sandbox_id = created.sandbox_id
+        return created.sandbox_id
 
     # -- plumbing -------------------------------------------------------------------
 

@@ -219,20 +219,14 @@ class Turn:
         ref = session.ref(self.reply.id, self._step)
         sandbox_id = await session.ensure_sandbox(ref)
         session.status = SessionStatus.RUNNING_TOOL
-        result = await self._cancellable(
-            ActivityName.RUN_TOOL,
-            RunToolParams(
-                ref=ref,
-                call=call,
-                sandbox_id=sandbox_id,
-                messages=session.messages,
-                state=session.state,
-                context_ref=self._request.context_ref,
-            ),
-            RunToolResult,
-            policies.TOOL,
-            summary=_tool_summary(call),
-        )
+        try:
+            result = await self._tool_activity(call, sandbox_id)
+        except ActivityError as err:
+            if _describe(err)[0] != "SandboxNotFound":
+                raise
+            # The sandbox vanished (expired, deleted): make a new one, say so, go again.
+            session.sandbox_id = await session.replace_sandbox(ref, sandbox_id)
+            result = await self._tool_activity(call, session.sandbox_id)
         session.status = SessionStatus.STREAMING
         if result is None:
             part.state, part.error_text = ToolState.OUTPUT_ERROR, INTERRUPTED_TEXT
@@ -243,6 +237,23 @@ class Turn:
             part.state, part.error_text = ToolState.OUTPUT_ERROR, result.error_text
         else:
             part.state, part.output = ToolState.OUTPUT_AVAILABLE, result.output
+
+    async def _tool_activity(self, call: ToolCall, sandbox_id: str) -> RunToolResult | None:
+        session = self._session
+        return await self._cancellable(
+            ActivityName.RUN_TOOL,
+            RunToolParams(
+                ref=session.ref(self.reply.id, self._step),
+                call=call,
+                sandbox_id=sandbox_id,
+                messages=session.messages,
+                state=session.state,
+                context_ref=self._request.context_ref,
+            ),
+            RunToolResult,
+            policies.TOOL,
+            summary=_tool_summary(call),
+        )
 
     async def _use_sandbox(self, sandbox_id: str | None) -> None:
         ref = await call_activity(

@@ -1,0 +1,198 @@
+"""The E2B sandbox backend: a cloud VM per sandbox, through the `e2b` SDK's AsyncSandbox.
+
+Configured by `E2B_API_KEY` (and the SDK's own `E2B_DOMAIN`/`E2B_API_URL`). Paths are
+relative to the sandbox user's home, as in the local backend; `connect` resumes a
+paused sandbox. E2B's exceptions become Sessionflow's: retryable `SandboxError` for
+rate limits, timeouts and unreachable sandboxes; `SandboxNotFound` and
+`SandboxRefused` (bad credentials, bad arguments, no space) are not retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import os
+import posixpath
+from typing import Any
+
+from sandbox.base import ExecResult, FileEntry, OutputCallback, SandboxStatus
+from sessionflow.errors import SandboxError, SandboxNotFound, SandboxRefused
+
+HOME = "/home/user"
+DEFAULT_TIMEOUT_SECONDS = 120.0
+_NOT_FOUND = ("SandboxNotFoundException", "NotFoundException", "FileNotFoundException")
+_REFUSED = ("AuthenticationException", "InvalidArgumentException", "NotEnoughSpaceException")
+
+
+def _mapped(sdk: Any, err: Exception) -> Exception:
+    name = type(err).__name__
+    if name in _NOT_FOUND:
+        return SandboxNotFound(f"E2B: {err}")
+    if name in _REFUSED:
+        return SandboxRefused(f"E2B refused: {err}")
+    if isinstance(err, sdk.SandboxException):
+        return SandboxError(f"E2B: {err}")
+    return err
+
+
+def _path(path: str) -> str:
+    if path.startswith("/"):
+        raise SandboxRefused(f"{path!r} is absolute; use a path relative to the workspace")
+    joined = posixpath.normpath(posixpath.join(HOME, path))
+    if joined != HOME and not joined.startswith(HOME + "/"):
+        raise SandboxRefused(f"{path!r} leads outside the workspace")
+    return joined
+
+
+class E2BSandbox:
+    def __init__(self, sdk: Any, sandbox: Any) -> None:
+        self._sdk = sdk
+        self._sandbox = sandbox
+
+    @property
+    def id(self) -> str:
+        return str(self._sandbox.sandbox_id)
+
+    async def exec(
+        self,
+        command: str,
+        *,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> ExecResult:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            handle = await self._sandbox.commands.run(
+                command,
+                background=True,
+                cwd=_path(cwd or "."),
+                timeout=timeout or DEFAULT_TIMEOUT_SECONDS,
+                on_stdout=on_stdout,
+                on_stderr=on_stderr,
+            )
+        except Exception as err:
+            raise _mapped(self._sdk, err) from err
+        try:
+            result = await handle.wait()
+            exit_code, stdout, stderr, timed_out = (
+                result.exit_code,
+                result.stdout,
+                result.stderr,
+                False,
+            )
+        except asyncio.CancelledError:
+            # An interrupt: the command must not go on running in the VM.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(handle.kill())
+            raise
+        except self._sdk.CommandExitException as err:
+            exit_code, stdout, stderr, timed_out = err.exit_code, err.stdout, err.stderr, False
+        except self._sdk.TimeoutException:
+            with contextlib.suppress(Exception):
+                await handle.kill()
+            exit_code, stdout, stderr, timed_out = 124, "", "", True
+        except Exception as err:
+            raise _mapped(self._sdk, err) from err
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=stdout or "",
+            stderr=stderr or "",
+            timed_out=timed_out,
+            duration_ms=int((loop.time() - started) * 1000),
+        )
+
+    async def read_file(self, path: str) -> str:
+        try:
+            return str(await self._sandbox.files.read(_path(path)))
+        except Exception as err:
+            raise _mapped(self._sdk, err) from err
+
+    async def write_file(self, path: str, content: str) -> None:
+        try:
+            await self._sandbox.files.write(_path(path), content)
+        except Exception as err:
+            raise _mapped(self._sdk, err) from err
+
+    async def list_files(self, path: str, depth: int) -> list[FileEntry]:
+        try:
+            entries = await self._sandbox.files.list(_path(path), depth=depth)
+        except Exception as err:
+            raise _mapped(self._sdk, err) from err
+        return [
+            FileEntry(
+                path=posixpath.relpath(e.path, HOME),
+                is_dir=getattr(e.type, "value", e.type) == "dir",
+                size=int(getattr(e, "size", 0) or 0),
+            )
+            for e in entries
+        ]
+
+    async def status(self) -> SandboxStatus:
+        try:
+            info = await self._sandbox.get_info()
+        except Exception as err:
+            mapped = _mapped(self._sdk, err)
+            if isinstance(mapped, SandboxNotFound):
+                return SandboxStatus.STOPPED
+            raise mapped from err
+        state = str(getattr(info.state, "value", info.state))
+        return SandboxStatus.PAUSED if state == "paused" else SandboxStatus.RUNNING
+
+    async def pause(self) -> None:
+        try:
+            await self._sandbox.pause()
+        except Exception as err:
+            raise _mapped(self._sdk, err) from err
+
+    async def kill(self) -> None:
+        try:
+            await self._sandbox.kill()
+        except Exception as err:
+            mapped = _mapped(self._sdk, err)
+            if not isinstance(mapped, SandboxNotFound):
+                raise mapped from err
+
+
+class E2BSandboxBackend:
+    """Sandboxes on E2B. `sdk` defaults to the `e2b` package (tests pass a fake)."""
+
+    name = "e2b"
+
+    def __init__(
+        self,
+        *,
+        template: str | None = None,
+        timeout_seconds: int = 3600,
+        metadata: dict[str, str] | None = None,
+        api_key: str | None = None,
+        sdk: Any = None,
+    ) -> None:
+        self._template = template
+        self._timeout = timeout_seconds
+        self._metadata = metadata or {"created-by": "sessionflow"}
+        self._api_key = api_key or os.environ.get("E2B_API_KEY")
+        self._sdk = sdk or importlib.import_module("e2b")
+
+    async def create(self) -> E2BSandbox:
+        try:
+            sandbox = await self._sdk.AsyncSandbox.create(
+                template=self._template,
+                timeout=self._timeout,
+                metadata=self._metadata,
+                api_key=self._api_key,
+            )
+        except Exception as err:
+            raise _mapped(self._sdk, err) from err
+        return E2BSandbox(self._sdk, sandbox)
+
+    async def connect(self, sandbox_id: str) -> E2BSandbox:
+        """Attach to a sandbox; a paused one is resumed by E2B on connect."""
+        try:
+            sandbox = await self._sdk.AsyncSandbox.connect(sandbox_id, api_key=self._api_key)
+        except Exception as err:
+            raise _mapped(self._sdk, err) from err
+        return E2BSandbox(self._sdk, sandbox)
