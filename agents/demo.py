@@ -6,8 +6,8 @@ Served by `sessionflow worker` when no other agents are given, and used by
 
 from __future__ import annotations
 
-from agents.builtin import bash_tool
-from agents.definition import agent
+from agents.builtin import bash_tool, builtin_tools
+from agents.definition import Agent, agent
 from providers.scripted import Script, ScriptedToolCall, ScriptStep
 
 _PROGRAM = """\
@@ -70,9 +70,15 @@ DEMO_SCRIPT = Script(
     ],
 )
 
-demo_agent = agent(
-    "demo",
-    model=DEMO_SCRIPT,
-    system="You are a careful coding agent working in a sandboxed workspace.",
-    tools=[bash_tool()],
+DEMO_SYSTEM = (
+    "You are a careful coding agent working in a sandboxed workspace. Look around, "
+    "write small programs, run them, and report what they printed."
 )
+
+demo_agent = agent("demo", model=DEMO_SCRIPT, system=DEMO_SYSTEM, tools=[bash_tool()])
+
+
+def demo_agent_with(model: str) -> Agent:
+    """The demo agent on another model (e.g. `anthropic/claude-sonnet-4-6`), with all
+    the built-in tools."""
+    return agent("demo", model=model, system=DEMO_SYSTEM, tools=builtin_tools())

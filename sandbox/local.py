@@ -3,8 +3,10 @@
 Commands run in their own process group so that a timeout or an interrupt kills
 everything they started, not just the shell. Their environment is rebuilt from an
 allow-list, so the worker's secrets (model API keys and the like) are not visible to
-them. This isolates a session's files and secrets, not the machine: for untrusted
-code use a VM-backed sandbox.
+them. When bubblewrap (`bwrap`) is installed, commands also run inside it: the
+filesystem read-only except the workspace, other workspaces hidden, own /tmp and
+IPC namespace. Without it this isolates files and secrets, not the machine: for
+untrusted code use bubblewrap or a VM-backed sandbox (E2B).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -67,14 +70,45 @@ class _Capture:
         return body
 
 
+def bubblewrap() -> str | None:
+    """The `bwrap` binary if it is installed and can create a sandbox here (it needs
+    user namespaces, which some containers deny)."""
+    found = shutil.which("bwrap")
+    if found is None:
+        return None
+    probe = subprocess.run(
+        [found, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-ipc",
+         "--die-with-parent", "true"],
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )  # fmt: skip
+    return found if probe.returncode == 0 else None
+
+
+def _isolated(bwrap: str, workspace: Path, workdir: Path, command: str) -> list[str]:
+    """`command` under bubblewrap: the filesystem read-only, other workspaces hidden,
+    only this workspace writable, its own /tmp and IPC. Pids stay shared so that the
+    whole process group can be killed from outside on timeout or interrupt."""
+    ws = str(workspace)
+    return [
+        bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+        "--tmpfs", str(workspace.parent), "--bind", ws, ws,
+        "--unshare-ipc", "--unshare-uts", "--die-with-parent",
+        "--chdir", str(workdir), "/bin/bash", "-c", command,
+    ]  # fmt: skip
+
+
 @dataclass(frozen=True)
 class LocalSandbox:
-    """A workspace directory; commands run with it as their home and working directory."""
+    """A workspace directory; commands run with it as their home and working directory,
+    inside bubblewrap when `bwrap` is given."""
 
     id: str
     workspace: Path
     output_cap: int = DEFAULT_OUTPUT_CAP_BYTES
     default_timeout: float = DEFAULT_TIMEOUT_SECONDS
+    bwrap: str | None = None
 
     @property
     def _pause_marker(self) -> Path:
@@ -138,11 +172,15 @@ class LocalSandbox:
         on_stderr: OutputCallback | None = None,
     ) -> ExecResult:
         started = time.monotonic()
+        workdir = self._workdir(cwd)
+        argv = (
+            _isolated(self.bwrap, self.workspace, workdir, command)
+            if self.bwrap
+            else ["/bin/bash", "-c", command]
+        )
         proc = await asyncio.create_subprocess_exec(
-            "/bin/bash",
-            "-c",
-            command,
-            cwd=self._workdir(cwd),
+            *argv,
+            cwd=workdir,
             env=self._environment(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -211,7 +249,11 @@ def _kill_group(pgid: int) -> None:
 
 
 class LocalSandboxBackend:
-    """Workspaces under one root directory, one per sandbox id."""
+    """Workspaces under one root directory, one per sandbox id.
+
+    `isolation`: "auto" runs commands in bubblewrap when it is installed and works,
+    "bwrap" requires it, "none" never uses it.
+    """
 
     name = "local"
 
@@ -221,10 +263,16 @@ class LocalSandboxBackend:
         *,
         output_cap: int = DEFAULT_OUTPUT_CAP_BYTES,
         default_timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        isolation: str = "auto",
     ) -> None:
         self.root = root
         self._output_cap = output_cap
         self._default_timeout = default_timeout
+        if isolation not in ("auto", "bwrap", "none"):
+            raise ValueError(f"isolation must be auto, bwrap or none, not {isolation!r}")
+        self.bwrap = None if isolation == "none" else bubblewrap()
+        if isolation == "bwrap" and self.bwrap is None:
+            raise SandboxRefused("isolation='bwrap' but bubblewrap is missing or cannot run here")
 
     async def create(self) -> LocalSandbox:
         sandbox = self._sandbox(f"sbx-{uuid.uuid4().hex[:16]}")
@@ -245,4 +293,5 @@ class LocalSandboxBackend:
             workspace=(self.root / sandbox_id).absolute(),
             output_cap=self._output_cap,
             default_timeout=self._default_timeout,
+            bwrap=self.bwrap,
         )

@@ -240,16 +240,30 @@ def worker(agent_specs: tuple[str, ...]) -> None:
     help="Keep the stack running afterwards to explore the UI (default: when interactive).",
 )
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds.")
-def demo(message: str, keep: bool | None, timeout: float) -> None:
-    """Run one demo session with the scripted model and stream its answer.
+@click.option(
+    "--model",
+    default=None,
+    help="Run the demo on a real model, e.g. anthropic/claude-sonnet-4-6 (needs "
+    "ANTHROPIC_API_KEY). Default: the offline scripted model.",
+)
+def demo(message: str, keep: bool | None, timeout: float, model: str | None) -> None:
+    """Run one demo session and stream its answer.
 
     Uses the stack at TEMPORAL_ADDRESS/REDIS_URL if one is running, else starts one.
+    SESSIONFLOW_SANDBOX=e2b (with E2B_API_KEY) runs the tools in an E2B sandbox.
     """
-    _run(_demo(message, sys.stdin.isatty() if keep is None else keep, timeout))
+    if (
+        model is not None
+        and model.startswith("anthropic/")
+        and not os.environ.get("ANTHROPIC_API_KEY")
+    ):
+        raise click.ClickException(f"--model {model} needs ANTHROPIC_API_KEY")
+    _run(_demo(message, sys.stdin.isatty() if keep is None else keep, timeout, model))
 
 
-async def _demo(message: str, keep: bool, timeout: float) -> None:
-    from agents.demo import demo_agent
+async def _demo(message: str, keep: bool, timeout: float, model: str | None) -> None:
+    from agents.demo import demo_agent as scripted_demo
+    from agents.demo import demo_agent_with
     from client.client import SessionClient
     from sessionflow.connections import connect_redis, connect_temporal
     from sessionflow.errors import ConnectionFailed
@@ -258,6 +272,7 @@ async def _demo(message: str, keep: bool, timeout: float) -> None:
     from worker.main import run_worker, stop_on_signals
 
     settings = replace(Settings.from_env(), task_queue=DEMO_TASK_QUEUE)
+    demo_agent = scripted_demo if model is None else demo_agent_with(model)
     stack: LocalStack | None = None
     try:
         temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
@@ -291,9 +306,10 @@ async def _demo(message: str, keep: bool, timeout: float) -> None:
                 renderer.render(event)
             outcome = await result.done
         usage = (await session.info()).usage
+        kind = "scripted estimates" if model is None else model
         click.echo(
             f"\nTurn {outcome.status.value}; {usage.input_tokens} input and "
-            f"{usage.output_tokens} output tokens (scripted estimates)."
+            f"{usage.output_tokens} output tokens ({kind})."
         )
         click.echo(
             f"See the session in the Temporal UI: {settings.workflow_url(session.workflow_id)}"

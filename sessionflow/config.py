@@ -12,6 +12,9 @@
 | SESSIONFLOW_STREAM_MAXLEN     | 10000 (entries per session) |
 | SESSIONFLOW_STREAM_TTL        | 604800 (seconds after idle) |
 | SESSIONFLOW_CONTEXT_TTL       | 86400 (seconds after use)   |
+| SESSIONFLOW_SANDBOX           | local (or e2b)              |
+| SESSIONFLOW_E2B_TEMPLATE      | E2B's default template      |
+| SESSIONFLOW_E2B_TIMEOUT       | 3600 (sandbox lifetime, s)  |
 | SESSIONFLOW_ANTHROPIC_MAX_TOKENS      | 8192                |
 | SESSIONFLOW_ANTHROPIC_THINKING_BUDGET | 0 (no thinking)     |
 | SESSIONFLOW_LOG_FORMAT        | console on a TTY, else json |
@@ -39,6 +42,9 @@ class Settings:
     stream_max_len: int = 10_000
     stream_ttl_seconds: int = 7 * 24 * 3600
     context_ttl_seconds: int = 24 * 3600
+    sandbox_backend: str = "local"
+    e2b_template: str | None = None
+    e2b_timeout_seconds: int = 3600
     anthropic_max_tokens: int = 8192
     anthropic_thinking_budget: int = 0
     log_format: str | None = None
@@ -77,6 +83,9 @@ class Settings:
             stream_max_len=number("SESSIONFLOW_STREAM_MAXLEN", default.stream_max_len),
             stream_ttl_seconds=number("SESSIONFLOW_STREAM_TTL", default.stream_ttl_seconds),
             context_ttl_seconds=number("SESSIONFLOW_CONTEXT_TTL", default.context_ttl_seconds),
+            sandbox_backend=text("SESSIONFLOW_SANDBOX", default.sandbox_backend),
+            e2b_template=env.get("SESSIONFLOW_E2B_TEMPLATE") or None,
+            e2b_timeout_seconds=number("SESSIONFLOW_E2B_TIMEOUT", default.e2b_timeout_seconds),
             anthropic_max_tokens=number(
                 "SESSIONFLOW_ANTHROPIC_MAX_TOKENS", default.anthropic_max_tokens
             ),

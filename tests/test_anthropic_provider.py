@@ -225,3 +225,46 @@ async def test_a_missing_api_key_is_a_clear_failure(
     assert outcome.status is TurnStatus.FAILED
     assert "ANTHROPIC_API_KEY is not set" in (outcome.error or "")
     assert ToolState.OUTPUT_AVAILABLE  # the enum import is used by other tests
+
+
+async def test_the_demo_runs_on_claude_through_the_real_sdk(
+    stack: object, fake: FakeAnthropic, tmp_path: object
+) -> None:
+    import sys
+
+    from tests.processes import REPO
+    from tests.test_cli import cli_env
+
+    fake.push(
+        Stream([
+            message_start(),
+            *text_block(0, "Let me look."),
+            *tool_block(1, "toolu_ls", "List", {"path": "."}),
+            *message_end("tool_use"),
+        ]),
+        answer("The workspace is empty."),
+    )  # fmt: skip
+    env = cli_env(
+        TEMPORAL_ADDRESS=stack.config.temporal_address,  # type: ignore[attr-defined]
+        REDIS_URL=stack.config.redis_url,  # type: ignore[attr-defined]
+        SESSIONFLOW_DATA_DIR=str(tmp_path),
+        ANTHROPIC_API_KEY="sk-ant-demo",
+        ANTHROPIC_BASE_URL=fake.url,  # type: ignore[attr-defined]
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sessionflow", "demo", "--no-keep", "--model", "anthropic/claude-sonnet-4-6",
+        env=env, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
+    assert proc.returncode == 0, err.decode()
+    text = out.decode()
+    assert "Let me look." in text and "▶ List: " in text and "The workspace is empty." in text
+    assert "(anthropic/claude-sonnet-4-6)" in text
+    assert [t["name"] for t in fake.requests[0].body["tools"]] == [
+        "Read",
+        "Write",
+        "Edit",
+        "Grep",
+        "List",
+        "Bash",
+    ]

@@ -110,3 +110,27 @@ async def test_a_vanished_sandbox_is_recreated_and_the_stream_says_so(
     fresh = await session.sandbox.get_id()
     assert fresh not in (None, lost)
     assert (sandbox_root / str(fresh)).is_dir()
+
+
+async def test_with_bubblewrap_only_the_workspace_is_writable(
+    start_worker: StartWorker, unique_id: str, sandbox_root: Path
+) -> None:
+    from sandbox.local import bubblewrap
+
+    if bubblewrap() is None:
+        pytest.skip("bubblewrap (bwrap) is not installed or cannot create namespaces here")
+    (sandbox_root / "sbx-someone-else").mkdir(parents=True)
+    (sandbox_root / "sbx-someone-else" / "private.txt").write_text("theirs")
+    output = await run_command(
+        start_worker,
+        unique_id,
+        "touch /etc/escape 2>/dev/null && echo etc-writable || echo etc-read-only; "
+        "touch mine && echo workspace-writable; "
+        "cat ../sbx-someone-else/private.txt 2>/dev/null || echo others-hidden; "
+        "touch /tmp/scratch && echo tmp-private",
+    )
+    assert str(output["stdout"]).split() == [
+        "etc-read-only", "workspace-writable", "others-hidden", "tmp-private",
+    ]  # fmt: skip
+    assert not Path("/etc/escape").exists()
+    assert not Path("/tmp/scratch").exists()

@@ -10,8 +10,10 @@ import structlog
 
 from agents.definition import Agent
 from providers.anthropic import AnthropicProvider
+from sandbox.e2b import E2BSandboxBackend
 from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal
+from sessionflow.errors import InvalidInput
 from streams.publisher import Retention
 from worker.build import WorkerOptions, build_worker
 
@@ -45,6 +47,14 @@ async def run_worker(settings: Settings, agents: Sequence[Agent], stop: asyncio.
             )
         ],
     )
+    if settings.sandbox_backend == "e2b":
+        options.sandboxes = E2BSandboxBackend(
+            template=settings.e2b_template, timeout_seconds=settings.e2b_timeout_seconds
+        )
+    elif settings.sandbox_backend != "local":
+        raise InvalidInput(
+            f"SESSIONFLOW_SANDBOX must be 'local' or 'e2b', not {settings.sandbox_backend!r}"
+        )
     worker = build_worker(temporal, redis, agents, options)
     try:
         async with worker:
@@ -52,6 +62,7 @@ async def run_worker(settings: Settings, agents: Sequence[Agent], stop: asyncio.
                 "worker started",
                 task_queue=settings.task_queue,
                 agents=[a.name for a in agents],
+                sandbox=settings.sandbox_backend,
                 temporal=settings.temporal_address,
                 redis=settings.redis_url,
             )
