@@ -94,7 +94,10 @@ async def test_the_ai_sdk_parses_every_chunk_the_gateway_emits(
         result = await ai_sdk_read(ai_sdk, body)
         assert result["failures"] == [], result["failures"]
         assert result["error"] is None
-        history = await gateway.client.session(f"acme:{unique_id}-r", agent="reasoner").history()
+        reasoner = gateway.client.session(f"acme:{unique_id}-r", agent="reasoner")
+        while (await reasoner.info()).busy:  # history trails the stream by a moment
+            await asyncio.sleep(0.05)
+        history = await reasoner.history()
         ui = result["message"]
         assert ui["id"] == history[-1].id
         ui_text = "".join(p["text"] for p in ui["parts"] if p["type"] == "text")
@@ -190,7 +193,10 @@ async def test_the_ai_sdk_chat_transport_talks_to_the_gateway_unchanged(
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()
     result = json.loads(out)
-    history = await gateway.client.session(f"acme:{unique_id}", agent="tooling").history()
+    session = gateway.client.session(f"acme:{unique_id}", agent="tooling")
+    while (await session.info()).busy:  # history trails the stream by a moment
+        await asyncio.sleep(0.05)
+    history = await session.history()
     assert history[0].id == f"u-{unique_id}" and history[0].text() == "hello from useChat"
     assert result["message"]["id"] == history[1].id
     text = "".join(p["text"] for p in result["message"]["parts"] if p["type"] == "text")

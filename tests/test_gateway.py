@@ -71,6 +71,9 @@ async def test_send_and_stream_over_sse_equals_history(gateway: Gateway, unique_
         assert collected[-1].data == "[DONE]"
         assert all(f.id for f in collected[:-1])
         assert collected[0].chunk == {"type": "start", "messageId": message_id}
+        # The stream runs a moment ahead of history: `finish` is published before the
+        # workflow records the step. Compare once the turn is over.
+        await wait_idle(gateway, unique_id)
         reply = (await history(http, gateway, unique_id))[-1]
         rebuilt = assemble(as_events(collected))
         assert rebuilt.model_copy(update={"id": reply.id}) == reply
@@ -108,6 +111,7 @@ async def test_a_dropped_sse_connection_resumes_with_last_event_id(
         ids = [f.id for f in everything if f.id]
         assert len(ids) == len(set(ids)), "a chunk was delivered twice"
         assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+        await wait_idle(gateway, unique_id, agent="streamer")
         reply = (await history(http, gateway, unique_id, agent="streamer"))[-1]
         rebuilt = assemble(as_events(everything))
         assert rebuilt.model_copy(update={"id": reply.id}) == reply
