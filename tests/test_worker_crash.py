@@ -135,8 +135,10 @@ async def test_a_command_finished_before_a_crash_is_not_run_again(
     client = SessionClient(temporal, redis, task_queue=task_queue)
     session = client.session(unique_id, agent="job")
     result = await session.send("run the job")
-    # The command has run (the file exists); the tool is still busy afterwards.
-    while not list(sandbox_root.glob("*/runs.txt")):
+    # The command has finished and its result is recorded; the tool is still busy
+    # afterwards (it sleeps), and that is when the worker dies.
+    recorded = f"sf:{{{session.workflow_id}}}:exec:call_1_0_0:1"
+    while not await redis.exists(recorded):
         await asyncio.sleep(0.05)
     first.kill()
     second = worker()
