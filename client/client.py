@@ -33,6 +33,7 @@ class SessionClient:
         limits: SessionLimits | None = None,
         agents: Iterable[Agent] = (),
         context_ttl_seconds: int = DEFAULT_CONTEXT_TTL,
+        search_attributes: bool = True,
     ) -> None:
         self.temporal = temporal
         self.redis = redis
@@ -43,6 +44,8 @@ class SessionClient:
         self.agents = {a.name: a for a in agents}
         self.reader = StreamReader(redis)
         self.contexts = ContextStore(redis, ttl_seconds=context_ttl_seconds)
+        # Sessions upsert the Session* search attributes (see workflows.search).
+        self.search_attributes = search_attributes
 
     @classmethod
     async def connect(

@@ -143,7 +143,12 @@ class Session:
             sandbox_id=sandbox_id,
             interrupt=interrupt_if_streaming,
         )
-        await self._start(start_signal="send", start_signal_args=[request])
+        title = " ".join(parsed.text().split())[:80] or "(no text)"
+        await self._start(
+            start_signal="send",
+            start_signal_args=[request],
+            static_summary=f"{self.agent}: {title}",
+        )
         return self._result(request.assistant_message_id)
 
     async def approve(self, response: ApprovalResponse) -> SendResult:
@@ -208,16 +213,23 @@ class Session:
             assistant_message_id=message_id, done=TurnHandle(self, message_id), session=self
         )
 
-    async def _start(self, **signal: Any) -> None:
-        """Start the session's workflow unless it runs, optionally with a signal."""
+    async def _start(self, **options: Any) -> None:
+        """Start the session's workflow unless it runs, optionally with a signal. The
+        summary (agent and first message) and details show in the Temporal UI."""
+        options.setdefault("static_summary", f"{self.agent}: session {self.id}")
         await self._client.temporal.start_workflow(
             WORKFLOW_NAME,
-            SessionInput(session_id=self.id, agent=self.agent, limits=self._client.limits),
+            SessionInput(
+                session_id=self.id,
+                agent=self.agent,
+                limits=self._client.limits,
+                search_attributes=self._client.search_attributes,
+            ),
             id=self.workflow_id,
             task_queue=self._client.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            static_summary=f"{self.agent} session {self.id}",
-            **signal,
+            static_details=f"Session `{self.id}` of agent `{self.agent}` (Sessionflow).",
+            **options,
         )
 
     async def _update(self, name: str, arg: Any, result_type: Any) -> Any:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sessionflow.errors import SessionflowError
+from workflows.search import REGISTRATION
 
 
 class StackError(SessionflowError):
@@ -79,7 +80,7 @@ class StackConfig:
     redis_port: int = 6379
     ui: bool = True
     # Registered at start so `temporal workflow list --query` can use them.
-    search_attributes: dict[str, str] = field(default_factory=dict)
+    search_attributes: dict[str, str] = field(default_factory=lambda: dict(REGISTRATION))
 
     @property
     def temporal_address(self) -> str:

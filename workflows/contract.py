@@ -169,6 +169,8 @@ class SessionInput(BaseModel):
     agent: str
     limits: SessionLimits = Field(default_factory=SessionLimits)
     snapshot: SessionSnapshot | None = None
+    # Upsert the Session* search attributes (they must be registered in the namespace).
+    search_attributes: bool = True
 
 
 class SessionInfo(BaseModel):

@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from sandbox.base import ExecResult, SandboxStatus
-    from workflows import policies
+    from workflows import policies, search
     from workflows.contract import (
         WORKFLOW_NAME,
         ActivityName,
@@ -56,15 +56,55 @@ class SessionWorkflow:
         self.sandbox_id = snapshot.sandbox_id
         self.state = snapshot.state
         self.runs = snapshot.runs + 1
-        self.status = SessionStatus.IDLE
+        self._searchable = input.search_attributes
+        self._indexed: dict[str, object] = {}
+        self._status = SessionStatus.IDLE
         self.turn: Turn | None = None
         self._outcomes = {o.message_id: o for o in snapshot.outcomes}
         self._continuing = False
         self._closed = False
         self.sandbox_paused = False
 
+    @property
+    def status(self) -> SessionStatus:
+        return self._status
+
+    @status.setter
+    def status(self, value: SessionStatus) -> None:
+        self._status = value
+        self.index()
+
+    def index(self) -> None:
+        """Show the session's state in the UI (details) and in search attributes, when
+        it changed. Called as status, tokens or pending approvals change."""
+        pending = len(self.turn.pending_ids()) if self.turn else 0
+        values: dict[str, object] = {
+            "status": self._status.value,
+            "tokens": self.usage.total.total_tokens,
+            "pending": pending,
+        }
+        if values == self._indexed:
+            return
+        self._indexed = values
+        waiting = f", {pending} approval(s) pending" if pending else ""
+        workflow.set_current_details(
+            f"{self._status.value}{waiting} · {len(self.messages)} messages · "
+            f"{values['tokens']} tokens · agent {self.agent}"
+        )
+        if self._searchable:
+            workflow.upsert_search_attributes(
+                [
+                    search.AGENT.value_set(self.agent),
+                    search.STATUS.value_set(self._status.value),
+                    search.TOKENS.value_set(self.usage.total.total_tokens),
+                    search.PENDING_APPROVALS.value_set(pending),
+                    search.LAST_ACTIVITY.value_set(workflow.now()),
+                ]
+            )
+
     @workflow.run
     async def run(self, input: SessionInput) -> None:
+        self.index()
         while not self._closed:
             await self._wait_for_message()
             if self._closed:

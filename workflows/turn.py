@@ -110,6 +110,7 @@ class Turn:
 
     def answer(self, response: ApprovalResponse) -> None:
         self._answers[self._pending.pop(response.approval_id)] = response
+        self._session.index()
 
     # -- the turn -------------------------------------------------------------------
 
@@ -206,7 +207,7 @@ class Turn:
                 ToolApprovalRequestChunk(approval_id=approval_id, tool_call_id=call.tool_call_id)
             )
         chunks.append(status_chunk("needs-approval", approvals=len(calls)))
-        self._session.status = SessionStatus.NEEDS_APPROVAL
+        self._session.status = SessionStatus.NEEDS_APPROVAL  # also indexes the pending count
         await self._publish(chunks)
         # Durable: the wait survives worker restarts and may last days.
         await workflow.wait_condition(

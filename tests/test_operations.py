@@ -1,0 +1,90 @@
+"""What ops people see: search attributes, UI summaries and details, activity summaries."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from tests.agents import approval_agent
+from tests.conftest import StartWorker
+from tests.test_approvals import until_approval
+from workflows.contract import TurnStatus
+
+
+async def find(temporal: Client, query: str) -> list[Any]:
+    """Visibility is eventually consistent: poll a little."""
+    for _ in range(100):
+        found = [w async for w in temporal.list_workflows(query)]
+        if found:
+            return found
+        await asyncio.sleep(0.1)
+    return []
+
+
+async def test_search_attributes_follow_a_turn_with_an_approval(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([approval_agent])
+    session = client.session(unique_id, agent="approver")
+    result = await session.send("please run the thing")
+    _, approval_id = await until_approval(result.stream())
+    wid = session.workflow_id
+
+    waiting = await find(
+        client.temporal,
+        f'WorkflowId = "{wid}" AND SessionStatus = "needs-approval" AND SessionPendingApprovals = 1',
+    )
+    assert len(waiting) == 1
+    attributes = waiting[0].typed_search_attributes
+    assert {p.key.name: p.value for p in attributes}["SessionAgent"] == "approver"
+
+    # The query an ops person would type finds it among everything else, too.
+    assert wid in [w.id for w in await find(client.temporal, 'SessionStatus = "needs-approval"')]
+
+    await session.send(
+        {"type": "approval", "approval": {"approval_id": approval_id, "approved": True}}
+    )
+    assert (await result.done).status is TurnStatus.FINISHED
+    idle = await find(
+        client.temporal,
+        f'WorkflowId = "{wid}" AND SessionStatus = "idle" AND SessionPendingApprovals = 0 AND SessionTokens > 0',
+    )
+    assert len(idle) == 1
+    values = {p.key.name: p.value for p in idle[0].typed_search_attributes}
+    assert values["SessionTokens"] == (await session.usage()).total.total_tokens
+    assert values["SessionLastActivity"] is not None
+
+
+async def test_the_ui_shows_a_title_details_and_activity_summaries(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([approval_agent])
+    session = client.session(unique_id, agent="approver")
+    result = await session.send(
+        "Please   run the deployment checks\nfor release 4.2 and tell me what failed"
+    )
+    _, approval_id = await until_approval(result.stream())
+    handle = client.temporal.get_workflow_handle(session.workflow_id)
+    description = await handle.describe()
+    summary = await description.static_summary()
+    assert (
+        summary
+        == "approver: Please run the deployment checks for release 4.2 and tell me what failed"
+    )
+    metadata = await handle.query("__temporal_workflow_metadata")
+    assert "needs-approval, 1 approval(s) pending" in metadata.current_details
+
+    await session.send(
+        {"type": "approval", "approval": {"approval_id": approval_id, "approved": True}}
+    )
+    await result.done
+    summaries = [
+        e.user_metadata.summary.data.decode()
+        for e in (await handle.fetch_history()).events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert '"model step 1"' in summaries[0]
+    assert any('"Bash: echo approved-run"' in s for s in summaries)

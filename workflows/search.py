@@ -1,0 +1,30 @@
+"""Search attributes that make sessions findable in the Temporal UI and CLI.
+
+Register them once per namespace (`sessionflow dev` does it for the local server):
+
+    temporal operator search-attribute create --namespace default \\
+        --name SessionAgent --type Keyword --name SessionStatus --type Keyword \\
+        --name SessionTokens --type Int --name SessionPendingApprovals --type Int \\
+        --name SessionLastActivity --type Datetime
+
+then, for example: `temporal workflow list --query 'SessionStatus="needs-approval"'`.
+"""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+AGENT = SearchAttributeKey.for_keyword("SessionAgent")
+STATUS = SearchAttributeKey.for_keyword("SessionStatus")
+TOKENS = SearchAttributeKey.for_int("SessionTokens")
+PENDING_APPROVALS = SearchAttributeKey.for_int("SessionPendingApprovals")
+LAST_ACTIVITY = SearchAttributeKey.for_datetime("SessionLastActivity")
+
+# name -> type, as `temporal operator search-attribute create` and start-dev take them.
+REGISTRATION = {
+    AGENT.name: "Keyword",
+    STATUS.name: "Keyword",
+    TOKENS.name: "Int",
+    PENDING_APPROVALS.name: "Int",
+    LAST_ACTIVITY.name: "Datetime",
+}
