@@ -1,0 +1,93 @@
+"""Records the histories the replay tests check the workflow code against.
+
+    python -m tests.histories.record
+
+Starts its own stack, runs representative sessions (a plain turn, tools, an approval,
+an interrupt, continue-as-new) and writes each workflow history as JSON beside this
+file. Re-record only on purpose: a change that breaks replay of these histories
+would break sessions running in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from client.client import SessionClient
+from sessionflow.connections import connect_redis, connect_temporal
+from sessionflow.localstack import LocalStack, StackConfig, free_port
+from tests.agents import approval_agent, counter_agent, streaming_agent, tool_agent
+from worker.build import WorkerOptions, build_worker
+from workflows.contract import SessionLimits
+
+HERE = Path(__file__).parent
+
+
+async def record() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = StackConfig(
+            data_dir=Path(tmp), temporal_port=free_port(), ui_port=free_port(),
+            redis_port=free_port(), ui=False,
+        )  # fmt: skip
+        async with LocalStack(config):
+            temporal = await connect_temporal(config.temporal_address)
+            redis = await connect_redis(config.redis_url)
+            agents = [tool_agent, approval_agent, streaming_agent, counter_agent]
+            options = WorkerOptions(task_queue="record", sandbox_root=Path(tmp) / "sandboxes")
+            async with build_worker(temporal, redis, agents, options):
+                client = SessionClient(temporal, redis, task_queue="record")
+                small = SessionClient(
+                    temporal, redis, task_queue="record",
+                    limits=SessionLimits(continue_as_new_after_events=25),
+                )  # fmt: skip
+
+                tools = client.session("tools", agent="tooling")
+                await (await tools.send("make a file and read it")).done
+                await (await tools.send("and a plain turn")).done
+
+                approval = client.session("approval", agent="approver")
+                waiting = await approval.send("run it")
+                async for event in waiting.stream():
+                    if event.type == "tool-approval-request":
+                        approval_id = event.chunk.approval_id  # type: ignore[attr-defined]
+                        break
+                await approval.send(
+                    {"type": "approval", "approval": {"approval_id": approval_id, "approved": True}}
+                )
+                await waiting.done
+
+                interrupted = client.session("interrupt", agent="streamer")
+                long = await interrupted.send("long")
+                async for event in long.stream():
+                    if event.type == "text-delta":
+                        await interrupted.interrupt()
+                        break
+                await long.done
+                await (await interrupted.send("short")).done
+
+                counter = small.session("continue-as-new", agent="counter")
+                for i in range(3):
+                    await (await counter.send(f"count {i}")).done
+
+                for name, session in (
+                    ("tools", tools), ("approval", approval), ("interrupt", interrupted),
+                ):  # fmt: skip
+                    history = await temporal.get_workflow_handle(session.workflow_id).fetch_history()
+                    (HERE / f"{name}.json").write_text(history.to_json())
+                runs = [
+                    w async for w in temporal.list_workflows(f'WorkflowId = "{counter.workflow_id}"')
+                ]
+                for n, run in enumerate(sorted(runs, key=lambda r: r.start_time)[:2]):
+                    handle = temporal.get_workflow_handle(counter.workflow_id, run_id=run.run_id)
+                    history = await handle.fetch_history()
+                    (HERE / f"continue-as-new-run{n + 1}.json").write_text(history.to_json())
+            await redis.aclose()
+    print(json.dumps(sorted(p.name for p in HERE.glob("*.json"))))
+
+
+if __name__ == "__main__":
+    asyncio.run(record())
+    os._exit(0)  # see sessionflow.cli._run
