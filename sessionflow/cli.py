@@ -424,6 +424,70 @@ async def _print(events: Any, renderer: Any, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--status", default=None, help="Only sessions with this status, e.g. needs-approval.")
+@click.option("--agent", "agent_name", default=None, help="Only this agent's sessions.")
+@click.option("--limit", type=int, default=50, show_default=True)
+def sessions(status: str | None, agent_name: str | None, limit: int) -> None:
+    """List sessions, newest first, with their status (a Temporal visibility query)."""
+    from sessionflow.operations import list_sessions
+
+    async def go() -> None:
+        settings = Settings.from_env()
+        from sessionflow.connections import connect_temporal
+
+        temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+        rows = await list_sessions(temporal, status=status, agent=agent_name, limit=limit)
+        click.echo(f"{'SESSION':<32} {'AGENT':<12} {'STATUS':<15} {'TOKENS':>8}  LAST ACTIVITY")
+        for row in rows:
+            click.echo(
+                f"{row.session_id:<32} {row.agent:<12} {row.status:<15} {row.tokens:>8}  "
+                f"{row.last_activity or '-'}"
+            )
+        if not rows:
+            click.echo("(no sessions)")
+
+    _run(go())
+
+
+@main.command()
+@_with_session_options
+def inspect(session_id: str, agent: str) -> None:
+    """Show one session: status, usage, pending approvals and its last messages."""
+    from client.client import SessionClient
+
+    async def go() -> None:
+        async with await SessionClient.connect() as client:
+            session = client.session(session_id, agent=agent)
+            info = await session.info()
+            usage = await session.usage()
+            settings = Settings.from_env()
+            click.echo(f"Session     {session.id} (agent {session.agent})")
+            click.echo(f"Workflow    {session.workflow_id}  (run {info.run_count})")
+            click.echo(f"Temporal UI {settings.workflow_url(session.workflow_id)}")
+            click.echo(f"Status      {info.status.value}; {info.queued} queued")
+            click.echo(f"Sandbox     {info.sandbox_id or '-'}")
+            pending = ", ".join(info.pending_approvals) or "none"
+            click.echo(f"Approvals   {pending}")
+            total = usage.total
+            click.echo(
+                f"Usage       {total.input_tokens} in, {total.output_tokens} out, "
+                f"{total.cache_read_tokens} cache read, {total.cache_write_tokens} cache write"
+            )
+            for model, used in usage.by_model.items():
+                click.echo(f"            {model}: {used.input_tokens} in, {used.output_tokens} out")
+            click.echo(f"Messages    {info.message_count}; the last ones:")
+            offset = max(info.message_count - 6, 0)
+            for message in await session.history(offset=offset):
+                text = " ".join(message.text().split())
+                text = text if len(text) <= 100 else text[:99] + "…"
+                tools = ", ".join(f"{p.tool_name} ({p.state.value})" for p in message.tool_parts())
+                extra = f" [{tools}]" if tools else ""
+                click.echo(f"  {message.role.value:>9} {message.status.value:<11} {text}{extra}")
+
+    _run(go())
+
+
+@main.command()
 @_with_session_options
 @click.option("--json", "as_json", is_flag=True, help="Print messages as JSON lines.")
 def history(session_id: str, agent: str, as_json: bool) -> None:

@@ -88,3 +88,30 @@ async def test_the_ui_shows_a_title_details_and_activity_summaries(
     ]
     assert '"model step 1"' in summaries[0]
     assert any('"Bash: echo approved-run"' in s for s in summaries)
+
+
+async def test_sessions_and_inspect_commands(
+    stack: object, start_worker: StartWorker, task_queue: str, unique_id: str
+) -> None:
+    from tests.test_cli_chat import spawn
+
+    client = await start_worker([approval_agent])
+    session = client.session(unique_id, agent="approver")
+    result = await session.send("run it")
+    await until_approval(result.stream())
+    await find(client.temporal, f'WorkflowId = "{session.workflow_id}" AND SessionStatus = "needs-approval"')
+
+    proc = await spawn(stack, task_queue, "sessions", "--status", "needs-approval")  # type: ignore[arg-type]
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    line = next(row for row in out.decode().splitlines() if row.startswith(unique_id))
+    assert line.split()[:3] == [unique_id, "approver", "needs-approval"]
+
+    proc = await spawn(stack, task_queue, "inspect", unique_id, "--agent", "approver")  # type: ignore[arg-type]
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    text = out.decode()
+    assert "Status      needs-approval" in text
+    assert "Approvals   approval-" in text
+    assert "user complete    run it" in text
+    assert "Bash (approval-requested)" in text

@@ -75,10 +75,13 @@ async def record() -> None:
                 for name, session in (
                     ("tools", tools), ("approval", approval), ("interrupt", interrupted),
                 ):  # fmt: skip
-                    history = await temporal.get_workflow_handle(session.workflow_id).fetch_history()
+                    history = await temporal.get_workflow_handle(
+                        session.workflow_id
+                    ).fetch_history()
                     (HERE / f"{name}.json").write_text(history.to_json())
                 runs = [
-                    w async for w in temporal.list_workflows(f'WorkflowId = "{counter.workflow_id}"')
+                    w
+                    async for w in temporal.list_workflows(f'WorkflowId = "{counter.workflow_id}"')
                 ]
                 for n, run in enumerate(sorted(runs, key=lambda r: r.start_time)[:2]):
                     handle = temporal.get_workflow_handle(counter.workflow_id, run_id=run.run_id)
