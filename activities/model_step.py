@@ -6,9 +6,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 from temporalio import activity
 
+from activities import metrics
 from activities.failures import to_application_error
 from activities.heartbeat import heartbeating
 from activities.session_view import dump_state, interrupted, load_context, load_state
@@ -25,6 +27,8 @@ from streams.publisher import StepStream, StreamPublisher
 from streams.status import status_chunk
 from workflows.contract import ActivityName, ModelStepParams, ModelStepResult
 from workflows.messages import ToolCall
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -89,11 +93,22 @@ class ModelStepActivities:
             except asyncio.CancelledError:
                 if not interrupted():
                     raise
+                log.info("model step interrupted", step=ref.step, model=model_id)
                 return recorder.interrupted()
             result = recorder.end()
         result.needs_approval = [await _needs_approval(agent, call) for call in result.tool_calls]
         if fresh_state:
             result.state = dump_state(view.state)
+        log.info(
+            "model step finished",
+            step=ref.step,
+            model=model_id,
+            finish_reason=result.finish_reason.value,
+            tool_calls=len(result.tool_calls),
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+        )
+        metrics.model_step(model_id, result)
         return result
 
 

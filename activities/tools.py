@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from temporalio import activity
 
+from activities import metrics
 from activities.failures import to_application_error
 from activities.heartbeat import heartbeating
 from activities.recorded_sandbox import RecordedSandbox
@@ -31,6 +34,8 @@ from streams.context import ContextStore
 from streams.publisher import StepStream, StreamPublisher
 from streams.status import status_chunk
 from workflows.contract import ActivityName, RunToolParams, RunToolResult
+
+log = structlog.get_logger(__name__)
 
 # Tool output kept in history and sent to the model; larger output is cut with a marker.
 MAX_OUTPUT_BYTES = 256 * 1024
@@ -54,6 +59,7 @@ class ToolActivities:
             activity.info().attempt,
             source=f"tool:{params.call.tool_call_id}",
         )
+        started = time.monotonic()
         async with heartbeating(), self.publisher.writer(where) as writer:
             writer.emit(status_chunk("running-tool", tool=params.call.tool_name))
             try:
@@ -68,6 +74,15 @@ class ToolActivities:
                     raise
                 result = RunToolResult(error_text="interrupted by the user", interrupted=True)
             call_id = params.call.tool_call_id
+            elapsed = time.monotonic() - started
+            log.info(
+                "tool finished",
+                tool=params.call.tool_name,
+                tool_call_id=call_id,
+                failed=result.error_text is not None,
+                duration_ms=int(elapsed * 1000),
+            )
+            metrics.tool_run(params.call.tool_name, elapsed, failed=result.error_text is not None)
             if result.error_text is not None:
                 writer.emit(
                     ToolOutputErrorChunk(tool_call_id=call_id, error_text=result.error_text)

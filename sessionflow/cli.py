@@ -271,7 +271,8 @@ async def _demo(message: str, keep: bool, timeout: float, model: str | None) -> 
     from sessionflow.terminal import TerminalRenderer
     from worker.main import run_worker, stop_on_signals
 
-    settings = replace(Settings.from_env(), task_queue=DEMO_TASK_QUEUE)
+    # The demo's worker is short-lived: no metrics endpoint (it may run beside `dev`).
+    settings = replace(Settings.from_env(), task_queue=DEMO_TASK_QUEUE, metrics_address="")
     demo_agent = scripted_demo if model is None else demo_agent_with(model)
     stack: LocalStack | None = None
     try:

@@ -12,6 +12,10 @@
 | SESSIONFLOW_STREAM_MAXLEN     | 10000 (entries per session) |
 | SESSIONFLOW_STREAM_TTL        | 604800 (seconds after idle) |
 | SESSIONFLOW_CONTEXT_TTL       | 86400 (seconds after use)   |
+| SESSIONFLOW_METRICS_ADDRESS   | 127.0.0.1:9464 ("" = off)   |
+| SESSIONFLOW_MAX_CONCURRENT_ACTIVITIES     | 200             |
+| SESSIONFLOW_MAX_CONCURRENT_WORKFLOW_TASKS | 100             |
+| SESSIONFLOW_MAX_CACHED_WORKFLOWS          | 1000            |
 | SESSIONFLOW_SANDBOX           | local (or e2b)              |
 | SESSIONFLOW_E2B_TEMPLATE      | E2B's default template      |
 | SESSIONFLOW_E2B_TIMEOUT       | 3600 (sandbox lifetime, s)  |
@@ -42,6 +46,10 @@ class Settings:
     stream_max_len: int = 10_000
     stream_ttl_seconds: int = 7 * 24 * 3600
     context_ttl_seconds: int = 24 * 3600
+    metrics_address: str = "127.0.0.1:9464"
+    max_concurrent_activities: int = 200
+    max_concurrent_workflow_tasks: int = 100
+    max_cached_workflows: int = 1000
     sandbox_backend: str = "local"
     e2b_template: str | None = None
     e2b_timeout_seconds: int = 3600
@@ -83,6 +91,16 @@ class Settings:
             stream_max_len=number("SESSIONFLOW_STREAM_MAXLEN", default.stream_max_len),
             stream_ttl_seconds=number("SESSIONFLOW_STREAM_TTL", default.stream_ttl_seconds),
             context_ttl_seconds=number("SESSIONFLOW_CONTEXT_TTL", default.context_ttl_seconds),
+            metrics_address=env.get("SESSIONFLOW_METRICS_ADDRESS", default.metrics_address),
+            max_concurrent_activities=number(
+                "SESSIONFLOW_MAX_CONCURRENT_ACTIVITIES", default.max_concurrent_activities
+            ),
+            max_concurrent_workflow_tasks=number(
+                "SESSIONFLOW_MAX_CONCURRENT_WORKFLOW_TASKS", default.max_concurrent_workflow_tasks
+            ),
+            max_cached_workflows=number(
+                "SESSIONFLOW_MAX_CACHED_WORKFLOWS", default.max_cached_workflows
+            ),
             sandbox_backend=text("SESSIONFLOW_SANDBOX", default.sandbox_backend),
             e2b_template=env.get("SESSIONFLOW_E2B_TEMPLATE") or None,
             e2b_timeout_seconds=number("SESSIONFLOW_E2B_TIMEOUT", default.e2b_timeout_seconds),

@@ -6,14 +6,29 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from sessionflow.errors import ConnectionFailed
 
 
-async def connect_temporal(address: str, namespace: str = "default") -> Client:
+def metrics_runtime(address: str) -> Runtime:
+    """A Temporal runtime exporting SDK and Sessionflow metrics for Prometheus at
+    `address` (host:port), under /metrics."""
+    try:
+        return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))
+    except Exception as err:
+        raise ConnectionFailed(f"cannot serve metrics on {address}: {err}") from err
+
+
+async def connect_temporal(
+    address: str, namespace: str = "default", runtime: Runtime | None = None
+) -> Client:
     try:
         return await Client.connect(
-            address, namespace=namespace, data_converter=pydantic_data_converter
+            address,
+            namespace=namespace,
+            data_converter=pydantic_data_converter,
+            runtime=runtime,
         )
     except RuntimeError as err:
         raise ConnectionFailed(

@@ -13,7 +13,8 @@ workflow history regardless, and readers can fall back to `history()`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -77,6 +78,8 @@ class StreamPublisher:
     redis: Redis
     retention: Retention = field(default_factory=Retention)
     prefix: str = "sf"
+    # Told the duration (s) and size of every batched write, e.g. for metrics.
+    on_write: Callable[[float, int], None] | None = None
 
     def __post_init__(self) -> None:
         self._script = self.redis.register_script(_PUBLISH_SCRIPT)
@@ -97,7 +100,10 @@ class StreamPublisher:
             start_at,
         ]
         args.extend(c.to_json() for c in chunks)
+        started = time.monotonic()
         ids = await self._script(keys=[keys.chunks, keys.index], args=args)
+        if self.on_write is not None:
+            self.on_write(time.monotonic() - started, len(chunks))
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     async def has_started(self, workflow_id: str, message_id: str) -> bool:

@@ -19,7 +19,14 @@ class WorkerProcess:
     """`sessionflow worker` in a subprocess, pointed at the test stack."""
 
     def __init__(
-        self, stack: StackConfig, *, task_queue: str, agents: str, sandbox_root: Path, log: Path
+        self,
+        stack: StackConfig,
+        *,
+        task_queue: str,
+        agents: str,
+        sandbox_root: Path,
+        log: Path,
+        metrics_address: str = "",
     ) -> None:
         self._command = [sys.executable, "-m", "sessionflow", "worker", "--agents", agents]
         self._env = {
@@ -29,6 +36,7 @@ class WorkerProcess:
             "SESSIONFLOW_TASK_QUEUE": task_queue,
             "SESSIONFLOW_SANDBOX_ROOT": str(sandbox_root),
             "SESSIONFLOW_LOG_FORMAT": "json",
+            "SESSIONFLOW_METRICS_ADDRESS": metrics_address,
             "PYTHONPATH": str(REPO),
         }
         self._log = log

@@ -99,7 +99,10 @@ async def test_sessions_and_inspect_commands(
     session = client.session(unique_id, agent="approver")
     result = await session.send("run it")
     await until_approval(result.stream())
-    await find(client.temporal, f'WorkflowId = "{session.workflow_id}" AND SessionStatus = "needs-approval"')
+    await find(
+        client.temporal,
+        f'WorkflowId = "{session.workflow_id}" AND SessionStatus = "needs-approval"',
+    )
 
     proc = await spawn(stack, task_queue, "sessions", "--status", "needs-approval")  # type: ignore[arg-type]
     out, err = await asyncio.wait_for(proc.communicate(), 60)

@@ -16,7 +16,13 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import ModelStepActivities, PublishActivities, SandboxActivities, ToolActivities
+from activities import (
+    ModelStepActivities,
+    PublishActivities,
+    SandboxActivities,
+    ToolActivities,
+    metrics,
+)
 from activities.heartbeat import HEARTBEAT_INTERVAL
 from agents.definition import Agent
 from agents.registry import AgentRegistry
@@ -29,6 +35,7 @@ from sandbox.local import LocalSandboxBackend
 from streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
 from streams.context import ContextStore
 from streams.publisher import Retention, StreamPublisher
+from worker.interceptors import BoundLogs
 from workflows.session import SessionWorkflow
 
 # Activities share the process with the workflow sandbox, and these libraries import
@@ -75,7 +82,9 @@ def build_worker(
     if not any(p.name == "anthropic" for p in extra):
         extra.append(AnthropicProvider())  # reads ANTHROPIC_API_KEY when first used
     models = ModelRegistry([ScriptedProvider([*scripts, *options.scripts]), *extra])
-    publisher = StreamPublisher(redis, retention=options.retention)
+    publisher = StreamPublisher(
+        redis, retention=options.retention, on_write=metrics.chunks_published
+    )
     sandboxes = options.sandboxes or LocalSandboxBackend(options.sandbox_root)
     contexts = ContextStore(redis, ttl_seconds=options.context_ttl_seconds)
     model_steps = ModelStepActivities(registry, models, publisher, contexts)
@@ -87,6 +96,7 @@ def build_worker(
         task_queue=options.task_queue,
         workflows=[SessionWorkflow],
         workflow_runner=_WORKFLOW_RUNNER,
+        interceptors=[BoundLogs()],
         activities=[
             model_steps.model_step,
             tools.run_tool,

@@ -12,7 +12,7 @@ from agents.definition import Agent
 from providers.anthropic import AnthropicProvider
 from sandbox.e2b import E2BSandboxBackend
 from sessionflow.config import Settings
-from sessionflow.connections import connect_redis, connect_temporal
+from sessionflow.connections import connect_redis, connect_temporal, metrics_runtime
 from sessionflow.errors import InvalidInput
 from streams.publisher import Retention
 from worker.build import WorkerOptions, build_worker
@@ -31,10 +31,16 @@ def stop_on_signals() -> asyncio.Event:
 
 async def run_worker(settings: Settings, agents: Sequence[Agent], stop: asyncio.Event) -> None:
     """Serve `agents` until `stop` is set, then finish in-flight work and exit."""
-    temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+    runtime = metrics_runtime(settings.metrics_address) if settings.metrics_address else None
+    temporal = await connect_temporal(
+        settings.temporal_address, settings.temporal_namespace, runtime=runtime
+    )
     redis = await connect_redis(settings.redis_url)
     options = WorkerOptions(
         task_queue=settings.task_queue,
+        max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+        max_cached_workflows=settings.max_cached_workflows,
         sandbox_root=settings.sandboxes,
         retention=Retention(
             max_len=settings.stream_max_len, ttl_seconds=settings.stream_ttl_seconds
@@ -63,6 +69,7 @@ async def run_worker(settings: Settings, agents: Sequence[Agent], stop: asyncio.
                 task_queue=settings.task_queue,
                 agents=[a.name for a in agents],
                 sandbox=settings.sandbox_backend,
+                metrics=f"http://{settings.metrics_address}/metrics" if runtime else None,
                 temporal=settings.temporal_address,
                 redis=settings.redis_url,
             )

@@ -116,6 +116,7 @@ class SessionWorkflow:
             finally:
                 self.turn = None
             self._remember(outcome)
+            self._count(outcome)
             self.status = {
                 TurnStatus.FINISHED: SessionStatus.IDLE,
                 TurnStatus.INTERRUPTED: SessionStatus.INTERRUPTED,
@@ -344,6 +345,16 @@ class SessionWorkflow:
         return created.sandbox_id
 
     # -- plumbing -------------------------------------------------------------------
+
+    def _count(self, outcome: TurnOutcome) -> None:
+        """Turn and error metrics (not re-emitted when the workflow is replayed)."""
+        meter = workflow.metric_meter()
+        labels = {"agent": self.agent, "status": outcome.status.value}
+        meter.create_counter("sessionflow_turns", "Turns ended, by outcome").add(1, labels)
+        if outcome.status is TurnStatus.FAILED:
+            meter.create_counter("sessionflow_errors", "Failed turns, by error type").add(
+                1, {"agent": self.agent, "type": outcome.error_type or "unknown"}
+            )
 
     def _is_known(self, message_id: str) -> bool:
         return (
