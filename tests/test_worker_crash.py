@@ -159,3 +159,59 @@ async def test_a_command_finished_before_a_crash_is_not_run_again(
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
     ]
     assert 2 in starts, "the tool activity was retried"
+
+
+async def test_two_workers_share_sessions_and_losing_one_loses_no_session(
+    stack_config: StackConfig,
+    temporal: Client,
+    redis: Redis,
+    task_queue: str,
+    sandbox_root: Path,
+    tmp_path: Path,
+) -> None:
+    def worker(name: str) -> WorkerProcess:
+        return WorkerProcess(
+            stack_config,
+            task_queue=task_queue,
+            agents="tests.agents:slow_agent",
+            sandbox_root=sandbox_root,
+            log=tmp_path / f"{name}.log",
+        )
+
+    doomed, survivor = worker("doomed"), worker("survivor")
+    await doomed.start()
+    await survivor.start()
+    client = SessionClient(temporal, redis, task_queue=task_queue)
+    sessions = [client.session(f"shared-{i}", agent="slow") for i in range(6)]
+    results = [await s.send("go") for s in sessions]
+    for result in results:  # every session is streaming before the kill
+        async for event in result.stream():
+            if event.type == "text-delta":
+                break
+    doomed.kill()
+    try:
+        outcomes = await asyncio.wait_for(asyncio.gather(*(r.done for r in results)), timeout=120)
+        histories = [await s.history() for s in sessions]
+    finally:
+        survivor.stop()
+
+    assert [o.status for o in outcomes] == [TurnStatus.FINISHED] * 6
+    expected = "".join(s.text.replace("{last_tool_output}", "1 2 3") for s in SLOW_SCRIPT.turns[0])
+    for history in histories:
+        assert history[-1].text() == expected
+        assert sum(isinstance(p, StepStartPart) for p in history[-1].parts) == 3
+    runs = sorted(p.read_text() for p in sandbox_root.glob("*/runs.txt"))
+    assert runs == ["ran\n"] * 6, "a finished command ran twice, or a session lost its tool"
+    # Both workers took part, and the killed one was mid-step: some step was retried.
+    identities, retried = set(), 0
+    for session in sessions:
+        for event in (
+            await temporal.get_workflow_handle(session.workflow_id).fetch_history()
+        ).events:
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                identities.add(event.activity_task_started_event_attributes.identity)
+                retried += event.activity_task_started_event_attributes.attempt > 1
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                identities.add(event.workflow_task_completed_event_attributes.identity)
+    assert len(identities) == 2, identities
+    assert retried >= 1
