@@ -87,6 +87,7 @@ async def test_the_ui_shows_a_title_details_and_activity_summaries(
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
     assert '"model step 1"' in summaries[0]
+    assert '"model step 2: approval"' in summaries  # the model, once known (scripted/approval)
     assert any('"Bash: echo approved-run"' in s for s in summaries)
 
 

@@ -57,6 +57,8 @@ class SessionWorkflow:
         self.state = snapshot.state
         self.runs = snapshot.runs + 1
         self._searchable = input.search_attributes
+        # The model of the latest step, named in the next step's activity summary.
+        self.last_model: str | None = None
         self._indexed: dict[str, object] = {}
         self._status = SessionStatus.IDLE
         self.turn: Turn | None = None

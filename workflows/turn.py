@@ -156,9 +156,11 @@ class Turn:
             ),
             ModelStepResult,
             policies.MODEL_STEP,
-            summary=f"model step {self._step + 1}",
+            summary=f"model step {self._step + 1}"
+            + (f": {session.last_model.partition('/')[2]}" if session.last_model else ""),
         )
         if result is not None:
+            session.last_model = result.model
             self.reply.parts.extend(result.parts)
             session.usage.add(
                 StepUsage(
