@@ -8,10 +8,14 @@ session id (the session `chat-1` of tenant `acme` is the Sessionflow session
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 
 from client.client import SessionClient
 from client.session import Session
@@ -29,12 +33,14 @@ from gateway.models import (
 from gateway.problems import ErrorResponse, Problem
 from gateway.sse import sse_response
 from sessionflow.errors import InvalidInput, SessionNotFound
+from sessionflow.operations import list_sessions
 from workflows.contract import ApprovalResponse, UsageReport
 from workflows.messages import Role
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422, 503)
 }
+STATIC = Path(__file__).with_name("static")
 _bearer = HTTPBearer(auto_error=False, description="An API key from SESSIONFLOW_API_KEYS")
 
 
@@ -82,6 +88,35 @@ def create_app(client: SessionClient, config: GatewayConfig) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:
         return {"ok": True}
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        """The web page (it asks for an API key and keeps it in local storage)."""
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/v1/sessions")
+    async def sessions(owner: Tenant, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Any:
+        """The tenant's running sessions, most recently active first, with a Temporal UI link."""
+        prefix = f"{owner}:"
+        rows = await list_sessions(client.temporal, limit=500)
+        mine = [r for r in rows if r.session_id.startswith(prefix)][:limit]
+        base = f"{config.temporal_ui_url}/namespaces/{quote(config.namespace)}/workflows"
+        return {
+            "sessions": [
+                {
+                    "session_id": r.session_id.removeprefix(prefix),
+                    "agent": r.agent,
+                    "status": r.status,
+                    "tokens": r.tokens,
+                    "pending_approvals": r.pending_approvals,
+                    "last_activity": r.last_activity.isoformat() if r.last_activity else None,
+                    "ui_url": f"{base}/{quote(r.workflow_id, safe='')}",
+                }
+                for r in mine
+            ]
+        }
 
     @app.post("/v1/sessions/{session_id}/messages", status_code=202)
     async def send_message(

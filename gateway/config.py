@@ -32,6 +32,9 @@ class GatewayConfig:
     heartbeat_seconds: float = 15.0
     host: str = "127.0.0.1"
     port: int = 8000
+    # Where the page links each session in the Temporal UI.
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+    namespace: str = "default"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -46,4 +49,6 @@ class GatewayConfig:
             ),
             host=env.get("SESSIONFLOW_GATEWAY_HOST") or default.host,
             port=int(env.get("SESSIONFLOW_GATEWAY_PORT") or default.port),
+            temporal_ui_url=(env.get("TEMPORAL_UI_URL") or default.temporal_ui_url).rstrip("/"),
+            namespace=env.get("TEMPORAL_NAMESPACE") or default.namespace,
         )

@@ -1,0 +1,110 @@
+"""The web page, in a real browser: headless Chromium (Debian's) driven by Playwright."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.agents import LONG_TEXT
+from tests.conftest import Gateway
+from tests.processes import REPO
+
+ARTIFACTS = REPO / "test-artifacts"
+FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.skip("Debian's chromium is not installed here (.ci/run installs it where it can)")
+    return path
+
+
+async def test_the_page_streams_resumes_approves_and_interrupts(
+    gateway: Gateway, unique_id: str, chromium: str
+) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    key = next(iter(gateway.keys))
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+        page = await browser.new_page(viewport={"width": 1280, "height": 860})
+        await page.goto(f"{gateway.url}/")
+        await page.fill("#api-key", key)
+        await page.locator("#api-key").dispatch_event("change")
+        await page.fill("#agent", "streamer")
+        await page.locator("#agent").dispatch_event("change")
+        await page.fill("#session-id", unique_id)
+        await page.click("#open-form button[type=submit]")
+        await expect(page.locator("#session-title")).to_have_text(f"Session {unique_id}")
+
+        # Send a message and watch the answer stream in.
+        await page.fill("#message", "tell me everything")
+        await page.click("#send")
+        answer = page.locator(".message.assistant .text").first
+        await expect(answer).to_contain_text("word10 ", timeout=20_000)
+        partial = await answer.text_content()
+        assert partial and len(partial) < len(LONG_TEXT), "the answer should still be streaming"
+
+        # Reload mid-answer: the page resumes it, and the message completes exactly once.
+        await page.reload()
+        assistant = page.locator(".message.assistant")
+        await expect(assistant.locator(".text")).to_have_text(LONG_TEXT, timeout=30_000)
+        assert await assistant.count() == 1
+        assert await page.locator(".message.user").count() == 1
+        await expect(page.locator("#usage")).to_contain_text("tokens")
+
+        # Approve a tool call with the buttons.
+        await page.fill("#agent", "approver")
+        await page.locator("#agent").dispatch_event("change")
+        await page.fill("#session-id", unique_id + "-approve")
+        await page.click("#open-form button[type=submit]")
+        await page.fill("#message", "run the command")
+        await page.click("#send")
+        approve = page.locator("button.approve")
+        await expect(approve).to_be_visible(timeout=20_000)
+        await expect(page.locator(".tool .input")).to_contain_text("echo approved-run")
+        await approve.click()
+        await expect(page.locator(".message.assistant .text").last).to_contain_text(
+            "Result: approved-run", timeout=20_000
+        )
+        await expect(page.locator(".tool .output")).to_contain_text("approved-run")
+
+        # Interrupt a turn.
+        await page.fill("#agent", "streamer")
+        await page.locator("#agent").dispatch_event("change")
+        await page.fill("#session-id", unique_id + "-stop")
+        await page.click("#open-form button[type=submit]")
+        await page.fill("#message", "long again")
+        await page.click("#send")
+        await expect(page.locator(".message.assistant .text").first).to_contain_text(
+            "word5 ", timeout=20_000
+        )
+        await page.click("#interrupt")
+        await expect(page.locator(".message.assistant.interrupted")).to_have_count(
+            1, timeout=10_000
+        )
+
+        # Recent sessions, with status and a link into the Temporal UI.
+        await page.click("#refresh")
+        row = page.locator("#sessions li", has_text=unique_id + "-approve")
+        await expect(row).to_contain_text("idle", timeout=10_000)
+        link = await row.locator("a", has_text="Temporal UI").get_attribute("href")
+        assert link and "/workflows/session%3Aapprover%3Aacme%3A" in link
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.locator("#sessions a.open", has_text=re.compile(f"^{unique_id}$")).click()
+        await expect(page.locator(".message.assistant .text").first).to_have_text(
+            LONG_TEXT, timeout=20_000
+        )
+        await expect(page.locator("#status")).to_have_text("idle", timeout=10_000)
+        await page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
+        await browser.close()
+    assert (ARTIFACTS / "web-page.png").stat().st_size > 10_000
