@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from redis.asyncio import Redis
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
@@ -19,23 +21,34 @@ from workflows.contract import TurnStatus
 from workflows.messages import MessageStatus, StepStartPart, ToolState
 
 
+@pytest.fixture
+def worker_process(
+    stack_config: StackConfig, task_queue: str, sandbox_root: Path, tmp_path: Path
+) -> Callable[..., WorkerProcess]:
+    """Makes `sessionflow worker` processes on the test's task queue and sandbox root."""
+
+    def make(agents: str, log: str = "worker") -> WorkerProcess:
+        return WorkerProcess(
+            stack_config,
+            task_queue=task_queue,
+            agents=agents,
+            sandbox_root=sandbox_root,
+            log=tmp_path / f"{log}.log",
+        )
+
+    return make
+
+
 async def test_worker_killed_mid_step_turn_completes_with_each_step_once(
-    stack_config: StackConfig,
+    worker_process: Callable[..., WorkerProcess],
     temporal: Client,
     redis: Redis,
     task_queue: str,
     sandbox_root: Path,
     unique_id: str,
-    tmp_path: Path,
 ) -> None:
     def worker() -> WorkerProcess:
-        return WorkerProcess(
-            stack_config,
-            task_queue=task_queue,
-            agents="tests.agents:slow_agent",
-            sandbox_root=sandbox_root,
-            log=tmp_path / "worker.log",
-        )
+        return worker_process("tests.agents:slow_agent")
 
     first = worker()
     await first.start()
@@ -113,22 +126,15 @@ async def test_worker_killed_mid_step_turn_completes_with_each_step_once(
 
 
 async def test_a_command_finished_before_a_crash_is_not_run_again(
-    stack_config: StackConfig,
+    worker_process: Callable[..., WorkerProcess],
     temporal: Client,
     redis: Redis,
     task_queue: str,
     sandbox_root: Path,
     unique_id: str,
-    tmp_path: Path,
 ) -> None:
     def worker() -> WorkerProcess:
-        return WorkerProcess(
-            stack_config,
-            task_queue=task_queue,
-            agents="tests.agents:job_agent",
-            sandbox_root=sandbox_root,
-            log=tmp_path / "worker.log",
-        )
+        return worker_process("tests.agents:job_agent")
 
     first = worker()
     await first.start()
@@ -162,21 +168,14 @@ async def test_a_command_finished_before_a_crash_is_not_run_again(
 
 
 async def test_two_workers_share_sessions_and_losing_one_loses_no_session(
-    stack_config: StackConfig,
+    worker_process: Callable[..., WorkerProcess],
     temporal: Client,
     redis: Redis,
     task_queue: str,
     sandbox_root: Path,
-    tmp_path: Path,
 ) -> None:
     def worker(name: str) -> WorkerProcess:
-        return WorkerProcess(
-            stack_config,
-            task_queue=task_queue,
-            agents="tests.agents:slow_agent",
-            sandbox_root=sandbox_root,
-            log=tmp_path / f"{name}.log",
-        )
+        return worker_process("tests.agents:slow_agent", log=name)
 
     doomed, survivor = worker("doomed"), worker("survivor")
     await doomed.start()

@@ -140,13 +140,7 @@ class SessionWorkflow:
         try:
             await workflow.wait_condition(ready, timeout=idle)
         except TimeoutError:
-            await workflow.execute_activity(
-                ActivityName.SANDBOX_PAUSE.value,
-                self.sandbox_id,
-                start_to_close_timeout=policies.SANDBOX_LIFECYCLE.start_to_close,
-                retry_policy=policies.SANDBOX_LIFECYCLE.retry,
-                summary=f"pause idle sandbox {self.sandbox_id}",
-            )
+            await self._sandbox_lifecycle(ActivityName.SANDBOX_PAUSE, "pause idle sandbox")
             self.sandbox_paused = True
             await workflow.wait_condition(ready)
 
@@ -238,13 +232,7 @@ class SessionWorkflow:
     async def close(self) -> None:
         """End the session: its sandbox is killed and the workflow completes."""
         if self.sandbox_id is not None:
-            await workflow.execute_activity(
-                ActivityName.SANDBOX_KILL.value,
-                self.sandbox_id,
-                start_to_close_timeout=policies.SANDBOX_LIFECYCLE.start_to_close,
-                retry_policy=policies.SANDBOX_LIFECYCLE.retry,
-                summary=f"kill sandbox {self.sandbox_id}",
-            )
+            await self._sandbox_lifecycle(ActivityName.SANDBOX_KILL, "kill sandbox")
         self._closed = True
 
     @close.validator
@@ -271,13 +259,8 @@ class SessionWorkflow:
     async def sandbox_status(self) -> SandboxStatus | None:
         if self.sandbox_id is None:
             return None
-        status: SandboxStatus = await workflow.execute_activity(
-            ActivityName.SANDBOX_STATUS.value,
-            self.sandbox_id,
-            result_type=SandboxStatus,
-            start_to_close_timeout=policies.SANDBOX_LIFECYCLE.start_to_close,
-            retry_policy=policies.SANDBOX_LIFECYCLE.retry,
-            summary="sandbox status",
+        status: SandboxStatus = await self._sandbox_lifecycle(
+            ActivityName.SANDBOX_STATUS, "sandbox status", result_type=SandboxStatus
         )
         return status
 
@@ -347,6 +330,19 @@ class SessionWorkflow:
         return created.sandbox_id
 
     # -- plumbing -------------------------------------------------------------------
+
+    async def _sandbox_lifecycle(
+        self, name: ActivityName, what: str, result_type: type | None = None
+    ) -> Any:
+        """A lifecycle activity on the session's sandbox (pause, kill, status)."""
+        return await workflow.execute_activity(
+            name.value,
+            self.sandbox_id,
+            result_type=result_type,
+            start_to_close_timeout=policies.SANDBOX_LIFECYCLE.start_to_close,
+            retry_policy=policies.SANDBOX_LIFECYCLE.retry,
+            summary=f"{what} {self.sandbox_id}",
+        )
 
     def _count(self, outcome: TurnOutcome) -> None:
         """Turn and error metrics (not re-emitted when the workflow is replayed)."""
