@@ -30,6 +30,7 @@ from bench.clock import latencies_ms, percentile
 from client.client import SessionClient
 from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.localstack import LocalStack, StackConfig, free_port
+from sessionflow.logs import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key-000001"
@@ -148,6 +149,7 @@ async def raw_phase(redis_url: str, sessions: int, rate: int, tokens: int) -> Sa
 
 
 async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
+    configure_logging("warning")
     with tempfile.TemporaryDirectory() as tmp:
         config = StackConfig(
             data_dir=Path(tmp), temporal_port=free_port(), ui_port=free_port(),
