@@ -10,7 +10,7 @@ const store = {
   get session() { return localStorage.getItem("sessionflow.session") || ""; },
   set session(v) { localStorage.setItem("sessionflow.session", v); },
 };
-const live = { sessionId: null, lastEventId: null, abort: null, message: null, parts: new Map() };
+const live = { sessionId: null, lastEventId: null, abort: null, message: null, parts: new Map(), opening: null };
 
 function query() {
   const agent = $("agent").value.trim();
@@ -272,7 +272,13 @@ async function listSessions() {
   } catch (error) { showError(error); }
 }
 
-async function openSession(id) {
+function openSession(id) {
+  // Sends wait for this, so a late resume cannot cut off the answer to a new message.
+  live.opening = load(id);
+  return live.opening;
+}
+
+async function load(id) {
   showError(null);
   live.abort && live.abort.abort();
   live.sessionId = id;
@@ -303,6 +309,7 @@ async function openSession(id) {
 }
 
 async function send(text) {
+  if (live.opening) await live.opening.catch(() => {});
   if (!live.sessionId) await openSession(randomId());
   const message = { id: `u-${randomId()}`, role: "user", parts: [{ type: "text", text }] };
   renderMessage(message);
