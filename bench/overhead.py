@@ -27,7 +27,7 @@ from bench.baseline import BaselineLoop, noop
 from client.client import SessionClient
 from providers.scripted import Script, ScriptedToolCall, ScriptStep
 from sessionflow.connections import connect_redis, connect_temporal
-from sessionflow.localstack import LocalStack, StackConfig, free_port
+from sessionflow.localstack import LocalStack, StackConfig
 from sessionflow.logs import configure_logging
 from worker.build import WorkerOptions, build_worker
 
@@ -61,10 +61,7 @@ def bench_agent(steps: int) -> Any:
 async def main(steps: int, turns: int) -> dict[str, Any]:
     configure_logging("warning")
     with tempfile.TemporaryDirectory() as tmp:
-        config = StackConfig(
-            data_dir=Path(tmp), temporal_port=free_port(), ui_port=free_port(),
-            redis_port=free_port(), ui=False,
-        )  # fmt: skip
+        config = StackConfig.on_free_ports(Path(tmp))
         async with LocalStack(config):
             temporal = await connect_temporal(config.temporal_address)
             redis = await connect_redis(config.redis_url)

@@ -151,10 +151,7 @@ async def raw_phase(redis_url: str, sessions: int, rate: int, tokens: int) -> Sa
 async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
     configure_logging("warning")
     with tempfile.TemporaryDirectory() as tmp:
-        config = StackConfig(
-            data_dir=Path(tmp), temporal_port=free_port(), ui_port=free_port(),
-            redis_port=free_port(), ui=False,
-        )  # fmt: skip
+        config = StackConfig.on_free_ports(Path(tmp))
         gateway_port = free_port()
         env = {
             **os.environ,

@@ -109,6 +109,17 @@ class StackConfig:
     # Registered at start so `temporal workflow list --query` can use them.
     search_attributes: dict[str, str] = field(default_factory=lambda: dict(REGISTRATION))
 
+    @classmethod
+    def on_free_ports(cls, data_dir: Path, *, ui: bool = False) -> StackConfig:
+        """A stack beside any other: free loopback ports (tests, benchmarks)."""
+        return cls(
+            data_dir=data_dir,
+            temporal_port=free_port(),
+            ui_port=free_port(),
+            redis_port=free_port(),
+            ui=ui,
+        )
+
     @property
     def temporal_address(self) -> str:
         return f"{self.host}:{self.temporal_port}"

@@ -31,13 +31,7 @@ RUNNING_WORKERS: list[tuple[Worker, asyncio.Task[None]]] = []
 
 @pytest.fixture(scope="session")
 def stack_config(tmp_path_factory: pytest.TempPathFactory) -> StackConfig:
-    return StackConfig(
-        data_dir=tmp_path_factory.mktemp("stack"),
-        temporal_port=free_port(),
-        ui_port=free_port(),
-        redis_port=free_port(),
-        ui=False,
-    )
+    return StackConfig.on_free_ports(tmp_path_factory.mktemp("stack"))
 
 
 @pytest.fixture(scope="session")

@@ -80,8 +80,8 @@ def interrupt(proc: subprocess.Popen[bytes]) -> int:
 async def test_dev_stops_cleanly_on_ctrl_c_and_resumes_sessions(tmp_path: Path) -> None:
     from client.client import SessionClient
 
-    config = StackConfig(temporal_port=free_port(), ui_port=free_port(), redis_port=free_port())
     data_dir, log = tmp_path / "data", tmp_path / "dev.log"
+    config = StackConfig.on_free_ports(data_dir, ui=True)
     dev = start_dev(data_dir, config, log)
     try:
         await wait_for_text(log, "Press Ctrl-C to stop.", dev, 1)

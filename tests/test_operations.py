@@ -129,14 +129,11 @@ async def test_the_local_stack_registers_search_attributes_in_an_older_data_dire
     from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
     from sessionflow.connections import connect_temporal
-    from sessionflow.localstack import LocalStack, StackConfig, free_port
+    from sessionflow.localstack import LocalStack, StackConfig
     from workflows.search import REGISTRATION
 
     def config(attributes: dict[str, str] | None) -> StackConfig:
-        made = StackConfig(
-            data_dir=Path(str(tmp_path)), temporal_port=free_port(), ui_port=free_port(),
-            redis_port=free_port(), ui=False,
-        )  # fmt: skip
+        made = StackConfig.on_free_ports(Path(str(tmp_path)))
         if attributes is not None:
             made.search_attributes = attributes
         return made

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from client.client import SessionClient
 from sessionflow.connections import connect_redis, connect_temporal
-from sessionflow.localstack import LocalStack, StackConfig, free_port
+from sessionflow.localstack import LocalStack, StackConfig
 from tests.agents import approval_agent, counter_agent, streaming_agent, tool_agent
 from worker.build import WorkerOptions, build_worker
 from workflows.contract import SessionLimits
@@ -28,10 +28,7 @@ HERE = Path(__file__).parent
 
 async def record() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        config = StackConfig(
-            data_dir=Path(tmp), temporal_port=free_port(), ui_port=free_port(),
-            redis_port=free_port(), ui=False,
-        )  # fmt: skip
+        config = StackConfig.on_free_ports(Path(tmp))
         async with LocalStack(config):
             temporal = await connect_temporal(config.temporal_address)
             redis = await connect_redis(config.redis_url)
