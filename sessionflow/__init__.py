@@ -39,6 +39,7 @@ _EXPORTS = {
     "SandboxError": "sessionflow.errors",
     "SandboxNotFound": "sessionflow.errors",
     "ConnectionFailed": "sessionflow.errors",
+    "StreamUnavailable": "sessionflow.errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
         SandboxNotFound,
         SessionflowError,
         SessionNotFound,
+        StreamUnavailable,
     )
     from streams.reader import StreamEvent, StreamReader
     from workflows.contract import TurnOutcome, TurnStatus

@@ -38,7 +38,10 @@ async def connect_temporal(
 
 
 async def connect_redis(url: str) -> Redis:
-    redis = Redis.from_url(url)
+    """A Redis client whose calls fail within seconds when Redis stops answering, so
+    stream writers and readers notice and retry instead of hanging (the readers'
+    blocking reads wait 2 s, well inside the socket timeout)."""
+    redis = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=15)
     try:
         await redis.ping()
     except (RedisError, OSError) as err:

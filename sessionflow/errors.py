@@ -42,6 +42,10 @@ class ConnectionFailed(SessionflowError):
     retryable = True
 
 
+class StreamUnavailable(ConnectionFailed):
+    """Redis stayed unreachable longer than a stream reader waits for it to return."""
+
+
 class WorkerUnavailable(SessionflowError):
     retryable = True
 

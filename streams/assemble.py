@@ -88,15 +88,15 @@ class MessageAssembler:
                     ToolApproval(id=approval_id),
                 )
             case ToolOutputAvailableChunk(tool_call_id=call_id, output=output, preliminary=prelim):
-                tool = self._tool(call_id)
+                tool = self._answered(call_id, approved=True)
                 tool.output = output
                 if not prelim:
                     tool.state = ToolState.OUTPUT_AVAILABLE
             case ToolOutputErrorChunk(tool_call_id=call_id, error_text=text):
-                tool = self._tool(call_id)
+                tool = self._answered(call_id, approved=True)
                 tool.state, tool.error_text = ToolState.OUTPUT_ERROR, text
             case ToolOutputDeniedChunk(tool_call_id=call_id):
-                self._tool(call_id).state = ToolState.OUTPUT_DENIED
+                self._answered(call_id, approved=False).state = ToolState.OUTPUT_DENIED
             case FinishChunk():
                 self.status = MessageStatus.COMPLETE
             case AbortChunk():
@@ -123,6 +123,15 @@ class MessageAssembler:
         part = self._by_id[call_id].part
         assert isinstance(part, ToolPart)
         return part
+
+    def _answered(self, call_id: str, *, approved: bool) -> ToolPart:
+        """The tool part; a requested approval is settled by what followed it (the stream
+        carries no approval response: output means approved, `tool-output-denied`
+        means denied, the reason only history has)."""
+        tool = self._tool(call_id)
+        if tool.approval is not None and tool.approval.approved is None:
+            tool.approval.approved = approved
+        return tool
 
     def _drop(self, step: int, source: str, attempt: int) -> None:
         kept = [

@@ -6,8 +6,13 @@ XADDs the batch, trims the stream, indexes a message's `start` and refreshes the
 TTL). While one write is in flight the next batch accumulates, so a fast model
 costs a few round trips per second, not one per token.
 
-Redis failures are logged and the chunks dropped: the step's result is recorded in
-workflow history regardless, and readers can fall back to `history()`.
+When Redis is unreachable a writer keeps its chunks, in order, and retries with
+backoff, so a Redis restart mid-step costs readers a pause, not a gap. Only a longer
+outage loses chunks: a writer that closes once Redis has been down for
+`outage_grace` seconds drops what it still holds (logged, counted) rather than hold
+up the step, whose result is recorded in workflow history regardless; readers fall
+back to `history()`. A batch whose reply was lost after Redis applied it is written
+again, so a restart can, rarely, repeat a few chunks.
 """
 
 from __future__ import annotations
@@ -26,6 +31,10 @@ from streams.chunks import Chunk, DataChunk
 from streams.keys import StreamKeys
 
 log = structlog.get_logger(__name__)
+
+# Retry delays of a writer while Redis is unreachable.
+_FIRST_BACKOFF = 0.05
+_MAX_BACKOFF = 1.0
 
 # KEYS: chunks stream, index hash.
 # ARGV: max length, ttl seconds, message id, step, attempt, source, 1-based position
@@ -80,9 +89,19 @@ class StreamPublisher:
     prefix: str = "sf"
     # Told the duration (s) and size of every batched write, e.g. for metrics.
     on_write: Callable[[float, int], None] | None = None
+    # How long a closing writer waits for Redis to come back before dropping chunks.
+    outage_grace: float = 2.0
+    # Chunks one writer holds while Redis is down; past this it drops them.
+    max_buffered: int = 10_000
 
     def __post_init__(self) -> None:
         self._script = self.redis.register_script(_PUBLISH_SCRIPT)
+        self._down_since: float | None = None
+
+    @property
+    def outage_seconds(self) -> float:
+        """How long writes have been failing without a success in between (0 if not)."""
+        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
 
     async def publish(self, where: StepStream, chunks: Sequence[Chunk]) -> list[str]:
         """Write chunks now, in order, and return their entry ids; raises on Redis errors."""
@@ -101,7 +120,13 @@ class StreamPublisher:
         ]
         args.extend(c.to_json() for c in chunks)
         started = time.monotonic()
-        ids = await self._script(keys=[keys.chunks, keys.index], args=args)
+        try:
+            ids = await self._script(keys=[keys.chunks, keys.index], args=args)
+        except (RedisError, OSError):
+            if self._down_since is None:
+                self._down_since = started
+            raise
+        self._down_since = None
         if self.on_write is not None:
             self.on_write(time.monotonic() - started, len(chunks))
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
@@ -136,6 +161,7 @@ class ChunkWriter:
         self._wake = asyncio.Event()
         self._closed = False
         self._task: asyncio.Task[None] | None = None
+        self._failing = False
         self.written = 0
         self.dropped = 0
 
@@ -169,26 +195,53 @@ class ChunkWriter:
             await asyncio.shield(self._task)
 
     async def _run(self) -> None:
+        backoff = _FIRST_BACKOFF
         while True:
             await self._wake.wait()
             self._wake.clear()
-            batch, self._pending = self._pending, []
-            if batch:
-                await self._write(batch)
+            if self._pending and not await self._write():
+                if self._closed and self._publisher.outage_seconds >= self._publisher.outage_grace:
+                    self._drop("Redis still unreachable at the end of the step")
+                    return
+                if len(self._pending) > self._publisher.max_buffered:
+                    self._drop("too many chunks held while Redis is unreachable")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                self._wake.set()
+                continue
+            backoff = _FIRST_BACKOFF
             if self._closed and not self._pending:
                 return
 
-    async def _write(self, batch: list[Chunk]) -> None:
+    async def _write(self) -> bool:
+        """Write everything queued; on a Redis error keep it, in order, for the next try."""
+        batch, self._pending = self._pending, []
         try:
             await self._publisher.publish(self._where, batch)
-            self.written += len(batch)
         except (RedisError, OSError) as err:
-            self.dropped += len(batch)
-            log.warning(
-                "stream publish failed; chunks dropped, history keeps the step",
-                workflow_id=self._where.workflow_id,
-                message_id=self._where.message_id,
-                step=self._where.step,
-                dropped=len(batch),
-                error=str(err),
-            )
+            self._pending = batch + self._pending
+            if not self._failing:
+                log.warning(
+                    "stream publish failed; holding chunks and retrying",
+                    workflow_id=self._where.workflow_id,
+                    message_id=self._where.message_id,
+                    step=self._where.step,
+                    error=str(err),
+                )
+            self._failing = True
+            return False
+        self.written += len(batch)
+        self._failing = False
+        return True
+
+    def _drop(self, reason: str) -> None:
+        self.dropped += len(self._pending)
+        log.warning(
+            "stream chunks dropped; history keeps the step",
+            reason=reason,
+            workflow_id=self._where.workflow_id,
+            message_id=self._where.message_id,
+            step=self._where.step,
+            dropped=len(self._pending),
+        )
+        self._pending = []

@@ -9,17 +9,26 @@ What is already in the stream when a reader arrives (its backlog) is read first,
 and output of attempts that a later retry superseded is left out of it, so a
 replay shows each step once. Live readers get the `data-retry` announcement and
 drop the superseded output themselves (`streams.assemble` does).
+
+A reader survives Redis restarts: on a connection error it reconnects and goes on
+from the last entry it yielded, so its consumer sees a pause, not an error or a
+gap. Only when Redis stays unreachable for `reconnect_seconds` does it raise
+`StreamUnavailable` (the session's `history()` has the full record).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from sessionflow.errors import StreamUnavailable
 from streams.chunks import TERMINAL_TYPES, Chunk, parse_chunk
 from streams.keys import StreamKeys
 
@@ -68,10 +77,18 @@ def without_superseded(events: list[StreamEvent]) -> list[StreamEvent]:
 class StreamReader:
     """Reads chunks from per-session Redis streams."""
 
-    def __init__(self, redis: Redis, *, prefix: str = "sf", block_ms: int = 2_000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "sf",
+        block_ms: int = 2_000,
+        reconnect_seconds: float = 30.0,
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._block_ms = block_ms
+        self._reconnect_seconds = reconnect_seconds
 
     async def read(
         self,
@@ -92,25 +109,35 @@ class StreamReader:
                 message's `finish`, `abort` or `error`.
         """
         keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
-        if after is not None:
-            cursor = after
-        else:
-            if message_id is None:
-                message_id = await self.latest_message(workflow_id)
-            cursor = await self._cursor_for(keys, message_id)
+        cursor = after
+        outage = _Outage(self._reconnect_seconds)
+        while True:
+            try:
+                if cursor is None:
+                    if message_id is None:
+                        message_id = await self.latest_message(workflow_id)
+                    cursor = await self._cursor_for(keys, message_id)
+                async for event in self._events(keys, cursor, outage):
+                    cursor = event.id
+                    if self._wanted(event, message_id, follow):
+                        yield event
+                        if not follow and event.type in TERMINAL_TYPES:
+                            return
+            except (RedisError, OSError) as err:
+                await outage.wait_or_raise(err, workflow_id)
+
+    async def _events(
+        self, keys: StreamKeys, cursor: str, outage: _Outage
+    ) -> AsyncIterator[StreamEvent]:
+        """The backlog after `cursor` without superseded attempts, then live entries."""
         backlog = without_superseded(await self._backlog(keys, cursor))
+        outage.over()
         for event in backlog:
-            if self._wanted(event, message_id, follow):
-                yield event
-                if not follow and event.type in TERMINAL_TYPES:
-                    return
+            yield event
         if backlog:
             cursor = backlog[-1].id
-        async for event in self._tail(keys, cursor):
-            if self._wanted(event, message_id, follow):
-                yield event
-                if not follow and event.type in TERMINAL_TYPES:
-                    return
+        async for event in self._tail(keys, cursor, outage):
+            yield event
 
     async def latest_message(self, workflow_id: str) -> str | None:
         """The id of the session's newest assistant message that has started, if any."""
@@ -150,15 +177,44 @@ class StreamReader:
                 return events
             cursor = events[-1].id
 
-    async def _tail(self, keys: StreamKeys, cursor: str) -> AsyncIterator[StreamEvent]:
+    async def _tail(
+        self, keys: StreamKeys, cursor: str, outage: _Outage
+    ) -> AsyncIterator[StreamEvent]:
         while True:
             response: Any = await self._redis.xread(
                 {keys.chunks: cursor}, count=500, block=self._block_ms
             )
+            outage.over()
             for _stream, entries in response or ():
                 for raw_id, fields in entries:
                     cursor = _decode(raw_id)
                     yield _event(cursor, fields)
+
+
+class _Outage:
+    """Reconnect backoff for one reader, and when to give up."""
+
+    def __init__(self, limit: float) -> None:
+        self._limit = limit
+        self._since: float | None = None
+        self._delay = 0.05
+
+    def over(self) -> None:
+        self._since = None
+        self._delay = 0.05
+
+    async def wait_or_raise(self, err: Exception, workflow_id: str) -> None:
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        if now - self._since >= self._limit:
+            raise StreamUnavailable(
+                f"Redis has been unreachable for {self._limit:.0f} s while reading the "
+                f"stream of {workflow_id} ({err}); the session's history() has every "
+                "finished step"
+            ) from err
+        await asyncio.sleep(self._delay)
+        self._delay = min(self._delay * 2, 1.0)
 
 
 def _event(entry_id: str, fields: dict[bytes | str, bytes | str]) -> StreamEvent:

@@ -13,8 +13,10 @@ from temporalio.client import Client
 
 from client.client import SessionClient
 from sessionflow.localstack import free_port, redis_binary
+from streams.assemble import assemble
 from streams.keys import StreamKeys
 from streams.publisher import Retention
+from streams.reader import StreamEvent
 from tests.agents import LONG_TEXT, SLOW_SCRIPT, slow_agent, streaming_agent
 from tests.conftest import StartWorker
 from worker.build import WorkerOptions, build_worker
@@ -99,6 +101,59 @@ async def test_a_redis_outage_mid_step_loses_no_step_and_history_has_everything(
         keys = StreamKeys.for_workflow(session.workflow_id)
         assert await redis.xlen(keys.chunks) > 0
         await redis.aclose()
+
+
+async def test_redis_restarted_mid_stream_readers_resume_and_miss_nothing(
+    temporal: Client, own_redis: RedisProcess, task_queue: str, sandbox_root: Path, unique_id: str
+) -> None:
+    redis = Redis.from_url(own_redis.url)
+    worker = build_worker(
+        temporal,
+        redis,
+        [slow_agent],
+        WorkerOptions(task_queue=task_queue, sandbox_root=sandbox_root),
+    )
+    async with worker:
+        client = SessionClient(temporal, redis, task_queue=task_queue)
+        session = client.session(unique_id, agent="slow")
+        result = await session.send("go")
+        # Two readers: one from the message's start, one that joins later by cursor.
+        first: list[StreamEvent] = []
+        async for event in result.stream():
+            first.append(event)
+            if sum(e.type == "text-delta" for e in first) == 5:
+                break
+        rest = asyncio.create_task(collect(session.stream(after=first[-1].id)))
+        late = asyncio.create_task(collect(session.stream(message_id=result.assistant_message_id)))
+        await asyncio.sleep(0.2)
+
+        own_redis.kill()  # while the first model step streams
+        await asyncio.sleep(1.5)
+        assert not rest.done(), "the reader gave up instead of waiting for Redis"
+        await own_redis.start()  # same port, same append-only file
+
+        outcome = await asyncio.wait_for(result.done, timeout=60)
+        events = first + await asyncio.wait_for(rest, timeout=30)
+        replay = await asyncio.wait_for(late, timeout=30)
+        history = await session.history()
+        await redis.aclose()
+
+    assert outcome.status is TurnStatus.FINISHED
+    reply = history[-1]
+    assert reply.text() == "".join(
+        s.text.replace("{last_tool_output}", "1 2 3") for s in SLOW_SCRIPT.turns[0]
+    )
+    ids = [e.id for e in events]
+    assert len(ids) == len(set(ids)), "a chunk was delivered twice"
+    assert events[-1].type == "finish"
+    # No chunk lost across the restart: both readers rebuild exactly the message.
+    assert assemble(events) == reply
+    assert assemble(replay) == reply
+    assert not [e for e in events if e.type == "data-retry"], "no step needed a retry"
+
+
+async def collect(stream: AsyncIterator[StreamEvent]) -> list[StreamEvent]:
+    return [event async for event in stream]
 
 
 async def test_streams_are_trimmed_and_expire(

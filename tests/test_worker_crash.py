@@ -17,8 +17,18 @@ from streams.assemble import assemble
 from streams.reader import StreamEvent
 from tests.agents import SLOW_SCRIPT
 from tests.processes import WorkerProcess
-from workflows.contract import TurnStatus
+from workflows.contract import ApprovalResponse, SessionLimits, SessionStatus, TurnStatus
 from workflows.messages import MessageStatus, StepStartPart, ToolState
+
+
+async def scheduled_activities(temporal: Client, workflow_id: str) -> list[str]:
+    """Activity types scheduled by the workflow's latest run, in order."""
+    events = (await temporal.get_workflow_handle(workflow_id).fetch_history()).events
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
 
 
 @pytest.fixture
@@ -214,3 +224,95 @@ async def test_two_workers_share_sessions_and_losing_one_loses_no_session(
                 identities.add(event.workflow_task_completed_event_attributes.identity)
     assert len(identities) == 2, identities
     assert retried >= 1
+
+
+async def test_worker_killed_while_a_turn_waits_for_approval(
+    worker_process: Callable[..., WorkerProcess],
+    temporal: Client,
+    redis: Redis,
+    task_queue: str,
+    unique_id: str,
+) -> None:
+    first = worker_process("tests.agents:approval_agent")
+    await first.start()
+    client = SessionClient(temporal, redis, task_queue=task_queue)
+    session = client.session(unique_id, agent="approver")
+    result = await session.send("please run it")
+    events: list[StreamEvent] = []
+    async for event in result.stream():
+        events.append(event)
+        if event.type == "tool-approval-request":
+            approval_id = event.chunk.approval_id
+            break
+    while (await session.info()).status is not SessionStatus.NEEDS_APPROVAL:
+        await asyncio.sleep(0.05)
+    first.kill()  # the turn is parked on the approval; its worker dies
+
+    second = worker_process("tests.agents:approval_agent", log="second")
+    await second.start()
+    try:
+        approved = await session.approve(ApprovalResponse(approval_id=approval_id, approved=True))
+        async for event in session.stream(after=events[-1].id):
+            events.append(event)
+        outcome = await asyncio.wait_for(approved.done, timeout=60)
+        history = await session.history()
+    finally:
+        second.stop()
+
+    assert outcome.status is TurnStatus.FINISHED
+    assert [m.role.value for m in history] == ["user", "assistant"]
+    reply = history[1]
+    assert reply.text() == "I need to run a command.Result: approved-run"
+    (part,) = reply.tool_parts()
+    assert part.state is ToolState.OUTPUT_AVAILABLE
+    assert part.output["stdout"] == "approved-run\n"
+    assert assemble(events) == reply
+    scheduled = await scheduled_activities(temporal, session.workflow_id)
+    assert scheduled.count("sessionflow.model_step") == 2
+    assert scheduled.count("sessionflow.run_tool") == 1
+
+
+async def test_worker_killed_as_a_session_continues_as_new(
+    worker_process: Callable[..., WorkerProcess],
+    temporal: Client,
+    redis: Redis,
+    task_queue: str,
+    unique_id: str,
+) -> None:
+    # Every turn crosses the lowered threshold, so each ends in a continue-as-new.
+    limits = SessionLimits(continue_as_new_after_events=25)
+    first = worker_process("tests.agents:counter_agent")
+    await first.start()
+    client = SessionClient(temporal, redis, task_queue=task_queue, limits=limits)
+    session = client.session(unique_id, agent="counter")
+    results = [await session.send(f"count {i}") for i in range(4)]
+    handle = temporal.get_workflow_handle(session.workflow_id)
+    first_run = (await handle.describe()).run_id
+    # Kill the worker the moment the first run hands over to the second: the new
+    # run's first workflow task is then being run, or about to be, by the dying worker.
+    while (await handle.describe()).run_id == first_run:
+        await asyncio.sleep(0.01)
+    first.kill()
+
+    second = worker_process("tests.agents:counter_agent", log="second")
+    await second.start()
+    try:
+        outcomes = await asyncio.wait_for(asyncio.gather(*(r.done for r in results)), timeout=90)
+        history = await session.history()
+        info = await session.info()
+        state = await session.state()
+        replays = [
+            [e async for e in session.stream(message_id=m.id)]
+            for m in history
+            if m.role.value == "assistant"
+        ]
+    finally:
+        second.stop()
+
+    assert [o.status for o in outcomes] == [TurnStatus.FINISHED] * 4
+    assert info.run_count >= 3
+    # Each message once, in order; the tool ran once per turn (state is its count).
+    assert [m.text() for m in history[0::2]] == [f"count {i}" for i in range(4)]
+    assert [m.text() for m in history[1::2]] == [f"The counter is now {n}." for n in (1, 2, 3, 4)]
+    assert state["count"] == 4
+    assert [assemble(replay) for replay in replays] == history[1::2]
