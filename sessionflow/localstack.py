@@ -210,6 +210,14 @@ class LocalStack:
         command = self._redis_command() if name == "redis" else self._temporal_command()
         self._spawn(name, command)
 
+    async def wait_ready(self, name: str, timeout: float = 60.0) -> None:
+        """Wait until a `restart`ed server serves again; raise `StackError` if it exits.
+
+        `restart` returns once the process is spawned, but Temporal takes seconds to
+        open its port and reload the default namespace from its SQLite file: a fault
+        test awaits this before it judges whether sessions recovered."""
+        await self._wait_ready(timeout, (name,))
+
     def _temporal_command(self) -> list[str]:
         cfg = self.config
         command = [
@@ -266,10 +274,13 @@ class LocalStack:
             )
         self._servers.append(_Server(name, process, log))
 
-    async def _wait_ready(self, timeout: float) -> None:
+    async def _wait_ready(
+        self, timeout: float, names: tuple[str, ...] = ("redis", "temporal")
+    ) -> None:
         cfg = self.config
         deadline = time.monotonic() + timeout
-        pending = {"redis": cfg.redis_port, "temporal": cfg.temporal_port}
+        ports = {"redis": cfg.redis_port, "temporal": cfg.temporal_port}
+        pending = {name: ports[name] for name in names}
         while pending:
             for server in self._servers:
                 if server.process.poll() is not None:
@@ -281,7 +292,8 @@ class LocalStack:
             if time.monotonic() > deadline:
                 raise StackError(f"{', '.join(pending)} did not start within {timeout:.0f}s")
             await asyncio.sleep(0.1)
-        await self._wait_temporal(deadline)
+        if "temporal" in names:
+            await self._wait_temporal(deadline)
 
     async def _wait_temporal(self, deadline: float) -> None:
         # The gRPC port opens before the default namespace is ready; probe until it is.

@@ -1,0 +1,158 @@
+"""The Temporal dev server SIGKILLed mid-turn and restarted on the same SQLite file:
+the session resumes, each step and command once, and the clients made before carry on.
+
+Killing the session-wide test stack's Temporal would disturb every other test, so this
+test runs a stack of its own (Temporal and Redis) on free ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from client.client import SessionClient
+from sessionflow.connections import connect_redis, connect_temporal
+from sessionflow.localstack import LocalStack, StackConfig
+from streams.assemble import assemble
+from streams.reader import StreamEvent
+from tests.agents import SLOW_SCRIPT, slow_agent
+from worker.build import WorkerOptions, build_worker
+from workflows.contract import TurnOutcome, TurnStatus
+from workflows.messages import MessageStatus, StepStartPart, ToolState
+
+EXPECTED_TEXT = "".join(s.text.replace("{last_tool_output}", "1 2 3") for s in SLOW_SCRIPT.turns[0])
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    temporal: Client, redis: Redis, task_queue: str, sandbox_root: Path
+) -> AsyncIterator[None]:
+    """An in-process worker serving slow_agent; it shares the test's Temporal client."""
+    worker = build_worker(
+        temporal,
+        redis,
+        [slow_agent],
+        WorkerOptions(task_queue=task_queue, sandbox_root=sandbox_root),
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        try:
+            await asyncio.wait_for(worker.shutdown(), timeout=20)
+            await asyncio.wait_for(task, timeout=5)
+        finally:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def test_temporal_killed_and_restarted_mid_turn_the_session_resumes(
+    tmp_path: Path, task_queue: str, sandbox_root: Path, unique_id: str
+) -> None:
+    async with LocalStack(StackConfig.on_free_ports(tmp_path / "stack")) as stack:
+        # Made before the kill and used throughout: the SDK reconnects by itself.
+        temporal = await connect_temporal(stack.config.temporal_address)
+        redis = await connect_redis(stack.config.redis_url)
+        background: list[asyncio.Task[Any]] = []
+        try:
+            async with running_worker(temporal, redis, task_queue, sandbox_root):
+                client = SessionClient(temporal, redis, task_queue=task_queue)
+                session = client.session(unique_id, agent="slow")
+                result = await asyncio.wait_for(session.send("go"), timeout=10)
+                events: list[StreamEvent] = []
+                streaming = asyncio.Event()
+
+                async def read() -> None:
+                    # The live reader needs only Redis: it reads straight through the outage.
+                    async for event in result.stream():
+                        events.append(event)
+                        if event.step == 1 and event.type == "text-delta":
+                            streaming.set()
+
+                async def wait_done() -> TurnOutcome:
+                    # Awaited across the outage: the SDK's core retries the update RPC on
+                    # UNAVAILABLE within its default budget (10 retries, 10 s), so a short
+                    # outage goes unnoticed here; a much longer one makes `done` raise
+                    # RPCError(UNAVAILABLE), and awaiting it again then works.
+                    return await result.done
+
+                reader = asyncio.create_task(read())
+                done = asyncio.create_task(wait_done())
+                background += [reader, done]
+
+                # Kill Temporal while the second model step streams: one step and one
+                # tool are recorded, one step is in flight on the worker.
+                await asyncio.wait_for(streaming.wait(), timeout=20)
+                stack.kill("temporal")
+                await asyncio.sleep(2)
+                stack.restart("temporal")
+                await stack.wait_ready("temporal", timeout=30)
+
+                outcome = await asyncio.wait_for(done, timeout=30)
+                await asyncio.wait_for(reader, timeout=10)
+                history = await asyncio.wait_for(session.history(), timeout=10)
+                workflow_events = (
+                    await asyncio.wait_for(
+                        temporal.get_workflow_handle(session.workflow_id).fetch_history(),
+                        timeout=10,
+                    )
+                ).events
+                (runs,) = sandbox_root.glob("*/runs.txt")
+                runs_after_first_turn = runs.read_text()
+
+                # The session goes on: a second turn (the script starts over) completes.
+                second = await asyncio.wait_for(session.send("again"), timeout=10)
+                second_outcome = await asyncio.wait_for(second.done, timeout=30)
+                final_history = await asyncio.wait_for(session.history(), timeout=10)
+        finally:
+            for task in background:
+                task.cancel()
+            await redis.aclose()
+
+    assert outcome.status is TurnStatus.FINISHED
+    assert outcome.message_id == result.assistant_message_id
+    assert len(history) == 2
+    reply = history[1]
+    assert reply.status is MessageStatus.COMPLETE
+    assert reply.text() == EXPECTED_TEXT
+    assert sum(isinstance(p, StepStartPart) for p in reply.parts) == 3
+    tools = reply.tool_parts()
+    assert [t.state for t in tools] == [ToolState.OUTPUT_AVAILABLE] * 2
+    assert [t.output["stdout"] for t in tools] == ["step-one\n", "1 2 3\n"]
+    assert runs_after_first_turn == "ran\n", "the command that ran before the kill ran again"
+
+    # Temporal history: three model steps and two tools, each scheduled and completed
+    # once. (Whether the in-flight step needed a second attempt depends on whether its
+    # completion reached the restarted server before its heartbeat timeout; either way
+    # history and stream agree.)
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in workflow_events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert scheduled.count("sessionflow.model_step") == 3
+    assert scheduled.count("sessionflow.run_tool") == 2
+    completed = [
+        e for e in workflow_events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+    ]
+    assert len(completed) == len(scheduled)
+
+    # What the live reader saw, retries applied, is exactly the message in history.
+    assert [e.type for e in events].count("finish") == 1
+    assert events[-1].type == "finish"
+    assert assemble(events) == reply
+
+    assert second_outcome.status is TurnStatus.FINISHED
+    assert len(final_history) == 4
+    assert final_history[:2] == history
+    assert final_history[3].status is MessageStatus.COMPLETE
+    assert final_history[3].text() == EXPECTED_TEXT
+    assert runs.read_text() == "ran\nran\n"
