@@ -28,6 +28,7 @@ async def main() -> None:
         sandbox_root=settings.sandboxes,
         providers=[ClockProvider()],
         max_concurrent_activities=1000,
+        max_cached_workflows=settings.max_cached_workflows,
     )
     stop = stop_on_signals()
     async with build_worker(temporal, redis, [agent], options):  # type: ignore[list-item]

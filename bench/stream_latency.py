@@ -27,6 +27,7 @@ import httpx
 from redis.asyncio import Redis
 
 from bench.clock import latencies_ms, percentile
+from bench.harness import wait_for_line
 from client.client import SessionClient
 from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.localstack import LocalStack, StackConfig, free_port
@@ -52,19 +53,6 @@ def summary(samples: Samples) -> dict[str, Any]:
         "steady_p50_ms": percentile(steady, 50),
         "steady_p99_ms": percentile(steady, 99),
     }
-
-
-async def wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float = 60) -> None:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    loop = asyncio.get_running_loop()
-    while time.monotonic() < deadline:
-        line = await loop.run_in_executor(None, proc.stdout.readline)
-        if text in line:
-            return
-        if not line and proc.poll() is not None:
-            break
-    raise RuntimeError(f"process did not print {text!r}")
 
 
 # Where the client reader's latency is spent, split at the XADD (the entry id's

@@ -1,0 +1,91 @@
+"""Concurrency: N sessions streaming at once on one worker process.
+
+Every session's turn must finish, every delta the clock model emitted must reach its
+reader (none lost, none twice), and each reader's reassembled message must equal the
+session's history. Reports chunk latency (model emit -> reader receive) and the
+worker's peak RSS. Prints one JSON line.
+
+    python -m bench.concurrency [--sessions 200] [--rate 20] [--tokens 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+import uuid
+from typing import Any
+
+from bench.clock import latencies_ms, percentile
+from bench.harness import bench_stack, rss_mb
+from streams.assemble import assemble
+from streams.chunks import TextDeltaChunk
+from streams.reader import StreamEvent
+from workflows.contract import TurnStatus
+
+
+async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
+    async with bench_stack() as stack:
+        worker = await stack.start_worker(rate, tokens)
+        client = stack.client
+        baseline_rss = rss_mb(worker.pid)
+        run = uuid.uuid4().hex[:6]
+        handles = [client.session(f"load-{run}-{i}", agent="clock") for i in range(sessions)]
+
+        async def read(workflow_id: str) -> list[tuple[StreamEvent, int]]:
+            return [(e, time.time_ns()) async for e in client.reader.read(workflow_id)]
+
+        # Readers attach first (blocked in XREAD), so every chunk is received live.
+        readers = [asyncio.create_task(read(h.workflow_id)) for h in handles]
+        await asyncio.sleep(1.0)
+        started, sent_ns = time.monotonic(), time.time_ns()
+        results = await asyncio.gather(*(h.send("go") for h in handles))
+        outcomes = await asyncio.wait_for(asyncio.gather(*(r.done for r in results)), 600)
+        streams = await asyncio.wait_for(asyncio.gather(*readers), 60)
+        elapsed = time.monotonic() - started
+        peak_rss = rss_mb(worker.pid, "VmHWM")
+
+        finished = sum(o.status is TurnStatus.FINISHED for o in outcomes)
+        lost = duplicated = mismatched = 0
+        latencies: list[float] = []
+        first_chunk: list[float] = []
+        for handle, received in zip(handles, streams, strict=True):
+            events = [e for e, _ in received]
+            deltas = [
+                (e.chunk.delta, at) for e, at in received if isinstance(e.chunk, TextDeltaChunk)
+            ]
+            stamps = [stamp for delta, _ in deltas for stamp in filter(None, delta.split("|"))]
+            lost += tokens - len(set(stamps))
+            duplicated += len(stamps) - len(set(stamps))
+            mismatched += assemble(events) != (await handle.history())[-1]
+            latencies += latencies_ms(deltas, 0)
+            first_chunk.append((deltas[0][1] - sent_ns) / 1e9 if deltas else float("nan"))
+    return {
+        "benchmark": "concurrency",
+        "sessions": sessions,
+        "tokens_per_second_per_session": rate,
+        "tokens_per_session": tokens,
+        "finished": finished,
+        "chunks_lost": lost,
+        "chunks_duplicated": duplicated,
+        "reassembly_mismatches": mismatched,
+        "chunk_latency_p50_ms": percentile(latencies, 50),
+        "chunk_latency_p99_ms": percentile(latencies, 99),
+        "first_chunk_p50_s": round(percentile(first_chunk, 50), 2),
+        "first_chunk_p99_s": round(percentile(first_chunk, 99), 2),
+        "wall_seconds": round(elapsed, 1),
+        "worker_rss_idle_mb": baseline_rss,
+        "worker_peak_rss_mb": peak_rss,
+    }
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument("--rate", type=int, default=20, help="tokens per second per session")
+    parser.add_argument("--tokens", type=int, default=100, help="tokens per session")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main(args.sessions, args.rate, args.tokens))), flush=True)
+    os._exit(0)  # see sessionflow.cli._run: no finalization race with Temporal's runtime
