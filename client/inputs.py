@@ -11,10 +11,12 @@ Anything else is an `InvalidInput` naming what is wrong.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from sessionflow.errors import InvalidInput
 from workflows.contract import ApprovalResponse
@@ -22,6 +24,8 @@ from workflows.messages import Message, MessageStatus, Role, TextPart
 
 # A single message larger than this would crowd Temporal's 2 MB payload limit.
 MAX_MESSAGE_BYTES = 256 * 1024
+# Sandbox ids are short (E2B's are ~20 characters, local ones at most 64).
+MAX_SANDBOX_ID_LENGTH = 256
 
 SendInput = str | Message | dict[str, Any] | list[dict[str, Any]]
 
@@ -38,6 +42,16 @@ def parse_send_input(value: Any) -> Message | ApprovalResponse:
     return user_message(value)
 
 
+def parse_approval(value: Any) -> ApprovalResponse:
+    """What `Session.approve` accepts: an `ApprovalResponse` or the approval dict of
+    `send`, checked strictly here so a malformed one is an `InvalidInput` in the caller
+    instead of a raw Temporal update failure (or a lax "yes" read as `approved=True`
+    by the workflow's converter)."""
+    if isinstance(value, ApprovalResponse):
+        value = value.model_dump()
+    return _approval(value)
+
+
 def _approval(value: Any) -> ApprovalResponse:
     if not isinstance(value, dict):
         raise InvalidInput("an approval must be {'approval_id': ..., 'approved': bool}")
@@ -47,9 +61,13 @@ def _approval(value: Any) -> ApprovalResponse:
         "reason": value.get("reason"),
     }
     try:
-        return ApprovalResponse.model_validate(data, strict=True)
+        response = ApprovalResponse.model_validate(data, strict=True)
     except ValidationError as err:
         raise InvalidInput(f"invalid approval: {_errors(err)}") from None
+    # Bounded like a message (a reason is free text): with a 3 MB reason, over Temporal's
+    # 2 MB payload limit, `approve` got no answer at all until the caller gave up.
+    _check_json_size("approval", response)
+    return response
 
 
 def user_message(value: Any) -> Message:
@@ -70,10 +88,49 @@ def user_message(value: Any) -> Message:
         raise InvalidInput(f"messages sent to a session must have role 'user', not {message.role}")
     if not message.parts:
         raise InvalidInput("message has no parts")
-    size = len(message.model_dump_json())
-    if size > MAX_MESSAGE_BYTES:
-        raise InvalidInput(f"message is {size} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    _check_json_size("message", message)
     return message.model_copy(update={"status": MessageStatus.COMPLETE})
+
+
+def _check_json_size(what: str, model: BaseModel) -> None:
+    """Refuse what cannot travel through Temporal as JSON, or is over the size limit.
+
+    Text with lone surrogates (e.g. a JSON `"\\ud800"` escape) or metadata holding
+    non-JSON values (objects, invalid UTF-8 bytes, cycles) validate as `str`/`Any`
+    but fail to serialize; without this check the caller got a raw
+    `PydanticSerializationError` from inside the Temporal client (a 500 in the gateway).
+    """
+    try:
+        size = len(model.model_dump_json())
+    except PydanticSerializationError as err:
+        raise InvalidInput(f"{what} cannot be sent as JSON: {err}") from None
+    if size > MAX_MESSAGE_BYTES:
+        raise InvalidInput(f"{what} is {size} bytes; the limit is {MAX_MESSAGE_BYTES}")
+
+
+def validate_send_options(interrupt_if_streaming: Any, sandbox_id: Any) -> None:
+    """`send`'s keyword options, checked before they reach `SendRequest` (whose
+    pydantic `ValidationError` would otherwise leak out of `send`)."""
+    if not isinstance(interrupt_if_streaming, bool):
+        raise InvalidInput(
+            f"interrupt_if_streaming must be a bool, not {type(interrupt_if_streaming).__name__}"
+        )
+    if sandbox_id is None:
+        return
+    if not isinstance(sandbox_id, str) or not sandbox_id:
+        raise InvalidInput("sandbox_id must be a non-empty string or None")
+    if len(sandbox_id) > MAX_SANDBOX_ID_LENGTH or not _is_utf8(sandbox_id):
+        raise InvalidInput(
+            f"sandbox_id must be valid text of at most {MAX_SANDBOX_ID_LENGTH} characters"
+        )
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _validated(data: dict[str, Any]) -> Message:
@@ -97,10 +154,17 @@ def validate_context(schema: type[BaseModel] | None, context: Any) -> Any:
     if schema is None:
         if isinstance(context, BaseModel):
             return context.model_dump(mode="json")
+        # It is stored as JSON: refuse what cannot be (a raw TypeError otherwise).
+        try:
+            json.dumps(context)
+        except (TypeError, ValueError) as err:
+            raise InvalidInput(f"context must be JSON data ({err})") from None
         return context
     try:
         model = context if isinstance(context, schema) else schema.model_validate(context)
     except ValidationError as err:
-        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        fields = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors()
+        )
         raise InvalidInput(f"context does not match {schema.__name__}: {fields}") from None
     return model.model_dump(mode="json")

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pydantic_core import PydanticSerializationError
 from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
@@ -17,7 +18,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 import sessionflow.errors as errors
-from client.inputs import new_message_id, parse_send_input, validate_context
+from client.inputs import (
+    new_message_id,
+    parse_approval,
+    parse_send_input,
+    validate_context,
+    validate_send_options,
+)
 from client.sandbox import SessionSandbox
 from streams.reader import StreamEvent
 from workflows.contract import (
@@ -131,6 +138,7 @@ class Session:
         parsed = parse_send_input(input)
         if isinstance(parsed, ApprovalResponse):
             return await self.approve(parsed)
+        validate_send_options(interrupt_if_streaming, sandbox_id)
         schema = self._agent.context_schema if self._agent else None
         data = validate_context(schema, context)
         context_ref = (
@@ -151,9 +159,13 @@ class Session:
         )
         return self._result(request.assistant_message_id)
 
-    async def approve(self, response: ApprovalResponse) -> SendResult:
-        """Answer a pending tool approval; raises `ApprovalNotPending` for unknown ids."""
-        message_id: str = await self._update("approve", response, str)
+    async def approve(self, response: ApprovalResponse | dict[str, Any]) -> SendResult:
+        """Answer a pending tool approval; raises `ApprovalNotPending` for unknown ids.
+
+        Takes an `ApprovalResponse` or the same dict as `send`'s approval; anything
+        malformed is an `InvalidInput` raised here, before the workflow sees it.
+        """
+        message_id: str = await self._update("approve", parse_approval(response), str)
         return self._result(message_id)
 
     async def interrupt(self) -> None:
@@ -236,6 +248,10 @@ class Session:
         while True:
             try:
                 return await self._handle().execute_update(name, arg, result_type=result_type)
+            except PydanticSerializationError as err:
+                # The argument cannot be encoded for Temporal, e.g. a `last_message_id`
+                # or `sandbox_id` with a lone surrogate: the caller's input is at fault.
+                raise errors.InvalidInput(f"cannot send {name!r} to the session: {err}") from None
             except WorkflowUpdateFailedError as err:
                 known = _known_error(err)
                 if known is not None:

@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from client.client import SessionClient
+from client.inputs import parse_send_input
 from client.session import Session
 from gateway import problems
 from gateway.config import GatewayConfig
@@ -34,6 +35,7 @@ from gateway.problems import ErrorResponse, Problem
 from gateway.sse import sse_response
 from sessionflow.errors import InvalidInput, SessionNotFound
 from sessionflow.operations import list_sessions
+from streams.reader import is_entry_id
 from workflows.contract import ApprovalResponse, UsageReport
 from workflows.messages import Role
 
@@ -77,6 +79,10 @@ def create_app(client: SessionClient, config: GatewayConfig) -> FastAPI:
     app.state.config = config
 
     def session_for(owner: str, session_id: str, agent: str | None) -> Session:
+        if not session_id:
+            # `{owner}:` alone would pass as an id: an /api/chat body with `"id": ""`
+            # started a session that no /v1/sessions/{id} route can address.
+            raise InvalidInput("session id is empty")
         return client.session(f"{owner}:{session_id}", agent=agent or config.default_agent)
 
     async def existing(owner: str, session_id: str, agent: str | None) -> Session:
@@ -194,7 +200,7 @@ def create_app(client: SessionClient, config: GatewayConfig) -> FastAPI:
         of the newest answer; ends after it unless `follow`."""
         session = await existing(owner, session_id, agent)
         cursor = last_event_id or after
-        if cursor is not None and not _is_entry_id(cursor):
+        if cursor is not None and not is_entry_id(cursor):
             raise InvalidInput(f"{cursor!r} is not an event id")
         return sse_response(session.stream(after=cursor, follow=follow), config.heartbeat_seconds)
 
@@ -205,6 +211,9 @@ def create_app(client: SessionClient, config: GatewayConfig) -> FastAPI:
         message = dict(body.messages[-1])
         if message.get("role") != Role.USER.value:
             raise InvalidInput("the last message must have role 'user'")
+        # Validate before a regenerate rewinds: a malformed message must be refused
+        # with the session as it was, not after its last answer has been dropped.
+        parse_send_input(message)
         if body.trigger == "regenerate-message":
             await _rewind_before(session, str(message.get("id", "")))
         result = await session.send(message)
@@ -219,11 +228,6 @@ def create_app(client: SessionClient, config: GatewayConfig) -> FastAPI:
         return sse_response(session.stream(), config.heartbeat_seconds)
 
     return app
-
-
-def _is_entry_id(value: str) -> bool:
-    ms, _, seq = value.partition("-")
-    return ms.isdigit() and (seq == "" or seq.isdigit())
 
 
 async def _rewind_before(session: Session, message_id: str) -> None:

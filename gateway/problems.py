@@ -79,6 +79,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError):
+            # FastAPI answers a JSON body that is not UTF-8 with its own generic 400
+            # (code "http_error"); it is malformed JSON like any other.
+            return problem(400, "malformed_json", "the request body is not valid JSON (UTF-8)")  # type: ignore[no-any-return]
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return problem(exc.status_code, code, str(exc.detail))  # type: ignore[no-any-return]
 

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from sessionflow.errors import StreamUnavailable
+from sessionflow.errors import InvalidInput, StreamUnavailable
 from streams.chunks import TERMINAL_TYPES, Chunk, parse_chunk
 from streams.keys import StreamKeys
 
@@ -59,6 +60,23 @@ def id_before(entry_id: str) -> str:
     if int(ms) == 0:
         return "0-0"
     return f"{int(ms) - 1}-18446744073709551615"
+
+
+_U64_MAX = 2**64 - 1
+
+
+def is_entry_id(value: str) -> bool:
+    """A Redis stream entry id usable as a cursor: `<ms>[-<seq>]`, unsigned 64-bit.
+
+    ASCII digits only (`str.isdigit` also accepts "²" or Arabic-Indic digits) and in
+    range; the greatest id is refused too, since nothing can come after it. Redis
+    would reject all of these, and a reader would fail on its first read."""
+    ms, sep, seq = value.partition("-")
+    parts = (ms, seq) if sep else (ms,)
+    if not all(p.isascii() and p.isdigit() and len(p) <= 20 for p in parts):
+        return False
+    numbers = tuple(int(p) for p in parts)
+    return max(numbers) <= _U64_MAX and numbers != (_U64_MAX, _U64_MAX)
 
 
 def _decode(value: bytes | str) -> str:
@@ -108,6 +126,8 @@ class StreamReader:
             follow: keep reading across messages instead of ending after the
                 message's `finish`, `abort` or `error`.
         """
+        if after is not None and not is_entry_id(after):
+            raise InvalidInput(f"{after!r} is not a stream entry id (<ms>-<seq>)")
         keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
         cursor = after
         outage = _Outage(self._reconnect_seconds)
@@ -123,7 +143,8 @@ class StreamReader:
                         yield event
                         if not follow and event.type in TERMINAL_TYPES:
                             return
-            except (RedisError, OSError) as err:
+            except (RedisConnectionError, RedisTimeoutError, OSError) as err:
+                # Only an unreachable Redis is waited out; a refused command is raised.
                 await outage.wait_or_raise(err, workflow_id)
 
     async def _events(

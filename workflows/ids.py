@@ -16,7 +16,9 @@ PREFIX = "session:"
 MAX_SESSION_ID_LENGTH = 200
 
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-_SESSION_ID = re.compile(r"^[^\s{}\x00-\x1f\x7f]+$")
+# Lone surrogates (a JSON "\ud800" escape) are refused too: they cannot be encoded
+# for Temporal's gRPC API, so such an id failed with a raw UnicodeEncodeError.
+_SESSION_ID = re.compile(r"^[^\s{}\x00-\x1f\x7f\ud800-\udfff]+$")
 
 
 def validate_agent_name(name: str) -> str:
@@ -33,7 +35,8 @@ def validate_session_id(session_id: str) -> str:
         raise ValueError(f"session id must be 1-{MAX_SESSION_ID_LENGTH} characters long")
     if not _SESSION_ID.match(session_id):
         raise ValueError(
-            f"invalid session id {session_id!r}: no whitespace, control characters or braces"
+            f"invalid session id {session_id!r}: no whitespace, control characters, braces "
+            "or lone surrogates"
         )
     return session_id
 
