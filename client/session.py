@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,10 @@ def _known_error(err: WorkflowUpdateFailedError) -> errors.SessionflowError | No
     return None
 
 
+# How long `await result.done` keeps asking a Temporal server that does not answer.
+TEMPORAL_OUTAGE_PATIENCE = 120.0
+
+
 class TurnHandle:
     """Awaitable outcome of one turn: `outcome = await result.done`."""
 
@@ -75,6 +80,10 @@ class TurnHandle:
         return self._wait().__await__()
 
     async def _wait(self) -> TurnOutcome:
+        # A turn can outlast a Temporal server restart; `done` waits it out (the SDK
+        # alone gives up after ~10 s) and raises ConnectionFailed only after
+        # TEMPORAL_OUTAGE_PATIENCE seconds without the server.
+        unreachable_since: float | None = None
         while True:
             try:
                 outcome: TurnOutcome | None = await self._session._update(
@@ -86,6 +95,13 @@ class TurnHandle:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise
+                continue
+            except errors.TemporalUnavailable:
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since >= TEMPORAL_OUTAGE_PATIENCE:
+                    raise
+                await asyncio.sleep(1.0)
                 continue
             if outcome is not None:
                 return outcome
@@ -152,11 +168,16 @@ class Session:
             interrupt=interrupt_if_streaming,
         )
         title = " ".join(parsed.text().split())[:80] or "(no text)"
-        await self._start(
-            start_signal="send",
-            start_signal_args=[request],
-            static_summary=f"{self.agent}: {title}",
-        )
+        try:
+            await self._start(
+                start_signal="send",
+                start_signal_args=[request],
+                static_summary=f"{self.agent}: {title}",
+            )
+        except RPCError as err:
+            if err.status is RPCStatusCode.UNAVAILABLE:
+                raise self._rpc_error(err) from err
+            raise
         return self._result(request.assistant_message_id)
 
     async def approve(self, response: ApprovalResponse | dict[str, Any]) -> SendResult:
@@ -265,6 +286,8 @@ class Session:
                         raise self._rpc_error(err) from err
                     await asyncio.sleep(0.2)
                     continue
+                if err.status is RPCStatusCode.UNAVAILABLE:
+                    raise self._rpc_error(err) from err
                 raise
 
     async def exists(self) -> bool:
@@ -288,6 +311,11 @@ class Session:
             return errors.SessionNotFound(
                 f"no session {self.id!r} for agent {self.agent!r} "
                 f"(workflow id {self.workflow_id!r})"
+            )
+        if err.status is RPCStatusCode.UNAVAILABLE:
+            return errors.TemporalUnavailable(
+                f"the Temporal server is unreachable ({err.message}); the session is "
+                "safe on the server: try again once it is back"
             )
         if err.status is RPCStatusCode.FAILED_PRECONDITION:
             return errors.WorkerUnavailable(

@@ -40,6 +40,7 @@ _EXPORTS = {
     "SandboxNotFound": "sessionflow.errors",
     "ConnectionFailed": "sessionflow.errors",
     "StreamUnavailable": "sessionflow.errors",
+    "TemporalUnavailable": "sessionflow.errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
         SessionflowError,
         SessionNotFound,
         StreamUnavailable,
+        TemporalUnavailable,
     )
     from streams.reader import StreamEvent, StreamReader
     from workflows.contract import TurnOutcome, TurnStatus

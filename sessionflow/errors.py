@@ -46,6 +46,10 @@ class StreamUnavailable(ConnectionFailed):
     """Redis stayed unreachable longer than a stream reader waits for it to return."""
 
 
+class TemporalUnavailable(ConnectionFailed):
+    """The Temporal server did not answer (it is down or restarting)."""
+
+
 class WorkerUnavailable(SessionflowError):
     retryable = True
 

@@ -27,6 +27,10 @@ from worker.build import WorkerOptions, build_worker
 from workflows.contract import TurnOutcome, TurnStatus
 from workflows.messages import MessageStatus, StepStartPart, ToolState
 
+# Longer than the SDK's retry budget for one call, and than the 5 s heartbeat timeout
+# of the step in flight, whose completion cannot reach the server meanwhile.
+OUTAGE_SECONDS = 12
+
 EXPECTED_TEXT = "".join(s.text.replace("{last_tool_output}", "1 2 3") for s in SLOW_SCRIPT.turns[0])
 
 
@@ -78,10 +82,8 @@ async def test_temporal_killed_and_restarted_mid_turn_the_session_resumes(
                             streaming.set()
 
                 async def wait_done() -> TurnOutcome:
-                    # Awaited across the outage: the SDK's core retries the update RPC on
-                    # UNAVAILABLE within its default budget (10 retries, 10 s), so a short
-                    # outage goes unnoticed here; a much longer one makes `done` raise
-                    # RPCError(UNAVAILABLE), and awaiting it again then works.
+                    # Awaited across the outage, which outlasts the SDK's own retries of
+                    # the update call (~10 s): `done` itself waits for the server.
                     return await result.done
 
                 reader = asyncio.create_task(read())
@@ -92,7 +94,7 @@ async def test_temporal_killed_and_restarted_mid_turn_the_session_resumes(
                 # tool are recorded, one step is in flight on the worker.
                 await asyncio.wait_for(streaming.wait(), timeout=20)
                 stack.kill("temporal")
-                await asyncio.sleep(2)
+                await asyncio.sleep(OUTAGE_SECONDS)
                 stack.restart("temporal")
                 await stack.wait_ready("temporal", timeout=30)
 
