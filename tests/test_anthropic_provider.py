@@ -13,6 +13,7 @@ from client.client import SessionClient
 from gateway.main import serve_gateway
 from providers.anthropic import AnthropicProvider
 from sessionflow.localstack import free_port
+from streams.assemble import assemble
 from tests.conftest import StartWorker
 from tests.fake_anthropic import (
     Failure,
@@ -25,6 +26,7 @@ from tests.fake_anthropic import (
     thinking_block,
     tool_block,
 )
+from workflows import policies
 from workflows.contract import TurnStatus
 from workflows.messages import MessageStatus, ReasoningPart, ToolState
 
@@ -179,6 +181,66 @@ async def test_transient_failures_are_retried_by_temporal(
     if isinstance(failure, Failure) and "retry-after" in failure.headers:
         waited = fake.requests[1].at - fake.requests[0].at
         assert waited >= 1.0, f"retried after {waited:.2f}s despite retry-after: 1"
+
+
+def rate_limited() -> Failure:
+    return Failure(429, "rate_limit_error", "slow down", {"retry-after-ms": "100"})
+
+
+async def test_bursts_of_failures_across_a_turn_are_retried_and_the_turn_completes(
+    client: SessionClient, fake: FakeAnthropic, unique_id: str
+) -> None:
+    fake.push(
+        # Step 0: a burst of four 429s, then a tool call.
+        *(rate_limited() for _ in range(4)),
+        Stream([
+            message_start(),
+            *text_block(0, "Checking."),
+            *tool_block(1, "toolu_1", "Bash", {"command": "echo ran >> runs.txt; echo once"}),
+            *message_end("tool_use"),
+        ]),
+        # Step 1: a 500, then a stream cut half-way through the answer, then the answer.
+        Failure(500, "api_error", "internal error"),
+        Stream(
+            [message_start(), *text_block(0, "All good: the command ran", pieces=4), *message_end("end_turn")],
+            cut_after=3,
+        ),
+        answer("All good: the command ran once."),
+    )  # fmt: skip
+    session = client.session(unique_id, agent="claude")
+    result = await session.send("go")
+    events = [e async for e in result.stream()]
+    assert (await result.done).status is TurnStatus.FINISHED
+    reply = (await session.history())[-1]
+    assert reply.text() == "Checking.All good: the command ran once."
+    (tool,) = reply.tool_parts()
+    assert tool.output["stdout"] == "once\n"
+    assert len(fake.requests) == 8
+    retries = [(e.step, e.chunk.data["attempt"]) for e in events if e.type == "data-retry"]  # type: ignore[attr-defined]
+    assert retries == [(0, 2), (0, 3), (0, 4), (0, 5), (1, 2), (1, 3)]
+    # The reader saw the cut attempt's text too; with the retries applied it is history.
+    assert assemble(events) == reply
+
+
+async def test_a_burst_longer_than_the_retry_policy_fails_the_turn_and_the_next_works(
+    client: SessionClient, fake: FakeAnthropic, unique_id: str
+) -> None:
+    attempts = policies.MODEL_STEP.retry.maximum_attempts
+    fake.push(*(rate_limited() for _ in range(attempts)), answer("Back again."))
+    session = client.session(unique_id, agent="claude")
+    result = await session.send("hi")
+    events = [e async for e in result.stream()]
+    outcome = await result.done
+    assert outcome.status is TurnStatus.FAILED
+    assert outcome.error_type == "ModelUnavailable"
+    assert "429" in (outcome.error or "")
+    assert events[-1].type == "error"
+    assert len(fake.requests) == attempts
+    assert (await session.history())[-1].status is MessageStatus.FAILED
+
+    again = await session.send("and now?")
+    assert (await again.done).status is TurnStatus.FINISHED
+    assert (await session.history())[-1].text() == "Back again."
 
 
 @pytest.mark.parametrize(

@@ -169,6 +169,8 @@ async def test_a_command_finished_before_a_crash_is_not_run_again(
     assert runs.read_text() == "ran\n", "the finished command ran again on retry"
     (part,) = history[-1].tool_parts()
     assert part.output == {"lines": "1"}
+    # A reader replaying the message (the retried tool's attempt applied) sees history.
+    assert assemble([e async for e in session.stream(message_id=history[-1].id)]) == history[-1]
     starts = [
         e.activity_task_started_event_attributes.attempt
         for e in (await temporal.get_workflow_handle(session.workflow_id).fetch_history()).events
