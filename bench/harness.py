@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @dataclass
 class BenchStack:
+    servers: LocalStack
     config: StackConfig
     root: Path
     client: SessionClient
@@ -67,11 +68,11 @@ async def bench_stack() -> AsyncIterator[BenchStack]:
     configure_logging("warning")
     with tempfile.TemporaryDirectory() as tmp:
         config = StackConfig.on_free_ports(Path(tmp))
-        async with LocalStack(config):
+        async with LocalStack(config) as servers:
             temporal = await connect_temporal(config.temporal_address)
             redis = await connect_redis(config.redis_url)
             stack = BenchStack(
-                config, Path(tmp), SessionClient(temporal, redis, task_queue="bench")
+                servers, config, Path(tmp), SessionClient(temporal, redis, task_queue="bench")
             )
             try:
                 yield stack
@@ -103,6 +104,12 @@ def _drain(proc: subprocess.Popen[str]) -> None:
     assert proc.stdout is not None
     for _line in proc.stdout:
         pass
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int, field_name: str = "VmRSS") -> float:

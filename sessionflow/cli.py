@@ -303,14 +303,13 @@ def chat(session_id: str, agent: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
 def tail(workflow_id: str, after: str | None, as_json: bool) -> None:
     """Follow a session's stream by workflow id, surviving Redis disconnects."""
-    from redis.asyncio import Redis
-
     from sessionflow.chat import tail as follow
+    from sessionflow.connections import redis_client
     from sessionflow.terminal import TerminalRenderer
     from streams.reader import StreamReader
 
     async def go() -> None:
-        redis = Redis.from_url(Settings.from_env().redis_url)
+        redis = redis_client(Settings.from_env().redis_url)
         renderer = TerminalRenderer()
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)

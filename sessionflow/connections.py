@@ -37,11 +37,26 @@ async def connect_temporal(
         ) from err
 
 
-async def connect_redis(url: str) -> Redis:
+# Every live stream reader holds a connection (it blocks in XREAD), and so does every
+# streaming step's write in flight: redis-py's default pool of 100 made the 101st
+# reader of a gateway, or the 101st concurrent step of a worker, fail with "Too many
+# connections". Redis's own default limit is 10,000 clients. A `max_connections=`
+# query parameter in the URL overrides this.
+REDIS_MAX_CONNECTIONS = 10_000
+
+
+def redis_client(url: str) -> Redis:
     """A Redis client whose calls fail within seconds when Redis stops answering, so
     stream writers and readers notice and retry instead of hanging (the readers'
     blocking reads wait 2 s, well inside the socket timeout)."""
-    redis = Redis.from_url(url, socket_connect_timeout=5, socket_timeout=15)
+    return Redis.from_url(
+        url, socket_connect_timeout=5, socket_timeout=15, max_connections=REDIS_MAX_CONNECTIONS
+    )
+
+
+async def connect_redis(url: str) -> Redis:
+    """`redis_client`, checked with a ping so a wrong URL fails with advice."""
+    redis = redis_client(url)
     try:
         await redis.ping()
     except (RedisError, OSError) as err:

@@ -205,6 +205,10 @@ class LocalStack:
                 server.process.wait()
         self._servers = [s for s in self._servers if s.name != name]
 
+    def pid(self, name: str) -> int | None:
+        """The process id of a running server (benchmarks read its CPU time)."""
+        return next((s.process.pid for s in self._servers if s.name == name), None)
+
     def restart(self, name: str) -> None:
         """Start a server that was killed again, on the same port and data."""
         command = self._redis_command() if name == "redis" else self._temporal_command()

@@ -188,3 +188,22 @@ async def test_stream_keys_share_one_cluster_slot(start_worker: StartWorker) -> 
     assert keys.chunks == "sf:{session:demo:user-1}:chunks"
     assert key_slot(keys.chunks.encode()) == key_slot(keys.index.encode())
     assert key_slot(b"sf:{session:demo:user-1}:ctx:abc") == key_slot(keys.chunks.encode())
+
+
+async def test_more_live_readers_than_redis_py_pools_by_default(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    # Each live reader holds a connection in XREAD; redis-py's default pool of 100
+    # failed the 101st ("Too many connections").
+    client = await start_worker([streaming_agent])
+    session = client.session(unique_id, agent="streamer")
+    readers = [
+        asyncio.create_task(collect(client.reader.read(session.workflow_id))) for _ in range(150)
+    ]
+    await asyncio.sleep(0.5)  # all blocked in XREAD before anything is written
+    result = await session.send("long")
+    await result.done
+    streams = await asyncio.wait_for(asyncio.gather(*readers), timeout=30)
+    reply = (await session.history())[-1]
+    assert reply.text() == LONG_TEXT
+    assert all(assemble(events) == reply for events in streams)
