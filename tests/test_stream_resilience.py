@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 from temporalio.client import Client
+from temporalio.worker import Worker
 
 from client.client import SessionClient
 from sessionflow.localstack import free_port, redis_binary
@@ -55,6 +56,11 @@ class RedisProcess:
         self._process.wait()
 
 
+def slow_worker(temporal: Client, redis: Redis, task_queue: str, sandbox_root: Path) -> Worker:
+    options = WorkerOptions(task_queue=task_queue, sandbox_root=sandbox_root)
+    return build_worker(temporal, redis, [slow_agent], options)
+
+
 @pytest.fixture
 async def own_redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
     server = RedisProcess(tmp_path)
@@ -68,13 +74,7 @@ async def test_a_redis_outage_mid_step_loses_no_step_and_history_has_everything(
     temporal: Client, own_redis: RedisProcess, task_queue: str, sandbox_root: Path, unique_id: str
 ) -> None:
     redis = Redis.from_url(own_redis.url)
-    worker = build_worker(
-        temporal,
-        redis,
-        [slow_agent],
-        WorkerOptions(task_queue=task_queue, sandbox_root=sandbox_root),
-    )
-    async with worker:
+    async with slow_worker(temporal, redis, task_queue, sandbox_root):
         client = SessionClient(temporal, redis, task_queue=task_queue)
         session = client.session(unique_id, agent="slow")
         result = await session.send("go")
@@ -107,13 +107,7 @@ async def test_redis_restarted_mid_stream_readers_resume_and_miss_nothing(
     temporal: Client, own_redis: RedisProcess, task_queue: str, sandbox_root: Path, unique_id: str
 ) -> None:
     redis = Redis.from_url(own_redis.url)
-    worker = build_worker(
-        temporal,
-        redis,
-        [slow_agent],
-        WorkerOptions(task_queue=task_queue, sandbox_root=sandbox_root),
-    )
-    async with worker:
+    async with slow_worker(temporal, redis, task_queue, sandbox_root):
         client = SessionClient(temporal, redis, task_queue=task_queue)
         session = client.session(unique_id, agent="slow")
         result = await session.send("go")

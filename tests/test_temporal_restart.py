@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from client.client import SessionClient
@@ -23,6 +22,7 @@ from sessionflow.localstack import LocalStack, StackConfig
 from streams.assemble import assemble
 from streams.reader import StreamEvent
 from tests.agents import SLOW_SCRIPT, slow_agent
+from tests.history import completed_activities, scheduled_activities, workflow_events
 from worker.build import WorkerOptions, build_worker
 from workflows.contract import TurnOutcome, TurnStatus
 from workflows.messages import MessageStatus, StepStartPart, ToolState
@@ -101,12 +101,9 @@ async def test_temporal_killed_and_restarted_mid_turn_the_session_resumes(
                 outcome = await asyncio.wait_for(done, timeout=30)
                 await asyncio.wait_for(reader, timeout=10)
                 history = await asyncio.wait_for(session.history(), timeout=10)
-                workflow_events = (
-                    await asyncio.wait_for(
-                        temporal.get_workflow_handle(session.workflow_id).fetch_history(),
-                        timeout=10,
-                    )
-                ).events
+                in_history = await asyncio.wait_for(
+                    workflow_events(temporal, session.workflow_id), timeout=10
+                )
                 (runs,) = sandbox_root.glob("*/runs.txt")
                 runs_after_first_turn = runs.read_text()
 
@@ -135,17 +132,10 @@ async def test_temporal_killed_and_restarted_mid_turn_the_session_resumes(
     # once. (Whether the in-flight step needed a second attempt depends on whether its
     # completion reached the restarted server before its heartbeat timeout; either way
     # history and stream agree.)
-    scheduled = [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in workflow_events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
+    scheduled = scheduled_activities(in_history)
     assert scheduled.count("sessionflow.model_step") == 3
     assert scheduled.count("sessionflow.run_tool") == 2
-    completed = [
-        e for e in workflow_events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
-    ]
-    assert len(completed) == len(scheduled)
+    assert completed_activities(in_history) == len(scheduled)
 
     # What the live reader saw, retries applied, is exactly the message in history.
     assert [e.type for e in events].count("finish") == 1

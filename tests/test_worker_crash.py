@@ -16,19 +16,15 @@ from sessionflow.localstack import StackConfig
 from streams.assemble import assemble
 from streams.reader import StreamEvent
 from tests.agents import SLOW_SCRIPT
+from tests.history import (
+    activity_attempts,
+    completed_activities,
+    scheduled_activities,
+    workflow_events,
+)
 from tests.processes import WorkerProcess
 from workflows.contract import ApprovalResponse, SessionLimits, SessionStatus, TurnStatus
 from workflows.messages import MessageStatus, StepStartPart, ToolState
-
-
-async def scheduled_activities(temporal: Client, workflow_id: str) -> list[str]:
-    """Activity types scheduled by the workflow's latest run, in order."""
-    events = (await temporal.get_workflow_handle(workflow_id).fetch_history()).events
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
 
 
 @pytest.fixture
@@ -98,26 +94,12 @@ async def test_worker_killed_mid_step_turn_completes_with_each_step_once(
 
     # Temporal history: three model steps and two tools, each scheduled and
     # completed exactly once; the interrupted step needed a second attempt.
-    workflow_events = (
-        await temporal.get_workflow_handle(session.workflow_id).fetch_history()
-    ).events
-    scheduled = [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in workflow_events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
+    events_in_history = await workflow_events(temporal, session.workflow_id)
+    scheduled = scheduled_activities(events_in_history)
     assert scheduled.count("sessionflow.model_step") == 3
     assert scheduled.count("sessionflow.run_tool") == 2
-    completed = [
-        e for e in workflow_events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
-    ]
-    assert len(completed) == len(scheduled)
-    attempts = [
-        e.activity_task_started_event_attributes.attempt
-        for e in workflow_events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-    ]
-    assert attempts.count(2) == 1
+    assert completed_activities(events_in_history) == len(scheduled)
+    assert activity_attempts(events_in_history).count(2) == 1
 
     # The stream announced the retry, and the retried step's chunks say so.
     retries = [e for e in events if e.type == "data-retry"]
@@ -171,11 +153,7 @@ async def test_a_command_finished_before_a_crash_is_not_run_again(
     assert part.output == {"lines": "1"}
     # A reader replaying the message (the retried tool's attempt applied) sees history.
     assert assemble([e async for e in session.stream(message_id=history[-1].id)]) == history[-1]
-    starts = [
-        e.activity_task_started_event_attributes.attempt
-        for e in (await temporal.get_workflow_handle(session.workflow_id).fetch_history()).events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-    ]
+    starts = activity_attempts(await workflow_events(temporal, session.workflow_id))
     assert 2 in starts, "the tool activity was retried"
 
 
@@ -269,7 +247,7 @@ async def test_worker_killed_while_a_turn_waits_for_approval(
     assert part.state is ToolState.OUTPUT_AVAILABLE
     assert part.output["stdout"] == "approved-run\n"
     assert assemble(events) == reply
-    scheduled = await scheduled_activities(temporal, session.workflow_id)
+    scheduled = scheduled_activities(await workflow_events(temporal, session.workflow_id))
     assert scheduled.count("sessionflow.model_step") == 2
     assert scheduled.count("sessionflow.run_tool") == 1
 
