@@ -19,6 +19,7 @@ import click
 from redis.exceptions import RedisError
 
 from client.session import Session
+from sessionflow.errors import StreamUnavailable
 from sessionflow.terminal import TerminalRenderer
 from streams.chunks import ToolApprovalRequestChunk, ToolInputAvailableChunk
 from streams.reader import StreamEvent, StreamReader
@@ -134,14 +135,16 @@ async def tail(
     reader: StreamReader, workflow_id: str, after: str | None, retry_seconds: float = 1.0
 ) -> AsyncIterator[StreamEvent]:
     """Follow a session's stream forever, reconnecting after Redis errors from the last
-    event seen, so nothing is missed or repeated across a disconnect."""
+    event seen, so nothing is missed or repeated across a disconnect. (The reader rides
+    out short outages by itself and gives up with `StreamUnavailable` after 30 s; this
+    keeps trying past that.)"""
     cursor = after
     while True:
         try:
             async for event in reader.read(workflow_id, after=cursor, follow=True):
                 cursor = event.id
                 yield event
-        except (RedisError, OSError) as err:
+        except (StreamUnavailable, RedisError, OSError) as err:
             click.echo(click.style(f"[disconnected: {err}; reconnecting]", fg="yellow"), err=True)
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(retry_seconds)

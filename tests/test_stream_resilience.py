@@ -13,11 +13,13 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from client.client import SessionClient
+from sessionflow.connections import redis_client
 from sessionflow.localstack import free_port, redis_binary
 from streams.assemble import assemble
+from streams.chunks import StartChunk, TextDeltaChunk, TextStartChunk
 from streams.keys import StreamKeys
-from streams.publisher import Retention
-from streams.reader import StreamEvent
+from streams.publisher import Retention, StepStream, StreamPublisher
+from streams.reader import StreamEvent, StreamReader
 from tests.agents import LONG_TEXT, SLOW_SCRIPT, slow_agent, streaming_agent
 from tests.conftest import StartWorker
 from worker.build import WorkerOptions, build_worker
@@ -201,3 +203,30 @@ async def test_more_live_readers_than_redis_py_pools_by_default(
     reply = (await session.history())[-1]
     assert reply.text() == LONG_TEXT
     assert all(assemble(events) == reply for events in streams)
+
+
+async def test_tail_keeps_following_after_the_reader_gives_up_on_redis(
+    own_redis: RedisProcess,
+) -> None:
+    # The reader waits out short outages itself and then raises StreamUnavailable;
+    # `sessionflow tail` must keep going past that and resume after its last event.
+    from sessionflow.chat import tail
+
+    redis = redis_client(own_redis.url)
+    publisher = StreamPublisher(redis)
+    where = StepStream("session:demo:tail", "msg_1", step=0)
+    await publisher.publish(where, [StartChunk(message_id="msg_1"), TextStartChunk(id="t")])
+    reader = StreamReader(redis, block_ms=100, reconnect_seconds=0.3)
+    events = tail(reader, "session:demo:tail", None, retry_seconds=0.1)
+    seen = [await anext(events), await anext(events)]
+    own_redis.kill()
+    later = asyncio.create_task(anext(events))
+    await asyncio.sleep(1.0)  # well past the reader's 0.3 s: it has given up at least once
+    assert not later.done(), later
+    await own_redis.start()
+    await publisher.publish(where, [TextDeltaChunk(id="t", delta="after the outage")])
+    seen.append(await asyncio.wait_for(later, timeout=10))
+    await events.aclose()
+    await redis.aclose()
+    assert [e.type for e in seen] == ["start", "text-start", "text-delta"]
+    assert seen[-1].chunk.delta == "after the outage"  # type: ignore[attr-defined]
