@@ -27,14 +27,11 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from streams.backoff import Backoff
 from streams.chunks import Chunk, DataChunk
 from streams.keys import StreamKeys
 
 log = structlog.get_logger(__name__)
-
-# Retry delays of a writer while Redis is unreachable.
-_FIRST_BACKOFF = 0.05
-_MAX_BACKOFF = 1.0
 
 # KEYS: chunks stream, index hash.
 # ARGV: max length, ttl seconds, message id, step, attempt, source, 1-based position
@@ -195,7 +192,7 @@ class ChunkWriter:
             await asyncio.shield(self._task)
 
     async def _run(self) -> None:
-        backoff = _FIRST_BACKOFF
+        backoff = Backoff()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -205,11 +202,10 @@ class ChunkWriter:
                     return
                 if len(self._pending) > self._publisher.max_buffered:
                     self._drop("too many chunks held while Redis is unreachable")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF)
+                await backoff.wait()
                 self._wake.set()
                 continue
-            backoff = _FIRST_BACKOFF
+            backoff.reset()
             if self._closed and not self._pending:
                 return
 

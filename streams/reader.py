@@ -18,7 +18,6 @@ gap. Only when Redis stays unreachable for `reconnect_seconds` does it raise
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessionflow.errors import InvalidInput, StreamUnavailable
+from streams.backoff import Backoff
 from streams.chunks import TERMINAL_TYPES, Chunk, parse_chunk
 from streams.keys import StreamKeys
 
@@ -218,11 +218,11 @@ class _Outage:
     def __init__(self, limit: float) -> None:
         self._limit = limit
         self._since: float | None = None
-        self._delay = 0.05
+        self._backoff = Backoff()
 
     def over(self) -> None:
         self._since = None
-        self._delay = 0.05
+        self._backoff.reset()
 
     async def wait_or_raise(self, err: Exception, workflow_id: str) -> None:
         now = time.monotonic()
@@ -234,8 +234,7 @@ class _Outage:
                 f"stream of {workflow_id} ({err}); the session's history() has every "
                 "finished step"
             ) from err
-        await asyncio.sleep(self._delay)
-        self._delay = min(self._delay * 2, 1.0)
+        await self._backoff.wait()
 
 
 def _event(entry_id: str, fields: dict[bytes | str, bytes | str]) -> StreamEvent:
