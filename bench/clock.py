@@ -54,3 +54,14 @@ def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
     return round(ordered[index], 3)
+
+
+def split_at_xadd(entry_id: str, delta: str, received_ns: int) -> list[tuple[float, float]]:
+    """(emit -> XADD, XADD -> receive) in ms for each token in a delta: the stream
+    entry id's millisecond clock splits latency into the worker's side and the
+    reader's."""
+    written_ms = int(entry_id.split("-")[0])
+    return [
+        (written_ms - int(stamp) / 1e6, received_ns / 1e6 - written_ms)
+        for stamp in filter(None, delta.split("|"))
+    ]

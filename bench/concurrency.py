@@ -22,7 +22,7 @@ from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 
-from bench.clock import latencies_ms, percentile
+from bench.clock import latencies_ms, percentile, split_at_xadd
 from bench.harness import bench_stack, cpu_seconds, rss_mb
 from client.client import SessionClient
 from streams.assemble import assemble
@@ -85,10 +85,9 @@ async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
             latencies += latencies_ms(deltas, 0)
             for e, at in received:
                 if isinstance(e.chunk, TextDeltaChunk):
-                    written_ms = int(e.id.split("-")[0])
-                    for stamp in filter(None, e.chunk.delta.split("|")):
-                        to_redis.append(written_ms - int(stamp) / 1e6)
-                        to_reader.append(at / 1e6 - written_ms)
+                    for worker_side, reader_side in split_at_xadd(e.id, e.chunk.delta, at):
+                        to_redis.append(worker_side)
+                        to_reader.append(reader_side)
             steady += latencies_ms(deltas, all_streaming)
             first_chunk.append((deltas[0][1] - sent_ns) / 1e9 if deltas else float("nan"))
     return {

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from bench.clock import latencies_ms, percentile
+from bench.clock import latencies_ms, percentile, split_at_xadd
 from bench.harness import wait_for_line
 from client.client import SessionClient
 from sessionflow.connections import connect_redis, connect_temporal
@@ -71,10 +71,9 @@ async def client_phase(client: SessionClient, sessions: int) -> Samples:
                 received = time.time_ns()
                 delta: str = event.chunk.delta  # type: ignore[attr-defined]
                 got.append((delta, received))
-                written_ms = int(event.id.split("-")[0])
-                for stamp in filter(None, delta.split("|")):
-                    SPLIT["emit_to_xadd"].append(written_ms - int(stamp) / 1e6)
-                    SPLIT["xadd_to_receive"].append(received / 1e6 - written_ms)
+                for worker_side, reader_side in split_at_xadd(event.id, delta, received):
+                    SPLIT["emit_to_xadd"].append(worker_side)
+                    SPLIT["xadd_to_receive"].append(reader_side)
         return got
 
     readers = [asyncio.create_task(read(h.workflow_id)) for h in handles]
