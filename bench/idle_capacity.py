@@ -25,7 +25,6 @@ import uuid
 from typing import Any
 
 from bench.harness import bench_stack, rss_mb
-from client.client import SessionClient
 from client.session import Session
 from workflows.contract import TurnStatus
 
@@ -34,7 +33,7 @@ RATE, TOKENS = 1000, 5
 IN_FLIGHT = 50
 
 
-async def first_chunk_seconds(client: SessionClient, session: Session, text: str) -> float:
+async def first_chunk_seconds(session: Session, text: str) -> float:
     """From calling send to the first text delta of the answer reaching a reader."""
     started = time.monotonic()
     result = await session.send(text)
@@ -79,8 +78,8 @@ async def main(sessions: int, cache: int, probes: int) -> dict[str, Any]:
         fresh, woken = [], []
         for i, session in enumerate(evicted):
             new = client.session(f"fresh-{run}-{i}", agent="clock")
-            fresh.append(await first_chunk_seconds(client, new, "hello"))
-            woken.append(await first_chunk_seconds(client, session, "wake up"))
+            fresh.append(await first_chunk_seconds(new, "hello"))
+            woken.append(await first_chunk_seconds(session, "wake up"))
         histories_ok = all([len(await s.history()) == 4 for s in evicted])
         peak = rss_mb(worker.pid, "VmHWM")
 
