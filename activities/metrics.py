@@ -9,7 +9,7 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.common import MetricMeter
 
-from workflows.contract import ModelStepResult
+from sessionflow.contract import ModelStepResult
 
 
 def _meter() -> MetricMeter | None:

@@ -10,23 +10,23 @@ import structlog
 from pydantic import ValidationError
 from temporalio import activity
 
-from activities import metrics
-from activities.failures import to_application_error
-from activities.heartbeat import heartbeating
-from activities.session_view import dump_state, interrupted, load_context, load_state
-from activities.step_recorder import StepRecorder
-from agents.context import AgentContext, resolve
-from agents.definition import Agent
-from agents.registry import AgentRegistry
-from providers.base import ModelRequest, ToolSpec
-from providers.registry import ModelRegistry
-from providers.scripted import Script
+from sessionflow.activities import metrics
+from sessionflow.activities.failures import to_application_error
+from sessionflow.activities.heartbeat import heartbeating
+from sessionflow.activities.session_view import dump_state, interrupted, load_context, load_state
+from sessionflow.activities.step_recorder import StepRecorder
+from sessionflow.agents.context import AgentContext, resolve
+from sessionflow.agents.definition import Agent
+from sessionflow.agents.registry import AgentRegistry
+from sessionflow.chunks import status_chunk
+from sessionflow.contract import ActivityName, ModelStepParams, ModelStepResult
 from sessionflow.errors import SessionflowError
-from streams.context import ContextStore
-from streams.publisher import StepStream, StreamPublisher
-from streams.status import status_chunk
-from workflows.contract import ActivityName, ModelStepParams, ModelStepResult
-from workflows.messages import ToolCall
+from sessionflow.messages import ToolCall
+from sessionflow.providers.base import ModelRequest, ToolSpec
+from sessionflow.providers.registry import ModelRegistry
+from sessionflow.providers.scripted import Script
+from sessionflow.streams.context import ContextStore
+from sessionflow.streams.publisher import StepStream, StreamPublisher
 
 log = structlog.get_logger(__name__)
 

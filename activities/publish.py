@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from temporalio import activity
 
-from streams.chunks import Chunk, StartChunk, parse_chunk
-from streams.publisher import StepStream, StreamPublisher
-from workflows.contract import ActivityName, PublishParams
+from sessionflow.chunks import Chunk, StartChunk, parse_chunk
+from sessionflow.contract import ActivityName, PublishParams
+from sessionflow.streams.publisher import StepStream, StreamPublisher
 
 
 @dataclass

@@ -15,7 +15,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from sandbox.base import ExecResult, FileEntry, OutputCallback, Sandbox, SandboxStatus
+from sessionflow.sandbox.base import ExecResult, FileEntry, OutputCallback, Sandbox, SandboxStatus
 
 log = structlog.get_logger(__name__)
 

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 from temporalio import activity
 
-from activities.failures import to_application_error
-from activities.heartbeat import heartbeating
-from sandbox.base import ExecResult, SandboxBackend, SandboxStatus
+from sessionflow.activities.failures import to_application_error
+from sessionflow.activities.heartbeat import heartbeating
+from sessionflow.chunks import status_chunk
+from sessionflow.contract import ActivityName, EnsureSandboxParams, SandboxExecParams, SandboxRef
 from sessionflow.errors import SandboxNotFound, SessionflowError
-from streams.publisher import StepStream, StreamPublisher
-from streams.status import status_chunk
-from workflows.contract import ActivityName, EnsureSandboxParams, SandboxExecParams, SandboxRef
+from sessionflow.sandbox.base import ExecResult, SandboxBackend, SandboxStatus
+from sessionflow.streams.publisher import StepStream, StreamPublisher
 
 
 @dataclass

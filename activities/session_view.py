@@ -12,9 +12,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from temporalio import activity
 
-from agents.definition import Agent
+from sessionflow.agents.definition import Agent
 from sessionflow.errors import InvalidInput
-from streams.context import ContextStore
+from sessionflow.streams.context import ContextStore
 
 
 async def load_context(store: ContextStore, agent: Agent, workflow_id: str, ref: str | None) -> Any:

@@ -10,18 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
-from providers.base import (
-    ModelEvent,
-    ReasoningDelta,
-    ReasoningSignature,
-    StepFinished,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallReady,
-    ToolCallStart,
-)
-from sessionflow.errors import ModelUnavailable
-from streams.chunks import (
+from sessionflow.chunks import (
     Chunk,
     FinishChunk,
     FinishStepChunk,
@@ -36,10 +25,11 @@ from streams.chunks import (
     ToolInputAvailableChunk,
     ToolInputDeltaChunk,
     ToolInputStartChunk,
+    status_chunk,
 )
-from streams.status import status_chunk
-from workflows.contract import FinishReason, ModelStepResult
-from workflows.messages import (
+from sessionflow.contract import FinishReason, ModelStepResult
+from sessionflow.errors import ModelUnavailable
+from sessionflow.messages import (
     Part,
     ReasoningPart,
     StepStartPart,
@@ -47,6 +37,16 @@ from workflows.messages import (
     ToolCall,
     ToolPart,
     Usage,
+)
+from sessionflow.providers.base import (
+    ModelEvent,
+    ReasoningDelta,
+    ReasoningSignature,
+    StepFinished,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallReady,
+    ToolCallStart,
 )
 
 _Kind = Literal["text", "reasoning"]

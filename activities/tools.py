@@ -20,20 +20,19 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from temporalio import activity
 
-from activities import metrics
-from activities.failures import to_application_error
-from activities.heartbeat import heartbeating
-from activities.recorded_sandbox import RecordedSandbox
-from activities.session_view import dump_state, interrupted, load_context, load_state
-from agents.registry import AgentRegistry
-from agents.tools import ToolContext
-from sandbox.base import SandboxBackend
+from sessionflow.activities import metrics
+from sessionflow.activities.failures import to_application_error
+from sessionflow.activities.heartbeat import heartbeating
+from sessionflow.activities.recorded_sandbox import RecordedSandbox
+from sessionflow.activities.session_view import dump_state, interrupted, load_context, load_state
+from sessionflow.agents.registry import AgentRegistry
+from sessionflow.agents.tools import ToolContext
+from sessionflow.chunks import Chunk, ToolOutputAvailableChunk, ToolOutputErrorChunk, status_chunk
+from sessionflow.contract import ActivityName, RunToolParams, RunToolResult
 from sessionflow.errors import SandboxNotFound, SessionflowError
-from streams.chunks import Chunk, ToolOutputAvailableChunk, ToolOutputErrorChunk
-from streams.context import ContextStore
-from streams.publisher import StepStream, StreamPublisher
-from streams.status import status_chunk
-from workflows.contract import ActivityName, RunToolParams, RunToolResult
+from sessionflow.sandbox.base import SandboxBackend
+from sessionflow.streams.context import ContextStore
+from sessionflow.streams.publisher import StepStream, StreamPublisher
 
 log = structlog.get_logger(__name__)
 

@@ -1,7 +1,7 @@
 """Defining agents and tools: `agent(...)`, `tool(...)` and the registry workers serve."""
 
-from agents.definition import Agent, agent
-from agents.registry import AgentRegistry, load_agents
-from agents.tools import Tool, ToolContext, tool
+from sessionflow.agents.definition import Agent, agent
+from sessionflow.agents.registry import AgentRegistry, load_agents
+from sessionflow.agents.tools import Tool, ToolContext, tool
 
 __all__ = ["Agent", "AgentRegistry", "Tool", "ToolContext", "agent", "load_agents", "tool"]

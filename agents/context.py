@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
-from workflows.messages import Message
+from sessionflow.messages import Message
 
 T = TypeVar("T")
 

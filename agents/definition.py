@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agents.context import AgentContext, Resolvable, resolve
-from agents.tools import NeedsApproval, Tool
-from providers.scripted import Script
-from workflows.ids import validate_agent_name
+from sessionflow.agents.context import AgentContext, Resolvable, resolve
+from sessionflow.agents.tools import NeedsApproval, Tool
+from sessionflow.ids import validate_agent_name
+from sessionflow.providers.scripted import Script
 
 ModelOption = str | Script
 

@@ -6,9 +6,9 @@ Served by `sessionflow worker` when no other agents are given, and used by
 
 from __future__ import annotations
 
-from agents.builtin import bash_tool, builtin_tools
-from agents.definition import Agent, agent
-from providers.scripted import Script, ScriptedToolCall, ScriptStep
+from sessionflow.agents.builtin import bash_tool, builtin_tools
+from sessionflow.agents.definition import Agent, agent
+from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
 
 _PROGRAM = """\
 def primes(n):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Iterator
 
-from agents.definition import Agent
+from sessionflow.agents.definition import Agent
 from sessionflow.errors import AgentNotRegistered
 
 

@@ -14,8 +14,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from sandbox.base import Sandbox
-from workflows.messages import Message
+from sessionflow.messages import Message
+from sessionflow.sandbox.base import Sandbox
 
 InputT = TypeVar("InputT", bound=BaseModel)
 

@@ -10,10 +10,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from agents.definition import agent
-from providers.base import ModelEvent, ModelRequest, StepFinished, TextDelta
-from workflows.contract import FinishReason
-from workflows.messages import Usage
+from sessionflow.agents.definition import agent
+from sessionflow.contract import FinishReason
+from sessionflow.messages import Usage
+from sessionflow.providers.base import ModelEvent, ModelRequest, StepFinished, TextDelta
 
 
 class ClockProvider:

@@ -13,8 +13,8 @@ from bench.clock import ClockProvider, clock_agent
 from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.logs import configure_logging
-from worker.build import WorkerOptions, build_worker
-from worker.main import stop_on_signals
+from sessionflow.worker.build import WorkerOptions, build_worker
+from sessionflow.worker.main import stop_on_signals
 
 
 async def main() -> None:

@@ -24,11 +24,11 @@ from temporalio.api.enums.v1 import EventType
 
 from bench.clock import latencies_ms, percentile, split_at_xadd
 from bench.harness import bench_stack, cpu_seconds, rss_mb
-from client.client import SessionClient
-from streams.assemble import assemble
-from streams.chunks import TextDeltaChunk
-from streams.reader import StreamEvent
-from workflows.contract import TurnStatus
+from sessionflow.chunks import TextDeltaChunk
+from sessionflow.client.client import SessionClient
+from sessionflow.contract import TurnStatus
+from sessionflow.streams.assemble import assemble
+from sessionflow.streams.reader import StreamEvent
 
 
 async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:

@@ -20,9 +20,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from client.client import SessionClient
+from sessionflow.cli.localstack import LocalStack, StackConfig
+from sessionflow.client.client import SessionClient
 from sessionflow.connections import connect_redis, connect_temporal
-from sessionflow.localstack import LocalStack, StackConfig
 from sessionflow.logs import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent

@@ -25,8 +25,8 @@ import uuid
 from typing import Any
 
 from bench.harness import bench_stack, rss_mb
-from client.session import Session
-from workflows.contract import TurnStatus
+from sessionflow.client.session import Session
+from sessionflow.contract import TurnStatus
 
 # Each turn streams 5 tokens at 1,000 tokens/s: the model is not what is measured.
 RATE, TOKENS = 1000, 5

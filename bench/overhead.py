@@ -21,15 +21,15 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio.worker import Worker
 
-from agents.definition import agent
-from agents.tools import ToolContext, tool
 from bench.baseline import BaselineLoop, noop
-from client.client import SessionClient
-from providers.scripted import Script, ScriptedToolCall, ScriptStep
+from sessionflow.agents.definition import agent
+from sessionflow.agents.tools import ToolContext, tool
+from sessionflow.cli.localstack import LocalStack, StackConfig
+from sessionflow.client.client import SessionClient
 from sessionflow.connections import connect_redis, connect_temporal
-from sessionflow.localstack import LocalStack, StackConfig
 from sessionflow.logs import configure_logging
-from worker.build import WorkerOptions, build_worker
+from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
+from sessionflow.worker.build import WorkerOptions, build_worker
 
 
 class Nothing(BaseModel):

@@ -25,11 +25,11 @@ import uuid
 from typing import Any
 
 from bench.harness import bench_stack
-from client.client import SessionClient
-from streams.assemble import assemble
-from streams.reader import StreamEvent
-from workflows import policies
-from workflows.contract import TurnStatus
+from sessionflow.client.client import SessionClient
+from sessionflow.contract import TurnStatus
+from sessionflow.streams.assemble import assemble
+from sessionflow.streams.reader import StreamEvent
+from sessionflow.workflows import policies
 
 # Long enough that every session is still streaming when the worker dies.
 RATE, TOKENS = 20, 300

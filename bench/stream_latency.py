@@ -28,9 +28,9 @@ from redis.asyncio import Redis
 
 from bench.clock import latencies_ms, percentile, split_at_xadd
 from bench.harness import wait_for_line
-from client.client import SessionClient
+from sessionflow.cli.localstack import LocalStack, StackConfig, free_port
+from sessionflow.client.client import SessionClient
 from sessionflow.connections import connect_redis, connect_temporal
-from sessionflow.localstack import LocalStack, StackConfig, free_port
 from sessionflow.logs import configure_logging
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,16 +8,16 @@ from types import TracebackType
 from redis.asyncio import Redis
 from temporalio.client import Client
 
-from agents.definition import Agent
-from client.session import Session
+from sessionflow.agents.definition import Agent
+from sessionflow.client.session import Session
 from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal
+from sessionflow.contract import SessionLimits
 from sessionflow.errors import InvalidInput
-from streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
-from streams.context import ContextStore
-from streams.reader import StreamReader
-from workflows.contract import SessionLimits
-from workflows.ids import validate_agent_name, validate_session_id
+from sessionflow.ids import validate_agent_name, validate_session_id
+from sessionflow.streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
+from sessionflow.streams.context import ContextStore
+from sessionflow.streams.reader import StreamReader
 
 
 class SessionClient:

@@ -18,9 +18,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from sessionflow.contract import ApprovalResponse
 from sessionflow.errors import InvalidInput
-from workflows.contract import ApprovalResponse
-from workflows.messages import Message, MessageStatus, Role, TextPart
+from sessionflow.messages import Message, MessageStatus, Role, TextPart
 
 # A single message larger than this would crowd Temporal's 2 MB payload limit.
 MAX_MESSAGE_BYTES = 256 * 1024

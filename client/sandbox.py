@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sandbox.base import ExecResult, SandboxStatus
+from sessionflow.contract import ExecRequest, ExecResult, SandboxStatus
 from sessionflow.errors import SessionNotFound
-from workflows.contract import ExecRequest
 
 if TYPE_CHECKING:
-    from client.session import Session
+    from sessionflow.client.session import Session
 
 
 class SessionSandbox:

@@ -19,16 +19,15 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 import sessionflow.errors as errors
-from client.inputs import (
+from sessionflow.client.inputs import (
     new_message_id,
     parse_approval,
     parse_send_input,
     validate_context,
     validate_send_options,
 )
-from client.sandbox import SessionSandbox
-from streams.reader import StreamEvent
-from workflows.contract import (
+from sessionflow.client.sandbox import SessionSandbox
+from sessionflow.contract import (
     WORKFLOW_NAME,
     ApprovalResponse,
     SendRequest,
@@ -38,12 +37,13 @@ from workflows.contract import (
     TurnOutcome,
     UsageReport,
 )
-from workflows.ids import session_workflow_id
-from workflows.messages import Message
+from sessionflow.ids import session_workflow_id
+from sessionflow.messages import Message
+from sessionflow.streams.reader import StreamEvent
 
 if TYPE_CHECKING:
-    from agents.definition import Agent
-    from client.client import SessionClient
+    from sessionflow.agents.definition import Agent
+    from sessionflow.client.client import SessionClient
 
 # Application error types raised by the workflow, as the client's exceptions.
 _ERRORS: dict[str, type[errors.SessionflowError]] = {

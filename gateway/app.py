@@ -17,13 +17,16 @@ from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
-from client.client import SessionClient
-from client.inputs import parse_send_input
-from client.session import Session
-from gateway import problems
-from gateway.config import GatewayConfig
-from gateway.limits import BodyLimit
-from gateway.models import (
+from sessionflow.client.client import SessionClient
+from sessionflow.client.inputs import parse_send_input
+from sessionflow.client.listing import list_sessions
+from sessionflow.client.session import Session
+from sessionflow.contract import ApprovalResponse, UsageReport
+from sessionflow.errors import InvalidInput, SessionNotFound
+from sessionflow.gateway import problems
+from sessionflow.gateway.config import GatewayConfig
+from sessionflow.gateway.limits import BodyLimit
+from sessionflow.gateway.models import (
     ApprovalBody,
     ChatRequest,
     HistoryResponse,
@@ -31,13 +34,10 @@ from gateway.models import (
     SendResponse,
     UpdateBody,
 )
-from gateway.problems import ErrorResponse, Problem
-from gateway.sse import sse_response
-from sessionflow.errors import InvalidInput, SessionNotFound
-from sessionflow.operations import list_sessions
-from streams.reader import is_entry_id
-from workflows.contract import ApprovalResponse, UsageReport
-from workflows.messages import Role
+from sessionflow.gateway.problems import ErrorResponse, Problem
+from sessionflow.gateway.sse import sse_response
+from sessionflow.messages import Role
+from sessionflow.streams.reader import is_entry_id
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422, 503)

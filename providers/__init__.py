@@ -1,8 +1,8 @@
 """Model providers: the scripted offline model, and vendors' APIs."""
 
-from providers.base import ModelEvent, ModelProvider, ModelRequest, ToolSpec
-from providers.registry import ModelRegistry
-from providers.scripted import Script, ScriptedProvider, ScriptedToolCall, ScriptStep
+from sessionflow.providers.base import ModelEvent, ModelProvider, ModelRequest, ToolSpec
+from sessionflow.providers.registry import ModelRegistry
+from sessionflow.providers.scripted import Script, ScriptedProvider, ScriptedToolCall, ScriptStep
 
 __all__ = [
     "ModelEvent",

@@ -15,20 +15,9 @@ from typing import Any
 
 import anthropic
 
-from providers.base import (
-    ModelEvent,
-    ModelRequest,
-    ReasoningDelta,
-    ReasoningSignature,
-    StepFinished,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallReady,
-    ToolCallStart,
-)
+from sessionflow.contract import FinishReason
 from sessionflow.errors import InvalidModelRequest, ModelUnavailable
-from workflows.contract import FinishReason
-from workflows.messages import (
+from sessionflow.messages import (
     Message,
     Part,
     ReasoningPart,
@@ -38,6 +27,17 @@ from workflows.messages import (
     ToolPart,
     ToolState,
     Usage,
+)
+from sessionflow.providers.base import (
+    ModelEvent,
+    ModelRequest,
+    ReasoningDelta,
+    ReasoningSignature,
+    StepFinished,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallReady,
+    ToolCallStart,
 )
 
 PROVIDER = "anthropic"

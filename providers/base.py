@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from workflows.contract import FinishReason
-from workflows.messages import Message, Usage
+from sessionflow.contract import FinishReason
+from sessionflow.messages import Message, Usage
 
 
 class ToolSpec(BaseModel):

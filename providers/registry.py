@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from providers.base import ModelProvider
-from providers.scripted import PROVIDER, Script, ScriptedProvider
 from sessionflow.errors import ModelNotFound
+from sessionflow.providers.base import ModelProvider
+from sessionflow.providers.scripted import PROVIDER, Script, ScriptedProvider
 
 
 class ModelRegistry:

@@ -19,7 +19,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from providers.base import (
+from sessionflow.contract import FinishReason
+from sessionflow.errors import ModelNotFound, ModelUnavailable
+from sessionflow.messages import Message, Role, Usage
+from sessionflow.providers.base import (
     ModelEvent,
     ModelRequest,
     ReasoningDelta,
@@ -29,9 +32,6 @@ from providers.base import (
     ToolCallReady,
     ToolCallStart,
 )
-from sessionflow.errors import ModelNotFound, ModelUnavailable
-from workflows.contract import FinishReason
-from workflows.messages import Message, Role, Usage
 
 PROVIDER = "scripted"
 

@@ -1,7 +1,7 @@
 """Sandboxes: where a session's commands and file tools run, behind one interface."""
 
-from sandbox.base import ExecResult, Sandbox, SandboxBackend, SandboxStatus
-from sandbox.local import LocalSandbox, LocalSandboxBackend
+from sessionflow.sandbox.base import ExecResult, Sandbox, SandboxBackend, SandboxStatus
+from sessionflow.sandbox.local import LocalSandbox, LocalSandboxBackend
 
 __all__ = [
     "ExecResult",

@@ -8,29 +8,15 @@ interface, so a session can move between backends without its tools changing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from enum import StrEnum
 from typing import Protocol
 
 from pydantic import BaseModel
 
+# Results that cross the workflow boundary live in the contract; backends use them here.
+from sessionflow.contract import ExecResult as ExecResult
+from sessionflow.contract import SandboxStatus as SandboxStatus
+
 OutputCallback = Callable[[str], Awaitable[None] | None]
-
-
-class SandboxStatus(StrEnum):
-    RUNNING = "running"
-    PAUSED = "paused"
-    STOPPED = "stopped"
-
-
-class ExecResult(BaseModel):
-    """What a finished command produced. A non-zero exit code is a result, not an error."""
-
-    exit_code: int
-    stdout: str
-    stderr: str
-    timed_out: bool = False
-    truncated: bool = False
-    duration_ms: int = 0
 
 
 class FileEntry(BaseModel):

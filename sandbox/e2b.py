@@ -16,8 +16,8 @@ import os
 import posixpath
 from typing import Any
 
-from sandbox.base import ExecResult, FileEntry, OutputCallback, SandboxStatus
 from sessionflow.errors import SandboxError, SandboxNotFound, SandboxRefused
+from sessionflow.sandbox.base import ExecResult, FileEntry, OutputCallback, SandboxStatus
 
 HOME = "/home/user"
 DEFAULT_TIMEOUT_SECONDS = 120.0

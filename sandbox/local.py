@@ -25,8 +25,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sandbox.base import ExecResult, FileEntry, OutputCallback, SandboxStatus
 from sessionflow.errors import InvalidInput, SandboxNotFound, SandboxRefused
+from sessionflow.sandbox.base import ExecResult, FileEntry, OutputCallback, SandboxStatus
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 DEFAULT_OUTPUT_CAP_BYTES = 64 * 1024

@@ -14,23 +14,23 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "Agent": "agents",
-    "Tool": "agents",
-    "ToolContext": "agents",
-    "agent": "agents",
-    "tool": "agents",
-    "SessionClient": "client",
-    "Session": "client",
-    "SendResult": "client",
-    "Script": "providers",
-    "ScriptStep": "providers",
-    "ScriptedToolCall": "providers",
-    "Message": "workflows.messages",
-    "Usage": "workflows.messages",
-    "TurnOutcome": "workflows.contract",
-    "TurnStatus": "workflows.contract",
-    "StreamEvent": "streams.reader",
-    "StreamReader": "streams.reader",
+    "Agent": "sessionflow.agents",
+    "Tool": "sessionflow.agents",
+    "ToolContext": "sessionflow.agents",
+    "agent": "sessionflow.agents",
+    "tool": "sessionflow.agents",
+    "SessionClient": "sessionflow.client",
+    "Session": "sessionflow.client",
+    "SendResult": "sessionflow.client",
+    "Script": "sessionflow.providers",
+    "ScriptStep": "sessionflow.providers",
+    "ScriptedToolCall": "sessionflow.providers",
+    "Message": "sessionflow.messages",
+    "Usage": "sessionflow.messages",
+    "TurnOutcome": "sessionflow.contract",
+    "TurnStatus": "sessionflow.contract",
+    "StreamEvent": "sessionflow.streams.reader",
+    "StreamReader": "sessionflow.streams.reader",
     "SessionflowError": "sessionflow.errors",
     "InvalidInput": "sessionflow.errors",
     "SessionNotFound": "sessionflow.errors",
@@ -54,9 +54,9 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from agents import Agent, Tool, ToolContext, agent, tool
-    from client import SendResult, Session, SessionClient
-    from providers import Script, ScriptedToolCall, ScriptStep
+    from sessionflow.agents import Agent, Tool, ToolContext, agent, tool
+    from sessionflow.client import SendResult, Session, SessionClient
+    from sessionflow.contract import TurnOutcome, TurnStatus
     from sessionflow.errors import (
         AgentNotRegistered,
         ConnectionFailed,
@@ -69,6 +69,6 @@ if TYPE_CHECKING:
         StreamUnavailable,
         TemporalUnavailable,
     )
-    from streams.reader import StreamEvent, StreamReader
-    from workflows.contract import TurnOutcome, TurnStatus
-    from workflows.messages import Message, Usage
+    from sessionflow.messages import Message, Usage
+    from sessionflow.providers import Script, ScriptedToolCall, ScriptStep
+    from sessionflow.streams.reader import StreamEvent, StreamReader

@@ -1,3 +1,3 @@
-from sessionflow.cli import main
+from sessionflow.cli.commands import main
 
 main()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streams.chunks import (
+from sessionflow.chunks import (
     AbortChunk,
     DataChunk,
     ErrorChunk,
@@ -26,8 +26,7 @@ from streams.chunks import (
     ToolOutputDeniedChunk,
     ToolOutputErrorChunk,
 )
-from streams.reader import StreamEvent
-from workflows.messages import (
+from sessionflow.messages import (
     Message,
     MessageStatus,
     Part,
@@ -39,6 +38,7 @@ from workflows.messages import (
     ToolPart,
     ToolState,
 )
+from sessionflow.streams.reader import StreamEvent
 
 
 @dataclass

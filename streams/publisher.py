@@ -27,9 +27,9 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from streams.backoff import Backoff
-from streams.chunks import Chunk, DataChunk
-from streams.keys import StreamKeys
+from sessionflow.chunks import Chunk, DataChunk
+from sessionflow.streams.backoff import Backoff
+from sessionflow.streams.keys import StreamKeys
 
 log = structlog.get_logger(__name__)
 

@@ -28,10 +28,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from sessionflow.chunks import TERMINAL_TYPES, Chunk, parse_chunk
 from sessionflow.errors import InvalidInput, StreamUnavailable
-from streams.backoff import Backoff
-from streams.chunks import TERMINAL_TYPES, Chunk, parse_chunk
-from streams.keys import StreamKeys
+from sessionflow.streams.backoff import Backoff
+from sessionflow.streams.keys import StreamKeys
 
 _PAGE = 1000
 

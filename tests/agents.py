@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agents.builtin import bash_tool
-from agents.definition import agent
-from providers.scripted import Script, ScriptedToolCall, ScriptStep
+from sessionflow.agents.builtin import bash_tool
+from sessionflow.agents.definition import agent
+from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
 
 
 def bash(command: str) -> ScriptedToolCall:
@@ -57,8 +57,8 @@ slow_agent = agent("slow", model=SLOW_SCRIPT, tools=[bash_tool()])
 
 from pydantic import BaseModel  # noqa: E402
 
-from agents.context import AgentContext  # noqa: E402
-from agents.tools import ToolContext, tool  # noqa: E402
+from sessionflow.agents.context import AgentContext  # noqa: E402
+from sessionflow.agents.tools import ToolContext, tool  # noqa: E402
 
 
 class Caller(BaseModel):

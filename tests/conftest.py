@@ -17,12 +17,12 @@ from redis.asyncio import Redis
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from agents.definition import Agent
-from client.client import SessionClient
+from sessionflow.agents.definition import Agent
+from sessionflow.cli.localstack import LocalStack, StackConfig, free_port
+from sessionflow.client.client import SessionClient
 from sessionflow.connections import connect_redis, connect_temporal
-from sessionflow.localstack import LocalStack, StackConfig, free_port
-from worker.build import WorkerOptions, build_worker
-from workflows.contract import SessionLimits
+from sessionflow.contract import SessionLimits
+from sessionflow.worker.build import WorkerOptions, build_worker
 
 StartWorker = Callable[..., Awaitable[SessionClient]]
 # The in-process workers of the running test, so a test can stop and replace them.
@@ -107,9 +107,9 @@ class Gateway:
 @pytest.fixture
 async def gateway(start_worker: StartWorker) -> AsyncIterator[Gateway]:
     """The HTTP gateway on a free port, in front of a worker serving the test agents."""
-    from gateway.app import create_app
-    from gateway.config import GatewayConfig
-    from gateway.main import serve_gateway
+    from sessionflow.gateway.app import create_app
+    from sessionflow.gateway.config import GatewayConfig
+    from sessionflow.gateway.main import serve_gateway
     from tests.agents import GATEWAY_AGENTS
 
     client = await start_worker(GATEWAY_AGENTS)

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from sessionflow.localstack import StackConfig
+from sessionflow.cli.localstack import StackConfig
 
 REPO = Path(__file__).resolve().parent.parent
 

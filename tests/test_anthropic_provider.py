@@ -7,13 +7,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agents.builtin import bash_tool
-from agents.definition import agent
-from client.client import SessionClient
-from gateway.main import serve_gateway
-from providers.anthropic import AnthropicProvider
-from sessionflow.localstack import free_port
-from streams.assemble import assemble
+from sessionflow.agents.builtin import bash_tool
+from sessionflow.agents.definition import agent
+from sessionflow.cli.localstack import free_port
+from sessionflow.client.client import SessionClient
+from sessionflow.contract import TurnStatus
+from sessionflow.gateway.main import serve_gateway
+from sessionflow.messages import MessageStatus, ReasoningPart, ToolState
+from sessionflow.providers.anthropic import AnthropicProvider
+from sessionflow.streams.assemble import assemble
+from sessionflow.workflows import policies
 from tests.conftest import StartWorker
 from tests.fake_anthropic import (
     Failure,
@@ -26,9 +29,6 @@ from tests.fake_anthropic import (
     thinking_block,
     tool_block,
 )
-from workflows import policies
-from workflows.contract import TurnStatus
-from workflows.messages import MessageStatus, ReasoningPart, ToolState
 
 claude = agent(
     "claude",

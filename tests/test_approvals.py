@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
+from sessionflow.contract import SessionStatus, TurnStatus
 from sessionflow.errors import ApprovalNotPending
-from streams.reader import StreamEvent
+from sessionflow.messages import ToolState
+from sessionflow.streams.reader import StreamEvent
 from tests.agents import approval_agent, selective_agent
 from tests.conftest import RUNNING_WORKERS, StartWorker
-from workflows.contract import SessionStatus, TurnStatus
-from workflows.messages import ToolState
 
 
 async def until_approval(events: object) -> tuple[list[StreamEvent], str]:

@@ -32,9 +32,11 @@ from pydantic import BaseModel
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from client.inputs import MAX_MESSAGE_BYTES
-from client.session import SendResult, Session
+from sessionflow.client.inputs import MAX_MESSAGE_BYTES
+from sessionflow.client.session import SendResult, Session
+from sessionflow.contract import ApprovalResponse, SessionStatus, TurnStatus
 from sessionflow.errors import ApprovalNotPending, InvalidInput
+from sessionflow.messages import Role
 from tests.agents import (
     APPROVAL_SCRIPT,
     CONTEXT_SCRIPT,
@@ -44,8 +46,6 @@ from tests.agents import (
     tool_agent,
 )
 from tests.conftest import Gateway, StartWorker
-from workflows.contract import ApprovalResponse, SessionStatus, TurnStatus
-from workflows.messages import Role
 
 T = TypeVar("T")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agents.builtin import builtin_tools
-from agents.definition import agent
-from providers.scripted import Script, ScriptedToolCall, ScriptStep
-from streams.reader import StreamEvent
+from sessionflow.agents.builtin import builtin_tools
+from sessionflow.agents.definition import agent
+from sessionflow.contract import TurnStatus
+from sessionflow.messages import ToolPart, ToolState
+from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
+from sessionflow.streams.reader import StreamEvent
 from tests.conftest import StartWorker
-from workflows.contract import TurnStatus
-from workflows.messages import ToolPart, ToolState
 
 
 def calls(*steps: tuple[str, dict[str, Any]]) -> Script:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 
+from sessionflow.cli.localstack import LocalStack, StackConfig, free_port, port_open
 from sessionflow.connections import connect_redis, connect_temporal
-from sessionflow.localstack import LocalStack, StackConfig, free_port, port_open
+from sessionflow.contract import TurnStatus
 from tests.processes import REPO
-from workflows.contract import TurnStatus
 
 PRIMES = "The first ten primes: 2, 3, 5, 7, 11, 13, 17, 19, 23, 29"
 
@@ -78,7 +78,7 @@ def interrupt(proc: subprocess.Popen[bytes]) -> int:
 
 
 async def test_dev_stops_cleanly_on_ctrl_c_and_resumes_sessions(tmp_path: Path) -> None:
-    from client.client import SessionClient
+    from sessionflow.client.client import SessionClient
 
     data_dir, log = tmp_path / "data", tmp_path / "dev.log"
     config = StackConfig.on_free_ports(data_dir, ui=True)

@@ -7,12 +7,12 @@ import json
 import signal
 import sys
 
-from sessionflow.localstack import LocalStack
+from sessionflow.cli.localstack import LocalStack
+from sessionflow.contract import TurnStatus
 from tests.agents import approval_agent, streaming_agent, tool_agent
 from tests.conftest import StartWorker
 from tests.processes import REPO
 from tests.test_cli import cli_env
-from workflows.contract import TurnStatus
 
 
 async def spawn(stack: LocalStack, task_queue: str, *args: str) -> asyncio.subprocess.Process:

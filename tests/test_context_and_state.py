@@ -8,12 +8,12 @@ import logging
 import pytest
 from temporalio.service import RPCError
 
-from agents.definition import agent
-from providers.scripted import Script, ScriptStep
+from sessionflow.agents.definition import agent
+from sessionflow.contract import TurnStatus
 from sessionflow.errors import InvalidInput
+from sessionflow.providers.scripted import Script, ScriptStep
 from tests.agents import Counter, context_agent, counter_agent
 from tests.conftest import StartWorker
-from workflows.contract import TurnStatus
 
 SECRET = "sk-live-7f3a9c-never-store-me"
 

@@ -26,7 +26,7 @@ def test_compose_file_parses_and_runs_the_whole_stack() -> None:
     assert services["temporal"]["environment"]["DB"].startswith("postgres")
     assert services["worker"]["command"] == ["sessionflow", "worker"]
     assert services["gateway"]["command"] == ["sessionflow", "gateway"]
-    from workflows.search import REGISTRATION
+    from sessionflow.workflows.search import REGISTRATION
 
     setup = services["temporal-setup"]["command"][0]
     for name, kind in REGISTRATION.items():

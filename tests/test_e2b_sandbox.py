@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from agents.builtin import builtin_tools
-from agents.definition import agent
-from client.client import SessionClient
-from providers.scripted import Script, ScriptedToolCall, ScriptStep
-from sandbox.e2b import E2BSandboxBackend
+from sessionflow.agents.builtin import builtin_tools
+from sessionflow.agents.definition import agent
+from sessionflow.client.client import SessionClient
+from sessionflow.contract import SessionLimits, TurnStatus
+from sessionflow.messages import ToolState
+from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
+from sessionflow.sandbox.e2b import E2BSandboxBackend
 from tests.conftest import StartWorker
 from tests.fake_e2b import FakeE2B
-from workflows.contract import SessionLimits, TurnStatus
-from workflows.messages import ToolState
 
 
 def cloud_agent(*steps: tuple[str, dict[str, object]]) -> object:

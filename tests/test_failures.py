@@ -7,12 +7,12 @@ import asyncio
 import pytest
 from temporalio.service import RPCError
 
+from sessionflow.contract import TurnStatus
 from sessionflow.errors import AgentNotRegistered, InvalidInput
-from streams.assemble import assemble
+from sessionflow.messages import MessageStatus
+from sessionflow.streams.assemble import assemble
 from tests.agents import FLAKY_TEXT, flaky_agent, tool_agent
 from tests.conftest import StartWorker
-from workflows.contract import TurnStatus
-from workflows.messages import MessageStatus
 
 
 async def test_a_flaky_model_step_is_retried_and_the_retry_announced(

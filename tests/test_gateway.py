@@ -7,12 +7,12 @@ import asyncio
 import httpx
 import pytest
 
-from streams.assemble import assemble
-from streams.chunks import parse_chunk
-from streams.reader import StreamEvent
+from sessionflow.chunks import parse_chunk
+from sessionflow.messages import Message
+from sessionflow.streams.assemble import assemble
+from sessionflow.streams.reader import StreamEvent
 from tests.conftest import Gateway
 from tests.sse import Frame, frames
-from workflows.messages import Message
 
 JSON = {"content-type": "application/json"}
 SSE_HEADERS = {

@@ -6,11 +6,11 @@ import asyncio
 import time
 from pathlib import Path
 
+from sessionflow.contract import SessionLimits, SessionStatus, TurnStatus
+from sessionflow.messages import MessageStatus, ToolState
 from tests.agents import LONG_TEXT, counter_agent, sleeper_agent, streaming_agent
 from tests.conftest import StartWorker
 from tests.test_local_sandbox import running
-from workflows.contract import SessionLimits, SessionStatus, TurnStatus
-from workflows.messages import MessageStatus, ToolState
 
 
 async def test_interrupt_while_text_streams_keeps_the_partial_text(

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from agents.builtin import bash_tool
-from agents.definition import agent
-from providers.scripted import Script, ScriptedToolCall, ScriptStep
+from sessionflow.agents.builtin import bash_tool
+from sessionflow.agents.definition import agent
+from sessionflow.contract import TurnStatus
+from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
 from tests.conftest import StartWorker
-from workflows.contract import TurnStatus
 
 
 def running(pid: int) -> bool:
@@ -115,7 +115,7 @@ async def test_a_vanished_sandbox_is_recreated_and_the_stream_says_so(
 async def test_with_bubblewrap_only_the_workspace_is_writable(
     start_worker: StartWorker, unique_id: str, sandbox_root: Path
 ) -> None:
-    from sandbox.local import bubblewrap
+    from sessionflow.sandbox.local import bubblewrap
 
     if bubblewrap() is None:
         pytest.skip("bubblewrap (bwrap) is not installed or cannot create namespaces here")

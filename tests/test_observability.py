@@ -9,11 +9,11 @@ import httpx
 from redis.asyncio import Redis
 from temporalio.client import Client
 
-from client.client import SessionClient
-from sessionflow.localstack import StackConfig, free_port
+from sessionflow.cli.localstack import StackConfig, free_port
+from sessionflow.client.client import SessionClient
+from sessionflow.contract import TurnStatus
 from tests.agents import context_agent
 from tests.processes import WorkerProcess
-from workflows.contract import TurnStatus
 
 SECRET = "sk-live-observability-0xDEADBEEF"
 

@@ -8,10 +8,10 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
+from sessionflow.contract import TurnStatus
 from tests.agents import approval_agent
 from tests.conftest import StartWorker
 from tests.test_approvals import until_approval
-from workflows.contract import TurnStatus
 
 
 async def find(temporal: Client, query: str) -> list[Any]:
@@ -128,9 +128,9 @@ async def test_the_local_stack_registers_search_attributes_in_an_older_data_dire
 
     from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
+    from sessionflow.cli.localstack import LocalStack, StackConfig
     from sessionflow.connections import connect_temporal
-    from sessionflow.localstack import LocalStack, StackConfig
-    from workflows.search import REGISTRATION
+    from sessionflow.workflows.search import REGISTRATION
 
     def config(attributes: dict[str, str] | None) -> StackConfig:
         made = StackConfig.on_free_ports(Path(str(tmp_path)))

@@ -13,8 +13,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from worker.build import _WORKFLOW_RUNNER
-from workflows.session import SessionWorkflow
+from sessionflow.worker.build import _WORKFLOW_RUNNER
+from sessionflow.workflows.session import SessionWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.base import SandboxStatus
+from sessionflow.contract import TurnStatus
 from sessionflow.errors import MessageNotFound, SandboxNotFound, SessionBusy, SessionNotFound
+from sessionflow.messages import TextPart
+from sessionflow.sandbox.base import SandboxStatus
 from tests.agents import streaming_agent, tool_agent
 from tests.conftest import StartWorker
-from workflows.contract import TurnStatus
-from workflows.messages import TextPart
 
 
 async def test_send_accepts_every_input_form(start_worker: StartWorker, unique_id: str) -> None:

@@ -12,18 +12,18 @@ from redis.asyncio import Redis
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from client.client import SessionClient
+from sessionflow.chunks import StartChunk, TextDeltaChunk, TextStartChunk
+from sessionflow.cli.localstack import free_port, redis_binary
+from sessionflow.client.client import SessionClient
 from sessionflow.connections import redis_client
-from sessionflow.localstack import free_port, redis_binary
-from streams.assemble import assemble
-from streams.chunks import StartChunk, TextDeltaChunk, TextStartChunk
-from streams.keys import StreamKeys
-from streams.publisher import Retention, StepStream, StreamPublisher
-from streams.reader import StreamEvent, StreamReader
+from sessionflow.contract import TurnStatus
+from sessionflow.streams.assemble import assemble
+from sessionflow.streams.keys import StreamKeys
+from sessionflow.streams.publisher import Retention, StepStream, StreamPublisher
+from sessionflow.streams.reader import StreamEvent, StreamReader
+from sessionflow.worker.build import WorkerOptions, build_worker
 from tests.agents import LONG_TEXT, SLOW_SCRIPT, slow_agent, streaming_agent
 from tests.conftest import StartWorker
-from worker.build import WorkerOptions, build_worker
-from workflows.contract import TurnStatus
 
 
 class RedisProcess:
@@ -210,7 +210,7 @@ async def test_tail_keeps_following_after_the_reader_gives_up_on_redis(
 ) -> None:
     # The reader waits out short outages itself and then raises StreamUnavailable;
     # `sessionflow tail` must keep going past that and resume after its last event.
-    from sessionflow.chat import tail
+    from sessionflow.cli.chat import tail
 
     redis = redis_client(own_redis.url)
     publisher = StreamPublisher(redis)

@@ -16,16 +16,16 @@ from typing import Any
 from redis.asyncio import Redis
 from temporalio.client import Client
 
-from client.client import SessionClient
+from sessionflow.cli.localstack import LocalStack, StackConfig
+from sessionflow.client.client import SessionClient
 from sessionflow.connections import connect_redis, connect_temporal
-from sessionflow.localstack import LocalStack, StackConfig
-from streams.assemble import assemble
-from streams.reader import StreamEvent
+from sessionflow.contract import TurnOutcome, TurnStatus
+from sessionflow.messages import MessageStatus, StepStartPart, ToolState
+from sessionflow.streams.assemble import assemble
+from sessionflow.streams.reader import StreamEvent
+from sessionflow.worker.build import WorkerOptions, build_worker
 from tests.agents import SLOW_SCRIPT, slow_agent
 from tests.history import completed_activities, scheduled_activities, workflow_events
-from worker.build import WorkerOptions, build_worker
-from workflows.contract import TurnOutcome, TurnStatus
-from workflows.messages import MessageStatus, StepStartPart, ToolState
 
 # Longer than the SDK's retry budget for one call, and than the 5 s heartbeat timeout
 # of the step in flight, whose completion cannot reach the server meanwhile.

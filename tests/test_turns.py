@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from temporalio.api.enums.v1 import EventType
 
-from client.session import SendResult
-from streams.reader import StreamEvent
+from sessionflow.client.session import SendResult
+from sessionflow.contract import TurnStatus
+from sessionflow.messages import MessageStatus, Role, StepStartPart, TextPart, ToolPart, ToolState
+from sessionflow.streams.reader import StreamEvent
 from tests.agents import tool_agent
 from tests.conftest import StartWorker
-from workflows.contract import TurnStatus
-from workflows.messages import MessageStatus, Role, StepStartPart, TextPart, ToolPart, ToolState
 
 DELTAS = {"text-delta", "reasoning-delta", "tool-input-delta"}
 
@@ -140,9 +140,9 @@ async def test_each_step_is_one_activity_in_workflow_history(
 async def test_tool_parts_carry_non_zero_exit_codes_as_results(
     start_worker: StartWorker, unique_id: str
 ) -> None:
-    from agents.builtin import bash_tool
-    from agents.definition import agent
-    from providers.scripted import Script, ScriptStep
+    from sessionflow.agents.builtin import bash_tool
+    from sessionflow.agents.definition import agent
+    from sessionflow.providers.scripted import Script, ScriptStep
     from tests.agents import bash
 
     failing = agent(

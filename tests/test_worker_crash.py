@@ -11,10 +11,12 @@ from redis.asyncio import Redis
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from client.client import SessionClient
-from sessionflow.localstack import StackConfig
-from streams.assemble import assemble
-from streams.reader import StreamEvent
+from sessionflow.cli.localstack import StackConfig
+from sessionflow.client.client import SessionClient
+from sessionflow.contract import ApprovalResponse, SessionLimits, SessionStatus, TurnStatus
+from sessionflow.messages import MessageStatus, StepStartPart, ToolState
+from sessionflow.streams.assemble import assemble
+from sessionflow.streams.reader import StreamEvent
 from tests.agents import SLOW_SCRIPT
 from tests.history import (
     activity_attempts,
@@ -23,8 +25,6 @@ from tests.history import (
     workflow_events,
 )
 from tests.processes import WorkerProcess
-from workflows.contract import ApprovalResponse, SessionLimits, SessionStatus, TurnStatus
-from workflows.messages import MessageStatus, StepStartPart, ToolState
 
 
 @pytest.fixture

@@ -16,27 +16,27 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import (
+from sessionflow.activities import (
     ModelStepActivities,
     PublishActivities,
     SandboxActivities,
     ToolActivities,
     metrics,
 )
-from activities.heartbeat import HEARTBEAT_INTERVAL
-from agents.definition import Agent
-from agents.registry import AgentRegistry
-from providers.anthropic import AnthropicProvider
-from providers.base import ModelProvider
-from providers.registry import ModelRegistry
-from providers.scripted import Script, ScriptedProvider
-from sandbox.base import SandboxBackend
-from sandbox.local import LocalSandboxBackend
-from streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
-from streams.context import ContextStore
-from streams.publisher import Retention, StreamPublisher
-from worker.interceptors import BoundLogs
-from workflows.session import SessionWorkflow
+from sessionflow.activities.heartbeat import HEARTBEAT_INTERVAL
+from sessionflow.agents.definition import Agent
+from sessionflow.agents.registry import AgentRegistry
+from sessionflow.providers.anthropic import AnthropicProvider
+from sessionflow.providers.base import ModelProvider
+from sessionflow.providers.registry import ModelRegistry
+from sessionflow.providers.scripted import Script, ScriptedProvider
+from sessionflow.sandbox.base import SandboxBackend
+from sessionflow.sandbox.local import LocalSandboxBackend
+from sessionflow.streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
+from sessionflow.streams.context import ContextStore
+from sessionflow.streams.publisher import Retention, StreamPublisher
+from sessionflow.worker.interceptors import BoundLogs
+from sessionflow.workflows.session import SessionWorkflow
 
 # Activities share the process with the workflow sandbox, and these libraries import
 # submodules lazily on first use; letting them pass through keeps such an import,

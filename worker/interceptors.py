@@ -17,7 +17,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from workflows.ids import parse_session_workflow_id
+from sessionflow.ids import parse_session_workflow_id
 
 
 class BoundLogs(Interceptor):

@@ -8,14 +8,14 @@ from collections.abc import Sequence
 
 import structlog
 
-from agents.definition import Agent
-from providers.anthropic import AnthropicProvider
-from sandbox.e2b import E2BSandboxBackend
+from sessionflow.agents.definition import Agent
 from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal, metrics_runtime
 from sessionflow.errors import InvalidInput
-from streams.publisher import Retention
-from worker.build import WorkerOptions, build_worker
+from sessionflow.providers.anthropic import AnthropicProvider
+from sessionflow.sandbox.e2b import E2BSandboxBackend
+from sessionflow.streams.publisher import Retention
+from sessionflow.worker.build import WorkerOptions, build_worker
 
 log = structlog.get_logger(__name__)
 

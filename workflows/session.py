@@ -17,16 +17,16 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from sandbox.base import ExecResult, SandboxStatus
-    from workflows import policies, search
-    from workflows.contract import (
+    from sessionflow.contract import (
         WORKFLOW_NAME,
         ActivityName,
         ApprovalResponse,
         EnsureSandboxParams,
         ExecRequest,
+        ExecResult,
         SandboxExecParams,
         SandboxRef,
+        SandboxStatus,
         SendRequest,
         SessionInfo,
         SessionInput,
@@ -38,8 +38,9 @@ with workflow.unsafe.imports_passed_through():
         TurnStatus,
         UsageReport,
     )
-    from workflows.messages import Message
-    from workflows.turn import Turn, call_activity
+    from sessionflow.messages import Message
+    from sessionflow.workflows import policies, search
+    from sessionflow.workflows.turn import Turn, call_activity
 
 
 @workflow.defn(name=WORKFLOW_NAME)

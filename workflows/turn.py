@@ -17,17 +17,16 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
-    from streams.chunks import (
+    from sessionflow.chunks import (
         AbortChunk,
         Chunk,
         ErrorChunk,
         FinishChunk,
         ToolApprovalRequestChunk,
         ToolOutputDeniedChunk,
+        status_chunk,
     )
-    from streams.status import status_chunk
-    from workflows import policies
-    from workflows.contract import (
+    from sessionflow.contract import (
         ActivityName,
         ApprovalResponse,
         EnsureSandboxParams,
@@ -44,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
         TurnOutcome,
         TurnStatus,
     )
-    from workflows.messages import (
+    from sessionflow.messages import (
         Message,
         MessageStatus,
         Role,
@@ -53,9 +52,10 @@ with workflow.unsafe.imports_passed_through():
         ToolPart,
         ToolState,
     )
+    from sessionflow.workflows import policies
 
 if TYPE_CHECKING:
-    from workflows.session import SessionWorkflow
+    from sessionflow.workflows.session import SessionWorkflow
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 

@@ -1,9 +1,9 @@
 """Built-in tools, named as in the reference agent SDK: Read, Write, Edit, Grep, List, Bash."""
 
-from agents.builtin.bash import BashInput, bash_tool
-from agents.builtin.files import edit_tool, list_tool, read_tool, write_tool
-from agents.builtin.grep import grep_tool
-from agents.tools import Tool
+from sessionflow.agents.builtin.bash import BashInput, bash_tool
+from sessionflow.agents.builtin.files import edit_tool, list_tool, read_tool, write_tool
+from sessionflow.agents.builtin.grep import grep_tool
+from sessionflow.agents.tools import Tool
 
 
 def builtin_tools() -> list[Tool]:  # type: ignore[type-arg]

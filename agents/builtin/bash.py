@@ -6,8 +6,8 @@ import time
 
 from pydantic import BaseModel, Field
 
-from agents.tools import Tool, ToolContext, tool
-from sandbox.base import ExecResult
+from sessionflow.agents.tools import Tool, ToolContext, tool
+from sessionflow.sandbox.base import ExecResult
 
 MAX_TIMEOUT_SECONDS = 600.0
 # Preliminary output is resent whole each time (the AI SDK replaces it), so it is

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from agents.tools import Tool, ToolContext, tool
+from sessionflow.agents.tools import Tool, ToolContext, tool
 
 READ_LIMIT_LINES = 2000
 READ_LIMIT_CHARS = 100_000

@@ -6,7 +6,7 @@ import shlex
 
 from pydantic import BaseModel, Field
 
-from agents.tools import Tool, ToolContext, tool
+from sessionflow.agents.tools import Tool, ToolContext, tool
 
 MAX_OUTPUT_LINES = 500
 

@@ -16,12 +16,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from client.client import SessionClient
+from sessionflow.cli.localstack import LocalStack, StackConfig
+from sessionflow.client.client import SessionClient
 from sessionflow.connections import connect_redis, connect_temporal
-from sessionflow.localstack import LocalStack, StackConfig
+from sessionflow.contract import SessionLimits
+from sessionflow.worker.build import WorkerOptions, build_worker
 from tests.agents import approval_agent, counter_agent, streaming_agent, tool_agent
-from worker.build import WorkerOptions, build_worker
-from workflows.contract import SessionLimits
 
 HERE = Path(__file__).parent
 

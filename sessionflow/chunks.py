@@ -203,3 +203,12 @@ def parse_chunk(wire: dict[str, Any]) -> Chunk:
     if cls is None:
         raise ValueError(f"unknown chunk type {kind!r}")
     return cls.model_validate(wire)
+
+
+def status_chunk(status: str, **details: object) -> DataChunk:
+    """A transient `data-status` chunk: what the session is doing, for a UI to show but
+    not keep in the message.
+
+    Statuses: sandbox-setup, thinking, running-tool, needs-approval, idle.
+    """
+    return DataChunk(type="data-status", data={"status": status, **details}, transient=True)

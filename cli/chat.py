@@ -18,11 +18,11 @@ from typing import TypeVar
 import click
 from redis.exceptions import RedisError
 
-from client.session import Session
+from sessionflow.chunks import ToolApprovalRequestChunk, ToolInputAvailableChunk
+from sessionflow.cli.terminal import TerminalRenderer
+from sessionflow.client.session import Session
 from sessionflow.errors import StreamUnavailable
-from sessionflow.terminal import TerminalRenderer
-from streams.chunks import ToolApprovalRequestChunk, ToolInputAvailableChunk
-from streams.reader import StreamEvent, StreamReader
+from sessionflow.streams.reader import StreamEvent, StreamReader
 
 T = TypeVar("T")
 

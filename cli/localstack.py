@@ -25,7 +25,7 @@ from typing import Any
 
 from sessionflow.config import Settings
 from sessionflow.errors import SessionflowError
-from workflows.search import REGISTRATION
+from sessionflow.workflows.search import REGISTRATION
 
 
 class StackError(SessionflowError):

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from workflows.messages import Message, Part, ToolCall, Usage
+from sessionflow.messages import Message, Part, ToolCall, Usage
 
 WORKFLOW_NAME = "SessionWorkflow"
 
@@ -109,6 +109,25 @@ class ExecRequest(BaseModel):
     args: list[str] | None = None
     cwd: str | None = None
     timeout: float | None = None
+
+
+class SandboxStatus(StrEnum):
+    """What a sandbox backend says of a sandbox."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+
+
+class ExecResult(BaseModel):
+    """What a finished command produced. A non-zero exit code is a result, not an error."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+    truncated: bool = False
+    duration_ms: int = 0
 
 
 class TurnOutcome(BaseModel):

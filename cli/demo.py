@@ -21,14 +21,14 @@ DEMO_TASK_QUEUE = "sessionflow-demo"
 
 async def run_demo(message: str, keep: bool, timeout: float, model: str | None) -> None:
     """One demo session, streamed to the terminal; see `sessionflow demo --help`."""
-    from agents.demo import demo_agent as scripted_demo
-    from agents.demo import demo_agent_with
-    from client.client import SessionClient
+    from sessionflow.agents.demo import demo_agent as scripted_demo
+    from sessionflow.agents.demo import demo_agent_with
+    from sessionflow.cli.localstack import LocalStack, StackConfig
+    from sessionflow.cli.terminal import TerminalRenderer
+    from sessionflow.client.client import SessionClient
     from sessionflow.connections import connect_redis, connect_temporal
     from sessionflow.errors import ConnectionFailed
-    from sessionflow.localstack import LocalStack, StackConfig
-    from sessionflow.terminal import TerminalRenderer
-    from worker.main import run_worker, stop_on_signals
+    from sessionflow.worker.main import run_worker, stop_on_signals
 
     # The demo's worker is short-lived: no metrics endpoint (it may run beside `dev`).
     settings = replace(Settings.from_env(), task_queue=DEMO_TASK_QUEUE, metrics_address="")
@@ -94,6 +94,6 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
 
 
 def _port_or_free(port: int) -> int:
-    from sessionflow.localstack import free_port, port_open
+    from sessionflow.cli.localstack import free_port, port_open
 
     return free_port() if port_open("127.0.0.1", port) else port

@@ -20,7 +20,7 @@ from sessionflow.logs import configure_logging
 
 T = TypeVar("T")
 
-DEFAULT_AGENTS = "agents.demo:demo_agent"
+DEFAULT_AGENTS = "sessionflow.agents.demo:demo_agent"
 DEMO_MESSAGE = "Show me what you can do: look around, write a small program and run it."
 
 
@@ -48,7 +48,7 @@ def _run(coro: Awaitable[T]) -> NoReturn:
 
 
 def _load(specs: Sequence[str]) -> list[Any]:
-    from agents.registry import load_agents
+    from sessionflow.agents.registry import load_agents
 
     found = []
     for spec in specs or [DEFAULT_AGENTS]:
@@ -106,9 +106,9 @@ def dev(
     Data persists under the data directory, so running it again resumes sessions.
     The gateway accepts SESSIONFLOW_API_KEYS, or the printed development key.
     """
-    from gateway.config import GatewayConfig, parse_api_keys
-    from sessionflow.localstack import LocalStack, StackConfig, port_open
-    from worker.main import run_worker, stop_on_signals
+    from sessionflow.cli.localstack import LocalStack, StackConfig, port_open
+    from sessionflow.gateway.config import GatewayConfig, parse_api_keys
+    from sessionflow.worker.main import run_worker, stop_on_signals
 
     settings = Settings.from_env()
     agents = _load(agent_specs)
@@ -166,9 +166,9 @@ def dev(
 async def _serve_gateway(
     settings: Settings, config: Any, stop: asyncio.Event, started: asyncio.Event | None = None
 ) -> None:
-    from client.client import SessionClient
-    from gateway.app import create_app
-    from gateway.main import serve_gateway
+    from sessionflow.client.client import SessionClient
+    from sessionflow.gateway.app import create_app
+    from sessionflow.gateway.main import serve_gateway
 
     async with await SessionClient.connect(
         temporal_address=settings.temporal_address,
@@ -185,8 +185,8 @@ def gateway() -> None:
     Needs SESSIONFLOW_API_KEYS ("key:tenant,..."); listens on SESSIONFLOW_GATEWAY_HOST
     and SESSIONFLOW_GATEWAY_PORT.
     """
-    from gateway.config import GatewayConfig
-    from worker.main import stop_on_signals
+    from sessionflow.gateway.config import GatewayConfig
+    from sessionflow.worker.main import stop_on_signals
 
     try:
         config = GatewayConfig.from_env()
@@ -209,7 +209,7 @@ def gateway() -> None:
 @_agents_option
 def worker(agent_specs: tuple[str, ...]) -> None:
     """Run a worker against TEMPORAL_ADDRESS and REDIS_URL until SIGINT or SIGTERM."""
-    from worker.main import run_worker, stop_on_signals
+    from sessionflow.worker.main import run_worker, stop_on_signals
 
     agents = _load(agent_specs)
 
@@ -245,7 +245,7 @@ def demo(message: str, keep: bool | None, timeout: float, model: str | None) -> 
         and not os.environ.get("ANTHROPIC_API_KEY")
     ):
         raise click.ClickException(f"--model {model} needs ANTHROPIC_API_KEY")
-    from sessionflow.demo import run_demo
+    from sessionflow.cli.demo import run_demo
 
     _run(run_demo(message, sys.stdin.isatty() if keep is None else keep, timeout, model))
 
@@ -267,8 +267,8 @@ def _with_session_options(fn: Any) -> Any:
 @click.argument("text")
 def send(session_id: str, agent: str, text: str) -> None:
     """Send TEXT to a session and stream the answer."""
-    from client.client import SessionClient
-    from sessionflow.terminal import TerminalRenderer
+    from sessionflow.cli.terminal import TerminalRenderer
+    from sessionflow.client.client import SessionClient
 
     async def go() -> None:
         async with await SessionClient.connect() as client:
@@ -287,8 +287,8 @@ def chat(session_id: str, agent: str) -> None:
 
     Ctrl-C interrupts the running answer; Ctrl-C again, or Ctrl-D, quits.
     """
-    from client.client import SessionClient
-    from sessionflow.chat import Chat
+    from sessionflow.cli.chat import Chat
+    from sessionflow.client.client import SessionClient
 
     async def go() -> None:
         async with await SessionClient.connect() as client:
@@ -303,10 +303,10 @@ def chat(session_id: str, agent: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
 def tail(workflow_id: str, after: str | None, as_json: bool) -> None:
     """Follow a session's stream by workflow id, surviving Redis disconnects."""
-    from sessionflow.chat import tail as follow
+    from sessionflow.cli.chat import tail as follow
+    from sessionflow.cli.terminal import TerminalRenderer
     from sessionflow.connections import redis_client
-    from sessionflow.terminal import TerminalRenderer
-    from streams.reader import StreamReader
+    from sessionflow.streams.reader import StreamReader
 
     async def go() -> None:
         redis = redis_client(Settings.from_env().redis_url)
@@ -339,7 +339,7 @@ async def _print(events: Any, renderer: Any, as_json: bool) -> None:
 @click.option("--limit", type=int, default=50, show_default=True)
 def sessions(status: str | None, agent_name: str | None, limit: int) -> None:
     """List sessions, newest first, with their status (a Temporal visibility query)."""
-    from sessionflow.operations import list_sessions
+    from sessionflow.client.listing import list_sessions
 
     async def go() -> None:
         settings = Settings.from_env()
@@ -363,7 +363,7 @@ def sessions(status: str | None, agent_name: str | None, limit: int) -> None:
 @_with_session_options
 def inspect(session_id: str, agent: str) -> None:
     """Show one session: status, usage, pending approvals and its last messages."""
-    from client.client import SessionClient
+    from sessionflow.client.client import SessionClient
 
     async def go() -> None:
         async with await SessionClient.connect() as client:
@@ -402,7 +402,7 @@ def inspect(session_id: str, agent: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print messages as JSON lines.")
 def history(session_id: str, agent: str, as_json: bool) -> None:
     """Print a session's messages."""
-    from client.client import SessionClient
+    from sessionflow.client.client import SessionClient
 
     async def go() -> None:
         async with await SessionClient.connect() as client:

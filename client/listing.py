@@ -8,9 +8,9 @@ from datetime import datetime
 
 from temporalio.client import Client
 
-from workflows import search
-from workflows.contract import WORKFLOW_NAME
-from workflows.ids import parse_session_workflow_id
+from sessionflow.contract import WORKFLOW_NAME
+from sessionflow.ids import parse_session_workflow_id
+from sessionflow.workflows import search
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 import click
 
-from streams.chunks import (
+from sessionflow.chunks import (
     AbortChunk,
     ErrorChunk,
     ReasoningDeltaChunk,
@@ -19,7 +19,7 @@ from streams.chunks import (
     ToolOutputAvailableChunk,
     ToolOutputErrorChunk,
 )
-from streams.reader import StreamEvent
+from sessionflow.streams.reader import StreamEvent
 
 _OUTPUT_LINES = 12
 
