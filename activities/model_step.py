@@ -97,6 +97,10 @@ class ModelStepActivities:
                 return recorder.interrupted()
             result = recorder.end()
         result.needs_approval = [await _needs_approval(agent, call) for call in result.tool_calls]
+        result.tool_activity = [
+            agent.activity_for(agent.tool(c.tool_name)) for c in result.tool_calls
+        ]
+        result.model_activity = agent.model_activity
         if fresh_state:
             result.state = dump_state(view.state)
         log.info(

@@ -33,7 +33,7 @@ class SandboxActivities:
             if params.sandbox_id is not None:
                 try:
                     existing = await self.sandboxes.connect(params.sandbox_id)
-                    return SandboxRef(sandbox_id=existing.id, created=False)
+                    return SandboxRef(sandbox_id=existing.id)
                 except SandboxNotFound:
                     if params.must_exist:
                         raise
@@ -42,8 +42,11 @@ class SandboxActivities:
                 status = status_chunk("sandbox-setup")
             async with self.publisher.writer(where) as writer:
                 writer.emit(status)
-            created = await self.sandboxes.create()
-            return SandboxRef(sandbox_id=created.id, created=True)
+            # Creating can take a while (a cloud VM); heartbeats keep it within the
+            # lifecycle preset's heartbeat timeout, which is what detects a dead worker.
+            async with heartbeating():
+                created = await self.sandboxes.create()
+            return SandboxRef(sandbox_id=created.id)
         except SessionflowError as err:
             raise to_application_error(err) from err
 
@@ -65,7 +68,8 @@ class SandboxActivities:
     async def sandbox_pause(self, sandbox_id: str) -> None:
         """Pause an idle session's sandbox; the next `connect` resumes it."""
         try:
-            await (await self.sandboxes.connect(sandbox_id)).pause()
+            async with heartbeating():
+                await (await self.sandboxes.connect(sandbox_id)).pause()
         except SandboxNotFound:
             return
         except SessionflowError as err:
@@ -75,7 +79,8 @@ class SandboxActivities:
     async def sandbox_kill(self, sandbox_id: str) -> None:
         """Release a closed session's sandbox for good."""
         try:
-            await (await self.sandboxes.connect(sandbox_id)).kill()
+            async with heartbeating():
+                await (await self.sandboxes.connect(sandbox_id)).kill()
         except SandboxNotFound:
             return
         except SessionflowError as err:
@@ -84,6 +89,7 @@ class SandboxActivities:
     @activity.defn(name=ActivityName.SANDBOX_STATUS)
     async def sandbox_status(self, sandbox_id: str) -> SandboxStatus:
         try:
-            return await (await self.sandboxes.connect(sandbox_id)).status()
+            async with heartbeating():
+                return await (await self.sandboxes.connect(sandbox_id)).status()
         except SandboxNotFound:
             return SandboxStatus.STOPPED

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,9 @@ log = structlog.get_logger(__name__)
 
 # Tool output kept in history and sent to the model; larger output is cut with a marker.
 MAX_OUTPUT_BYTES = 256 * 1024
+# On interrupt a tool sees `ctx.cancelled` and gets this long to stop by itself (and
+# clean up) before its task is cancelled, which kills its sandbox commands.
+STOP_GRACE_SECONDS = 0.5
 
 
 @dataclass
@@ -133,7 +136,7 @@ class ToolActivities:
             stream_output=stream_output,
         )
         try:
-            output = await found.execute(args, ctx)
+            output = await _until_interrupted(found.execute(args, ctx), ctx.cancelled)
         except SessionflowError:
             raise
         except Exception as err:  # the tool's own failure is the model's to handle
@@ -151,3 +154,19 @@ class ToolActivities:
             "preview": encoded[: self.max_output_bytes // 2],
             "note": f"output was {len(encoded)} bytes; only the start is kept",
         }
+
+
+async def _until_interrupted(work: Awaitable[Any], cancelled: asyncio.Event) -> Any:
+    """Run a tool; when the activity is cancelled, set `cancelled` and give the tool
+    `STOP_GRACE_SECONDS` to stop by itself before cancelling it. The activity's own
+    cancellation propagates either way: an interrupted call has no output."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        cancelled.set()
+        done, _ = await asyncio.wait({task}, timeout=STOP_GRACE_SECONDS)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task})
+        raise

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from sessionflow.agents.context import AgentContext, Resolvable, resolve
 from sessionflow.agents.tools import NeedsApproval, Tool
+from sessionflow.contract import ActivitySettings
 from sessionflow.ids import validate_agent_name
 from sessionflow.providers.scripted import Script
 
@@ -27,6 +28,8 @@ class Agent:
     state_schema: type[BaseModel] | None = None
     needs_approval: Mapping[str, NeedsApproval] = field(default_factory=dict)
     active_tools: Resolvable[Sequence[str] | None] = None
+    model_activity: ActivitySettings | None = None
+    tool_activity: ActivitySettings | None = None
 
     def scripts(self) -> list[Script]:
         """Scripts named directly as the model, for the worker's scripted provider."""
@@ -56,6 +59,13 @@ class Agent:
             decided = await decided
         return bool(decided)
 
+    def activity_for(self, tool: Tool[Any] | None) -> ActivitySettings | None:
+        """A tool call's activity settings: the agent's for all tools, then the tool's."""
+        own = tool.activity if tool is not None else None
+        if self.tool_activity is None:
+            return own
+        return self.tool_activity.merged(own)
+
 
 def agent(
     name: str,
@@ -67,6 +77,8 @@ def agent(
     state_schema: type[BaseModel] | None = None,
     needs_approval: Mapping[str, NeedsApproval] | None = None,
     active_tools: Resolvable[Sequence[str] | None] = None,
+    model_activity: ActivitySettings | None = None,
+    tool_activity: ActivitySettings | None = None,
 ) -> Agent:
     """Define an agent.
 
@@ -85,6 +97,11 @@ def agent(
             saying whether a person must approve the call; overrides the tool's own.
         active_tools: names of the tools offered to the model (all when None), or a
             function of `AgentContext` returning them.
+        model_activity: timeouts and retries of this agent's model steps (unset fields
+            keep the defaults); they apply from the session's second step on, since the
+            workflow learns them from the first.
+        tool_activity: timeouts and retries of its tool calls; a tool's own
+            `activity=` settings override these field by field.
     """
     validate_agent_name(name)
     if isinstance(model, str) and "/" not in model:
@@ -108,4 +125,6 @@ def agent(
         state_schema=state_schema,
         needs_approval=dict(needs_approval or {}),
         active_tools=active_tools,
+        model_activity=model_activity,
+        tool_activity=tool_activity,
     )

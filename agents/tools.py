@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from sessionflow.contract import ActivitySettings
 from sessionflow.messages import Message
 from sessionflow.sandbox.base import Sandbox
 
@@ -26,8 +27,9 @@ class ToolContext:
 
     `state` is the session's state, mutable: changes are saved when the tool
     returns. `context` is the turn's transient context (never persisted).
-    `cancelled` is set when the turn is interrupted; long-running tools should
-    watch it (commands run through `sandbox.exec` are killed for you).
+    `cancelled` is set when the turn is interrupted: the tool then has half a second
+    to stop by itself (and clean up) before its task is cancelled, which also kills
+    the commands it runs through `sandbox.exec`.
     """
 
     session_id: str
@@ -52,6 +54,7 @@ class Tool(Generic[InputT]):
     input_schema: type[InputT]
     execute: Execute[InputT]
     needs_approval: NeedsApproval = False
+    activity: ActivitySettings | None = None
 
     def json_schema(self) -> dict[str, Any]:
         """The input schema as JSON Schema, the form model providers take."""
@@ -65,6 +68,7 @@ def tool(
     input_schema: type[InputT],
     execute: Execute[InputT],
     needs_approval: NeedsApproval = False,
+    activity: ActivitySettings | None = None,
 ) -> Tool[InputT]:
     """Define a tool.
 
@@ -77,6 +81,9 @@ def tool(
             JSON-serialisable (pydantic models are).
         needs_approval: whether a person must approve each call first: a bool, or
             a function of the validated input.
+        activity: timeouts and retries of this tool's calls (e.g. a longer
+            `start_to_close` for a slow build, `max_attempts=1` for a tool with side
+            effects that must not repeat); unset fields keep the agent's or defaults.
     """
     if not name or not all(c.isalnum() or c in "_-" for c in name):
         raise ValueError(f"invalid tool name {name!r}: use letters, digits, '_' and '-'")
@@ -90,4 +97,5 @@ def tool(
         input_schema=input_schema,
         execute=execute,
         needs_approval=needs_approval,
+        activity=activity,
     )

@@ -9,6 +9,8 @@ from redis.asyncio import Redis
 from temporalio.client import Client
 
 from sessionflow.agents.definition import Agent
+from sessionflow.client.listing import SessionRow, list_sessions
+from sessionflow.client.services import Services
 from sessionflow.client.session import Session
 from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal
@@ -46,6 +48,17 @@ class SessionClient:
         self.contexts = ContextStore(redis, ttl_seconds=context_ttl_seconds)
         # Sessions upsert the Session* search attributes (see workflows.search).
         self.search_attributes = search_attributes
+
+    def _services(self) -> Services:
+        return Services(
+            temporal=self.temporal,
+            reader=self.reader,
+            contexts=self.contexts,
+            task_queue=self.task_queue,
+            limits=self.limits,
+            search_attributes=self.search_attributes,
+            agents=self.agents,
+        )
 
     @classmethod
     async def connect(
@@ -93,7 +106,23 @@ class SessionClient:
             validate_agent_name(chosen if isinstance(chosen, str) else chosen.name)
         except ValueError as err:
             raise InvalidInput(str(err)) from err
-        return Session(self, session_id, chosen)
+        return Session(self._services(), session_id, chosen)
+
+    async def list_sessions(
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        prefix: str | None = None,
+        limit: int = 50,
+    ) -> list[SessionRow]:
+        """Running sessions, most recently active first (a Temporal visibility query).
+
+        `prefix` keeps only session ids that start with it (a tenant's `acme:`).
+        """
+        return await list_sessions(
+            self.temporal, status=status, agent=agent, prefix=prefix, limit=limit
+        )
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -30,20 +30,30 @@ def _quoted(value: str) -> str:
 
 
 async def list_sessions(
-    temporal: Client, *, status: str | None = None, agent: str | None = None, limit: int = 50
+    temporal: Client,
+    *,
+    status: str | None = None,
+    agent: str | None = None,
+    prefix: str | None = None,
+    limit: int = 50,
 ) -> list[SessionRow]:
-    """Running sessions, newest activity first."""
+    """Running sessions, newest activity first; `prefix` filters session ids."""
     query = f'WorkflowType = "{WORKFLOW_NAME}" AND ExecutionStatus = "Running"'
     if status:
         query += f" AND {search.STATUS.name} = {_quoted(status)}"
     if agent:
         query += f" AND {search.AGENT.name} = {_quoted(agent)}"
     rows: list[SessionRow] = []
-    async for execution in temporal.list_workflows(query, limit=limit):
+    # Ids are filtered here, not in the query (the agent comes first in a workflow id),
+    # so look at more sessions than asked for when filtering.
+    scan = limit if prefix is None else min(limit * 10, 5_000)
+    async for execution in temporal.list_workflows(query, limit=scan):
         values = {p.key.name: p.value for p in execution.typed_search_attributes}
         try:
             agent_name, session_id = parse_session_workflow_id(execution.id)
         except ValueError:
+            continue
+        if prefix is not None and not session_id.startswith(prefix):
             continue
         rows.append(
             SessionRow(
@@ -61,4 +71,4 @@ async def list_sessions(
         key=lambda r: r.last_activity.replace(tzinfo=None) if r.last_activity else epoch,
         reverse=True,
     )
-    return rows
+    return rows[:limit]

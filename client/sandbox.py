@@ -6,20 +6,17 @@ tool calls), so the sandbox is the same one the agent's tools use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from sessionflow.contract import ExecRequest, ExecResult, SandboxStatus
+from sessionflow.client.calls import SessionCalls
+from sessionflow.contract import ExecRequest, ExecResult, SandboxStatus, SessionInfo
 from sessionflow.errors import SessionNotFound
-
-if TYPE_CHECKING:
-    from sessionflow.client.session import Session
+from sessionflow.workflows.session import SessionWorkflow
 
 
 class SessionSandbox:
     """A lazy handle: nothing happens until a method is awaited."""
 
-    def __init__(self, session: Session) -> None:
-        self._session = session
+    def __init__(self, calls: SessionCalls) -> None:
+        self._calls = calls
 
     async def exec(
         self,
@@ -35,16 +32,14 @@ class SessionSandbox:
         exit code is a result, not an error.
         """
         request = ExecRequest(command=command, args=args, cwd=cwd, timeout=timeout)
-        await self._session._start()
-        result: ExecResult = await self._session._update("sandbox_exec", request, ExecResult)
+        await self._calls.start()
+        result: ExecResult = await self._calls.update(SessionWorkflow.sandbox_exec, request)
         return result
 
     async def get_status(self) -> SandboxStatus | None:
         """Running, paused or stopped; None before the session has a sandbox."""
         try:
-            status: SandboxStatus | None = await self._session._update(
-                "sandbox_status", None, SandboxStatus | None
-            )
+            status: SandboxStatus | None = await self._calls.update(SessionWorkflow.sandbox_status)
         except SessionNotFound:
             return None
         return status
@@ -52,6 +47,7 @@ class SessionSandbox:
     async def get_id(self) -> str | None:
         """The sandbox id, or None until the session has a sandbox."""
         try:
-            return (await self._session.info()).sandbox_id
+            info: SessionInfo = await self._calls.query(SessionWorkflow.info)
+            return info.sandbox_id
         except SessionNotFound:
             return None

@@ -1,7 +1,8 @@
 """Every error the gateway answers is `{"error": {"code": ..., "message": ...}}`.
 
-Sessionflow errors map to 4xx statuses by kind; request validation failures name the
-field; anything unexpected is logged and answered as a 500 without internals.
+Sessionflow errors answer with the status and code their class declares; request
+validation failures name the field; anything unexpected is logged and answered as a
+500 without internals.
 """
 
 from __future__ import annotations
@@ -37,19 +38,6 @@ class Problem(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-# Most specific first: the first matching class decides.
-_STATUS: list[tuple[type[errors.SessionflowError], int, str]] = [
-    (errors.ApprovalNotPending, 409, "approval_not_pending"),
-    (errors.MessageNotFound, 404, "message_not_found"),
-    (errors.InvalidInput, 422, "invalid_input"),
-    (errors.SessionNotFound, 404, "session_not_found"),
-    (errors.SessionBusy, 409, "session_busy"),
-    (errors.SandboxNotFound, 404, "sandbox_not_found"),
-    (errors.WorkerUnavailable, 503, "worker_unavailable"),
-    (errors.ConnectionFailed, 503, "backend_unavailable"),
-]
-
-
 def problem(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Any:
     body = ErrorResponse(error=ErrorBody(code=code, message=message))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
@@ -62,10 +50,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(errors.SessionflowError)
     async def _sessionflow(_: Request, exc: errors.SessionflowError) -> JSONResponse:
-        for cls, status, code in _STATUS:
-            if isinstance(exc, cls):
-                return problem(status, code, str(exc))  # type: ignore[no-any-return]
-        return problem(400, exc.error_type, str(exc))  # type: ignore[no-any-return]
+        # The error tree carries each kind's status and code (sessionflow.errors).
+        return problem(exc.http_status, exc.code, str(exc))  # type: ignore[no-any-return]
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
 
-from sessionflow.streams.reader import StreamEvent
+from sessionflow.client import StreamEvent
 
 HEADERS = {
     "cache-control": "no-cache",

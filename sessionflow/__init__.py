@@ -27,6 +27,7 @@ _EXPORTS = {
     "ScriptedToolCall": "sessionflow.providers",
     "Message": "sessionflow.messages",
     "Usage": "sessionflow.messages",
+    "ActivitySettings": "sessionflow.contract",
     "TurnOutcome": "sessionflow.contract",
     "TurnStatus": "sessionflow.contract",
     "StreamEvent": "sessionflow.streams.reader",
@@ -56,7 +57,7 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from sessionflow.agents import Agent, Tool, ToolContext, agent, tool
     from sessionflow.client import SendResult, Session, SessionClient
-    from sessionflow.contract import TurnOutcome, TurnStatus
+    from sessionflow.contract import ActivitySettings, TurnOutcome, TurnStatus
     from sessionflow.errors import (
         AgentNotRegistered,
         ConnectionFailed,

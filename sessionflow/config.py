@@ -1,4 +1,5 @@
-"""Settings, read from the environment once, with defaults for the local stack.
+"""Settings, read from the environment once, with defaults for the local stack; and the
+resolution of the `module:attr` import paths some of them hold.
 
 | variable                      | default                     |
 | ----------------------------- | --------------------------- |
@@ -16,7 +17,8 @@
 | SESSIONFLOW_MAX_CONCURRENT_ACTIVITIES     | 200             |
 | SESSIONFLOW_MAX_CONCURRENT_WORKFLOW_TASKS | 100             |
 | SESSIONFLOW_MAX_CACHED_WORKFLOWS          | 1000            |
-| SESSIONFLOW_SANDBOX           | local (or e2b)              |
+| SESSIONFLOW_SANDBOX           | local (or e2b, module:attr) |
+| SESSIONFLOW_PROVIDERS         | none (module:attr,...)      |
 | SESSIONFLOW_E2B_TEMPLATE      | E2B's default template      |
 | SESSIONFLOW_E2B_TIMEOUT       | 3600 (sandbox lifetime, s)  |
 | SESSIONFLOW_ANTHROPIC_MAX_TOKENS      | 8192                |
@@ -27,8 +29,11 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -50,7 +55,10 @@ class Settings:
     max_concurrent_activities: int = 200
     max_concurrent_workflow_tasks: int = 100
     max_cached_workflows: int = 1000
+    # A registered backend name or a `module:attr` (see sessionflow.sandbox.registry).
     sandbox_backend: str = "local"
+    # `module:attr` paths of extra model providers (see sessionflow.providers.registry).
+    providers: tuple[str, ...] = ()
     e2b_template: str | None = None
     e2b_timeout_seconds: int = 3600
     anthropic_max_tokens: int = 8192
@@ -101,7 +109,10 @@ class Settings:
             max_cached_workflows=number(
                 "SESSIONFLOW_MAX_CACHED_WORKFLOWS", default.max_cached_workflows
             ),
-            sandbox_backend=text("SESSIONFLOW_SANDBOX", default.sandbox_backend),
+            sandbox_backend=text("SESSIONFLOW_SANDBOX", default.sandbox_backend).strip(),
+            providers=tuple(
+                p.strip() for p in env.get("SESSIONFLOW_PROVIDERS", "").split(",") if p.strip()
+            ),
             e2b_template=env.get("SESSIONFLOW_E2B_TEMPLATE") or None,
             e2b_timeout_seconds=number("SESSIONFLOW_E2B_TIMEOUT", default.e2b_timeout_seconds),
             anthropic_max_tokens=number(
@@ -120,3 +131,53 @@ class Settings:
             f"{self.temporal_ui_url}/namespaces/{quote(self.temporal_namespace)}"
             f"/workflows/{quote(workflow_id, safe='')}"
         )
+
+
+def import_object(path: str) -> object:
+    """The object a `module:attr` import path names (`attr` may be dotted: `mod:Cls.make`).
+
+    Raises `ImportError` (the module, or something it imports, is missing) or
+    `ValueError` (no `:attr`, no such attribute), each with a one-line reason.
+    """
+    module_name, _, attr = (part.strip() for part in path.partition(":"))
+    if not module_name or module_name.startswith("."):
+        raise ValueError("no module before ':'" if not module_name else "a relative module")
+    module = importlib.import_module(module_name)
+    if not attr:
+        raise ValueError(f"no ':attr' after the module {module_name!r}")
+    found: object = module
+    for name in attr.split("."):
+        try:
+            found = getattr(found, name)
+        except AttributeError:
+            raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+    return found
+
+
+def import_factory(
+    path: str, settings: Settings, kind: str, is_instance: Callable[[object], bool]
+) -> Callable[[], object]:
+    """What a `module:attr` setting names, as a call that makes the `kind` of object wanted.
+
+    The attribute may be an instance (`is_instance(attr)`), used as is, or a class or
+    other callable, called with no arguments if it needs none, else with `settings` as
+    its one positional argument. Raises `ImportError` or `ValueError` with a one-line
+    reason when the path names neither; what the call raises is the factory's own.
+    """
+    found = import_object(path)
+    if is_instance(found):
+        return lambda: found
+    if not callable(found):
+        raise ValueError(f"it names a {type(found).__name__}, not a {kind}, class or factory")
+    factory = found
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # some builtins have none: try the simplest call
+        return factory
+    for args in ((), (settings,)):
+        try:
+            signature.bind(*args)
+        except TypeError:
+            continue
+        return functools.partial(factory, *args)
+    raise ValueError(f"it must take no arguments or just the Settings, not {signature}")

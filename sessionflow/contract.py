@@ -7,6 +7,7 @@ plain data; the module does no I/O and is safe inside the workflow sandbox.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -74,6 +75,27 @@ class SessionLimits(BaseModel):
     remembered_step_usage: int = 1000
     # Pause the session's sandbox after this long without a message (None: never).
     pause_sandbox_after_seconds: float | None = 300.0
+
+
+class ActivitySettings(BaseModel):
+    """Timeouts and retries for one kind of activity, set per agent or per tool.
+
+    Unset fields keep the defaults of `sessionflow.workflows.policies`; settings layer
+    as defaults, then the agent's, then the tool's (as pydantic-ai's Temporal
+    integration layers them per model and per tool).
+    """
+
+    start_to_close: timedelta | None = None
+    heartbeat: timedelta | None = None
+    max_attempts: int | None = Field(default=None, ge=1)
+    initial_retry_interval: timedelta | None = None
+    max_retry_interval: timedelta | None = None
+
+    def merged(self, override: ActivitySettings | None) -> ActivitySettings:
+        """These settings with every field `override` sets replaced."""
+        if override is None:
+            return self
+        return self.model_copy(update=override.model_dump(exclude_none=True))
 
 
 class SendRequest(BaseModel):
@@ -179,6 +201,7 @@ class SessionSnapshot(BaseModel):
     outcomes: list[TurnOutcome] = Field(default_factory=list)
     sandbox_id: str | None = None
     state: dict[str, Any] | None = None
+    model_activity: ActivitySettings | None = None
     # How many runs came before this one (continue-as-new count).
     runs: int = 0
 
@@ -235,6 +258,10 @@ class ModelStepResult(BaseModel):
     needs_approval: list[bool] = Field(default_factory=list)
     # The agent's initial state, when the session had none yet.
     state: dict[str, Any] | None = None
+    # Activity settings of each tool call (agent's, then tool's), aligned with tool_calls.
+    tool_activity: list[ActivitySettings | None] = Field(default_factory=list)
+    # The agent's settings for its model steps, used from the session's next step on.
+    model_activity: ActivitySettings | None = None
 
 
 class RunToolParams(BaseModel):
@@ -268,7 +295,6 @@ class SandboxExecParams(BaseModel):
 
 class SandboxRef(BaseModel):
     sandbox_id: str
-    created: bool
 
 
 class PublishParams(BaseModel):

@@ -18,9 +18,11 @@
         ├── SandboxNotFound     the sandbox id names nothing (anymore)
         └── SandboxRefused      the backend refused: bad credentials, quota, bad path
 
-Inside activities the class name becomes the Temporal `ApplicationError` type, so a
-client or an ops person can match on it; `retryable` says whether Temporal should try
-again.
+Inside activities and workflow handlers the class name becomes the Temporal
+`ApplicationError` type, so a client or an ops person can match on it. This module is
+the one table of what each error means: `retryable` (whether Temporal tries again),
+`http_status` and `code` (the gateway's answer); `by_type` turns a type name back into
+its class, and `NON_RETRYABLE` lists what retry policies must never retry.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ class SessionflowError(Exception):
     """Base of every error Sessionflow raises on purpose."""
 
     retryable: ClassVar[bool] = False
+    # The gateway's answer: HTTP status and the `error.code` of its JSON body.
+    http_status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
 
     @property
     def error_type(self) -> str:
@@ -40,6 +45,8 @@ class SessionflowError(Exception):
 
 class ConnectionFailed(SessionflowError):
     retryable = True
+    http_status = 503
+    code = "backend_unavailable"
 
 
 class StreamUnavailable(ConnectionFailed):
@@ -52,38 +59,48 @@ class TemporalUnavailable(ConnectionFailed):
 
 class WorkerUnavailable(SessionflowError):
     retryable = True
+    http_status = 503
+    code = "worker_unavailable"
 
 
 class InvalidInput(SessionflowError, ValueError):
-    pass
+    http_status = 422
+    code = "invalid_input"
 
 
 class ApprovalNotPending(InvalidInput):
-    pass
+    http_status = 409
+    code = "approval_not_pending"
 
 
 class MessageNotFound(InvalidInput):
-    pass
+    http_status = 404
+    code = "message_not_found"
 
 
 class SessionBusy(SessionflowError):
-    pass
+    http_status = 409
+    code = "session_busy"
 
 
 class SessionNotFound(SessionflowError):
-    pass
+    http_status = 404
+    code = "session_not_found"
 
 
 class AgentNotRegistered(SessionflowError):
-    pass
+    http_status = 404
+    code = "agent_not_registered"
 
 
 class ModelNotFound(SessionflowError):
-    pass
+    http_status = 422
+    code = "model_not_found"
 
 
 class ModelError(SessionflowError):
-    pass
+    http_status = 502
+    code = "model_error"
 
 
 class ModelUnavailable(ModelError):
@@ -100,16 +117,38 @@ class InvalidModelRequest(ModelError):
 
 
 class TurnFailed(SessionflowError):
-    pass
+    http_status = 500
+    code = "turn_failed"
 
 
 class SandboxError(SessionflowError):
     retryable = True
+    http_status = 502
+    code = "sandbox_error"
 
 
 class SandboxNotFound(SandboxError):
     retryable = False
+    http_status = 404
+    code = "sandbox_not_found"
 
 
 class SandboxRefused(SandboxError):
     retryable = False
+    http_status = 422
+    code = "sandbox_refused"
+
+
+def _tree(root: type[SessionflowError]) -> list[type[SessionflowError]]:
+    return [root, *(c for sub in root.__subclasses__() for c in _tree(sub))]
+
+
+ALL: dict[str, type[SessionflowError]] = {cls.__name__: cls for cls in _tree(SessionflowError)}
+
+# Error types a retry policy must not retry (activities also mark them non-retryable).
+NON_RETRYABLE: list[str] = sorted(name for name, cls in ALL.items() if not cls.retryable)
+
+
+def by_type(error_type: str | None) -> type[SessionflowError] | None:
+    """The class whose name is an `ApplicationError` type, if it is one of ours."""
+    return ALL.get(error_type or "")

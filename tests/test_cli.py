@@ -11,11 +11,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from sessionflow.cli.localstack import LocalStack, StackConfig, free_port, port_open
 from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.contract import TurnStatus
 from tests.processes import REPO
+
+pytestmark = pytest.mark.slow
 
 PRIMES = "The first ten primes: 2, 3, 5, 7, 11, 13, 17, 19, 23, 29"
 

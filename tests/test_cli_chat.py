@@ -7,12 +7,16 @@ import json
 import signal
 import sys
 
+import pytest
+
 from sessionflow.cli.localstack import LocalStack
 from sessionflow.contract import TurnStatus
 from tests.agents import approval_agent, streaming_agent, tool_agent
 from tests.conftest import StartWorker
 from tests.processes import REPO
 from tests.test_cli import cli_env
+
+pytestmark = pytest.mark.slow
 
 
 async def spawn(stack: LocalStack, task_queue: str, *args: str) -> asyncio.subprocess.Process:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 from temporalio.client import Client
 
@@ -14,6 +15,8 @@ from sessionflow.client.client import SessionClient
 from sessionflow.contract import TurnStatus
 from tests.agents import context_agent
 from tests.processes import WorkerProcess
+
+pytestmark = pytest.mark.slow
 
 SECRET = "sk-live-observability-0xDEADBEEF"
 

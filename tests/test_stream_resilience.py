@@ -25,6 +25,8 @@ from sessionflow.worker.build import WorkerOptions, build_worker
 from tests.agents import LONG_TEXT, SLOW_SCRIPT, slow_agent, streaming_agent
 from tests.conftest import StartWorker
 
+pytestmark = pytest.mark.slow
+
 
 class RedisProcess:
     def __init__(self, data: Path) -> None:

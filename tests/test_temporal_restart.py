@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 from temporalio.client import Client
 
@@ -26,6 +27,8 @@ from sessionflow.streams.reader import StreamEvent
 from sessionflow.worker.build import WorkerOptions, build_worker
 from tests.agents import SLOW_SCRIPT, slow_agent
 from tests.history import completed_activities, scheduled_activities, workflow_events
+
+pytestmark = pytest.mark.slow
 
 # Longer than the SDK's retry budget for one call, and than the 5 s heartbeat timeout
 # of the step in flight, whose completion cannot reach the server meanwhile.

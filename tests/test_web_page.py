@@ -12,6 +12,8 @@ from tests.agents import LONG_TEXT
 from tests.conftest import Gateway
 from tests.processes import REPO
 
+pytestmark = pytest.mark.slow
+
 ARTIFACTS = REPO / "test-artifacts"
 FLAGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -26,6 +26,8 @@ from tests.history import (
 )
 from tests.processes import WorkerProcess
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def worker_process(

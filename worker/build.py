@@ -26,9 +26,8 @@ from sessionflow.activities import (
 from sessionflow.activities.heartbeat import HEARTBEAT_INTERVAL
 from sessionflow.agents.definition import Agent
 from sessionflow.agents.registry import AgentRegistry
-from sessionflow.providers.anthropic import AnthropicProvider
 from sessionflow.providers.base import ModelProvider
-from sessionflow.providers.registry import ModelRegistry
+from sessionflow.providers.registry import ModelRegistry, with_registered_providers
 from sessionflow.providers.scripted import Script, ScriptedProvider
 from sessionflow.sandbox.base import SandboxBackend
 from sessionflow.sandbox.local import LocalSandboxBackend
@@ -61,9 +60,11 @@ class WorkerOptions:
     sticky_schedule_to_start: timedelta = timedelta(seconds=3)
     # On shutdown, in-flight activities get this long to finish before they are cancelled.
     graceful_shutdown: timedelta = timedelta(seconds=10)
-    # Extra providers (e.g. Anthropic) beside the scripted one.
+    # Providers beside the scripted one; registered providers not among them (see
+    # sessionflow.providers.registry) are added with default settings.
     providers: Sequence[ModelProvider] = ()
     scripts: Sequence[Script] = ()
+    # The sandbox backend; by default, local workspaces under `sandbox_root`.
     sandboxes: SandboxBackend | None = None
 
 
@@ -73,15 +74,18 @@ def build_worker(
     """A worker that serves `agents` on `options.task_queue`.
 
     Scripts used by the agents (`model=Script(...)`) are registered with the
-    scripted provider automatically.
+    scripted provider automatically; each registered provider that `options.providers`
+    does not replace is added.
     """
     options = options or WorkerOptions()
     registry = AgentRegistry(agents)
     scripts = [s for a in registry for s in a.scripts()]
-    extra = list(options.providers)
-    if not any(p.name == "anthropic" for p in extra):
-        extra.append(AnthropicProvider())  # reads ANTHROPIC_API_KEY when first used
-    models = ModelRegistry([ScriptedProvider([*scripts, *options.scripts]), *extra])
+    models = ModelRegistry(
+        [
+            ScriptedProvider([*scripts, *options.scripts]),
+            *with_registered_providers(options.providers),
+        ]
+    )
     publisher = StreamPublisher(
         redis, retention=options.retention, on_write=metrics.chunks_published
     )

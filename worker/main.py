@@ -7,13 +7,17 @@ import signal
 from collections.abc import Sequence
 
 import structlog
+from redis.asyncio import Redis
+from temporalio.client import Client
+from temporalio.runtime import Runtime
 
 from sessionflow.agents.definition import Agent
 from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal, metrics_runtime
-from sessionflow.errors import InvalidInput
-from sessionflow.providers.anthropic import AnthropicProvider
-from sessionflow.sandbox.e2b import E2BSandboxBackend
+from sessionflow.providers.base import ModelProvider
+from sessionflow.providers.registry import providers_from_settings
+from sessionflow.sandbox.base import SandboxBackend
+from sessionflow.sandbox.registry import backend_from_settings
 from sessionflow.streams.publisher import Retention
 from sessionflow.worker.build import WorkerOptions, build_worker
 
@@ -30,12 +34,35 @@ def stop_on_signals() -> asyncio.Event:
 
 
 async def run_worker(settings: Settings, agents: Sequence[Agent], stop: asyncio.Event) -> None:
-    """Serve `agents` until `stop` is set, then finish in-flight work and exit."""
+    """Serve `agents` until `stop` is set, then finish in-flight work and exit.
+
+    The sandbox backend and model providers come from their registries
+    (`SESSIONFLOW_SANDBOX`, `SESSIONFLOW_PROVIDERS`), resolved before anything connects so
+    that a bad value fails at once.
+    """
+    sandboxes = backend_from_settings(settings)
+    providers = providers_from_settings(settings)
     runtime = metrics_runtime(settings.metrics_address) if settings.metrics_address else None
     temporal = await connect_temporal(
         settings.temporal_address, settings.temporal_namespace, runtime=runtime
     )
     redis = await connect_redis(settings.redis_url)
+    try:
+        await _serve(settings, agents, stop, temporal, redis, sandboxes, providers, runtime)
+    finally:
+        await redis.aclose()
+
+
+async def _serve(
+    settings: Settings,
+    agents: Sequence[Agent],
+    stop: asyncio.Event,
+    temporal: Client,
+    redis: Redis,
+    sandboxes: SandboxBackend,
+    providers: Sequence[ModelProvider],
+    runtime: Runtime | None,
+) -> None:
     options = WorkerOptions(
         task_queue=settings.task_queue,
         max_concurrent_activities=settings.max_concurrent_activities,
@@ -46,34 +73,19 @@ async def run_worker(settings: Settings, agents: Sequence[Agent], stop: asyncio.
             max_len=settings.stream_max_len, ttl_seconds=settings.stream_ttl_seconds
         ),
         context_ttl_seconds=settings.context_ttl_seconds,
-        providers=[
-            AnthropicProvider(
-                max_tokens=settings.anthropic_max_tokens,
-                thinking_budget=settings.anthropic_thinking_budget or None,
-            )
-        ],
+        providers=providers,
+        sandboxes=sandboxes,
     )
-    if settings.sandbox_backend == "e2b":
-        options.sandboxes = E2BSandboxBackend(
-            template=settings.e2b_template, timeout_seconds=settings.e2b_timeout_seconds
+    async with build_worker(temporal, redis, agents, options):
+        log.info(
+            "worker started",
+            task_queue=settings.task_queue,
+            agents=[a.name for a in agents],
+            sandbox=sandboxes.name,
+            providers=sorted(p.name for p in providers),
+            metrics=f"http://{settings.metrics_address}/metrics" if runtime else None,
+            temporal=settings.temporal_address,
+            redis=settings.redis_url,
         )
-    elif settings.sandbox_backend != "local":
-        raise InvalidInput(
-            f"SESSIONFLOW_SANDBOX must be 'local' or 'e2b', not {settings.sandbox_backend!r}"
-        )
-    worker = build_worker(temporal, redis, agents, options)
-    try:
-        async with worker:
-            log.info(
-                "worker started",
-                task_queue=settings.task_queue,
-                agents=[a.name for a in agents],
-                sandbox=settings.sandbox_backend,
-                metrics=f"http://{settings.metrics_address}/metrics" if runtime else None,
-                temporal=settings.temporal_address,
-                redis=settings.redis_url,
-            )
-            await stop.wait()
-            log.info("worker stopping")
-    finally:
-        await redis.aclose()
+        await stop.wait()
+        log.info("worker stopping")

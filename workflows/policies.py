@@ -10,15 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-# Business failures that retrying cannot fix; raised as non-retryable by activities too.
-NON_RETRYABLE_ERRORS = [
-    "AgentNotRegistered",
-    "ModelNotFound",
-    "InvalidModelRequest",
-    "SandboxNotFound",
-]
+with workflow.unsafe.imports_passed_through():
+    from sessionflow import errors
+    from sessionflow.contract import ActivitySettings
+
+# Business failures that retrying cannot fix (activities raise them non-retryable too).
+NON_RETRYABLE_ERRORS = errors.NON_RETRYABLE
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,23 @@ class ActivityPreset:
     start_to_close: timedelta
     heartbeat: timedelta | None
     retry: RetryPolicy
+
+    def overridden_by(self, settings: ActivitySettings | None) -> ActivityPreset:
+        """This preset with an agent's or a tool's settings applied over it."""
+        if settings is None:
+            return self
+        retry = self.retry
+        return ActivityPreset(
+            start_to_close=settings.start_to_close or self.start_to_close,
+            heartbeat=settings.heartbeat or self.heartbeat,
+            retry=RetryPolicy(
+                initial_interval=settings.initial_retry_interval or retry.initial_interval,
+                backoff_coefficient=retry.backoff_coefficient,
+                maximum_interval=settings.max_retry_interval or retry.maximum_interval,
+                maximum_attempts=settings.max_attempts or retry.maximum_attempts,
+                non_retryable_error_types=retry.non_retryable_error_types,
+            ),
+        )
 
 
 MODEL_STEP = ActivityPreset(

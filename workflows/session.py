@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         EnsureSandboxParams,
         ExecRequest,
         ExecResult,
+        ModelStepResult,
         SandboxExecParams,
         SandboxRef,
         SandboxStatus,
@@ -34,13 +35,20 @@ with workflow.unsafe.imports_passed_through():
         SessionStatus,
         SessionUpdate,
         StepRef,
+        StepUsage,
         TurnOutcome,
         TurnStatus,
         UsageReport,
     )
+    from sessionflow.errors import ApprovalNotPending, MessageNotFound, SessionBusy
     from sessionflow.messages import Message
-    from sessionflow.workflows import policies, search
-    from sessionflow.workflows.turn import Turn, call_activity
+    from sessionflow.workflows import calls, policies, search
+    from sessionflow.workflows.turn import Turn
+
+
+# The first `send` starts the session with signal-with-start, whose API takes the
+# signal's name rather than the method: this is that name.
+SEND_SIGNAL = "send"
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -57,6 +65,7 @@ class SessionWorkflow:
         self.sandbox_id = snapshot.sandbox_id
         self.state = snapshot.state
         self.runs = snapshot.runs + 1
+        self.model_activity = snapshot.model_activity
         self._searchable = input.search_attributes
         # The model of the latest step, named in the next step's activity summary.
         self.last_model: str | None = None
@@ -72,12 +81,11 @@ class SessionWorkflow:
     def status(self) -> SessionStatus:
         return self._status
 
-    @status.setter
-    def status(self, value: SessionStatus) -> None:
+    def set_status(self, value: SessionStatus) -> None:
         self._status = value
-        self.index()
+        self._index()
 
-    def index(self) -> None:
+    def _index(self) -> None:
         """Show the session's state in the UI (details) and in search attributes, when
         it changed. Called as status, tokens or pending approvals change."""
         pending = len(self.turn.pending_ids()) if self.turn else 0
@@ -107,7 +115,7 @@ class SessionWorkflow:
 
     @workflow.run
     async def run(self, input: SessionInput) -> None:
-        self.index()
+        self._index()
         while not self._closed:
             await self._wait_for_message()
             if self._closed:
@@ -120,11 +128,13 @@ class SessionWorkflow:
                 self.turn = None
             self._remember(outcome)
             self._count(outcome)
-            self.status = {
-                TurnStatus.FINISHED: SessionStatus.IDLE,
-                TurnStatus.INTERRUPTED: SessionStatus.INTERRUPTED,
-                TurnStatus.FAILED: SessionStatus.FAILED,
-            }[outcome.status]
+            self.set_status(
+                {
+                    TurnStatus.FINISHED: SessionStatus.IDLE,
+                    TurnStatus.INTERRUPTED: SessionStatus.INTERRUPTED,
+                    TurnStatus.FAILED: SessionStatus.FAILED,
+                }[outcome.status]
+            )
             if self._history_is_long():
                 await self._continue_as_new()
 
@@ -147,7 +157,7 @@ class SessionWorkflow:
 
     # -- signals --------------------------------------------------------------------
 
-    @workflow.signal(name="send")
+    @workflow.signal(name=SEND_SIGNAL)
     def send(self, request: SendRequest) -> None:
         """Queue a message; a duplicate delivery of the same message is ignored."""
         if self._is_known(request.assistant_message_id):
@@ -178,7 +188,7 @@ class SessionWorkflow:
     def _validate_wait_turn(self, message_id: str) -> None:
         if not self._is_known(message_id):
             raise ApplicationError(
-                f"no message {message_id!r} in this session", type="MessageNotFound"
+                f"no message {message_id!r} in this session", type=MessageNotFound.__name__
             )
 
     @workflow.update(name="approve")
@@ -194,7 +204,7 @@ class SessionWorkflow:
             raise ApplicationError(
                 f"approval {response.approval_id!r} is not pending in this session "
                 "(unknown, already answered, or its turn ended)",
-                type="ApprovalNotPending",
+                type=ApprovalNotPending.__name__,
             )
 
     @workflow.update(name="update")
@@ -202,16 +212,7 @@ class SessionWorkflow:
         """Point the session at another (existing) sandbox, and/or rewind its history
         so that `last_message_id` is the last message kept."""
         if change.sandbox_id is not None:
-            ref = await call_activity(
-                ActivityName.ENSURE_SANDBOX,
-                EnsureSandboxParams(
-                    ref=self.ref("", -1), sandbox_id=change.sandbox_id, must_exist=True
-                ),
-                SandboxRef,
-                policies.SANDBOX_LIFECYCLE,
-                summary=f"use sandbox {change.sandbox_id}",
-            )
-            self.sandbox_id = ref.sandbox_id
+            await self.use_sandbox(self.ref("", -1), change.sandbox_id)
         if change.last_message_id is not None:
             index = next(i for i, m in enumerate(self.messages) if m.id == change.last_message_id)
             del self.messages[index + 1 :]
@@ -222,11 +223,13 @@ class SessionWorkflow:
             return
         if self.turn is not None or self.inbox:
             raise ApplicationError(
-                "cannot rewind while a turn runs or messages are queued", type="SessionBusy"
+                "cannot rewind while a turn runs or messages are queued",
+                type=SessionBusy.__name__,
             )
         if all(m.id != change.last_message_id for m in self.messages):
             raise ApplicationError(
-                f"no message {change.last_message_id!r} in this session", type="MessageNotFound"
+                f"no message {change.last_message_id!r} in this session",
+                type=MessageNotFound.__name__,
             )
 
     @workflow.update(name="close")
@@ -241,14 +244,14 @@ class SessionWorkflow:
         if self.turn is not None or self.inbox:
             raise ApplicationError(
                 "cannot close while a turn runs or messages are queued; interrupt first",
-                type="SessionBusy",
+                type=SessionBusy.__name__,
             )
 
     @workflow.update(name="sandbox_exec")
     async def sandbox_exec(self, request: ExecRequest) -> ExecResult:
         """Run a command in the session's sandbox, creating the sandbox if needed."""
         sandbox_id = await self.ensure_sandbox(self.ref("", -1))
-        return await call_activity(
+        return await calls.call(
             ActivityName.SANDBOX_EXEC,
             SandboxExecParams(ref=self.ref("", -1), sandbox_id=sandbox_id, request=request),
             ExecResult,
@@ -295,7 +298,25 @@ class SessionWorkflow:
     def state_query(self) -> dict[str, Any] | None:
         return self.state
 
-    # -- shared with turns ----------------------------------------------------------
+    # -- what turns see (workflows.turn.TurnHost) -------------------------------------
+
+    def begin(self, request: Message, reply: Message) -> None:
+        self.messages.append(request)
+        self.messages.append(reply)
+
+    def approvals_changed(self) -> None:
+        self._index()
+
+    def record_step(self, usage: StepUsage, result: ModelStepResult) -> None:
+        self.last_model = result.model
+        self.usage.add(usage, self.limits.remembered_step_usage)
+        self.save_state(result.state)
+        if result.model_activity is not None:
+            self.model_activity = result.model_activity
+
+    def save_state(self, state: dict[str, Any] | None) -> None:
+        if state is not None:
+            self.state = state
 
     def ref(self, message_id: str, step: int) -> StepRef:
         return StepRef(
@@ -308,27 +329,34 @@ class SessionWorkflow:
 
     async def ensure_sandbox(self, ref: StepRef) -> str:
         if self.sandbox_id is None:
-            created = await call_activity(
-                ActivityName.ENSURE_SANDBOX,
-                EnsureSandboxParams(ref=ref, sandbox_id=None),
-                SandboxRef,
-                policies.SANDBOX_LIFECYCLE,
-                summary="create sandbox",
+            return await self._ensure(
+                EnsureSandboxParams(ref=ref, sandbox_id=None), "create sandbox"
             )
-            self.sandbox_id = created.sandbox_id
         return self.sandbox_id
 
     async def replace_sandbox(self, ref: StepRef, lost: str) -> str:
         """A new sandbox for one that vanished (a status chunk tells readers)."""
-        created = await call_activity(
+        return await self._ensure(
+            EnsureSandboxParams(ref=ref, sandbox_id=lost), f"recreate sandbox {lost}"
+        )
+
+    async def use_sandbox(self, ref: StepRef, sandbox_id: str) -> str:
+        """Point the session at an existing sandbox (SandboxNotFound if there is none)."""
+        return await self._ensure(
+            EnsureSandboxParams(ref=ref, sandbox_id=sandbox_id, must_exist=True),
+            f"use sandbox {sandbox_id}",
+        )
+
+    async def _ensure(self, params: EnsureSandboxParams, summary: str) -> str:
+        ref: SandboxRef = await calls.call(
             ActivityName.ENSURE_SANDBOX,
-            EnsureSandboxParams(ref=ref, sandbox_id=lost),
+            params,
             SandboxRef,
             policies.SANDBOX_LIFECYCLE,
-            summary=f"recreate sandbox {lost}",
+            summary=summary,
         )
-        self.sandbox_id = created.sandbox_id
-        return created.sandbox_id
+        self.sandbox_id = ref.sandbox_id
+        return ref.sandbox_id
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -336,12 +364,11 @@ class SessionWorkflow:
         self, name: ActivityName, what: str, result_type: type | None = None
     ) -> Any:
         """A lifecycle activity on the session's sandbox (pause, kill, status)."""
-        return await workflow.execute_activity(
-            name.value,
+        return await calls.call(
+            name,
             self.sandbox_id,
-            result_type=result_type,
-            start_to_close_timeout=policies.SANDBOX_LIFECYCLE.start_to_close,
-            retry_policy=policies.SANDBOX_LIFECYCLE.retry,
+            result_type,
+            policies.SANDBOX_LIFECYCLE,
             summary=f"{what} {self.sandbox_id}",
         )
 
@@ -391,6 +418,7 @@ class SessionWorkflow:
                     outcomes=list(self._outcomes.values()),
                     sandbox_id=self.sandbox_id,
                     state=self.state,
+                    model_activity=self.model_activity,
                     runs=self.runs,
                 ),
             )

@@ -8,11 +8,10 @@ returns what it produced so far, which is kept, and the turn ends with `abort`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
-from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -28,21 +27,23 @@ with workflow.unsafe.imports_passed_through():
     )
     from sessionflow.contract import (
         ActivityName,
+        ActivitySettings,
         ApprovalResponse,
-        EnsureSandboxParams,
         FinishReason,
         ModelStepParams,
         ModelStepResult,
         PublishParams,
         RunToolParams,
         RunToolResult,
-        SandboxRef,
         SendRequest,
+        SessionLimits,
         SessionStatus,
+        StepRef,
         StepUsage,
         TurnOutcome,
         TurnStatus,
     )
+    from sessionflow.errors import SandboxNotFound
     from sessionflow.messages import (
         Message,
         MessageStatus,
@@ -52,38 +53,62 @@ with workflow.unsafe.imports_passed_through():
         ToolPart,
         ToolState,
     )
-    from sessionflow.workflows import policies
-
-if TYPE_CHECKING:
-    from sessionflow.workflows.session import SessionWorkflow
+    from sessionflow.workflows import calls, policies
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 INTERRUPTED_TEXT = "interrupted by the user"
 
 
-async def call_activity(
-    name: ActivityName,
-    params: BaseModel,
-    result_type: type[ResultT],
-    preset: policies.ActivityPreset,
-    *,
-    summary: str,
-) -> ResultT:
-    result: ResultT = await workflow.execute_activity(
-        name.value,
-        params,
-        result_type=result_type,
-        start_to_close_timeout=preset.start_to_close,
-        heartbeat_timeout=preset.heartbeat,
-        retry_policy=preset.retry,
-        summary=summary,
-    )
-    return result
+class TurnHost(Protocol):
+    """What a turn may see and change of its session, and nothing more.
+
+    The session owns its transcript, state, usage and sandbox; a turn asks it to
+    record what each step produced instead of writing its fields.
+    """
+
+    @property
+    def limits(self) -> SessionLimits: ...
+
+    @property
+    def messages(self) -> list[Message]: ...
+
+    @property
+    def state(self) -> dict[str, Any] | None: ...
+
+    @property
+    def sandbox_id(self) -> str | None: ...
+
+    @property
+    def model_activity(self) -> ActivitySettings | None: ...
+
+    @property
+    def last_model(self) -> str | None: ...
+
+    def ref(self, message_id: str, step: int) -> StepRef: ...
+
+    def begin(self, request: Message, reply: Message) -> None:
+        """Add the turn's user message and its (streaming) reply to the transcript."""
+
+    def set_status(self, status: SessionStatus) -> None: ...
+
+    def approvals_changed(self) -> None:
+        """The turn's pending approvals changed (the UI shows their count)."""
+
+    def record_step(self, usage: StepUsage, result: ModelStepResult) -> None:
+        """A model step's usage, its model, and the agent state and settings it saw."""
+
+    def save_state(self, state: dict[str, Any] | None) -> None: ...
+
+    async def ensure_sandbox(self, ref: StepRef) -> str: ...
+
+    async def replace_sandbox(self, ref: StepRef, lost: str) -> str: ...
+
+    async def use_sandbox(self, ref: StepRef, sandbox_id: str) -> str: ...
 
 
 class Turn:
-    def __init__(self, session: SessionWorkflow, request: SendRequest) -> None:
+    def __init__(self, session: TurnHost, request: SendRequest) -> None:
         self._session = session
         self._request = request
         self.reply = Message(
@@ -110,18 +135,18 @@ class Turn:
 
     def answer(self, response: ApprovalResponse) -> None:
         self._answers[self._pending.pop(response.approval_id)] = response
-        self._session.index()
+        self._session.approvals_changed()
 
     # -- the turn -------------------------------------------------------------------
 
     async def run(self) -> TurnOutcome:
         session = self._session
-        session.messages.append(self._request.message)
-        session.messages.append(self.reply)
-        session.status = SessionStatus.STREAMING
+        session.begin(self._request.message, self.reply)
+        session.set_status(SessionStatus.STREAMING)
         try:
-            if self._request.sandbox_id not in (None, session.sandbox_id):
-                await self._use_sandbox(self._request.sandbox_id)
+            wanted = self._request.sandbox_id
+            if wanted is not None and wanted != session.sandbox_id:
+                await session.use_sandbox(session.ref(self.reply.id, 0), wanted)
             for step in range(session.limits.max_steps_per_turn):
                 self._step = step
                 result = await self._model_step()
@@ -156,23 +181,16 @@ class Turn:
             ),
             ModelStepResult,
             policies.MODEL_STEP,
+            settings=session.model_activity,
             summary=f"model step {self._step + 1}"
             + (f": {session.last_model.partition('/')[2]}" if session.last_model else ""),
         )
         if result is not None:
-            session.last_model = result.model
             self.reply.parts.extend(result.parts)
-            session.usage.add(
-                StepUsage(
-                    message_id=self.reply.id,
-                    step=self._step,
-                    model=result.model,
-                    usage=result.usage,
-                ),
-                session.limits.remembered_step_usage,
+            usage = StepUsage(
+                message_id=self.reply.id, step=self._step, model=result.model, usage=result.usage
             )
-            if result.state is not None:
-                session.state = result.state
+            session.record_step(usage, result)
         return result
 
     async def _run_tools(self, result: ModelStepResult) -> None:
@@ -180,7 +198,8 @@ class Turn:
         asked = [call for call, flag in zip(result.tool_calls, flags, strict=True) if flag]
         if asked:
             await self._ask_approval(asked)
-        for call in result.tool_calls:
+        settings = result.tool_activity or [None] * len(result.tool_calls)
+        for call, activity_settings in zip(result.tool_calls, settings, strict=True):
             if self._interrupting:
                 return
             part = self._part(call)
@@ -195,7 +214,7 @@ class Turn:
                     part.error_text = f"The user denied this tool call{reason}"
                     await self._publish([ToolOutputDeniedChunk(tool_call_id=call.tool_call_id)])
                     continue
-            await self._run_tool(call, part)
+            await self._run_tool(call, part, activity_settings)
 
     async def _ask_approval(self, calls: list[ToolCall]) -> None:
         chunks: list[Chunk] = []
@@ -209,39 +228,42 @@ class Turn:
                 ToolApprovalRequestChunk(approval_id=approval_id, tool_call_id=call.tool_call_id)
             )
         chunks.append(status_chunk("needs-approval", approvals=len(calls)))
-        self._session.status = SessionStatus.NEEDS_APPROVAL  # also indexes the pending count
+        self._session.set_status(SessionStatus.NEEDS_APPROVAL)  # also shows the pending count
         await self._publish(chunks)
         # Durable: the wait survives worker restarts and may last days.
         await workflow.wait_condition(
             lambda: not self._pending or self._interrupting,
         )
-        self._session.status = SessionStatus.STREAMING
+        self._session.set_status(SessionStatus.STREAMING)
 
-    async def _run_tool(self, call: ToolCall, part: ToolPart) -> None:
+    async def _run_tool(
+        self, call: ToolCall, part: ToolPart, settings: ActivitySettings | None
+    ) -> None:
         session = self._session
         ref = session.ref(self.reply.id, self._step)
         sandbox_id = await session.ensure_sandbox(ref)
-        session.status = SessionStatus.RUNNING_TOOL
+        session.set_status(SessionStatus.RUNNING_TOOL)
         try:
-            result = await self._tool_activity(call, sandbox_id)
+            result = await self._tool_activity(call, sandbox_id, settings)
         except ActivityError as err:
-            if _describe(err)[0] != "SandboxNotFound":
+            if _describe(err)[0] != SandboxNotFound.__name__:
                 raise
             # The sandbox vanished (expired, deleted): make a new one, say so, go again.
-            session.sandbox_id = await session.replace_sandbox(ref, sandbox_id)
-            result = await self._tool_activity(call, session.sandbox_id)
-        session.status = SessionStatus.STREAMING
-        if result is None:
+            sandbox_id = await session.replace_sandbox(ref, sandbox_id)
+            result = await self._tool_activity(call, sandbox_id, settings)
+        session.set_status(SessionStatus.STREAMING)
+        if result is None or result.interrupted:
             part.state, part.error_text = ToolState.OUTPUT_ERROR, INTERRUPTED_TEXT
             return
-        if result.state is not None:
-            session.state = result.state
+        session.save_state(result.state)
         if result.error_text is not None:
             part.state, part.error_text = ToolState.OUTPUT_ERROR, result.error_text
         else:
             part.state, part.output = ToolState.OUTPUT_AVAILABLE, result.output
 
-    async def _tool_activity(self, call: ToolCall, sandbox_id: str) -> RunToolResult | None:
+    async def _tool_activity(
+        self, call: ToolCall, sandbox_id: str, settings: ActivitySettings | None
+    ) -> RunToolResult | None:
         session = self._session
         return await self._cancellable(
             ActivityName.RUN_TOOL,
@@ -255,20 +277,9 @@ class Turn:
             ),
             RunToolResult,
             policies.TOOL,
+            settings=settings,
             summary=_tool_summary(call),
         )
-
-    async def _use_sandbox(self, sandbox_id: str | None) -> None:
-        ref = await call_activity(
-            ActivityName.ENSURE_SANDBOX,
-            EnsureSandboxParams(
-                ref=self._session.ref(self.reply.id, 0), sandbox_id=sandbox_id, must_exist=True
-            ),
-            SandboxRef,
-            policies.SANDBOX_LIFECYCLE,
-            summary=f"use sandbox {sandbox_id}",
-        )
-        self._session.sandbox_id = ref.sandbox_id
 
     # -- endings --------------------------------------------------------------------
 
@@ -309,20 +320,13 @@ class Turn:
         preset: policies.ActivityPreset,
         *,
         summary: str,
+        settings: ActivitySettings | None = None,
     ) -> ResultT | None:
         """Run an activity an interrupt may cancel; None if it was cancelled unfinished."""
         if self._interrupting:
             return None
-        handle = workflow.start_activity(
-            name.value,
-            params,
-            result_type=result_type,
-            start_to_close_timeout=preset.start_to_close,
-            heartbeat_timeout=preset.heartbeat,
-            retry_policy=preset.retry,
-            summary=summary,
-            # A cancelled activity may still complete with its partial result.
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        handle: workflow.ActivityHandle[ResultT] = calls.start(
+            name, params, result_type, preset, summary=summary, settings=settings, cancellable=True
         )
         self._inflight = handle
         try:

@@ -1,0 +1,148 @@
+"""Calls to one session's workflow, by method reference, with errors in our own words.
+
+Signals, updates and queries are named by `SessionWorkflow`'s methods rather than by
+strings, so a renamed handler fails type checking instead of production; the result
+types come from the methods' annotations. Temporal's RPC errors and the workflow's
+application errors come out as `sessionflow.errors` classes (one table: `errors.ALL`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic_core import PydanticSerializationError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from sessionflow import errors
+from sessionflow.client.services import Services
+from sessionflow.contract import SendRequest, SessionInput
+from sessionflow.workflows.session import SEND_SIGNAL, SessionWorkflow
+
+
+def known_error(err: WorkflowUpdateFailedError) -> errors.SessionflowError | None:
+    """The first application error in the cause chain that is one of ours."""
+    cause: BaseException | None = err.cause
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            cls = errors.by_type(cause.type)
+            if cls is not None:
+                return cls(cause.message)
+        cause = cause.cause if isinstance(cause, ApplicationError) else cause.__cause__
+    return None
+
+
+class SessionCalls:
+    """Start, signal, update and query one session's workflow."""
+
+    def __init__(self, services: Services, *, session_id: str, agent: str, workflow_id: str):
+        self._services = services
+        self._session_id = session_id
+        self._agent = agent
+        self.workflow_id = workflow_id
+
+    def handle(self) -> WorkflowHandle[SessionWorkflow, None]:
+        # No run id: after continue-as-new the newest run answers.
+        return self._services.temporal.get_workflow_handle_for(
+            SessionWorkflow.run, self.workflow_id
+        )
+
+    async def start(self, send: SendRequest | None = None, *, summary: str | None = None) -> None:
+        """Start the workflow unless it runs, optionally with a first message
+        (signal-with-start). The summary and details show in the Temporal UI."""
+        services = self._services
+        signal: dict[str, Any] = (
+            {"start_signal": SEND_SIGNAL, "start_signal_args": [send]} if send else {}
+        )
+        try:
+            await services.temporal.start_workflow(
+                SessionWorkflow.run,
+                SessionInput(
+                    session_id=self._session_id,
+                    agent=self._agent,
+                    limits=services.limits,
+                    search_attributes=services.search_attributes,
+                ),
+                id=self.workflow_id,
+                task_queue=services.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                static_summary=summary or f"{self._agent}: session {self._session_id}",
+                static_details=(
+                    f"Session `{self._session_id}` of agent `{self._agent}` (Sessionflow)."
+                ),
+                **signal,
+            )
+        except RPCError as err:
+            if err.status is RPCStatusCode.UNAVAILABLE:
+                raise self.rpc_error(err) from err
+            raise
+
+    async def signal(self, method: Any) -> None:
+        try:
+            await self.handle().signal(method)
+        except RPCError as err:
+            raise self.rpc_error(err) from err
+
+    async def update(self, method: Any, *args: Any) -> Any:
+        """Run an update; asks again while the session moves (continue-as-new, or off a
+        dead worker's cache)."""
+        while True:
+            try:
+                return await self.handle().execute_update(method, args=list(args))
+            except PydanticSerializationError as err:
+                # The argument cannot be encoded for Temporal, e.g. an id with a lone
+                # surrogate: the caller's input is at fault.
+                raise errors.InvalidInput(
+                    f"cannot send {method.__name__!r} to the session: {err}"
+                ) from None
+            except WorkflowUpdateFailedError as err:
+                known = known_error(err)
+                if known is not None:
+                    raise known from err
+                raise
+            except RPCError as err:
+                if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                    if err.status is RPCStatusCode.NOT_FOUND and not await self.exists():
+                        raise self.rpc_error(err) from err
+                    await asyncio.sleep(0.2)
+                    continue
+                if err.status is RPCStatusCode.UNAVAILABLE:
+                    raise self.rpc_error(err) from err
+                raise
+
+    async def query(self, method: Any, *args: Any) -> Any:
+        try:
+            return await self.handle().query(method, args=list(args))
+        except RPCError as err:
+            raise self.rpc_error(err) from err
+
+    async def exists(self) -> bool:
+        """Whether the session has been started (asks the Temporal server, not a worker)."""
+        try:
+            await self.handle().describe()
+            return True
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+
+    def rpc_error(self, err: RPCError) -> Exception:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return errors.SessionNotFound(
+                f"no session {self._session_id!r} for agent {self._agent!r} "
+                f"(workflow id {self.workflow_id!r})"
+            )
+        if err.status is RPCStatusCode.UNAVAILABLE:
+            return errors.TemporalUnavailable(
+                f"the Temporal server is unreachable ({err.message}); the session is "
+                "safe on the server: try again once it is back"
+            )
+        if err.status is RPCStatusCode.FAILED_PRECONDITION:
+            return errors.WorkerUnavailable(
+                f"no worker is serving task queue {self._services.task_queue!r}: "
+                f"start one with `sessionflow worker` ({err.message})"
+            )
+        return err

@@ -1,0 +1,120 @@
+"""`/v1/sessions`: the REST API over sessions, and their streams as SSE."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Header, Query, Response
+
+from sessionflow.contract import ApprovalResponse, UsageReport
+from sessionflow.gateway.models import (
+    ApprovalBody,
+    HistoryResponse,
+    SendBody,
+    SendResponse,
+    UpdateBody,
+)
+from sessionflow.gateway.sse import sse_response
+from sessionflow.gateway.tenancy import Client, Config, ExistingSession, NamedSession, Tenant
+
+router = APIRouter(prefix="/v1/sessions")
+
+
+@router.get("")
+async def sessions(
+    owner: Tenant,
+    client: Client,
+    config: Config,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> Any:
+    """The tenant's running sessions, most recently active first, with a Temporal UI link."""
+    prefix = f"{owner}:"
+    rows = await client.list_sessions(prefix=prefix, limit=limit)
+    base = f"{config.temporal_ui_url}/namespaces/{quote(config.namespace)}/workflows"
+    return {
+        "sessions": [
+            {
+                "session_id": r.session_id.removeprefix(prefix),
+                "agent": r.agent,
+                "status": r.status,
+                "tokens": r.tokens,
+                "pending_approvals": r.pending_approvals,
+                "last_activity": r.last_activity.isoformat() if r.last_activity else None,
+                "ui_url": f"{base}/{quote(r.workflow_id, safe='')}",
+            }
+            for r in rows
+        ]
+    }
+
+
+@router.post("/{session_id}/messages", status_code=202)
+async def send_message(session: NamedSession, body: SendBody) -> SendResponse:
+    """Send a message (the first one starts the session); returns the answer's id."""
+    result = await session.send(
+        body.message,
+        interrupt_if_streaming=body.interrupt_if_streaming,
+        context=body.context,
+        sandbox_id=body.sandbox_id,
+    )
+    return SendResponse(assistant_message_id=result.assistant_message_id)
+
+
+@router.post("/{session_id}/approvals")
+async def approve(session: ExistingSession, body: ApprovalBody) -> SendResponse:
+    """Answer a pending tool approval."""
+    result = await session.approve(ApprovalResponse(**body.model_dump()))
+    return SendResponse(assistant_message_id=result.assistant_message_id)
+
+
+@router.post("/{session_id}/interrupt", status_code=202)
+async def interrupt(session: ExistingSession) -> dict[str, bool]:
+    """Stop the running turn; its partial answer is kept."""
+    await session.interrupt()
+    return {"interrupted": True}
+
+
+@router.get("/{session_id}/history")
+async def history(
+    session: ExistingSession,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+) -> HistoryResponse:
+    """The session's messages with their parts, oldest first, one page at a time."""
+    messages = await session.history(offset=offset, limit=limit)
+    return HistoryResponse(
+        messages=[m.model_dump(mode="json") for m in messages],
+        offset=offset,
+        count=len(messages),
+    )
+
+
+@router.get("/{session_id}/usage")
+async def usage(session: ExistingSession) -> UsageReport:
+    """Token use per step, in total and by model."""
+    return await session.usage()
+
+
+@router.patch("/{session_id}")
+async def update(session: ExistingSession, body: UpdateBody) -> dict[str, bool]:
+    """Switch the session's sandbox and/or rewind it to `last_message_id`."""
+    await session.update(sandbox_id=body.sandbox_id, last_message_id=body.last_message_id)
+    return {"updated": True}
+
+
+@router.get(
+    "/{session_id}/stream",
+    response_class=Response,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream(
+    session: ExistingSession,
+    config: Config,
+    after: Annotated[str | None, Query(description="Resume after this event id")] = None,
+    follow: bool = False,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The session's chunks as SSE: from `Last-Event-ID`/`after`, else from the start
+    of the newest answer; ends after it unless `follow`."""
+    events = session.stream(after=last_event_id or after, follow=follow)
+    return sse_response(events, config.heartbeat_seconds)

@@ -1,0 +1,81 @@
+"""Who is asking, and which session they mean: API keys, tenants, session handles.
+
+Every route needs `Authorization: Bearer <api key>`; the key's tenant scopes every
+session id (the session `chat-1` of tenant `acme` is the Sessionflow session
+`acme:chat-1`), so one tenant can neither read nor write another's sessions.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from sessionflow.client import Session, SessionClient
+from sessionflow.errors import InvalidInput, SessionNotFound
+from sessionflow.gateway.config import GatewayConfig
+from sessionflow.gateway.problems import Problem
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from SESSIONFLOW_API_KEYS")
+
+
+def gateway_client(request: Request) -> SessionClient:
+    client: SessionClient = request.app.state.client
+    return client
+
+
+def gateway_config(request: Request) -> GatewayConfig:
+    config: GatewayConfig = request.app.state.config
+    return config
+
+
+Client = Annotated[SessionClient, Depends(gateway_client)]
+Config = Annotated[GatewayConfig, Depends(gateway_config)]
+
+
+async def _tenant(
+    config: Config,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The tenant owning the request's API key; 401 without a valid key."""
+    if credentials is not None:
+        for key, owner in config.api_keys.items():
+            if secrets.compare_digest(key.encode(), credentials.credentials.encode()):
+                return owner
+    raise Problem(401, "unauthorized", "send 'Authorization: Bearer <api key>'")
+
+
+Tenant = Annotated[str, Depends(_tenant)]
+AgentName = Annotated[
+    str | None, Query(description="The session's agent; default from the gateway config.")
+]
+
+
+def tenant_session(
+    client: SessionClient, config: GatewayConfig, owner: str, session_id: str, agent: str | None
+) -> Session:
+    """The tenant's session `session_id` (no network call)."""
+    if not session_id:
+        # `{owner}:` alone would pass as an id: an /api/chat body with `"id": ""`
+        # started a session that no /v1/sessions/{id} route can address.
+        raise InvalidInput("session id is empty")
+    return client.session(f"{owner}:{session_id}", agent=agent or config.default_agent)
+
+
+async def _named_session(
+    session_id: str, owner: Tenant, client: Client, config: Config, agent: AgentName = None
+) -> Session:
+    return tenant_session(client, config, owner, session_id, agent)
+
+
+async def _existing_session(session: Annotated[Session, Depends(_named_session)]) -> Session:
+    if not await session.exists():
+        raise SessionNotFound(f"no session {session.id.partition(':')[2]!r}")
+    return session
+
+
+# The session a `/v1/sessions/{session_id}/...` route names: any, or one that exists.
+NamedSession = Annotated[Session, Depends(_named_session)]
+ExistingSession = Annotated[Session, Depends(_existing_session)]

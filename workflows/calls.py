@@ -1,0 +1,66 @@
+"""Calling activities from workflow code: by their stable names, with a preset's
+timeouts and retries, optionally overridden per agent or per tool.
+
+Activities are named (`ActivityName`) rather than imported, so the workflow sandbox
+never imports their dependencies (Redis, model SDKs, user code).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from sessionflow.contract import ActivityName, ActivitySettings
+    from sessionflow.workflows.policies import ActivityPreset
+
+ResultT = TypeVar("ResultT")
+
+
+def start(
+    name: ActivityName,
+    params: Any,
+    result_type: type[ResultT] | Any,
+    preset: ActivityPreset,
+    *,
+    summary: str,
+    settings: ActivitySettings | None = None,
+    cancellable: bool = False,
+) -> workflow.ActivityHandle[ResultT]:
+    """Schedule an activity; `settings` (an agent's or a tool's) override the preset.
+
+    A `cancellable` activity may still complete with its partial result after it is
+    cancelled (a model step keeps the text it streamed before an interrupt).
+    """
+    chosen = preset.overridden_by(settings)
+    return workflow.start_activity(
+        name.value,
+        params,
+        result_type=result_type,
+        start_to_close_timeout=chosen.start_to_close,
+        heartbeat_timeout=chosen.heartbeat,
+        retry_policy=chosen.retry,
+        summary=summary,
+        cancellation_type=(
+            ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+            if cancellable
+            else ActivityCancellationType.TRY_CANCEL
+        ),
+    )
+
+
+async def call(
+    name: ActivityName,
+    params: BaseModel | str | None,
+    result_type: type[ResultT] | Any,
+    preset: ActivityPreset,
+    *,
+    summary: str,
+) -> ResultT:
+    """Run an activity to completion with the preset's timeouts and retries."""
+    result: ResultT = await start(name, params, result_type, preset, summary=summary)
+    return result
