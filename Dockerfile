@@ -18,6 +18,7 @@ COPY activities ./activities
 COPY worker ./worker
 COPY client ./client
 COPY gateway ./gateway
+COPY cli ./cli
 RUN pip install . && useradd --create-home sessionflow \
     && mkdir -p /var/lib/sessionflow && chown sessionflow /var/lib/sessionflow
 USER sessionflow

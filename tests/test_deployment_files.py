@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCE_PACKAGES = ["sessionflow", "agents", "providers", "sandbox", "streams", "workflows",
-                   "activities", "worker", "client", "gateway"]  # fmt: skip
+# Every folder that installs as part of `sessionflow` (pyproject's package-dir).
+SOURCE_PACKAGES = sorted(
+    set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "package-dir"
+        ].values()
+    )
+)
 
 
 def source_text() -> str:

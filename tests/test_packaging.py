@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 import sys
-import textwrap
 import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from sessionflow.agents.definition import agent
 from sessionflow.cli.localstack import LocalStack
-from sessionflow.providers.scripted import Script, ScriptStep
 from tests.conftest import StartWorker
 from tests.processes import REPO
 
@@ -83,11 +81,19 @@ def test_the_wheel_holds_one_package_with_every_module(tmp_path: Path) -> None:
 
 # -- a user's project with packages named like ours ------------------------------------
 
-ANSWER = "Hello from a user's project; you said {last_user_text}."
 USER_PACKAGES = ("workflows", "client", "agents", "worker")
 
-USER_SCRIPT = """
-import asyncio
+
+def readme_client_example() -> str:
+    """The README's complete client program (the block after `<!-- example:client -->`)."""
+    readme = (REPO / "README.md").read_text()
+    found = re.search(r"<!-- example:client -->\n```python\n(.*?)```", readme, re.S)
+    assert found, "README.md has no client example after '<!-- example:client -->'"
+    return found.group(1)
+
+
+# Before the README's program: the user's own packages are imported and are theirs.
+PRELUDE = """
 import sys
 from pathlib import Path
 
@@ -100,69 +106,51 @@ here = Path(__file__).resolve().parent
 for package in (workflows, client, agents, worker):
     assert package.MINE is True, package
     assert Path(package.__file__).resolve().parent.parent == here, package.__file__
+"""
 
-import sessionflow
-from sessionflow import Script, ScriptStep, SessionClient
-
-greeter = sessionflow.agent(
-    "packaged",
-    model=Script(name="packaged", delay=0, turns=[[ScriptStep(text=ANSWER_TEXT)]]),
-)
-
-
-async def main(temporal_address, redis_url, task_queue, session_id):
-    connected = await SessionClient.connect(
-        temporal_address=temporal_address, redis_url=redis_url, task_queue=task_queue,
-        agents=[greeter],
-    )
-    async with connected:
-        session = connected.session(session_id, agent=greeter)
-        result = await session.send("ping")
-        outcome = await asyncio.wait_for(result.done, 60)
-        outcome.raise_for_failure()
-        history = await session.history()
-        print("ANSWER:", history[-1].text())
-
-
-asyncio.run(main(*sys.argv[1:5]))
-
-# sessionflow's subpackages were imported by name as sessionflow.*, never as ours.
+# After it: sessionflow's subpackages were imported as sessionflow.*, never as theirs.
+POSTLUDE = """
 for package in (workflows, client, agents, worker):
     assert sys.modules[package.__name__] is package, package.__name__
-    assert getattr(sys.modules[package.__name__], "MINE", False) is True
 import sessionflow.workflows
 assert Path(sessionflow.workflows.__file__).resolve().parent != here / "workflows"
 print("OWN PACKAGES INTACT")
 """
 
 
-def user_project(root: Path) -> Path:
+def user_project(root: Path, program: str) -> Path:
     """A typical Temporal service repository: its own top-level packages, our names."""
     for name in USER_PACKAGES:
         (root / name).mkdir(parents=True)
         (root / name / "__init__.py").write_text(f'"""The user\'s own {name}."""\n\nMINE = True\n')
-    script = root / "main.py"
-    script.write_text(textwrap.dedent(USER_SCRIPT).replace("ANSWER_TEXT", repr(ANSWER)))
+    script = root / "app.py"
+    script.write_text(PRELUDE + program + POSTLUDE)
     return script
 
 
-async def test_a_user_project_keeps_its_own_workflows_client_agents_and_worker(
+async def test_the_readme_client_example_runs_in_a_project_with_its_own_packages(
     stack: LocalStack, start_worker: StartWorker, task_queue: str, unique_id: str, tmp_path: Path
 ) -> None:
-    greeter = agent(
-        "packaged", model=Script(name="packaged", delay=0, turns=[[ScriptStep(text=ANSWER)]])
-    )
-    await start_worker([greeter])
+    program = readme_client_example().replace('"user-42-chat"', repr(unique_id))
+    assert repr(unique_id) in program
+    # The worker serves the very agent the README defines.
+    namespace: dict[str, object] = {"__name__": "readme_example"}
+    exec(compile(program, "README.md", "exec"), namespace)
+    await start_worker([namespace["greeter"]])
     project = tmp_path / "service"
-    script = user_project(project)
+    script = user_project(project, program)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    env |= {
+        "TEMPORAL_ADDRESS": stack.config.temporal_address,
+        "REDIS_URL": stack.config.redis_url,
+        "SESSIONFLOW_TASK_QUEUE": task_queue,
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), stack.config.temporal_address, stack.config.redis_url,
-        task_queue, unique_id,
+        sys.executable, str(script),
         cwd=project, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=120)
     output = stdout.decode() + stderr.decode()
     assert proc.returncode == 0, output
-    assert "ANSWER: Hello from a user's project; you said ping." in stdout.decode(), output
+    assert "Hello! You said: Hi there\n[finished]" in stdout.decode(), output
     assert "OWN PACKAGES INTACT" in stdout.decode(), output
