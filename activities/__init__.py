@@ -1,8 +1,15 @@
 """Every side effect of a session: model calls, tools, sandboxes and stream writes."""
 
+from sessionflow.activities.context import ContextActivities
 from sessionflow.activities.model_step import ModelStepActivities
 from sessionflow.activities.publish import PublishActivities
 from sessionflow.activities.sandbox import SandboxActivities
 from sessionflow.activities.tools import ToolActivities
 
-__all__ = ["ModelStepActivities", "PublishActivities", "SandboxActivities", "ToolActivities"]
+__all__ = [
+    "ContextActivities",
+    "ModelStepActivities",
+    "PublishActivities",
+    "SandboxActivities",
+    "ToolActivities",
+]

@@ -13,6 +13,7 @@ from sessionflow.activities.heartbeat import heartbeating
 from sessionflow.chunks import status_chunk
 from sessionflow.contract import ActivityName, EnsureSandboxParams, SandboxExecParams, SandboxRef
 from sessionflow.errors import SandboxNotFound, SessionflowError
+from sessionflow.ids import sandbox_owner
 from sessionflow.sandbox.base import ExecResult, SandboxBackend, SandboxStatus
 from sessionflow.streams.publisher import StepStream, StreamPublisher
 
@@ -26,13 +27,14 @@ class SandboxActivities:
     async def ensure_sandbox(self, params: EnsureSandboxParams) -> SandboxRef:
         """Connect to the session's sandbox, creating it (again) if there is none."""
         ref = params.ref
+        owner = sandbox_owner(ref.session_id)
         where = StepStream(
             ref.workflow_id, ref.message_id, ref.step, activity.info().attempt, source="sandbox"
         )
         try:
             if params.sandbox_id is not None:
                 try:
-                    existing = await self.sandboxes.connect(params.sandbox_id)
+                    existing = await self.sandboxes.connect(params.sandbox_id, owner=owner)
                     return SandboxRef(sandbox_id=existing.id)
                 except SandboxNotFound:
                     if params.must_exist:
@@ -45,7 +47,7 @@ class SandboxActivities:
             # Creating can take a while (a cloud VM); heartbeats keep it within the
             # lifecycle preset's heartbeat timeout, which is what detects a dead worker.
             async with heartbeating():
-                created = await self.sandboxes.create()
+                created = await self.sandboxes.create(owner=owner)
             return SandboxRef(sandbox_id=created.id)
         except SessionflowError as err:
             raise to_application_error(err) from err
@@ -58,7 +60,8 @@ class SandboxActivities:
         if request.args:
             command = shlex.join([command, *request.args])
         try:
-            sandbox = await self.sandboxes.connect(params.sandbox_id)
+            owner = sandbox_owner(params.ref.session_id)
+            sandbox = await self.sandboxes.connect(params.sandbox_id, owner=owner)
             async with heartbeating():
                 return await sandbox.exec(command, cwd=request.cwd, timeout=request.timeout)
         except SessionflowError as err:

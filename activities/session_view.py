@@ -15,21 +15,22 @@ from temporalio import activity
 from sessionflow.agents.definition import Agent
 from sessionflow.errors import InvalidInput
 from sessionflow.streams.context import ContextStore
+from sessionflow.validation import describe
 
 
 async def load_context(store: ContextStore, agent: Agent, workflow_id: str, ref: str | None) -> Any:
     if ref is None:
         return None
     raw = await store.get(workflow_id, ref)
-    if agent.context_schema is None:
+    schema = agent.context_schema
+    if schema is None:
         return raw
     try:
-        return agent.context_schema.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as err:
-        # The message names fields, never values: context may hold secrets.
-        fields = ", ".join(".".join(map(str, e["loc"])) for e in err.errors())
+        # Declared field names and reasons only: context may hold secrets.
         raise InvalidInput(
-            f"context does not match the agent's context_schema ({fields})"
+            f"context does not match the agent's context_schema ({describe(err, schema)})"
         ) from None
 
 

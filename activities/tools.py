@@ -30,6 +30,7 @@ from sessionflow.agents.tools import ToolContext
 from sessionflow.chunks import Chunk, ToolOutputAvailableChunk, ToolOutputErrorChunk, status_chunk
 from sessionflow.contract import ActivityName, RunToolParams, RunToolResult
 from sessionflow.errors import SandboxNotFound, SessionflowError
+from sessionflow.ids import sandbox_owner
 from sessionflow.sandbox.base import SandboxBackend
 from sessionflow.streams.context import ContextStore
 from sessionflow.streams.publisher import StepStream, StreamPublisher
@@ -107,7 +108,9 @@ class ToolActivities:
         if params.sandbox_id is None:
             raise SessionflowError("tool called before the session had a sandbox")
         sandbox = RecordedSandbox(
-            await self.sandboxes.connect(params.sandbox_id),
+            await self.sandboxes.connect(
+                params.sandbox_id, owner=sandbox_owner(params.ref.session_id)
+            ),
             self.publisher.redis,
             workflow_id=params.ref.workflow_id,
             tool_call_id=call.tool_call_id,

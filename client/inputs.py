@@ -21,6 +21,7 @@ from pydantic_core import PydanticSerializationError
 from sessionflow.contract import ApprovalResponse
 from sessionflow.errors import InvalidInput
 from sessionflow.messages import Message, MessageStatus, Role, TextPart
+from sessionflow.validation import describe
 
 # A single message larger than this would crowd Temporal's 2 MB payload limit.
 MAX_MESSAGE_BYTES = 256 * 1024
@@ -163,8 +164,7 @@ def validate_context(schema: type[BaseModel] | None, context: Any) -> Any:
     try:
         model = context if isinstance(context, schema) else schema.model_validate(context)
     except ValidationError as err:
-        fields = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors()
-        )
-        raise InvalidInput(f"context does not match {schema.__name__}: {fields}") from None
+        raise InvalidInput(
+            f"context does not match {schema.__name__}: {describe(err, schema)}"
+        ) from None
     return model.model_dump(mode="json")

@@ -67,10 +67,13 @@ class Sandbox(Protocol):
 class SandboxBackend(Protocol):
     name: str
 
-    async def create(self) -> Sandbox:
-        """Provision a new sandbox."""
+    async def create(self, *, owner: str) -> Sandbox:
+        """Provision a new sandbox that belongs to `owner` (`sessionflow.ids.sandbox_owner`)."""
         ...
 
-    async def connect(self, sandbox_id: str) -> Sandbox:
-        """Attach to an existing sandbox; raises `SandboxNotFound` if it is gone."""
+    async def connect(self, sandbox_id: str, *, owner: str | None = None) -> Sandbox:
+        """Attach to an existing sandbox; raises `SandboxNotFound` if it is gone, or if
+        `owner` is given and the sandbox belongs to someone else (indistinguishable on
+        purpose: a foreign id must not be confirmed to exist). `owner=None` is for
+        lifecycle calls on the id a session already holds."""
         ...

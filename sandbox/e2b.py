@@ -157,6 +157,11 @@ class E2BSandbox:
                 raise mapped from err
 
 
+# The sandbox's metadata key naming its owner (`sessionflow.ids.sandbox_owner`), set at
+# create and checked at connect, so one tenant cannot attach to another's sandbox.
+OWNER_KEY = "sessionflow-owner"
+
+
 class E2BSandboxBackend:
     """Sandboxes on E2B. `sdk` defaults to the `e2b` package (tests pass a fake)."""
 
@@ -177,22 +182,29 @@ class E2BSandboxBackend:
         self._api_key = api_key or os.environ.get("E2B_API_KEY")
         self._sdk = sdk or importlib.import_module("e2b")
 
-    async def create(self) -> E2BSandbox:
+    async def create(self, *, owner: str) -> E2BSandbox:
         try:
             sandbox = await self._sdk.AsyncSandbox.create(
                 template=self._template,
                 timeout=self._timeout,
-                metadata=self._metadata,
+                metadata={**self._metadata, OWNER_KEY: owner},
                 api_key=self._api_key,
             )
         except Exception as err:
             raise _mapped(self._sdk, err) from err
         return E2BSandbox(self._sdk, sandbox)
 
-    async def connect(self, sandbox_id: str) -> E2BSandbox:
-        """Attach to a sandbox; a paused one is resumed by E2B on connect."""
+    async def connect(self, sandbox_id: str, *, owner: str | None = None) -> E2BSandbox:
+        """Attach to a sandbox; a paused one is resumed by E2B on connect. With `owner`,
+        a sandbox whose metadata names another owner is "not found"."""
         try:
+            if owner is not None:
+                info = await self._sdk.AsyncSandbox.get_info(sandbox_id, api_key=self._api_key)
+                if (info.metadata or {}).get(OWNER_KEY) != owner:
+                    raise SandboxNotFound(f"no sandbox {sandbox_id!r}")
             sandbox = await self._sdk.AsyncSandbox.connect(sandbox_id, api_key=self._api_key)
+        except SandboxNotFound:
+            raise
         except Exception as err:
             raise _mapped(self._sdk, err) from err
         return E2BSandbox(self._sdk, sandbox)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sessionflow.errors import InvalidInput, SandboxNotFound, SandboxRefused
+from sessionflow.ids import sandbox_owner
 from sessionflow.sandbox.base import ExecResult, FileEntry, OutputCallback, SandboxStatus
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
@@ -274,16 +275,34 @@ class LocalSandboxBackend:
         if isolation == "bwrap" and self.bwrap is None:
             raise SandboxRefused("isolation='bwrap' but bubblewrap is missing or cannot run here")
 
-    async def create(self) -> LocalSandbox:
+    async def create(self, *, owner: str) -> LocalSandbox:
         sandbox = self._sandbox(f"sbx-{uuid.uuid4().hex[:16]}")
+        # The owner is recorded beside the workspaces, where no sandbox can see it.
+        record = self._owner_record(sandbox.id)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(owner)
         sandbox.workspace.mkdir(parents=True, exist_ok=False)
         return sandbox
 
-    async def connect(self, sandbox_id: str) -> LocalSandbox:
+    async def connect(self, sandbox_id: str, *, owner: str | None = None) -> LocalSandbox:
         sandbox = self._sandbox(sandbox_id)
-        if not sandbox.workspace.is_dir():
-            raise SandboxNotFound(f"no local sandbox {sandbox_id!r} under {self.root}")
+        # A foreign sandbox is "not found", exactly like a missing one.
+        if not sandbox.workspace.is_dir() or (
+            owner is not None and self._owner_of(sandbox_id) != owner
+        ):
+            raise SandboxNotFound(f"no sandbox {sandbox_id!r}")
         return sandbox
+
+    def _owner_record(self, sandbox_id: str) -> Path:
+        return self.root / ".owners" / sandbox_id
+
+    def _owner_of(self, sandbox_id: str) -> str:
+        """Who the sandbox belongs to; one made before owners were recorded belongs to
+        sessions without a tenant."""
+        try:
+            return self._owner_record(sandbox_id).read_text()
+        except FileNotFoundError:
+            return sandbox_owner("")
 
     def _sandbox(self, sandbox_id: str) -> LocalSandbox:
         if not _SANDBOX_ID.match(sandbox_id):

@@ -29,6 +29,7 @@ class ActivityName(StrEnum):
     SANDBOX_PAUSE = "sessionflow.sandbox_pause"
     SANDBOX_KILL = "sessionflow.sandbox_kill"
     PUBLISH = "sessionflow.publish"
+    FORGET_CONTEXT = "sessionflow.forget_context"
 
 
 class SessionStatus(StrEnum):
@@ -295,6 +296,13 @@ class SandboxExecParams(BaseModel):
 
 class SandboxRef(BaseModel):
     sandbox_id: str
+
+
+class ForgetContextParams(BaseModel):
+    """A turn has ended: its transient context is deleted from Redis."""
+
+    workflow_id: str
+    context_ref: str
 
 
 class PublishParams(BaseModel):

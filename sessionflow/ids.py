@@ -54,3 +54,18 @@ def parse_session_workflow_id(workflow_id: str) -> tuple[str, str]:
     if not sep:
         raise ValueError(f"{workflow_id!r} is not a session workflow id")
     return validate_agent_name(agent), validate_session_id(session_id)
+
+
+def tenant_of(session_id: str) -> str:
+    """The tenant a session belongs to: the part of its id before the first ':' (the
+    gateway names tenant `acme`'s session `chat-1` as `acme:chat-1`), else "" for ids
+    without one. Sandboxes belong to a tenant (see `sandbox_owner`)."""
+    tenant, sep, _ = session_id.partition(":")
+    return tenant if sep else ""
+
+
+def sandbox_owner(session_id: str) -> str:
+    """Who may use a sandbox a session creates: every session of the same tenant (so
+    `update(sandbox_id=...)` can hand one to another of the tenant's sessions), and
+    nobody else."""
+    return f"tenant:{tenant_of(session_id)}"

@@ -47,3 +47,7 @@ class ContextStore:
                 f"(it is kept {self._ttl}s after last use); send the message again"
             )
         return json.loads(raw)
+
+    async def delete(self, workflow_id: str, ref: str) -> None:
+        """Forget a turn's context once the turn has ended."""
+        await self._redis.delete(self._key(workflow_id, ref))

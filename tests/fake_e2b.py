@@ -63,6 +63,20 @@ class EntryInfo:
 @dataclass
 class Info:
     state: str
+    metadata: dict[str, str] | None = None
+
+
+class _ClassOrInstance:
+    """Like the SDK's `class_method_variant`: `AsyncSandbox.get_info(id)` on the class,
+    `sandbox.get_info()` on an instance."""
+
+    def __init__(self, fn: Any) -> None:
+        self._fn = fn
+
+    def __get__(self, instance: Any, owner: Any) -> Any:
+        if instance is None:
+            return lambda sandbox_id, **opts: self._fn(owner, sandbox_id, **opts)
+        return lambda **opts: self._fn(owner, instance.sandbox_id, **opts)
 
 
 @dataclass
@@ -117,8 +131,12 @@ class FakeE2B:
                     record.resumed += 1
                 return cls(sandbox_id)
 
-            async def get_info(self) -> Info:
-                return Info(fake._record(self.sandbox_id).state)
+            @_ClassOrInstance
+            async def get_info(cls, sandbox_id: str, api_key: str | None = None) -> Info:
+                if api_key is not None:
+                    fake._authenticate(api_key)
+                record = fake._record(sandbox_id)
+                return Info(record.state, record.metadata)
 
             async def pause(self) -> None:
                 fake._record(self.sandbox_id).state = "paused"

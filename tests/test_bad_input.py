@@ -647,10 +647,10 @@ async def test_malformed_contexts_are_refused_without_echoing_them(
     await check_families({k: bad_contexts(k) for k in kinds}, check, max_examples=20)
 
     await assert_workflow_healthy(client.temporal, session.workflow_id)
-    # Refused before anything was stored: one context in Redis (the first turn's), no
-    # new message, and no secret anywhere in the workflow's history.
+    # Refused before anything was stored: no context in Redis (the first turn's was
+    # deleted when it ended), no new message, and no secret in the workflow's history.
     pattern = f"sf:{{{session.workflow_id}}}:ctx:*"
-    assert len([k async for k in client.redis.scan_iter(match=pattern)]) == 1
+    assert [k async for k in client.redis.scan_iter(match=pattern)] == []
     assert (await session.info()).message_count == 2
     history = await client.temporal.get_workflow_handle(session.workflow_id).fetch_history()
     raw = b"".join(event.SerializeToString() for event in history.events)
@@ -664,7 +664,7 @@ async def test_malformed_contexts_are_refused_without_echoing_them(
         CONTEXT_SCRIPT.turns[0], system="You are helping bob.", last_tool_output=whoami
     )
     assert reply.text() == expected
-    assert len([k async for k in client.redis.scan_iter(match=pattern)]) == 2
+    assert [k async for k in client.redis.scan_iter(match=pattern)] == []
     await assert_workflow_healthy(client.temporal, session.workflow_id)
 
 

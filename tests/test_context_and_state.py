@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 from temporalio.service import RPCError
@@ -44,6 +45,29 @@ async def test_context_reaches_tools_and_options_but_never_temporal(
     description = await client.temporal.get_workflow_handle(session.workflow_id).describe()
     assert SECRET not in str(description.raw_description)
     assert SECRET not in caplog.text
+
+
+async def test_context_is_deleted_from_redis_when_its_turn_ends(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([context_agent])
+    session = client.session(unique_id, agent=context_agent)
+    pattern = f"sf:{{{session.workflow_id}}}:ctx:*"
+    first = await session.send("who am I?", context={"user": "ada", "api_token": SECRET})
+    # Queued behind the first turn: its context must outlive the first turn's.
+    second = await session.send("and now?", context={"user": "bob", "api_token": "tok-2"})
+    assert (await first.done).status is TurnStatus.FINISHED
+    assert (await second.done).status is TurnStatus.FINISHED
+    assert (await session.history())[-1].text().startswith("[You are helping bob.] ")
+    assert [k async for k in client.redis.scan_iter(match=pattern)] == []
+    raw = b"".join([v async for v in _values(client.redis)])
+    assert SECRET.encode() not in raw
+
+
+async def _values(redis: Any) -> Any:
+    async for key in redis.scan_iter():
+        if await redis.type(key) == b"string":
+            yield await redis.get(key)
 
 
 async def test_invalid_context_is_rejected_before_the_workflow_starts(

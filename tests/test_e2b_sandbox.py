@@ -78,7 +78,7 @@ async def test_tools_run_in_an_e2b_sandbox(
     assert (record.template, record.timeout, record.metadata) == (
         "python-3.12",
         600,
-        {"created-by": "sessionflow"},
+        {"created-by": "sessionflow", "sessionflow-owner": "tenant:"},
     )
     assert any(e.type == "tool-output-available" and e.chunk.preliminary for e in events)  # type: ignore[attr-defined]
 

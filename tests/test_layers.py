@@ -31,7 +31,17 @@ PACKAGE_DIRS: dict[str, str] = tomllib.loads((REPO / "pyproject.toml").read_text
     "setuptools"
 ]["package-dir"]
 
-GROUND = ("errors", "ids", "messages", "contract", "chunks", "config", "connections", "logs")
+GROUND = (
+    "errors",
+    "ids",
+    "messages",
+    "contract",
+    "chunks",
+    "validation",
+    "config",
+    "connections",
+    "logs",
+)
 # `sessionflow` itself (the lazy public face) and `python -m sessionflow`.
 PUBLIC = ("sessionflow", "sessionflow.__main__")
 

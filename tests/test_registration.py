@@ -68,11 +68,11 @@ class RecordingBackend(LocalSandboxBackend):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.sandboxes / "recorded", isolation="none")
 
-    async def create(self) -> RecordingSandbox:
-        return _recording(await super().create())
+    async def create(self, *, owner: str) -> RecordingSandbox:
+        return _recording(await super().create(owner=owner))
 
-    async def connect(self, sandbox_id: str) -> RecordingSandbox:
-        return _recording(await super().connect(sandbox_id))
+    async def connect(self, sandbox_id: str, *, owner: str | None = None) -> RecordingSandbox:
+        return _recording(await super().connect(sandbox_id, owner=owner))
 
 
 def _recording(sandbox: LocalSandbox) -> RecordingSandbox:

@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from sessionflow.activities import (
+    ContextActivities,
     ModelStepActivities,
     PublishActivities,
     SandboxActivities,
@@ -95,6 +96,7 @@ def build_worker(
     tools = ToolActivities(registry, sandboxes, publisher, contexts)
     lifecycle = SandboxActivities(sandboxes, publisher)
     publishing = PublishActivities(publisher)
+    forgetting = ContextActivities(contexts)
     return Worker(
         client,
         task_queue=options.task_queue,
@@ -110,6 +112,7 @@ def build_worker(
             lifecycle.sandbox_pause,
             lifecycle.sandbox_kill,
             publishing.publish,
+            forgetting.forget_context,
         ],
         max_concurrent_activities=options.max_concurrent_activities,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,

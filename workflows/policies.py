@@ -86,3 +86,10 @@ PUBLISH = ActivityPreset(
     heartbeat=None,
     retry=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=200)),
 )
+
+# Local activity: one Redis DEL when a turn that carried context has ended.
+FORGET_CONTEXT = ActivityPreset(
+    start_to_close=timedelta(seconds=10),
+    heartbeat=None,
+    retry=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=200)),
+)

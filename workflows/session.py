@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from sessionflow.contract import (
@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         EnsureSandboxParams,
         ExecRequest,
         ExecResult,
+        ForgetContextParams,
         ModelStepResult,
         SandboxExecParams,
         SandboxRef,
@@ -75,6 +76,8 @@ class SessionWorkflow:
         self._outcomes = {o.message_id: o for o in snapshot.outcomes}
         self._continuing = False
         self._closed = False
+        # Set while `close` kills the sandbox: no new turn may start in it meanwhile.
+        self._closing = False
         self.sandbox_paused = False
 
     @property
@@ -121,11 +124,13 @@ class SessionWorkflow:
             if self._closed:
                 break
             self.sandbox_paused = False  # the turn's first sandbox use resumes it
-            self.turn = Turn(self, self.inbox.pop(0))
+            request = self.inbox.pop(0)
+            self.turn = Turn(self, request)
             try:
                 outcome = await self.turn.run()
             finally:
                 self.turn = None
+            await self._forget_context(request)
             self._remember(outcome)
             self._count(outcome)
             self.set_status(
@@ -136,13 +141,17 @@ class SessionWorkflow:
                 }[outcome.status]
             )
             if self._history_is_long():
-                await self._continue_as_new()
+                await self._continue_as_new(self._snapshot())
+        if self.inbox:
+            # Sent while the session was closing: they open the next, empty session
+            # under the same id, as a send after the close would have.
+            await self._continue_as_new(SessionSnapshot(inbox=self.inbox))
 
     async def _wait_for_message(self) -> None:
         """Wait for the next message; pause the sandbox if none comes for a while."""
 
         def ready() -> bool:
-            return bool(self.inbox) or self._closed
+            return (bool(self.inbox) and not self._closing) or self._closed
 
         idle = self.limits.pause_sandbox_after_seconds
         if self.sandbox_id is None or self.sandbox_paused or idle is None:
@@ -235,6 +244,7 @@ class SessionWorkflow:
     @workflow.update(name="close")
     async def close(self) -> None:
         """End the session: its sandbox is killed and the workflow completes."""
+        self._closing = True
         if self.sandbox_id is not None:
             await self._sandbox_lifecycle(ActivityName.SANDBOX_KILL, "kill sandbox")
         self._closed = True
@@ -372,6 +382,23 @@ class SessionWorkflow:
             summary=f"{what} {self.sandbox_id}",
         )
 
+    async def _forget_context(self, request: SendRequest) -> None:
+        """Delete the ended turn's context from Redis (best effort: its TTL remains)."""
+        if request.context_ref is None or not workflow.patched("forget-context"):
+            return
+        try:
+            await workflow.execute_local_activity(
+                ActivityName.FORGET_CONTEXT.value,
+                ForgetContextParams(
+                    workflow_id=workflow.info().workflow_id, context_ref=request.context_ref
+                ),
+                start_to_close_timeout=policies.FORGET_CONTEXT.start_to_close,
+                retry_policy=policies.FORGET_CONTEXT.retry,
+                summary="forget context",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not delete the turn's context: %s", err)
+
     def _count(self, outcome: TurnOutcome) -> None:
         """Turn and error metrics (not re-emitted when the workflow is replayed)."""
         meter = workflow.metric_meter()
@@ -402,7 +429,19 @@ class SessionWorkflow:
             or info.get_current_history_size() >= self.limits.continue_as_new_after_bytes
         )
 
-    async def _continue_as_new(self) -> None:
+    def _snapshot(self) -> SessionSnapshot:
+        return SessionSnapshot(
+            messages=self.messages,
+            inbox=self.inbox,
+            usage=self.usage,
+            outcomes=list(self._outcomes.values()),
+            sandbox_id=self.sandbox_id,
+            state=self.state,
+            model_activity=self.model_activity,
+            runs=self.runs,
+        )
+
+    async def _continue_as_new(self, snapshot: SessionSnapshot) -> None:
         self._continuing = True
         # Let `wait_turn` callers hear "continued" before this run closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -411,15 +450,7 @@ class SessionWorkflow:
                 session_id=self.session_id,
                 agent=self.agent,
                 limits=self.limits,
-                snapshot=SessionSnapshot(
-                    messages=self.messages,
-                    inbox=self.inbox,
-                    usage=self.usage,
-                    outcomes=list(self._outcomes.values()),
-                    sandbox_id=self.sandbox_id,
-                    state=self.state,
-                    model_activity=self.model_activity,
-                    runs=self.runs,
-                ),
+                snapshot=snapshot,
+                search_attributes=self._searchable,
             )
         )

@@ -1,0 +1,61 @@
+"""Validation errors that are safe to show: field paths and reasons, never values.
+
+Context may carry secrets, and pydantic's messages quote input values (`input_value=`,
+a discriminator's tag) while its error locations name dict keys, which are input too.
+Such text reaches HTTP answers, history and streams, so only the names a schema
+declares are shown; any other path component (a dict key, an unexpected field) is
+replaced by a placeholder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+PLACEHOLDER = "<key>"
+
+
+def declared_names(schema: type[BaseModel]) -> set[str]:
+    """Every property name (and alias) anywhere in the schema's JSON Schema."""
+    names: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            properties = node.get("properties")
+            if isinstance(properties, dict):
+                names.update(k for k in properties if isinstance(k, str))
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(schema.model_json_schema())
+    return names
+
+
+def describe(err: ValidationError, schema: type[BaseModel]) -> str:
+    """`field.sub: reason; ...` with undeclared path parts shown as `<key>`."""
+    known = declared_names(schema)
+    problems: list[str] = []
+    for error in err.errors(include_input=False, include_url=False, include_context=False):
+        parts = [
+            str(part) if isinstance(part, int) or part in known else PLACEHOLDER
+            for part in error["loc"]
+        ]
+        where = ".".join(parts) or "value"
+        reason = "unexpected field" if error["type"] == "extra_forbidden" else _reason(error)
+        problems.append(f"{where}: {reason}")
+    return "; ".join(dict.fromkeys(problems))
+
+
+def _reason(error: Any) -> str:
+    """pydantic's message for the error type, without anything the input said.
+
+    Messages of a few types quote the input (`union_tag_invalid` names the tag it
+    found, `literal_error` may): for those, the type name says enough."""
+    quoting = ("union_tag_invalid", "union_tag_not_found", "literal_error", "enum")
+    if error["type"] in quoting:
+        return str(error["type"]).replace("_", " ")
+    return str(error["msg"])
