@@ -6,6 +6,11 @@ ENV PYTHONUNBUFFERED=1 \
     SESSIONFLOW_LOG_FORMAT=json \
     SESSIONFLOW_DATA_DIR=/var/lib/sessionflow
 
+# bubblewrap confines sandboxed commands (the local sandbox refuses to run without it);
+# slirp4netns gives them egress when SESSIONFLOW_SANDBOX_NETWORK=egress.
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap slirp4netns \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY sessionflow ./sessionflow

@@ -15,7 +15,16 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from sessionflow.sandbox.base import ExecResult, FileEntry, OutputCallback, Sandbox, SandboxStatus
+from sessionflow.sandbox.base import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_SCAN_BYTES,
+    ExecResult,
+    FileEntry,
+    FileLines,
+    OutputCallback,
+    Sandbox,
+    SandboxStatus,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -66,8 +75,21 @@ class RecordedSandbox:
             return None
         return None if raw is None else ExecResult.model_validate_json(raw)
 
-    async def read_file(self, path: str) -> str:
-        return await self._inner.read_file(path)
+    async def read_file(self, path: str, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> str:
+        return await self._inner.read_file(path, max_bytes=max_bytes)
+
+    async def read_lines(
+        self,
+        path: str,
+        *,
+        offset: int = 1,
+        limit: int,
+        max_bytes: int,
+        scan_bytes: int = DEFAULT_SCAN_BYTES,
+    ) -> FileLines:
+        return await self._inner.read_lines(
+            path, offset=offset, limit=limit, max_bytes=max_bytes, scan_bytes=scan_bytes
+        )
 
     async def write_file(self, path: str, content: str) -> None:
         await self._inner.write_file(path, content)

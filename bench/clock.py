@@ -36,6 +36,12 @@ def clock_agent(rate: int, tokens: int) -> object:
     return agent("clock", model=f"clock/{rate}x{tokens}")
 
 
+def gateway_agent() -> object:
+    """The clock agent as the gateway knows it (`--agents bench.clock:gateway_agent`):
+    by name only, the pace is the worker's."""
+    return clock_agent(1, 1)
+
+
 def latencies_ms(texts: list[tuple[str, int]], not_before_ns: int) -> list[float]:
     """(delta text, receive time ns) pairs -> latencies of chunks emitted after the
     reader was attached (earlier ones were backlog, not live latency)."""

@@ -20,7 +20,7 @@ from sessionflow.worker.main import stop_on_signals
 async def main() -> None:
     configure_logging("warning", "json")
     settings = Settings.from_env()
-    temporal = await connect_temporal(settings.temporal_address)
+    temporal = await connect_temporal(settings.temporal_address, settings=settings)
     redis = await connect_redis(settings.redis_url)
     agent = clock_agent(int(os.environ["BENCH_RATE"]), int(os.environ["BENCH_TOKENS"]))
     options = WorkerOptions(

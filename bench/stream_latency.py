@@ -160,7 +160,8 @@ async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
                 stdout=subprocess.PIPE, text=True,
             )  # fmt: skip
             gateway = subprocess.Popen(
-                [sys.executable, "-m", "sessionflow", "gateway"], env=env, cwd=REPO,
+                [sys.executable, "-m", "sessionflow", "gateway",
+                 "--agents", "bench.clock:gateway_agent"], env=env, cwd=REPO,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             try:

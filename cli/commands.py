@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Awaitable, Sequence
@@ -14,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from sessionflow.config import Settings
+from sessionflow.config import LOCAL_REDIS_PASSWORD_FILE, Settings
 from sessionflow.errors import SessionflowError
 from sessionflow.logs import configure_logging
 
@@ -107,16 +108,20 @@ def dev(
     The gateway accepts SESSIONFLOW_API_KEYS, or the printed development key.
     """
     from sessionflow.cli.localstack import LocalStack, StackConfig, port_open
-    from sessionflow.gateway.config import GatewayConfig, parse_api_keys
+    from sessionflow.gateway.config import parse_api_keys
+    from sessionflow.logs import redact_url, remember_secret
     from sessionflow.worker.main import run_worker, stop_on_signals
 
     settings = Settings.from_env()
     agents = _load(agent_specs)
+    own_keys = not os.environ.get("SESSIONFLOW_API_KEYS")
     gateway_config = replace(
-        GatewayConfig.from_env(),
+        _gateway_config(agents),
         port=gateway_port,
         api_keys=parse_api_keys(os.environ.get("SESSIONFLOW_API_KEYS") or DEV_API_KEY),
     )
+    if not own_keys:
+        remember_secret(*gateway_config.api_keys)
     config = StackConfig(
         data_dir=data_dir or settings.data_dir,
         temporal_port=temporal_port,
@@ -134,23 +139,42 @@ def dev(
         async with LocalStack(config):
             local = config.point(settings)
             listening = asyncio.Event()
-            gateway = asyncio.create_task(_serve_gateway(local, gateway_config, stop, listening))
+            gateway = asyncio.create_task(
+                _serve_gateway(local, gateway_config, stop, listening, agents)
+            )
             await asyncio.wait(
                 {gateway, asyncio.ensure_future(listening.wait())},
                 return_when=asyncio.FIRST_COMPLETED,
             )
-            keys = ", ".join(f"{k} (tenant {t})" for k, t in gateway_config.api_keys.items())
+            # Only our own development key is shown; configured keys are secrets.
+            keys = (
+                ", ".join(f"{k} (tenant {t})" for k, t in gateway_config.api_keys.items())
+                if own_keys
+                else "from SESSIONFLOW_API_KEYS, tenants "
+                + ", ".join(sorted(set(gateway_config.api_keys.values())))
+            )
+            # The Redis password stays in its file; the export line reads it from there.
+            password = config.data_dir / LOCAL_REDIS_PASSWORD_FILE
+            redis_export = (
+                f'"redis://:$(cat {shlex.quote(str(password.absolute()))})'
+                f'@{config.host}:{config.redis_port}/0"'
+            )
+            from sessionflow.sandbox.registry import backend_from_settings
+
+            backend = backend_from_settings(local)
+            isolation = getattr(backend, "effective_isolation", None) or backend.name
             click.echo(
                 f"\n  Temporal      {config.temporal_address}\n"
                 f"  Temporal UI   {config.ui_url}\n"
-                f"  Redis         {config.redis_url}\n"
+                f"  Redis         {redact_url(config.redis_url)}\n"
                 f"  Gateway       http://{gateway_config.host}:{gateway_config.port}"
                 f"  (API keys: {keys})\n"
                 f"  Task queue    {local.task_queue}\n"
-                f"  Agents        {', '.join(a.name for a in agents)}\n\n"
+                f"  Agents        {', '.join(a.name for a in agents)}\n"
+                f"  Sandboxes     {isolation}\n\n"
                 f"In another shell:\n"
                 f"  export TEMPORAL_ADDRESS={config.temporal_address} "
-                f"REDIS_URL={config.redis_url} TEMPORAL_UI_URL={config.ui_url}\n\n"
+                f"REDIS_URL={redis_export} TEMPORAL_UI_URL={config.ui_url}\n\n"
                 "Press Ctrl-C to stop.\n"
             )
             try:
@@ -164,43 +188,67 @@ def dev(
 
 
 async def _serve_gateway(
-    settings: Settings, config: Any, stop: asyncio.Event, started: asyncio.Event | None = None
+    settings: Settings,
+    config: Any,
+    stop: asyncio.Event,
+    started: asyncio.Event | None = None,
+    agents: Sequence[Any] = (),
 ) -> None:
     from sessionflow.client.client import SessionClient
     from sessionflow.gateway.app import create_app
     from sessionflow.gateway.main import serve_gateway
 
-    async with await SessionClient.connect(
-        temporal_address=settings.temporal_address,
-        redis_url=settings.redis_url,
-        task_queue=settings.task_queue,
-    ) as client:
+    # The client knows the agents served: others get 404, and context is validated
+    # against their schemas before anything starts.
+    async with await SessionClient.connect(settings=settings, agents=agents) as client:
         await serve_gateway(create_app(client, config), config.host, config.port, stop, started)
 
 
-@main.command()
-def gateway() -> None:
-    """Serve the HTTP gateway (REST, SSE, AI SDK chat transport) until SIGINT or SIGTERM.
-
-    Needs SESSIONFLOW_API_KEYS ("key:tenant,..."); listens on SESSIONFLOW_GATEWAY_HOST
-    and SESSIONFLOW_GATEWAY_PORT.
-    """
+def _gateway_config(agents: Sequence[Any]) -> Any:
+    """The gateway's settings, its default agent one of `agents`: the configured one
+    (SESSIONFLOW_DEFAULT_AGENT, which must be served), else the first agent served."""
     from sessionflow.gateway.config import GatewayConfig
-    from sessionflow.worker.main import stop_on_signals
 
     try:
         config = GatewayConfig.from_env()
     except ValueError as err:
         raise click.ClickException(str(err)) from err
+    names = [a.name for a in agents]
+    if config.default_agent in names:
+        return config
+    if os.environ.get("SESSIONFLOW_DEFAULT_AGENT"):
+        raise click.ClickException(
+            f"SESSIONFLOW_DEFAULT_AGENT={config.default_agent} is not among the agents "
+            f"served ({', '.join(names)}); add it with --agents"
+        )
+    return replace(config, default_agent=names[0])
+
+
+@main.command()
+@_agents_option
+def gateway(agent_specs: tuple[str, ...]) -> None:
+    """Serve the HTTP gateway (REST, SSE, AI SDK chat transport) until SIGINT or SIGTERM.
+
+    Needs SESSIONFLOW_API_KEYS ("key:tenant,..."); listens on SESSIONFLOW_GATEWAY_HOST
+    and SESSIONFLOW_GATEWAY_PORT. Serves the agents of --agents (as the workers do):
+    any other agent is refused (404).
+    """
+    from sessionflow.worker.main import stop_on_signals
+
+    agents = _load(agent_specs)
+    config = _gateway_config(agents)
     if not config.api_keys:
         raise click.ClickException(
             "no API keys configured: set SESSIONFLOW_API_KEYS to 'key:tenant[,key:tenant...]'"
         )
+    from sessionflow.logs import remember_secret
+
+    remember_secret(*config.api_keys)
 
     async def serve() -> None:
         stop = stop_on_signals()
         click.echo(f"Gateway on http://{config.host}:{config.port}", err=True)
-        await _serve_gateway(Settings.from_env(), config, stop)
+        await _serve_gateway(Settings.from_env(), config, stop, agents=agents)
 
     _run(serve())
 
@@ -345,7 +393,9 @@ def sessions(status: str | None, agent_name: str | None, limit: int) -> None:
         settings = Settings.from_env()
         from sessionflow.connections import connect_temporal
 
-        temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+        temporal = await connect_temporal(
+            settings.temporal_address, settings.temporal_namespace, settings=settings
+        )
         rows = await list_sessions(temporal, status=status, agent=agent_name, limit=limit)
         click.echo(f"{'SESSION':<32} {'AGENT':<12} {'STATUS':<15} {'TOKENS':>8}  LAST ACTIVITY")
         for row in rows:

@@ -35,7 +35,9 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
     demo_agent = scripted_demo if model is None else demo_agent_with(model)
     stack: LocalStack | None = None
     try:
-        temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+        temporal = await connect_temporal(
+            settings.temporal_address, settings.temporal_namespace, settings=settings
+        )
         redis = await connect_redis(settings.redis_url)
         click.echo(f"Using the running stack at {settings.temporal_address}.")
     except ConnectionFailed:
@@ -50,7 +52,9 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
         stack = LocalStack(config)
         await stack.start()
         settings = config.point(settings)
-        temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+        temporal = await connect_temporal(
+            settings.temporal_address, settings.temporal_namespace, settings=settings
+        )
         redis = await connect_redis(settings.redis_url)
 
     stop = stop_on_signals()

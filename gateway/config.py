@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 _TENANT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -35,11 +36,35 @@ class GatewayConfig:
     # Where the page links each session in the Temporal UI.
     temporal_ui_url: str = "http://127.0.0.1:8233"
     namespace: str = "default"
+    # Connections served at once (uvicorn's `limit_concurrency`); past it, 503.
+    max_connections: int = 1000
+    # Seconds an idle connection is kept open between requests.
+    keep_alive_timeout: float = 5.0
+    # Seconds a request's headers may take to arrive, from its first byte (or from
+    # the connection's opening); then the connection is dropped.
+    header_timeout: float = 10.0
+    # Seconds a request's body may take to arrive after its headers; then 408.
+    body_timeout: float = 30.0
+    # SSE streams one tenant may hold open at once (per gateway process); past it, 429.
+    max_streams_per_tenant: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
         env = os.environ if env is None else env
         default = cls()
+
+        def positive(name: str, fallback: float, kind: type[int] | type[float]) -> Any:
+            raw = env.get(name)
+            if not raw:
+                return fallback
+            try:
+                value = kind(raw)
+            except ValueError:
+                value = 0
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive {kind.__name__}, got {raw!r}")
+            return value
+
         return cls(
             api_keys=parse_api_keys(env.get("SESSIONFLOW_API_KEYS", "")),
             default_agent=env.get("SESSIONFLOW_DEFAULT_AGENT") or default.default_agent,
@@ -51,4 +76,17 @@ class GatewayConfig:
             port=int(env.get("SESSIONFLOW_GATEWAY_PORT") or default.port),
             temporal_ui_url=(env.get("TEMPORAL_UI_URL") or default.temporal_ui_url).rstrip("/"),
             namespace=env.get("TEMPORAL_NAMESPACE") or default.namespace,
+            max_connections=positive(
+                "SESSIONFLOW_GATEWAY_MAX_CONNECTIONS", default.max_connections, int
+            ),
+            keep_alive_timeout=positive(
+                "SESSIONFLOW_GATEWAY_KEEP_ALIVE_TIMEOUT", default.keep_alive_timeout, float
+            ),
+            header_timeout=positive(
+                "SESSIONFLOW_GATEWAY_HEADER_TIMEOUT", default.header_timeout, float
+            ),
+            body_timeout=positive("SESSIONFLOW_GATEWAY_BODY_TIMEOUT", default.body_timeout, float),
+            max_streams_per_tenant=positive(
+                "SESSIONFLOW_MAX_STREAMS_PER_TENANT", default.max_streams_per_tenant, int
+            ),
         )

@@ -1,75 +1,189 @@
-"""Request body size limit, enforced before any route reads the body."""
+"""Request guards that run before any route: body size and read time, UTF-8 ids, and
+the cap on each tenant's open SSE streams."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import json
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sessionflow.gateway.problems import Problem, problem
+
+# What a tenant over its stream cap is told to wait before trying again (s): streams
+# end when their answer does, which takes seconds.
+STREAM_RETRY_AFTER = 5
+
 
 class BodyLimit:
-    """Answers 413 for bodies over `max_bytes`, declared or streamed."""
+    """Answers 413 for bodies over `max_bytes` (declared or streamed) and 408 for a
+    body that is not all there `timeout` seconds after the headers (a slow drip holds
+    a connection and a task; there is no read timeout in uvicorn for it).
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    A response sent before the body was read (an auth failure, say) closes the
+    connection: the rest of the body would otherwise keep it busy for as long as the
+    client cares to drip it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await self._refuse(_TooLarge(self.max_bytes), scope, receive, send)
             return
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        body_done = declared in (None, b"0") and b"transfer-encoding" not in headers
         seen = 0
-        too_large = False
+        refused: _Refused | None = None
         started = False
 
         async def limited() -> Message:
-            nonlocal seen, too_large
-            message = await receive()
+            nonlocal seen, refused, body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                refused = _TooSlow(self.timeout)
+                raise refused from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    too_large = True
-                    raise _TooLarge
+                    refused = _TooLarge(self.max_bytes)
+                    raise refused
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True  # the client went away
             return message
 
         async def guarded(message: Message) -> None:
             # FastAPI turns any error while reading a body into its own 400 ("There was
-            # an error parsing the body"), so _TooLarge rarely gets back here: once the
-            # body went over the limit, that answer is swallowed and replaced by the 413.
+            # an error parsing the body"), so a refusal rarely gets back here: once the
+            # body was refused, that answer is swallowed and replaced by ours.
             nonlocal started
-            if too_large and not started:
+            if refused is not None and not started:
                 return
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                if not body_done:
+                    close = (b"connection", b"close")
+                    message = {**message, "headers": [*message.get("headers", ()), close]}
             await send(message)
 
-        with contextlib.suppress(_TooLarge):
+        with contextlib.suppress(_Refused):
             await self.app(scope, limited, guarded)
-        if too_large and not started:
-            await self._reject(send)
+        if refused is not None and not started:
+            await self._refuse(refused, scope, receive, send)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"request body is over the limit of {self.max_bytes} bytes",
-                }
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    @staticmethod
+    async def _refuse(refused: _Refused, scope: Scope, receive: Receive, send: Send) -> None:
+        # The body was not read to its end: the connection cannot carry another request.
+        answer = problem(refused.status, refused.code, str(refused), {"connection": "close"})
+        await answer(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+class _Refused(Exception):
+    status = 400
+    code = "bad_request"
+
+
+class _TooLarge(_Refused):
+    status = 413
+    code = "payload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body is over the limit of {limit} bytes")
+
+
+class _TooSlow(_Refused):
+    status = 408
+    code = "request_timeout"
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"the request body did not arrive within {timeout:g} s")
+
+
+class Utf8Only:
+    """Answers 400 `invalid_id` for a path or query that is not UTF-8 once
+    percent-decoded. The server decodes it with replacement characters (U+FFFD), so
+    `s-%FF` and `s-%FE` would otherwise both be the session `s-\ufffd`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not _utf8(scope):
+            answer = problem(
+                400,
+                "invalid_id",
+                "the request's path or query is not valid UTF-8 (percent-decoded): "
+                "session ids, agent names and cursors are UTF-8 text",
+            )
+            await answer(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _utf8(scope: Scope) -> bool:
+    raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+    try:
+        for part in (raw_path, scope.get("query_string") or b""):
+            unquote_to_bytes(part).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class StreamSlot:
+    """One open stream of a tenant; `release` (idempotent) gives the slot back."""
+
+    def __init__(self, slots: StreamSlots, tenant: str) -> None:
+        self._slots = slots
+        self._tenant = tenant
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots._release(self._tenant)
+
+
+class StreamSlots:
+    """The SSE streams each tenant holds open in this process, at most `per_tenant`."""
+
+    def __init__(self, per_tenant: int) -> None:
+        self.per_tenant = per_tenant
+        self._open: dict[str, int] = {}
+
+    def take(self, tenant: str) -> StreamSlot:
+        """A slot for one more stream of `tenant`; 429 `too_many_streams` at the cap."""
+        held = self._open.get(tenant, 0)
+        if held >= self.per_tenant:
+            raise Problem(
+                429,
+                "too_many_streams",
+                f"this tenant already has {held} streams open (the limit); close one "
+                "or try again later",
+                headers={"retry-after": str(STREAM_RETRY_AFTER)},
+            )
+        self._open[tenant] = held + 1
+        return StreamSlot(self, tenant)
+
+    def open(self, tenant: str) -> int:
+        return self._open.get(tenant, 0)
+
+    def _release(self, tenant: str) -> None:
+        left = self._open.get(tenant, 0) - 1
+        if left > 0:
+            self._open[tenant] = left
+        else:
+            self._open.pop(tenant, None)

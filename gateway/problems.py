@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sessionflow import errors
+from sessionflow.validation import describe_errors
 
 log = structlog.get_logger(__name__)
 
@@ -33,9 +34,12 @@ class ErrorResponse(BaseModel):
 class Problem(Exception):
     """An error answer raised from inside a route."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers
 
 
 def problem(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Any:
@@ -46,7 +50,7 @@ def problem(status: int, code: str, message: str, headers: dict[str, str] | None
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
-        return problem(exc.status, exc.code, exc.message)  # type: ignore[no-any-return]
+        return problem(exc.status, exc.code, exc.message, exc.headers)  # type: ignore[no-any-return]
 
     @app.exception_handler(errors.SessionflowError)
     async def _sessionflow(_: Request, exc: errors.SessionflowError) -> JSONResponse:
@@ -54,13 +58,13 @@ def install(app: FastAPI) -> None:
         return problem(exc.http_status, exc.code, str(exc))  # type: ignore[no-any-return]
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = exc.errors()
         if any(p.get("type") == "json_invalid" for p in problems):
             return problem(400, "malformed_json", "the request body is not valid JSON")  # type: ignore[no-any-return]
-        detail = "; ".join(
-            f"{'.'.join(str(part) for part in p.get('loc', ()))}: {p.get('msg')}" for p in problems
-        )
+        # Field paths name only what the API declares and never quote the input: an
+        # unknown field's name or a message quoting a value may be a secret.
+        detail = describe_errors(problems, _declared_names(request.app))
         return problem(422, "invalid_request", detail)  # type: ignore[no-any-return]
 
     @app.exception_handler(StarletteHTTPException)
@@ -76,3 +80,29 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("gateway request failed", path=request.url.path)
         return problem(500, "internal", "internal error; see the gateway's logs")  # type: ignore[no-any-return]
+
+
+def _declared_names(app: FastAPI) -> frozenset[str]:
+    """The names the API declares: body fields (every model's, from the OpenAPI
+    description), parameters, and where a value comes from (`body`, `query`, ...)."""
+    cached: frozenset[str] | None = getattr(app.state, "declared_names", None)
+    if cached is not None:
+        return cached
+    names = {"body", "query", "path", "header", "cookie"}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            properties = node.get("properties")
+            if isinstance(properties, dict):
+                names.update(k for k in properties if isinstance(k, str))
+            if isinstance(node.get("name"), str) and "in" in node:
+                names.add(node["name"])
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(app.openapi())
+    app.state.declared_names = frozenset(names)
+    return app.state.declared_names  # type: ignore[no-any-return]

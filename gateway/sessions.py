@@ -16,7 +16,14 @@ from sessionflow.gateway.models import (
     UpdateBody,
 )
 from sessionflow.gateway.sse import sse_response
-from sessionflow.gateway.tenancy import Client, Config, ExistingSession, NamedSession, Tenant
+from sessionflow.gateway.tenancy import (
+    Client,
+    Config,
+    ExistingSession,
+    NamedSession,
+    Slots,
+    Tenant,
+)
 
 router = APIRouter(prefix="/v1/sessions")
 
@@ -109,12 +116,17 @@ async def update(session: ExistingSession, body: UpdateBody) -> dict[str, bool]:
 )
 async def stream(
     session: ExistingSession,
+    owner: Tenant,
     config: Config,
+    slots: Slots,
     after: Annotated[str | None, Query(description="Resume after this event id")] = None,
     follow: bool = False,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The session's chunks as SSE: from `Last-Event-ID`/`after`, else from the start
-    of the newest answer; ends after it unless `follow`."""
-    events = session.stream(after=last_event_id or after, follow=follow)
-    return sse_response(events, config.heartbeat_seconds)
+    of the newest answer; ends after it unless `follow`. A cursor past the stream's
+    newest event is refused at once (416): no chunk ever had that id."""
+    cursor = last_event_id or after
+    await session.check_cursor(cursor)
+    events = session.stream(after=cursor, follow=follow)
+    return sse_response(events, config.heartbeat_seconds, slots.take(owner))

@@ -12,8 +12,10 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from sessionflow.client import StreamEvent
+from sessionflow.gateway.limits import StreamSlot
 
 HEADERS = {
     "cache-control": "no-cache",
@@ -68,7 +70,24 @@ async def frames(events: AsyncIterator[StreamEvent], heartbeat: float) -> AsyncI
             await task
 
 
-def sse_response(events: AsyncIterator[StreamEvent], heartbeat: float) -> StreamingResponse:
-    return StreamingResponse(
-        frames(events, heartbeat), media_type="text/event-stream", headers=HEADERS
-    )
+class _SlotResponse(StreamingResponse):
+    """A stream that gives its tenant's slot back however it ends: after `[DONE]`,
+    on an error, or when the client goes away (Starlette then stops the response)."""
+
+    def __init__(self, content: AsyncIterator[str], slot: StreamSlot | None) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=HEADERS)
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.slot is not None:
+                self.slot.release()
+
+
+def sse_response(
+    events: AsyncIterator[StreamEvent], heartbeat: float, slot: StreamSlot | None = None
+) -> StreamingResponse:
+    """The SSE answer; `slot` (the tenant's stream slot) is released when it ends."""
+    return _SlotResponse(frames(events, heartbeat), slot)

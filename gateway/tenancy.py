@@ -14,8 +14,9 @@ from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from sessionflow.client import Session, SessionClient
-from sessionflow.errors import InvalidInput, SessionNotFound
+from sessionflow.errors import AgentNotRegistered, InvalidInput, SessionNotFound
 from sessionflow.gateway.config import GatewayConfig
+from sessionflow.gateway.limits import StreamSlots
 from sessionflow.gateway.problems import Problem
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from SESSIONFLOW_API_KEYS")
@@ -31,8 +32,15 @@ def gateway_config(request: Request) -> GatewayConfig:
     return config
 
 
+def stream_slots(request: Request) -> StreamSlots:
+    slots: StreamSlots = request.app.state.stream_slots
+    return slots
+
+
 Client = Annotated[SessionClient, Depends(gateway_client)]
 Config = Annotated[GatewayConfig, Depends(gateway_config)]
+# Each tenant's open SSE streams (`slots.take(owner)` before streaming).
+Slots = Annotated[StreamSlots, Depends(stream_slots)]
 
 
 async def _tenant(
@@ -56,12 +64,20 @@ AgentName = Annotated[
 def tenant_session(
     client: SessionClient, config: GatewayConfig, owner: str, session_id: str, agent: str | None
 ) -> Session:
-    """The tenant's session `session_id` (no network call)."""
+    """The tenant's session `session_id` (no network call).
+
+    A gateway whose client knows its agents (`SessionClient(agents=...)`, as
+    `sessionflow gateway` and `dev` set it up) refuses any other agent with 404
+    `agent_not_registered`, before a workflow exists that no worker would run; one
+    that knows none passes any agent name on."""
     if not session_id:
         # `{owner}:` alone would pass as an id: an /api/chat body with `"id": ""`
         # started a session that no /v1/sessions/{id} route can address.
         raise InvalidInput("session id is empty")
-    return client.session(f"{owner}:{session_id}", agent=agent or config.default_agent)
+    session = client.session(f"{owner}:{session_id}", agent=agent or config.default_agent)
+    if client.agents and session.agent not in client.agents:
+        raise AgentNotRegistered(f"this gateway serves no agent {session.agent!r}")
+    return session
 
 
 async def _named_session(

@@ -18,6 +18,11 @@ from sessionflow.contract import SandboxStatus as SandboxStatus
 
 OutputCallback = Callable[[str], Awaitable[None] | None]
 
+# The most a file read reads whole (`Sandbox.read_file`) unless the caller says otherwise.
+DEFAULT_MAX_FILE_BYTES = 8 * 1024 * 1024
+# How far into a file `Sandbox.read_lines` looks, to reach its offset and count its lines.
+DEFAULT_SCAN_BYTES = 64 * 1024 * 1024
+
 
 class FileEntry(BaseModel):
     """One file or directory, its path relative to the sandbox's workspace."""
@@ -27,12 +32,38 @@ class FileEntry(BaseModel):
     size: int = 0
 
 
+class FileLines(BaseModel):
+    """A window of a text file's lines (`Sandbox.read_lines`), without their line ends."""
+
+    lines: list[str]
+    # The last line was longer than the window's byte cap and holds only its start.
+    cut: bool = False
+    # Lines in the whole file; None when the file is longer than the backend looks.
+    total_lines: int | None = None
+
+
 class Sandbox(Protocol):
     @property
     def id(self) -> str: ...
 
-    async def read_file(self, path: str) -> str:
-        """A text file's content; paths are relative to the workspace."""
+    async def read_file(self, path: str, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> str:
+        """A text file's whole content; paths are relative to the workspace. A file of
+        more than `max_bytes` bytes is refused with `FileTooLarge`, without reading it."""
+        ...
+
+    async def read_lines(
+        self,
+        path: str,
+        *,
+        offset: int = 1,
+        limit: int,
+        max_bytes: int,
+        scan_bytes: int = DEFAULT_SCAN_BYTES,
+    ) -> FileLines:
+        """Up to `limit` lines from line `offset` (1-based), holding at most `max_bytes`
+        bytes of them (one longer line is cut to that, `cut`), streamed from the file:
+        never more than `max_bytes` of it in memory and at most `scan_bytes` of it read
+        (`total_lines` is None if that did not reach the end)."""
         ...
 
     async def write_file(self, path: str, content: str) -> None:

@@ -14,10 +14,20 @@ import contextlib
 import importlib
 import os
 import posixpath
+from collections.abc import Callable
 from typing import Any
 
-from sessionflow.errors import SandboxError, SandboxNotFound, SandboxRefused
-from sessionflow.sandbox.base import ExecResult, FileEntry, OutputCallback, SandboxStatus
+from sessionflow.errors import FileTooLarge, SandboxError, SandboxNotFound, SandboxRefused
+from sessionflow.sandbox.base import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_SCAN_BYTES,
+    ExecResult,
+    FileEntry,
+    FileLines,
+    OutputCallback,
+    SandboxStatus,
+)
+from sessionflow.sandbox.lines import LineWindow
 
 HOME = "/home/user"
 DEFAULT_TIMEOUT_SECONDS = 120.0
@@ -34,6 +44,15 @@ def _mapped(sdk: Any, err: Exception) -> Exception:
     if isinstance(err, sdk.SandboxException):
         return SandboxError(f"E2B: {err}")
     return err
+
+
+def _file_error(sdk: Any, err: Exception, path: str) -> Exception:
+    """A file operation's failure: a missing path is the tool's error (the model reads
+    it), not a vanished sandbox (which the workflow would replace)."""
+    name = type(err).__name__
+    if name in ("FileNotFoundException", "NotFoundException"):
+        return FileNotFoundError(f"no file or directory {path!r} in the workspace")
+    return _mapped(sdk, err)
 
 
 def _path(path: str) -> str:
@@ -105,23 +124,71 @@ class E2BSandbox:
             duration_ms=int((loop.time() - started) * 1000),
         )
 
-    async def read_file(self, path: str) -> str:
+    async def read_file(self, path: str, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> str:
+        data = bytearray()
+
+        def take(chunk: bytes) -> bool:
+            data.extend(chunk)
+            return len(data) <= max_bytes
+
+        await self._stream(path, take)
+        if len(data) > max_bytes:
+            raise FileTooLarge(
+                f"{path!r} is more than {max_bytes} bytes, more than is read whole",
+                limit=max_bytes,
+            )
+        return data.decode("utf-8", "replace")
+
+    async def read_lines(
+        self,
+        path: str,
+        *,
+        offset: int = 1,
+        limit: int,
+        max_bytes: int,
+        scan_bytes: int = DEFAULT_SCAN_BYTES,
+    ) -> FileLines:
+        window = LineWindow(offset=offset, limit=limit, max_bytes=max_bytes, scan_bytes=scan_bytes)
+
+        def take(chunk: bytes) -> bool:
+            window.feed(chunk)
+            return window.wants_more
+
+        eof = await self._stream(path, take)
+        return window.result(eof=eof)
+
+    async def _stream(self, path: str, take: Callable[[bytes], bool]) -> bool:
+        """Download a file chunk by chunk (never whole) into `take` until it returns
+        False; True if the file ended first."""
+        where = _path(path)
         try:
-            return str(await self._sandbox.files.read(_path(path)))
+            stream = await self._sandbox.files.read(where, format="stream")
+        except Exception as err:
+            raise _file_error(self._sdk, err, path) from err
+        try:
+            async for chunk in stream:
+                if not take(bytes(chunk)):
+                    return False
+            return True
         except Exception as err:
             raise _mapped(self._sdk, err) from err
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
 
     async def write_file(self, path: str, content: str) -> None:
         try:
             await self._sandbox.files.write(_path(path), content)
         except Exception as err:
-            raise _mapped(self._sdk, err) from err
+            raise _file_error(self._sdk, err, path) from err
 
     async def list_files(self, path: str, depth: int) -> list[FileEntry]:
         try:
             entries = await self._sandbox.files.list(_path(path), depth=depth)
         except Exception as err:
-            raise _mapped(self._sdk, err) from err
+            raise _file_error(self._sdk, err, path) from err
         return [
             FileEntry(
                 path=posixpath.relpath(e.path, HOME),

@@ -1,12 +1,12 @@
 """The local sandbox: a workspace directory per sandbox id on the worker's machine.
 
-Commands run in their own process group so that a timeout or an interrupt kills
-everything they started, not just the shell. Their environment is rebuilt from an
-allow-list, so the worker's secrets (model API keys and the like) are not visible to
-them. When bubblewrap (`bwrap`) is installed, commands also run inside it: the
-filesystem read-only except the workspace, other workspaces hidden, own /tmp and
-IPC namespace. Without it this isolates files and secrets, not the machine: for
-untrusted code use bubblewrap or a VM-backed sandbox (E2B).
+Commands run confined by bubblewrap (`sessionflow.sandbox.isolation`): their own
+namespaces (no other process, no network route to the worker's services), an
+unprivileged uid without capabilities, only the system directories and their
+workspace (at `/workspace`) in view, an allow-listed environment and resource limits.
+When the command ends, times out or is interrupted, everything it started dies with
+it. Isolation that cannot be set up is refused (`SandboxRefused`), unless the operator
+opts out with `isolation="none"` (`SESSIONFLOW_SANDBOX_ISOLATION=none`).
 """
 
 from __future__ import annotations
@@ -15,27 +15,44 @@ import asyncio
 import codecs
 import contextlib
 import inspect
-import os
 import re
 import shutil
-import signal
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sessionflow.errors import InvalidInput, SandboxNotFound, SandboxRefused
+import structlog
+
+from sessionflow.errors import InvalidInput, SandboxNotFound
 from sessionflow.ids import sandbox_owner
-from sessionflow.sandbox.base import ExecResult, FileEntry, OutputCallback, SandboxStatus
+from sessionflow.sandbox import workspace_files
+from sessionflow.sandbox.base import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_SCAN_BYTES,
+    ExecResult,
+    FileEntry,
+    FileLines,
+    OutputCallback,
+    SandboxStatus,
+)
+from sessionflow.sandbox.isolation import (
+    SANDBOX_GID,
+    SANDBOX_UID,
+    Bubblewrap,
+    Isolation,
+    Limits,
+    Refused,
+    Unconfined,
+)
+from sessionflow.sandbox.isolation import setup as setup_isolation
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 DEFAULT_OUTPUT_CAP_BYTES = 64 * 1024
-# Environment variables a command may inherit from the worker; everything else is dropped.
-ENV_ALLOW_LIST = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ")
 # How long to wait for pipes to drain once the shell has exited.
 _DRAIN_GRACE_SECONDS = 1.0
 
+log = structlog.get_logger(__name__)
 _SANDBOX_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -72,44 +89,25 @@ class _Capture:
 
 
 def bubblewrap() -> str | None:
-    """The `bwrap` binary if it is installed and can create a sandbox here (it needs
+    """The `bwrap` binary if it is installed and can create the sandbox here (it needs
     user namespaces, which some containers deny)."""
-    found = shutil.which("bwrap")
-    if found is None:
-        return None
-    probe = subprocess.run(
-        [found, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-ipc",
-         "--die-with-parent", "true"],
-        capture_output=True,
-        timeout=10,
-        check=False,
-    )  # fmt: skip
-    return found if probe.returncode == 0 else None
+    chosen = setup_isolation("bubblewrap")
+    return chosen.bwrap if isinstance(chosen, Bubblewrap) else None
 
 
-def _isolated(bwrap: str, workspace: Path, workdir: Path, command: str) -> list[str]:
-    """`command` under bubblewrap: the filesystem read-only, other workspaces hidden,
-    only this workspace writable, its own /tmp and IPC. Pids stay shared so that the
-    whole process group can be killed from outside on timeout or interrupt."""
-    ws = str(workspace)
-    return [
-        bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-        "--tmpfs", str(workspace.parent), "--bind", ws, ws,
-        "--unshare-ipc", "--unshare-uts", "--die-with-parent",
-        "--chdir", str(workdir), "/bin/bash", "-c", command,
-    ]  # fmt: skip
+_NOT_SET_UP = Refused("the sandbox was made without an isolation")
 
 
 @dataclass(frozen=True)
 class LocalSandbox:
     """A workspace directory; commands run with it as their home and working directory,
-    inside bubblewrap when `bwrap` is given."""
+    confined as `isolation` says (the backend's)."""
 
     id: str
     workspace: Path
     output_cap: int = DEFAULT_OUTPUT_CAP_BYTES
     default_timeout: float = DEFAULT_TIMEOUT_SECONDS
-    bwrap: str | None = None
+    isolation: Isolation = _NOT_SET_UP
 
     @property
     def _pause_marker(self) -> Path:
@@ -133,35 +131,39 @@ class LocalSandbox:
         self._pause_marker.unlink(missing_ok=True)
 
     def resolve(self, path: str) -> Path:
-        """A workspace path, refusing anything that leads outside the workspace:
-        absolute paths, `..`, and symlinks pointing out."""
-        if not self.workspace.is_dir():
-            raise SandboxNotFound(f"sandbox {self.id!r} has no workspace at {self.workspace}")
-        if Path(path).is_absolute():
-            raise SandboxRefused(f"{path!r} is absolute; use a path relative to the workspace")
-        root = self.workspace.resolve()
-        target = (root / path).resolve()
-        if not target.is_relative_to(root):
-            raise SandboxRefused(f"{path!r} leads outside the workspace")
-        return target
+        """A workspace path, refusing absolute paths, `..` out of the workspace and
+        symlinks. A check only, for what must be handed on by name (a command's working
+        directory): the file methods never open a resolved path again, they open
+        beneath a descriptor of the workspace (`sandbox.workspace_files`)."""
+        return workspace_files.check(self.workspace, path)
 
-    async def read_file(self, path: str) -> str:
-        target = self.resolve(path)
-        if not target.is_file():
-            raise FileNotFoundError(f"no file {path!r} in the workspace")
-        return await asyncio.to_thread(target.read_text, "utf-8", "replace")
+    async def read_file(self, path: str, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> str:
+        return await asyncio.to_thread(workspace_files.read_text, self.workspace, path, max_bytes)
+
+    async def read_lines(
+        self,
+        path: str,
+        *,
+        offset: int = 1,
+        limit: int,
+        max_bytes: int,
+        scan_bytes: int = DEFAULT_SCAN_BYTES,
+    ) -> FileLines:
+        return await asyncio.to_thread(
+            workspace_files.read_lines,
+            self.workspace,
+            path,
+            offset=offset,
+            limit=limit,
+            max_bytes=max_bytes,
+            scan_bytes=scan_bytes,
+        )
 
     async def write_file(self, path: str, content: str) -> None:
-        target = self.resolve(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(target.write_text, content, "utf-8")
+        await asyncio.to_thread(workspace_files.write_text, self.workspace, path, content)
 
     async def list_files(self, path: str, depth: int) -> list[FileEntry]:
-        start = self.resolve(path)
-        if not start.is_dir():
-            raise FileNotFoundError(f"no directory {path!r} in the workspace")
-        root = self.workspace.resolve()
-        return await asyncio.to_thread(_walk, start, root, depth)
+        return await asyncio.to_thread(workspace_files.list_entries, self.workspace, path, depth)
 
     async def exec(
         self,
@@ -174,40 +176,29 @@ class LocalSandbox:
     ) -> ExecResult:
         started = time.monotonic()
         workdir = self._workdir(cwd)
-        argv = (
-            _isolated(self.bwrap, self.workspace, workdir, command)
-            if self.bwrap
-            else ["/bin/bash", "-c", command]
-        )
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            cwd=workdir,
-            env=self._environment(),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
         out = _Capture(self.output_cap, on_stdout)
         err = _Capture(self.output_cap, on_stderr)
-        assert proc.stdout is not None and proc.stderr is not None
-        pumps = asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err))
         timed_out = False
-        try:
+        # Leaving `spawn` kills whatever of the command is left (its pid namespace).
+        async with self.isolation.spawn(self.workspace, workdir, command) as running:
+            proc = running.proc
+            assert proc.stdout is not None and proc.stderr is not None
+            pumps = asyncio.gather(_pump(proc.stdout, out), _pump(proc.stderr, err))
             try:
-                async with asyncio.timeout(timeout or self.default_timeout):
-                    await proc.wait()
-            except TimeoutError:
-                timed_out = True
-            # Pipes stay open while anything the command left behind holds them.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(pumps), _DRAIN_GRACE_SECONDS)
-        finally:
-            _kill_group(proc.pid)
-            exit_code = await proc.wait()
-            pumps.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pumps
+                try:
+                    async with asyncio.timeout(timeout or self.default_timeout):
+                        await proc.wait()
+                except TimeoutError:
+                    timed_out = True
+                    await running.kill()
+                # Pipes stay open while anything the command left behind holds them.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(pumps), _DRAIN_GRACE_SECONDS)
+            finally:
+                pumps.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pumps
+        exit_code = proc.returncode if proc.returncode is not None else -1
         return ExecResult(
             exit_code=124 if timed_out else exit_code,
             stdout=out.text(),
@@ -220,40 +211,23 @@ class LocalSandbox:
     def _workdir(self, cwd: str | None) -> Path:
         return self.resolve(cwd or ".")
 
-    def _environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k in ENV_ALLOW_LIST}
-        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-        env["HOME"] = str(self.workspace)
-        env["PWD"] = str(self.workspace)
-        return env
-
-
-def _walk(start: Path, root: Path, depth: int) -> list[FileEntry]:
-    entries: list[FileEntry] = []
-    for child in sorted(start.iterdir()):
-        is_dir = child.is_dir() and not child.is_symlink()
-        size = 0 if is_dir else child.lstat().st_size
-        entries.append(FileEntry(path=str(child.relative_to(root)), is_dir=is_dir, size=size))
-        if is_dir and depth > 1:
-            entries.extend(_walk(child, root, depth - 1))
-    return entries
-
 
 async def _pump(stream: asyncio.StreamReader, capture: _Capture) -> None:
     while data := await stream.read(4096):
         await capture.feed(data)
 
 
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
 class LocalSandboxBackend:
     """Workspaces under one root directory, one per sandbox id.
 
-    `isolation`: "auto" runs commands in bubblewrap when it is installed and works,
-    "bwrap" requires it, "none" never uses it.
+    `isolation`: "bubblewrap" (the default) confines every command (see
+    `sessionflow.sandbox.isolation`); when that cannot be set up here, creating or
+    using a sandbox is refused with `SandboxRefused` saying what is missing. "none"
+    runs commands unconfined, for trusted code only, and says so loudly in the log.
+    `network`: "none" (the default) or "egress" (through slirp4netns, never the host's
+    loopback). `limits`: what one command may use. `host_uid`/`host_gid`: the host uid
+    commands run as when the worker runs as root. `bwrap`: the binary, instead of the
+    one on PATH. `effective_isolation` says what is in force.
     """
 
     name = "local"
@@ -264,16 +238,32 @@ class LocalSandboxBackend:
         *,
         output_cap: int = DEFAULT_OUTPUT_CAP_BYTES,
         default_timeout: float = DEFAULT_TIMEOUT_SECONDS,
-        isolation: str = "auto",
+        isolation: str = "bubblewrap",
+        network: str = "none",
+        limits: Limits | None = None,
+        host_uid: int = SANDBOX_UID,
+        host_gid: int = SANDBOX_GID,
+        bwrap: str | None = None,
     ) -> None:
         self.root = root
         self._output_cap = output_cap
         self._default_timeout = default_timeout
-        if isolation not in ("auto", "bwrap", "none"):
-            raise ValueError(f"isolation must be auto, bwrap or none, not {isolation!r}")
-        self.bwrap = None if isolation == "none" else bubblewrap()
-        if isolation == "bwrap" and self.bwrap is None:
-            raise SandboxRefused("isolation='bwrap' but bubblewrap is missing or cannot run here")
+        self.isolation: Isolation = setup_isolation(
+            isolation, network=network, limits=limits, host_uid=host_uid, host_gid=host_gid,
+            bwrap=bwrap,
+        )  # fmt: skip
+        if isinstance(self.isolation, Unconfined):
+            log.warning(
+                "local sandbox commands run WITHOUT ISOLATION: only for trusted code",
+                isolation=self.isolation.description,
+            )
+        elif isinstance(self.isolation, Refused):
+            log.error("local sandboxes are refused", reason=self.isolation.reason)
+
+    @property
+    def effective_isolation(self) -> str:
+        """What confines commands, in one line (for the worker's start log and `dev`)."""
+        return self.isolation.description
 
     async def create(self, *, owner: str) -> LocalSandbox:
         sandbox = self._sandbox(f"sbx-{uuid.uuid4().hex[:16]}")
@@ -305,6 +295,8 @@ class LocalSandboxBackend:
             return sandbox_owner("")
 
     def _sandbox(self, sandbox_id: str) -> LocalSandbox:
+        if isinstance(self.isolation, Refused):
+            raise self.isolation.refuse()
         if not _SANDBOX_ID.match(sandbox_id):
             raise InvalidInput(f"invalid sandbox id {sandbox_id!r}")
         return LocalSandbox(
@@ -312,5 +304,5 @@ class LocalSandboxBackend:
             workspace=(self.root / sandbox_id).absolute(),
             output_cap=self._output_cap,
             default_timeout=self._default_timeout,
-            bwrap=self.bwrap,
+            isolation=self.isolation,
         )

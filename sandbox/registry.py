@@ -24,6 +24,7 @@ from typing import cast
 from sessionflow.config import Settings, import_factory
 from sessionflow.errors import InvalidInput
 from sessionflow.sandbox.base import SandboxBackend
+from sessionflow.sandbox.isolation import Limits
 from sessionflow.sandbox.local import LocalSandboxBackend
 
 SandboxFactory = Callable[[Settings], SandboxBackend]
@@ -31,7 +32,23 @@ VARIABLE = "SESSIONFLOW_SANDBOX"
 
 
 def _local(settings: Settings) -> SandboxBackend:
-    return LocalSandboxBackend(settings.sandboxes)
+    mib = 1024 * 1024
+    limits = Limits(
+        processes=settings.sandbox_max_processes,
+        memory_bytes=settings.sandbox_max_memory_mb * mib,
+        cpu_seconds=settings.sandbox_max_cpu_seconds,
+        file_bytes=settings.sandbox_max_file_mb * mib,
+        open_files=settings.sandbox_max_open_files,
+        tmp_bytes=settings.sandbox_tmp_mb * mib,
+    )
+    return LocalSandboxBackend(
+        settings.sandboxes,
+        isolation=settings.sandbox_isolation,
+        network=settings.sandbox_network,
+        limits=limits,
+        host_uid=settings.sandbox_uid,
+        host_gid=settings.sandbox_uid,
+    )
 
 
 def _e2b(settings: Settings) -> SandboxBackend:

@@ -7,7 +7,12 @@ resolution of the `module:attr` import paths some of them hold.
 | TEMPORAL_NAMESPACE            | default                     |
 | TEMPORAL_UI_URL               | http://127.0.0.1:8233       |
 | SESSIONFLOW_TASK_QUEUE        | sessionflow                 |
-| REDIS_URL                     | redis://127.0.0.1:6379/0    |
+| REDIS_URL                     | redis://127.0.0.1:6379/0 *  |
+| TEMPORAL_TLS                  | on if any TLS_* or API key  |
+| TEMPORAL_TLS_CA               | the system's root CAs       |
+| TEMPORAL_TLS_CERT, _TLS_KEY   | none (mTLS client pair)     |
+| TEMPORAL_TLS_SERVER_NAME      | the address's host          |
+| TEMPORAL_API_KEY              | none (Temporal Cloud)       |
 | SESSIONFLOW_DATA_DIR          | .sessionflow                |
 | SESSIONFLOW_SANDBOX_ROOT      | <data dir>/sandboxes        |
 | SESSIONFLOW_STREAM_MAXLEN     | 10000 (entries per session) |
@@ -18,6 +23,15 @@ resolution of the `module:attr` import paths some of them hold.
 | SESSIONFLOW_MAX_CONCURRENT_WORKFLOW_TASKS | 100             |
 | SESSIONFLOW_MAX_CACHED_WORKFLOWS          | 1000            |
 | SESSIONFLOW_SANDBOX           | local (or e2b, module:attr) |
+| SESSIONFLOW_SANDBOX_ISOLATION | bubblewrap (or none)        |
+| SESSIONFLOW_SANDBOX_NETWORK   | none (or egress)            |
+| SESSIONFLOW_SANDBOX_UID       | 65534 (host uid under root) |
+| SESSIONFLOW_SANDBOX_MAX_PROCESSES   | 512 (per command)     |
+| SESSIONFLOW_SANDBOX_MAX_MEMORY_MB   | 4096 (per process)    |
+| SESSIONFLOW_SANDBOX_MAX_CPU_SECONDS | 600 (per process)     |
+| SESSIONFLOW_SANDBOX_MAX_FILE_MB     | 1024 (per file)       |
+| SESSIONFLOW_SANDBOX_MAX_OPEN_FILES  | 4096 (per process)    |
+| SESSIONFLOW_SANDBOX_TMP_MB          | 256 (the /tmp tmpfs)  |
 | SESSIONFLOW_PROVIDERS         | none (module:attr,...)      |
 | SESSIONFLOW_E2B_TEMPLATE      | E2B's default template      |
 | SESSIONFLOW_E2B_TIMEOUT       | 3600 (sandbox lifetime, s)  |
@@ -25,6 +39,8 @@ resolution of the `module:attr` import paths some of them hold.
 | SESSIONFLOW_ANTHROPIC_THINKING_BUDGET | 0 (no thinking)     |
 | SESSIONFLOW_LOG_FORMAT        | console on a TTY, else json |
 | SESSIONFLOW_LOG_LEVEL         | info                        |
+
+* with the local stack's password when `<data dir>/redis.password` exists.
 """
 
 from __future__ import annotations
@@ -34,9 +50,39 @@ import importlib
 import inspect
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
+
+# The local stack's Redis password, in the data directory (see sessionflow.cli.localstack).
+LOCAL_REDIS_PASSWORD_FILE = "redis.password"
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def local_redis_password(data_dir: Path) -> str | None:
+    """The password `sessionflow dev` made for the stack in `data_dir`, if there is one."""
+    try:
+        return (data_dir / LOCAL_REDIS_PASSWORD_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _choice(name: str, env: Mapping[str, str], fallback: str, options: tuple[str, ...]) -> str:
+    value = (env.get(name) or fallback).strip().lower()
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(options)}, got {env.get(name)!r}")
+    return value
+
+
+def _switch(name: str, raw: str | None) -> bool | None:
+    if raw is None or not raw.strip():
+        return None
+    value = raw.strip().lower()
+    if value in ("1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be on or off, got {raw!r}")
 
 
 @dataclass(frozen=True)
@@ -57,6 +103,18 @@ class Settings:
     max_cached_workflows: int = 1000
     # A registered backend name or a `module:attr` (see sessionflow.sandbox.registry).
     sandbox_backend: str = "local"
+    # The local backend: "bubblewrap" or "none" (unconfined, trusted code only), its
+    # network ("none" or "egress"), the host uid commands run as under a root worker,
+    # and what one command may use (see sessionflow.sandbox.isolation).
+    sandbox_isolation: str = "bubblewrap"
+    sandbox_network: str = "none"
+    sandbox_uid: int = 65534
+    sandbox_max_processes: int = 512
+    sandbox_max_memory_mb: int = 4096
+    sandbox_max_cpu_seconds: int = 600
+    sandbox_max_file_mb: int = 1024
+    sandbox_max_open_files: int = 4096
+    sandbox_tmp_mb: int = 256
     # `module:attr` paths of extra model providers (see sessionflow.providers.registry).
     providers: tuple[str, ...] = ()
     e2b_template: str | None = None
@@ -65,6 +123,13 @@ class Settings:
     anthropic_thinking_budget: int = 0
     log_format: str | None = None
     log_level: str = "info"
+    # Temporal over TLS: None turns it on when a TLS file, server name or API key is set.
+    temporal_tls: bool | None = None
+    temporal_tls_ca: Path | None = None
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: str | None = field(default=None, repr=False)
 
     @property
     def sandboxes(self) -> Path:
@@ -87,14 +152,27 @@ class Settings:
             except ValueError:
                 raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
+        def path(name: str) -> Path | None:
+            raw = env.get(name)
+            return Path(raw) if raw else None
+
         sandbox_root = env.get("SESSIONFLOW_SANDBOX_ROOT")
+        data_dir = Path(text("SESSIONFLOW_DATA_DIR", str(default.data_dir)))
+        # Without REDIS_URL, the local stack's Redis on its default port, with the
+        # password `sessionflow dev` keeps in the data directory.
+        local_password = None if env.get("REDIS_URL") else local_redis_password(data_dir)
+        local_redis = (
+            LOCAL_REDIS_URL.replace("//", f"//:{quote(local_password, safe='')}@", 1)
+            if local_password
+            else default.redis_url
+        )
         return cls(
             temporal_address=text("TEMPORAL_ADDRESS", default.temporal_address),
             temporal_namespace=text("TEMPORAL_NAMESPACE", default.temporal_namespace),
             temporal_ui_url=text("TEMPORAL_UI_URL", default.temporal_ui_url).rstrip("/"),
             task_queue=text("SESSIONFLOW_TASK_QUEUE", default.task_queue),
-            redis_url=text("REDIS_URL", default.redis_url),
-            data_dir=Path(text("SESSIONFLOW_DATA_DIR", str(default.data_dir))),
+            redis_url=text("REDIS_URL", local_redis),
+            data_dir=data_dir,
             sandbox_root=Path(sandbox_root) if sandbox_root else None,
             stream_max_len=number("SESSIONFLOW_STREAM_MAXLEN", default.stream_max_len),
             stream_ttl_seconds=number("SESSIONFLOW_STREAM_TTL", default.stream_ttl_seconds),
@@ -110,6 +188,32 @@ class Settings:
                 "SESSIONFLOW_MAX_CACHED_WORKFLOWS", default.max_cached_workflows
             ),
             sandbox_backend=text("SESSIONFLOW_SANDBOX", default.sandbox_backend).strip(),
+            sandbox_isolation=_choice(
+                "SESSIONFLOW_SANDBOX_ISOLATION",
+                env,
+                default.sandbox_isolation,
+                ("bubblewrap", "none"),
+            ),
+            sandbox_network=_choice(
+                "SESSIONFLOW_SANDBOX_NETWORK", env, default.sandbox_network, ("none", "egress")
+            ),
+            sandbox_uid=number("SESSIONFLOW_SANDBOX_UID", default.sandbox_uid),
+            sandbox_max_processes=number(
+                "SESSIONFLOW_SANDBOX_MAX_PROCESSES", default.sandbox_max_processes
+            ),
+            sandbox_max_memory_mb=number(
+                "SESSIONFLOW_SANDBOX_MAX_MEMORY_MB", default.sandbox_max_memory_mb
+            ),
+            sandbox_max_cpu_seconds=number(
+                "SESSIONFLOW_SANDBOX_MAX_CPU_SECONDS", default.sandbox_max_cpu_seconds
+            ),
+            sandbox_max_file_mb=number(
+                "SESSIONFLOW_SANDBOX_MAX_FILE_MB", default.sandbox_max_file_mb
+            ),
+            sandbox_max_open_files=number(
+                "SESSIONFLOW_SANDBOX_MAX_OPEN_FILES", default.sandbox_max_open_files
+            ),
+            sandbox_tmp_mb=number("SESSIONFLOW_SANDBOX_TMP_MB", default.sandbox_tmp_mb),
             providers=tuple(
                 p.strip() for p in env.get("SESSIONFLOW_PROVIDERS", "").split(",") if p.strip()
             ),
@@ -123,6 +227,12 @@ class Settings:
             ),
             log_format=env.get("SESSIONFLOW_LOG_FORMAT") or None,
             log_level=text("SESSIONFLOW_LOG_LEVEL", default.log_level),
+            temporal_tls=_switch("TEMPORAL_TLS", env.get("TEMPORAL_TLS")),
+            temporal_tls_ca=path("TEMPORAL_TLS_CA"),
+            temporal_tls_cert=path("TEMPORAL_TLS_CERT"),
+            temporal_tls_key=path("TEMPORAL_TLS_KEY"),
+            temporal_tls_server_name=env.get("TEMPORAL_TLS_SERVER_NAME") or None,
+            temporal_api_key=env.get("TEMPORAL_API_KEY") or None,
         )
 
     def workflow_url(self, workflow_id: str) -> str:

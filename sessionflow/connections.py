@@ -1,14 +1,19 @@
-"""Connecting to Temporal and Redis, with errors that say what to do."""
+"""Connecting to Temporal and Redis, with errors that say what to do (and no password)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import TLSConfig
 
-from sessionflow.errors import ConnectionFailed
+from sessionflow.config import Settings
+from sessionflow.errors import ConnectionFailed, InvalidInput
+from sessionflow.logs import redact_url, remember_secret, remember_url_password
 
 
 def metrics_runtime(address: str) -> Runtime:
@@ -20,19 +25,79 @@ def metrics_runtime(address: str) -> Runtime:
         raise ConnectionFailed(f"cannot serve metrics on {address}: {err}") from err
 
 
+def _pem(setting: str, path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InvalidInput(f"{setting}={path} cannot be read ({err.strerror or err})") from None
+    if b"-----BEGIN " not in data:
+        raise InvalidInput(f"{setting}={path} is not a PEM file")
+    return data
+
+
+def temporal_tls(settings: Settings) -> TLSConfig | None:
+    """The TLS a connection to Temporal uses, from the `TEMPORAL_TLS*` settings and
+    `TEMPORAL_API_KEY`; None for plaintext (the local stack).
+
+    TLS is on when `TEMPORAL_TLS` says so, or, unset, when any TLS file, a server name
+    or an API key is set: an API key is a bearer credential and Temporal Cloud takes it
+    over TLS only, so `TEMPORAL_TLS=off` with one is refused. Files are read here, so a
+    missing or unreadable one fails at once with a one-line `InvalidInput`.
+    """
+    files = {
+        "TEMPORAL_TLS_CA": settings.temporal_tls_ca,
+        "TEMPORAL_TLS_CERT": settings.temporal_tls_cert,
+        "TEMPORAL_TLS_KEY": settings.temporal_tls_key,
+    }
+    configured = [name for name, value in files.items() if value is not None]
+    if settings.temporal_tls_server_name:
+        configured.append("TEMPORAL_TLS_SERVER_NAME")
+    enabled = settings.temporal_tls
+    if enabled is None:
+        enabled = bool(configured or settings.temporal_api_key)
+    if not enabled:
+        if settings.temporal_api_key:
+            raise InvalidInput("TEMPORAL_API_KEY is only sent over TLS: unset TEMPORAL_TLS=off")
+        if configured:
+            raise InvalidInput(f"TEMPORAL_TLS=off contradicts {', '.join(configured)}")
+        return None
+    cert, key = settings.temporal_tls_cert, settings.temporal_tls_key
+    if (cert is None) != (key is None):
+        raise InvalidInput("TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY go together (mTLS)")
+    ca = settings.temporal_tls_ca
+    return TLSConfig(
+        server_root_ca_cert=_pem("TEMPORAL_TLS_CA", ca) if ca else None,
+        domain=settings.temporal_tls_server_name,
+        client_cert=_pem("TEMPORAL_TLS_CERT", cert) if cert else None,
+        client_private_key=_pem("TEMPORAL_TLS_KEY", key) if key else None,
+    )
+
+
 async def connect_temporal(
-    address: str, namespace: str = "default", runtime: Runtime | None = None
+    address: str,
+    namespace: str = "default",
+    runtime: Runtime | None = None,
+    *,
+    settings: Settings | None = None,
 ) -> Client:
+    """A client of the Temporal frontend at `address`; with `settings`, over the TLS
+    and with the API key they configure (`temporal_tls`)."""
+    tls = temporal_tls(settings) if settings else None
+    api_key = settings.temporal_api_key if settings else None
+    remember_secret(api_key)
     try:
         return await Client.connect(
             address,
             namespace=namespace,
             data_converter=pydantic_data_converter,
             runtime=runtime,
+            tls=tls if tls is not None else False,
+            api_key=api_key,
         )
     except RuntimeError as err:
+        over = " over TLS" if tls else ""
         raise ConnectionFailed(
-            f"cannot reach Temporal at {address}: {err}. Is `sessionflow dev` running, "
+            f"cannot reach Temporal at {address}{over}: {err}. Is `sessionflow dev` running, "
             "or TEMPORAL_ADDRESS set?"
         ) from err
 
@@ -56,12 +121,14 @@ def redis_client(url: str) -> Redis:
 
 async def connect_redis(url: str) -> Redis:
     """`redis_client`, checked with a ping so a wrong URL fails with advice."""
+    remember_url_password(url)
     redis = redis_client(url)
     try:
         await redis.ping()
     except (RedisError, OSError) as err:
         await redis.aclose()
         raise ConnectionFailed(
-            f"cannot reach Redis at {url}: {err}. Is `sessionflow dev` running, or REDIS_URL set?"
+            f"cannot reach Redis at {redact_url(url)}: {err}. Is `sessionflow dev` running, "
+            "or REDIS_URL set (with the password: redis://:<password>@host:port/db)?"
         ) from err
     return redis

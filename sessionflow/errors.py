@@ -5,7 +5,8 @@
     ├── WorkerUnavailable       no worker polls the session's task queue
     ├── InvalidInput            a message, id, context or option that cannot be accepted
     │   ├── ApprovalNotPending  an approval for an unknown or already-answered request
-    │   └── MessageNotFound     a message id the session does not have
+    │   ├── MessageNotFound     a message id the session does not have
+    │   └── CursorOutOfRange    a stream cursor past the stream's newest chunk
     ├── SessionBusy             the operation needs an idle session
     ├── SessionNotFound         no session with that id (for that agent)
     ├── AgentNotRegistered      no worker serves the agent
@@ -17,6 +18,7 @@
     └── SandboxError            a sandbox could not do what was asked (retried)
         ├── SandboxNotFound     the sandbox id names nothing (anymore)
         └── SandboxRefused      the backend refused: bad credentials, quota, bad path
+            └── FileTooLarge    a file larger than the operation reads whole
 
 Inside activities and workflow handlers the class name becomes the Temporal
 `ApplicationError` type, so a client or an ops person can match on it. This module is
@@ -78,6 +80,13 @@ class MessageNotFound(InvalidInput):
     code = "message_not_found"
 
 
+class CursorOutOfRange(InvalidInput):
+    """A resume cursor past the stream's newest chunk: it names no chunk ever sent."""
+
+    http_status = 416
+    code = "cursor_out_of_range"
+
+
 class SessionBusy(SessionflowError):
     http_status = 409
     code = "session_busy"
@@ -137,6 +146,15 @@ class SandboxRefused(SandboxError):
     retryable = False
     http_status = 422
     code = "sandbox_refused"
+
+
+class FileTooLarge(SandboxRefused):
+    """`size` is the file's size in bytes when known, `limit` the most that was allowed."""
+
+    def __init__(self, message: str, *, size: int | None = None, limit: int = 0) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
 
 
 def _tree(root: type[SessionflowError]) -> list[type[SessionflowError]]:

@@ -9,11 +9,14 @@ replaced by a placeholder.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core.core_schema import ErrorType
 
 PLACEHOLDER = "<key>"
+_PYDANTIC_TYPES = frozenset(get_args(ErrorType))
 
 
 def declared_names(schema: type[BaseModel]) -> set[str]:
@@ -31,15 +34,25 @@ def declared_names(schema: type[BaseModel]) -> set[str]:
             for value in node:
                 visit(value)
 
-    visit(schema.model_json_schema())
+    try:
+        visit(schema.model_json_schema())
+    except Exception:  # a type with no JSON Schema: then no name is known to be safe
+        return set()
     return names
 
 
 def describe(err: ValidationError, schema: type[BaseModel]) -> str:
     """`field.sub: reason; ...` with undeclared path parts shown as `<key>`."""
-    known = declared_names(schema)
+    return describe_errors(
+        err.errors(include_input=False, include_url=False), declared_names(schema)
+    )
+
+
+def describe_errors(errors: Iterable[Mapping[str, Any]], known: Collection[str]) -> str:
+    """`describe` for pydantic error dicts (`ValidationError.errors()`, FastAPI's
+    `RequestValidationError.errors()`), given the names the schema declares."""
     problems: list[str] = []
-    for error in err.errors(include_input=False, include_url=False, include_context=False):
+    for error in errors:
         parts = [
             str(part) if isinstance(part, int) or part in known else PLACEHOLDER
             for part in error["loc"]
@@ -56,6 +69,13 @@ def _reason(error: Any) -> str:
     Messages of a few types quote the input (`union_tag_invalid` names the tag it
     found, `literal_error` may): for those, the type name says enough."""
     quoting = ("union_tag_invalid", "union_tag_not_found", "literal_error", "enum")
-    if error["type"] in quoting:
+    # An `error` in the context is an exception's own text (a validator's ValueError,
+    # a parser's complaint, a mapping's failure), which may quote the input; a type
+    # pydantic does not define is a custom error whose message may say anything.
+    if (
+        error["type"] in quoting
+        or error["type"] not in _PYDANTIC_TYPES
+        or "error" in (error.get("ctx") or {})
+    ):
         return str(error["type"]).replace("_", " ")
     return str(error["msg"])

@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessionflow.chunks import TERMINAL_TYPES, Chunk, parse_chunk
-from sessionflow.errors import InvalidInput, StreamUnavailable
+from sessionflow.errors import CursorOutOfRange, InvalidInput, StreamUnavailable
 from sessionflow.streams.backoff import Backoff
 from sessionflow.streams.keys import StreamKeys
 
@@ -77,6 +77,12 @@ def is_entry_id(value: str) -> bool:
         return False
     numbers = tuple(int(p) for p in parts)
     return max(numbers) <= _U64_MAX and numbers != (_U64_MAX, _U64_MAX)
+
+
+def entry_key(entry_id: str) -> tuple[int, int]:
+    """An entry id (`is_entry_id` holds) as numbers, to order ids; `<ms>` is `<ms>-0`."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _decode(value: bytes | str) -> str:
@@ -159,6 +165,25 @@ class StreamReader:
             cursor = backlog[-1].id
         async for event in self._tail(keys, cursor, outage):
             yield event
+
+    async def last_entry_id(self, workflow_id: str) -> str | None:
+        """The id of the newest entry of the session's stream (None while it has none)."""
+        keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
+        last: Any = await self._redis.xrevrange(keys.chunks, count=1)
+        return _decode(last[0][0]) if last else None
+
+    async def check_cursor(self, workflow_id: str, after: str) -> None:
+        """Refuse a cursor `read` could only wait on: malformed (`InvalidInput`), or
+        past the newest entry (`CursorOutOfRange`): no reader was ever given that id,
+        so it is forged, or from a stream Redis has since lost or expired."""
+        if not is_entry_id(after):
+            raise InvalidInput(f"{after!r} is not a stream entry id (<ms>-<seq>)")
+        last = await self.last_entry_id(workflow_id)
+        if entry_key(after) > (entry_key(last) if last else (0, 0)):
+            raise CursorOutOfRange(
+                f"event id {after!r} is past the end of the stream (its newest is "
+                f"{last or 'none'}); read it again without a cursor"
+            )
 
     async def latest_message(self, workflow_id: str) -> str | None:
         """The id of the session's newest assistant message that has started, if any."""

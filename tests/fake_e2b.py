@@ -27,6 +27,14 @@ class SandboxNotFoundException(SandboxException):
     pass
 
 
+class NotFoundException(SandboxException):
+    pass
+
+
+class FileNotFoundException(NotFoundException):
+    """What the SDK raises for a path that does not exist in the sandbox."""
+
+
 class TimeoutException(SandboxException):
     pass
 
@@ -95,6 +103,8 @@ class FakeE2B:
 
     SandboxException = SandboxException
     SandboxNotFoundException = SandboxNotFoundException
+    NotFoundException = NotFoundException
+    FileNotFoundException = FileNotFoundException
     TimeoutException = TimeoutException
     AuthenticationException = AuthenticationException
     RateLimitException = RateLimitException
@@ -224,12 +234,40 @@ class _Commands:
         return _Handle(process, timeout, on_stdout, on_stderr, record)
 
 
+class _Stream:
+    """Like the SDK's AsyncFileStreamReader: chunks of the file as they are read."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def __aiter__(self) -> _Stream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = self._file.read(64 * 1024)
+        if not chunk:
+            raise StopAsyncIteration
+        return bytes(chunk)
+
+    async def aclose(self) -> None:
+        self._file.close()
+
+
 class _Files:
     def __init__(self, fake: FakeE2B, sandbox_id: str) -> None:
         self._fake, self._id = fake, sandbox_id
 
-    async def read(self, path: str) -> str:
+    def _existing(self, path: str) -> Path:
+        target = self._fake.local(self._id, path)
+        if not target.exists():
+            raise FileNotFoundException(f"path '{path}' does not exist")
+        return target
+
+    async def read(self, path: str, format: str = "text") -> Any:
         self._fake._record(self._id)
+        self._existing(path)
+        if format == "stream":
+            return _Stream(self._fake.local(self._id, path).open("rb"))
         return self._fake.local(self._id, path).read_text()
 
     async def write(self, path: str, data: str) -> None:
@@ -240,7 +278,7 @@ class _Files:
 
     async def list(self, path: str, depth: int = 1) -> list[EntryInfo]:
         self._fake._record(self._id)
-        base = self._fake.local(self._id, path)
+        base = self._existing(path)
         home = self._fake.home(self._id)
         out = []
         for child in sorted(base.rglob("*")):

@@ -10,7 +10,7 @@ from temporalio.api.enums.v1 import EventType
 
 from sessionflow import agent, tool
 from sessionflow.agents.tools import ToolContext
-from sessionflow.contract import ActivitySettings, ActivityName, TurnStatus
+from sessionflow.contract import ActivityName, ActivitySettings, TurnStatus
 from sessionflow.errors import SandboxError
 from sessionflow.messages import ToolState
 from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
@@ -95,8 +95,7 @@ async def test_tool_settings_override_the_agents_which_override_the_defaults(
         e.activity_task_scheduled_event_attributes
         for e in events
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-        and e.activity_task_scheduled_event_attributes.activity_type.name
-        == ActivityName.MODEL_STEP
+        and e.activity_task_scheduled_event_attributes.activity_type.name == ActivityName.MODEL_STEP
     ][1:]
     assert later_steps
     assert all(a.start_to_close_timeout.ToTimedelta() == timedelta(seconds=77) for a in later_steps)

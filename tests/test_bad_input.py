@@ -697,6 +697,12 @@ DOCUMENTED_ERRORS = {
     (413, "payload_too_large"),
     (422, "invalid_request"),
     (422, "invalid_input"),
+    (400, "invalid_id"),
+    (404, "agent_not_registered"),
+    (408, "request_timeout"),
+    (416, "cursor_out_of_range"),
+    (429, "too_many_streams"),
+    (431, "request_headers_too_large"),
 }
 ENTRY_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
 U64_MAX = 2**64 - 1

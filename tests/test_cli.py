@@ -90,7 +90,11 @@ async def test_dev_stops_cleanly_on_ctrl_c_and_resumes_sessions(tmp_path: Path) 
         await wait_for_text(log, "Press Ctrl-C to stop.", dev, 1)
         text = log.read_text()
         assert f"Temporal UI   {config.ui_url}" in text
-        assert f"Redis         {config.redis_url}" in text
+        # The Redis password is never printed; the development key (ours) is.
+        assert f"Redis         redis://:***@127.0.0.1:{config.redis_port}/0" in text
+        assert config.redis_password not in text
+        assert "API keys: sf-dev-key (tenant dev)" in text
+        assert "Sandboxes     bubblewrap: user, pid, net" in text
         gateway = f"http://127.0.0.1:{GATEWAY_PORT[data_dir]}"
         assert f"Gateway       {gateway}" in text
         async with httpx.AsyncClient() as http:

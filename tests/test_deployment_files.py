@@ -62,3 +62,29 @@ def test_the_image_contains_every_package() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     for package in SOURCE_PACKAGES:
         assert f"COPY {package} ./{package}" in dockerfile, package
+
+
+def test_compose_publishes_only_the_gateway_and_redis_needs_a_password() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    # Neither Redis nor Temporal (no authentication) is reachable from outside.
+    for name in ("redis", "temporal", "postgresql"):
+        assert not services[name].get("ports"), f"{name} is published"
+        assert not services[name].get("network_mode"), f"{name} shares the host's network"
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published <= {"gateway", "temporal-ui"}, published
+    assert services["gateway"]["ports"] == ["8000:8000"]
+    # The UI, if published at all, listens on the host's loopback only.
+    for port in services["temporal-ui"].get("ports", []):
+        assert str(port).startswith("127.0.0.1:"), port
+
+    # Redis requires a password that `docker compose` refuses to start without ...
+    command = services["redis"]["command"]
+    assert "--requirepass" in command
+    password = command[command.index("--requirepass") + 1]
+    assert re.fullmatch(r"\$\{SESSIONFLOW_REDIS_PASSWORD:\?[^}]+\}", password), password
+    # ... and the worker and the gateway connect with it.
+    for name in ("worker", "gateway"):
+        url = services[name]["environment"]["REDIS_URL"]
+        assert url.startswith("redis://:${SESSIONFLOW_REDIS_PASSWORD:?"), url
+        assert url.endswith("}@redis:6379/0"), url

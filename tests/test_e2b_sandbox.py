@@ -13,6 +13,7 @@ from sessionflow.agents.builtin import builtin_tools
 from sessionflow.agents.definition import agent
 from sessionflow.client.client import SessionClient
 from sessionflow.contract import SessionLimits, TurnStatus
+from sessionflow.errors import SandboxNotFound
 from sessionflow.messages import ToolState
 from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
 from sessionflow.sandbox.e2b import E2BSandboxBackend
@@ -149,3 +150,20 @@ async def test_an_idle_session_pauses_its_sandbox_and_the_next_turn_resumes_it(
 
     await session.close()
     assert sandbox_id not in fake.sandboxes  # closing the session killed its sandbox
+
+
+async def test_a_missing_path_is_a_file_error_not_a_vanished_sandbox(tmp_path: Path) -> None:
+    fake = FakeE2B(tmp_path)
+    backend = E2BSandboxBackend(sdk=fake, api_key=fake.valid_key)
+    sandbox = await backend.create(owner="tenant:")
+    for attempt in (
+        sandbox.read_file("missing.txt"),
+        sandbox.list_files("no-such-dir", 1),
+    ):
+        with pytest.raises(FileNotFoundError, match="in the workspace"):
+            await attempt
+    # The sandbox itself is still there: only a vanished sandbox is SandboxNotFound.
+    assert (await backend.connect(sandbox.id)).id == sandbox.id
+    fake.kill_externally(sandbox.id)
+    with pytest.raises(SandboxNotFound):
+        await sandbox.read_file("missing.txt")

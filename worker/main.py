@@ -14,6 +14,7 @@ from temporalio.runtime import Runtime
 from sessionflow.agents.definition import Agent
 from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal, metrics_runtime
+from sessionflow.logs import redact_url
 from sessionflow.providers.base import ModelProvider
 from sessionflow.providers.registry import providers_from_settings
 from sessionflow.sandbox.base import SandboxBackend
@@ -44,7 +45,7 @@ async def run_worker(settings: Settings, agents: Sequence[Agent], stop: asyncio.
     providers = providers_from_settings(settings)
     runtime = metrics_runtime(settings.metrics_address) if settings.metrics_address else None
     temporal = await connect_temporal(
-        settings.temporal_address, settings.temporal_namespace, runtime=runtime
+        settings.temporal_address, settings.temporal_namespace, runtime=runtime, settings=settings
     )
     redis = await connect_redis(settings.redis_url)
     try:
@@ -82,10 +83,11 @@ async def _serve(
             task_queue=settings.task_queue,
             agents=[a.name for a in agents],
             sandbox=sandboxes.name,
+            sandbox_isolation=getattr(sandboxes, "effective_isolation", None),
             providers=sorted(p.name for p in providers),
             metrics=f"http://{settings.metrics_address}/metrics" if runtime else None,
             temporal=settings.temporal_address,
-            redis=settings.redis_url,
+            redis=redact_url(settings.redis_url),
         )
         await stop.wait()
         log.info("worker stopping")

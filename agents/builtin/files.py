@@ -1,7 +1,12 @@
 """Read, Write, Edit and List: file tools that work in the session's sandbox.
 
-Paths are relative to the workspace; the sandbox refuses any that lead outside it.
-Failures (a missing file, text not found) raise, and reach the model as tool errors.
+Paths are relative to the workspace; the sandbox refuses any that lead outside it or
+go through a symlink. Failures (a missing file, text not found, a file too large) raise,
+and reach the model as tool errors.
+
+Nothing loads a whole large file into the worker: Read streams the lines it shows (at
+most `READ_LIMIT_CHARS` of them) and looks no further than `READ_SCAN_BYTES` into a
+file; Edit refuses files, and Write content, larger than `EDIT_MAX_BYTES`.
 """
 
 from __future__ import annotations
@@ -9,9 +14,17 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from sessionflow.agents.tools import Tool, ToolContext, tool
+from sessionflow.errors import FileTooLarge
+from sessionflow.sandbox.base import DEFAULT_SCAN_BYTES
 
 READ_LIMIT_LINES = 2000
 READ_LIMIT_CHARS = 100_000
+# How far into a file Read looks to reach its offset and count the lines.
+READ_SCAN_BYTES = DEFAULT_SCAN_BYTES
+# The largest file Edit edits (and makes), and the largest content Write writes.
+EDIT_MAX_BYTES = 1024 * 1024
+WRITE_MAX_BYTES = EDIT_MAX_BYTES
+_MIB = 1024 * 1024
 
 
 class ReadInput(BaseModel):
@@ -23,33 +36,65 @@ class ReadInput(BaseModel):
 
 
 async def _read(args: ReadInput, ctx: ToolContext) -> str:
-    lines = (await ctx.sandbox.read_file(args.path)).splitlines()
-    start = args.offset - 1
+    window = await ctx.sandbox.read_lines(
+        args.path,
+        offset=args.offset,
+        limit=args.limit,
+        max_bytes=READ_LIMIT_CHARS,
+        scan_bytes=READ_SCAN_BYTES,
+    )
+    total = window.total_lines
     shown: list[str] = []
     size = 0
-    for number, line in enumerate(lines[start : start + args.limit], start=args.offset):
+    for number, line in enumerate(window.lines, start=args.offset):
         row = f"{number:6d}\t{line}"
-        if size + len(row) > READ_LIMIT_CHARS:
+        if shown and size + len(row) > READ_LIMIT_CHARS:
             break
         shown.append(row)
         size += len(row) + 1
+    if not shown:
+        if total is None:
+            raise ValueError(
+                f"line {args.offset} of {args.path} is not within its first "
+                f"{READ_SCAN_BYTES // _MIB} MiB, as far as Read looks; use Bash for what lies "
+                f"further (e.g. sed -n '{args.offset},+99p' {args.path})"
+            )
+        return f"[{args.path} has {total} lines]"
     last = args.offset + len(shown) - 1
-    if last < len(lines):
-        shown.append(
-            f"[truncated: showing lines {args.offset}-{last} of {len(lines)}; "
-            f"read more with offset={last + 1}]"
+    more = total is None or last < total
+    notes = []
+    if more:
+        counted = f" of {total}" if total is not None else ""
+        notes.append(f"showing lines {args.offset}-{last}{counted}")
+        if total is None:
+            notes.append(
+                f"the file is too large to count its lines (over {READ_SCAN_BYTES // _MIB} MiB)"
+            )
+    if window.cut and len(shown) == len(window.lines):
+        notes.append(
+            f"line {last} is longer than {READ_LIMIT_CHARS} characters; only its start is shown"
         )
-    return "\n".join(shown) if shown else f"[{args.path} has {len(lines)} lines]"
+    if notes:
+        onward = f"; read more with offset={last + 1}" if more else ""
+        shown.append(f"[truncated: {'; '.join(notes)}{onward}]")
+    return "\n".join(shown)
 
 
 class WriteInput(BaseModel):
     path: str = Field(description="File path relative to the workspace.")
-    content: str = Field(description="The whole new content of the file.")
+    content: str = Field(description="The whole new content of the file (at most 1 MiB).")
 
 
 async def _write(args: WriteInput, ctx: ToolContext) -> dict[str, object]:
+    size = len(args.content.encode())
+    if size > WRITE_MAX_BYTES:
+        raise ValueError(
+            f"content is {size} bytes; Write writes at most {WRITE_MAX_BYTES} bytes "
+            f"({WRITE_MAX_BYTES // _MIB} MiB); nothing was written. Write a smaller file, or "
+            "build a larger one in parts with Bash"
+        )
     await ctx.sandbox.write_file(args.path, args.content)
-    return {"path": args.path, "bytes": len(args.content.encode())}
+    return {"path": args.path, "bytes": size}
 
 
 class EditInput(BaseModel):
@@ -60,7 +105,15 @@ class EditInput(BaseModel):
 
 
 async def _edit(args: EditInput, ctx: ToolContext) -> dict[str, object]:
-    text = await ctx.sandbox.read_file(args.path)
+    try:
+        text = await ctx.sandbox.read_file(args.path, max_bytes=EDIT_MAX_BYTES)
+    except FileTooLarge as err:
+        what = f"{err.size} bytes" if err.size is not None else "larger than that"
+        raise ValueError(
+            f"{args.path} is {what}; Edit edits files of up to {EDIT_MAX_BYTES} bytes "
+            f"({EDIT_MAX_BYTES // _MIB} MiB) and nothing was changed. Change larger files "
+            "with Bash (sed, a script)"
+        ) from None
     count = text.count(args.old_string)
     if count == 0:
         raise ValueError(f"old_string was not found in {args.path}; nothing was changed")
@@ -69,8 +122,18 @@ async def _edit(args: EditInput, ctx: ToolContext) -> dict[str, object]:
             f"old_string occurs {count} times in {args.path}; include more context to make "
             "it unique, or set replace_all"
         )
-    await ctx.sandbox.write_file(args.path, text.replace(args.old_string, args.new_string))
-    return {"path": args.path, "replacements": count if args.replace_all else 1}
+    replaced = count if args.replace_all else 1
+    grows = len(args.new_string.encode()) - len(args.old_string.encode())
+    size = len(text.encode()) + replaced * grows
+    if size > EDIT_MAX_BYTES:
+        raise ValueError(
+            f"the edit would make {args.path} {size} bytes, more than the {EDIT_MAX_BYTES} "
+            "bytes Edit writes; nothing was changed"
+        )
+    await ctx.sandbox.write_file(
+        args.path, text.replace(args.old_string, args.new_string, replaced)
+    )
+    return {"path": args.path, "replacements": replaced}
 
 
 class ListInput(BaseModel):
