@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from temporalio.exceptions import ApplicationError
 
+from sessionflow.activities.limits import capped_text
 from sessionflow.errors import SessionflowError
 
 
@@ -14,7 +15,8 @@ def to_application_error(err: SessionflowError) -> ApplicationError:
     honour a provider's retry-after as the next retry delay."""
     retry_after = getattr(err, "retry_after", None)
     return ApplicationError(
-        str(err),
+        # Capped: an error's text is recorded in history and must never be too big to.
+        capped_text(str(err)),
         type=err.error_type,
         non_retryable=not err.retryable,
         next_retry_delay=timedelta(seconds=retry_after) if retry_after else None,

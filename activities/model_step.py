@@ -13,6 +13,7 @@ from temporalio import activity
 from sessionflow.activities import metrics
 from sessionflow.activities.failures import to_application_error
 from sessionflow.activities.heartbeat import heartbeating
+from sessionflow.activities.limits import ensure_recordable, state_size_problem
 from sessionflow.activities.session_view import dump_state, interrupted, load_context, load_state
 from sessionflow.activities.step_recorder import StepRecorder
 from sessionflow.agents.context import AgentContext, resolve
@@ -20,7 +21,7 @@ from sessionflow.agents.definition import Agent
 from sessionflow.agents.registry import AgentRegistry
 from sessionflow.chunks import status_chunk
 from sessionflow.contract import ActivityName, ModelStepParams, ModelStepResult
-from sessionflow.errors import SessionflowError
+from sessionflow.errors import PayloadTooLarge, SessionflowError
 from sessionflow.messages import ToolCall
 from sessionflow.providers.base import ModelRequest, ToolSpec
 from sessionflow.providers.registry import ModelRegistry
@@ -68,7 +69,7 @@ class ModelStepActivities:
         tools = await agent.tools_for(view)
         request = ModelRequest(
             model=model,
-            system=await resolve(agent.system, view),
+            system=await resolve(agent.system, view, option="system"),
             messages=params.messages,
             tools=[
                 ToolSpec(name=t.name, description=t.description, input_schema=t.json_schema())
@@ -103,6 +104,10 @@ class ModelStepActivities:
         result.model_activity = agent.model_activity
         if fresh_state:
             result.state = dump_state(view.state)
+            problem = state_size_problem(result.state)
+            if problem is not None:
+                raise PayloadTooLarge(f"agent {agent.name!r}'s initial state: {problem}")
+        ensure_recordable(result, f"model step {ref.step + 1} ({model_id})")
         log.info(
             "model step finished",
             step=ref.step,

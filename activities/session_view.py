@@ -19,10 +19,20 @@ from sessionflow.validation import describe
 
 
 async def load_context(store: ContextStore, agent: Agent, workflow_id: str, ref: str | None) -> Any:
-    if ref is None:
-        return None
-    raw = await store.get(workflow_id, ref)
+    """The turn's context, validated; raises InvalidInput (not retried: trying again
+    cannot help) when it is missing but required, expired, or invalid."""
     schema = agent.context_schema
+    if ref is None:
+        if schema is None:
+            return None
+        try:
+            return schema.model_validate({})
+        except ValidationError as err:
+            raise InvalidInput(
+                f"this turn has no context, but agent {agent.name!r} requires one "
+                f"({schema.__name__}: {describe(err, schema)}); send it with context=..."
+            ) from None
+    raw = await store.get(workflow_id, ref)
     if schema is None:
         return raw
     try:

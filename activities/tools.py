@@ -23,6 +23,7 @@ from temporalio import activity
 from sessionflow.activities import metrics
 from sessionflow.activities.failures import to_application_error
 from sessionflow.activities.heartbeat import heartbeating
+from sessionflow.activities.limits import capped_text, ensure_recordable, state_size_problem
 from sessionflow.activities.recorded_sandbox import RecordedSandbox
 from sessionflow.activities.session_view import dump_state, interrupted, load_context, load_state
 from sessionflow.agents.registry import AgentRegistry
@@ -71,7 +72,7 @@ class ToolActivities:
                 # A vanished sandbox is the workflow's to handle (it makes a new one).
                 if err.retryable or isinstance(err, SandboxNotFound):
                     raise to_application_error(err) from err
-                result = RunToolResult(error_text=f"{err.error_type}: {err}")
+                result = RunToolResult(error_text=capped_text(f"{err.error_type}: {err}"))
             except asyncio.CancelledError:
                 if not interrupted():
                     raise
@@ -104,7 +105,9 @@ class ToolActivities:
         try:
             args = found.input_schema.model_validate(call.input)
         except ValidationError as err:
-            return RunToolResult(error_text=f"invalid input for {call.tool_name}: {err}")
+            return RunToolResult(
+                error_text=capped_text(f"invalid input for {call.tool_name}: {err}")
+            )
         if params.sandbox_id is None:
             raise SessionflowError("tool called before the session had a sandbox")
         sandbox = RecordedSandbox(
@@ -143,10 +146,16 @@ class ToolActivities:
         except SessionflowError:
             raise
         except Exception as err:  # the tool's own failure is the model's to handle
-            return RunToolResult(error_text=f"{type(err).__name__}: {err}")
-        return RunToolResult(
-            output=self._capped(to_jsonable_python(output)), state=dump_state(ctx.state)
-        )
+            return RunToolResult(error_text=capped_text(f"{type(err).__name__}: {err}"))
+        state = dump_state(ctx.state)
+        problem = state_size_problem(state)
+        if problem is not None:
+            return RunToolResult(
+                error_text=f"{call.tool_name} ran, but its change was not saved: {problem}"
+            )
+        result = RunToolResult(output=self._capped(to_jsonable_python(output)), state=state)
+        ensure_recordable(result, f"tool {call.tool_name}")
+        return result
 
     def _capped(self, output: Any) -> Any:
         encoded = json.dumps(output)

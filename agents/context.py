@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
+from sessionflow.errors import AgentOptionFailed, SessionflowError
 from sessionflow.messages import Message
 
 T = TypeVar("T")
@@ -32,10 +33,17 @@ class AgentContext:
 Resolvable: TypeAlias = T | Callable[[AgentContext], T | Awaitable[T]]
 
 
-async def resolve(value: Resolvable[T], ctx: AgentContext) -> T:
+async def resolve(value: Resolvable[T], ctx: AgentContext, *, option: str = "option") -> T:
+    """The option's value for this step. An exception from user code here would be
+    raised again by every retry, so it becomes `AgentOptionFailed`, naming the option."""
     if not callable(value):
         return value
-    result = value(ctx)
-    if inspect.isawaitable(result):
-        return cast(T, await result)
-    return result
+    try:
+        result = value(ctx)
+        if inspect.isawaitable(result):
+            return cast(T, await result)
+        return result
+    except SessionflowError:
+        raise
+    except Exception as err:
+        raise AgentOptionFailed(f"the agent's {option} raised {type(err).__name__}: {err}") from err

@@ -40,11 +40,11 @@ class Agent:
 
     async def model_for(self, ctx: AgentContext) -> ModelOption:
         """This step's model: a `provider/model` string or a `Script`."""
-        model: ModelOption = await resolve(self.model, ctx)
+        model: ModelOption = await resolve(self.model, ctx, option="model")
         return model
 
     async def tools_for(self, ctx: AgentContext) -> list[Tool[Any]]:
-        active = await resolve(self.active_tools, ctx)
+        active = await resolve(self.active_tools, ctx, option="active_tools")
         if active is None:
             return list(self.tools)
         return [t for t in self.tools if t.name in set(active)]

@@ -12,7 +12,12 @@ import asyncio
 from typing import Any
 
 from pydantic_core import PydanticSerializationError
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
+from temporalio.client import (
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -21,6 +26,9 @@ from sessionflow import errors
 from sessionflow.client.services import Services
 from sessionflow.contract import SendRequest, SessionInput
 from sessionflow.workflows.session import SEND_SIGNAL, SessionWorkflow
+
+# A query answers in milliseconds from a healthy session; longer means something is wrong.
+QUERY_PATIENCE_SECONDS = 10.0
 
 
 def known_error(err: WorkflowUpdateFailedError) -> errors.SessionflowError | None:
@@ -103,10 +111,19 @@ class SessionCalls:
                 if known is not None:
                     raise known from err
                 raise
+            except WorkflowUpdateRPCTimeoutOrCancelledError:
+                # An update no workflow task accepts: say why when the task is failing.
+                stuck = await self.stuck()
+                if stuck is not None:
+                    raise stuck from None
+                raise
             except RPCError as err:
                 if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
                     if err.status is RPCStatusCode.NOT_FOUND and not await self.exists():
                         raise self.rpc_error(err) from err
+                    stuck = await self.stuck()
+                    if stuck is not None:
+                        raise stuck from err
                     await asyncio.sleep(0.2)
                     continue
                 if err.status is RPCStatusCode.UNAVAILABLE:
@@ -115,9 +132,45 @@ class SessionCalls:
 
     async def query(self, method: Any, *args: Any) -> Any:
         try:
-            return await self.handle().query(method, args=list(args))
+            async with asyncio.timeout(QUERY_PATIENCE_SECONDS):
+                return await self.handle().query(method, args=list(args))
+        except TimeoutError:
+            stuck = await self.stuck()
+            if stuck is not None:
+                raise stuck from None
+            raise errors.WorkerUnavailable(
+                f"the session did not answer within {QUERY_PATIENCE_SECONDS:g} s; is a worker "
+                f"serving task queue {self._services.task_queue!r}?"
+            ) from None
         except RPCError as err:
+            if err.status is RPCStatusCode.FAILED_PRECONDITION:
+                stuck = await self.stuck()
+                if stuck is not None:
+                    raise stuck from err
             raise self.rpc_error(err) from err
+
+    async def stuck(self) -> errors.SessionStuck | None:
+        """`SessionStuck` naming the cause when Temporal keeps failing the session's
+        workflow task (workers are there, but cannot make progress), else None."""
+        try:
+            description = await self.handle().describe()
+        except RPCError:
+            return None
+        pending = description.raw_description.pending_workflow_task
+        if pending.attempt < 2:
+            return None
+        cause = "see the workflow's history in the Temporal UI"
+        async for event in self.handle().fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                failed = event.workflow_task_failed_event_attributes
+                reason = WorkflowTaskFailedCause.Name(failed.cause).removeprefix(
+                    "WORKFLOW_TASK_FAILED_CAUSE_"
+                )
+                cause = f"{reason}: {failed.failure.message}"[:2000]
+        return errors.SessionStuck(
+            f"session {self._session_id!r} cannot make progress: its workflow task has "
+            f"failed {pending.attempt - 1} time(s) ({cause})"
+        )
 
     async def exists(self) -> bool:
         """Whether the session has been started (asks the Temporal server, not a worker)."""

@@ -68,6 +68,11 @@ def _approval(value: Any) -> ApprovalResponse:
     # Bounded like a message (a reason is free text): with a 3 MB reason, over Temporal's
     # 2 MB payload limit, `approve` got no answer at all until the caller gave up.
     _check_json_size("approval", response)
+    if response.reason is not None and len(response.reason) > MAX_REASON_CHARS:
+        raise InvalidInput(
+            f"an approval's reason is at most {MAX_REASON_CHARS} characters, "
+            f"not {len(response.reason)}"
+        )
     return response
 
 
@@ -145,12 +150,37 @@ def _errors(err: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors())
 
 
+# A denial's reason is told to the model and kept in the transcript.
+MAX_REASON_CHARS = 8 * 1024
+# Context is kept in Redis, not Temporal, but it is loaded by every step of its turn.
+MAX_CONTEXT_BYTES = 64 * 1024
+
+
 def validate_context(schema: type[BaseModel] | None, context: Any) -> Any:
     """Validate context against the agent's schema; return it as JSON-ready data.
 
     Errors name the failing fields but never echo values: context may hold secrets.
     """
+    data = _context_data(schema, context)
+    if data is not None:
+        size = len(json.dumps(data).encode())
+        if size > MAX_CONTEXT_BYTES:
+            raise InvalidInput(f"context is {size} bytes; at most {MAX_CONTEXT_BYTES} are kept")
+    return data
+
+
+def _context_data(schema: type[BaseModel] | None, context: Any) -> Any:
     if context is None:
+        if schema is not None:
+            # No context is fine only when the schema's defaults make a valid one; else
+            # the turn could only fail later, in the worker.
+            try:
+                schema.model_validate({})
+            except ValidationError as err:
+                raise InvalidInput(
+                    f"this agent needs context ({schema.__name__}): "
+                    f"pass context=... with {describe(err, schema)}"
+                ) from None
         return None
     if schema is None:
         if isinstance(context, BaseModel):

@@ -3,6 +3,7 @@
     SessionflowError
     ├── ConnectionFailed        Temporal or Redis cannot be reached
     ├── WorkerUnavailable       no worker polls the session's task queue
+    ├── SessionStuck            the session's workflow task keeps failing (the cause is named)
     ├── InvalidInput            a message, id, context or option that cannot be accepted
     │   ├── ApprovalNotPending  an approval for an unknown or already-answered request
     │   ├── MessageNotFound     a message id the session does not have
@@ -10,6 +11,8 @@
     ├── SessionBusy             the operation needs an idle session
     ├── SessionNotFound         no session with that id (for that agent)
     ├── AgentNotRegistered      no worker serves the agent
+    ├── AgentOptionFailed       a resolvable option (system, model, active_tools) raised
+    ├── PayloadTooLarge         a step's result too large to record, even capped
     ├── ModelNotFound           the agent's model names an unknown provider or script
     ├── ModelError              the model call failed
     │   ├── ModelUnavailable    transient: rate limited, overloaded, cut off (retried)
@@ -87,6 +90,14 @@ class CursorOutOfRange(InvalidInput):
     code = "cursor_out_of_range"
 
 
+class SessionStuck(SessionflowError):
+    """Temporal keeps failing the session's workflow task (a bug or a payload it cannot
+    record): workers are there, retrying will not help until the cause is fixed."""
+
+    http_status = 500
+    code = "session_stuck"
+
+
 class SessionBusy(SessionflowError):
     http_status = 409
     code = "session_busy"
@@ -100,6 +111,21 @@ class SessionNotFound(SessionflowError):
 class AgentNotRegistered(SessionflowError):
     http_status = 404
     code = "agent_not_registered"
+
+
+class AgentOptionFailed(SessionflowError):
+    """User code in a resolvable option raised: it runs again with the same inputs on
+    a retry, so the turn fails at once, naming the option."""
+
+    http_status = 500
+    code = "agent_option_failed"
+
+
+class PayloadTooLarge(SessionflowError):
+    """A step produced more than Temporal can record even after capping."""
+
+    http_status = 500
+    code = "payload_too_large_to_record"
 
 
 class ModelNotFound(SessionflowError):
