@@ -18,14 +18,15 @@ COPY agents ./agents
 COPY providers ./providers
 COPY sandbox ./sandbox
 COPY streams ./streams
+COPY storage ./storage
 COPY workflows ./workflows
 COPY activities ./activities
 COPY worker ./worker
 COPY client ./client
 COPY gateway ./gateway
 COPY cli ./cli
-RUN pip install . && useradd --create-home sessionflow \
-    && mkdir -p /var/lib/sessionflow && chown sessionflow /var/lib/sessionflow
+RUN pip install '.[s3]' && useradd --create-home sessionflow \
+    && mkdir -p /var/lib/sessionflow/payloads && chown -R sessionflow /var/lib/sessionflow
 USER sessionflow
 
 CMD ["sessionflow", "worker"]

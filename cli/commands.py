@@ -174,7 +174,8 @@ def dev(
                 f"  Sandboxes     {isolation}\n\n"
                 f"In another shell:\n"
                 f"  export TEMPORAL_ADDRESS={config.temporal_address} "
-                f"REDIS_URL={redis_export} TEMPORAL_UI_URL={config.ui_url}\n\n"
+                f"REDIS_URL={redis_export} TEMPORAL_UI_URL={config.ui_url} "
+                f"SESSIONFLOW_PAYLOAD_STORE={shlex.quote(config.payload_store)}\n\n"
                 "Press Ctrl-C to stop.\n"
             )
             try:
@@ -392,9 +393,13 @@ def sessions(status: str | None, agent_name: str | None, limit: int) -> None:
     async def go() -> None:
         settings = Settings.from_env()
         from sessionflow.connections import connect_temporal
+        from sessionflow.storage import external_storage_from_settings
 
         temporal = await connect_temporal(
-            settings.temporal_address, settings.temporal_namespace, settings=settings
+            settings.temporal_address,
+            settings.temporal_namespace,
+            settings=settings,
+            external_storage=external_storage_from_settings(settings),
         )
         rows = await list_sessions(temporal, status=status, agent=agent_name, limit=limit)
         click.echo(f"{'SESSION':<32} {'AGENT':<12} {'STATUS':<15} {'TOKENS':>8}  LAST ACTIVITY")

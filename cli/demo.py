@@ -28,6 +28,7 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
     from sessionflow.client.client import SessionClient
     from sessionflow.connections import connect_redis, connect_temporal
     from sessionflow.errors import ConnectionFailed
+    from sessionflow.storage import external_storage_from_settings
     from sessionflow.worker.main import run_worker, stop_on_signals
 
     # The demo's worker is short-lived: no metrics endpoint (it may run beside `dev`).
@@ -36,7 +37,10 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
     stack: LocalStack | None = None
     try:
         temporal = await connect_temporal(
-            settings.temporal_address, settings.temporal_namespace, settings=settings
+            settings.temporal_address,
+            settings.temporal_namespace,
+            settings=settings,
+            external_storage=external_storage_from_settings(settings),
         )
         redis = await connect_redis(settings.redis_url)
         click.echo(f"Using the running stack at {settings.temporal_address}.")
@@ -53,7 +57,10 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
         await stack.start()
         settings = config.point(settings)
         temporal = await connect_temporal(
-            settings.temporal_address, settings.temporal_namespace, settings=settings
+            settings.temporal_address,
+            settings.temporal_namespace,
+            settings=settings,
+            external_storage=external_storage_from_settings(settings),
         )
         redis = await connect_redis(settings.redis_url)
 

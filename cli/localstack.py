@@ -31,7 +31,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from sessionflow.config import LOCAL_REDIS_PASSWORD_FILE, Settings, local_redis_password
+from sessionflow.config import (
+    LOCAL_REDIS_PASSWORD_FILE,
+    PAYLOADS_DIR,
+    Settings,
+    local_redis_password,
+)
 from sessionflow.errors import SessionflowError
 from sessionflow.workflows.search import REGISTRATION
 
@@ -179,15 +184,22 @@ class StackConfig:
     def ui_url(self) -> str:
         return f"http://{self.host}:{self.ui_port}"
 
+    @property
+    def payload_store(self) -> str:
+        """The stack's payload store: a directory beside its other data."""
+        return f"file://{(self.data_dir / PAYLOADS_DIR).absolute()}"
+
     def point(self, settings: Settings) -> Settings:
-        """`settings` with the addresses and data directory of this stack (whose Temporal
-        takes plaintext and no API key, whatever TEMPORAL_TLS* the environment sets)."""
+        """`settings` with the addresses, data directory and payload store of this stack
+        (whose Temporal takes plaintext and no API key, whatever TEMPORAL_TLS* the
+        environment sets)."""
         return replace(
             settings,
             temporal_address=self.temporal_address,
             redis_url=self.redis_url,
             temporal_ui_url=self.ui_url,
             data_dir=self.data_dir,
+            payload_store=self.payload_store,
             temporal_tls=False,
             temporal_tls_ca=None,
             temporal_tls_cert=None,

@@ -17,6 +17,7 @@ from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.contract import SessionLimits
 from sessionflow.errors import InvalidInput
 from sessionflow.ids import validate_agent_name, validate_session_id
+from sessionflow.storage import close_external_storage, external_storage_from_settings
 from sessionflow.streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
 from sessionflow.streams.context import ContextStore
 from sessionflow.streams.reader import StreamReader
@@ -48,6 +49,8 @@ class SessionClient:
         self.contexts = ContextStore(redis, ttl_seconds=context_ttl_seconds)
         # Sessions upsert the Session* search attributes (see workflows.search).
         self.search_attributes = search_attributes
+        # Made by `connect`: `close` closes its payload store's connections too.
+        self._owns_temporal = False
 
     def _services(self) -> Services:
         return Services(
@@ -76,16 +79,19 @@ class SessionClient:
         """Connect; addresses not given come from `TEMPORAL_ADDRESS` and `REDIS_URL`
         (or `settings`, instead of the environment), and so do Temporal's TLS and API key.
 
-        Pass the `agents` you use so `send` can validate context before sending.
+        Pass the `agents` you use so `send` can validate context before sending. Large
+        payloads go through the payload store `SESSIONFLOW_PAYLOAD_STORE` names, the
+        workers' own.
         """
         settings = settings or Settings.from_env()
         temporal = await connect_temporal(
             temporal_address or settings.temporal_address,
             namespace or settings.temporal_namespace,
             settings=settings,
+            external_storage=external_storage_from_settings(settings),
         )
         redis = await connect_redis(redis_url or settings.redis_url)
-        return cls(
+        client = cls(
             temporal,
             redis,
             task_queue=task_queue or settings.task_queue,
@@ -94,6 +100,8 @@ class SessionClient:
             agents=agents,
             context_ttl_seconds=settings.context_ttl_seconds,
         )
+        client._owns_temporal = True
+        return client
 
     def session(self, session_id: str, *, agent: str | Agent | None = None) -> Session:
         """A handle on a session; no network call until it is used.
@@ -129,6 +137,8 @@ class SessionClient:
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if self._owns_temporal:
+            await close_external_storage(self.temporal.data_converter.external_storage)
 
     async def __aenter__(self) -> SessionClient:
         return self

@@ -39,8 +39,18 @@ resolution of the `module:attr` import paths some of them hold.
 | SESSIONFLOW_ANTHROPIC_THINKING_BUDGET | 0 (no thinking)     |
 | SESSIONFLOW_LOG_FORMAT        | console on a TTY, else json |
 | SESSIONFLOW_LOG_LEVEL         | info                        |
+| SESSIONFLOW_PAYLOAD_STORE     | file://<data dir>/payloads  |
+| SESSIONFLOW_PAYLOAD_THRESHOLD | 262144 (bytes; 0 to 1 MiB)  |
+| AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL | AWS (s3:// stores)  |
+| AWS_REGION, AWS_DEFAULT_REGION        | boto's chain (s3://) |
+| AWS_ACCESS_KEY_ID, _SECRET_ACCESS_KEY, AWS_SESSION_TOKEN | boto's chain (s3://) |
 
 * with the local stack's password when `<data dir>/redis.password` exists.
+
+Payloads of at least SESSIONFLOW_PAYLOAD_THRESHOLD bytes (activity inputs and results,
+signals, queries' and updates' answers, continue-as-new input) go to the payload store
+and Temporal records a reference (see sessionflow.storage): `file://<dir>` for one
+machine (the local stack), `s3://<bucket>[/<prefix>]` for anything else.
 """
 
 from __future__ import annotations
@@ -49,10 +59,14 @@ import functools
 import importlib
 import inspect
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote
+
+from sessionflow.errors import InvalidInput
 
 # The local stack's Redis password, in the data directory (see sessionflow.cli.localstack).
 LOCAL_REDIS_PASSWORD_FILE = "redis.password"
@@ -83,6 +97,67 @@ def _switch(name: str, raw: str | None) -> bool | None:
     if value in ("0", "off", "false", "no"):
         return False
     raise ValueError(f"{name} must be on or off, got {raw!r}")
+
+
+# Temporal refuses payloads over 2 MiB: a threshold near that would let payloads it
+# refuses stay inline.
+MAX_PAYLOAD_THRESHOLD = 1024 * 1024
+DEFAULT_PAYLOAD_THRESHOLD = 256 * 1024
+PAYLOADS_DIR = "payloads"
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class PayloadStore:
+    """Where large payloads go: a directory (`kind == "file"`) or an S3 bucket and key
+    prefix (`kind == "s3"`, the prefix without slashes at either end, maybe empty)."""
+
+    kind: Literal["file", "s3"]
+    path: Path = Path()
+    bucket: str = ""
+    prefix: str = ""
+
+    @property
+    def url(self) -> str:
+        if self.kind == "file":
+            return f"file://{self.path}"
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+def parse_payload_store(raw: str, name: str = "SESSIONFLOW_PAYLOAD_STORE") -> PayloadStore:
+    """`file://<dir>` (absolute, or relative to the working directory) or
+    `s3://<bucket>[/<prefix>]`; anything else is an `InvalidInput` saying what is wrong."""
+    value = raw.strip()
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in ("file", "s3"):
+        raise InvalidInput(f"{name} must be file://<dir> or s3://<bucket>[/<prefix>], got {raw!r}")
+    if scheme.lower() == "file":
+        if not rest.strip():
+            raise InvalidInput(f"{name}=file:// names no directory")
+        return PayloadStore("file", path=Path(rest))
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise InvalidInput(
+            f"{name}: {bucket!r} is not an S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')"
+        )
+    prefix = prefix.strip("/")
+    if "?" in prefix or "#" in prefix or "//" in prefix:
+        raise InvalidInput(f"{name}: the key prefix {prefix!r} has '?', '#' or an empty segment")
+    return PayloadStore("s3", bucket=bucket, prefix=prefix)
+
+
+def parse_payload_threshold(raw: str | int, name: str = "SESSIONFLOW_PAYLOAD_THRESHOLD") -> int:
+    """Bytes from which a payload is stored by reference: 0 (all) to 1 MiB."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a number of bytes, got {raw!r}") from None
+    if not 0 <= value <= MAX_PAYLOAD_THRESHOLD:
+        raise InvalidInput(
+            f"{name} must be 0 to {MAX_PAYLOAD_THRESHOLD} bytes (Temporal refuses payloads "
+            f"over 2 MiB), got {value}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -130,10 +205,28 @@ class Settings:
     temporal_tls_key: Path | None = None
     temporal_tls_server_name: str | None = None
     temporal_api_key: str | None = field(default=None, repr=False)
+    # Large payloads go by reference (sessionflow.storage): `file://<dir>` or
+    # `s3://<bucket>[/<prefix>]`; None is `<data dir>/payloads`.
+    payload_store: str | None = None
+    payload_threshold: int = DEFAULT_PAYLOAD_THRESHOLD
+    # An `s3://` store's endpoint (any S3-compatible server), region and credentials; what
+    # is unset comes from boto's own chain (AWS_PROFILE, config files, instance roles).
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
 
     @property
     def sandboxes(self) -> Path:
         return self.sandbox_root or self.data_dir / "sandboxes"
+
+    @property
+    def payloads(self) -> PayloadStore:
+        """The payload store, parsed (`InvalidInput` when `payload_store` is bad)."""
+        if self.payload_store is None:
+            return PayloadStore("file", path=self.data_dir / PAYLOADS_DIR)
+        return parse_payload_store(self.payload_store)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -157,6 +250,10 @@ class Settings:
             return Path(raw) if raw else None
 
         sandbox_root = env.get("SESSIONFLOW_SANDBOX_ROOT")
+        payload_store = env.get("SESSIONFLOW_PAYLOAD_STORE", "").strip() or None
+        if payload_store is not None:
+            parse_payload_store(payload_store)  # a bad value fails here, at start
+        threshold = env.get("SESSIONFLOW_PAYLOAD_THRESHOLD", "").strip()
         data_dir = Path(text("SESSIONFLOW_DATA_DIR", str(default.data_dir)))
         # Without REDIS_URL, the local stack's Redis on its default port, with the
         # password `sessionflow dev` keeps in the data directory.
@@ -233,6 +330,18 @@ class Settings:
             temporal_tls_key=path("TEMPORAL_TLS_KEY"),
             temporal_tls_server_name=env.get("TEMPORAL_TLS_SERVER_NAME") or None,
             temporal_api_key=env.get("TEMPORAL_API_KEY") or None,
+            payload_store=payload_store,
+            payload_threshold=(
+                parse_payload_threshold(threshold) if threshold else default.payload_threshold
+            ),
+            s3_endpoint_url=(
+                env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or ""
+            ).strip()
+            or None,
+            s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
         )
 
     def workflow_url(self, workflow_id: str) -> str:

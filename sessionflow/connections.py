@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, ExternalStorage
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import TLSConfig
 
@@ -73,15 +75,29 @@ def temporal_tls(settings: Settings) -> TLSConfig | None:
     )
 
 
+def data_converter(external_storage: ExternalStorage | None = None) -> DataConverter:
+    """Pydantic's converter, storing payloads over the store's threshold in it (and
+    reading references back) when `external_storage` is given."""
+    if external_storage is None:
+        return pydantic_data_converter
+    return dataclasses.replace(pydantic_data_converter, external_storage=external_storage)
+
+
 async def connect_temporal(
     address: str,
     namespace: str = "default",
     runtime: Runtime | None = None,
     *,
     settings: Settings | None = None,
+    external_storage: ExternalStorage | None = None,
 ) -> Client:
     """A client of the Temporal frontend at `address`; with `settings`, over the TLS
-    and with the API key they configure (`temporal_tls`)."""
+    and with the API key they configure (`temporal_tls`).
+
+    `external_storage` is the payload store (`sessionflow.storage.
+    external_storage_from_settings`): every worker and client of a namespace needs the
+    same one, or payloads over its threshold fail (over 2 MiB, forever) or cannot be read.
+    """
     tls = temporal_tls(settings) if settings else None
     api_key = settings.temporal_api_key if settings else None
     remember_secret(api_key)
@@ -89,7 +105,7 @@ async def connect_temporal(
         return await Client.connect(
             address,
             namespace=namespace,
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter(external_storage),
             runtime=runtime,
             tls=tls if tls is not None else False,
             api_key=api_key,

@@ -20,8 +20,10 @@ from temporalio.worker import Worker
 from sessionflow.agents.definition import Agent
 from sessionflow.cli.localstack import LocalStack, StackConfig, free_port
 from sessionflow.client.client import SessionClient
+from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.contract import SessionLimits
+from sessionflow.storage import external_storage_from_settings
 from sessionflow.worker.build import WorkerOptions, build_worker
 
 StartWorker = Callable[..., Awaitable[SessionClient]]
@@ -42,7 +44,12 @@ async def stack(stack_config: StackConfig) -> AsyncIterator[LocalStack]:
 
 @pytest.fixture(scope="session")
 async def temporal(stack: LocalStack) -> Client:
-    return await connect_temporal(stack.config.temporal_address)
+    """A client (and, through `start_worker`, the workers) whose large payloads go to the
+    stack's payload store, `<stack data dir>/payloads`."""
+    settings = stack.config.point(Settings())
+    return await connect_temporal(
+        settings.temporal_address, external_storage=external_storage_from_settings(settings)
+    )
 
 
 @pytest.fixture

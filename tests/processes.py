@@ -35,6 +35,8 @@ class WorkerProcess:
             "REDIS_URL": stack.redis_url,
             "SESSIONFLOW_TASK_QUEUE": task_queue,
             "SESSIONFLOW_SANDBOX_ROOT": str(sandbox_root),
+            # The payload store the tests' own client and workers use (conftest).
+            "SESSIONFLOW_PAYLOAD_STORE": stack.payload_store,
             "SESSIONFLOW_LOG_FORMAT": "json",
             "SESSIONFLOW_METRICS_ADDRESS": metrics_address,
             "PYTHONPATH": str(REPO),

@@ -57,10 +57,20 @@ LAYER_RULES: dict[str, tuple[str, ...]] = {
     "providers": ("ground",),
     "sandbox": ("ground",),
     "streams": ("ground",),
+    "storage": ("ground",),
     "agents": ("ground", "providers", "sandbox"),
-    "activities": ("ground", "agents", "providers", "sandbox", "streams"),
-    "client": ("ground", "workflows", "streams", "agents"),
-    "worker": ("ground", "workflows", "activities", "agents", "providers", "sandbox", "streams"),
+    "activities": ("ground", "agents", "providers", "sandbox", "streams", "storage"),
+    "client": ("ground", "workflows", "streams", "storage", "agents"),
+    "worker": (
+        "ground",
+        "workflows",
+        "activities",
+        "agents",
+        "providers",
+        "sandbox",
+        "streams",
+        "storage",
+    ),
     "gateway": ("ground", "sessionflow.client"),
     "cli": (ANYTHING,),
     "public": (ANYTHING,),
@@ -505,7 +515,7 @@ def later():
     assert layer_violations(found) == [
         "client/session.py:20: from sessionflow.gateway import app\n"
         "    sessionflow.client.session (client) -> sessionflow.gateway.app (gateway): "
-        "client may import only client, ground, workflows, streams, agents"
+        "client may import only client, ground, workflows, streams, storage, agents"
     ]
 
 

@@ -19,6 +19,7 @@ from sessionflow.providers.base import ModelProvider
 from sessionflow.providers.registry import providers_from_settings
 from sessionflow.sandbox.base import SandboxBackend
 from sessionflow.sandbox.registry import backend_from_settings
+from sessionflow.storage import close_external_storage, external_storage_from_settings
 from sessionflow.streams.publisher import Retention
 from sessionflow.worker.build import WorkerOptions, build_worker
 
@@ -39,19 +40,25 @@ async def run_worker(settings: Settings, agents: Sequence[Agent], stop: asyncio.
 
     The sandbox backend and model providers come from their registries
     (`SESSIONFLOW_SANDBOX`, `SESSIONFLOW_PROVIDERS`), resolved before anything connects so
-    that a bad value fails at once.
+    that a bad value fails at once, and so does the payload store (`SESSIONFLOW_PAYLOAD_STORE`).
     """
     sandboxes = backend_from_settings(settings)
     providers = providers_from_settings(settings)
+    payloads = external_storage_from_settings(settings)
     runtime = metrics_runtime(settings.metrics_address) if settings.metrics_address else None
     temporal = await connect_temporal(
-        settings.temporal_address, settings.temporal_namespace, runtime=runtime, settings=settings
+        settings.temporal_address,
+        settings.temporal_namespace,
+        runtime=runtime,
+        settings=settings,
+        external_storage=payloads,
     )
     redis = await connect_redis(settings.redis_url)
     try:
         await _serve(settings, agents, stop, temporal, redis, sandboxes, providers, runtime)
     finally:
         await redis.aclose()
+        await close_external_storage(payloads)
 
 
 async def _serve(
@@ -88,6 +95,7 @@ async def _serve(
             metrics=f"http://{settings.metrics_address}/metrics" if runtime else None,
             temporal=settings.temporal_address,
             redis=redact_url(settings.redis_url),
+            payload_store=settings.payloads.url,
         )
         await stop.wait()
         log.info("worker stopping")
