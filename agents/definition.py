@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,18 @@ from sessionflow.ids import validate_agent_name
 from sessionflow.providers.scripted import Script
 
 ModelOption = str | Script
+
+# How `Agent.session` makes a session handle. The agents layer sits below the client
+# and may not import it, so the client layer installs this when it is imported
+# (`sessionflow.client.defaults`).
+SessionOpener = Callable[["Agent", str], Any]
+_session_opener: SessionOpener | None = None
+
+
+def install_session_opener(opener: SessionOpener | None) -> None:
+    """Set what `Agent.session(id)` calls (the client layer does this on import)."""
+    global _session_opener
+    _session_opener = opener
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,20 @@ class Agent:
     active_tools: Resolvable[Sequence[str] | None] = None
     model_activity: ActivitySettings | None = None
     tool_activity: ActivitySettings | None = None
+
+    def session(self, session_id: str) -> Any:
+        """A handle on this agent's session `session_id` (a `sessionflow.client.Session`),
+        like the reference's `myAgent.session(chatId)`: synchronous, no network call
+        until it is used. It uses the client given to `sessionflow.use_client(...)`,
+        else one connected from the environment (`TEMPORAL_ADDRESS`, `REDIS_URL`, ...)
+        on first use. The client layer must be imported (`from sessionflow import
+        agent` does that; so does `import sessionflow.client`)."""
+        if _session_opener is None:
+            raise RuntimeError(
+                "agent.session(id) needs the client: import sessionflow.client (or use "
+                "`from sessionflow import agent`), or call SessionClient.session(id, agent=...)"
+            )
+        return _session_opener(self, session_id)
 
     def scripts(self) -> list[Script]:
         """Scripts named directly as the model, for the worker's scripted provider."""

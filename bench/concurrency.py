@@ -50,7 +50,7 @@ async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
         cpu_before = {"worker": cpu_seconds(worker.pid), "temporal": cpu_seconds(server)}
         started, sent_ns = time.monotonic(), time.time_ns()
         results = await asyncio.gather(*(h.send("go") for h in handles))
-        outcomes = await asyncio.wait_for(asyncio.gather(*(r.done for r in results)), 600)
+        outcomes = await asyncio.wait_for(asyncio.gather(*(r.outcome for r in results)), 600)
         streams = await asyncio.wait_for(asyncio.gather(*readers), 60)
         elapsed = time.monotonic() - started
         peak_rss = rss_mb(worker.pid, "VmHWM")

@@ -41,7 +41,7 @@ async def first_chunk_seconds(session: Session, text: str) -> float:
         if event.type == "text-delta":
             elapsed = time.monotonic() - started
             break
-    outcome = await result.done
+    outcome = await result.outcome
     assert outcome.status is TurnStatus.FINISHED, outcome
     return elapsed
 
@@ -59,7 +59,7 @@ async def main(sessions: int, cache: int, probes: int) -> dict[str, Any]:
         async def one_turn(session: Session) -> None:
             nonlocal failed
             async with gate:
-                outcome = await (await session.send("hello")).done
+                outcome = await (await session.send("hello")).outcome
                 failed += outcome.status is not TurnStatus.FINISHED
 
         started = time.monotonic()

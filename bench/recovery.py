@@ -99,7 +99,7 @@ async def one_round(
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     killed_at = time.monotonic()
-    outcomes = await asyncio.wait_for(asyncio.gather(*(r.done for r in results)), 300)
+    outcomes = await asyncio.wait_for(asyncio.gather(*(r.outcome for r in results)), 300)
     await asyncio.wait_for(asyncio.gather(*readers), 60)
 
     gaps: list[float] = []

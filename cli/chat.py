@@ -53,7 +53,8 @@ async def _ask(prompt: str) -> str | None:
 class Chat:
     def __init__(self, session: Session) -> None:
         self._session = session
-        self._renderer = TerminalRenderer()
+        # Interactive: always live (a retried step's output is erased, not held back).
+        self._renderer = TerminalRenderer(live=True)
         self._turn: asyncio.Task[None] | None = None
         self._interrupted = False
         self._quit = asyncio.Event()

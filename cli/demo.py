@@ -75,7 +75,7 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
             renderer = TerminalRenderer()
             async for event in result.stream():
                 renderer.render(event)
-            outcome = await result.done
+            outcome = await result.outcome
         usage = (await session.info()).usage
         kind = "scripted estimates" if model is None else model
         click.echo(

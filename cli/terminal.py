@@ -1,15 +1,27 @@
-"""Rendering a session's stream in a terminal, for the CLI and the demo."""
+"""Rendering a session's stream in a terminal, for the CLI and the demo.
+
+A retried step (`data-retry`) replaces what its failed attempt printed, as
+`streams.assemble` drops it: on a terminal the abandoned output is erased and the new
+attempt draws in its place; into a pipe or file, where nothing can be erased, the
+model's output of each step is printed once the step has ended, so only the attempt
+that counts is ever printed.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import click
 
 from sessionflow.chunks import (
+    TERMINAL_TYPES,
     AbortChunk,
+    Chunk,
+    DataChunk,
     ErrorChunk,
     ReasoningDeltaChunk,
     ReasoningEndChunk,
@@ -38,41 +50,136 @@ def _output_text(output: Any) -> str:
     return json.dumps(output, indent=2)
 
 
-class TerminalRenderer:
-    """Prints text as it streams, with tool calls and their output set apart."""
+Piece = tuple[str, dict[str, Any]]
+# Which writer produced output: (message id, step, source).
+Writer = tuple[str, int, str]
 
-    def __init__(self, out: TextIO = sys.stdout) -> None:
+
+@dataclass
+class _Shown:
+    """Output on screen, with who wrote it and the column it started at."""
+
+    writer: Writer
+    attempt: int
+    column: int
+    text: str
+
+
+def _pieces(chunk: Chunk) -> list[Piece]:
+    """What a chunk prints: text with its click style."""
+    match chunk:
+        case TextDeltaChunk(delta=delta):
+            return [(delta, {})]
+        case ReasoningDeltaChunk(delta=delta):
+            return [(delta, {"dim": True, "italic": True})]
+        case TextEndChunk() | ReasoningEndChunk():
+            return [("\n", {})]
+        case ToolInputAvailableChunk(tool_name=name, input=tool_input):
+            first, *rest = _summary(tool_input).splitlines() or [""]
+            more = f" (+{len(rest)} lines)" if rest else ""
+            return [(f"  ▶ {name}: {first}{more}\n", {"fg": "cyan"})]
+        case ToolOutputAvailableChunk(output=output, preliminary=None | False):
+            lines = _output_text(output).rstrip("\n").splitlines()
+            shown = lines[:_OUTPUT_LINES]
+            if len(lines) > _OUTPUT_LINES:
+                shown.append(f"… {len(lines) - _OUTPUT_LINES} more lines")
+            return [(f"    │ {line}\n", {"dim": True}) for line in shown]
+        case ToolOutputErrorChunk(error_text=text):
+            return [(f"    ✗ {text}\n", {"fg": "red"})]
+        case ErrorChunk(error_text=text):
+            return [(f"\nerror: {text}\n", {"fg": "red", "bold": True})]
+        case AbortChunk(reason=reason):
+            return [(f"\n[interrupted{': ' + reason if reason else ''}]\n", {"fg": "yellow"})]
+        case _:
+            return []
+
+
+class TerminalRenderer:
+    """Prints text as it streams, with tool calls and their output set apart.
+
+    `live` (default: whether `out` is a terminal) prints at once and erases a failed
+    attempt's output when its retry begins; otherwise the model's output of a step is
+    held until the step ends, and a retry drops what the failed attempt left."""
+
+    def __init__(self, out: TextIO = sys.stdout, *, live: bool | None = None) -> None:
         self._out = out
+        self._live = out.isatty() if live is None else live
+        self._column = 0
+        # Live: the current message's output, to erase a failed attempt's.
+        self._shown: list[_Shown] = []
+        # Not live: the model's output of steps not ended yet, by writer.
+        self._held: dict[Writer, tuple[int, list[Piece]]] = {}
 
     def _write(self, text: str, **style: Any) -> None:
         click.echo(click.style(text, **style) if style else text, file=self._out, nl=False)
         self._out.flush()
+        last_line = text.rpartition("\n")[2]
+        self._column = len(last_line) if "\n" in text else self._column + len(text)
 
     def render(self, event: StreamEvent) -> None:
         chunk = event.chunk
-        match chunk:
-            case TextDeltaChunk(delta=delta):
-                self._write(delta)
-            case ReasoningDeltaChunk(delta=delta):
-                self._write(delta, dim=True, italic=True)
-            case TextEndChunk() | ReasoningEndChunk():
-                self._write("\n")
-            case ToolInputAvailableChunk(tool_name=name, input=tool_input):
-                first, *rest = _summary(tool_input).splitlines() or [""]
-                more = f" (+{len(rest)} lines)" if rest else ""
-                self._write(f"  ▶ {name}: {first}{more}\n", fg="cyan")
-            case ToolOutputAvailableChunk(output=output, preliminary=None | False):
-                lines = _output_text(output).rstrip("\n").splitlines()
-                shown = lines[:_OUTPUT_LINES]
-                if len(lines) > _OUTPUT_LINES:
-                    shown.append(f"… {len(lines) - _OUTPUT_LINES} more lines")
-                for line in shown:
-                    self._write(f"    │ {line}\n", dim=True)
-            case ToolOutputErrorChunk(error_text=text):
-                self._write(f"    ✗ {text}\n", fg="red")
-            case ErrorChunk(error_text=text):
-                self._write(f"\nerror: {text}\n", fg="red", bold=True)
-            case AbortChunk(reason=reason):
-                self._write(f"\n[interrupted{': ' + reason if reason else ''}]\n", fg="yellow")
-            case _:
-                pass
+        writer: Writer = (event.message_id, event.step, event.source)
+        if isinstance(chunk, DataChunk) and chunk.type == "data-retry":
+            data = chunk.data if isinstance(chunk.data, dict) else {}
+            step, source = int(data.get("step", event.step)), str(data.get("source", "model"))
+            self._retry((event.message_id, step, source), event.attempt)
+            return
+        if self._live:
+            for text, style in _pieces(chunk):
+                self._shown.append(_Shown(writer, event.attempt, self._column, text))
+                self._write(text, **style)
+        elif event.source == "model" and chunk.type not in TERMINAL_TYPES:
+            attempt, pieces = self._held.get(writer, (event.attempt, []))
+            if event.attempt > attempt:
+                attempt, pieces = event.attempt, []
+            self._held[writer] = (attempt, pieces + _pieces(chunk))
+            if chunk.type == "finish-step":
+                self._release(writer)
+        else:
+            # Anything else comes after the model's step that led to it: print that first.
+            for held in list(self._held):
+                self._release(held)
+            for text, style in _pieces(chunk):
+                self._write(text, **style)
+        if chunk.type in TERMINAL_TYPES:
+            self._shown.clear()
+
+    def _release(self, writer: Writer) -> None:
+        _, pieces = self._held.pop(writer, (0, []))
+        for text, style in pieces:
+            self._write(text, **style)
+
+    def _retry(self, writer: Writer, attempt: int) -> None:
+        """Forget what earlier attempts of `writer` printed (or hold, when not live)."""
+        if not self._live:
+            held = self._held.get(writer)
+            if held is not None and held[0] < attempt:
+                del self._held[writer]
+            return
+        stale = [i for i, s in enumerate(self._shown) if s.writer == writer and s.attempt < attempt]
+        if not stale:
+            return
+        after = self._shown[stale[0] :]
+        if any(s.writer != writer or s.attempt >= attempt for s in after):
+            # Other output came since: it cannot be erased alone, so say what happened.
+            self._write(f"\n[retrying step {writer[1]}: attempt {attempt}]\n", fg="yellow")
+            self._shown = [s for i, s in enumerate(self._shown) if i not in set(stale)]
+            return
+        self._erase(after[0].column, "".join(s.text for s in after))
+        del self._shown[stale[0] :]
+
+    def _erase(self, column: int, text: str) -> None:
+        """Move back to where `text` began (at `column`) and clear to the end of screen."""
+        width = max(shutil.get_terminal_size().columns, 1)
+        rows, col = 0, column
+        for char in text:
+            if char == "\n":
+                rows, col = rows + 1, 0
+            elif col >= width:
+                rows, col = rows + 1, 1
+            else:
+                col += 1
+        moves = "\r" + (f"\x1b[{rows}A" if rows else "") + (f"\x1b[{column}C" if column else "")
+        self._out.write(moves + "\x1b[J")
+        self._out.flush()
+        self._column = column

@@ -1,12 +1,15 @@
 """The Python client for backend services, and the only surface the gateway uses:
-`SessionClient`, `Session`, `SendResult`, `TurnHandle`, `SessionRow`, `StreamEvent`
-(one chunk of a session's stream) and `parse_send_input` (what `Session.send`
-accepts, checked without sending)."""
+`SessionClient`, `Session`, `SendResult`, `TurnHandle` (`await result.outcome`),
+`TurnDone` (`await result.done`), `SessionRow`, `StreamEvent`
+(one chunk of a session's stream), `parse_send_input` (what `Session.send`
+accepts, checked without sending), and `agent_session`/`use_client`/`default_client`, the
+client `agent.session(id)` uses (importing this package installs it)."""
 
 from sessionflow.client.client import SessionClient
+from sessionflow.client.defaults import agent_session, default_client, use_client
 from sessionflow.client.inputs import parse_send_input
 from sessionflow.client.listing import SessionRow
-from sessionflow.client.session import SendResult, Session, TurnHandle
+from sessionflow.client.session import SendResult, Session, TurnDone, TurnHandle
 from sessionflow.streams.reader import StreamEvent
 
 __all__ = [
@@ -15,6 +18,10 @@ __all__ = [
     "SessionClient",
     "SessionRow",
     "StreamEvent",
+    "TurnDone",
     "TurnHandle",
+    "agent_session",
+    "default_client",
     "parse_send_input",
+    "use_client",
 ]

@@ -23,7 +23,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sessionflow import errors
-from sessionflow.client.services import Services
+from sessionflow.client.services import Services, ServicesRef
 from sessionflow.contract import SendRequest, SessionInput
 from sessionflow.workflows.session import SEND_SIGNAL, SessionWorkflow
 
@@ -46,22 +46,28 @@ def known_error(err: WorkflowUpdateFailedError) -> errors.SessionflowError | Non
 class SessionCalls:
     """Start, signal, update and query one session's workflow."""
 
-    def __init__(self, services: Services, *, session_id: str, agent: str, workflow_id: str):
-        self._services = services
+    def __init__(
+        self, services: Services | ServicesRef, *, session_id: str, agent: str, workflow_id: str
+    ):
+        self._ref = services if isinstance(services, ServicesRef) else ServicesRef(services)
         self._session_id = session_id
         self._agent = agent
         self.workflow_id = workflow_id
 
-    def handle(self) -> WorkflowHandle[SessionWorkflow, None]:
+    @property
+    def _task_queue(self) -> str:
+        known = self._ref.known
+        return known.task_queue if known is not None else "(not connected yet)"
+
+    async def handle(self) -> WorkflowHandle[SessionWorkflow, None]:
         # No run id: after continue-as-new the newest run answers.
-        return self._services.temporal.get_workflow_handle_for(
-            SessionWorkflow.run, self.workflow_id
-        )
+        services = await self._ref.get()
+        return services.temporal.get_workflow_handle_for(SessionWorkflow.run, self.workflow_id)
 
     async def start(self, send: SendRequest | None = None, *, summary: str | None = None) -> None:
         """Start the workflow unless it runs, optionally with a first message
         (signal-with-start). The summary and details show in the Temporal UI."""
-        services = self._services
+        services = await self._ref.get()
         signal: dict[str, Any] = (
             {"start_signal": SEND_SIGNAL, "start_signal_args": [send]} if send else {}
         )
@@ -90,7 +96,7 @@ class SessionCalls:
 
     async def signal(self, method: Any) -> None:
         try:
-            await self.handle().signal(method)
+            await (await self.handle()).signal(method)
         except RPCError as err:
             raise self.rpc_error(err) from err
 
@@ -99,7 +105,7 @@ class SessionCalls:
         dead worker's cache)."""
         while True:
             try:
-                return await self.handle().execute_update(method, args=list(args))
+                return await (await self.handle()).execute_update(method, args=list(args))
             except PydanticSerializationError as err:
                 # The argument cannot be encoded for Temporal, e.g. an id with a lone
                 # surrogate: the caller's input is at fault.
@@ -133,14 +139,14 @@ class SessionCalls:
     async def query(self, method: Any, *args: Any) -> Any:
         try:
             async with asyncio.timeout(QUERY_PATIENCE_SECONDS):
-                return await self.handle().query(method, args=list(args))
+                return await (await self.handle()).query(method, args=list(args))
         except TimeoutError:
             stuck = await self.stuck()
             if stuck is not None:
                 raise stuck from None
             raise errors.WorkerUnavailable(
                 f"the session did not answer within {QUERY_PATIENCE_SECONDS:g} s; is a worker "
-                f"serving task queue {self._services.task_queue!r}?"
+                f"serving task queue {self._task_queue!r}?"
             ) from None
         except RPCError as err:
             if err.status is RPCStatusCode.FAILED_PRECONDITION:
@@ -153,14 +159,14 @@ class SessionCalls:
         """`SessionStuck` naming the cause when Temporal keeps failing the session's
         workflow task (workers are there, but cannot make progress), else None."""
         try:
-            description = await self.handle().describe()
+            description = await (await self.handle()).describe()
         except RPCError:
             return None
         pending = description.raw_description.pending_workflow_task
         if pending.attempt < 2:
             return None
         cause = "see the workflow's history in the Temporal UI"
-        async for event in self.handle().fetch_history_events():
+        async for event in (await self.handle()).fetch_history_events():
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
                 failed = event.workflow_task_failed_event_attributes
                 reason = WorkflowTaskFailedCause.Name(failed.cause).removeprefix(
@@ -175,7 +181,7 @@ class SessionCalls:
     async def exists(self) -> bool:
         """Whether the session has been started (asks the Temporal server, not a worker)."""
         try:
-            await self.handle().describe()
+            await (await self.handle()).describe()
             return True
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
@@ -195,7 +201,7 @@ class SessionCalls:
             )
         if err.status is RPCStatusCode.FAILED_PRECONDITION:
             return errors.WorkerUnavailable(
-                f"no worker is serving task queue {self._services.task_queue!r}: "
+                f"no worker is serving task queue {self._task_queue!r}: "
                 f"start one with `sessionflow worker` ({err.message})"
             )
         return err

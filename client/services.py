@@ -6,7 +6,7 @@ do not import the client module (and the client can import them).
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 
 from temporalio.client import Client
@@ -28,3 +28,30 @@ class Services:
     search_attributes: bool
     # Agents the client knows, by name: their schemas validate context and state.
     agents: MutableMapping[str, Agent]
+
+
+class ServicesRef:
+    """The services of a handle: given at once, or made on first use (`make`), so a
+    handle can exist before its client has connected (`agent.session(id)`)."""
+
+    def __init__(
+        self,
+        services: Services | None = None,
+        *,
+        make: Callable[[], Awaitable[Services]] | None = None,
+    ) -> None:
+        if services is None and make is None:
+            raise ValueError("ServicesRef needs services or a way to make them")
+        self._services = services
+        self._make = make
+
+    @property
+    def known(self) -> Services | None:
+        """The services, once there are any (no network call)."""
+        return self._services
+
+    async def get(self) -> Services:
+        if self._services is None:
+            assert self._make is not None
+            self._services = await self._make()
+        return self._services

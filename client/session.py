@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from sessionflow.client.inputs import (
     validate_send_options,
 )
 from sessionflow.client.sandbox import SessionSandbox
-from sessionflow.client.services import Services
+from sessionflow.client.services import Services, ServicesRef
 from sessionflow.contract import (
     ApprovalResponse,
     SendRequest,
@@ -35,12 +36,12 @@ from sessionflow.messages import Message
 from sessionflow.streams.reader import StreamEvent, is_entry_id
 from sessionflow.workflows.session import SessionWorkflow
 
-# How long `await result.done` keeps asking a Temporal server that does not answer.
+# How long `await result.outcome` keeps asking a Temporal server that does not answer.
 TEMPORAL_OUTAGE_PATIENCE = 120.0
 
 
 class TurnHandle:
-    """Awaitable outcome of one turn: `outcome = await result.done`."""
+    """Awaitable outcome of one turn: `outcome = await result.outcome`."""
 
     def __init__(self, session: Session, message_id: str) -> None:
         self._session = session
@@ -50,7 +51,7 @@ class TurnHandle:
         return self._wait().__await__()
 
     async def _wait(self) -> TurnOutcome:
-        # A turn can outlast a Temporal server restart; `done` waits it out (the SDK
+        # A turn can outlast a Temporal server restart; this waits it out (the SDK
         # alone gives up after ~10 s) and raises ConnectionFailed only after
         # TEMPORAL_OUTAGE_PATIENCE seconds without the server.
         unreachable_since: float | None = None
@@ -62,7 +63,8 @@ class TurnHandle:
             except WorkflowUpdateRPCTimeoutOrCancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
-                    raise
+                    # Cancelled (e.g. by `asyncio.wait_for`): say so, as asyncio expects.
+                    raise asyncio.CancelledError() from None
                 continue
             except errors.TemporalUnavailable:
                 now = time.monotonic()
@@ -75,13 +77,33 @@ class TurnHandle:
                 return outcome
 
 
+class TurnDone:
+    """Awaitable end of one turn: `await result.done` is True once the answer has
+    ended, finished or not (`result.outcome` says how)."""
+
+    def __init__(self, outcome: TurnHandle) -> None:
+        self._outcome = outcome
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> bool:
+        await self._outcome
+        return True
+
+
 @dataclass(frozen=True)
 class SendResult:
-    """The answer's message id, known at once, and the turn's outcome, awaitable."""
+    """The answer's message id, known at once; when it has ended (`await done`, True)
+    and how (`await outcome`, a `TurnOutcome`, truthy only when it finished)."""
 
     assistant_message_id: str
-    done: TurnHandle
+    outcome: TurnHandle
     session: Session
+
+    @property
+    def done(self) -> TurnDone:
+        return TurnDone(self.outcome)
 
     def stream(self) -> AsyncIterator[StreamEvent]:
         """This answer's chunks, from its `start` to its end."""
@@ -89,16 +111,27 @@ class SendResult:
 
 
 class Session:
-    """A handle on one session; creating it makes no network call."""
+    """A handle on one session; creating it makes no network call.
 
-    def __init__(self, services: Services, session_id: str, agent: str | Agent) -> None:
-        self._services = services
+    `services` may be a `ServicesRef` that connects on first use (`agent.session(id)`);
+    the agent must then be given as an `Agent`, not by name."""
+
+    def __init__(
+        self, services: Services | ServicesRef, session_id: str, agent: str | Agent
+    ) -> None:
+        self._ref = services if isinstance(services, ServicesRef) else ServicesRef(services)
         self.id = session_id
-        self._agent = agent if not isinstance(agent, str) else services.agents.get(agent)
+        if isinstance(agent, str):
+            known = self._ref.known
+            if known is None:
+                raise errors.InvalidInput("a session made before connecting needs the Agent")
+            self._agent: Agent | None = known.agents.get(agent)
+        else:
+            self._agent = agent
         self.agent = agent if isinstance(agent, str) else agent.name
         self.workflow_id = session_workflow_id(self.agent, session_id)
         self._calls = SessionCalls(
-            services, session_id=session_id, agent=self.agent, workflow_id=self.workflow_id
+            self._ref, session_id=session_id, agent=self.agent, workflow_id=self.workflow_id
         )
         self.sandbox = SessionSandbox(self._calls)
 
@@ -124,9 +157,8 @@ class Session:
         validate_send_options(interrupt_if_streaming, sandbox_id)
         schema = self._agent.context_schema if self._agent else None
         data = validate_context(schema, context)
-        context_ref = (
-            None if data is None else await self._services.contexts.put(self.workflow_id, data)
-        )
+        services = await self._ref.get()
+        context_ref = None if data is None else await services.contexts.put(self.workflow_id, data)
         request = SendRequest(
             message=parsed,
             assistant_message_id=new_message_id(),
@@ -135,8 +167,17 @@ class Session:
             interrupt=interrupt_if_streaming,
         )
         title = " ".join(parsed.text().split())[:80] or "(no text)"
-        await self._calls.start(request, summary=f"{self.agent}: {title}")
-        return self._result(request.assistant_message_id)
+        # Before the signal: a reader without a cursor follows this answer from now on,
+        # in this process or any other, even before it starts.
+        reader, answer = services.reader, request.assistant_message_id
+        previous = await reader.record_sent(self.workflow_id, answer)
+        try:
+            await self._calls.start(request, summary=f"{self.agent}: {title}")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await reader.unrecord_sent(self.workflow_id, answer, previous)
+            raise
+        return self._result(answer)
 
     async def approve(self, response: ApprovalResponse | dict[str, Any]) -> SendResult:
         """Answer a pending tool approval; raises `ApprovalNotPending` for unknown ids.
@@ -147,6 +188,11 @@ class Session:
         message_id: str = await self._calls.update(
             SessionWorkflow.approve, parse_approval(response)
         )
+        return self._result(message_id)
+
+    def answer(self, message_id: str) -> SendResult:
+        """The `SendResult` of an answer sent earlier, by this process or another (its
+        `assistant_message_id`): to await its end or outcome, or stream it."""
         return self._result(message_id)
 
     async def interrupt(self) -> None:
@@ -163,24 +209,45 @@ class Session:
     ) -> AsyncIterator[StreamEvent]:
         """Chunks as they are published; see `StreamReader.read` for the cursor rules.
 
+        Without `after` or `message_id`, the newest answer sent (by any process) is
+        read from its start, waiting for it if it has not started yet.
+
         A malformed cursor is refused here, before anything is read."""
         if after is not None and not is_entry_id(after):
             raise errors.InvalidInput(f"{after!r} is not an event id (<ms>-<seq>)")
-        return self._services.reader.read(
+        known = self._ref.known
+        if known is not None:
+            return known.reader.read(
+                self.workflow_id, after=after, message_id=message_id, follow=follow
+            )
+        return self._connect_and_read(after, message_id, follow)
+
+    async def _connect_and_read(
+        self, after: str | None, message_id: str | None, follow: bool
+    ) -> AsyncIterator[StreamEvent]:
+        services = await self._ref.get()
+        events = services.reader.read(
             self.workflow_id, after=after, message_id=message_id, follow=follow
         )
+        try:
+            async for event in events:
+                yield event
+        finally:
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
 
     async def check_cursor(self, after: str | None) -> None:
         """Refuse, before streaming, a cursor `stream(after=...)` would only wait on:
         malformed (`InvalidInput`), or past the stream's newest chunk
         (`CursorOutOfRange`: forged, or from a stream that was lost or expired)."""
         if after is not None:
-            await self._services.reader.check_cursor(self.workflow_id, after)
+            await (await self._ref.get()).reader.check_cursor(self.workflow_id, after)
 
     async def is_streaming(self) -> bool:
         """Whether an answer is being streamed right now (its `start` is out, its end
         is not)."""
-        return await self._services.reader.is_active(self.workflow_id)
+        return await (await self._ref.get()).reader.is_active(self.workflow_id)
 
     async def history(self, *, offset: int = 0, limit: int | None = None) -> list[Message]:
         """The session's messages, oldest first, optionally one page of them."""
@@ -218,7 +285,7 @@ class Session:
 
     def _result(self, message_id: str) -> SendResult:
         return SendResult(
-            assistant_message_id=message_id, done=TurnHandle(self, message_id), session=self
+            assistant_message_id=message_id, outcome=TurnHandle(self, message_id), session=self
         )
 
     async def exists(self) -> bool:

@@ -26,6 +26,16 @@ class SendResponse(BaseModel):
     assistant_message_id: str
 
 
+class OutcomeResponse(BaseModel):
+    """How an answer ended; `done` is False (and the rest None) while it goes on."""
+
+    message_id: str
+    done: bool
+    status: Literal["finished", "interrupted", "failed"] | None = None
+    error: str | None = None
+    error_type: str | None = None
+
+
 class ApprovalBody(_Body):
     approval_id: str
     approved: bool

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
 from sessionflow.contract import ApprovalResponse, UsageReport
 from sessionflow.gateway.models import (
     ApprovalBody,
     HistoryResponse,
+    OutcomeResponse,
     SendBody,
     SendResponse,
     UpdateBody,
@@ -26,6 +28,10 @@ from sessionflow.gateway.tenancy import (
 )
 
 router = APIRouter(prefix="/v1/sessions")
+
+# The longest `?wait=` of an outcome long-poll (s), and the least a look takes.
+MAX_OUTCOME_WAIT = 60.0
+MIN_OUTCOME_LOOK = 1.0
 
 
 @router.get("")
@@ -65,6 +71,37 @@ async def send_message(session: NamedSession, body: SendBody) -> SendResponse:
         sandbox_id=body.sandbox_id,
     )
     return SendResponse(assistant_message_id=result.assistant_message_id)
+
+
+@router.get(
+    "/{session_id}/messages/{message_id}/outcome",
+    responses={202: {"model": OutcomeResponse, "description": "Not ended yet"}},
+)
+async def outcome(
+    session: ExistingSession,
+    response: Response,
+    message_id: Annotated[str, Path(min_length=1, max_length=200)],
+    wait: Annotated[
+        float,
+        Query(ge=0, le=MAX_OUTCOME_WAIT, description="Wait up to this long (s) for the end"),
+    ] = 0,
+) -> OutcomeResponse:
+    """How the answer `message_id` ended (200), waiting up to `wait` seconds for its
+    end; 202 with `done: false` while it has not ended."""
+    try:
+        ended = await asyncio.wait_for(
+            session.answer(message_id).outcome, max(wait, MIN_OUTCOME_LOOK)
+        )
+    except TimeoutError:
+        response.status_code = 202
+        return OutcomeResponse(message_id=message_id, done=False)
+    return OutcomeResponse(
+        message_id=message_id,
+        done=True,
+        status=ended.status.value,
+        error=ended.error,
+        error_type=ended.error_type,
+    )
 
 
 @router.post("/{session_id}/approvals")

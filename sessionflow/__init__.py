@@ -22,6 +22,9 @@ _EXPORTS = {
     "SessionClient": "sessionflow.client",
     "Session": "sessionflow.client",
     "SendResult": "sessionflow.client",
+    "agent_session": "sessionflow.client",
+    "session": "sessionflow.client",  # `agent_session`, by the reference's name
+    "use_client": "sessionflow.client",
     "Script": "sessionflow.providers",
     "ScriptStep": "sessionflow.providers",
     "ScriptedToolCall": "sessionflow.providers",
@@ -47,16 +50,31 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+# Names whose users call `agent.session(id)`, which the client layer provides.
+_WITH_CLIENT = ("Agent", "agent")
+# Public names that are another name in their module.
+_ALIASES = {"session": "agent_session"}
+
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'sessionflow' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    if name in _WITH_CLIENT:
+        importlib.import_module("sessionflow.client")
+    return getattr(importlib.import_module(module), _ALIASES.get(name, name))
 
 
 if TYPE_CHECKING:
     from sessionflow.agents import Agent, Tool, ToolContext, agent, tool
-    from sessionflow.client import SendResult, Session, SessionClient
+    from sessionflow.client import (
+        SendResult,
+        Session,
+        SessionClient,
+        agent_session,
+        use_client,
+    )
+    from sessionflow.client import agent_session as session
     from sessionflow.contract import ActivitySettings, TurnOutcome, TurnStatus
     from sessionflow.errors import (
         AgentNotRegistered,

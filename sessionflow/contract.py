@@ -160,6 +160,10 @@ class TurnOutcome(BaseModel):
     # The failure's error class name, e.g. "AgentNotRegistered" or "ModelUnavailable".
     error_type: str | None = None
 
+    def __bool__(self) -> bool:
+        """True only when the turn finished (not interrupted, not failed)."""
+        return self.status is TurnStatus.FINISHED
+
     def raise_for_failure(self) -> TurnOutcome:
         """Raise the `sessionflow.errors` class named by `error_type` if the turn failed."""
         if self.status is not TurnStatus.FAILED:

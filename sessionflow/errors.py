@@ -17,7 +17,7 @@
     ├── ModelError              the model call failed
     │   ├── ModelUnavailable    transient: rate limited, overloaded, cut off (retried)
     │   └── InvalidModelRequest the provider refused the request (not retried)
-    ├── TurnFailed              a turn ended in failure (raised by `SendResult.done` on request)
+    ├── TurnFailed              a turn ended in failure (`TurnOutcome.raise_for_failure()`)
     └── SandboxError            a sandbox could not do what was asked (retried)
         ├── SandboxNotFound     the sandbox id names nothing (anymore)
         └── SandboxRefused      the backend refused: bad credentials, quota, bad path

@@ -5,13 +5,19 @@ Every key of one session carries the workflow id as a Redis Cluster hash tag
 touches several of them, stays a single-slot operation.
 
     sf:{<workflow id>}:chunks   the stream: one entry per UI message chunk
-    sf:{<workflow id>}:index    hash: "latest" -> newest message id,
+    sf:{<workflow id>}:index    hash: "latest" -> newest message id that started,
+                                "sent" -> newest assistant message id a client
+                                sent (written before the send is signalled),
                                 <message id> -> entry id of its `start`
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# Fields of the index hash besides the message ids.
+LATEST_STARTED = "latest"
+LATEST_SENT = "sent"
 
 
 @dataclass(frozen=True)

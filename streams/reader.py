@@ -2,8 +2,10 @@
 
 Entry ids are the resume cursors: a reader that passes back the last id it saw
 gets exactly the chunks after it. With no cursor, a reader starts at the `start`
-of the session's newest assistant message (or of the message it names), so a UI
-that reconnects rebuilds the message it was showing.
+of the message it names or, naming none, of the newest assistant message a client
+has *sent* (waiting for it when it has not started yet, e.g. queued behind the
+answer before it), so a UI that reconnects rebuilds the message it was showing and
+a reader right after a `send` gets the new answer, never the previous one.
 
 What is already in the stream when a reader arrives (its backlog) is read first,
 and output of attempts that a later retry superseded is left out of it, so a
@@ -31,9 +33,26 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sessionflow.chunks import TERMINAL_TYPES, Chunk, parse_chunk
 from sessionflow.errors import CursorOutOfRange, InvalidInput, StreamUnavailable
 from sessionflow.streams.backoff import Backoff
-from sessionflow.streams.keys import StreamKeys
+from sessionflow.streams.keys import LATEST_SENT, LATEST_STARTED, StreamKeys
 
 _PAGE = 1000
+
+# How long a sent message's id stays in the index before the stream itself is written
+# (the publisher then sets the index's lifetime with the stream's).
+SENT_TTL_SECONDS = 7 * 24 * 3600
+
+# Put back the previous "sent" id, unless another send has recorded its own since.
+# KEYS: index hash. ARGV: our message id, the previous id ("" if none).
+_UNRECORD_SCRIPT = """
+if redis.call('HGET', KEYS[1], ARGV[3]) == ARGV[1] then
+  if ARGV[2] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[3])
+  else
+    redis.call('HSET', KEYS[1], ARGV[3], ARGV[2])
+  end
+end
+return 0
+"""
 
 
 @dataclass(frozen=True)
@@ -127,24 +146,34 @@ class StreamReader:
         Args:
             workflow_id: the session's workflow id.
             after: resume after this entry id; without it, start at the beginning
-                of `message_id` or, if that is None too, of the newest message.
+                of `message_id` or, if that is None too, of the newest message a
+                client sent (see `record_sent`), else the newest that started.
             message_id: read only this assistant message (waiting for it to start).
             follow: keep reading across messages instead of ending after the
-                message's `finish`, `abort` or `error`.
+                message's `finish`, `abort` or `error`; without `after`, from the
+                start of the message (earlier messages' chunks are skipped).
         """
         if after is not None and not is_entry_id(after):
             raise InvalidInput(f"{after!r} is not a stream entry id (<ms>-<seq>)")
         keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
         cursor = after
         outage = _Outage(self._reconnect_seconds)
+        # Following from a message's start: nothing before its first chunk.
+        reached = after is not None
         while True:
             try:
                 if cursor is None:
+                    if message_id is None:
+                        message_id = await self.latest_sent(workflow_id)
                     if message_id is None:
                         message_id = await self.latest_message(workflow_id)
                     cursor = await self._cursor_for(keys, message_id)
                 async for event in self._events(keys, cursor, outage):
                     cursor = event.id
+                    if not reached:
+                        if message_id is not None and event.message_id != message_id:
+                            continue
+                        reached = True
                     if self._wanted(event, message_id, follow):
                         yield event
                         if not follow and event.type in TERMINAL_TYPES:
@@ -188,8 +217,33 @@ class StreamReader:
     async def latest_message(self, workflow_id: str) -> str | None:
         """The id of the session's newest assistant message that has started, if any."""
         keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
-        latest = await self._redis.hget(keys.index, "latest")
+        latest = await self._redis.hget(keys.index, LATEST_STARTED)
         return None if latest is None else _decode(latest)
+
+    async def latest_sent(self, workflow_id: str) -> str | None:
+        """The id of the newest assistant message a client sent (`record_sent`), which
+        may not have started yet; None when no client recorded one."""
+        keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
+        sent = await self._redis.hget(keys.index, LATEST_SENT)
+        return None if sent is None else _decode(sent)
+
+    async def record_sent(self, workflow_id: str, message_id: str) -> str | None:
+        """Record `message_id` as the answer readers without a cursor follow; call it
+        before the send is signalled. Returns the id it replaced, for `unrecord_sent`."""
+        keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hget(keys.index, LATEST_SENT)
+            pipe.hset(keys.index, LATEST_SENT, message_id)
+            pipe.expire(keys.index, SENT_TTL_SECONDS)
+            previous, _, _ = await pipe.execute()
+        return None if previous is None else _decode(previous)
+
+    async def unrecord_sent(self, workflow_id: str, message_id: str, previous: str | None) -> None:
+        """Undo `record_sent` of a send that failed, unless a later send recorded its own."""
+        keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
+        await self._redis.eval(
+            _UNRECORD_SCRIPT, 1, keys.index, message_id, previous or "", LATEST_SENT
+        )
 
     async def is_active(self, workflow_id: str) -> bool:
         """Whether the newest message is still being written (no terminal chunk yet)."""

@@ -66,7 +66,7 @@ async def test_tool_settings_override_the_agents_which_override_the_defaults(
 ) -> None:
     client = await start_worker([layered_agent])
     session = client.session(unique_id, agent="layered")
-    outcome = await (await session.send("go")).done
+    outcome = await (await session.send("go")).outcome
 
     # The tool's max_attempts (2) beat the agent's (9): the call ran twice, then the
     # turn failed with the tool's error.
@@ -88,7 +88,7 @@ async def test_tool_settings_override_the_agents_which_override_the_defaults(
     model_steps = [a for a in scheduled if a.activity_type.name == ActivityName.MODEL_STEP]
     assert model_steps[0].start_to_close_timeout.ToTimedelta() == timedelta(minutes=10)
 
-    again = await (await session.send("again")).done
+    again = await (await session.send("again")).outcome
     assert again.status is TurnStatus.FAILED
     events = await workflow_events(client.temporal, session.workflow_id)
     later_steps = [
@@ -130,7 +130,7 @@ async def test_an_interrupt_sets_cancelled_and_lets_the_tool_stop_by_itself(
     result = await session.send("work")
     await asyncio.wait_for(STARTED[unique_id].wait(), 10)
     await session.interrupt()
-    outcome = await result.done
+    outcome = await result.outcome
 
     assert outcome.status is TurnStatus.INTERRUPTED
     assert STOPPED.count(unique_id) == 1

@@ -76,7 +76,7 @@ async def test_text_and_thinking_stream_and_usage_counts_cache_tokens(
     session = client.session(unique_id, agent="claude")
     result = await session.send("hi")
     events = [e async for e in result.stream()]
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
 
     types = [e.type for e in events]
     assert "reasoning-delta" in types and "text-delta" in types
@@ -126,7 +126,7 @@ async def test_parallel_tool_calls_run_and_results_go_back_in_messages_api_shape
     session = client.session(unique_id, agent="claude")
     result = await session.send("run two things")
     events = [e async for e in result.stream()]
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
     first_call = [e.chunk.input_text_delta for e in events if e.type == "tool-input-delta"][:2]  # type: ignore[attr-defined]
     assert len(first_call) == 2 and "".join(first_call) == '{"command": "echo one"}'
     reply = (await session.history())[-1]
@@ -174,7 +174,7 @@ async def test_transient_failures_are_retried_by_temporal(
     session = client.session(unique_id, agent="claude")
     result = await session.send("hi")
     events = [e async for e in result.stream()]
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
     assert (await session.history())[-1].text() == "Recovered."
     assert len(fake.requests) == 2, "one request per Temporal attempt: the SDK does not retry"
     assert [e.attempt for e in events if e.type == "data-retry"] == [2]
@@ -210,7 +210,7 @@ async def test_bursts_of_failures_across_a_turn_are_retried_and_the_turn_complet
     session = client.session(unique_id, agent="claude")
     result = await session.send("go")
     events = [e async for e in result.stream()]
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
     reply = (await session.history())[-1]
     assert reply.text() == "Checking.All good: the command ran once."
     (tool,) = reply.tool_parts()
@@ -230,7 +230,7 @@ async def test_a_burst_longer_than_the_retry_policy_fails_the_turn_and_the_next_
     session = client.session(unique_id, agent="claude")
     result = await session.send("hi")
     events = [e async for e in result.stream()]
-    outcome = await result.done
+    outcome = await result.outcome
     assert outcome.status is TurnStatus.FAILED
     assert outcome.error_type == "ModelUnavailable"
     assert "429" in (outcome.error or "")
@@ -239,7 +239,7 @@ async def test_a_burst_longer_than_the_retry_policy_fails_the_turn_and_the_next_
     assert (await session.history())[-1].status is MessageStatus.FAILED
 
     again = await session.send("and now?")
-    assert (await again.done).status is TurnStatus.FINISHED
+    assert (await again.outcome).status is TurnStatus.FINISHED
     assert (await session.history())[-1].text() == "Back again."
 
 
@@ -260,7 +260,7 @@ async def test_client_errors_fail_the_turn_clearly_without_retry(
     session = client.session(unique_id, agent="claude")
     result = await session.send("hi")
     events = [e async for e in result.stream()]
-    outcome = await result.done
+    outcome = await result.outcome
     assert outcome.status is TurnStatus.FAILED
     assert outcome.error_type == "InvalidModelRequest"
     assert f"Anthropic API {failure.status}" in (outcome.error or "")
@@ -273,7 +273,7 @@ async def test_client_errors_fail_the_turn_clearly_without_retry(
     assert failure.message in failed.metadata["error"]  # type: ignore[index]
 
     again = await session.send("and now?")
-    assert (await again.done).status is TurnStatus.FINISHED
+    assert (await again.outcome).status is TurnStatus.FINISHED
     assert (await session.history())[-1].text() == "Fine again."
 
 
@@ -283,7 +283,7 @@ async def test_a_missing_api_key_is_a_clear_failure(
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     client = await start_worker([claude], providers=[AnthropicProvider(api_key=None)])
     result = await client.session(unique_id, agent="claude").send("hi")
-    outcome = await result.done
+    outcome = await result.outcome
     assert outcome.status is TurnStatus.FAILED
     assert "ANTHROPIC_API_KEY is not set" in (outcome.error or "")
     assert ToolState.OUTPUT_AVAILABLE  # the enum import is used by other tests

@@ -51,7 +51,7 @@ async def test_an_approval_waits_through_a_worker_restart_then_runs_the_tool(
         {"type": "approval", "approval": {"approval_id": approval_id, "approved": True}}
     )
     assert approved.assistant_message_id == result.assistant_message_id
-    assert (await approved.done).status is TurnStatus.FINISHED
+    assert (await approved.outcome).status is TurnStatus.FINISHED
     reply = (await session.history())[-1]
     (part,) = reply.tool_parts()
     assert part.state is ToolState.OUTPUT_AVAILABLE
@@ -81,7 +81,7 @@ async def test_a_denied_call_is_not_run_and_the_model_is_told_why(
             "approval": {"approval_id": approval_id, "approved": False, "reason": "not today"},
         }
     )
-    assert (await denied.done).status is TurnStatus.FINISHED
+    assert (await denied.outcome).status is TurnStatus.FINISHED
     events = [e async for e in result.stream()]
     assert "tool-output-denied" in [e.type for e in events]
     assert "tool-output-available" not in [e.type for e in events]
@@ -109,7 +109,7 @@ async def test_needs_approval_can_depend_on_the_tool_input(
     await session.send(
         {"type": "approval", "approval": {"approval_id": approval_id, "approved": True}}
     )
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
     reply = (await session.history())[-1]
     assert [p.output["stdout"] for p in reply.tool_parts()] == ["safe\n", "removed\n"]
 

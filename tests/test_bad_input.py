@@ -423,7 +423,7 @@ async def test_malformed_sends_are_refused_clearly_and_the_session_keeps_working
     client = await start_worker([tool_agent])
     session = client.session(unique_id, agent="tooling")
     first = await session.send("make a file and read it")
-    assert (await first.done).status is TurnStatus.FINISHED
+    assert (await first.outcome).status is TurnStatus.FINISHED
     accepted: list[Send] = []
 
     async def check(case: Send) -> None:
@@ -437,7 +437,7 @@ async def test_malformed_sends_are_refused_clearly_and_the_session_keeps_working
             return
         # Accepted: then it is a valid turn, and the session answers it.
         accepted.append(case)
-        assert (await asyncio.wait_for(result.done, 20)).status is TurnStatus.FINISHED
+        assert (await asyncio.wait_for(result.outcome, 20)).status is TurnStatus.FINISHED
 
     await check_families(BAD_SENDS, check, max_examples=30)
 
@@ -445,7 +445,7 @@ async def test_malformed_sends_are_refused_clearly_and_the_session_keeps_working
     users = sum(m.role is Role.USER for m in await session.history())
     assert users == 1 + len(accepted), accepted
     result = await session.send("one more, please")
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
     reply = (await session.history())[-1]
     assert reply.text() == tooling_reply(users + 1, "one more, please")
     await assert_workflow_healthy(client.temporal, session.workflow_id)
@@ -548,7 +548,7 @@ async def test_malformed_approvals_leave_the_pending_approval_pending(
     await assert_workflow_healthy(client.temporal, session.workflow_id)
     approved = await session.approve(ApprovalResponse(approval_id=pending, approved=True))
     assert approved.assistant_message_id == result.assistant_message_id
-    assert (await approved.done).status is TurnStatus.FINISHED
+    assert (await approved.outcome).status is TurnStatus.FINISHED
     reply = (await session.history())[-1]
     assert reply.text() == scripted_text(APPROVAL_SCRIPT.turns[0], last_tool_output="approved-run")
     assert (await session.info()).status is SessionStatus.IDLE
@@ -632,7 +632,7 @@ async def test_malformed_contexts_are_refused_without_echoing_them(
     client = await start_worker([context_agent])
     session = client.session(unique_id, agent=context_agent)
     first = await session.send("who am I?", context={"user": "ada", "api_token": "tok-first"})
-    assert (await first.done).status is TurnStatus.FINISHED
+    assert (await first.outcome).status is TurnStatus.FINISHED
     secrets: list[str] = []
 
     async def check(case: BadContext) -> None:
@@ -657,7 +657,7 @@ async def test_malformed_contexts_are_refused_without_echoing_them(
     assert not [s for s in secrets if s.encode() in raw]
 
     result = await session.send("who am I?", context={"user": "bob", "api_token": "tok-1234567"})
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
     reply = (await session.history())[-1]
     whoami = json.dumps({"user": "bob", "token_length": len("tok-1234567")})
     expected = scripted_text(

@@ -35,7 +35,7 @@ async def run(
     session = client.session(session_id, agent="toolbox")
     result = await session.send("go")
     events = [e async for e in result.stream()]
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
     return (await session.history())[-1].tool_parts(), events
 
 

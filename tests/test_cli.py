@@ -108,7 +108,7 @@ async def test_dev_stops_cleanly_on_ctrl_c_and_resumes_sessions(tmp_path: Path) 
         client = SessionClient(temporal, redis)
         session = client.session("resume-me", agent="demo")
         result = await session.send("hello")
-        assert (await asyncio.wait_for(result.done, 60)).status is TurnStatus.FINISHED
+        assert (await asyncio.wait_for(result.outcome, 60)).status is TurnStatus.FINISHED
         entries = await redis.xlen(f"sf:{{{session.workflow_id}}}:chunks")
         await redis.aclose()
     finally:
@@ -130,7 +130,7 @@ async def test_dev_stops_cleanly_on_ctrl_c_and_resumes_sessions(tmp_path: Path) 
         # Redis persisted the stream too (append-only file).
         assert await redis.xlen(f"sf:{{{session.workflow_id}}}:chunks") == entries
         second = await session.send("and again")
-        assert (await asyncio.wait_for(second.done, 60)).status is TurnStatus.FINISHED
+        assert (await asyncio.wait_for(second.outcome, 60)).status is TurnStatus.FINISHED
         assert len(await session.history()) == 4
         await redis.aclose()
     finally:

@@ -11,7 +11,7 @@ import pytest
 
 from sessionflow.cli.localstack import LocalStack
 from sessionflow.contract import TurnStatus
-from tests.agents import approval_agent, streaming_agent, tool_agent
+from tests.agents import FLAKY_TEXT, approval_agent, flaky_agent, streaming_agent, tool_agent
 from tests.conftest import StartWorker
 from tests.processes import REPO
 from tests.test_cli import cli_env
@@ -91,7 +91,7 @@ async def test_tail_follows_a_session_across_turns_by_workflow_id(
     client = await start_worker([tool_agent])
     session = client.session(unique_id, agent="tooling")
     first = await session.send("make a file and read it")
-    assert (await first.done).status is TurnStatus.FINISHED
+    assert (await first.outcome).status is TurnStatus.FINISHED
     proc = await spawn(stack, task_queue, "tail", session.workflow_id, "--json")
     seen = bytearray()
     await read_until(proc, '"type": "finish"', seen)
@@ -105,3 +105,27 @@ async def test_tail_follows_a_session_across_turns_by_workflow_id(
     assert messages == {first.assistant_message_id, second.assistant_message_id}
     ids = [e["id"] for e in events]
     assert len(ids) == len(set(ids))
+
+
+async def test_send_and_tail_print_a_retried_step_once(
+    stack: LocalStack, start_worker: StartWorker, task_queue: str, unique_id: str
+) -> None:
+    # The flaky agent's first attempt prints half its text and fails; the retry
+    # prints all of it. The CLI shows what the message ends up with: the text, once.
+    client = await start_worker([flaky_agent])
+    session = client.session(unique_id, agent="flaky")
+    tailing = await spawn(stack, task_queue, "tail", session.workflow_id)
+    await asyncio.sleep(1.0)  # the tail is reading before the answer starts
+    sender = await spawn(stack, task_queue, "send", unique_id, "--agent", "flaky", "go")
+    sent, errors = await asyncio.wait_for(sender.communicate(), timeout=60)
+    assert sender.returncode == 0, errors.decode()
+    seen = bytearray()
+    await read_until(tailing, FLAKY_TEXT, seen)
+    tailing.send_signal(signal.SIGINT)
+    await asyncio.wait_for(tailing.wait(), timeout=30)
+    history = await session.history()
+    assert history[-1].text() == FLAKY_TEXT
+    for output in (sent.decode(), seen.decode()):
+        assert output.count(FLAKY_TEXT) == 1, output
+        # The failed attempt's partial text (a prefix of the answer) is not there either.
+        assert output.count(FLAKY_TEXT[:12]) == 1, output

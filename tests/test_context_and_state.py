@@ -29,7 +29,7 @@ async def test_context_reaches_tools_and_options_but_never_temporal(
     result = await session.send(
         "who am I?", context={"user": "ada", "api_token": SECRET, "premium": True}
     )
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
 
     reply = (await session.history())[-1]
     # The resolvable system prompt and the tool both saw the context.
@@ -56,8 +56,8 @@ async def test_context_is_deleted_from_redis_when_its_turn_ends(
     first = await session.send("who am I?", context={"user": "ada", "api_token": SECRET})
     # Queued behind the first turn: its context must outlive the first turn's.
     second = await session.send("and now?", context={"user": "bob", "api_token": "tok-2"})
-    assert (await first.done).status is TurnStatus.FINISHED
-    assert (await second.done).status is TurnStatus.FINISHED
+    assert (await first.outcome).status is TurnStatus.FINISHED
+    assert (await second.outcome).status is TurnStatus.FINISHED
     assert (await session.history())[-1].text().startswith("[You are helping bob.] ")
     assert [k async for k in client.redis.scan_iter(match=pattern)] == []
     raw = b"".join([v async for v in _values(client.redis)])
@@ -89,13 +89,13 @@ async def test_a_tool_keeps_a_counter_in_state_across_turns_and_a_worker_restart
     session = client.session(unique_id, agent=counter_agent)
     for expected in (1, 2):
         result = await session.send("count")
-        assert (await result.done).status is TurnStatus.FINISHED
+        assert (await result.outcome).status is TurnStatus.FINISHED
         assert (await session.history())[-1].text() == f"The counter is now {expected}."
 
     # Replace the worker: the new one has an empty cache and replays the session.
     await client_worker_restart(start_worker, counter_agent)
     result = await session.send("count")
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
     assert (await session.history())[-1].text() == "The counter is now 3."
     assert await session.state() == Counter(count=3)
     # A client that only knows the agent's name gets the state as a dict.

@@ -62,7 +62,7 @@ async def test_tools_run_in_an_e2b_sandbox(
     session = client.session(unique_id, agent="cloud")
     result = await session.send("go")
     events = [e async for e in result.stream()]
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
     write, listing, bash, escape = (await session.history())[-1].tool_parts()
     assert write.output == {"path": "hello.py", "bytes": 24}
     assert listing.output == "hello.py (24 B)"
@@ -89,7 +89,7 @@ async def test_bad_credentials_fail_the_turn_without_retries(
 ) -> None:
     client = await start(start_worker, fake, ("Bash", {"command": "true"}), key="wrong")
     outcome = await asyncio.wait_for(
-        (await client.session(unique_id, agent="cloud").send("go")).done, 20
+        (await client.session(unique_id, agent="cloud").send("go")).outcome, 20
     )
     assert outcome.status is TurnStatus.FAILED
     assert outcome.error_type == "SandboxRefused" and "Invalid API key" in (outcome.error or "")
@@ -105,7 +105,7 @@ async def test_a_sandbox_ended_outside_sessionflow_is_recreated(
     fake.kill_externally(first)  # type: ignore[arg-type]
     result = await session.send("two")
     events = [e async for e in result.stream()]
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
     assert {"status": "sandbox-setup", "recreated": first} in [
         e.chunk.data for e in events if e.type == "data-status"
     ]  # type: ignore[attr-defined]
@@ -123,7 +123,7 @@ async def test_an_interrupt_kills_the_command_in_the_vm(
         await asyncio.sleep(0.02)
     started = time.monotonic()
     await session.interrupt()
-    assert (await result.done).status is TurnStatus.INTERRUPTED
+    assert (await result.outcome).status is TurnStatus.INTERRUPTED
     assert time.monotonic() - started < 1.0
     (record,) = fake.sandboxes.values()
     assert record.killed_commands == 1
@@ -145,7 +145,7 @@ async def test_an_idle_session_pauses_its_sandbox_and_the_next_turn_resumes_it(
             break
         await asyncio.sleep(0.05)
     assert record.state == "paused"
-    assert (await (await session.send("two")).done).status is TurnStatus.FINISHED
+    assert (await (await session.send("two")).outcome).status is TurnStatus.FINISHED
     assert record.state == "running" and record.resumed >= 1
 
     await session.close()

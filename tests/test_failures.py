@@ -23,7 +23,7 @@ async def test_a_flaky_model_step_is_retried_and_the_retry_announced(
     session = client.session(unique_id, agent="flaky")
     result = await session.send("hello")
     events = [e async for e in session.stream(message_id=result.assistant_message_id)]
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
 
     retry = [e for e in events if e.type == "data-retry"]
     assert len(retry) == 1 and retry[0].attempt == 2
@@ -55,7 +55,7 @@ async def test_an_agent_no_worker_serves_fails_the_turn_quickly(
     client = await start_worker([tool_agent])
     session = client.session(unique_id, agent="ghost")
     result = await session.send("anyone there?")
-    outcome = await asyncio.wait_for(result.done, timeout=10)
+    outcome = await asyncio.wait_for(result.outcome, timeout=10)
     assert outcome.status is TurnStatus.FAILED
     assert outcome.error is not None and outcome.error.startswith("AgentNotRegistered")
     assert "'ghost' is not registered" in outcome.error
@@ -65,7 +65,7 @@ async def test_an_agent_no_worker_serves_fails_the_turn_quickly(
     assert events[-1].type == "error"
     # The session is still alive and answers the next message the same clear way.
     again = await session.send("still there?")
-    assert (await asyncio.wait_for(again.done, timeout=10)).status is TurnStatus.FAILED
+    assert (await asyncio.wait_for(again.outcome, timeout=10)).status is TurnStatus.FAILED
     history = await session.history()
     assert [m.status for m in history[1::2]] == [MessageStatus.FAILED, MessageStatus.FAILED]
 

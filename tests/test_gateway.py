@@ -291,6 +291,7 @@ async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
         ("/v1/sessions/{session_id}/approvals", "post"),
         ("/v1/sessions/{session_id}/interrupt", "post"),
         ("/v1/sessions/{session_id}/history", "get"),
+        ("/v1/sessions/{session_id}/messages/{message_id}/outcome", "get"),
         ("/v1/sessions/{session_id}/usage", "get"),
         ("/v1/sessions/{session_id}", "patch"),
         ("/v1/sessions/{session_id}/stream", "get"),

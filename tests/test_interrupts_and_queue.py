@@ -30,7 +30,7 @@ async def test_interrupt_while_text_streams_keeps_the_partial_text(
     async for event in stream:
         events.append(event)
     stopped_after = time.monotonic() - started
-    outcome = await result.done
+    outcome = await result.outcome
 
     assert outcome.status is TurnStatus.INTERRUPTED
     assert events[-1].type == "abort"
@@ -44,7 +44,7 @@ async def test_interrupt_while_text_streams_keeps_the_partial_text(
     assert (await session.info()).status is SessionStatus.INTERRUPTED
 
     following = await session.send("short please")
-    assert (await following.done).status is TurnStatus.FINISHED
+    assert (await following.outcome).status is TurnStatus.FINISHED
     assert (await session.history())[-1].text() == "Short answer to short please."
 
 
@@ -61,7 +61,7 @@ async def test_interrupt_kills_a_running_command_within_a_second(
         await asyncio.sleep(0.02)
     started = time.monotonic()
     await session.interrupt()
-    outcome = await result.done
+    outcome = await result.outcome
     elapsed = time.monotonic() - started
     assert outcome.status is TurnStatus.INTERRUPTED
     assert elapsed < 1.0, f"interrupt took {elapsed:.2f}s"
@@ -74,7 +74,7 @@ async def test_interrupt_kills_a_running_command_within_a_second(
     (part,) = (await session.history())[-1].tool_parts()
     assert part.state is ToolState.OUTPUT_ERROR and part.error_text == "interrupted by the user"
     again = await session.send("hello")
-    assert (await again.done).status is TurnStatus.FINISHED
+    assert (await again.outcome).status is TurnStatus.FINISHED
 
 
 async def test_messages_sent_during_a_turn_are_answered_in_order(
@@ -85,7 +85,7 @@ async def test_messages_sent_during_a_turn_are_answered_in_order(
     first = await session.send("first")
     later = [await session.send(text) for text in ("second", "third", "fourth")]
     assert (await session.info()).queued == 3
-    outcomes = [await r.done for r in (first, *later)]
+    outcomes = [await r.outcome for r in (first, *later)]
     assert [o.status for o in outcomes] == [TurnStatus.FINISHED] * 4
     history = await session.history()
     assert [m.text() for m in history[0::2]] == ["first", "second", "third", "fourth"]
@@ -107,8 +107,8 @@ async def test_interrupt_if_streaming_stops_the_running_turn_first(
         if event.type == "text-delta":
             break
     second = await session.send("actually, stop", interrupt_if_streaming=True)
-    assert (await first.done).status is TurnStatus.INTERRUPTED
-    assert (await second.done).status is TurnStatus.FINISHED
+    assert (await first.outcome).status is TurnStatus.INTERRUPTED
+    assert (await second.outcome).status is TurnStatus.FINISHED
     history = await session.history()
     assert history[1].status is MessageStatus.INTERRUPTED
     assert history[3].text() == "Short answer to actually, stop."
@@ -122,7 +122,7 @@ async def test_continue_as_new_mid_session_keeps_history_state_usage_and_queue(
     )
     session = client.session(unique_id, agent=counter_agent)
     results = [await session.send(f"count {i}") for i in range(4)]
-    outcomes = [await r.done for r in results]
+    outcomes = [await r.outcome for r in results]
     assert [o.status for o in outcomes] == [TurnStatus.FINISHED] * 4
 
     info = await session.info()
@@ -136,4 +136,4 @@ async def test_continue_as_new_mid_session_keeps_history_state_usage_and_queue(
     assert usage.total.output_tokens == sum(s.usage.output_tokens for s in usage.steps)
     assert info.usage == usage.total
     # Earlier turns' outcomes are still answerable after the runs changed.
-    assert (await results[0].done).status is TurnStatus.FINISHED
+    assert (await results[0].outcome).status is TurnStatus.FINISHED

@@ -138,7 +138,7 @@ async def test_nine_sends_of_250_kib_are_answered_and_the_session_keeps_working(
 
     history_bytes = []
     for i, text in enumerate(texts, start=1):
-        outcome = await (await session.send(text)).done
+        outcome = await (await session.send(text)).outcome
         assert outcome.status is TurnStatus.FINISHED, (i, outcome)
         events = await history_events(temporal, session.workflow_id)
         history_bytes.append(sum(e.ByteSize() for e in events))
@@ -152,7 +152,7 @@ async def test_nine_sends_of_250_kib_are_answered_and_the_session_keeps_working(
     # The answer (2.7 MB of messages) came back by reference too: a new stored payload.
     assert len(stored_files(store) - before_query) >= 1
 
-    tenth = await (await session.send("and a short one")).done
+    tenth = await (await session.send("and a short one")).outcome
     assert tenth.status is TurnStatus.FINISHED
     messages = await session.history(offset=18)
     assert messages[0].text() == "and a short one"
@@ -183,7 +183,7 @@ async def test_a_large_transcript_continues_as_new_by_reference(
     session = client.session(unique_id, agent="bigsender")
     texts = [text_of_size(f"part {i}") for i in (1, 2)]
     for text in texts:
-        assert (await (await session.send(text)).done).status is TurnStatus.FINISHED
+        assert (await (await session.send(text)).outcome).status is TurnStatus.FINISHED
 
     events = await history_events(temporal, session.workflow_id)
     started = events[0].workflow_execution_started_event_attributes
@@ -191,7 +191,7 @@ async def test_a_large_transcript_continues_as_new_by_reference(
     [snapshot] = references_in([started.input])  # over 500 KiB of messages, by reference
     assert snapshot.size > 500 * KIB
     assert [m.text() for m in (await session.history())[::2]] == texts
-    assert (await (await session.send("still here")).done).status is TurnStatus.FINISHED
+    assert (await (await session.send("still here")).outcome).status is TurnStatus.FINISHED
 
 
 # -- b. S3, against a real S3-compatible server on loopback --------------------------------
@@ -283,9 +283,9 @@ async def test_the_s3_store_carries_a_session_through_a_real_s3_server(
             assert isinstance(storage.drivers[0], PrefixedS3StorageDriver)
             session = client.session(unique_id, agent="s3echo")
             text = text_of_size("to S3")
-            first = await (await session.send(text)).done
+            first = await (await session.send(text)).outcome
             assert first.status is TurnStatus.FINISHED
-            second = await (await session.send("and back")).done
+            second = await (await session.send("and back")).outcome
             assert second.status is TurnStatus.FINISHED
             messages = await session.history()
             assert [m.text() for m in messages][:3] == [text, text * 2, "and back"]

@@ -46,7 +46,7 @@ async def run_command(
     client = await start_worker([one_command("cmd", command, timeout)])
     session = client.session(session_id, agent="cmd")
     result = await session.send("run it")
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
     (part,) = (await session.history())[-1].tool_parts()
     assert isinstance(part.output, dict), part.error_text
     return part.output
@@ -118,7 +118,7 @@ async def test_a_vanished_sandbox_is_recreated_and_the_stream_says_so(
 
     result = await session.send("and again")
     events = [e async for e in result.stream()]
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
     statuses = [e.chunk.data for e in events if e.type == "data-status"]  # type: ignore[attr-defined]
     assert {"status": "sandbox-setup", "recreated": lost} in statuses
     fresh = await session.sandbox.get_id()

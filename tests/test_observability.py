@@ -38,7 +38,7 @@ async def test_worker_logs_are_bound_to_the_session_and_hold_no_context(
         result = await session.send(
             "who am I?", context={"user": "grace-hopper-context", "api_token": SECRET}
         )
-        assert (await result.done).status is TurnStatus.FINISHED
+        assert (await result.outcome).status is TurnStatus.FINISHED
         async with httpx.AsyncClient() as http:
             metrics = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
     finally:

@@ -47,7 +47,7 @@ async def test_search_attributes_follow_a_turn_with_an_approval(
     await session.send(
         {"type": "approval", "approval": {"approval_id": approval_id, "approved": True}}
     )
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
     idle = await find(
         client.temporal,
         f'WorkflowId = "{wid}" AND SessionStatus = "idle" AND SessionPendingApprovals = 0 AND SessionTokens > 0',

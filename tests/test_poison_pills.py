@@ -85,7 +85,7 @@ async def test_a_3_mb_tool_error_runs_the_tool_once_and_fails_only_that_call(
 ) -> None:
     client = await start_worker([exploding_agent])
     session = client.session(unique_id, agent="exploding")
-    outcome = await (await session.send("go")).done
+    outcome = await (await session.send("go")).outcome
 
     assert outcome.status is TurnStatus.FINISHED
     assert RUNS[unique_id] == 1
@@ -96,7 +96,7 @@ async def test_a_3_mb_tool_error_runs_the_tool_once_and_fails_only_that_call(
     assert len(part.error_text) < 20_000
     assert reply.text().startswith("Calling.After the call:")
     # The session keeps working.
-    assert (await (await session.send("again")).done).status is TurnStatus.FINISHED
+    assert (await (await session.send("again")).outcome).status is TurnStatus.FINISHED
 
 
 async def test_state_too_large_to_save_fails_only_that_call(
@@ -104,7 +104,7 @@ async def test_state_too_large_to_save_fails_only_that_call(
 ) -> None:
     client = await start_worker([hoarding_agent])
     session = client.session(unique_id, agent="hoarding")
-    assert (await (await session.send("go")).done).status is TurnStatus.FINISHED
+    assert (await (await session.send("go")).outcome).status is TurnStatus.FINISHED
     [part] = (await session.history())[-1].tool_parts()
     assert part.state is ToolState.OUTPUT_ERROR
     assert "change was not saved" in (part.error_text or "")
@@ -124,7 +124,7 @@ async def test_a_send_without_required_context_fails_at_once(
     # ...and one that knows only its name gets a turn that fails on the first attempt,
     # not after minutes of retries.
     blind = client.session(unique_id, agent="contextual")
-    outcome = await asyncio.wait_for((await blind.send("who am I?")).done, 30)
+    outcome = await asyncio.wait_for((await blind.send("who am I?")).outcome, 30)
     assert outcome.status is TurnStatus.FAILED
     assert outcome.error_type == "InvalidInput"
     assert "requires one" in (outcome.error or "")
@@ -138,7 +138,7 @@ async def test_an_option_that_raises_fails_the_turn_at_once_naming_it(
 ) -> None:
     client = await start_worker([broken_option_agent])
     session = client.session(unique_id, agent="broken-option")
-    outcome = await (await session.send("hi")).done
+    outcome = await (await session.send("hi")).outcome
     assert outcome.status is TurnStatus.FAILED
     assert outcome.error_type == "AgentOptionFailed"
     assert "system raised KeyError" in (outcome.error or "")
@@ -176,4 +176,4 @@ async def test_a_failing_workflow_task_is_reported_as_stuck_naming_the_cause(
             with pytest.raises(SessionStuck, match="deliberately broken workflow code"):
                 await call()
         with pytest.raises(SessionStuck, match="cannot make progress"):
-            await asyncio.wait_for(result.done, 60)
+            await asyncio.wait_for(result.outcome, 60)

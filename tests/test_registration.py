@@ -157,7 +157,7 @@ async def test_a_backend_named_by_import_path_runs_the_sessions_commands(
     )
     client = await start_worker([shell], sandboxes=backend)
     session = client.session(unique_id, agent="shell")
-    outcome = await asyncio.wait_for((await session.send("go")).done, 30)
+    outcome = await asyncio.wait_for((await session.send("go")).outcome, 30)
     assert outcome.status is TurnStatus.FINISHED
 
     sandbox_id = await session.sandbox.get_id()
@@ -205,7 +205,7 @@ async def test_a_provider_named_by_import_path_answers_its_models(
 
     client = await start_worker([agent("mine", model="myprov/x")], providers=providers)
     session = client.session(unique_id, agent="mine")
-    outcome = await asyncio.wait_for((await session.send("hello there")).done, 30)
+    outcome = await asyncio.wait_for((await session.send("hello there")).outcome, 30)
     assert outcome.status is TurnStatus.FINISHED
     assert (await session.history())[-1].text() == "myprov/x heard 'hello there'"
     assert "myprov/x" in (await session.usage()).by_model
@@ -218,7 +218,7 @@ async def test_a_registered_provider_is_on_every_worker(
     register_provider("myprov", lambda settings: EchoProvider(greeting="registered"))
     client = await start_worker([agent("mine", model="myprov/y")])  # no providers passed
     session = client.session(unique_id, agent="mine")
-    await asyncio.wait_for((await session.send("hi")).done, 30)
+    await asyncio.wait_for((await session.send("hi")).outcome, 30)
     assert (await session.history())[-1].text() == "registered/y heard 'hi'"
 
 

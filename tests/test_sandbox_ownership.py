@@ -39,7 +39,7 @@ async def test_another_tenant_cannot_use_a_sandbox_by_its_id(
     )
     # ...and so is a message that names it: the turn fails, nothing runs there.
     result = await theirs.send("cat note.txt", sandbox_id=sandbox_id)
-    outcome = await result.done
+    outcome = await result.outcome
     assert outcome.status is TurnStatus.FAILED
     assert outcome.error_type == "SandboxNotFound"
     assert (await theirs.sandbox.get_id()) != sandbox_id

@@ -27,7 +27,7 @@ async def test_send_accepts_every_input_form(start_worker: StartWorker, unique_i
     ]
     for form in forms:
         result = await session.send(form)
-        assert (await result.done).status is TurnStatus.FINISHED
+        assert (await result.outcome).status is TurnStatus.FINISHED
     users = (await session.history())[0::2]
     assert [m.text() for m in users] == ["plain text", "ui message", "parts list", "wrapped"]
     assert users[1].id == "m-ui" and users[1].metadata == {"from": "web"}
@@ -98,7 +98,7 @@ async def test_the_sandbox_handle_creates_runs_and_switches_sandboxes(
 
     # send(sandbox_id=...) moves the session before the turn's tools run.
     third = client.session(unique_id + "-third", agent="tooling")
-    done = await (await third.send("go", sandbox_id=first_id)).done
+    done = await (await third.send("go", sandbox_id=first_id)).outcome
     assert done.status is TurnStatus.FINISHED
     assert await third.sandbox.get_id() == first_id
 

@@ -88,7 +88,7 @@ async def test_a_redis_outage_mid_step_loses_no_step_and_history_has_everything(
             if seen == 5:
                 break
         own_redis.kill()  # mid-step: chunks can no longer be published
-        outcome = await asyncio.wait_for(result.done, timeout=60)
+        outcome = await asyncio.wait_for(result.outcome, timeout=60)
         assert outcome.status is TurnStatus.FINISHED
         history = await session.history()
         expected = "".join(
@@ -130,7 +130,7 @@ async def test_redis_restarted_mid_stream_readers_resume_and_miss_nothing(
         assert not rest.done(), "the reader gave up instead of waiting for Redis"
         await own_redis.start()  # same port, same append-only file
 
-        outcome = await asyncio.wait_for(result.done, timeout=60)
+        outcome = await asyncio.wait_for(result.outcome, timeout=60)
         events = first + await asyncio.wait_for(rest, timeout=30)
         replay = await asyncio.wait_for(late, timeout=30)
         history = await session.history()

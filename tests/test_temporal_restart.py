@@ -87,7 +87,7 @@ async def test_temporal_killed_and_restarted_mid_turn_the_session_resumes(
                 async def wait_done() -> TurnOutcome:
                     # Awaited across the outage, which outlasts the SDK's own retries of
                     # the update call (~10 s): `done` itself waits for the server.
-                    return await result.done
+                    return await result.outcome
 
                 reader = asyncio.create_task(read())
                 done = asyncio.create_task(wait_done())
@@ -112,7 +112,7 @@ async def test_temporal_killed_and_restarted_mid_turn_the_session_resumes(
 
                 # The session goes on: a second turn (the script starts over) completes.
                 second = await asyncio.wait_for(session.send("again"), timeout=10)
-                second_outcome = await asyncio.wait_for(second.done, timeout=30)
+                second_outcome = await asyncio.wait_for(second.outcome, timeout=30)
                 final_history = await asyncio.wait_for(session.history(), timeout=10)
         finally:
             for task in background:

@@ -38,7 +38,7 @@ async def test_turn_with_tool_calls_streams_in_order_and_records_history(
 
     result = await session.send("make a file and read it")
     events = await collect(result)
-    outcome = await result.done
+    outcome = await result.outcome
 
     assert outcome.status is TurnStatus.FINISHED
     assert shape(events) == [
@@ -95,10 +95,10 @@ async def test_second_message_sees_the_first_turn(
     client = await start_worker([tool_agent])
     session = client.session(unique_id, agent="tooling")
     first = await session.send("make a file and read it")
-    assert (await first.done).status is TurnStatus.FINISHED
+    assert (await first.outcome).status is TurnStatus.FINISHED
 
     second = await session.send("and now?")
-    assert (await second.done).status is TurnStatus.FINISHED
+    assert (await second.outcome).status is TurnStatus.FINISHED
 
     history = await session.history()
     assert len(history) == 4
@@ -157,7 +157,7 @@ async def test_tool_parts_carry_non_zero_exit_codes_as_results(
     client = await start_worker([failing])
     session = client.session(unique_id, agent="failing")
     result = await session.send("fail please")
-    assert (await result.done).status is TurnStatus.FINISHED
+    assert (await result.outcome).status is TurnStatus.FINISHED
     reply = (await session.history())[-1]
     (part,) = reply.tool_parts()
     assert isinstance(part, ToolPart)

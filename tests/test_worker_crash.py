@@ -78,7 +78,7 @@ async def test_worker_killed_mid_step_turn_completes_with_each_step_once(
     try:
         async for event in session.stream(after=events[-1].id):
             events.append(event)
-        outcome = await asyncio.wait_for(result.done, timeout=60)
+        outcome = await asyncio.wait_for(result.outcome, timeout=60)
         history = await session.history()
     finally:
         second.stop()
@@ -144,7 +144,7 @@ async def test_a_command_finished_before_a_crash_is_not_run_again(
     second = worker()
     await second.start()
     try:
-        outcome = await asyncio.wait_for(result.done, timeout=60)
+        outcome = await asyncio.wait_for(result.outcome, timeout=60)
         history = await session.history()
     finally:
         second.stop()
@@ -181,7 +181,9 @@ async def test_two_workers_share_sessions_and_losing_one_loses_no_session(
                 break
     doomed.kill()
     try:
-        outcomes = await asyncio.wait_for(asyncio.gather(*(r.done for r in results)), timeout=120)
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(r.outcome for r in results)), timeout=120
+        )
         histories = [await s.history() for s in sessions]
     finally:
         survivor.stop()
@@ -236,7 +238,7 @@ async def test_worker_killed_while_a_turn_waits_for_approval(
         approved = await session.approve(ApprovalResponse(approval_id=approval_id, approved=True))
         async for event in session.stream(after=events[-1].id):
             events.append(event)
-        outcome = await asyncio.wait_for(approved.done, timeout=60)
+        outcome = await asyncio.wait_for(approved.outcome, timeout=60)
         history = await session.history()
     finally:
         second.stop()
@@ -279,7 +281,7 @@ async def test_worker_killed_as_a_session_continues_as_new(
     second = worker_process("tests.agents:counter_agent", log="second")
     await second.start()
     try:
-        outcomes = await asyncio.wait_for(asyncio.gather(*(r.done for r in results)), timeout=90)
+        outcomes = await asyncio.wait_for(asyncio.gather(*(r.outcome for r in results)), timeout=90)
         history = await session.history()
         info = await session.info()
         state = await session.state()
