@@ -29,7 +29,7 @@ from sessionflow.activities.session_view import dump_state, interrupted, load_co
 from sessionflow.agents.registry import AgentRegistry
 from sessionflow.agents.tools import ToolContext
 from sessionflow.chunks import Chunk, ToolOutputAvailableChunk, ToolOutputErrorChunk, status_chunk
-from sessionflow.contract import ActivityName, RunToolParams, RunToolResult
+from sessionflow.contract import INTERRUPTED_TEXT, ActivityName, RunToolParams, RunToolResult
 from sessionflow.errors import SandboxNotFound, SessionflowError
 from sessionflow.ids import sandbox_owner
 from sessionflow.sandbox.base import SandboxBackend
@@ -76,7 +76,7 @@ class ToolActivities:
             except asyncio.CancelledError:
                 if not interrupted():
                     raise
-                result = RunToolResult(error_text="interrupted by the user", interrupted=True)
+                result = RunToolResult(error_text=INTERRUPTED_TEXT, interrupted=True)
             call_id = params.call.tool_call_id
             elapsed = time.monotonic() - started
             log.info(

@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 from sessionflow.messages import Message, Part, ToolCall, Usage
 
 WORKFLOW_NAME = "SessionWorkflow"
+# What an interrupted turn and an interrupted tool call say, in history and the stream.
+INTERRUPTED_TEXT = "interrupted by the user"
 
 
 class ActivityName(StrEnum):
@@ -170,9 +172,7 @@ class TurnOutcome(BaseModel):
             return self
         from sessionflow import errors
 
-        cls = getattr(errors, self.error_type or "", None)
-        if not (isinstance(cls, type) and issubclass(cls, errors.SessionflowError)):
-            cls = errors.TurnFailed
+        cls = errors.by_type(self.error_type) or errors.TurnFailed
         raise cls(self.error or "the turn failed")
 
 

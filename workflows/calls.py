@@ -64,3 +64,16 @@ async def call(
     """Run an activity to completion with the preset's timeouts and retries."""
     result: ResultT = await start(name, params, result_type, preset, summary=summary)
     return result
+
+
+async def local(
+    name: ActivityName, params: BaseModel, preset: ActivityPreset, *, summary: str
+) -> None:
+    """Run a short local activity (a Redis write) with the preset's timeout and retries."""
+    await workflow.execute_local_activity(
+        name.value,
+        params,
+        start_to_close_timeout=preset.start_to_close,
+        retry_policy=preset.retry,
+        summary=summary,
+    )

@@ -387,13 +387,12 @@ class SessionWorkflow:
         if request.context_ref is None or not workflow.patched("forget-context"):
             return
         try:
-            await workflow.execute_local_activity(
-                ActivityName.FORGET_CONTEXT.value,
+            await calls.local(
+                ActivityName.FORGET_CONTEXT,
                 ForgetContextParams(
                     workflow_id=workflow.info().workflow_id, context_ref=request.context_ref
                 ),
-                start_to_close_timeout=policies.FORGET_CONTEXT.start_to_close,
-                retry_policy=policies.FORGET_CONTEXT.retry,
+                policies.FORGET_CONTEXT,
                 summary="forget context",
             )
         except ActivityError as err:

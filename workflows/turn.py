@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         status_chunk,
     )
     from sessionflow.contract import (
+        INTERRUPTED_TEXT,
         ActivityName,
         ActivitySettings,
         ApprovalResponse,
@@ -56,8 +57,6 @@ with workflow.unsafe.imports_passed_through():
     from sessionflow.workflows import calls, policies
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
-
-INTERRUPTED_TEXT = "interrupted by the user"
 
 
 class TurnHost(Protocol):
@@ -346,13 +345,7 @@ class Turn:
             chunks=[c.to_wire() for c in chunks],
         )
         try:
-            await workflow.execute_local_activity(
-                ActivityName.PUBLISH.value,
-                params,
-                start_to_close_timeout=policies.PUBLISH.start_to_close,
-                retry_policy=policies.PUBLISH.retry,
-                summary="publish",
-            )
+            await calls.local(ActivityName.PUBLISH, params, policies.PUBLISH, summary="publish")
         except ActivityError as err:
             workflow.logger.warning("could not publish %d chunks: %s", len(chunks), err)
 
