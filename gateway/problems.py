@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sessionflow import errors
-from sessionflow.validation import describe_errors
+from sessionflow.validation import describe_errors, names_in
 
 log = structlog.get_logger(__name__)
 
@@ -88,21 +88,6 @@ def _declared_names(app: FastAPI) -> frozenset[str]:
     cached: frozenset[str] | None = getattr(app.state, "declared_names", None)
     if cached is not None:
         return cached
-    names = {"body", "query", "path", "header", "cookie"}
-
-    def visit(node: Any) -> None:
-        if isinstance(node, dict):
-            properties = node.get("properties")
-            if isinstance(properties, dict):
-                names.update(k for k in properties if isinstance(k, str))
-            if isinstance(node.get("name"), str) and "in" in node:
-                names.add(node["name"])
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for value in node:
-                visit(value)
-
-    visit(app.openapi())
+    names = {"body", "query", "path", "header", "cookie"} | names_in(app.openapi(), parameters=True)
     app.state.declared_names = frozenset(names)
     return app.state.declared_names  # type: ignore[no-any-return]

@@ -21,6 +21,16 @@ _PYDANTIC_TYPES = frozenset(get_args(ErrorType))
 
 def declared_names(schema: type[BaseModel]) -> set[str]:
     """Every property name (and alias) anywhere in the schema's JSON Schema."""
+    try:
+        return names_in(schema.model_json_schema())
+    except Exception:  # a type with no JSON Schema: then no name is known to be safe
+        return set()
+
+
+def names_in(document: Any, *, parameters: bool = False) -> set[str]:
+    """Every name a JSON Schema (or an OpenAPI document) declares: the keys of each
+    `properties` and, with `parameters`, the `name` of each OpenAPI parameter (an
+    object with `name` and `in`)."""
     names: set[str] = set()
 
     def visit(node: Any) -> None:
@@ -28,16 +38,15 @@ def declared_names(schema: type[BaseModel]) -> set[str]:
             properties = node.get("properties")
             if isinstance(properties, dict):
                 names.update(k for k in properties if isinstance(k, str))
+            if parameters and isinstance(node.get("name"), str) and "in" in node:
+                names.add(node["name"])
             for value in node.values():
                 visit(value)
         elif isinstance(node, list):
             for value in node:
                 visit(value)
 
-    try:
-        visit(schema.model_json_schema())
-    except Exception:  # a type with no JSON Schema: then no name is known to be safe
-        return set()
+    visit(document)
     return names
 
 
