@@ -26,9 +26,7 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
     from sessionflow.cli.localstack import LocalStack, StackConfig
     from sessionflow.cli.terminal import TerminalRenderer
     from sessionflow.client.client import SessionClient
-    from sessionflow.connections import connect_redis, connect_temporal
     from sessionflow.errors import ConnectionFailed
-    from sessionflow.storage import external_storage_from_settings
     from sessionflow.worker.main import run_worker, stop_on_signals
 
     # The demo's worker is short-lived: no metrics endpoint (it may run beside `dev`).
@@ -36,13 +34,7 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
     demo_agent = scripted_demo if model is None else demo_agent_with(model)
     stack: LocalStack | None = None
     try:
-        temporal = await connect_temporal(
-            settings.temporal_address,
-            settings.temporal_namespace,
-            settings=settings,
-            external_storage=external_storage_from_settings(settings),
-        )
-        redis = await connect_redis(settings.redis_url)
+        client = await SessionClient.connect(settings=settings)
         click.echo(f"Using the running stack at {settings.temporal_address}.")
     except ConnectionFailed:
         # The usual ports when free, so the printed link matches `sessionflow dev`.
@@ -56,18 +48,11 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
         stack = LocalStack(config)
         await stack.start()
         settings = config.point(settings)
-        temporal = await connect_temporal(
-            settings.temporal_address,
-            settings.temporal_namespace,
-            settings=settings,
-            external_storage=external_storage_from_settings(settings),
-        )
-        redis = await connect_redis(settings.redis_url)
+        client = await SessionClient.connect(settings=settings)
 
     stop = stop_on_signals()
     serving = asyncio.create_task(run_worker(settings, [demo_agent], stop))
     try:
-        client = SessionClient(temporal, redis, task_queue=settings.task_queue)
         session = client.session(f"demo-{uuid.uuid4().hex[:8]}", agent=demo_agent.name)
         click.echo(click.style(f"\nyou: {message}\n", bold=True))
         async with asyncio.timeout(timeout):
@@ -99,7 +84,7 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
         stop.set()
         with contextlib.suppress(Exception):
             await serving
-        await redis.aclose()
+        await client.close()
         if stack is not None:
             stack.stop()
 

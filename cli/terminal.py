@@ -163,7 +163,8 @@ class TerminalRenderer:
         if any(s.writer != writer or s.attempt >= attempt for s in after):
             # Other output came since: it cannot be erased alone, so say what happened.
             self._write(f"\n[retrying step {writer[1]}: attempt {attempt}]\n", fg="yellow")
-            self._shown = [s for i, s in enumerate(self._shown) if i not in set(stale)]
+            dropped = set(stale)
+            self._shown = [s for i, s in enumerate(self._shown) if i not in dropped]
             return
         self._erase(after[0].column, "".join(s.text for s in after))
         del self._shown[stale[0] :]

@@ -23,7 +23,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sessionflow import errors
-from sessionflow.client.services import Services, ServicesRef
+from sessionflow.client.services import ServicesRef
 from sessionflow.contract import SendRequest, SessionInput
 from sessionflow.workflows.session import SEND_SIGNAL, SessionWorkflow
 
@@ -46,10 +46,8 @@ def known_error(err: WorkflowUpdateFailedError) -> errors.SessionflowError | Non
 class SessionCalls:
     """Start, signal, update and query one session's workflow."""
 
-    def __init__(
-        self, services: Services | ServicesRef, *, session_id: str, agent: str, workflow_id: str
-    ):
-        self._ref = services if isinstance(services, ServicesRef) else ServicesRef(services)
+    def __init__(self, services: ServicesRef, *, session_id: str, agent: str, workflow_id: str):
+        self._ref = services
         self._session_id = session_id
         self._agent = agent
         self.workflow_id = workflow_id

@@ -28,8 +28,6 @@ MAX_MESSAGE_BYTES = 256 * 1024
 # Sandbox ids are short (E2B's are ~20 characters, local ones at most 64).
 MAX_SANDBOX_ID_LENGTH = 256
 
-SendInput = str | Message | dict[str, Any] | list[dict[str, Any]]
-
 
 def new_message_id() -> str:
     return f"msg_{uuid.uuid4().hex}"

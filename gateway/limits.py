@@ -178,9 +178,6 @@ class StreamSlots:
         self._open[tenant] = held + 1
         return StreamSlot(self, tenant)
 
-    def open(self, tenant: str) -> int:
-        return self._open.get(tenant, 0)
-
     def _release(self, tenant: str) -> None:
         left = self._open.get(tenant, 0) - 1
         if left > 0:

@@ -148,11 +148,6 @@ class Isolation(Protocol):
     @property
     def description(self) -> str: ...
 
-    @property
-    def workspace_path(self) -> str | None:
-        """Where a command sees its workspace; None: at its own path."""
-        ...
-
     def spawn(
         self, workspace: Path, workdir: Path, command: str
     ) -> contextlib.AbstractAsyncContextManager[Running]: ...
@@ -183,10 +178,6 @@ class Refused:
     def description(self) -> str:
         return f"REFUSED: {self.reason}"
 
-    @property
-    def workspace_path(self) -> str | None:
-        return None
-
     def refuse(self) -> SandboxRefused:
         return SandboxRefused(f"the local sandbox refuses to run commands: {self.reason}")
 
@@ -211,10 +202,6 @@ class Unconfined:
             "with its network, filesystem and processes in reach; only the environment is "
             f"cleaned and limits applied ({self.limits.describe()}, processes not counted)"
         )
-
-    @property
-    def workspace_path(self) -> str | None:
-        return None
 
     @contextlib.asynccontextmanager
     async def spawn(self, workspace: Path, workdir: Path, command: str) -> AsyncIterator[Running]:
@@ -271,10 +258,6 @@ class Bubblewrap:
             raise ValueError("sandboxed commands must not run as host uid or gid 0")
         if self.network == "egress" and self.slirp4netns is None:
             raise ValueError("network='egress' needs slirp4netns")
-
-    @property
-    def workspace_path(self) -> str:
-        return WORKSPACE
 
     @property
     def description(self) -> str:

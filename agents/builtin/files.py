@@ -17,14 +17,14 @@ from sessionflow.agents.tools import Tool, ToolContext, tool
 from sessionflow.errors import FileTooLarge
 from sessionflow.sandbox.base import DEFAULT_SCAN_BYTES
 
+_MIB = 1024 * 1024
 READ_LIMIT_LINES = 2000
 READ_LIMIT_CHARS = 100_000
 # How far into a file Read looks to reach its offset and count the lines.
 READ_SCAN_BYTES = DEFAULT_SCAN_BYTES
 # The largest file Edit edits (and makes), and the largest content Write writes.
-EDIT_MAX_BYTES = 1024 * 1024
+EDIT_MAX_BYTES = _MIB
 WRITE_MAX_BYTES = EDIT_MAX_BYTES
-_MIB = 1024 * 1024
 
 
 class ReadInput(BaseModel):
