@@ -5,6 +5,7 @@ from sessionflow.activities.model_step import ModelStepActivities
 from sessionflow.activities.publish import PublishActivities
 from sessionflow.activities.sandbox import SandboxActivities
 from sessionflow.activities.tools import ToolActivities
+from sessionflow.activities.transcript import TranscriptActivities
 
 __all__ = [
     "ContextActivities",
@@ -12,4 +13,5 @@ __all__ = [
     "PublishActivities",
     "SandboxActivities",
     "ToolActivities",
+    "TranscriptActivities",
 ]

@@ -16,6 +16,7 @@ from sessionflow.activities.heartbeat import heartbeating
 from sessionflow.activities.limits import ensure_recordable, state_size_problem
 from sessionflow.activities.session_view import dump_state, interrupted, load_context, load_state
 from sessionflow.activities.step_recorder import StepRecorder
+from sessionflow.activities.transcript import read_transcript
 from sessionflow.agents.context import AgentContext, resolve
 from sessionflow.agents.definition import Agent
 from sessionflow.agents.registry import AgentRegistry
@@ -26,6 +27,7 @@ from sessionflow.messages import ToolCall
 from sessionflow.providers.base import ModelRequest, ToolSpec
 from sessionflow.providers.registry import ModelRegistry
 from sessionflow.providers.scripted import Script
+from sessionflow.storage.transcripts import TranscriptStore
 from sessionflow.streams.context import ContextStore
 from sessionflow.streams.publisher import StepStream, StreamPublisher
 
@@ -38,6 +40,7 @@ class ModelStepActivities:
     models: ModelRegistry
     publisher: StreamPublisher
     contexts: ContextStore
+    transcripts: TranscriptStore | None = None
 
     @activity.defn(name=ActivityName.MODEL_STEP)
     async def model_step(self, params: ModelStepParams) -> ModelStepResult:
@@ -57,9 +60,10 @@ class ModelStepActivities:
         attempt = activity.info().attempt
         agent = self.agents.get(ref.agent)
         fresh_state = params.state is None and agent.state_schema is not None
+        messages = await read_transcript(self.transcripts, params.transcript, params.messages)
         view = AgentContext(
             session_id=ref.session_id,
-            messages=params.messages,
+            messages=messages,
             context=await load_context(self.contexts, agent, ref.workflow_id, params.context_ref),
             state=load_state(agent, params.state),
         )
@@ -70,7 +74,7 @@ class ModelStepActivities:
         request = ModelRequest(
             model=model,
             system=await resolve(agent.system, view, option="system"),
-            messages=params.messages,
+            messages=messages,
             tools=[
                 ToolSpec(name=t.name, description=t.description, input_schema=t.json_schema())
                 for t in tools

@@ -26,6 +26,7 @@ from sessionflow.activities.heartbeat import heartbeating
 from sessionflow.activities.limits import capped_text, ensure_recordable, state_size_problem
 from sessionflow.activities.recorded_sandbox import RecordedSandbox
 from sessionflow.activities.session_view import dump_state, interrupted, load_context, load_state
+from sessionflow.activities.transcript import read_transcript
 from sessionflow.agents.registry import AgentRegistry
 from sessionflow.agents.tools import ToolContext
 from sessionflow.chunks import Chunk, ToolOutputAvailableChunk, ToolOutputErrorChunk, status_chunk
@@ -33,6 +34,7 @@ from sessionflow.contract import INTERRUPTED_TEXT, ActivityName, RunToolParams, 
 from sessionflow.errors import SandboxNotFound, SessionflowError
 from sessionflow.ids import sandbox_owner
 from sessionflow.sandbox.base import SandboxBackend
+from sessionflow.storage.transcripts import TranscriptStore
 from sessionflow.streams.context import ContextStore
 from sessionflow.streams.publisher import StepStream, StreamPublisher
 
@@ -51,6 +53,7 @@ class ToolActivities:
     sandboxes: SandboxBackend
     publisher: StreamPublisher
     contexts: ContextStore
+    transcripts: TranscriptStore | None = None
     max_output_bytes: int = MAX_OUTPUT_BYTES
 
     @activity.defn(name=ActivityName.RUN_TOOL)
@@ -136,7 +139,7 @@ class ToolActivities:
             session_id=params.ref.session_id,
             tool_call_id=call.tool_call_id,
             sandbox=sandbox,
-            messages=params.messages,
+            messages=await read_transcript(self.transcripts, params.transcript, params.messages),
             state=state,
             context=context,
             stream_output=stream_output,

@@ -36,9 +36,12 @@ class BenchStack:
     client: SessionClient
     workers: list[subprocess.Popen[str]] = field(default_factory=list)
 
-    async def start_worker(self, rate: int, tokens: int, **env: str) -> subprocess.Popen[str]:
-        """A `bench.clock_worker` process streaming `tokens` deltas at `rate` per second;
-        returns once it polls. `env` adds SESSIONFLOW_* settings."""
+    async def start_worker(
+        self, rate: int, tokens: int, module: str = "bench.clock_worker", **env: str
+    ) -> subprocess.Popen[str]:
+        """A `bench.clock_worker` process streaming `tokens` deltas at `rate` per second
+        (or another worker `module`); returns once it polls. `env` adds SESSIONFLOW_*
+        settings."""
         environment = {
             **os.environ,
             "PYTHONPATH": str(REPO),
@@ -52,7 +55,7 @@ class BenchStack:
             **env,
         }
         worker = subprocess.Popen(
-            [sys.executable, "-m", "bench.clock_worker"], env=environment, cwd=REPO,
+            [sys.executable, "-m", module], env=environment, cwd=REPO,
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.workers.append(worker)

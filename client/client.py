@@ -17,7 +17,11 @@ from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.contract import SessionLimits
 from sessionflow.errors import InvalidInput
 from sessionflow.ids import validate_agent_name, validate_session_id
-from sessionflow.storage import close_external_storage, external_storage_from_settings
+from sessionflow.storage import (
+    close_external_storage,
+    external_storage_from_settings,
+    transcript_store,
+)
 from sessionflow.streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
 from sessionflow.streams.context import ContextStore
 from sessionflow.streams.reader import StreamReader
@@ -47,6 +51,8 @@ class SessionClient:
         self.agents = {a.name: a for a in agents}
         self.reader = StreamReader(redis)
         self.contexts = ContextStore(redis, ttl_seconds=context_ttl_seconds)
+        # Committed transcripts are read from the payload store (None without one).
+        self.transcripts = transcript_store(temporal)
         # Sessions upsert the Session* search attributes (see workflows.search).
         self.search_attributes = search_attributes
         # Made by `connect`: `close` closes its payload store's connections too.
@@ -61,6 +67,7 @@ class SessionClient:
             limits=self.limits,
             search_attributes=self.search_attributes,
             agents=self.agents,
+            transcripts=self.transcripts,
         )
 
     @classmethod

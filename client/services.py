@@ -13,6 +13,7 @@ from temporalio.client import Client
 
 from sessionflow.agents.definition import Agent
 from sessionflow.contract import SessionLimits
+from sessionflow.storage.transcripts import TranscriptStore
 from sessionflow.streams.context import ContextStore
 from sessionflow.streams.reader import StreamReader
 
@@ -28,6 +29,8 @@ class Services:
     search_attributes: bool
     # Agents the client knows, by name: their schemas validate context and state.
     agents: MutableMapping[str, Agent]
+    # Where committed transcripts are read (the payload store), if the client has one.
+    transcripts: TranscriptStore | None = None
 
 
 class ServicesRef:

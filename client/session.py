@@ -28,9 +28,11 @@ from sessionflow.contract import (
     SendRequest,
     SessionInfo,
     SessionUpdate,
+    TranscriptView,
     TurnOutcome,
     UsageReport,
 )
+from sessionflow.fragments import join_fragments
 from sessionflow.ids import session_workflow_id
 from sessionflow.messages import Message
 from sessionflow.streams.reader import StreamEvent, is_entry_id
@@ -250,11 +252,24 @@ class Session:
         return await (await self._ref.get()).reader.is_active(self.workflow_id)
 
     async def history(self, *, offset: int = 0, limit: int | None = None) -> list[Message]:
-        """The session's messages, oldest first, optionally one page of them."""
-        result: list[Message] = await self._calls.query(
-            SessionWorkflow.messages_page, offset, limit
-        )
-        return result
+        """The session's messages, oldest first, optionally one page of them.
+
+        The workflow answers with a reference to its committed transcript and the few
+        messages after it; the page is read from the payload store, fetching only the
+        segments it needs (the newest page reads the newest segments).
+        """
+        view: TranscriptView = await self._calls.query(SessionWorkflow.transcript_view)
+        if view.transcript is None:
+            end = None if limit is None else offset + limit
+            return join_fragments(view.tail)[offset:end]
+        store = (await self._ref.get()).transcripts
+        if store is None:
+            raise errors.InvalidInput(
+                "this session's transcript is in the payload store, and this client was "
+                "connected without one: connect with SessionClient.connect(settings) or "
+                "pass external_storage=... to connect_temporal"
+            )
+        return await store.messages(view.transcript, view.tail, offset=offset, limit=limit)
 
     async def update(
         self, *, sandbox_id: str | None = None, last_message_id: str | None = None

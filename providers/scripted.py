@@ -103,6 +103,20 @@ def _estimate_tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
+def _size(value: Any) -> int:
+    """About how many characters `value` takes as JSON, without encoding it (a long
+    session's transcript is tens of MB; every step estimates its input tokens)."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, BaseModel):
+        return _size(dict(value))
+    if isinstance(value, dict):
+        return sum(len(str(k)) + 4 + _size(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return sum(_size(v) + 1 for v in value) + 2
+    return len(str(value))
+
+
 class ScriptedProvider:
     """Plays scripts by name: `scripted/<name>`."""
 
@@ -158,10 +172,8 @@ class ScriptedProvider:
             yield ToolCallReady(call_id, call.tool, call.input)
             output += arguments
             await pace()
-        seen = "".join(m.model_dump_json() for m in request.messages)
+        seen = sum(_size(m.parts) for m in request.messages)
         yield StepFinished(
             reason=FinishReason.TOOL_CALLS if step.tool_calls else FinishReason.STOP,
-            usage=Usage(
-                input_tokens=_estimate_tokens(seen), output_tokens=_estimate_tokens(output)
-            ),
+            usage=Usage(input_tokens=(seen + 3) // 4, output_tokens=_estimate_tokens(output)),
         )

@@ -32,6 +32,8 @@ class ActivityName(StrEnum):
     SANDBOX_KILL = "sessionflow.sandbox_kill"
     PUBLISH = "sessionflow.publish"
     FORGET_CONTEXT = "sessionflow.forget_context"
+    COMMIT_TRANSCRIPT = "sessionflow.commit_transcript"
+    REWIND_TRANSCRIPT = "sessionflow.rewind_transcript"
 
 
 class SessionStatus(StrEnum):
@@ -76,6 +78,9 @@ class SessionLimits(BaseModel):
     remembered_outcomes: int = 256
     # Per-step usage records kept (totals are kept forever).
     remembered_step_usage: int = 1000
+    # Commit messages to the transcript store once the uncommitted ones reach this size
+    # (activity inputs then carry at most about this much of the transcript).
+    commit_transcript_after_bytes: int = 16 * 1024
     # Pause the session's sandbox after this long without a message (None: never).
     pause_sandbox_after_seconds: float | None = 300.0
 
@@ -197,9 +202,49 @@ class UsageReport(BaseModel):
         del self.steps[:-keep_steps]
 
 
+class TranscriptRef(BaseModel):
+    """Where a session's committed messages are: the newest segment of its transcript
+    in the payload store (`sessionflow.storage.transcripts`), which names the rest."""
+
+    driver: str
+    claim: dict[str, str]
+    # Messages the transcript holds up to and including this segment.
+    messages: int
+    # The id of its last message: a next fragment with this id continues that message.
+    last_id: str
+
+    def key(self) -> str:
+        """A stable name for the segment (claims are small string maps)."""
+        return self.driver + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.claim.items()))
+
+
+class TranscriptView(BaseModel):
+    """What the `transcript` query answers: enough for a client to read any page."""
+
+    transcript: TranscriptRef | None
+    # Fragments not committed yet, oldest first (they follow the transcript).
+    tail: list[Message]
+    message_count: int
+
+
+class CommitTranscriptParams(BaseModel):
+    workflow_id: str
+    head: TranscriptRef | None
+    fragments: list[Message]
+
+
+class RewindTranscriptParams(BaseModel):
+    workflow_id: str
+    head: TranscriptRef
+    last_message_id: str
+
+
 class SessionSnapshot(BaseModel):
     """Everything a session carries across continue-as-new."""
 
+    # The committed transcript, and the fragments after it (from sessions older than
+    # the transcript store: every message).
+    transcript: TranscriptRef | None = None
     messages: list[Message] = Field(default_factory=list)
     inbox: list[SendRequest] = Field(default_factory=list)
     usage: UsageReport = Field(default_factory=UsageReport)
@@ -246,8 +291,13 @@ class StepRef(BaseModel):
 
 
 class ModelStepParams(BaseModel):
+    """A model step's input. The transcript is `transcript` (by reference) followed by
+    `messages`, the fragments not committed yet; histories from before the transcript
+    store have no reference and every message here."""
+
     ref: StepRef
     messages: list[Message]
+    transcript: TranscriptRef | None = None
     sandbox_id: str | None = None
     state: dict[str, Any] | None = None
     context_ref: str | None = None
@@ -273,7 +323,9 @@ class RunToolParams(BaseModel):
     ref: StepRef
     call: ToolCall
     sandbox_id: str | None
+    # The transcript as the model step that asked for this call saw it.
     messages: list[Message]
+    transcript: TranscriptRef | None = None
     state: dict[str, Any] | None = None
     context_ref: str | None = None
 

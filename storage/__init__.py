@@ -15,24 +15,31 @@ and worker of a namespace must use the same store.
   as long as a session's run can stay open (an idle session is replayed from its
   history, references included, when a worker needs it again) plus the namespace's
   retention.
+
+Transcripts live here too (`sessionflow.storage.transcripts`): a session's committed
+messages, as immutable segments that its history refers to, under the same rules.
 """
 
 from __future__ import annotations
 
+from temporalio.client import Client
 from temporalio.converter import ExternalStorage
 
 from sessionflow.config import Settings, parse_payload_threshold
 from sessionflow.logs import remember_secret
 from sessionflow.storage.files import FILE_DRIVER_NAME, FileStorageDriver, PayloadMissing
 from sessionflow.storage.s3 import PrefixedS3StorageDriver, s3_driver
+from sessionflow.storage.transcripts import TranscriptStore
 
 __all__ = [
     "FILE_DRIVER_NAME",
     "FileStorageDriver",
     "PayloadMissing",
     "PrefixedS3StorageDriver",
+    "TranscriptStore",
     "close_external_storage",
     "external_storage_from_settings",
+    "transcript_store",
 ]
 
 
@@ -55,3 +62,12 @@ async def close_external_storage(storage: ExternalStorage | None) -> None:
     for driver in storage.drivers if storage else ():
         if isinstance(driver, PrefixedS3StorageDriver):
             await driver.aclose()
+
+
+def transcript_store(client: Client) -> TranscriptStore | None:
+    """The transcript store over `client`'s payload store, or None when the client was
+    connected without one (its sessions then keep every message in history)."""
+    storage = client.data_converter.external_storage
+    if storage is None or not storage.drivers:
+        return None
+    return TranscriptStore(storage.drivers)

@@ -35,6 +35,7 @@ GROUND = (
     "errors",
     "ids",
     "messages",
+    "fragments",
     "contract",
     "chunks",
     "validation",

@@ -35,4 +35,5 @@ async def test_recorded_history_replays(path: Path) -> None:
 def test_every_representative_session_has_a_history() -> None:
     assert {p.stem for p in HISTORIES} >= {
         "tools", "approval", "interrupt", "continue-as-new-run1", "continue-as-new-run2",
+        "transcript",
     }  # fmt: skip

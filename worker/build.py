@@ -22,6 +22,7 @@ from sessionflow.activities import (
     PublishActivities,
     SandboxActivities,
     ToolActivities,
+    TranscriptActivities,
     metrics,
 )
 from sessionflow.activities.heartbeat import HEARTBEAT_INTERVAL
@@ -32,6 +33,7 @@ from sessionflow.providers.registry import ModelRegistry, with_registered_provid
 from sessionflow.providers.scripted import Script, ScriptedProvider
 from sessionflow.sandbox.base import SandboxBackend
 from sessionflow.sandbox.local import LocalSandboxBackend
+from sessionflow.storage import transcript_store
 from sessionflow.streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
 from sessionflow.streams.context import ContextStore
 from sessionflow.streams.publisher import Retention, StreamPublisher
@@ -92,8 +94,10 @@ def build_worker(
     )
     sandboxes = options.sandboxes or LocalSandboxBackend(options.sandbox_root)
     contexts = ContextStore(redis, ttl_seconds=options.context_ttl_seconds)
-    model_steps = ModelStepActivities(registry, models, publisher, contexts)
-    tools = ToolActivities(registry, sandboxes, publisher, contexts)
+    transcripts = transcript_store(client)
+    model_steps = ModelStepActivities(registry, models, publisher, contexts, transcripts)
+    tools = ToolActivities(registry, sandboxes, publisher, contexts, transcripts)
+    committing = TranscriptActivities(transcripts)
     lifecycle = SandboxActivities(sandboxes, publisher)
     publishing = PublishActivities(publisher)
     forgetting = ContextActivities(contexts)
@@ -113,6 +117,8 @@ def build_worker(
             lifecycle.sandbox_kill,
             publishing.publish,
             forgetting.forget_context,
+            committing.commit_transcript,
+            committing.rewind_transcript,
         ],
         max_concurrent_activities=options.max_concurrent_activities,
         max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,

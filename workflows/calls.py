@@ -67,13 +67,21 @@ async def call(
 
 
 async def local(
-    name: ActivityName, params: BaseModel, preset: ActivityPreset, *, summary: str
-) -> None:
-    """Run a short local activity (a Redis write) with the preset's timeout and retries."""
-    await workflow.execute_local_activity(
+    name: ActivityName,
+    params: BaseModel,
+    preset: ActivityPreset,
+    *,
+    summary: str,
+    result_type: type[ResultT] | None = None,
+) -> ResultT | None:
+    """Run a short local activity (a Redis or payload store write) with the preset's
+    timeout and retries; its result (if `result_type`) is all history records of it."""
+    result: ResultT | None = await workflow.execute_local_activity(
         name.value,
         params,
+        result_type=result_type,
         start_to_close_timeout=preset.start_to_close,
         retry_policy=preset.retry,
         summary=summary,
     )
+    return result

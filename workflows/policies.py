@@ -93,3 +93,15 @@ FORGET_CONTEXT = ActivityPreset(
     heartbeat=None,
     retry=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=200)),
 )
+
+# Local activity: one segment written to the payload store (or read, to rewind). A
+# store that stays down leaves the messages uncommitted in the workflow until later.
+TRANSCRIPT = ActivityPreset(
+    start_to_close=timedelta(seconds=30),
+    heartbeat=None,
+    retry=RetryPolicy(
+        maximum_attempts=5,
+        initial_interval=timedelta(milliseconds=200),
+        non_retryable_error_types=NON_RETRYABLE_ERRORS,
+    ),
+)

@@ -21,11 +21,13 @@ with workflow.unsafe.imports_passed_through():
         WORKFLOW_NAME,
         ActivityName,
         ApprovalResponse,
+        CommitTranscriptParams,
         EnsureSandboxParams,
         ExecRequest,
         ExecResult,
         ForgetContextParams,
         ModelStepResult,
+        RewindTranscriptParams,
         SandboxExecParams,
         SandboxRef,
         SandboxStatus,
@@ -37,11 +39,14 @@ with workflow.unsafe.imports_passed_through():
         SessionUpdate,
         StepRef,
         StepUsage,
+        TranscriptRef,
+        TranscriptView,
         TurnOutcome,
         TurnStatus,
         UsageReport,
     )
     from sessionflow.errors import ApprovalNotPending, MessageNotFound, SessionBusy
+    from sessionflow.fragments import count_messages, join_fragments
     from sessionflow.messages import Message
     from sessionflow.workflows import calls, policies, search
     from sessionflow.workflows.turn import Turn
@@ -60,7 +65,10 @@ class SessionWorkflow:
         self.session_id = input.session_id
         self.agent = input.agent
         self.limits = input.limits
-        self.messages: list[Message] = snapshot.messages
+        # The committed transcript (in the payload store), then the fragments after it.
+        self.transcript: TranscriptRef | None = snapshot.transcript
+        self.tail: list[Message] = snapshot.messages
+        self._no_store = False
         self.inbox: list[SendRequest] = snapshot.inbox
         self.usage: UsageReport = snapshot.usage
         self.sandbox_id = snapshot.sandbox_id
@@ -102,7 +110,7 @@ class SessionWorkflow:
         self._indexed = values
         waiting = f", {pending} approval(s) pending" if pending else ""
         workflow.set_current_details(
-            f"{self._status.value}{waiting} · {len(self.messages)} messages · "
+            f"{self._status.value}{waiting} · {self.message_count()} messages · "
             f"{values['tokens']} tokens · agent {self.agent}"
         )
         if self._searchable:
@@ -130,6 +138,7 @@ class SessionWorkflow:
                 outcome = await self.turn.run()
             finally:
                 self.turn = None
+            await self.checkpoint(None)
             await self._forget_context(request)
             self._remember(outcome)
             self._count(outcome)
@@ -223,8 +232,7 @@ class SessionWorkflow:
         if change.sandbox_id is not None:
             await self.use_sandbox(self.ref("", -1), change.sandbox_id)
         if change.last_message_id is not None:
-            index = next(i for i, m in enumerate(self.messages) if m.id == change.last_message_id)
-            del self.messages[index + 1 :]
+            await self._rewind(change.last_message_id)
 
     @update.validator
     def _validate_update(self, change: SessionUpdate) -> None:
@@ -235,7 +243,7 @@ class SessionWorkflow:
                 "cannot rewind while a turn runs or messages are queued",
                 type=SessionBusy.__name__,
             )
-        if all(m.id != change.last_message_id for m in self.messages):
+        if self.transcript is None and all(m.id != change.last_message_id for m in self.tail):
             raise ApplicationError(
                 f"no message {change.last_message_id!r} in this session",
                 type=MessageNotFound.__name__,
@@ -280,10 +288,26 @@ class SessionWorkflow:
 
     # -- queries --------------------------------------------------------------------
 
+    @workflow.query(name="transcript")
+    def transcript_view(self) -> TranscriptView:
+        """Where the messages are: a reference to the committed transcript and the
+        fragments after it (clients read pages from the payload store)."""
+        return TranscriptView(
+            transcript=self.transcript, tail=self.tail, message_count=self.message_count()
+        )
+
     @workflow.query(name="messages")
     def messages_page(self, offset: int = 0, limit: int | None = None) -> list[Message]:
+        """Clients before the transcript store asked for pages here; it can answer only
+        while nothing is committed."""
+        if self.transcript is not None:
+            raise ApplicationError(
+                "this session's messages are in the transcript store: read them with "
+                "Session.history() of a current client (the `transcript` query)",
+                type=MessageNotFound.__name__,
+            )
         end = None if limit is None else offset + limit
-        return self.messages[offset:end]
+        return join_fragments(self.tail)[offset:end]
 
     @workflow.query(name="info")
     def info(self) -> SessionInfo:
@@ -293,7 +317,7 @@ class SessionWorkflow:
             status=self.status,
             busy=self.turn is not None,
             queued=len(self.inbox),
-            message_count=len(self.messages),
+            message_count=self.message_count(),
             usage=self.usage.total,
             sandbox_id=self.sandbox_id,
             pending_approvals=self.turn.pending_ids() if self.turn else [],
@@ -311,8 +335,84 @@ class SessionWorkflow:
     # -- what turns see (workflows.turn.TurnHost) -------------------------------------
 
     def begin(self, request: Message, reply: Message) -> None:
-        self.messages.append(request)
-        self.messages.append(reply)
+        self.tail.append(request)
+        self.tail.append(reply)
+
+    def message_count(self) -> int:
+        if self.transcript is None:
+            return count_messages(self.tail)
+        return self.transcript.messages + count_messages(self.tail, self.transcript.last_id)
+
+    async def checkpoint(self, reply: Message | None) -> Message | None:
+        """Commit the uncommitted fragments to the transcript store once they add up to
+        `limits.commit_transcript_after_bytes`, so no activity input, query answer or
+        continue-as-new grows with the conversation. Called between steps and after
+        turns; returns the fragment the running `reply` continues in (a new one with
+        the same id after a commit).
+
+        A store that fails leaves everything uncommitted (tried again next time): the
+        session keeps working as sessions did before the store.
+        """
+        if self._no_store or not workflow.patched("transcript-store"):
+            return reply
+        size = sum(len(m.model_dump_json()) for m in self.tail)
+        if not self.tail or size < self.limits.commit_transcript_after_bytes:
+            return reply
+        try:
+            ref = await calls.local(
+                ActivityName.COMMIT_TRANSCRIPT,
+                CommitTranscriptParams(
+                    workflow_id=workflow.info().workflow_id,
+                    head=self.transcript,
+                    fragments=self.tail,
+                ),
+                policies.TRANSCRIPT,
+                summary=f"commit {len(self.tail)} message fragment(s), {size} bytes",
+                result_type=TranscriptRef,
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not commit the transcript (kept for later): %s", err)
+            cause = err.cause
+            # A worker without a payload store: do not ask again in this run.
+            self._no_store = isinstance(cause, ApplicationError) and cause.non_retryable
+            return reply
+        assert ref is not None
+        self.transcript, self.tail = ref, []
+        if reply is None:
+            return None
+        continued = Message(
+            id=reply.id, role=reply.role, status=reply.status, metadata=reply.metadata
+        )
+        self.tail.append(continued)
+        return continued
+
+    async def _rewind(self, last_id: str) -> None:
+        """Keep messages up to `last_id`: cut the uncommitted fragments, or point at a
+        rewound copy of the committed transcript (older segments are shared)."""
+        kept = [i for i, m in enumerate(self.tail) if m.id == last_id]
+        if kept:
+            del self.tail[kept[-1] + 1 :]
+            return
+        assert self.transcript is not None  # the validator checked the tail otherwise
+        try:
+            ref = await calls.local(
+                ActivityName.REWIND_TRANSCRIPT,
+                RewindTranscriptParams(
+                    workflow_id=workflow.info().workflow_id,
+                    head=self.transcript,
+                    last_message_id=last_id,
+                ),
+                policies.TRANSCRIPT,
+                summary=f"rewind to {last_id}",
+                result_type=TranscriptRef,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                raise ApplicationError(cause.message, type=cause.type) from None
+            raise
+        assert ref is not None
+        self.transcript, self.tail = ref, []
 
     def approvals_changed(self) -> None:
         self._index()
@@ -430,7 +530,8 @@ class SessionWorkflow:
 
     def _snapshot(self) -> SessionSnapshot:
         return SessionSnapshot(
-            messages=self.messages,
+            transcript=self.transcript,
+            messages=self.tail,
             inbox=self.inbox,
             usage=self.usage,
             outcomes=list(self._outcomes.values()),

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         SessionStatus,
         StepRef,
         StepUsage,
+        TranscriptRef,
         TurnOutcome,
         TurnStatus,
     )
@@ -70,7 +71,12 @@ class TurnHost(Protocol):
     def limits(self) -> SessionLimits: ...
 
     @property
-    def messages(self) -> list[Message]: ...
+    def transcript(self) -> TranscriptRef | None:
+        """The committed transcript, by reference."""
+
+    @property
+    def tail(self) -> list[Message]:
+        """The fragments after it, not committed yet (the running reply among them)."""
 
     @property
     def state(self) -> dict[str, Any] | None: ...
@@ -90,6 +96,9 @@ class TurnHost(Protocol):
         """Add the turn's user message and its (streaming) reply to the transcript."""
 
     def set_status(self, status: SessionStatus) -> None: ...
+
+    async def checkpoint(self, reply: Message | None) -> Message | None:
+        """Maybe commit the uncommitted fragments; the fragment `reply` continues in."""
 
     def approvals_changed(self) -> None:
         """The turn's pending approvals changed (the UI shows their count)."""
@@ -114,6 +123,8 @@ class Turn:
             id=request.assistant_message_id, role=Role.ASSISTANT, status=MessageStatus.STREAMING
         )
         self._step = 0
+        # The transcript the latest model step saw; its tool calls see the same.
+        self._seen: tuple[TranscriptRef | None, list[Message]] = (None, [])
         self._interrupting = False
         self._inflight: workflow.ActivityHandle[Any] | None = None
         self._pending: dict[str, str] = {}  # approval id -> tool call id
@@ -148,6 +159,8 @@ class Turn:
                 await session.use_sandbox(session.ref(self.reply.id, 0), wanted)
             for step in range(session.limits.max_steps_per_turn):
                 self._step = step
+                # Between steps every part so far is final: commit them if large.
+                self.reply = await session.checkpoint(self.reply) or self.reply
                 result = await self._model_step()
                 if self._interrupting or result is None:
                     return await self._abort()
@@ -169,11 +182,17 @@ class Turn:
 
     async def _model_step(self) -> ModelStepResult | None:
         session = self._session
+        # Shallow copies: parts of earlier steps never change, this step's are not in yet.
+        self._seen = (
+            session.transcript,
+            [m.model_copy(update={"parts": list(m.parts)}) for m in session.tail],
+        )
         result = await self._cancellable(
             ActivityName.MODEL_STEP,
             ModelStepParams(
                 ref=session.ref(self.reply.id, self._step),
-                messages=session.messages,
+                transcript=self._seen[0],
+                messages=self._seen[1],
                 sandbox_id=session.sandbox_id,
                 state=session.state,
                 context_ref=self._request.context_ref,
@@ -270,7 +289,8 @@ class Turn:
                 ref=session.ref(self.reply.id, self._step),
                 call=call,
                 sandbox_id=sandbox_id,
-                messages=session.messages,
+                transcript=self._seen[0],
+                messages=self._seen[1],
                 state=session.state,
                 context_ref=self._request.context_ref,
             ),

@@ -1,10 +1,10 @@
 """Records the histories the replay tests check the workflow code against.
 
-    python -m tests.histories.record
+    python -m tests.histories.record [name ...]
 
 Starts its own stack, runs representative sessions (a plain turn, tools, an approval,
 an interrupt, continue-as-new) and writes each workflow history as JSON beside this
-file. Re-record only on purpose: a change that breaks replay of these histories
+file (only the named ones, if names are given). Re-record only on purpose: a change that breaks replay of these histories
 would break sessions running in production.
 """
 
@@ -13,24 +13,32 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 from sessionflow.cli.localstack import LocalStack, StackConfig
 from sessionflow.client.client import SessionClient
+from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.contract import SessionLimits
+from sessionflow.storage import external_storage_from_settings
 from sessionflow.worker.build import WorkerOptions, build_worker
 from tests.agents import approval_agent, counter_agent, streaming_agent, tool_agent
 
 HERE = Path(__file__).parent
 
 
-async def record() -> None:
+async def record(wanted: set[str]) -> None:
+    def write(name: str, history: str) -> None:
+        if not wanted or name in wanted:
+            (HERE / f"{name}.json").write_text(history)
+
     with tempfile.TemporaryDirectory() as tmp:
         config = StackConfig.on_free_ports(Path(tmp))
         async with LocalStack(config):
-            temporal = await connect_temporal(config.temporal_address)
+            payloads = external_storage_from_settings(Settings(data_dir=Path(tmp) / "data"))
+            temporal = await connect_temporal(config.temporal_address, external_storage=payloads)
             redis = await connect_redis(config.redis_url)
             agents = [tool_agent, approval_agent, streaming_agent, counter_agent]
             options = WorkerOptions(task_queue="record", sandbox_root=Path(tmp) / "sandboxes")
@@ -69,13 +77,26 @@ async def record() -> None:
                 for i in range(3):
                     await (await counter.send(f"count {i}")).done
 
+                # Every step commits to the transcript store; then a rewind into it.
+                committing = SessionClient(
+                    temporal, redis, task_queue="record",
+                    limits=SessionLimits(commit_transcript_after_bytes=0),
+                )  # fmt: skip
+                transcript = committing.session("transcript", agent="tooling")
+                await (await transcript.send("make a file and read it")).done
+                await (await transcript.send("and a plain turn")).done
+                first_answer = (await transcript.history())[1].id
+                await transcript.update(last_message_id=first_answer)
+                await (await transcript.send("after the rewind")).done
+
                 for name, session in (
                     ("tools", tools), ("approval", approval), ("interrupt", interrupted),
+                    ("transcript", transcript),
                 ):  # fmt: skip
                     history = await temporal.get_workflow_handle(
                         session.workflow_id
                     ).fetch_history()
-                    (HERE / f"{name}.json").write_text(history.to_json())
+                    write(name, history.to_json())
                 runs = [
                     w
                     async for w in temporal.list_workflows(f'WorkflowId = "{counter.workflow_id}"')
@@ -83,11 +104,11 @@ async def record() -> None:
                 for n, run in enumerate(sorted(runs, key=lambda r: r.start_time)[:2]):
                     handle = temporal.get_workflow_handle(counter.workflow_id, run_id=run.run_id)
                     history = await handle.fetch_history()
-                    (HERE / f"continue-as-new-run{n + 1}.json").write_text(history.to_json())
+                    write(f"continue-as-new-run{n + 1}", history.to_json())
             await redis.aclose()
     print(json.dumps(sorted(p.name for p in HERE.glob("*.json"))))
 
 
 if __name__ == "__main__":
-    asyncio.run(record())
+    asyncio.run(record(set(sys.argv[1:])))
     os._exit(0)  # see sessionflow.cli._run
