@@ -50,9 +50,7 @@ async def history_of(temporal: Client, workflow_id: str) -> tuple[str, list[Any]
     return history.run_id, list(history.events)
 
 
-async def probe(
-    client: SessionClient, session_id: str, store: Path
-) -> dict[str, float] | None:
+async def probe(client: SessionClient, session_id: str, store: Path) -> dict[str, float] | None:
     """One probe turn's figures, or None if the session continued as new during it."""
     session = client.session(session_id, agent="long")
     temporal = client.temporal

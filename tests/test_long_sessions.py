@@ -57,9 +57,7 @@ async def test_a_50_mb_session_of_300_tool_calls_finishes_and_keeps_working(
     # What a step adds to history does not grow with the transcript: the last turn's
     # inputs are as small as the first's, and no event carries more than one output.
     assert sum(
-        e.HasField("activity_task_scheduled_event_attributes")
-        for h in histories
-        for e in h.events
+        e.HasField("activity_task_scheduled_event_attributes") for h in histories for e in h.events
     ) >= TURNS * (CALLS + 2)
     for history in histories:
         inputs = [
