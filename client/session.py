@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +21,12 @@ from sessionflow.client.inputs import (
     validate_context,
     validate_send_options,
 )
+from sessionflow.client.interrupts import parse_interrupt
 from sessionflow.client.sandbox import SessionSandbox
 from sessionflow.client.services import Services, ServicesRef
 from sessionflow.contract import (
     ApprovalResponse,
+    LastPart,
     SendRequest,
     SessionInfo,
     SessionUpdate,
@@ -141,14 +143,16 @@ class Session:
         self,
         input: Any,
         *,
-        interrupt_if_streaming: bool = False,
+        interrupt_if_streaming: bool | LastPart | Mapping[str, Any] = False,
         context: Any = None,
         sandbox_id: str | None = None,
     ) -> SendResult:
         """Send a user message or an approval; the first send starts the session.
 
         Messages sent while a turn runs queue and are answered in order, unless
-        `interrupt_if_streaming` interrupts the running turn first. `context` is
+        `interrupt_if_streaming` interrupts the running turn first (given as
+        `{"last_part": {"index": i, "part": {...}}}`, the part the user last saw, the
+        interrupted answer is cut there). `context` is
         validated against the agent's `context_schema` (when the client knows the
         agent) and kept in Redis, never in Temporal. An approval returns the result
         of the turn it belongs to.
@@ -156,7 +160,8 @@ class Session:
         parsed = parse_send_input(input)
         if isinstance(parsed, ApprovalResponse):
             return await self.approve(parsed)
-        validate_send_options(interrupt_if_streaming, sandbox_id)
+        interrupt, last_part = parse_interrupt(interrupt_if_streaming)
+        validate_send_options(interrupt, sandbox_id)
         schema = self._agent.context_schema if self._agent else None
         data = validate_context(schema, context)
         services = await self._ref.get()
@@ -166,7 +171,8 @@ class Session:
             assistant_message_id=new_message_id(),
             context_ref=context_ref,
             sandbox_id=sandbox_id,
-            interrupt=interrupt_if_streaming,
+            interrupt=interrupt,
+            last_part=last_part,
         )
         title = " ".join(parsed.text().split())[:80] or "(no text)"
         # Before the signal: a reader without a cursor follows this answer from now on,

@@ -106,6 +106,16 @@ class ActivitySettings(BaseModel):
         return self.model_copy(update=override.model_dump(exclude_none=True))
 
 
+class LastPart(BaseModel):
+    """The part of a streaming answer a client showed last: its index among the
+    answer's parts (as the AI SDK builds them from the stream) and its content as shown.
+    An interrupt carrying it cuts the answer there, so history holds what the user saw.
+    """
+
+    index: int = Field(ge=0)
+    part: dict[str, Any]
+
+
 class SendRequest(BaseModel):
     """Payload of the `send` signal: one user message and the id its answer will carry.
 
@@ -117,6 +127,8 @@ class SendRequest(BaseModel):
     context_ref: str | None = None
     sandbox_id: str | None = None
     interrupt: bool = False
+    # With `interrupt`: where to cut the interrupted answer (None: keep all of it).
+    last_part: LastPart | None = None
 
 
 class ApprovalResponse(BaseModel):

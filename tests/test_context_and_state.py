@@ -166,3 +166,47 @@ async def _state_or_none(session: object) -> object:
         return await session.state()  # type: ignore[attr-defined]
     except SessionNotFound:
         return None
+
+
+async def test_options_see_state_read_only_and_a_change_fails_the_step_naming_it(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    """Only tools' changes to state are saved; an option that changes it (which used to
+    be saved on the first step and silently dropped later) fails at once, saying so."""
+    from tests.agents import increment_tool
+
+    reads: list[int] = []
+    sneaked: list[int] = []
+
+    def system(ctx: Any) -> str:
+        reads.append(ctx.state.count)
+        return f"The count is {ctx.state.count}."
+
+    def sneaky(ctx: Any) -> str:
+        sneaked.append(ctx.state.count)
+        ctx.state.count += 100
+        return "You count."
+
+    script = Script(
+        name="readonly",
+        delay=0,
+        turns=[[ScriptStep(text="{system}")]],
+    )
+    reader = agent("reader", model=script, system=system, state_schema=Counter)
+    writer = agent(
+        "writer", model=script, system=sneaky, state_schema=Counter, tools=[increment_tool]
+    )
+    client = await start_worker([reader, writer])
+
+    session = client.session(unique_id, agent=reader)
+    assert (await (await session.send("hi")).outcome).status is TurnStatus.FINISHED
+    assert (await session.history())[1].text() == "The count is 0."
+
+    bad = client.session(unique_id + "-w", agent=writer)
+    outcome = await (await bad.send("hi")).outcome
+    assert outcome.status is TurnStatus.FAILED
+    assert outcome.error_type == "AgentOptionFailed"
+    assert "system changed the session state" in (outcome.error or "")
+    assert await bad.state() is None or (await bad.state()).count == 0
+    # Failed at once: the option ran once, not once per retry.
+    assert sneaked == [0] and reads == [0]

@@ -6,7 +6,10 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from sessionflow.contract import SessionLimits, SessionStatus, TurnStatus
+from sessionflow.errors import InvalidInput
 from sessionflow.messages import MessageStatus, ToolState
 from tests.agents import LONG_TEXT, counter_agent, sleeper_agent, streaming_agent
 from tests.conftest import StartWorker
@@ -112,6 +115,44 @@ async def test_interrupt_if_streaming_stops_the_running_turn_first(
     history = await session.history()
     assert history[1].status is MessageStatus.INTERRUPTED
     assert history[3].text() == "Short answer to actually, stop."
+
+
+async def test_interrupt_with_the_last_part_seen_cuts_the_answer_there(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    """The reference's `interruptIfStreaming: {lastPart: {index, part}}`: history keeps
+    exactly what the user saw, not what the model streamed after it."""
+    client = await start_worker([streaming_agent])
+    session = client.session(unique_id, agent="streamer")
+    first = await session.send("long one")
+    shown = ""
+    async for event in first.stream():
+        if event.type == "text-delta":
+            shown += event.chunk.delta  # type: ignore[attr-defined]
+            if len(shown) >= 40:
+                break
+    # Parts as the AI SDK builds them: step-start, then the text part being streamed.
+    index = 1
+    cut = {"last_part": {"index": index, "part": {"type": "text", "text": shown}}}
+    second = await session.send("stop there", interrupt_if_streaming=cut)
+    assert (await first.outcome).status is TurnStatus.INTERRUPTED
+    assert (await second.outcome).status is TurnStatus.FINISHED
+    answer = (await session.history())[1]
+    assert answer.status is MessageStatus.INTERRUPTED
+    assert [p.type for p in answer.parts] == ["step-start", "text"]
+    assert answer.text() == shown and LONG_TEXT.startswith(shown)
+    assert len(shown) < len(LONG_TEXT)
+
+
+async def test_a_malformed_last_part_is_refused_before_anything_is_sent(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([streaming_agent])
+    session = client.session(unique_id, agent="streamer")
+    for bad in ({"last_part": {"index": -1, "part": {}}}, {"lastPart": {"part": {}}}, "yes"):
+        with pytest.raises(InvalidInput, match="interrupt_if_streaming"):
+            await session.send("hi", interrupt_if_streaming=bad)  # type: ignore[arg-type]
+    assert not await session.exists()
 
 
 async def test_continue_as_new_mid_session_keeps_history_state_usage_and_queue(

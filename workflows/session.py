@@ -181,7 +181,7 @@ class SessionWorkflow:
         if self._is_known(request.assistant_message_id):
             return
         if request.interrupt and self.turn is not None:
-            self.turn.interrupt()
+            self.turn.interrupt(request.last_part)
         self.inbox.append(request)
 
     @workflow.signal(name="interrupt")

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         ActivitySettings,
         ApprovalResponse,
         FinishReason,
+        LastPart,
         ModelStepParams,
         ModelStepResult,
         PublishParams,
@@ -49,7 +50,9 @@ with workflow.unsafe.imports_passed_through():
     from sessionflow.messages import (
         Message,
         MessageStatus,
+        ReasoningPart,
         Role,
+        TextPart,
         ToolApproval,
         ToolCall,
         ToolPart,
@@ -126,14 +129,19 @@ class Turn:
         # The transcript the latest model step saw; its tool calls see the same.
         self._seen: tuple[TranscriptRef | None, list[Message]] = (None, [])
         self._interrupting = False
+        # Where the client asked to cut the answer when it interrupted, if it did.
+        self._cut: LastPart | None = None
+        # Parts of the answer already committed (in earlier fragments of the message).
+        self._committed_parts = 0
         self._inflight: workflow.ActivityHandle[Any] | None = None
         self._pending: dict[str, str] = {}  # approval id -> tool call id
         self._answers: dict[str, ApprovalResponse] = {}  # tool call id -> answer
 
     # -- from handlers --------------------------------------------------------------
 
-    def interrupt(self) -> None:
+    def interrupt(self, cut: LastPart | None = None) -> None:
         self._interrupting = True
+        self._cut = cut or self._cut
         if self._inflight is not None:
             self._inflight.cancel()
 
@@ -160,7 +168,10 @@ class Turn:
             for step in range(session.limits.max_steps_per_turn):
                 self._step = step
                 # Between steps every part so far is final: commit them if large.
-                self.reply = await session.checkpoint(self.reply) or self.reply
+                continued = await session.checkpoint(self.reply) or self.reply
+                if continued is not self.reply:
+                    self._committed_parts += len(self.reply.parts)
+                    self.reply = continued
                 result = await self._model_step()
                 if self._interrupting or result is None:
                     return await self._abort()
@@ -303,9 +314,32 @@ class Turn:
     # -- endings --------------------------------------------------------------------
 
     async def _abort(self) -> TurnOutcome:
+        self._cut_where_seen()
         self._close_open_tool_parts(INTERRUPTED_TEXT)
         await self._publish([AbortChunk(reason=INTERRUPTED_TEXT)])
         return self._end(TurnStatus.INTERRUPTED)
+
+    def _cut_where_seen(self) -> None:
+        """Keep the answer up to the part the client showed last, and of a text or
+        reasoning part only the text it showed (when that is how the part begins).
+        Parts committed in earlier fragments stay: only the running one can be cut."""
+        cut = self._cut
+        if cut is None:
+            return
+        parts = self.reply.parts
+        index = cut.index - self._committed_parts
+        if index < 0:
+            del parts[:]
+            return
+        if index >= len(parts):
+            return
+        del parts[index + 1 :]
+        seen, shown = parts[index], cut.part.get("text")
+        shorter = isinstance(shown, str) and len(shown) < len(getattr(seen, "text", ""))
+        if isinstance(seen, TextPart | ReasoningPart) and shorter and seen.text.startswith(shown):
+            seen.text = shown
+            if isinstance(seen, ReasoningPart):
+                seen.signature = None  # a signature covers the whole reasoning
 
     def _close_open_tool_parts(self, why: str) -> None:
         """Every tool call in history gets an outcome, so the next model step is valid."""
