@@ -2,10 +2,10 @@
 
 A model id's prefix before `/` picks its provider. Besides the scripted provider
 (built by each worker from its agents' scripts), every worker has one of each
-registered provider (built in: `anthropic`) and the extra providers named by
+registered provider (built in: `anthropic`, `openai`) and the extra providers named by
 `SESSIONFLOW_PROVIDERS`, a comma-separated list of import paths `module:attr`:
 
-    SESSIONFLOW_PROVIDERS=mypkg.models:OpenAIProvider sessionflow worker --agents mypkg:agents
+    SESSIONFLOW_PROVIDERS=mypkg.models:GeminiProvider sessionflow worker --agents mypkg:agents
 
 The attribute an import path names may be
 
@@ -15,7 +15,7 @@ The attribute an import path names may be
 
 An extra provider with a registered provider's name replaces it. Code the worker
 imports anyway (its agents module, say) can instead call
-`register_provider("openai", factory)`.
+`register_provider("gemini", factory)`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,14 @@ def _anthropic(settings: Settings) -> ModelProvider:
     )
 
 
-_PROVIDERS: dict[str, ProviderFactory] = {"anthropic": _anthropic}
+def _openai(settings: Settings) -> ModelProvider:
+    from sessionflow.providers.openai import OpenAIProvider
+
+    # Reads OPENAI_API_KEY and OPENAI_BASE_URL now, and needs one of them only when used.
+    return OpenAIProvider()
+
+
+_PROVIDERS: dict[str, ProviderFactory] = {"anthropic": _anthropic, "openai": _openai}
 
 
 def register_provider(name: str, factory: ProviderFactory) -> None:

@@ -45,7 +45,14 @@ from sessionflow.workflows.session import SessionWorkflow
 # should it land during a workflow activation, from being re-imported in the sandbox.
 _WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "redis", "hiredis", "opentelemetry", "cryptography", "anthropic", "httpx"
+        "redis",
+        "hiredis",
+        "opentelemetry",
+        "cryptography",
+        "anthropic",
+        "httpx",
+        "openai",
+        "httpx2",
     )
 )
 
