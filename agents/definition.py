@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -10,6 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from sessionflow.agents.context import AgentContext, Resolvable, resolve
+from sessionflow.agents.mcp import MCPServer, check_servers
+from sessionflow.agents.mcp_tools import toolset
 from sessionflow.agents.tools import NeedsApproval, Tool
 from sessionflow.contract import ActivitySettings
 from sessionflow.ids import validate_agent_name
@@ -42,6 +45,7 @@ class Agent:
     active_tools: Resolvable[Sequence[str] | None] = None
     model_activity: ActivitySettings | None = None
     tool_activity: ActivitySettings | None = None
+    mcp_servers: tuple[MCPServer, ...] = ()
 
     def session(self, session_id: str) -> Any:
         """A handle on this agent's session `session_id` (a `sessionflow.client.Session`),
@@ -62,7 +66,16 @@ class Agent:
         return [self.model] if isinstance(self.model, Script) else []
 
     def tool(self, name: str) -> Tool[Any] | None:
-        return next((t for t in self.tools if t.name == name), None)
+        """The tool the model calls `name`: a local one, or one of an MCP server's,
+        found by its prefix without waiting for the server (see `agents.mcp_tools`)."""
+        local = next((t for t in self.tools if t.name == name), None)
+        if local is not None:
+            return local
+        for server in self.mcp_servers:
+            found = toolset(server).tool(name)
+            if found is not None:
+                return found
+        return None
 
     async def model_for(self, ctx: AgentContext) -> ModelOption:
         """This step's model: a `provider/model` string or a `Script`."""
@@ -70,10 +83,20 @@ class Agent:
         return model
 
     async def tools_for(self, ctx: AgentContext) -> list[Tool[Any]]:
+        """This step's tools: the local ones, then each MCP server's as it lists them
+        now (or as listed within its `tools_cache_seconds`), less those
+        `active_tools` leaves out. A server none of whose tools can be active is not
+        asked."""
         active = await resolve(self.active_tools, ctx, option="active_tools")
-        if active is None:
-            return list(self.tools)
-        return [t for t in self.tools if t.name in set(active)]
+        wanted = None if active is None else set(active)
+        tools = list(self.tools)
+        servers = [s for s in self.mcp_servers if wanted is None or any(s.owns(n) for n in wanted)]
+        if servers:
+            listed = await asyncio.gather(*(toolset(s).tools() for s in servers))
+            tools.extend(t for server_tools in listed for t in server_tools)
+        if wanted is None:
+            return tools
+        return [t for t in tools if t.name in wanted]
 
     async def requires_approval(self, tool: Tool[Any], args: BaseModel) -> bool:
         """The agent's rule for the tool if it has one, else the tool's own."""
@@ -105,6 +128,7 @@ def agent(
     active_tools: Resolvable[Sequence[str] | None] = None,
     model_activity: ActivitySettings | None = None,
     tool_activity: ActivitySettings | None = None,
+    mcp_servers: Sequence[MCPServer] = (),
 ) -> Agent:
     """Define an agent.
 
@@ -128,6 +152,10 @@ def agent(
             workflow learns them from the first.
         tool_activity: timeouts and retries of its tool calls; a tool's own
             `activity=` settings override these field by field.
+        mcp_servers: MCP servers (`MCPServerStdio`, `MCPServerHTTP`) whose tools the
+            model may call too, named `<server>__<tool>` (or the server's `prefix`).
+            They are listed before each model step; a local tool whose name starts
+            with a server's prefix is refused here.
     """
     validate_agent_name(name)
     if isinstance(model, str) and "/" not in model:
@@ -136,7 +164,10 @@ def agent(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"agent {name!r}: duplicate tool names {duplicates}")
-    unknown = sorted(set(needs_approval or {}) - set(names))
+    check_servers(name, mcp_servers, names)
+    unknown = sorted(
+        n for n in set(needs_approval or {}) - set(names) if not any(s.owns(n) for s in mcp_servers)
+    )
     if unknown:
         raise ValueError(f"agent {name!r}: needs_approval names unknown tools {unknown}")
     for schema, label in ((context_schema, "context_schema"), (state_schema, "state_schema")):
@@ -153,4 +184,5 @@ def agent(
         active_tools=active_tools,
         model_activity=model_activity,
         tool_activity=tool_activity,
+        mcp_servers=tuple(mcp_servers),
     )

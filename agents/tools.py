@@ -55,9 +55,15 @@ class Tool(Generic[InputT]):
     execute: Execute[InputT]
     needs_approval: NeedsApproval = False
     activity: ActivitySettings | None = None
+    # The input's JSON Schema when it is given as such rather than derived from
+    # `input_schema` (an MCP server's tools): what the model is shown. `input_schema`
+    # then checks calls against it.
+    input_json_schema: dict[str, Any] | None = None
 
     def json_schema(self) -> dict[str, Any]:
         """The input schema as JSON Schema, the form model providers take."""
+        if self.input_json_schema is not None:
+            return dict(self.input_json_schema)
         return self.input_schema.model_json_schema()
 
 

@@ -19,6 +19,8 @@ _EXPORTS = {
     "ToolContext": "sessionflow.agents",
     "agent": "sessionflow.agents",
     "tool": "sessionflow.agents",
+    "MCPServerStdio": "sessionflow.agents",
+    "MCPServerHTTP": "sessionflow.agents",
     "SessionClient": "sessionflow.client",
     "Session": "sessionflow.client",
     "SendResult": "sessionflow.client",
@@ -66,7 +68,15 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from sessionflow.agents import Agent, Tool, ToolContext, agent, tool
+    from sessionflow.agents import (
+        Agent,
+        MCPServerHTTP,
+        MCPServerStdio,
+        Tool,
+        ToolContext,
+        agent,
+        tool,
+    )
     from sessionflow.client import (
         SendResult,
         Session,

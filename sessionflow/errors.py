@@ -2,6 +2,7 @@
 
     SessionflowError
     ├── ConnectionFailed        Temporal or Redis cannot be reached
+    │   └── MCPServerUnavailable  an MCP server cannot be reached or dropped the connection
     ├── WorkerUnavailable       no worker polls the session's task queue
     ├── SessionStuck            the session's workflow task keeps failing (the cause is named)
     ├── InvalidInput            a message, id, context or option that cannot be accepted
@@ -17,6 +18,7 @@
     ├── ModelError              the model call failed
     │   ├── ModelUnavailable    transient: rate limited, overloaded, cut off (retried)
     │   └── InvalidModelRequest the provider refused the request (not retried)
+    ├── MCPServerRefused        an MCP server cannot be used as configured (not retried)
     ├── TurnFailed              a turn ended in failure (`TurnOutcome.raise_for_failure()`)
     └── SandboxError            a sandbox could not do what was asked (retried)
         ├── SandboxNotFound     the sandbox id names nothing (anymore)
@@ -60,6 +62,11 @@ class StreamUnavailable(ConnectionFailed):
 
 class TemporalUnavailable(ConnectionFailed):
     """The Temporal server did not answer (it is down or restarting)."""
+
+
+class MCPServerUnavailable(ConnectionFailed):
+    """An agent's MCP server did not answer: down, restarting, or it dropped the
+    connection. Retried, like any infrastructure trouble."""
 
 
 class WorkerUnavailable(SessionflowError):
@@ -149,6 +156,14 @@ class ModelUnavailable(ModelError):
 
 class InvalidModelRequest(ModelError):
     pass
+
+
+class MCPServerRefused(SessionflowError):
+    """An agent's MCP server cannot be used as configured: its command does not start,
+    its URL or credentials are wrong, or its tool names clash. Retrying will not help."""
+
+    http_status = 502
+    code = "mcp_server_refused"
 
 
 class TurnFailed(SessionflowError):
