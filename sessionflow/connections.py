@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import cast
+from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, ExternalStorage
@@ -126,25 +131,90 @@ async def connect_temporal(
 REDIS_MAX_CONNECTIONS = 10_000
 
 
+# `redis+cluster://` and `rediss+cluster://` name any node of a Redis Cluster; redis-py
+# takes the URL with the plain scheme.
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def cluster_node_url(url: str) -> str | None:
+    """The URL of a cluster node as `RedisCluster.from_url` takes it, when `url` names a
+    Redis Cluster (`redis+cluster://` or `rediss+cluster://`); None for a single Redis.
+    A cluster has only database 0: any other is an `InvalidInput`."""
+    scheme, sep, rest = url.strip().partition("://")
+    plain = _CLUSTER_SCHEMES.get(scheme.lower()) if sep else None
+    if plain is None:
+        return None
+    try:
+        database = urlsplit(url.strip()).path.strip("/")
+    except ValueError:
+        database = ""
+    if database not in ("", "0"):
+        raise InvalidInput(f"REDIS_URL: a Redis Cluster has only database 0, not /{database}")
+    return f"{plain}://{rest}"
+
+
 def redis_client(url: str) -> Redis:
     """A Redis client whose calls fail within seconds when Redis stops answering, so
     stream writers and readers notice and retry instead of hanging (the readers'
-    blocking reads wait 2 s, well inside the socket timeout)."""
+    blocking reads wait 2 s, well inside the socket timeout).
+
+    For a `redis+cluster://` URL it is redis-py's `RedisCluster`: it learns the other
+    nodes from the one named, sends each command to the primary of its key's slot,
+    follows MOVED/ASK redirections and re-reads the topology after a failover. It
+    retries a failed command itself only a few times, at once: stream writers and
+    readers wait out a longer failover with their own backoff. (It is typed `Redis`
+    because callers are; the code that talks to Redis, `sessionflow.streams`, is typed
+    and checked against both clients.)
+    """
+    cluster_url = cluster_node_url(url)
+    if cluster_url is not None:
+        cluster = RedisCluster.from_url(
+            cluster_url,
+            socket_connect_timeout=5,
+            socket_timeout=15,
+            max_connections=REDIS_MAX_CONNECTIONS,  # per node
+            retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=1.0), retries=3),
+        )
+        return cast(Redis, cluster)
     return Redis.from_url(
         url, socket_connect_timeout=5, socket_timeout=15, max_connections=REDIS_MAX_CONNECTIONS
     )
 
 
 async def connect_redis(url: str) -> Redis:
-    """`redis_client`, checked with a ping so a wrong URL fails with advice."""
+    """`redis_client`, checked with a ping so a wrong URL fails with advice; a single-node
+    URL (`redis://`) that reaches a node of a Redis Cluster is refused, since most keys
+    would then answer MOVED."""
     remember_url_password(url)
     redis = redis_client(url)
+    cluster = isinstance(redis, RedisCluster)
     try:
         await redis.ping()
-    except (RedisError, OSError) as err:
+        on_cluster_node = not cluster and await _cluster_enabled(redis)
+    except (RedisError, RedisClusterException, OSError) as err:
         await redis.aclose()
-        raise ConnectionFailed(
-            f"cannot reach Redis at {redact_url(url)}: {err}. Is `sessionflow dev` running, "
-            "or REDIS_URL set (with the password: redis://:<password>@host:port/db)?"
-        ) from err
+        if cluster:
+            advice = "Is REDIS_URL a node of the cluster (redis+cluster://:<password>@host:port)?"
+        else:
+            advice = (
+                "Is `sessionflow dev` running, or REDIS_URL set (with the password: "
+                "redis://:<password>@host:port/db)?"
+            )
+        raise ConnectionFailed(f"cannot reach Redis at {redact_url(url)}: {err}. {advice}") from err
+    if on_cluster_node:
+        await redis.aclose()
+        raise InvalidInput(
+            f"REDIS_URL {redact_url(url)} is a node of a Redis Cluster: write it "
+            "redis+cluster://... (or rediss+cluster:// for TLS)"
+        )
     return redis
+
+
+async def _cluster_enabled(redis: Redis) -> bool:
+    """Whether a single-node client reached a cluster node (False if INFO is refused,
+    as some managed services do)."""
+    try:
+        info = await redis.info("cluster")
+    except ResponseError:
+        return False
+    return bool(info.get("cluster_enabled"))

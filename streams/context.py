@@ -4,6 +4,9 @@
 memos and search attributes are durable and widely readable, so the context goes
 to Redis with a TTL and only a random reference travels through signals and
 activity parameters (DESIGN.md rule 3). Activities look it up when they need it.
+
+The key carries the session's hash tag (`streams.keys`), so on a Redis Cluster a
+session's context lives on the shard of its stream; each call here is one command.
 """
 
 from __future__ import annotations
@@ -13,20 +16,28 @@ import secrets
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from sessionflow.errors import InvalidInput
+from sessionflow.streams.keys import session_prefix
 
 DEFAULT_TTL_SECONDS = 24 * 3600
 
 
 class ContextStore:
-    def __init__(self, redis: Redis, *, ttl_seconds: int = DEFAULT_TTL_SECONDS, prefix: str = "sf"):
+    def __init__(
+        self,
+        redis: Redis | RedisCluster,
+        *,
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        prefix: str = "sf",
+    ):
         self._redis = redis
         self._ttl = ttl_seconds
         self._prefix = prefix
 
     def _key(self, workflow_id: str, ref: str) -> str:
-        return f"{self._prefix}:{{{workflow_id}}}:ctx:{ref}"
+        return f"{session_prefix(workflow_id, prefix=self._prefix)}:ctx:{ref}"
 
     async def put(self, workflow_id: str, context: Any) -> str:
         """Store a turn's context; returns the reference to pass instead of it."""
@@ -36,11 +47,7 @@ class ContextStore:
 
     async def get(self, workflow_id: str, ref: str) -> Any:
         """The context behind a reference, its lifetime renewed; raises if it expired."""
-        key = self._key(workflow_id, ref)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(key)
-            pipe.expire(key, self._ttl)
-            raw, _ = await pipe.execute()
+        raw = await self._redis.getex(self._key(workflow_id, ref), ex=self._ttl)
         if raw is None:
             raise InvalidInput(
                 "this turn's context has expired or was never stored "

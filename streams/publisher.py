@@ -7,17 +7,23 @@ TTL). While one write is in flight the next batch accumulates, so a fast model
 costs a few round trips per second, not one per token.
 
 When Redis is unreachable a writer keeps its chunks, in order, and retries with
-backoff, so a Redis restart mid-step costs readers a pause, not a gap. Only a longer
-outage loses chunks: a writer that closes once Redis has been down for
-`outage_grace` seconds drops what it still holds (logged, counted) rather than hold
-up the step, whose result is recorded in workflow history regardless; readers fall
-back to `history()`. A batch whose reply was lost after Redis applied it is written
-again, so a restart can, rarely, repeat a few chunks.
+backoff, so a Redis restart or a Redis Cluster failover mid-step costs readers a
+pause, not a gap. Only a longer outage loses chunks: a writer that closes once Redis
+has been down for `outage_grace` seconds drops what it still holds (logged, counted)
+rather than hold up the step, whose result is recorded in workflow history
+regardless; readers fall back to `history()`.
+
+Writes are idempotent. Each writer has a random token and numbers its chunks; the
+script records, beside the stream, how many of the writer's chunks it holds, and a
+retried batch (its first try's reply lost to a dropped connection, whether retried by
+the writer or by redis-py's cluster client) adds only the chunks that are not there
+yet. So a retry never repeats a chunk. Once a writer is done its record is deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +31,7 @@ from types import TracebackType
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from sessionflow.chunks import Chunk, DataChunk
 from sessionflow.streams.backoff import Backoff
@@ -33,24 +39,37 @@ from sessionflow.streams.keys import StreamKeys
 
 log = structlog.get_logger(__name__)
 
-# KEYS: chunks stream, index hash.
+# KEYS: chunks stream, index hash, write marks hash (one hash tag: one slot).
 # ARGV: max length, ttl seconds, message id, step, attempt, source, 1-based position
-# of the batch's `start` chunk (0 if none), then the chunk JSON documents.
+# of the batch's `start` chunk (0 if none), writer token, the writer's number of the
+# batch's first chunk, then the chunk JSON documents. Chunks the writer's mark says
+# are already in the stream are skipped; returns the ids of the entries added.
 _PUBLISH_SCRIPT = """
 local ids = {}
 local start_at = tonumber(ARGV[7])
-for i = 8, #ARGV do
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-    'chunk', ARGV[i], 'msg', ARGV[3], 'step', ARGV[4], 'attempt', ARGV[5], 'src', ARGV[6])
-  ids[#ids + 1] = id
-  if i - 7 == start_at then
-    redis.call('HSET', KEYS[2], 'latest', ARGV[3], ARGV[3], id)
+local first = tonumber(ARGV[9])
+local done = tonumber(redis.call('HGET', KEYS[3], ARGV[8]) or '0')
+for i = 10, #ARGV do
+  if first + i - 10 > done then
+    local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+      'chunk', ARGV[i], 'msg', ARGV[3], 'step', ARGV[4], 'attempt', ARGV[5], 'src', ARGV[6])
+    ids[#ids + 1] = id
+    if i - 9 == start_at then
+      redis.call('HSET', KEYS[2], 'latest', ARGV[3], ARGV[3], id)
+    end
   end
+end
+if #ids > 0 then
+  redis.call('HSET', KEYS[3], ARGV[8], first + #ARGV - 10)
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
 return ids
 """
+
+# Errors after which a write may be tried again (with the same token and numbers).
+WRITE_ERRORS = (RedisError, RedisClusterException, OSError)
 
 
 @dataclass(frozen=True)
@@ -81,6 +100,9 @@ class StepStream:
 class StreamPublisher:
     """Writes UI message chunks to per-session Redis streams."""
 
+    # Or a `RedisCluster` (see `sessionflow.connections.redis_client`): the script and
+    # HDEL go to the primary of the session's slot. Typed `Redis` for the activities
+    # that take this client from here.
     redis: Redis
     retention: Retention = field(default_factory=Retention)
     prefix: str = "sf"
@@ -100,10 +122,26 @@ class StreamPublisher:
         """How long writes have been failing without a success in between (0 if not)."""
         return 0.0 if self._down_since is None else time.monotonic() - self._down_since
 
-    async def publish(self, where: StepStream, chunks: Sequence[Chunk]) -> list[str]:
-        """Write chunks now, in order, and return their entry ids; raises on Redis errors."""
+    async def publish(
+        self,
+        where: StepStream,
+        chunks: Sequence[Chunk],
+        *,
+        writer: str | None = None,
+        first: int = 1,
+    ) -> list[str]:
+        """Write chunks now, in order, and return the ids of the entries added; raises on
+        Redis errors.
+
+        `writer` is a token under which chunks are numbered (`first` is the number of
+        the first of `chunks`): chunks of that writer already in the stream, up to the
+        highest number written, are skipped, so the same batch can be sent again after
+        an error without repeating a chunk. Without a token the call is its own writer,
+        forgotten once written.
+        """
         if not chunks:
             return []
+        token = writer or secrets.token_hex(8)
         keys = StreamKeys.for_workflow(where.workflow_id, prefix=self.prefix)
         start_at = next((i + 1 for i, c in enumerate(chunks) if c.type == "start"), 0)
         args: list[str | int] = [
@@ -114,19 +152,31 @@ class StreamPublisher:
             where.attempt,
             where.source,
             start_at,
+            token,
+            first,
         ]
         args.extend(c.to_json() for c in chunks)
         started = time.monotonic()
         try:
-            ids = await self._script(keys=[keys.chunks, keys.index], args=args)
-        except (RedisError, OSError):
+            ids = await self._script(keys=[keys.chunks, keys.index, keys.writes], args=args)
+        except WRITE_ERRORS:
             if self._down_since is None:
                 self._down_since = started
             raise
         self._down_since = None
         if self.on_write is not None:
-            self.on_write(time.monotonic() - started, len(chunks))
+            self.on_write(time.monotonic() - started, len(ids))
+        if writer is None:
+            await self.forget(where.workflow_id, token)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+    async def forget(self, workflow_id: str, writer: str) -> None:
+        """Delete a finished writer's mark (best effort: it expires with the stream)."""
+        keys = StreamKeys.for_workflow(workflow_id, prefix=self.prefix)
+        try:
+            await self.redis.hdel(keys.writes, writer)
+        except WRITE_ERRORS as err:
+            log.debug("could not delete a writer's mark", workflow_id=workflow_id, error=str(err))
 
     async def has_started(self, workflow_id: str, message_id: str) -> bool:
         """Whether the message's `start` chunk is in the stream."""
@@ -159,6 +209,10 @@ class ChunkWriter:
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        # Chunks are numbered 1, 2, ... under this writer's token; `_sent` of them are in
+        # the stream (or were dropped), and the first pending one is number `_sent + 1`.
+        self._token = secrets.token_hex(8)
+        self._sent = 0
         self.written = 0
         self.dropped = 0
 
@@ -190,6 +244,10 @@ class ChunkWriter:
         if self._task is not None:
             # Shielded so a cancelled activity still gets its final chunks (abort) out.
             await asyncio.shield(self._task)
+        if self.written and not self._failing:
+            # Nothing of ours can be retried any more. (After an outage the mark is
+            # left to expire with the stream rather than wait on Redis again.)
+            await asyncio.shield(self._publisher.forget(self._where.workflow_id, self._token))
 
     async def _run(self) -> None:
         backoff = Backoff()
@@ -213,8 +271,10 @@ class ChunkWriter:
         """Write everything queued; on a Redis error keep it, in order, for the next try."""
         batch, self._pending = self._pending, []
         try:
-            await self._publisher.publish(self._where, batch)
-        except (RedisError, OSError) as err:
+            await self._publisher.publish(
+                self._where, batch, writer=self._token, first=self._sent + 1
+            )
+        except WRITE_ERRORS as err:
             self._pending = batch + self._pending
             if not self._failing:
                 log.warning(
@@ -226,11 +286,15 @@ class ChunkWriter:
                 )
             self._failing = True
             return False
+        self._sent += len(batch)
         self.written += len(batch)
         self._failing = False
         return True
 
     def _drop(self, reason: str) -> None:
+        # Dropped chunks keep their numbers: a later chunk must not reuse one that a
+        # lost reply may have written.
+        self._sent += len(self._pending)
         self.dropped += len(self._pending)
         log.warning(
             "stream chunks dropped; history keeps the step",

@@ -12,10 +12,13 @@ and output of attempts that a later retry superseded is left out of it, so a
 replay shows each step once. Live readers get the `data-retry` announcement and
 drop the superseded output themselves (`streams.assemble` does).
 
-A reader survives Redis restarts: on a connection error it reconnects and goes on
-from the last entry it yielded, so its consumer sees a pause, not an error or a
-gap. Only when Redis stays unreachable for `reconnect_seconds` does it raise
-`StreamUnavailable` (the session's `history()` has the full record).
+A reader survives Redis restarts and Redis Cluster failovers: on a connection error
+(or CLUSTERDOWN, or its blocking read released by a primary turned replica) it
+reconnects and goes on from the last entry it yielded, so its consumer sees a pause,
+not an error or a gap. Only when Redis stays unreachable for `reconnect_seconds` does
+it raise `StreamUnavailable` (the session's `history()` has the full record). On a
+cluster, every command here names one key, or keys of one session (one hash tag, so
+one slot): each goes to the primary of the session's slot, a blocking XREAD included.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from sessionflow.chunks import TERMINAL_TYPES, Chunk, parse_chunk
 from sessionflow.errors import CursorOutOfRange, InvalidInput, StreamUnavailable
-from sessionflow.streams.backoff import Backoff
+from sessionflow.streams.backoff import Backoff, is_unreachable
 from sessionflow.streams.keys import LATEST_SENT, LATEST_STARTED, StreamKeys
 
 _PAGE = 1000
@@ -41,8 +44,17 @@ _PAGE = 1000
 # (the publisher then sets the index's lifetime with the stream's).
 SENT_TTL_SECONDS = 7 * 24 * 3600
 
+# Record a sent message id and return the one it replaced, in one step.
+# KEYS: index hash. ARGV: the message id, the field name, the index's lifetime (s).
+_RECORD_SCRIPT = """
+local previous = redis.call('HGET', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return previous
+"""
+
 # Put back the previous "sent" id, unless another send has recorded its own since.
-# KEYS: index hash. ARGV: our message id, the previous id ("" if none).
+# KEYS: index hash. ARGV: our message id, the previous id ("" if none), the field name.
 _UNRECORD_SCRIPT = """
 if redis.call('HGET', KEYS[1], ARGV[3]) == ARGV[1] then
   if ARGV[2] == '' then
@@ -122,7 +134,7 @@ class StreamReader:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         prefix: str = "sf",
         block_ms: int = 2_000,
@@ -178,8 +190,10 @@ class StreamReader:
                         yield event
                         if not follow and event.type in TERMINAL_TYPES:
                             return
-            except (RedisConnectionError, RedisTimeoutError, OSError) as err:
+            except (RedisError, RedisClusterException, OSError) as err:
                 # Only an unreachable Redis is waited out; a refused command is raised.
+                if not is_unreachable(err):
+                    raise
                 await outage.wait_or_raise(err, workflow_id)
 
     async def _events(
@@ -231,11 +245,10 @@ class StreamReader:
         """Record `message_id` as the answer readers without a cursor follow; call it
         before the send is signalled. Returns the id it replaced, for `unrecord_sent`."""
         keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hget(keys.index, LATEST_SENT)
-            pipe.hset(keys.index, LATEST_SENT, message_id)
-            pipe.expire(keys.index, SENT_TTL_SECONDS)
-            previous, _, _ = await pipe.execute()
+        # A script rather than MULTI: atomic on any Redis, and one command to a cluster.
+        previous: bytes | str | None = await self._redis.eval(
+            _RECORD_SCRIPT, 1, keys.index, message_id, LATEST_SENT, SENT_TTL_SECONDS
+        )
         return None if previous is None else _decode(previous)
 
     async def unrecord_sent(self, workflow_id: str, message_id: str, previous: str | None) -> None:
