@@ -2,7 +2,8 @@
 
 Accepted, as in the reference agent SDK:
 - a string;
-- a UI message `{"role": "user", "parts": [...], "metadata": ..., "id": ...}`;
+- a UI message `{"role": "user", "parts": [...], "metadata": ..., "id": ...}`, its parts
+  as the AI SDK writes them (`text`, `file` with `mediaType` and `url`, `data-<name>`);
 - a list of parts;
 - `{"type": "message", "message": <UI message>}`;
 - `{"type": "approval", "approval": {"approval_id": ..., "approved": bool, "reason": ...}}`.
@@ -11,6 +12,8 @@ Anything else is an `InvalidInput` naming what is wrong.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import uuid
 from typing import Any
@@ -20,11 +23,25 @@ from pydantic_core import PydanticSerializationError
 
 from sessionflow.contract import ApprovalResponse
 from sessionflow.errors import InvalidInput
-from sessionflow.messages import Message, MessageStatus, Role, TextPart
+from sessionflow.messages import (
+    MAX_FILE_BYTES,
+    MAX_MESSAGE_FILE_BYTES,
+    DataPart,
+    FilePart,
+    Message,
+    MessageStatus,
+    Role,
+    TextPart,
+)
+from sessionflow.ui_messages import from_ui_part
 from sessionflow.validation import describe
 
-# A single message larger than this would crowd Temporal's 2 MB payload limit.
+# A message larger than this, files aside, would crowd Temporal's 2 MB payload limit.
 MAX_MESSAGE_BYTES = 256 * 1024
+# Files have limits of their own (MAX_FILE_BYTES, MAX_MESSAGE_FILE_BYTES in messages).
+# An https:// file reference is a URL, not a payload.
+MAX_FILE_URL_CHARS = 8 * 1024
+MAX_MEDIA_TYPE_CHARS = 255
 # Sandbox ids are short (E2B's are ~20 characters, local ones at most 64).
 MAX_SANDBOX_ID_LENGTH = 256
 
@@ -92,12 +109,63 @@ def user_message(value: Any) -> Message:
         raise InvalidInput(f"messages sent to a session must have role 'user', not {message.role}")
     if not message.parts:
         raise InvalidInput("message has no parts")
-    _check_json_size("message", message)
+    if all(isinstance(p, DataPart) for p in message.parts):
+        # The model is never shown data parts: it would answer nothing at all.
+        raise InvalidInput("message has only data parts; add a text or file part")
+    file_bytes = _check_files(message.file_parts())
+    _check_json_size("message", message, file_bytes)
     return message.model_copy(update={"status": MessageStatus.COMPLETE})
 
 
-def _check_json_size(what: str, model: BaseModel) -> None:
-    """Refuse what cannot travel through Temporal as JSON, or is over the size limit.
+def _check_files(files: list[FilePart]) -> int:
+    """Check each file part's URL and size; return the characters their data URLs take
+    (they count against the files' limits, not the message's)."""
+    decoded_total = url_chars = 0
+    for n, part in enumerate(files):
+        name = f"file {n + 1}" + (f" ({part.filename!r})" if part.filename else "")
+        media = part.media_type
+        if not media.strip() or len(media) > MAX_MEDIA_TYPE_CHARS or not media.isprintable():
+            raise InvalidInput(f"{name}: mediaType must be a media type such as 'image/png'")
+        if part.url.startswith("https://"):
+            if len(part.url) > MAX_FILE_URL_CHARS or not part.url.isprintable():
+                raise InvalidInput(
+                    f"{name}: an https:// URL is at most {MAX_FILE_URL_CHARS} printable characters"
+                )
+            continue
+        size = _data_url_bytes(name, part.url)
+        if size > MAX_FILE_BYTES:
+            raise InvalidInput(
+                f"{name} is {size} bytes; a file is at most {MAX_FILE_BYTES} bytes "
+                f"({MAX_FILE_BYTES // (1024 * 1024)} MiB) once decoded"
+            )
+        decoded_total += size
+        url_chars += len(part.url)
+    if decoded_total > MAX_MESSAGE_FILE_BYTES:
+        raise InvalidInput(
+            f"the message's files are {decoded_total} bytes together; at most "
+            f"{MAX_MESSAGE_FILE_BYTES} bytes ({MAX_MESSAGE_FILE_BYTES // (1024 * 1024)} MiB) "
+            "go in one message"
+        )
+    return url_chars
+
+
+def _data_url_bytes(name: str, url: str) -> int:
+    """The decoded size of a base64 `data:` URL; `InvalidInput` for any other URL."""
+    header, comma, data = url.partition(",")
+    if not url.startswith("data:") or not comma or not header.endswith(";base64"):
+        raise InvalidInput(
+            f"{name}: url must be a base64 data: URL ('data:<media type>;base64,...') "
+            "or an https:// URL"
+        )
+    try:
+        return len(base64.b64decode(data, validate=True))
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{name}: the data: URL's content is not valid base64") from None
+
+
+def _check_json_size(what: str, model: BaseModel, exempt: int = 0) -> None:
+    """Refuse what cannot travel through Temporal as JSON, or is over the size limit
+    (not counting `exempt` characters: files' data URLs, bounded on their own).
 
     Text with lone surrogates (e.g. a JSON `"\\ud800"` escape) or metadata holding
     non-JSON values (objects, invalid UTF-8 bytes, cycles) validate as `str`/`Any`
@@ -105,7 +173,7 @@ def _check_json_size(what: str, model: BaseModel) -> None:
     `PydanticSerializationError` from inside the Temporal client (a 500 in the gateway).
     """
     try:
-        size = len(model.model_dump_json())
+        size = len(model.model_dump_json()) - exempt
     except PydanticSerializationError as err:
         raise InvalidInput(f"{what} cannot be sent as JSON: {err}") from None
     if size > MAX_MESSAGE_BYTES:
@@ -138,6 +206,9 @@ def _is_utf8(text: str) -> bool:
 
 
 def _validated(data: dict[str, Any]) -> Message:
+    parts = data.get("parts")
+    if isinstance(parts, list):
+        data = {**data, "parts": [from_ui_part(p) for p in parts]}
     try:
         return Message.model_validate({"id": new_message_id(), **data})
     except ValidationError as err:

@@ -6,9 +6,15 @@ tool calls), so the sandbox is the same one the agent's tools use.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
 from sessionflow.client.calls import SessionCalls
 from sessionflow.contract import ExecRequest, ExecResult, SandboxStatus, SessionInfo
-from sessionflow.errors import SessionNotFound
+from sessionflow.errors import InvalidInput, SessionNotFound
+from sessionflow.validation import describe
 from sessionflow.workflows.session import SessionWorkflow
 
 
@@ -20,7 +26,7 @@ class SessionSandbox:
 
     async def exec(
         self,
-        command: str,
+        command: str | Mapping[str, Any],
         args: list[str] | None = None,
         cwd: str | None = None,
         timeout: float | None = None,
@@ -29,9 +35,16 @@ class SessionSandbox:
 
         Without `args`, `command` is a shell command line. With `args`, `command` is
         the program and each argument reaches it as is (quoted for you). A non-zero
-        exit code is a result, not an error.
+        exit code is a result, not an error. The reference SDK's one-object form,
+        `exec({"command": "npm", "args": ["test"]})`, works too.
         """
-        request = ExecRequest(command=command, args=args, cwd=cwd, timeout=timeout)
+        if isinstance(command, Mapping):
+            try:
+                request = ExecRequest.model_validate(command)
+            except ValidationError as err:
+                raise InvalidInput(f"sandbox.exec: {describe(err, ExecRequest)}") from None
+        else:
+            request = ExecRequest(command=command, args=args, cwd=cwd, timeout=timeout)
         await self._calls.start()
         result: ExecResult = await self._calls.update(SessionWorkflow.sandbox_exec, request)
         return result

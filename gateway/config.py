@@ -29,7 +29,9 @@ def parse_api_keys(spec: str) -> dict[str, str]:
 class GatewayConfig:
     api_keys: Mapping[str, str] = field(default_factory=dict)
     default_agent: str = "demo"
-    max_body_bytes: int = 1024 * 1024
+    # The largest body that posts a message: room for a message's files (10 MiB decoded,
+    # base64 in JSON) and its text. Other bodies are at most 256 KiB (limits.py).
+    max_body_bytes: int = 16 * 1024 * 1024
     heartbeat_seconds: float = 15.0
     host: str = "127.0.0.1"
     port: int = 8000

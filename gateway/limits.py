@@ -16,10 +16,26 @@ from sessionflow.gateway.problems import Problem, problem
 STREAM_RETRY_AFTER = 5
 
 
+# Bodies that carry no message (approvals, updates) are small; at most this many bytes
+# (or `max_bytes`, if lower), so only the routes that take files take large bodies.
+SMALL_BODY_BYTES = 256 * 1024
+
+
+def carries_message(scope: Scope) -> bool:
+    """Whether the request posts a message, which may hold files: `POST /api/chat` and
+    `POST /v1/sessions/{id}/messages`."""
+    path: str = scope["path"]
+    return scope["method"] == "POST" and (
+        path == "/api/chat" or (path.startswith("/v1/sessions/") and path.endswith("/messages"))
+    )
+
+
 class BodyLimit:
-    """Answers 413 for bodies over `max_bytes` (declared or streamed) and 408 for a
+    """Answers 413 for bodies over the limit (declared or streamed) and 408 for a
     body that is not all there `timeout` seconds after the headers (a slow drip holds
-    a connection and a task; there is no read timeout in uvicorn for it).
+    a connection and a task; there is no read timeout in uvicorn for it). The limit is
+    `max_bytes` for requests that post a message (files make them large) and at most
+    `SMALL_BODY_BYTES` for the others.
 
     A response sent before the body was read (an auth failure, say) closes the
     connection: the rest of the body would otherwise keep it busy for as long as the
@@ -34,10 +50,13 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes
+        if not carries_message(scope):
+            limit = min(limit, SMALL_BODY_BYTES)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(_TooLarge(self.max_bytes), scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(_TooLarge(limit), scope, receive, send)
             return
         deadline = asyncio.get_running_loop().time() + self.timeout
         body_done = declared in (None, b"0") and b"transfer-encoding" not in headers
@@ -57,8 +76,8 @@ class BodyLimit:
                 raise refused from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    refused = _TooLarge(self.max_bytes)
+                if seen > limit:
+                    refused = _TooLarge(limit)
                     raise refused
                 body_done = not message.get("more_body", False)
             else:

@@ -1,32 +1,61 @@
-"""Request and response bodies of the REST API (they make up /openapi.json)."""
+"""Request and response bodies of the REST API (they make up /openapi.json).
+
+Field names are the AI SDK's and the reference Sessions API's camelCase
+(`interruptIfStreaming`, `assistantMessageId`, ...), in requests and answers alike;
+requests may still spell them in snake_case, as the first version of this API did.
+The Python names stay snake_case.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic.alias_generators import to_camel
+
+from sessionflow.messages import MAX_FILE_BYTES, MAX_MESSAGE_FILE_BYTES
+
+_CAMEL = ConfigDict(
+    alias_generator=to_camel,
+    validate_by_name=True,
+    validate_by_alias=True,
+    serialize_by_alias=True,
+)
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Model(BaseModel):
+    model_config = _CAMEL
+
+
+class _Body(_Model):
+    model_config = ConfigDict(**_CAMEL, extra="forbid")
 
 
 class SendBody(_Body):
     message: str | dict[str, Any] | list[dict[str, Any]] = Field(
-        description="Text, a UI message {role: 'user', parts}, or a list of parts."
+        description="Text, a UI message {role: 'user', parts}, or a list of parts. Parts: "
+        "{type: 'text', text}, {type: 'file', mediaType, url, filename?} (url a base64 "
+        f"data: URL of at most {MAX_FILE_BYTES} bytes decoded, "
+        f"{MAX_MESSAGE_FILE_BYTES} for all files of a message, or an https:// URL), "
+        "{type: 'data-<name>', id?, data} (kept in history, never shown to the model)."
     )
-    interrupt_if_streaming: bool = False
+    interrupt_if_streaming: bool | dict[str, Any] = Field(
+        default=False,
+        description="true: interrupt the answer being streamed first; {lastPart: {index, "
+        "part}}: also say which part of it the user saw last (index among the answer's "
+        "parts, content as shown), and the interrupted answer is cut there.",
+    )
     context: dict[str, Any] | None = Field(
         default=None, description="Transient context; validated, never persisted."
     )
     sandbox_id: str | None = None
 
 
-class SendResponse(BaseModel):
+class SendResponse(_Model):
     assistant_message_id: str
 
 
-class OutcomeResponse(BaseModel):
+class OutcomeResponse(_Model):
     """How an answer ended; `done` is False (and the rest None) while it goes on."""
 
     message_id: str
@@ -47,18 +76,77 @@ class UpdateBody(_Body):
     last_message_id: str | None = None
 
 
-class HistoryResponse(BaseModel):
-    messages: list[dict[str, Any]]
+class HistoryResponse(_Model):
+    messages: list[dict[str, Any]] = Field(
+        description="AI SDK UIMessage objects, oldest first: {id, role, parts, metadata?}; "
+        "an assistant message's metadata holds its status (streaming, complete, "
+        "interrupted, failed) and, when it failed, the error."
+    )
     offset: int
     count: int
 
 
-class ChatRequest(BaseModel):
+class TokenUsage(_Model):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class StepUsageBody(_Model):
+    message_id: str
+    step: int
+    model: str
+    usage: TokenUsage
+
+
+class UsageResponse(_Model):
+    """Token use per step (the most recent steps), in total and by model."""
+
+    total: TokenUsage
+    by_model: dict[str, TokenUsage]
+    steps: list[StepUsageBody]
+
+
+class InfoResponse(_Model):
+    """A cheap look at one session, without its messages."""
+
+    session_id: str
+    agent: str
+    status: str
+    busy: bool
+    queued: int
+    message_count: int
+    usage: TokenUsage
+    sandbox_id: str | None = Field(description="The session's sandbox (VibeKit's getSession)")
+    pending_approvals: list[str]
+
+
+class SessionRow(_Model):
+    session_id: str
+    agent: str
+    status: str
+    tokens: int
+    pending_approvals: int
+    last_activity: str | None
+    ui_url: str = Field(description="The session's workflow in the Temporal UI")
+
+
+class SessionsResponse(_Model):
+    sessions: list[SessionRow]
+
+
+class ChatRequest(_Model):
     """The body the AI SDK's DefaultChatTransport posts."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(**_CAMEL, extra="allow")
 
     id: str
     messages: list[dict[str, Any]] = Field(min_length=1)
     trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
-    message_id: str | None = Field(default=None, alias="messageId")
+    message_id: str | None = None

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from pydantic.alias_generators import to_snake
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sessionflow import errors
@@ -84,10 +85,14 @@ def install(app: FastAPI) -> None:
 
 def _declared_names(app: FastAPI) -> frozenset[str]:
     """The names the API declares: body fields (every model's, from the OpenAPI
-    description), parameters, and where a value comes from (`body`, `query`, ...)."""
+    description, in both spellings), parameters, and where a value comes from (`body`,
+    `query`, ...)."""
     cached: frozenset[str] | None = getattr(app.state, "declared_names", None)
     if cached is not None:
         return cached
     names = {"body", "query", "path", "header", "cookie"} | names_in(app.openapi(), parameters=True)
+    # Bodies are described in camelCase but still accept snake_case, which an error's
+    # path then names (`sandbox_id`): those spellings are declared as well.
+    names |= {to_snake(name) for name in names}
     app.state.declared_names = frozenset(names)
     return app.state.declared_names  # type: ignore[no-any-return]

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
-from sessionflow.contract import ApprovalResponse, UsageReport
+from sessionflow.contract import ApprovalResponse
 from sessionflow.gateway.models import (
     ApprovalBody,
     HistoryResponse,
+    InfoResponse,
     OutcomeResponse,
     SendBody,
     SendResponse,
+    SessionRow,
+    SessionsResponse,
     UpdateBody,
+    UsageResponse,
 )
 from sessionflow.gateway.sse import sse_response
 from sessionflow.gateway.tenancy import (
@@ -26,6 +30,7 @@ from sessionflow.gateway.tenancy import (
     Slots,
     Tenant,
 )
+from sessionflow.ui_messages import to_ui_messages
 
 router = APIRouter(prefix="/v1/sessions")
 
@@ -40,25 +45,25 @@ async def sessions(
     client: Client,
     config: Config,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> Any:
+) -> SessionsResponse:
     """The tenant's running sessions, most recently active first, with a Temporal UI link."""
     prefix = f"{owner}:"
     rows = await client.list_sessions(prefix=prefix, limit=limit)
     base = f"{config.temporal_ui_url}/namespaces/{quote(config.namespace)}/workflows"
-    return {
-        "sessions": [
-            {
-                "session_id": r.session_id.removeprefix(prefix),
-                "agent": r.agent,
-                "status": r.status,
-                "tokens": r.tokens,
-                "pending_approvals": r.pending_approvals,
-                "last_activity": r.last_activity.isoformat() if r.last_activity else None,
-                "ui_url": f"{base}/{quote(r.workflow_id, safe='')}",
-            }
+    return SessionsResponse(
+        sessions=[
+            SessionRow(
+                session_id=r.session_id.removeprefix(prefix),
+                agent=r.agent,
+                status=r.status,
+                tokens=r.tokens,
+                pending_approvals=r.pending_approvals,
+                last_activity=r.last_activity.isoformat() if r.last_activity else None,
+                ui_url=f"{base}/{quote(r.workflow_id, safe='')}",
+            )
             for r in rows
         ]
-    }
+    )
 
 
 @router.post("/{session_id}/messages", status_code=202)
@@ -107,7 +112,7 @@ async def outcome(
 @router.post("/{session_id}/approvals")
 async def approve(session: ExistingSession, body: ApprovalBody) -> SendResponse:
     """Answer a pending tool approval."""
-    result = await session.approve(ApprovalResponse(**body.model_dump()))
+    result = await session.approve(ApprovalResponse(**body.model_dump(by_alias=False)))
     return SendResponse(assistant_message_id=result.assistant_message_id)
 
 
@@ -124,19 +129,25 @@ async def history(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
 ) -> HistoryResponse:
-    """The session's messages with their parts, oldest first, one page at a time."""
+    """The session's messages as AI SDK `UIMessage`s, oldest first, one page at a time
+    (`useChat({messages})` takes them as they are)."""
     messages = await session.history(offset=offset, limit=limit)
-    return HistoryResponse(
-        messages=[m.model_dump(mode="json") for m in messages],
-        offset=offset,
-        count=len(messages),
-    )
+    return HistoryResponse(messages=to_ui_messages(messages), offset=offset, count=len(messages))
 
 
 @router.get("/{session_id}/usage")
-async def usage(session: ExistingSession) -> UsageReport:
+async def usage(session: ExistingSession) -> UsageResponse:
     """Token use per step, in total and by model."""
-    return await session.usage()
+    report = await session.usage()
+    return UsageResponse.model_validate(report.model_dump())
+
+
+@router.get("/{session_id}")
+async def info(session: ExistingSession, owner: Tenant) -> InfoResponse:
+    """What the session is doing, its sandbox id, message count and token totals."""
+    found = (await session.info()).model_dump()
+    found["session_id"] = session.id.removeprefix(f"{owner}:")  # as the tenant named it
+    return InfoResponse.model_validate(found)
 
 
 @router.patch("/{session_id}")

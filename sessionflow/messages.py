@@ -6,8 +6,9 @@ clients (as `history()`), so they are plain pydantic data with no behaviour that
 touches the outside world, safe to import inside Temporal's workflow sandbox.
 
 Parts follow the shape of the AI SDK's UI message parts (text, reasoning, tool
-calls with a state machine) so that a front end can render history and live
-stream the same way.
+calls with a state machine, files, `data-*` parts) so that a front end can render
+history and live stream the same way; `sessionflow.ui_messages` writes them out as
+the AI SDK's `UIMessage` exactly.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag
 
 
 class Role(StrEnum):
@@ -85,7 +86,60 @@ class ToolPart(_Part):
     approval: ToolApproval | None = None
 
 
-Part = Annotated[TextPart | ReasoningPart | StepStartPart | ToolPart, Field(discriminator="type")]
+# What a file part may carry once decoded (checked where messages come in). Files travel
+# by reference (Temporal's external payload store), so they may be larger than a
+# message's text: each at most MAX_FILE_BYTES (Anthropic's own limit for an image),
+# all the files of one message together at most MAX_MESSAGE_FILE_BYTES.
+MAX_FILE_BYTES = 5 * 1024 * 1024
+MAX_MESSAGE_FILE_BYTES = 10 * 1024 * 1024
+
+
+class FilePart(_Part):
+    """A file the user attached, as the AI SDK's file part: an image, a PDF, a text file.
+
+    `url` is a base64 `data:` URL (the file itself) or an `https://` URL (a reference
+    the model fetches). Sizes and schemes are checked where messages come in
+    (`sessionflow.client.inputs`); which media types a model takes is its provider's
+    call."""
+
+    type: Literal["file"] = "file"
+    media_type: str
+    url: str
+    filename: str | None = None
+
+
+class DataPart(_Part):
+    """App data the AI SDK calls a `data-<name>` part. It is kept with the message (a
+    front end renders it) but never shown to the model, as the AI SDK's own
+    `convertToModelMessages` leaves data parts out."""
+
+    type: Annotated[str, StringConstraints(pattern=r"^data-[A-Za-z0-9_.-]{1,64}$")]
+    id: str | None = None
+    data: Any = None
+
+
+def _part_kind(value: Any) -> str | None:
+    """The union's tag: the part's `type`, with every `data-<name>` as `data`."""
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    if not isinstance(kind, str):
+        return None
+    return "data" if kind.startswith("data-") else kind
+
+
+PART_TYPES = "text, reasoning, step-start, tool, file or data-<name>"
+Part = Annotated[
+    Annotated[TextPart, Tag("text")]
+    | Annotated[ReasoningPart, Tag("reasoning")]
+    | Annotated[StepStartPart, Tag("step-start")]
+    | Annotated[ToolPart, Tag("tool")]
+    | Annotated[FilePart, Tag("file")]
+    | Annotated[DataPart, Tag("data")],
+    Discriminator(
+        _part_kind,
+        custom_error_type="part_type",
+        custom_error_message=f"a part's type is one of {PART_TYPES}",
+    ),
+]
 
 
 class Message(BaseModel):
@@ -100,6 +154,9 @@ class Message(BaseModel):
     def text(self) -> str:
         """All text parts joined; what a terminal shows of the message."""
         return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    def file_parts(self) -> list[FilePart]:
+        return [p for p in self.parts if isinstance(p, FilePart)]
 
     def tool_parts(self) -> list[ToolPart]:
         return [p for p in self.parts if isinstance(p, ToolPart)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 
 import pytest
@@ -275,6 +276,89 @@ async def test_client_errors_fail_the_turn_clearly_without_retry(
     again = await session.send("and now?")
     assert (await again.outcome).status is TurnStatus.FINISHED
     assert (await session.history())[-1].text() == "Fine again."
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def test_files_reach_claude_as_image_and_document_blocks_and_data_parts_stay_out(
+    client: SessionClient, fake: FakeAnthropic, unique_id: str
+) -> None:
+    png, pdf = b"\x89PNG\r\n\x1a\n-pixels-", b"%PDF-1.7 a tiny pdf"
+    fake.push(answer("I see a dot, a photo, a PDF and your notes."))
+    session = client.session(unique_id, agent="claude")
+    result = await session.send(
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "text": "What are these?"},
+                {"type": "file", "mediaType": "image/png", "url": f"data:image/png;base64,{b64(png)}"},
+                {"type": "file", "mediaType": "image/jpeg", "url": "https://example.com/photo.jpg"},
+                # Just the top-level type, as the AI SDK allows: the data: URL says the rest.
+                {"type": "file", "mediaType": "image", "url": f"data:image/gif;base64,{b64(b'GIF89a')}"},
+                {"type": "file", "mediaType": "application/pdf", "url": f"data:application/pdf;base64,{b64(pdf)}", "filename": "spec.pdf"},
+                {"type": "file", "mediaType": "text/plain", "url": f"data:text/plain;base64,{b64('notes: é'.encode())}", "filename": "notes.txt"},
+                {"type": "file", "mediaType": "application/pdf", "url": "https://example.com/paper.pdf"},
+                {"type": "data-ticket", "id": "t1", "data": {"priority": "high"}},
+            ],
+        }
+    )  # fmt: skip
+    assert (await result.outcome).status is TurnStatus.FINISHED
+    (sent,) = fake.requests
+    assert sent.body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What are these?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64(png)}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/photo.jpg"}},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/gif", "data": b64(b"GIF89a")}},
+                {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": b64(pdf)}, "title": "spec.pdf"},
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes: é"}, "title": "notes.txt"},
+                {"type": "document", "source": {"type": "url", "url": "https://example.com/paper.pdf"}},
+            ],
+        }
+    ]  # fmt: skip
+    # The data part is in history, for the front end, though the model never saw it.
+    user = (await session.history())[0]
+    assert [p.type for p in user.parts] == ["text", *["file"] * 6, "data-ticket"]
+
+
+async def test_a_file_claude_cannot_take_fails_the_turn_once_and_later_turns_work(
+    client: SessionClient, fake: FakeAnthropic, unique_id: str
+) -> None:
+    zipped = f"data:application/zip;base64,{b64(b'PK-not-really')}"
+    session = client.session(unique_id, agent="claude")
+    result = await session.send(
+        [
+            {"type": "text", "text": "unpack this"},
+            {"type": "file", "mediaType": "application/zip", "url": zipped, "filename": "a.zip"},
+        ]
+    )
+    outcome = await result.outcome
+    assert outcome.status is TurnStatus.FAILED
+    assert outcome.error_type == "InvalidModelRequest"
+    assert "'a.zip' is 'application/zip'" in (outcome.error or "")
+    assert "image/png" in (outcome.error or "") and "application/pdf" in (outcome.error or "")
+    assert fake.requests == [], "refused before any request, and not retried"
+
+    # The file stays in history; the next turn tells the model it was not sent.
+    fake.push(answer("Zip files are beyond me."))
+    again = await session.send("ok, what can you do?")
+    assert (await again.outcome).status is TurnStatus.FINISHED
+    (sent,) = fake.requests
+    # The failed answer has nothing to show, so both user messages make one turn.
+    assert sent.body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "unpack this"},
+                {"type": "text", "text": "[file 'a.zip': not sent]"},
+                {"type": "text", "text": "ok, what can you do?"},
+            ],
+        }
+    ]
 
 
 async def test_a_missing_api_key_is_a_clear_failure(

@@ -1001,7 +1001,7 @@ async def test_malformed_gateway_requests_get_4xx_json_errors(
         assert sent.status_code == 202, sent.text
         await wait_idle(session)
         reply = (await session.history())[-1]
-        assert reply.id == sent.json()["assistant_message_id"]
+        assert reply.id == sent.json()["assistantMessageId"]
         assert reply.text() == tooling_reply(3, "still works")
         await assert_workflow_healthy(gateway.client.temporal, session.workflow_id)
 

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
 
 from sessionflow.chunks import parse_chunk
-from sessionflow.messages import Message
 from sessionflow.streams.assemble import assemble
 from sessionflow.streams.reader import StreamEvent
+from sessionflow.ui_messages import to_ui_message
 from tests.conftest import Gateway
 from tests.sse import Frame, frames
 
@@ -35,12 +36,19 @@ def as_events(collected: list[Frame]) -> list[StreamEvent]:
 
 async def history(
     http: httpx.AsyncClient, gw: Gateway, sid: str, tenant: str = "acme", agent: str = "tooling"
-) -> list[Message]:
+) -> list[dict[str, Any]]:
+    """The session's history as the gateway answers it: AI SDK UIMessages."""
     response = await http.get(
         f"{gw.url}/v1/sessions/{sid}/history?agent={agent}", headers=gw.headers(tenant)
     )
     assert response.status_code == 200, response.text
-    return [Message.model_validate(m) for m in response.json()["messages"]]
+    messages: list[dict[str, Any]] = response.json()["messages"]
+    return messages
+
+
+def text_of(message: dict[str, Any]) -> str:
+    """A UIMessage's text parts, joined."""
+    return "".join(p["text"] for p in message["parts"] if p["type"] == "text")
 
 
 async def wait_idle(gw: Gateway, sid: str, agent: str = "tooling", tenant: str = "acme") -> None:
@@ -60,7 +68,7 @@ async def test_send_and_stream_over_sse_equals_history(gateway: Gateway, unique_
             headers=gateway.headers(),
         )
         assert sent.status_code == 202, sent.text
-        message_id = sent.json()["assistant_message_id"]
+        message_id = sent.json()["assistantMessageId"]
         async with http.stream(
             "GET", f"{gateway.url}/v1/sessions/{unique_id}/stream", headers=gateway.headers()
         ) as response:
@@ -76,7 +84,7 @@ async def test_send_and_stream_over_sse_equals_history(gateway: Gateway, unique_
         await wait_idle(gateway, unique_id)
         reply = (await history(http, gateway, unique_id))[-1]
         rebuilt = assemble(as_events(collected))
-        assert rebuilt.model_copy(update={"id": reply.id}) == reply
+        assert to_ui_message(rebuilt.model_copy(update={"id": reply["id"]})) == reply
 
 
 async def test_a_dropped_sse_connection_resumes_with_last_event_id(
@@ -114,7 +122,7 @@ async def test_a_dropped_sse_connection_resumes_with_last_event_id(
         await wait_idle(gateway, unique_id, agent="streamer")
         reply = (await history(http, gateway, unique_id, agent="streamer"))[-1]
         rebuilt = assemble(as_events(everything))
-        assert rebuilt.model_copy(update={"id": reply.id}) == reply
+        assert to_ui_message(rebuilt.model_copy(update={"id": reply["id"]})) == reply
 
 
 async def test_idle_streams_get_comment_heartbeats(gateway: Gateway, unique_id: str) -> None:
@@ -157,7 +165,7 @@ async def test_tenants_cannot_reach_each_others_sessions(gateway: Gateway, uniqu
             response = await http.request(method, base + path, headers=other)
             assert response.status_code == 404, (path, response.text)
             assert response.json()["error"]["code"] == "session_not_found"
-        approval = {"approval_id": "approval-x", "approved": True}
+        approval = {"approvalId": "approval-x", "approved": True}
         response = await http.post(f"{base}/approvals", json=approval, headers=other)
         assert response.status_code == 404
         # Globex using the same id gets a session of its own.
@@ -166,8 +174,8 @@ async def test_tenants_cannot_reach_each_others_sessions(gateway: Gateway, uniqu
         await wait_idle(gateway, unique_id, tenant="globex")
         acme = await history(http, gateway, unique_id)
         globex = await history(http, gateway, unique_id, tenant="globex")
-        assert [m.text() for m in acme[0::2]] == ["acme's secret plan"]
-        assert [m.text() for m in globex[0::2]] == ["globex"]
+        assert [text_of(m) for m in acme[0::2]] == ["acme's secret plan"]
+        assert [text_of(m) for m in globex[0::2]] == ["globex"]
 
 
 @pytest.mark.parametrize(
@@ -204,8 +212,10 @@ async def test_bad_input_gets_a_4xx_json_error_and_the_session_keeps_working(
             ("POST", "/messages", {"json": {"message": "   "}}, 422, "invalid_input"),
             ("POST", "/messages", {"json": {"message": {"role": "assistant", "parts": []}}}, 422, "invalid_input"),
             ("POST", "/messages", {"content": b"x" * (70 * 1024)}, 413, "payload_too_large"),
+            ("POST", "/approvals", {"json": {"approvalId": "nope", "approved": True}}, 409, "approval_not_pending"),
             ("POST", "/approvals", {"json": {"approval_id": "nope", "approved": True}}, 409, "approval_not_pending"),
-            ("POST", "/approvals", {"json": {"approval_id": "nope", "approved": "maybe"}}, 422, "invalid_request"),
+            ("POST", "/approvals", {"json": {"approvalId": "nope", "approved": "maybe"}}, 422, "invalid_request"),
+            ("PATCH", "", {"json": {"lastMessageId": "msg_unknown"}}, 404, "message_not_found"),
             ("PATCH", "", {"json": {"last_message_id": "msg_unknown"}}, 404, "message_not_found"),
             ("GET", "/history?offset=-1", {}, 422, "invalid_request"),
             ("GET", "/stream?after=not-an-id", {}, 422, "invalid_input"),
@@ -226,7 +236,7 @@ async def test_bad_input_gets_a_4xx_json_error_and_the_session_keeps_working(
         ok = await http.post(f"{base}/messages", json={"message": "still works"}, headers=auth)
         assert ok.status_code == 202
         await wait_idle(gateway, unique_id)
-        assert [m.text() for m in (await history(http, gateway, unique_id))[0::2]] == [
+        assert [text_of(m) for m in (await history(http, gateway, unique_id))[0::2]] == [
             "first",
             "still works",
         ]
@@ -252,21 +262,35 @@ async def test_approvals_interrupts_usage_and_update_over_rest(
         assert approval_id is not None
         answered = await http.post(
             f"{base}/approvals?agent=approver",
-            json={"approval_id": approval_id, "approved": True},
+            json={"approvalId": approval_id, "approved": True},
             headers=auth,
         )
         assert answered.status_code == 200, answered.text
+        assert set(answered.json()) == {"assistantMessageId"}
         await wait_idle(gateway, unique_id, agent="approver")
         usage = (await http.get(f"{base}/usage?agent=approver", headers=auth)).json()
-        assert usage["total"]["output_tokens"] > 0 and len(usage["steps"]) == 2
+        assert usage["total"]["outputTokens"] > 0 and len(usage["steps"]) == 2
+        assert usage["total"]["totalTokens"] == (
+            usage["total"]["inputTokens"] + usage["total"]["outputTokens"]
+        )
+        assert set(usage["steps"][0]) == {"messageId", "step", "model", "usage"}
+        assert usage["byModel"]["scripted/approval"]["outputTokens"] > 0
         messages = (await http.get(f"{base}/history?agent=approver", headers=auth)).json()
         first_user = messages["messages"][0]["id"]
         patched = await http.patch(
-            f"{base}?agent=approver", json={"last_message_id": first_user}, headers=auth
+            f"{base}?agent=approver", json={"lastMessageId": first_user}, headers=auth
         )
         assert patched.status_code == 200
         messages = (await http.get(f"{base}/history?agent=approver", headers=auth)).json()
         assert messages["count"] == 1
+        # The session itself: its sandbox (VibeKit's getSession), counts and status.
+        info = (await http.get(f"{base}?agent=approver", headers=auth)).json()
+        assert info["sessionId"] == unique_id and info["agent"] == "approver"
+        assert info["sandboxId"] and info["messageCount"] == 1 and info["busy"] is False
+        assert info["usage"]["outputTokens"] == usage["total"]["outputTokens"]
+        assert info["pendingApprovals"] == []
+        missing = await http.get(f"{gateway.url}/v1/sessions/nope-{unique_id}", headers=auth)
+        assert missing.status_code == 404
 
         await http.post(f"{base}/messages?agent=streamer", json={"message": "long"}, headers=auth)
         async with http.stream("GET", f"{base}/stream?agent=streamer", headers=auth) as response:
@@ -301,6 +325,35 @@ async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
         assert method in paths[path], path
     assert "ErrorResponse" in spec["components"]["schemas"]
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    # Bodies use the AI SDK's camelCase, in requests and answers.
+    schemas = spec["components"]["schemas"]
+    for name, fields in {
+        "SendBody": {"message", "interruptIfStreaming", "context", "sandboxId"},
+        "SendResponse": {"assistantMessageId"},
+        "ApprovalBody": {"approvalId", "approved", "reason"},
+        "UpdateBody": {"sandboxId", "lastMessageId"},
+        "OutcomeResponse": {"messageId", "done", "status", "error", "errorType"},
+        "TokenUsage": {
+            "inputTokens", "outputTokens", "cacheReadTokens", "cacheWriteTokens", "totalTokens",
+        },
+        "UsageResponse": {"total", "byModel", "steps"},
+        "StepUsageBody": {"messageId", "step", "model", "usage"},
+        "SessionRow": {
+            "sessionId", "agent", "status", "tokens", "pendingApprovals", "lastActivity", "uiUrl",
+        },
+        "HistoryResponse": {"messages", "offset", "count"},
+        "ChatRequest": {"id", "messages", "trigger", "messageId"},
+    }.items():  # fmt: skip
+        assert set(schemas[name]["properties"]) == fields, name
+    responses = {
+        ("/v1/sessions/{session_id}/messages", "post", "202"): "SendResponse",
+        ("/v1/sessions/{session_id}/usage", "get", "200"): "UsageResponse",
+        ("/v1/sessions/{session_id}/history", "get", "200"): "HistoryResponse",
+        ("/v1/sessions", "get", "200"): "SessionsResponse",
+    }
+    for (path, method, status), name in responses.items():
+        content = paths[path][method]["responses"][status]["content"]["application/json"]
+        assert content["schema"]["$ref"] == f"#/components/schemas/{name}", path
 
 
 async def test_chat_transport_resume_answers_the_active_stream_or_204(
@@ -350,5 +403,5 @@ async def test_chat_transport_resume_answers_the_active_stream_or_204(
         ) as response:
             [f async for f in frames(response)]
         messages = await history(http, gateway, unique_id, agent="streamer")
-        assert [m.id for m in messages[0::2]] == ["u1", "u2"]
+        assert [m["id"] for m in messages[0::2]] == ["u1", "u2"]
         assert len(messages) == 4

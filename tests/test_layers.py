@@ -36,6 +36,7 @@ GROUND = (
     "ids",
     "messages",
     "fragments",
+    "ui_messages",
     "contract",
     "chunks",
     "validation",

@@ -93,7 +93,7 @@ async def test_sse_stream_right_after_posting_a_message_is_the_new_answer(
                 got = [f async for f in frames(response) if f.comment is None]
             assert got[-1].data == "[DONE]"
             starts = [f.chunk for f in got[:-1] if f.chunk["type"] == "start"]
-            assert [s.get("messageId") for s in starts] == [sent.json()["assistant_message_id"]]
+            assert [s.get("messageId") for s in starts] == [sent.json()["assistantMessageId"]]
             expected = LONG_TEXT if turn == 0 else f"Short answer to {word}."
             assert assemble(as_events(got)).text() == expected
             await wait_idle(gateway, unique_id, agent="streamer")
@@ -103,7 +103,7 @@ async def test_sse_stream_right_after_posting_a_message_is_the_new_answer(
 
 
 async def test_done_is_true_at_the_end_and_a_failed_outcome_is_falsy(
-    start_worker: StartWorker, unique_id: str
+    start_worker: StartWorker, unique_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = await start_worker([streaming_agent])
     session = client.session(unique_id, agent="streamer")
@@ -114,13 +114,16 @@ async def test_done_is_true_at_the_end_and_a_failed_outcome_is_falsy(
     # Any process can wait for an answer by its id.
     assert await session.answer(result.assistant_message_id).done is True
 
-    # A turn of an agent no worker serves fails; it is still done.
+    # A new session of an agent no worker serves is refused at send: each agent's
+    # sessions go to its own task queue, where nothing would ever answer it.
+    from sessionflow.client import calls
+    from sessionflow.errors import WorkerUnavailable
+
+    monkeypatch.setattr(calls, "WORKER_GRACE_SECONDS", 1.0)
     unserved = client.session(unique_id + "-x", agent="ghost")
-    failed = await unserved.send("hi")
-    assert await asyncio.wait_for(failed.done, 30) is True
-    failure = await failed.outcome
-    assert failure.status is TurnStatus.FAILED
-    assert not failure
+    with pytest.raises(WorkerUnavailable, match="no worker serves agent 'ghost'"):
+        await unserved.send("hi")
+    assert not TurnOutcome(message_id="m", status=TurnStatus.FAILED)
     assert not TurnOutcome(message_id="m", status=TurnStatus.INTERRUPTED)
 
 
@@ -130,26 +133,26 @@ async def test_the_outcome_long_polls_over_http(gateway: Gateway, unique_id: str
         sent = await http.post(
             f"{base}/messages?agent=streamer", json={"message": "long"}, headers=gateway.headers()
         )
-        message_id = sent.json()["assistant_message_id"]
+        message_id = sent.json()["assistantMessageId"]
         url = f"{base}/messages/{message_id}/outcome?agent=streamer"
         # The long answer takes a few seconds: a short wait ends before it does.
         pending = await http.get(f"{url}&wait=0", headers=gateway.headers())
         assert pending.status_code == 202, pending.text
         assert pending.json() == {
-            "message_id": message_id,
+            "messageId": message_id,
             "done": False,
             "status": None,
             "error": None,
-            "error_type": None,
+            "errorType": None,
         }
         ended = await http.get(f"{url}&wait=20", headers=gateway.headers())
         assert ended.status_code == 200, ended.text
         assert ended.json() == {
-            "message_id": message_id,
+            "messageId": message_id,
             "done": True,
             "status": "finished",
             "error": None,
-            "error_type": None,
+            "errorType": None,
         }
         bad = await http.get(f"{url}&wait=600", headers=gateway.headers())
         assert bad.status_code == 422

@@ -6,6 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.agents import LONG_TEXT
@@ -13,6 +14,15 @@ from tests.conftest import Gateway
 from tests.processes import REPO
 
 pytestmark = pytest.mark.slow
+
+# A 1x1 PNG, as the AI SDK's file part.
+DOT = {
+    "type": "file",
+    "mediaType": "image/png",
+    "filename": "dot.png",
+    "url": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQ"
+    "DwAEhQGAhKmMIQAAAABJRU5ErkJggg==",
+}
 
 ARTIFACTS = REPO / "test-artifacts"
 FLAGS = [
@@ -92,6 +102,23 @@ async def test_the_page_streams_resumes_approves_and_interrupts(
         await page.click("#interrupt")
         await expect(page.locator(".message.assistant.interrupted")).to_have_count(
             1, timeout=10_000
+        )
+
+        # History is UIMessages: a file part the user sent shows as an image.
+        async with httpx.AsyncClient(timeout=30) as http:
+            sent = await http.post(
+                f"{gateway.url}/v1/sessions/{unique_id}-file/messages?agent=streamer",
+                json={"message": [{"type": "text", "text": "a dot"}, DOT]},
+                headers=gateway.headers(),
+            )
+            assert sent.status_code == 202, sent.text
+        await page.fill("#session-id", unique_id + "-file")
+        await page.click("#open-form button[type=submit]")
+        image = page.locator(".message.user img.file")
+        await expect(image).to_have_attribute("alt", "dot.png", timeout=10_000)
+        assert await image.get_attribute("src") == DOT["url"]
+        await expect(page.locator(".message.assistant .text").first).to_have_text(
+            LONG_TEXT, timeout=20_000
         )
 
         # Recent sessions, with status and a link into the Temporal UI.

@@ -335,8 +335,9 @@ class Turn:
             return
         del parts[index + 1 :]
         seen, shown = parts[index], cut.part.get("text")
-        shorter = isinstance(shown, str) and len(shown) < len(getattr(seen, "text", ""))
-        if isinstance(seen, TextPart | ReasoningPart) and shorter and seen.text.startswith(shown):
+        if not isinstance(seen, TextPart | ReasoningPart) or not isinstance(shown, str):
+            return
+        if len(shown) < len(seen.text) and seen.text.startswith(shown):
             seen.text = shown
             if isinstance(seen, ReasoningPart):
                 seen.signature = None  # a signature covers the whole reasoning

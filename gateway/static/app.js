@@ -87,7 +87,7 @@ function approvalButtons(node, approvalId) {
     approve.disabled = deny.disabled = true;
     try {
       await api("POST", `/v1/sessions/${encodeURIComponent(live.sessionId)}/approvals${query()}`,
-        { approval_id: approvalId, approved, reason: approved ? null : "denied in the web page" });
+        { approvalId, approved, reason: approved ? null : "denied in the web page" });
       bar.remove();
     } catch (error) { showError(error); approve.disabled = deny.disabled = false; }
   };
@@ -97,23 +97,39 @@ function approvalButtons(node, approvalId) {
   node.appendChild(bar);
 }
 
+// An assistant message's status (streaming, complete, interrupted, failed) is in its metadata.
+function statusOf(message) { return (message.metadata && message.metadata.status) || "complete"; }
+
+// `message` is an AI SDK UIMessage, as history answers and as the page sends.
 function renderMessage(message) {
   const node = messageElement(message.id, message.role);
   node.replaceChildren();
-  node.classList.toggle("interrupted", message.status === "interrupted");
-  node.classList.toggle("failed", message.status === "failed");
+  node.classList.toggle("interrupted", statusOf(message) === "interrupted");
+  node.classList.toggle("failed", statusOf(message) === "failed");
   for (const part of message.parts) {
     if (part.type === "text") node.appendChild(el("div", "text", part.text));
     else if (part.type === "reasoning") node.appendChild(el("div", "reasoning", part.text));
-    else if (part.type === "tool") {
-      const tool = toolElement(node, part.tool_call_id, part.tool_name, part.input);
+    else if (part.type === "file") node.appendChild(fileElement(part));
+    else if (part.type.startsWith("tool-")) {
+      const tool = toolElement(node, part.toolCallId, part.type.slice(5), part.input);
       setToolState(tool, part.state);
       if (part.state === "output-available") showOutput(tool, part.output);
-      else if (part.error_text) tool.querySelector(".output").textContent = part.error_text;
+      else if (part.errorText) tool.querySelector(".output").textContent = part.errorText;
       if (part.state === "approval-requested" && part.approval) approvalButtons(tool, part.approval.id);
     }
   }
   if (message.metadata && message.metadata.error) node.appendChild(el("div", "text", message.metadata.error));
+}
+
+function fileElement(part) {
+  const name = part.filename || part.mediaType;
+  if (part.mediaType.startsWith("image/")) {
+    const image = el("img", "file");
+    image.src = part.url;
+    image.alt = name;
+    return image;
+  }
+  return el("div", "file", `📎 ${name}`);
 }
 
 // -- the stream ----------------------------------------------------------------------
@@ -248,7 +264,7 @@ async function refresh() {
   if (!live.sessionId) return;
   try {
     const usage = await api("GET", `/v1/sessions/${encodeURIComponent(live.sessionId)}/usage${query()}`);
-    $("usage").textContent = `${usage.total.input_tokens} in · ${usage.total.output_tokens} out tokens`;
+    $("usage").textContent = `${usage.total.inputTokens} in · ${usage.total.outputTokens} out tokens`;
   } catch (error) { /* a new session has no usage yet */ }
   await listSessions();
 }
@@ -259,12 +275,12 @@ async function listSessions() {
     const list = $("sessions");
     list.replaceChildren();
     for (const row of data.sessions) {
-      if (row.session_id === live.sessionId) $("status").textContent = row.status;
+      if (row.sessionId === live.sessionId) $("status").textContent = row.status;
       const item = el("li");
-      const open = el("a", "open", row.session_id);
-      open.onclick = () => { $("agent").value = row.agent; store.agent = row.agent; openSession(row.session_id); };
+      const open = el("a", "open", row.sessionId);
+      open.onclick = () => { $("agent").value = row.agent; store.agent = row.agent; openSession(row.sessionId); };
       const ui = el("a", null, "Temporal UI");
-      ui.href = row.ui_url;
+      ui.href = row.uiUrl;
       ui.target = "_blank";
       item.append(open, el("span", "status", row.status), el("small", null, `${row.tokens} tokens`), ui);
       list.appendChild(item);
@@ -297,8 +313,8 @@ async function load(id) {
     if (error.code !== "session_not_found") showError(error);
   }
   // An answer still streaming is rebuilt from its start by the resume stream.
-  const streaming = history.filter((m) => m.status === "streaming").map((m) => m.id);
-  history.filter((m) => m.status !== "streaming").forEach(renderMessage);
+  const streaming = history.filter((m) => statusOf(m) === "streaming").map((m) => m.id);
+  history.filter((m) => statusOf(m) !== "streaming").forEach(renderMessage);
   await follow((signal) => fetch(`/api/chat/${encodeURIComponent(id)}/stream${query()}`,
     { headers: headers(), signal }));
   if (streaming.length && !live.message) {  // it finished in between: show it from history
