@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shlex
 import signal
 import sys
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 
-from sessionflow.config import LOCAL_REDIS_PASSWORD_FILE, Settings
-from sessionflow.errors import SessionflowError
+from sessionflow.config import ConfigError, Settings
+from sessionflow.errors import InvalidInput, SessionflowError
 from sessionflow.logs import configure_logging
 
 T = TypeVar("T")
@@ -25,8 +24,12 @@ DEFAULT_AGENTS = "sessionflow.agents.demo:demo_agent"
 DEMO_MESSAGE = "Show me what you can do: look around, write a small program and run it."
 
 
-def _run(coro: Awaitable[T]) -> NoReturn:
+def _run(coro: Awaitable[T], explain: Callable[[], str | None] | None = None) -> NoReturn:
     """Run a command's coroutine to completion, then exit the process at once.
+
+    Exit status: 0 when done, 2 for bad input (a setting, an argument), 1 for other
+    failures, each told in one line; 130 after Ctrl-C. `explain` says why, if it can,
+    when something exits the process from inside (uvicorn does, when it cannot listen).
 
     The Temporal SDK's native runtime keeps threads that may call into Python while
     the interpreter finalizes, which can abort the process after a successful run;
@@ -35,6 +38,9 @@ def _run(coro: Awaitable[T]) -> NoReturn:
     code = 0
     try:
         asyncio.run(coro)  # type: ignore[arg-type]
+    except InvalidInput as err:
+        click.echo(f"Error: {err}", err=True)
+        code = 2
     except SessionflowError as err:
         click.echo(f"Error: {err}", err=True)
         code = 1
@@ -43,21 +49,31 @@ def _run(coro: Awaitable[T]) -> NoReturn:
         code = err.exit_code
     except KeyboardInterrupt:
         code = 130
+    except SystemExit as exit:
+        reason = explain() if explain else None
+        if reason:
+            click.echo(f"Error: {reason}", err=True)
+        code = exit.code if isinstance(exit.code, int) else 1
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
 
 
 def _load(specs: Sequence[str]) -> list[Any]:
-    from sessionflow.agents.registry import load_agents
+    from sessionflow.cli.loading import load_agents
 
-    found = []
-    for spec in specs or [DEFAULT_AGENTS]:
-        try:
-            found.extend(load_agents(spec))
-        except (ValueError, ImportError) as err:
-            raise click.BadParameter(str(err), param_hint="--agents") from err
-    return found
+    try:
+        return load_agents(specs, DEFAULT_AGENTS)
+    except ConfigError as err:
+        _fail(err)
+
+
+def _fail(err: Exception, code: int = 2) -> NoReturn:
+    """Say what is wrong in one line and exit (2: bad input)."""
+    click.echo(f"Error: {err}", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @click.group()
@@ -65,7 +81,12 @@ def _load(specs: Sequence[str]) -> list[Any]:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Durable LLM agent sessions on Temporal, streamed through Redis."""
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as err:
+        if "--help" in sys.argv[1:]:  # help needs no settings
+            return
+        _fail(err)
     # Interactive commands keep the terminal for the session's output.
     services = ctx.invoked_subcommand in ("dev", "worker", "gateway")
     explicit = "SESSIONFLOW_LOG_LEVEL" in os.environ
@@ -78,11 +99,9 @@ _agents_option = click.option(
     "agent_specs",
     multiple=True,
     metavar="MODULE:ATTR",
-    help=f"Agents to serve (repeatable); default {DEFAULT_AGENTS}.",
+    help=f"Agents to serve (repeatable), imported from the current directory first; "
+    f"default {DEFAULT_AGENTS}.",
 )
-
-
-DEV_API_KEY = "sf-dev-key:dev"
 
 
 @main.command()
@@ -106,123 +125,43 @@ def dev(
 
     Data persists under the data directory, so running it again resumes sessions.
     The gateway accepts SESSIONFLOW_API_KEYS, or the printed development key.
+    It says it is ready only once every service answers, and stops, with the failing
+    service's error, when one fails.
     """
-    from sessionflow.cli.localstack import LocalStack, StackConfig, port_open
-    from sessionflow.gateway.config import parse_api_keys
-    from sessionflow.logs import redact_url, remember_secret
-    from sessionflow.worker.main import run_worker, stop_on_signals
+    from sessionflow.cli.dev import (
+        DEV_API_KEY,
+        DevOptions,
+        api_keys,
+        exit_reason,
+        gateway_config,
+        run_dev,
+    )
+    from sessionflow.cli.localstack import StackConfig
+    from sessionflow.logs import remember_secret
 
     settings = Settings.from_env()
     agents = _load(agent_specs)
     own_keys = not os.environ.get("SESSIONFLOW_API_KEYS")
-    gateway_config = replace(
-        _gateway_config(agents),
-        port=gateway_port,
-        api_keys=parse_api_keys(os.environ.get("SESSIONFLOW_API_KEYS") or DEV_API_KEY),
-    )
+    try:
+        config = replace(
+            gateway_config(agents),
+            port=gateway_port,
+            api_keys=api_keys(os.environ.get("SESSIONFLOW_API_KEYS") or DEV_API_KEY),
+        )
+    except ConfigError as err:
+        _fail(err)
     if not own_keys:
-        remember_secret(*gateway_config.api_keys)
-    config = StackConfig(
+        remember_secret(*config.api_keys)
+    stack = StackConfig(
         data_dir=data_dir or settings.data_dir,
         temporal_port=temporal_port,
         ui_port=ui_port,
         redis_port=redis_port,
     )
-
-    async def serve() -> None:
-        stop = stop_on_signals()
-        if port_open(gateway_config.host, gateway_config.port):
-            raise click.ClickException(
-                f"port {gateway_config.port} is already in use; choose another with --gateway-port"
-            )
-        click.echo(f"Starting Temporal and Redis (data in {config.data_dir}) ...")
-        async with LocalStack(config):
-            local = config.point(settings)
-            listening = asyncio.Event()
-            gateway = asyncio.create_task(
-                _serve_gateway(local, gateway_config, stop, listening, agents)
-            )
-            await asyncio.wait(
-                {gateway, asyncio.ensure_future(listening.wait())},
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            # Only our own development key is shown; configured keys are secrets.
-            keys = (
-                ", ".join(f"{k} (tenant {t})" for k, t in gateway_config.api_keys.items())
-                if own_keys
-                else "from SESSIONFLOW_API_KEYS, tenants "
-                + ", ".join(sorted(set(gateway_config.api_keys.values())))
-            )
-            # The Redis password stays in its file; the export line reads it from there.
-            password = config.data_dir / LOCAL_REDIS_PASSWORD_FILE
-            redis_export = (
-                f'"redis://:$(cat {shlex.quote(str(password.absolute()))})'
-                f'@{config.host}:{config.redis_port}/0"'
-            )
-            from sessionflow.sandbox.registry import backend_from_settings
-
-            backend = backend_from_settings(local)
-            isolation = getattr(backend, "effective_isolation", None) or backend.name
-            click.echo(
-                f"\n  Temporal      {config.temporal_address}\n"
-                f"  Temporal UI   {config.ui_url}\n"
-                f"  Redis         {redact_url(config.redis_url)}\n"
-                f"  Gateway       http://{gateway_config.host}:{gateway_config.port}"
-                f"  (API keys: {keys})\n"
-                f"  Task queue    {local.task_queue}\n"
-                f"  Agents        {', '.join(a.name for a in agents)}\n"
-                f"  Sandboxes     {isolation}\n\n"
-                f"In another shell:\n"
-                f"  export TEMPORAL_ADDRESS={config.temporal_address} "
-                f"REDIS_URL={redis_export} TEMPORAL_UI_URL={config.ui_url} "
-                f"SESSIONFLOW_PAYLOAD_STORE={shlex.quote(config.payload_store)}\n\n"
-                "Press Ctrl-C to stop.\n"
-            )
-            try:
-                await run_worker(local, agents, stop)
-            finally:
-                stop.set()
-                await gateway
-            click.echo("Stopping ...")
-
-    _run(serve())
-
-
-async def _serve_gateway(
-    settings: Settings,
-    config: Any,
-    stop: asyncio.Event,
-    started: asyncio.Event | None = None,
-    agents: Sequence[Any] = (),
-) -> None:
-    from sessionflow.client.client import SessionClient
-    from sessionflow.gateway.app import create_app
-    from sessionflow.gateway.main import serve_gateway
-
-    # The client knows the agents served: others get 404, and context is validated
-    # against their schemas before anything starts.
-    async with await SessionClient.connect(settings=settings, agents=agents) as client:
-        await serve_gateway(create_app(client, config), config.host, config.port, stop, started)
-
-
-def _gateway_config(agents: Sequence[Any]) -> Any:
-    """The gateway's settings, its default agent one of `agents`: the configured one
-    (SESSIONFLOW_DEFAULT_AGENT, which must be served), else the first agent served."""
-    from sessionflow.gateway.config import GatewayConfig
-
-    try:
-        config = GatewayConfig.from_env()
-    except ValueError as err:
-        raise click.ClickException(str(err)) from err
-    names = [a.name for a in agents]
-    if config.default_agent in names:
-        return config
-    if os.environ.get("SESSIONFLOW_DEFAULT_AGENT"):
-        raise click.ClickException(
-            f"SESSIONFLOW_DEFAULT_AGENT={config.default_agent} is not among the agents "
-            f"served ({', '.join(names)}); add it with --agents"
-        )
-    return replace(config, default_agent=names[0])
+    options = DevOptions(
+        stack=stack, settings=settings, agents=agents, gateway=config, own_keys=own_keys
+    )
+    _run(run_dev(options), explain=exit_reason)
 
 
 @main.command()
@@ -234,30 +173,49 @@ def gateway(agent_specs: tuple[str, ...]) -> None:
     and SESSIONFLOW_GATEWAY_PORT. Serves the agents of --agents (as the workers do):
     any other agent is refused (404).
     """
+    from sessionflow.cli.dev import (
+        check_port_free,
+        exit_reason,
+        gateway_config,
+        hear_uvicorn,
+        serve_gateway,
+    )
+    from sessionflow.logs import remember_secret
     from sessionflow.worker.main import stop_on_signals
 
     agents = _load(agent_specs)
-    config = _gateway_config(agents)
+    try:
+        config = gateway_config(agents)
+    except ConfigError as err:
+        _fail(err)
     if not config.api_keys:
-        raise click.ClickException(
-            "no API keys configured: set SESSIONFLOW_API_KEYS to 'key:tenant[,key:tenant...]'"
+        _fail(
+            ConfigError(
+                "SESSIONFLOW_API_KEYS is not set: the gateway needs "
+                "'<key of 8+ characters>:<tenant>[,<key>:<tenant>...]'"
+            )
         )
-    from sessionflow.logs import remember_secret
-
     remember_secret(*config.api_keys)
 
     async def serve() -> None:
         stop = stop_on_signals()
+        hear_uvicorn()
+        option = "SESSIONFLOW_GATEWAY_PORT"
+        check_port_free(config.host, config.port, "the gateway", option)
         click.echo(f"Gateway on http://{config.host}:{config.port}", err=True)
-        await _serve_gateway(Settings.from_env(), config, stop, agents=agents)
+        await serve_gateway(Settings.from_env(), config, stop, agents=agents)
 
-    _run(serve())
+    _run(serve(), explain=exit_reason)
 
 
 @main.command()
 @_agents_option
 def worker(agent_specs: tuple[str, ...]) -> None:
-    """Run a worker against TEMPORAL_ADDRESS and REDIS_URL until SIGINT or SIGTERM."""
+    """Run a worker against TEMPORAL_ADDRESS and REDIS_URL until SIGINT or SIGTERM.
+
+    Each agent's sessions come on its own task queue, SESSIONFLOW_TASK_QUEUE.<agent>,
+    so workers serving different agents can share a Temporal namespace and a base queue.
+    """
     from sessionflow.worker.main import run_worker, stop_on_signals
 
     agents = _load(agent_specs)

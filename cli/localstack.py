@@ -12,6 +12,12 @@ Redis requires a password: a random one made for each data directory, kept in
 to the server in a config file (not its command line, which `ps` shows to every local
 user), and carried by `StackConfig.redis_url`. The Temporal dev server has no
 authentication of its own: it and its UI listen on loopback only.
+
+The servers die with the process that started them, even when it is SIGKILLed: a
+guard process (`sessionflow/cli/watchdog.py`) holds a pipe from it and stops the
+servers when the pipe closes. A data directory has one owner at a time, recorded in
+`<data dir>/stack.owner`: a stack refuses to start while that owner lives, and stops
+servers of the data directory that an owner which no longer lives left running.
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from sessionflow.cli.lifeline import Lifeline
 from sessionflow.config import (
     LOCAL_REDIS_PASSWORD_FILE,
     PAYLOADS_DIR,
@@ -217,11 +225,18 @@ class _Server:
 
 
 class LocalStack:
-    """Starts and stops the servers; usable as an async context manager."""
+    """Starts and stops the servers; usable as an async context manager.
 
-    def __init__(self, config: StackConfig) -> None:
+    `say` gets a line for each thing worth telling the user (servers of an earlier,
+    killed stack being stopped); by default it goes to stderr.
+    """
+
+    def __init__(self, config: StackConfig, *, say: Callable[[str], None] | None = None) -> None:
         self.config = config
         self._servers: list[_Server] = []
+        self._lifeline = Lifeline(
+            config.data_dir, say or (lambda line: print(line, file=sys.stderr))
+        )
 
     async def __aenter__(self) -> LocalStack:
         await self.start()
@@ -232,15 +247,21 @@ class LocalStack:
 
     async def start(self, timeout: float = 60.0) -> None:
         cfg = self.config
-        for port in (cfg.temporal_port, cfg.redis_port, *([cfg.ui_port] if cfg.ui else [])):
-            if port_open(cfg.host, port):
-                raise StackError(
-                    f"port {port} on {cfg.host} is already in use: is another stack running? "
-                    "Choose other ports with --temporal-port/--ui-port/--redis-port"
-                )
         (cfg.data_dir / "logs").mkdir(parents=True, exist_ok=True)
         (cfg.data_dir / "redis").mkdir(parents=True, exist_ok=True)
+        await self._lifeline.claim()
+        ports = {"Temporal": (cfg.temporal_port, "--temporal-port")}
+        if cfg.ui:
+            ports["the Temporal UI"] = (cfg.ui_port, "--ui-port")
+        ports["Redis"] = (cfg.redis_port, "--redis-port")
         try:
+            for what, (port, option) in ports.items():
+                if port_open(cfg.host, port):
+                    raise StackError(
+                        f"port {port} on {cfg.host} (for {what}) is already in use by another "
+                        f"program; choose another with {option}"
+                    )
+            self._lifeline.start()
             self._spawn("redis", self._redis_command())
             self._spawn("temporal", self._temporal_command())
             await self._wait_ready(timeout)
@@ -261,7 +282,9 @@ class LocalStack:
             except subprocess.TimeoutExpired:
                 server.process.kill()
                 server.process.wait()
+            self._lifeline.forget(server.process.pid)
         self._servers.clear()
+        self._lifeline.close()
 
     def kill(self, name: str) -> None:
         """SIGKILL one server, as a crash would (for fault tests)."""
@@ -269,7 +292,19 @@ class LocalStack:
             if server.name == name:
                 server.process.kill()
                 server.process.wait()
+                self._lifeline.forget(server.process.pid)
         self._servers = [s for s in self._servers if s.name != name]
+
+    async def watch(self, interval: float = 0.5) -> None:
+        """Return never; raise `StackError` when a server exits by itself."""
+        while True:
+            for server in self._servers:
+                code = server.process.poll()
+                if code is not None:
+                    raise StackError(
+                        f"{server.name} exited unexpectedly (exit status {code}); see {server.log}"
+                    )
+            await asyncio.sleep(interval)
 
     def pid(self, name: str) -> int | None:
         """The process id of a running server (benchmarks read its CPU time)."""
@@ -347,10 +382,12 @@ class LocalStack:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                # Own process group: Ctrl-C reaches us, and we stop the servers in order.
+                # Own process group: Ctrl-C reaches us, and we stop the servers in order;
+                # the guard stops the whole group if we die first.
                 start_new_session=True,
             )
         self._servers.append(_Server(name, process, log))
+        self._lifeline.watch(process.pid)
 
     async def _wait_ready(
         self, timeout: float, names: tuple[str, ...] = ("redis", "temporal")

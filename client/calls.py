@@ -9,11 +9,17 @@ application errors come out as `sessionflow.errors` classes (one table: `errors.
 from __future__ import annotations
 
 import asyncio
+import time
+import weakref
 from typing import Any
 
 from pydantic_core import PydanticSerializationError
-from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
+from temporalio.api.enums.v1 import EventType, TaskQueueType, WorkflowTaskFailedCause
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -23,12 +29,18 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sessionflow import errors
-from sessionflow.client.services import ServicesRef
+from sessionflow.client.services import Services, ServicesRef
 from sessionflow.contract import SendRequest, SessionInput
 from sessionflow.workflows.session import SEND_SIGNAL, SessionWorkflow
 
 # A query answers in milliseconds from a healthy session; longer means something is wrong.
 QUERY_PATIENCE_SECONDS = 10.0
+# How long a new session waits for a worker to poll its agent's task queue (one that is
+# starting up) before the send is refused; and how long a queue seen polled is trusted.
+WORKER_GRACE_SECONDS = 10.0
+SERVED_MEMORY_SECONDS = 30.0
+# Per Temporal client: task queue -> when a worker was last seen polling it.
+_served: weakref.WeakKeyDictionary[Client, dict[str, float]] = weakref.WeakKeyDictionary()
 
 
 def known_error(err: WorkflowUpdateFailedError) -> errors.SessionflowError | None:
@@ -55,7 +67,7 @@ class SessionCalls:
     @property
     def _task_queue(self) -> str:
         known = self._ref.known
-        return known.task_queue if known is not None else "(not connected yet)"
+        return known.queue_for(self._agent) if known is not None else "(not connected yet)"
 
     async def handle(self) -> WorkflowHandle[SessionWorkflow, None]:
         # No run id: after continue-as-new the newest run answers.
@@ -69,6 +81,7 @@ class SessionCalls:
         signal: dict[str, Any] = (
             {"start_signal": SEND_SIGNAL, "start_signal_args": [send]} if send else {}
         )
+        await self.served(services)
         try:
             await services.temporal.start_workflow(
                 SessionWorkflow.run,
@@ -79,7 +92,8 @@ class SessionCalls:
                     search_attributes=services.search_attributes,
                 ),
                 id=self.workflow_id,
-                task_queue=services.task_queue,
+                # The agent's own queue: only workers that serve the agent get it.
+                task_queue=services.queue_for(self._agent),
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 static_summary=summary or f"{self._agent}: session {self._session_id}",
                 static_details=(
@@ -91,6 +105,50 @@ class SessionCalls:
             if err.status is RPCStatusCode.UNAVAILABLE:
                 raise self.rpc_error(err) from err
             raise
+
+    async def served(self, services: Services) -> None:
+        """Return once a worker serves the session's agent, or the session runs already
+        (wherever it runs: one started before per-agent queues runs on the shared one);
+        raise `WorkerUnavailable` when no worker has polled the agent's task queue within
+        `WORKER_GRACE_SECONDS`, rather than leave a new session waiting for one."""
+        queue = services.queue_for(self._agent)
+        seen = _served.setdefault(services.temporal, {})
+        if time.monotonic() - seen.get(queue, -SERVED_MEMORY_SECONDS) < SERVED_MEMORY_SECONDS:
+            return
+        deadline = time.monotonic() + WORKER_GRACE_SECONDS
+        while True:
+            try:
+                answer = await services.temporal.workflow_service.describe_task_queue(
+                    DescribeTaskQueueRequest(
+                        namespace=services.temporal.namespace,
+                        task_queue=TaskQueue(name=queue),
+                        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                    )
+                )
+                if answer.pollers:
+                    seen[queue] = time.monotonic()
+                    return
+                if await self._running():
+                    return
+            except RPCError as err:
+                if err.status is RPCStatusCode.UNAVAILABLE:
+                    raise self.rpc_error(err) from err
+                return  # not allowed to ask (an API key's role): send, as before
+            if time.monotonic() > deadline:
+                raise errors.WorkerUnavailable(
+                    f"no worker serves agent {self._agent!r} (task queue {queue!r}): start "
+                    f"one with `sessionflow worker --agents <module>:<attr>` naming the agent"
+                )
+            await asyncio.sleep(0.1)
+
+    async def _running(self) -> bool:
+        try:
+            description = await (await self.handle()).describe()
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return description.status is WorkflowExecutionStatus.RUNNING
 
     async def signal(self, method: Any) -> None:
         try:
@@ -144,7 +202,7 @@ class SessionCalls:
                 raise stuck from None
             raise errors.WorkerUnavailable(
                 f"the session did not answer within {QUERY_PATIENCE_SECONDS:g} s; is a worker "
-                f"serving task queue {self._task_queue!r}?"
+                f"serving agent {self._agent!r} (task queue {self._task_queue!r})?"
             ) from None
         except RPCError as err:
             if err.status is RPCStatusCode.FAILED_PRECONDITION:
@@ -199,7 +257,7 @@ class SessionCalls:
             )
         if err.status is RPCStatusCode.FAILED_PRECONDITION:
             return errors.WorkerUnavailable(
-                f"no worker is serving task queue {self._task_queue!r}: "
-                f"start one with `sessionflow worker` ({err.message})"
+                f"no worker serves agent {self._agent!r} (task queue {self._task_queue!r}): "
+                f"start one with `sessionflow worker --agents <module>:<agent>` ({err.message})"
             )
         return err

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from temporalio.client import Client
 
 from sessionflow.agents.definition import Agent
+from sessionflow.config import agent_task_queue
 from sessionflow.contract import SessionLimits
 from sessionflow.storage.transcripts import TranscriptStore
 from sessionflow.streams.context import ContextStore
@@ -31,6 +32,11 @@ class Services:
     agents: MutableMapping[str, Agent]
     # Where committed transcripts are read (the payload store), if the client has one.
     transcripts: TranscriptStore | None = None
+
+    def queue_for(self, agent: str) -> str:
+        """The task queue `agent`'s sessions start on: `<task_queue>.<agent>`, which
+        only workers that serve the agent poll."""
+        return agent_task_queue(self.task_queue, agent)
 
 
 class ServicesRef:

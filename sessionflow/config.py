@@ -6,7 +6,8 @@ resolution of the `module:attr` import paths some of them hold.
 | TEMPORAL_ADDRESS              | 127.0.0.1:7233              |
 | TEMPORAL_NAMESPACE            | default                     |
 | TEMPORAL_UI_URL               | http://127.0.0.1:8233       |
-| SESSIONFLOW_TASK_QUEUE        | sessionflow                 |
+| SESSIONFLOW_TASK_QUEUE        | sessionflow (+ .<agent>)    |
+| SESSIONFLOW_SHARED_QUEUE      | on (poll the base queue too) |
 | REDIS_URL                     | redis://127.0.0.1:6379/0 *  |
 | TEMPORAL_TLS                  | on if any TLS_* or API key  |
 | TEMPORAL_TLS_CA               | the system's root CAs       |
@@ -18,7 +19,7 @@ resolution of the `module:attr` import paths some of them hold.
 | SESSIONFLOW_STREAM_MAXLEN     | 10000 (entries per session) |
 | SESSIONFLOW_STREAM_TTL        | 604800 (seconds after idle) |
 | SESSIONFLOW_CONTEXT_TTL       | 86400 (seconds after use)   |
-| SESSIONFLOW_METRICS_ADDRESS   | 127.0.0.1:9464 ("" = off)   |
+| SESSIONFLOW_METRICS_ADDRESS   | 127.0.0.1:9464 or next free ("" = off) |
 | SESSIONFLOW_MAX_CONCURRENT_ACTIVITIES     | 200             |
 | SESSIONFLOW_MAX_CONCURRENT_WORKFLOW_TASKS | 100             |
 | SESSIONFLOW_MAX_CACHED_WORKFLOWS          | 1000            |
@@ -47,6 +48,9 @@ resolution of the `module:attr` import paths some of them hold.
 
 * with the local stack's password when `<data dir>/redis.password` exists.
 
+A bad value raises `ConfigError` (an `InvalidInput`): one line naming the variable and
+what it takes (the command line prints it and exits with status 2).
+
 Payloads of at least SESSIONFLOW_PAYLOAD_THRESHOLD bytes (activity inputs and results,
 signals, queries' and updates' answers, continue-as-new input) go to the payload store
 and Temporal records a reference (see sessionflow.storage): `file://<dir>` for one
@@ -64,7 +68,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from sessionflow.errors import InvalidInput
 
@@ -81,10 +85,15 @@ def local_redis_password(data_dir: Path) -> str | None:
         return None
 
 
+class ConfigError(InvalidInput):
+    """A setting whose value cannot be used. The message is one line that names the
+    variable and says what it takes; it never repeats a value that may hold a secret."""
+
+
 def _choice(name: str, env: Mapping[str, str], fallback: str, options: tuple[str, ...]) -> str:
     value = (env.get(name) or fallback).strip().lower()
     if value not in options:
-        raise ValueError(f"{name} must be one of {', '.join(options)}, got {env.get(name)!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(options)}, got {env.get(name)!r}")
     return value
 
 
@@ -96,8 +105,90 @@ def _switch(name: str, raw: str | None) -> bool | None:
         return True
     if value in ("0", "off", "false", "no"):
         return False
-    raise ValueError(f"{name} must be on or off, got {raw!r}")
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
 
+
+def env_integer(
+    name: str, env: Mapping[str, str], fallback: int, low: int, high: int | None = None
+) -> int:
+    """The whole number in variable `name` (`fallback` when unset or empty), from `low`
+    to `high`; else a `ConfigError` naming the variable and the range."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return fallback
+    span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number {span}, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        raise ConfigError(f"{name} must be a whole number {span}, got {raw!r}")
+    return value
+
+
+def parse_address(raw: str, name: str, example: str = "127.0.0.1:7233") -> tuple[str, int]:
+    """`host:port` (`[v6 address]:port` too) as (host, port)."""
+    host, sep, port = raw.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{name} must be host:port (e.g. {example}), got {raw!r}")
+    return host, int(port)
+
+
+# `redis+cluster://` (`rediss+cluster://`): any node of a Redis Cluster (connections).
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+
+
+def check_redis_url(url: str, name: str = "REDIS_URL") -> str:
+    """`url` if redis-py can use it; the message never shows it (it holds the password)."""
+    shape = (
+        f"{name} must look like redis://[:<password>@]<host>:<port>/<db> "
+        "(rediss:// for TLS, unix:///<socket path>, or redis+cluster://[:<password>@]"
+        "<host>:<port> for any node of a Redis Cluster)"
+    )
+    try:
+        parts = urlsplit(url.strip())
+        port, path = parts.port, parts.path
+    except ValueError:  # a port that is not a number
+        raise ConfigError(shape) from None
+    if parts.scheme not in _REDIS_SCHEMES:
+        raise ConfigError(shape)
+    if parts.scheme == "unix":
+        if not path:
+            raise ConfigError(shape)
+        return url
+    database = path.strip("/")
+    if not parts.hostname or (port is not None and not 0 < port < 65536):
+        raise ConfigError(shape)
+    if database and not database.isdigit():
+        raise ConfigError(f"{name}: the database after the last '/' must be a number")
+    if parts.scheme.endswith("+cluster") and database not in ("", "0"):
+        raise ConfigError(f"{name}: a Redis Cluster has only database 0")
+    return url
+
+
+def _url(name: str, env: Mapping[str, str], fallback: str) -> str:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return fallback
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+# A task queue's name, and an agent's after it, must fit Temporal's limit of 1000.
+_TASK_QUEUE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,200}$")
+
+
+def agent_task_queue(base: str, agent: str) -> str:
+    """The task queue of `agent`'s sessions: `<base>.<agent>`, polled only by workers
+    that serve the agent. The client starts each session there, and the workflow's
+    activities and continue-as-new stay on the queue its run started on."""
+    return f"{base}.{agent}"
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # Temporal refuses payloads over 2 MiB: a threshold near that would let payloads it
 # refuses stay inline.
@@ -130,19 +221,19 @@ def parse_payload_store(raw: str, name: str = "SESSIONFLOW_PAYLOAD_STORE") -> Pa
     value = raw.strip()
     scheme, sep, rest = value.partition("://")
     if not sep or scheme.lower() not in ("file", "s3"):
-        raise InvalidInput(f"{name} must be file://<dir> or s3://<bucket>[/<prefix>], got {raw!r}")
+        raise ConfigError(f"{name} must be file://<dir> or s3://<bucket>[/<prefix>], got {raw!r}")
     if scheme.lower() == "file":
         if not rest.strip():
-            raise InvalidInput(f"{name}=file:// names no directory")
+            raise ConfigError(f"{name}=file:// names no directory")
         return PayloadStore("file", path=Path(rest))
     bucket, _, prefix = rest.partition("/")
     if not _BUCKET.match(bucket) or ".." in bucket:
-        raise InvalidInput(
+        raise ConfigError(
             f"{name}: {bucket!r} is not an S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')"
         )
     prefix = prefix.strip("/")
     if "?" in prefix or "#" in prefix or "//" in prefix:
-        raise InvalidInput(f"{name}: the key prefix {prefix!r} has '?', '#' or an empty segment")
+        raise ConfigError(f"{name}: the key prefix {prefix!r} has '?', '#' or an empty segment")
     return PayloadStore("s3", bucket=bucket, prefix=prefix)
 
 
@@ -151,9 +242,9 @@ def parse_payload_threshold(raw: str | int, name: str = "SESSIONFLOW_PAYLOAD_THR
     try:
         value = int(raw)
     except ValueError:
-        raise InvalidInput(f"{name} must be a number of bytes, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a number of bytes, got {raw!r}") from None
     if not 0 <= value <= MAX_PAYLOAD_THRESHOLD:
-        raise InvalidInput(
+        raise ConfigError(
             f"{name} must be 0 to {MAX_PAYLOAD_THRESHOLD} bytes (Temporal refuses payloads "
             f"over 2 MiB), got {value}"
         )
@@ -165,7 +256,11 @@ class Settings:
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_ui_url: str = "http://127.0.0.1:8233"
+    # The base task queue: an agent's sessions run on `<task_queue>.<agent>`
+    # (`agent_task_queue`); with `shared_queue`, workers also poll the base queue itself,
+    # where sessions started before per-agent queues (or by older clients) run.
     task_queue: str = "sessionflow"
+    shared_queue: bool = True
     redis_url: str = "redis://127.0.0.1:6379/0"
     data_dir: Path = Path(".sessionflow")
     sandbox_root: Path | None = None
@@ -173,6 +268,9 @@ class Settings:
     stream_ttl_seconds: int = 7 * 24 * 3600
     context_ttl_seconds: int = 24 * 3600
     metrics_address: str = "127.0.0.1:9464"
+    # The default address: when its port is taken (another worker on the host), the
+    # next free one is used; a configured address is used as given or not at all.
+    metrics_next_free: bool = True
     max_concurrent_activities: int = 200
     max_concurrent_workflow_tasks: int = 100
     max_cached_workflows: int = 1000
@@ -230,20 +328,16 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings the environment gives; a bad value raises `ConfigError`, one
+        line naming the variable and what it takes."""
         env = os.environ if env is None else env
         default = cls()
 
         def text(name: str, fallback: str) -> str:
             return env.get(name) or fallback
 
-        def number(name: str, fallback: int) -> int:
-            raw = env.get(name)
-            if not raw:
-                return fallback
-            try:
-                return int(raw)
-            except ValueError:
-                raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+        def number(name: str, fallback: int, low: int = 1, high: int | None = None) -> int:
+            return env_integer(name, env, fallback, low, high)
 
         def path(name: str) -> Path | None:
             raw = env.get(name)
@@ -263,26 +357,58 @@ class Settings:
             if local_password
             else default.redis_url
         )
+        temporal_address = text("TEMPORAL_ADDRESS", default.temporal_address).strip()
+        parse_address(temporal_address, "TEMPORAL_ADDRESS")
+        task_queue = text("SESSIONFLOW_TASK_QUEUE", default.task_queue).strip()
+        if not _TASK_QUEUE.match(task_queue):
+            raise ConfigError(
+                "SESSIONFLOW_TASK_QUEUE must be 1-200 characters without spaces or "
+                f"control characters, got {env.get('SESSIONFLOW_TASK_QUEUE')!r}"
+            )
+        # Unset: the default address, or the next free port when another worker on
+        # the host has it; set: exactly that address ("" turns metrics off).
+        metrics_set = "SESSIONFLOW_METRICS_ADDRESS" in env
+        metrics_address = env.get("SESSIONFLOW_METRICS_ADDRESS", default.metrics_address).strip()
+        if metrics_address:
+            parse_address(metrics_address, "SESSIONFLOW_METRICS_ADDRESS", "127.0.0.1:9464")
+        log_format = (env.get("SESSIONFLOW_LOG_FORMAT") or "").strip().lower() or None
+        if log_format is not None:
+            _choice("SESSIONFLOW_LOG_FORMAT", env, "", ("json", "console"))
+        max_tokens = number("SESSIONFLOW_ANTHROPIC_MAX_TOKENS", default.anthropic_max_tokens)
+        thinking = number(
+            "SESSIONFLOW_ANTHROPIC_THINKING_BUDGET", default.anthropic_thinking_budget, low=0
+        )
+        if thinking and not 1024 <= thinking < max_tokens:
+            raise ConfigError(
+                "SESSIONFLOW_ANTHROPIC_THINKING_BUDGET must be 0 (off) or from 1024 to one "
+                f"less than SESSIONFLOW_ANTHROPIC_MAX_TOKENS ({max_tokens}), got {thinking}"
+            )
         return cls(
-            temporal_address=text("TEMPORAL_ADDRESS", default.temporal_address),
-            temporal_namespace=text("TEMPORAL_NAMESPACE", default.temporal_namespace),
-            temporal_ui_url=text("TEMPORAL_UI_URL", default.temporal_ui_url).rstrip("/"),
-            task_queue=text("SESSIONFLOW_TASK_QUEUE", default.task_queue),
-            redis_url=text("REDIS_URL", local_redis),
+            temporal_address=temporal_address,
+            temporal_namespace=text("TEMPORAL_NAMESPACE", default.temporal_namespace).strip(),
+            temporal_ui_url=_url("TEMPORAL_UI_URL", env, default.temporal_ui_url),
+            task_queue=task_queue,
+            shared_queue=_switch("SESSIONFLOW_SHARED_QUEUE", env.get("SESSIONFLOW_SHARED_QUEUE"))
+            is not False,
+            redis_url=check_redis_url(text("REDIS_URL", local_redis)),
             data_dir=data_dir,
             sandbox_root=Path(sandbox_root) if sandbox_root else None,
             stream_max_len=number("SESSIONFLOW_STREAM_MAXLEN", default.stream_max_len),
             stream_ttl_seconds=number("SESSIONFLOW_STREAM_TTL", default.stream_ttl_seconds),
             context_ttl_seconds=number("SESSIONFLOW_CONTEXT_TTL", default.context_ttl_seconds),
-            metrics_address=env.get("SESSIONFLOW_METRICS_ADDRESS", default.metrics_address),
+            metrics_address=metrics_address,
+            metrics_next_free=not metrics_set,
             max_concurrent_activities=number(
                 "SESSIONFLOW_MAX_CONCURRENT_ACTIVITIES", default.max_concurrent_activities
             ),
+            # Temporal's worker refuses fewer than 2 while it caches sessions.
             max_concurrent_workflow_tasks=number(
-                "SESSIONFLOW_MAX_CONCURRENT_WORKFLOW_TASKS", default.max_concurrent_workflow_tasks
+                "SESSIONFLOW_MAX_CONCURRENT_WORKFLOW_TASKS",
+                default.max_concurrent_workflow_tasks,
+                low=2,
             ),
             max_cached_workflows=number(
-                "SESSIONFLOW_MAX_CACHED_WORKFLOWS", default.max_cached_workflows
+                "SESSIONFLOW_MAX_CACHED_WORKFLOWS", default.max_cached_workflows, low=0
             ),
             sandbox_backend=text("SESSIONFLOW_SANDBOX", default.sandbox_backend).strip(),
             sandbox_isolation=_choice(
@@ -294,7 +420,7 @@ class Settings:
             sandbox_network=_choice(
                 "SESSIONFLOW_SANDBOX_NETWORK", env, default.sandbox_network, ("none", "egress")
             ),
-            sandbox_uid=number("SESSIONFLOW_SANDBOX_UID", default.sandbox_uid),
+            sandbox_uid=number("SESSIONFLOW_SANDBOX_UID", default.sandbox_uid, 1, 2**32 - 2),
             sandbox_max_processes=number(
                 "SESSIONFLOW_SANDBOX_MAX_PROCESSES", default.sandbox_max_processes
             ),
@@ -316,14 +442,10 @@ class Settings:
             ),
             e2b_template=env.get("SESSIONFLOW_E2B_TEMPLATE") or None,
             e2b_timeout_seconds=number("SESSIONFLOW_E2B_TIMEOUT", default.e2b_timeout_seconds),
-            anthropic_max_tokens=number(
-                "SESSIONFLOW_ANTHROPIC_MAX_TOKENS", default.anthropic_max_tokens
-            ),
-            anthropic_thinking_budget=number(
-                "SESSIONFLOW_ANTHROPIC_THINKING_BUDGET", default.anthropic_thinking_budget
-            ),
-            log_format=env.get("SESSIONFLOW_LOG_FORMAT") or None,
-            log_level=text("SESSIONFLOW_LOG_LEVEL", default.log_level),
+            anthropic_max_tokens=max_tokens,
+            anthropic_thinking_budget=thinking,
+            log_format=log_format,
+            log_level=_choice("SESSIONFLOW_LOG_LEVEL", env, default.log_level, LOG_LEVELS),
             temporal_tls=_switch("TEMPORAL_TLS", env.get("TEMPORAL_TLS")),
             temporal_tls_ca=path("TEMPORAL_TLS_CA"),
             temporal_tls_cert=path("TEMPORAL_TLS_CERT"),
@@ -343,6 +465,10 @@ class Settings:
             aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
             aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
         )
+
+    def agent_queue(self, agent: str) -> str:
+        """The task queue of `agent`'s sessions (`agent_task_queue`)."""
+        return agent_task_queue(self.task_queue, agent)
 
     def workflow_url(self, workflow_id: str) -> str:
         """Where the Temporal UI shows a session."""

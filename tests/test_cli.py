@@ -1,13 +1,18 @@
-"""The command line as a new user meets it: the demo, and `dev` stopping and resuming."""
+"""The command line as a new user meets it: the demo, and `dev` stopping and resuming,
+ready only when every service answers, failing loudly, and never outlived by its
+servers, even when SIGKILLed."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
@@ -56,15 +61,21 @@ async def test_demo_streams_the_answer_and_prints_the_ui_link(
 GATEWAY_PORT: dict[Path, int] = {}
 
 
-def start_dev(data_dir: Path, config: StackConfig, log: Path) -> subprocess.Popen[bytes]:
+def start_dev(
+    data_dir: Path, config: StackConfig, log: Path, gateway_port: int | None = None
+) -> subprocess.Popen[bytes]:
     GATEWAY_PORT.setdefault(data_dir, free_port())
     command = [
         sys.executable, "-m", "sessionflow", "dev", "--data-dir", str(data_dir),
         "--temporal-port", str(config.temporal_port), "--ui-port", str(config.ui_port),
-        "--redis-port", str(config.redis_port), "--gateway-port", str(GATEWAY_PORT[data_dir]),
+        "--redis-port", str(config.redis_port),
+        "--gateway-port", str(gateway_port or GATEWAY_PORT[data_dir]),
     ]  # fmt: skip
     with log.open("ab") as out:
         return subprocess.Popen(command, env=cli_env(), cwd=REPO, stdout=out, stderr=out)
+
+
+READY = "Press Ctrl-C to stop."
 
 
 async def wait_for_text(log: Path, text: str, proc: subprocess.Popen[bytes], count: int) -> None:
@@ -72,7 +83,47 @@ async def wait_for_text(log: Path, text: str, proc: subprocess.Popen[bytes], cou
     while log.read_text().count(text) < count:
         assert proc.poll() is None, log.read_text()
         assert time.monotonic() < deadline, log.read_text()
+        await asyncio.sleep(0.02)
+
+
+async def wait_ready_and_probe(log: Path, proc: subprocess.Popen[bytes], count: int) -> None:
+    """Wait for dev's ready line, then at once (no retry) ask its gateway: it must answer."""
+    await wait_for_text(log, READY, proc, count)
+    port = re.findall(r"Gateway +http://127.0.0.1:(\d+)", log.read_text())[-1]
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(f"http://127.0.0.1:{port}/healthz")
+    assert answer.status_code == 200, answer.text
+
+
+def children(pid: int) -> dict[int, str]:
+    """The live children of `pid`: pid -> command line."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_bytes().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != b"Z":
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+            found[int(stat.parent.name)] = cmdline.decode(errors="replace")
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z"
+
+
+async def all_gone(pids: Iterable[int], within: float) -> float:
+    """Seconds until none of `pids` lives; fails past `within`."""
+    started = time.monotonic()
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() - started < within, {p: alive(p) for p in pids}
         await asyncio.sleep(0.1)
+    return time.monotonic() - started
 
 
 def interrupt(proc: subprocess.Popen[bytes]) -> int:
@@ -87,7 +138,7 @@ async def test_dev_stops_cleanly_on_ctrl_c_and_resumes_sessions(tmp_path: Path) 
     config = StackConfig.on_free_ports(data_dir, ui=True)
     dev = start_dev(data_dir, config, log)
     try:
-        await wait_for_text(log, "Press Ctrl-C to stop.", dev, 1)
+        await wait_ready_and_probe(log, dev, 1)
         text = log.read_text()
         assert f"Temporal UI   {config.ui_url}" in text
         # The Redis password is never printed; the development key (ours) is.
@@ -119,7 +170,7 @@ async def test_dev_stops_cleanly_on_ctrl_c_and_resumes_sessions(tmp_path: Path) 
 
     dev = start_dev(data_dir, config, log)
     try:
-        await wait_for_text(log, "Press Ctrl-C to stop.", dev, 2)
+        await wait_ready_and_probe(log, dev, 2)
         temporal = await connect_temporal(config.temporal_address)
         redis = await connect_redis(config.redis_url)
         client = SessionClient(temporal, redis)
@@ -135,3 +186,110 @@ async def test_dev_stops_cleanly_on_ctrl_c_and_resumes_sessions(tmp_path: Path) 
         await redis.aclose()
     finally:
         assert interrupt(dev) == 0, log.read_text()
+
+
+async def test_dev_killed_takes_its_servers_with_it_and_the_next_dev_starts(
+    tmp_path: Path,
+) -> None:
+    from sessionflow.client.client import SessionClient
+
+    data_dir, log = tmp_path / "data", tmp_path / "dev.log"
+    config = StackConfig.on_free_ports(data_dir, ui=True)
+    dev = start_dev(data_dir, config, log)
+    try:
+        await wait_ready_and_probe(log, dev, 1)
+        servers = children(dev.pid)
+        names = " ".join(servers.values())
+        assert "temporal server start-dev" in names and "watchdog.py" in names, servers
+        assert len(servers) == 3, servers  # the guard, Temporal and Redis
+        temporal = await connect_temporal(config.temporal_address)
+        redis = await connect_redis(config.redis_url)
+        session = SessionClient(temporal, redis).session("before-the-kill", agent="demo")
+        result = await session.send("hello")
+        assert (await asyncio.wait_for(result.outcome, 60)).status is TurnStatus.FINISHED
+        await redis.aclose()
+    finally:
+        dev.kill()
+        dev.wait()
+    took = await all_gone(servers, within=15)
+    for port in (config.temporal_port, config.ui_port, config.redis_port):
+        assert not port_open(config.host, port), f"port {port} still open {took:.1f}s after"
+
+    dev = start_dev(data_dir, config, log)
+    try:
+        await wait_ready_and_probe(log, dev, 2)
+        assert "left running" not in log.read_text()  # nothing was: they died with dev
+        temporal = await connect_temporal(config.temporal_address)
+        redis = await connect_redis(config.redis_url)
+        session = SessionClient(temporal, redis).session("before-the-kill", agent="demo")
+        assert [m.role.value for m in await session.history()] == ["user", "assistant"]
+        await redis.aclose()
+    finally:
+        assert interrupt(dev) == 0, log.read_text()
+
+
+async def test_dev_stops_servers_a_killed_dev_left_running_and_starts(tmp_path: Path) -> None:
+    data_dir, log = tmp_path / "data", tmp_path / "dev.log"
+    config = StackConfig.on_free_ports(data_dir, ui=True)
+    dev = start_dev(data_dir, config, log)
+    try:
+        await wait_ready_and_probe(log, dev, 1)
+        servers = children(dev.pid)
+    finally:
+        # The guard first, then dev: as if both were killed at once (an OOM killer, a
+        # `kill -9` of the process group), so nothing stops the servers.
+        (guard,) = [pid for pid, cmd in servers.items() if "watchdog.py" in cmd]
+        os.kill(guard, signal.SIGKILL)
+        dev.kill()
+        dev.wait()
+    left = [pid for pid in servers if pid != guard]
+    await asyncio.sleep(1)
+    assert all(alive(pid) for pid in left), "the servers died anyway: nothing to test"
+
+    dev = start_dev(data_dir, config, log)
+    try:
+        await wait_ready_and_probe(log, dev, 2)
+        text = log.read_text()
+        assert "left running on" in text and "by an earlier stack" in text, text
+        assert not any(alive(pid) for pid in left)
+    finally:
+        assert interrupt(dev) == 0, log.read_text()
+    await all_gone(children(dev.pid), within=15)
+
+
+async def test_dev_refuses_a_taken_gateway_port_naming_it(tmp_path: Path) -> None:
+    data_dir, log = tmp_path / "data", tmp_path / "dev.log"
+    config = StackConfig.on_free_ports(data_dir, ui=True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        dev = start_dev(data_dir, config, log, gateway_port=port)
+        code = dev.wait(60)
+    lines = log.read_text().strip().splitlines()
+    assert code == 1, log.read_text()
+    assert lines[-1].startswith(f"Error: port {port} on 127.0.0.1 (for the gateway) is already"), (
+        lines
+    )
+    assert lines[-1].endswith("choose another with --gateway-port"), lines
+    assert READY not in log.read_text()
+    assert not (data_dir / "temporal.db").exists(), "servers were started anyway"
+
+
+async def test_a_server_that_dies_stops_dev_with_its_error(tmp_path: Path) -> None:
+    data_dir, log = tmp_path / "data", tmp_path / "dev.log"
+    config = StackConfig.on_free_ports(data_dir, ui=True)
+    dev = start_dev(data_dir, config, log)
+    try:
+        await wait_ready_and_probe(log, dev, 1)
+        servers = children(dev.pid)
+        (redis,) = [pid for pid, cmd in servers.items() if re.search(r"(redis|valkey)-server", cmd)]
+        os.kill(redis, signal.SIGKILL)
+        code = dev.wait(60)
+    finally:
+        if dev.poll() is None:
+            interrupt(dev)
+    lines = log.read_text().strip().splitlines()
+    assert code == 1, log.read_text()
+    assert lines[-1].startswith("Error: Temporal or Redis failed: redis exited unexpectedly"), lines
+    await all_gone(servers, within=15)

@@ -8,8 +8,7 @@ import pytest
 from temporalio.service import RPCError
 
 from sessionflow.contract import TurnStatus
-from sessionflow.errors import AgentNotRegistered, InvalidInput
-from sessionflow.messages import MessageStatus
+from sessionflow.errors import InvalidInput, SessionNotFound
 from sessionflow.streams.assemble import assemble
 from tests.agents import FLAKY_TEXT, flaky_agent, tool_agent
 from tests.conftest import StartWorker
@@ -49,25 +48,22 @@ async def test_a_flaky_model_step_is_retried_and_the_retry_announced(
     assert assemble(replay) == reply
 
 
-async def test_an_agent_no_worker_serves_fails_the_turn_quickly(
-    start_worker: StartWorker, unique_id: str
+async def test_an_agent_no_worker_serves_is_refused_quickly(
+    start_worker: StartWorker, unique_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Each agent's sessions go to its own task queue, which no worker polls here: the
+    # send says so (after a grace period for a worker still starting) and starts nothing.
+    from sessionflow.client import calls
+    from sessionflow.errors import WorkerUnavailable
+
+    monkeypatch.setattr(calls, "WORKER_GRACE_SECONDS", 1.0)
     client = await start_worker([tool_agent])
     session = client.session(unique_id, agent="ghost")
-    result = await session.send("anyone there?")
-    outcome = await asyncio.wait_for(result.outcome, timeout=10)
-    assert outcome.status is TurnStatus.FAILED
-    assert outcome.error is not None and outcome.error.startswith("AgentNotRegistered")
-    assert "'ghost' is not registered" in outcome.error
-    with pytest.raises(AgentNotRegistered, match="'ghost' is not registered"):
-        outcome.raise_for_failure()
-    events = [e async for e in result.stream()]
-    assert events[-1].type == "error"
-    # The session is still alive and answers the next message the same clear way.
-    again = await session.send("still there?")
-    assert (await asyncio.wait_for(again.outcome, timeout=10)).status is TurnStatus.FAILED
-    history = await session.history()
-    assert [m.status for m in history[1::2]] == [MessageStatus.FAILED, MessageStatus.FAILED]
+    for text in ("anyone there?", "still there?"):
+        with pytest.raises(WorkerUnavailable, match="no worker serves agent 'ghost'"):
+            await asyncio.wait_for(session.send(text), timeout=10)
+    with pytest.raises(SessionNotFound):
+        await session.history()
 
 
 @pytest.mark.parametrize(

@@ -162,7 +162,9 @@ class BrokenSessionWorkflow:
 async def test_a_failing_workflow_task_is_reported_as_stuck_naming_the_cause(
     temporal: Any, redis: Any, task_queue: str, unique_id: str
 ) -> None:
-    async with Worker(temporal, task_queue=task_queue, workflows=[BrokenSessionWorkflow]):
+    # Sessions of agent "any" run on its own task queue (see sessionflow.worker.build).
+    queue = f"{task_queue}.any"
+    async with Worker(temporal, task_queue=queue, workflows=[BrokenSessionWorkflow]):
         client = SessionClient(temporal, redis, task_queue=task_queue)
         session = client.session(unique_id, agent="any")
         result = await session.send("hi")

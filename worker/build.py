@@ -2,16 +2,28 @@
 
 Everything an activity touches is built here and handed to it, so tests can
 assemble a worker on their own task queue with their own agents and scripts.
+
+Sessions are routed by agent: the client starts an agent's session on the task queue
+`<base>.<agent>` (`sessionflow.config.agent_task_queue`), its activities and
+continue-as-new runs stay there, and only workers that serve the agent poll it. So one
+process runs one Temporal `Worker` per agent it serves, plus one on the base queue
+itself (`shared_queue`) for sessions started there before this routing existed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 from redis.asyncio import Redis
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -28,6 +40,7 @@ from sessionflow.activities import (
 from sessionflow.activities.heartbeat import HEARTBEAT_INTERVAL
 from sessionflow.agents.definition import Agent
 from sessionflow.agents.registry import AgentRegistry
+from sessionflow.config import agent_task_queue
 from sessionflow.providers.base import ModelProvider
 from sessionflow.providers.registry import ModelRegistry, with_registered_providers
 from sessionflow.providers.scripted import Script, ScriptedProvider
@@ -59,10 +72,15 @@ _WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 @dataclass
 class WorkerOptions:
+    # The base task queue: each agent's sessions run on `<task_queue>.<agent>`.
     task_queue: str = "sessionflow"
+    # Also poll the base queue itself, where sessions started before per-agent queues
+    # (or by clients that predate them) stay for good: a session keeps its queue.
+    shared_queue: bool = True
     sandbox_root: Path = Path(".sessionflow/sandboxes")
     retention: Retention = field(default_factory=Retention)
     context_ttl_seconds: int = DEFAULT_CONTEXT_TTL
+    # The limits below hold for each task queue polled (each agent's, and the shared).
     max_concurrent_activities: int = 200
     max_concurrent_workflow_tasks: int = 100
     max_cached_workflows: int = 1000
@@ -78,10 +96,94 @@ class WorkerOptions:
     sandboxes: SandboxBackend | None = None
 
 
+class SessionWorker:
+    """The Temporal workers of one process, one per task queue it polls: each served
+    agent's (`<base>.<agent>`) and, with `shared_queue`, the base queue. Runs, shuts
+    down and works as an async context manager as one Temporal `Worker` does."""
+
+    def __init__(self, client: Client, workers: dict[str, Worker]) -> None:
+        self.client = client
+        self.workers = workers
+        self._running: asyncio.Task[None] | None = None
+
+    @property
+    def task_queues(self) -> list[str]:
+        return list(self.workers)
+
+    @property
+    def running(self) -> asyncio.Task[None]:
+        """The task that runs the workers inside `async with`."""
+        if self._running is None:
+            raise RuntimeError("the worker runs inside `async with` only")
+        return self._running
+
+    async def run(self) -> None:
+        """Run every worker until `shutdown`; if one fails, stop the others and raise."""
+        runs = [asyncio.ensure_future(w.run()) for w in self.workers.values()]
+        try:
+            await asyncio.gather(*runs)
+        except BaseException:
+            await self.shutdown()
+            await asyncio.gather(*runs, return_exceptions=True)
+            raise
+
+    async def shutdown(self) -> None:
+        """Stop polling; in-flight activities get the graceful shutdown time to finish."""
+        await asyncio.gather(*(w.shutdown() for w in self.workers.values()))
+
+    async def wait_polling(self, timeout: float = 30.0) -> None:
+        """Return once the server has seen this process poll every agent's task queue
+        (and the shared one): from then on, sessions sent to them are picked up.
+        Raises what `run` raised if a worker stopped, `TimeoutError` past `timeout`."""
+        identity = self.client.identity
+        pending = set(self.workers)
+        async with asyncio.timeout(timeout):
+            while pending:
+                if self._running is not None and self._running.done():
+                    self._running.result()  # raises the worker's failure
+                    raise RuntimeError("the worker stopped before it polled")
+                for queue in list(pending):
+                    answer = await self.client.workflow_service.describe_task_queue(
+                        DescribeTaskQueueRequest(
+                            namespace=self.client.namespace,
+                            task_queue=TaskQueue(name=queue),
+                            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                        )
+                    )
+                    if any(p.identity == identity for p in answer.pollers):
+                        pending.discard(queue)
+                if pending:
+                    await asyncio.sleep(0.1)
+
+    async def __aenter__(self) -> SessionWorker:
+        self._running = asyncio.create_task(self.run())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+        if self._running is not None:
+            running, self._running = self._running, None
+            if exc is None:
+                await running
+            else:  # the body's error is the one to see
+                await asyncio.gather(running, return_exceptions=True)
+
+
+def task_queues(options: WorkerOptions, agents: Iterable[Agent]) -> list[str]:
+    """The task queues a worker serving `agents` polls: each agent's, then the shared."""
+    queues = [agent_task_queue(options.task_queue, a.name) for a in agents]
+    return [*queues, options.task_queue] if options.shared_queue else queues
+
+
 def build_worker(
     client: Client, redis: Redis, agents: Iterable[Agent], options: WorkerOptions | None = None
-) -> Worker:
-    """A worker that serves `agents` on `options.task_queue`.
+) -> SessionWorker:
+    """A worker that serves `agents`, each on its own task queue (`task_queues`).
 
     Scripts used by the agents (`model=Script(...)`) are registered with the
     scripted provider automatically; each registered provider that `options.providers`
@@ -101,39 +203,46 @@ def build_worker(
     )
     sandboxes = options.sandboxes or LocalSandboxBackend(options.sandbox_root)
     contexts = ContextStore(redis, ttl_seconds=options.context_ttl_seconds)
+    # Transcripts go by reference into the client's payload store (None: none).
     transcripts = transcript_store(client)
     model_steps = ModelStepActivities(registry, models, publisher, contexts, transcripts)
     tools = ToolActivities(registry, sandboxes, publisher, contexts, transcripts)
-    committing = TranscriptActivities(transcripts)
     lifecycle = SandboxActivities(sandboxes, publisher)
     publishing = PublishActivities(publisher)
     forgetting = ContextActivities(contexts)
-    return Worker(
-        client,
-        task_queue=options.task_queue,
-        workflows=[SessionWorkflow],
-        workflow_runner=_WORKFLOW_RUNNER,
-        interceptors=[BoundLogs()],
-        activities=[
-            model_steps.model_step,
-            tools.run_tool,
-            lifecycle.ensure_sandbox,
-            lifecycle.sandbox_exec,
-            lifecycle.sandbox_status,
-            lifecycle.sandbox_pause,
-            lifecycle.sandbox_kill,
-            publishing.publish,
-            forgetting.forget_context,
-            committing.commit_transcript,
-            committing.rewind_transcript,
-        ],
-        max_concurrent_activities=options.max_concurrent_activities,
-        max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
-        max_cached_workflows=options.max_cached_workflows,
-        graceful_shutdown_timeout=options.graceful_shutdown,
-        sticky_queue_schedule_to_start_timeout=options.sticky_schedule_to_start,
-        # Heartbeats carry cancellations: send them often enough that an interrupt
-        # reaches a running activity well within a second.
-        max_heartbeat_throttle_interval=HEARTBEAT_INTERVAL,
-        default_heartbeat_throttle_interval=HEARTBEAT_INTERVAL,
-    )
+    committing = TranscriptActivities(transcripts)
+    activities: list[Callable[..., Any]] = [
+        model_steps.model_step,
+        tools.run_tool,
+        lifecycle.ensure_sandbox,
+        lifecycle.sandbox_exec,
+        lifecycle.sandbox_status,
+        lifecycle.sandbox_pause,
+        lifecycle.sandbox_kill,
+        publishing.publish,
+        forgetting.forget_context,
+        committing.commit_transcript,
+        committing.rewind_transcript,
+    ]
+    # One registry for all queues: a session on the shared queue may be any agent's.
+    workers = {
+        queue: Worker(
+            client,
+            task_queue=queue,
+            workflows=[SessionWorkflow],
+            workflow_runner=_WORKFLOW_RUNNER,
+            interceptors=[BoundLogs()],
+            activities=activities,
+            max_concurrent_activities=options.max_concurrent_activities,
+            max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
+            max_cached_workflows=options.max_cached_workflows,
+            graceful_shutdown_timeout=options.graceful_shutdown,
+            sticky_queue_schedule_to_start_timeout=options.sticky_schedule_to_start,
+            # Heartbeats carry cancellations: send them often enough that an interrupt
+            # reaches a running activity well within a second.
+            max_heartbeat_throttle_interval=HEARTBEAT_INTERVAL,
+            default_heartbeat_throttle_interval=HEARTBEAT_INTERVAL,
+        )
+        for queue in task_queues(options, registry)
+    }
+    return SessionWorker(client, workers)

@@ -9,11 +9,12 @@ from collections.abc import Sequence
 import structlog
 from redis.asyncio import Redis
 from temporalio.client import Client
-from temporalio.runtime import Runtime
+from temporalio.service import RPCError
 
 from sessionflow.agents.definition import Agent
 from sessionflow.config import Settings
-from sessionflow.connections import connect_redis, connect_temporal, metrics_runtime
+from sessionflow.connections import connect_redis, connect_temporal
+from sessionflow.errors import SessionflowError, WorkerUnavailable
 from sessionflow.logs import redact_url
 from sessionflow.providers.base import ModelProvider
 from sessionflow.providers.registry import providers_from_settings
@@ -21,7 +22,8 @@ from sessionflow.sandbox.base import SandboxBackend
 from sessionflow.sandbox.registry import backend_from_settings
 from sessionflow.storage import close_external_storage, external_storage_from_settings
 from sessionflow.streams.publisher import Retention
-from sessionflow.worker.build import WorkerOptions, build_worker
+from sessionflow.worker.build import SessionWorker, WorkerOptions, build_worker
+from sessionflow.worker.metrics_endpoint import metrics_endpoint
 
 log = structlog.get_logger(__name__)
 
@@ -35,8 +37,17 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
-async def run_worker(settings: Settings, agents: Sequence[Agent], stop: asyncio.Event) -> None:
+async def run_worker(
+    settings: Settings,
+    agents: Sequence[Agent],
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+) -> None:
     """Serve `agents` until `stop` is set, then finish in-flight work and exit.
+
+    Each agent's sessions come on its own task queue (see `sessionflow.worker.build`);
+    `ready` is set, and "worker started" logged, once the Temporal server has seen this
+    process poll all of them.
 
     The sandbox backend and model providers come from their registries
     (`SESSIONFLOW_SANDBOX`, `SESSIONFLOW_PROVIDERS`), resolved before anything connects so
@@ -45,7 +56,8 @@ async def run_worker(settings: Settings, agents: Sequence[Agent], stop: asyncio.
     sandboxes = backend_from_settings(settings)
     providers = providers_from_settings(settings)
     payloads = external_storage_from_settings(settings)
-    runtime = metrics_runtime(settings.metrics_address) if settings.metrics_address else None
+    metrics = metrics_endpoint(settings)
+    runtime, metrics_address = metrics if metrics else (None, None)
     temporal = await connect_temporal(
         settings.temporal_address,
         settings.temporal_namespace,
@@ -55,7 +67,9 @@ async def run_worker(settings: Settings, agents: Sequence[Agent], stop: asyncio.
     )
     redis = await connect_redis(settings.redis_url)
     try:
-        await _serve(settings, agents, stop, temporal, redis, sandboxes, providers, runtime)
+        await _serve(
+            settings, agents, stop, ready, temporal, redis, sandboxes, providers, metrics_address
+        )
     finally:
         await redis.aclose()
         await close_external_storage(payloads)
@@ -65,14 +79,16 @@ async def _serve(
     settings: Settings,
     agents: Sequence[Agent],
     stop: asyncio.Event,
+    ready: asyncio.Event | None,
     temporal: Client,
     redis: Redis,
     sandboxes: SandboxBackend,
     providers: Sequence[ModelProvider],
-    runtime: Runtime | None,
+    metrics_address: str | None,
 ) -> None:
     options = WorkerOptions(
         task_queue=settings.task_queue,
+        shared_queue=settings.shared_queue,
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         max_cached_workflows=settings.max_cached_workflows,
@@ -84,18 +100,61 @@ async def _serve(
         providers=providers,
         sandboxes=sandboxes,
     )
-    async with build_worker(temporal, redis, agents, options):
+    async with build_worker(temporal, redis, agents, options) as worker:
+        await _polling(worker, settings)
         log.info(
             "worker started",
-            task_queue=settings.task_queue,
+            task_queues=worker.task_queues,
             agents=[a.name for a in agents],
             sandbox=sandboxes.name,
             sandbox_isolation=getattr(sandboxes, "effective_isolation", None),
             providers=sorted(p.name for p in providers),
-            metrics=f"http://{settings.metrics_address}/metrics" if runtime else None,
+            metrics=f"http://{metrics_address}/metrics" if metrics_address else None,
             temporal=settings.temporal_address,
             redis=redact_url(settings.redis_url),
             payload_store=settings.payloads.url,
         )
-        await stop.wait()
+        if ready is not None:
+            ready.set()
+        await _until(stop, worker)
         log.info("worker stopping")
+
+
+# How long the server may take to see a new worker's polls before it is called broken.
+POLLING_TIMEOUT = 60.0
+
+
+async def _polling(worker: SessionWorker, settings: Settings) -> None:
+    try:
+        await worker.wait_polling(POLLING_TIMEOUT)
+    except RPCError as err:  # e.g. an API key that may poll but not describe queues
+        log.warning("cannot confirm the worker polls", error=err.message)
+    except TimeoutError:
+        raise WorkerUnavailable(
+            f"the worker did not start polling {', '.join(worker.task_queues)} within "
+            f"{POLLING_TIMEOUT:g} s (Temporal at {settings.temporal_address})"
+        ) from None
+    except SessionflowError:
+        raise
+    except Exception as err:  # Temporal's own, e.g. no such namespace: one line
+        raise WorkerUnavailable(
+            f"the worker could not start: {type(err).__name__}: {' '.join(str(err).split())}"
+        ) from err
+
+
+async def _until(stop: asyncio.Event, worker: SessionWorker) -> None:
+    """Wait for `stop`, or raise what stopped the worker first."""
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({stopping, worker.running}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if stop.is_set():
+        return
+    try:
+        worker.running.result()
+    except SessionflowError:
+        raise
+    except Exception as err:  # Temporal's own: say it in one line
+        raise WorkerUnavailable(f"the worker stopped: {type(err).__name__}: {err}") from err
+    raise WorkerUnavailable("the worker stopped polling by itself")

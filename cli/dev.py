@@ -1,0 +1,296 @@
+"""`sessionflow dev`, and the gateway as the `gateway` and `dev` commands set it up.
+
+`dev` says it is ready only once every service answers: Temporal and Redis (the local
+stack waits for them), the worker (the Temporal server has seen it poll each agent's
+task queue) and the gateway (`GET /healthz` answers 200). A service that fails, at
+start or later, stops `dev` with its error on one line and a non-zero exit status;
+the servers die with `dev` however it ends (see `sessionflow.cli.localstack`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import shlex
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import click
+
+from sessionflow.agents.definition import Agent
+from sessionflow.config import LOCAL_REDIS_PASSWORD_FILE, ConfigError, Settings, env_integer
+
+DEV_API_KEY = "sf-dev-key:dev"
+# How long the worker and the gateway may take to answer once Temporal and Redis do.
+READY_TIMEOUT = 120.0
+
+
+class ServiceFailed(click.ClickException):
+    """A service of `dev` failed: one line, exit status 1."""
+
+
+def _one_line(err: BaseException) -> str:
+    """`err` as one line; its type is named unless it is one of ours."""
+    from sessionflow.errors import SessionflowError
+
+    text = " ".join(str(err).split()) or type(err).__name__
+    ours = isinstance(err, SessionflowError | click.ClickException)
+    return text if ours else f"{type(err).__name__}: {text}"
+
+
+def api_keys(raw: str) -> dict[str, str]:
+    """`SESSIONFLOW_API_KEYS` parsed, or a `ConfigError` (never showing a key)."""
+    from sessionflow.gateway.config import parse_api_keys
+
+    try:
+        return parse_api_keys(raw)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def gateway_config(agents: Sequence[Agent]) -> Any:
+    """The gateway's settings, its default agent one of `agents`: the configured one
+    (SESSIONFLOW_DEFAULT_AGENT, which must be served), else the first agent served."""
+    from sessionflow.gateway.config import GatewayConfig
+
+    # What GatewayConfig reads without naming the variable when it is bad.
+    env_integer("SESSIONFLOW_GATEWAY_PORT", os.environ, 8000, 1, 65535)
+    env_integer("SESSIONFLOW_MAX_BODY_BYTES", os.environ, 1, 1)
+    heartbeat = os.environ.get("SESSIONFLOW_SSE_HEARTBEAT", "").strip()
+    try:
+        if heartbeat and not float(heartbeat) > 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(
+            f"SESSIONFLOW_SSE_HEARTBEAT must be a number of seconds above 0, got {heartbeat!r}"
+        ) from None
+    api_keys(os.environ.get("SESSIONFLOW_API_KEYS", ""))
+    try:
+        config = GatewayConfig.from_env()
+    except ValueError as err:
+        raise ConfigError(" ".join(str(err).split())) from None
+    names = [a.name for a in agents]
+    if config.default_agent in names:
+        return config
+    if os.environ.get("SESSIONFLOW_DEFAULT_AGENT"):
+        raise ConfigError(
+            f"SESSIONFLOW_DEFAULT_AGENT={config.default_agent} is not among the agents "
+            f"served ({', '.join(names)}); add it with --agents"
+        )
+    return replace(config, default_agent=names[0])
+
+
+async def serve_gateway(
+    settings: Settings, config: Any, stop: asyncio.Event, agents: Sequence[Agent] = ()
+) -> None:
+    from sessionflow.client.client import SessionClient
+    from sessionflow.gateway.app import create_app
+    from sessionflow.gateway.main import serve_gateway
+
+    # The client knows the agents served: others get 404, and context is validated
+    # against their schemas before anything starts.
+    async with await SessionClient.connect(settings=settings, agents=agents) as client:
+        await serve_gateway(create_app(client, config), config.host, config.port, stop)
+
+
+def check_port_free(host: str, port: int, what: str, option: str) -> None:
+    """Refuse at once, naming the port, when another program listens on it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise ServiceFailed(
+                    f"port {port} on {host} (for {what}) is already in use by another "
+                    f"program; choose another with {option}"
+                ) from None
+            raise ServiceFailed(
+                f"cannot listen on {host}:{port} (for {what}): {err.strerror}"
+            ) from None
+
+
+class _Errors(logging.Handler):
+    """Keeps the error lines of one logger: uvicorn tells why it could not listen only
+    there before it exits the process."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(" ".join(record.getMessage().split()))
+
+
+_uvicorn_errors = _Errors()
+
+
+def hear_uvicorn() -> None:
+    """Keep uvicorn's error lines, for `exit_reason`."""
+    logger = logging.getLogger("uvicorn.error")
+    if _uvicorn_errors not in logger.handlers:
+        logger.addHandler(_uvicorn_errors)
+
+
+def exit_reason() -> str | None:
+    """Why the process is exiting when uvicorn exited it (it cannot listen): uvicorn
+    raises SystemExit from a task of its own, past any handler of ours."""
+    if not _uvicorn_errors.lines:
+        return None
+    return f"the gateway could not start: {_uvicorn_errors.lines[-1]}"
+
+
+async def _answers(host: str, port: int) -> bool:
+    """Whether the gateway answers `GET /healthz` with 200."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(
+            f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 5)
+        return status.split()[1:2] == [b"200"]
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+def _probe_host(host: str) -> str:
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+@dataclass
+class DevOptions:
+    stack: Any  # StackConfig
+    settings: Settings
+    agents: Sequence[Agent]
+    gateway: Any  # GatewayConfig
+    own_keys: bool
+
+
+async def _ready(options: DevOptions, worker_ready: asyncio.Event) -> None:
+    await worker_ready.wait()
+    host, port = _probe_host(options.gateway.host), options.gateway.port
+    while True:
+        if await _answers(host, port):
+            return
+        await asyncio.sleep(0.1)
+
+
+async def _first_failure(
+    services: dict[str, asyncio.Task[None]], until: asyncio.Future[Any], stop: asyncio.Event
+) -> None:
+    """Wait for `until` or `stop`; raise `ServiceFailed` if a service ends first."""
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait(
+            {until, stopping, *services.values()}, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        stopping.cancel()
+    if stop.is_set():
+        return
+    for name, task in services.items():
+        if task.done():
+            err = task.exception() if not task.cancelled() else None
+            reason = _one_line(err) if err is not None else "it stopped by itself"
+            raise ServiceFailed(f"{name} failed: {reason}")
+    until.result()
+
+
+async def run_dev(options: DevOptions) -> None:
+    """Run the stack, a worker and the gateway until SIGINT or SIGTERM."""
+    from sessionflow.cli.localstack import LocalStack
+    from sessionflow.providers.registry import providers_from_settings
+    from sessionflow.sandbox.registry import backend_from_settings
+    from sessionflow.worker.main import run_worker, stop_on_signals
+
+    hear_uvicorn()
+    stop = stop_on_signals()
+    gateway, config = options.gateway, options.stack
+    # Bad sandbox or provider settings fail here, before anything starts (exit status 2).
+    backend = backend_from_settings(replace(options.settings, data_dir=config.data_dir))
+    providers_from_settings(options.settings)
+    check_port_free(gateway.host, gateway.port, "the gateway", "--gateway-port")
+    click.echo(f"Starting Temporal and Redis (data in {config.data_dir}) ...")
+    async with LocalStack(config, say=lambda line: click.echo(line, err=True)) as stack:
+        local = config.point(options.settings)
+        # Again: another program may have taken it while the servers started.
+        check_port_free(gateway.host, gateway.port, "the gateway", "--gateway-port")
+        worker_ready = asyncio.Event()
+        services = {
+            "Temporal or Redis": asyncio.create_task(stack.watch()),
+            "the worker": asyncio.create_task(
+                run_worker(local, options.agents, stop, worker_ready)
+            ),
+            "the gateway": asyncio.create_task(serve_gateway(local, gateway, stop, options.agents)),
+        }
+        ready = asyncio.create_task(_ready(options, worker_ready))
+        forever: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            try:
+                async with asyncio.timeout(READY_TIMEOUT):
+                    await _first_failure(services, ready, stop)
+            except TimeoutError:
+                waiting = "the gateway" if worker_ready.is_set() else "the worker"
+                raise ServiceFailed(
+                    f"{waiting} did not answer within {READY_TIMEOUT:g} s"
+                ) from None
+            if not stop.is_set():
+                isolation = getattr(backend, "effective_isolation", None) or backend.name
+                click.echo(_banner(options, local, isolation))
+                await _first_failure(services, forever, stop)
+        finally:
+            ready.cancel()
+            forever.cancel()
+            stop.set()
+            services.pop("Temporal or Redis").cancel()
+            await asyncio.gather(*services.values(), return_exceptions=True)
+            click.echo("Stopping ...")
+
+
+def _banner(options: DevOptions, local: Settings, isolation: str) -> str:
+    from sessionflow.logs import redact_url
+
+    config, gateway = options.stack, options.gateway
+    # Only our own development key is shown; configured keys are secrets.
+    keys = (
+        ", ".join(f"{k} (tenant {t})" for k, t in gateway.api_keys.items())
+        if options.own_keys
+        else "from SESSIONFLOW_API_KEYS, tenants "
+        + ", ".join(sorted(set(gateway.api_keys.values())))
+    )
+    # The Redis password stays in its file; the export line reads it from there.
+    password = config.data_dir / LOCAL_REDIS_PASSWORD_FILE
+    redis_export = (
+        f'"redis://:$(cat {shlex.quote(str(password.absolute()))})'
+        f'@{config.host}:{config.redis_port}/0"'
+    )
+    queues = ", ".join(local.agent_queue(a.name) for a in options.agents)
+    return (
+        f"\n  Temporal      {config.temporal_address}\n"
+        f"  Temporal UI   {config.ui_url}\n"
+        f"  Redis         {redact_url(config.redis_url)}\n"
+        f"  Gateway       http://{gateway.host}:{gateway.port}"
+        f"  (API keys: {keys})\n"
+        f"  Agents        {', '.join(a.name for a in options.agents)}\n"
+        f"  Task queues   {queues} (one per agent)\n"
+        f"  Sandboxes     {isolation}\n\n"
+        f"In another shell:\n"
+        f"  export TEMPORAL_ADDRESS={config.temporal_address} "
+        f"REDIS_URL={redis_export} TEMPORAL_UI_URL={config.ui_url} "
+        f"SESSIONFLOW_PAYLOAD_STORE={shlex.quote(config.payload_store)}\n\n"
+        "Press Ctrl-C to stop.\n"
+    )
