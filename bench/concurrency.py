@@ -5,6 +5,14 @@ reader (none lost, none twice), and each reader's reassembled message must equal
 session's history. Reports chunk latency (model emit -> reader receive) and the
 worker's peak RSS, and where a start-up burst spends its time: how long sessions'
 first workflow tasks queued, and the CPU the worker and the Temporal server used.
+
+Beside it, on the same server and in the same run (first, so the sessions' streams do
+not load it), the baseline: as many minimal signal-with-start workflows, each running
+one activity (`bench.start_baseline`), sent at once; send -> activity start is the
+least a burst of starts costs on this server. Twice: with the SDK's default pollers
+(raw Temporal as it ships: the target's reference) and with autoscaling workflow
+pollers, as Sessionflow's worker has. The target (issue 16): sessions' send -> first
+chunk p99 within 1.5x of the baseline's send -> activity start p99.
 Prints one JSON line.
 
     python -m bench.concurrency [--sessions 200] [--rate 20] [--tokens 100]
@@ -22,8 +30,9 @@ from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 
+from bench import start_baseline
 from bench.clock import latencies_ms, percentile, split_at_xadd
-from bench.harness import bench_stack, cpu_seconds, rss_mb
+from bench.harness import BenchStack, bench_stack, cpu_seconds, rss_mb, stop_worker
 from sessionflow.chunks import TextDeltaChunk
 from sessionflow.client.client import SessionClient
 from sessionflow.contract import TurnStatus
@@ -33,6 +42,10 @@ from sessionflow.streams.reader import StreamEvent
 
 async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
     async with bench_stack() as stack:
+        baseline = await start_burst_baseline(stack, sessions)
+        await asyncio.sleep(2.0)  # the server finishes the baseline's closing work
+        tuned = await start_burst_baseline(stack, sessions, pollers="autoscaling")
+        await asyncio.sleep(2.0)
         worker = await stack.start_worker(rate, tokens)
         client = stack.client
         baseline_rss = rss_mb(worker.pid)
@@ -58,7 +71,9 @@ async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
             "worker": cpu_seconds(worker.pid) - cpu_before["worker"],
             "temporal": cpu_seconds(server) - cpu_before["temporal"],
         }
-        task_waits = [await first_task_wait(client, h.workflow_id) for h in handles]
+        times = [await history_times(client, h.workflow_id) for h in handles]
+        task_waits = [wait for wait, _ in times]
+        first_step = [(started - sent_ns) / 1e9 for _, started in times]
 
         finished = sum(o.status is TurnStatus.FINISHED for o in outcomes)
         lost = duplicated = mismatched = 0
@@ -90,6 +105,7 @@ async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
                         to_reader.append(reader_side)
             steady += latencies_ms(deltas, all_streaming)
             first_chunk.append((deltas[0][1] - sent_ns) / 1e9 if deltas else float("nan"))
+    first_chunk_p99 = percentile(first_chunk, 99)
     return {
         "benchmark": "concurrency",
         "sessions": sessions,
@@ -107,7 +123,18 @@ async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
         "steady_chunk_latency_p99_ms": percentile(steady, 99),
         "steady_chunks": len(steady),
         "first_chunk_p50_s": round(percentile(first_chunk, 50), 2),
-        "first_chunk_p99_s": round(percentile(first_chunk, 99), 2),
+        "first_chunk_p99_s": round(first_chunk_p99, 2),
+        "first_model_step_start_p50_s": round(percentile(first_step, 50), 2),
+        "first_model_step_start_p99_s": round(percentile(first_step, 99), 2),
+        "baseline_first_activity_p50_s": round(baseline["first_activity_p50_s"], 2),
+        "baseline_first_activity_p99_s": round(baseline["first_activity_p99_s"], 2),
+        "first_chunk_p99_over_baseline_p99": round(
+            first_chunk_p99 / baseline["first_activity_p99_s"], 2
+        ),
+        "baseline_autoscaling_first_activity_p99_s": round(tuned["first_activity_p99_s"], 2),
+        "first_chunk_p99_over_baseline_autoscaling_p99": round(
+            first_chunk_p99 / tuned["first_activity_p99_s"], 2
+        ),
         "first_workflow_task_wait_p50_s": round(percentile(task_waits, 50), 2),
         "first_workflow_task_wait_p99_s": round(percentile(task_waits, 99), 2),
         "wall_seconds": round(elapsed, 1),
@@ -115,6 +142,55 @@ async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
         "temporal_server_cpu_seconds": round(cpu["temporal"], 1),
         "worker_rss_idle_mb": baseline_rss,
         "worker_peak_rss_mb": peak_rss,
+        "baseline": baseline,
+        "baseline_autoscaling": tuned,
+    }
+
+
+async def start_burst_baseline(
+    stack: BenchStack, count: int, pollers: str = "default"
+) -> dict[str, Any]:
+    """`count` minimal signal-with-start workflows sent at once, each running one
+    activity: send -> activity start, on this server, with its own worker process
+    (`pollers`: "default", the SDK's, or "autoscaling")."""
+    worker = await stack.start_worker(0, 0, module="bench.start_baseline", BENCH_POLLERS=pollers)
+    temporal = stack.client.temporal
+    server = stack.servers.pid("temporal")
+    assert server is not None
+    cpu_before = {"worker": cpu_seconds(worker.pid), "temporal": cpu_seconds(server)}
+    run = uuid.uuid4().hex[:6]
+    started, sent_ns = time.monotonic(), time.time_ns()
+    handles = await asyncio.gather(
+        *(
+            temporal.start_workflow(
+                start_baseline.StartBaseline.run,
+                id=f"baseline-{run}-{i}",
+                task_queue=start_baseline.TASK_QUEUE,
+                start_signal=start_baseline.SIGNAL,
+                start_signal_args=["go"],
+            )
+            for i in range(count)
+        )
+    )
+    activity_starts = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 600)
+    elapsed = time.monotonic() - started
+    cpu = {
+        "worker": cpu_seconds(worker.pid) - cpu_before["worker"],
+        "temporal": cpu_seconds(server) - cpu_before["temporal"],
+    }
+    await stop_worker(worker)
+    waits = [(await history_times(stack.client, h.id))[0] for h in handles]
+    delays = [(at - sent_ns) / 1e9 for at in activity_starts]
+    return {
+        "workflows": count,
+        "pollers": pollers,
+        "first_activity_p50_s": percentile(delays, 50),
+        "first_activity_p99_s": percentile(delays, 99),
+        "first_workflow_task_wait_p50_s": round(percentile(waits, 50), 2),
+        "first_workflow_task_wait_p99_s": round(percentile(waits, 99), 2),
+        "wall_seconds": round(elapsed, 1),
+        "worker_cpu_seconds": round(cpu["worker"], 1),
+        "temporal_server_cpu_seconds": round(cpu["temporal"], 1),
     }
 
 
@@ -122,15 +198,17 @@ _TASK_SCHEDULED = EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED
 _TASK_STARTED = EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
 
 
-async def first_task_wait(client: SessionClient, workflow_id: str) -> float:
-    """Seconds the session's first workflow task waited between being scheduled and a
-    worker picking it up: the queue that builds when many sessions start at once."""
+async def history_times(client: SessionClient, workflow_id: str) -> tuple[float, int]:
+    """From a workflow's history: the seconds its first workflow task waited between
+    being scheduled and a worker picking it up (the queue that builds when many
+    workflows start at once), and when (ns) its first activity started."""
     events = (await client.temporal.get_workflow_handle(workflow_id).fetch_history()).events
-    scheduled = next(
-        e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED
-    )
-    picked = next(e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED)
-    return (picked.event_time.ToNanoseconds() - scheduled.event_time.ToNanoseconds()) / 1e9
+
+    def first(kind: EventType.ValueType) -> int:
+        return next(e for e in events if e.event_type == kind).event_time.ToNanoseconds()
+
+    wait = (first(_TASK_STARTED) - first(_TASK_SCHEDULED)) / 1e9
+    return wait, first(EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED)
 
 
 if __name__ == "__main__":

@@ -81,13 +81,19 @@ async def bench_stack() -> AsyncIterator[BenchStack]:
                 yield stack
             finally:
                 for worker in stack.workers:
-                    if worker.poll() is None:
-                        worker.send_signal(signal.SIGTERM)
-                        try:
-                            worker.wait(30)
-                        except subprocess.TimeoutExpired:
-                            worker.kill()
+                    await stop_worker(worker)
                 await redis.aclose()
+
+
+async def stop_worker(worker: subprocess.Popen[str]) -> None:
+    """SIGTERM a worker process and wait for it to exit (SIGKILL after 30 s)."""
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, worker.wait, 30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
 
 
 async def wait_for_line(proc: subprocess.Popen[str], text: str, timeout: float = 60) -> None:
@@ -113,6 +119,17 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def io_counts(pid: int) -> dict[str, int]:
+    """A process's I/O so far (/proc/<pid>/io): `syscw` write system calls (files and
+    sockets), `write_bytes` bytes it sent to storage (for the Temporal dev server,
+    its SQLite database and write-ahead log)."""
+    counts = {}
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        key, _, value = line.partition(":")
+        counts[key] = int(value)
+    return counts
 
 
 def rss_mb(pid: int, field_name: str = "VmRSS") -> float:

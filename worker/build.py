@@ -25,7 +25,7 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorAutoscaling, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from sessionflow.activities import (
@@ -56,8 +56,15 @@ from sessionflow.workflows.session import SessionWorkflow
 # Activities share the process with the workflow sandbox, and these libraries import
 # submodules lazily on first use; letting them pass through keeps such an import,
 # should it land during a workflow activation, from being re-imported in the sandbox.
+# `sessionflow` passes through too, the workflow module included: the sandbox would
+# otherwise import `sessionflow.workflows.session` afresh (compiling it when there is
+# no bytecode cache) for every workflow instance it builds, 2.5-6 ms holding the GIL on
+# the worker's event loop, against 0.2 ms passed through: a burst of new sessions paid
+# it once per session. `workflows/` keeps no module state and imports nothing
+# nondeterministic, which `tests/test_workflow_imports.py` checks instead.
 _WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "sessionflow",
         "redis",
         "hiredis",
         "opentelemetry",
@@ -238,6 +245,10 @@ def build_worker(
             max_cached_workflows=options.max_cached_workflows,
             graceful_shutdown_timeout=options.graceful_shutdown,
             sticky_queue_schedule_to_start_timeout=options.sticky_schedule_to_start,
+            # Pollers scale with the backlog (the server says when): with the SDK's
+            # fixed five, a burst of new sessions had one poller for first workflow
+            # tasks, and they queued on the server for seconds (BENCHMARKS.md).
+            workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
             # Heartbeats carry cancellations: send them often enough that an interrupt
             # reaches a running activity well within a second.
             max_heartbeat_throttle_interval=HEARTBEAT_INTERVAL,

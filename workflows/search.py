@@ -8,6 +8,10 @@ Register them once per namespace (`sessionflow dev` does it for the local server
         --name SessionLastActivity --type Datetime
 
 then, for example: `temporal workflow list --query 'SessionStatus="needs-approval"'`.
+
+A session upserts them as a turn starts and ends and as approvals are asked for and
+answered, not per step: each upsert is a visibility write, the costliest thing a turn
+asks of the server (BENCHMARKS.md, server work). A running tool is `streaming` here.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ module does not import the activities' dependencies.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from temporalio import workflow
@@ -56,6 +60,23 @@ with workflow.unsafe.imports_passed_through():
 # signal's name rather than the method: this is that name.
 SEND_SIGNAL = "send"
 
+# Runs that start with this patch ask less of the server per turn: no search attribute
+# upsert as a tool starts and ends, none at the start of a run that has a message
+# waiting, and one idle timer per idle period instead of one started and cancelled per
+# turn. Runs recorded before it replay as they ran. A patch costs each run a marker and
+# an upsert of `TemporalChangeVersion` (a visibility write), so this one stands for the
+# patches before it too: where it holds, they are not asked (`_patched`).
+FEWER_COMMANDS = "fewer-commands-per-turn"
+
+
+# A tool starting or ending flips the status between these two: the UI's details show
+# it, while search attributes (a visibility write each) keep the turn's status.
+_TOOL_FLIP = frozenset({SessionStatus.STREAMING, SessionStatus.RUNNING_TOOL})
+
+
+def _ready_or_done(ready: Callable[[], bool], timer: asyncio.Task[None]) -> bool:
+    return ready() or timer.done()
+
 
 @workflow.defn(name=WORKFLOW_NAME)
 class SessionWorkflow:
@@ -80,6 +101,10 @@ class SessionWorkflow:
         self.last_model: str | None = None
         self._indexed: dict[str, object] = {}
         self._status = SessionStatus.IDLE
+        # Set at the start of `run`: whether this run issues fewer commands per turn.
+        self._fewer_commands = False
+        # The timer that pauses an idle sandbox; left running while turns come and go.
+        self._idle_timer: asyncio.Task[None] | None = None
         self.turn: Turn | None = None
         self._outcomes = {o.message_id: o for o in snapshot.outcomes}
         self._continuing = False
@@ -93,12 +118,16 @@ class SessionWorkflow:
         return self._status
 
     def set_status(self, value: SessionStatus) -> None:
-        self._status = value
+        previous, self._status = self._status, value
+        if self._fewer_commands and {previous, value} == _TOOL_FLIP:
+            self._describe()
+            return
         self._index()
 
     def _index(self) -> None:
         """Show the session's state in the UI (details) and in search attributes, when
-        it changed. Called as status, tokens or pending approvals change."""
+        it changed. Called as a turn starts and ends, and as approvals are asked for and
+        answered (and, in runs before `FEWER_COMMANDS`, as tools start and end)."""
         pending = len(self.turn.pending_ids()) if self.turn else 0
         values: dict[str, object] = {
             "status": self._status.value,
@@ -108,11 +137,7 @@ class SessionWorkflow:
         if values == self._indexed:
             return
         self._indexed = values
-        waiting = f", {pending} approval(s) pending" if pending else ""
-        workflow.set_current_details(
-            f"{self._status.value}{waiting} · {self.message_count()} messages · "
-            f"{values['tokens']} tokens · agent {self.agent}"
-        )
+        self._describe()
         if self._searchable:
             workflow.upsert_search_attributes(
                 [
@@ -124,9 +149,21 @@ class SessionWorkflow:
                 ]
             )
 
+    def _describe(self) -> None:
+        """The session's state in plain words, for the UI (a query answers it: setting
+        it costs the server nothing)."""
+        pending = len(self.turn.pending_ids()) if self.turn else 0
+        waiting = f", {pending} approval(s) pending" if pending else ""
+        workflow.set_current_details(
+            f"{self._status.value}{waiting} · {self.message_count()} messages · "
+            f"{self.usage.total.total_tokens} tokens · agent {self.agent}"
+        )
+
     @workflow.run
     async def run(self, input: SessionInput) -> None:
-        self._index()
+        self._fewer_commands = workflow.patched(FEWER_COMMANDS)
+        if not (self._fewer_commands and self.inbox):
+            self._index()  # else the turn that starts at once indexes the session
         while not self._closed:
             await self._wait_for_message()
             if self._closed:
@@ -166,12 +203,38 @@ class SessionWorkflow:
         if self.sandbox_id is None or self.sandbox_paused or idle is None:
             await workflow.wait_condition(ready)
             return
-        try:
-            await workflow.wait_condition(ready, timeout=idle)
-        except TimeoutError:
-            await self._sandbox_lifecycle(ActivityName.SANDBOX_PAUSE, "pause idle sandbox")
-            self.sandbox_paused = True
-            await workflow.wait_condition(ready)
+        if self._fewer_commands:
+            if not await self._idle_for(idle, ready):
+                return
+        else:
+            try:
+                await workflow.wait_condition(ready, timeout=idle)
+                return
+            except TimeoutError:
+                pass
+        await self._sandbox_lifecycle(ActivityName.SANDBOX_PAUSE, "pause idle sandbox")
+        self.sandbox_paused = True
+        await workflow.wait_condition(ready)
+
+    async def _idle_for(self, seconds: float, ready: Callable[[], bool]) -> bool:
+        """Wait until `ready()` or until `seconds` pass; True if the time ran out.
+
+        One timer per idle period rather than one per turn: a timer cancelled by each
+        message costs two history events and a timer-queue write each turn, so a
+        message leaves it running, and when it fires early (the session was busy
+        meanwhile) it is set again for the rest of the period.
+        """
+        deadline = workflow.now() + timedelta(seconds=seconds)
+        while not ready():
+            if self._idle_timer is None or self._idle_timer.done():
+                left = (deadline - workflow.now()).total_seconds()
+                if left <= 0:
+                    return True
+                self._idle_timer = asyncio.ensure_future(
+                    workflow.sleep(left, summary="pause the sandbox if still idle")
+                )
+            await workflow.wait_condition(partial(_ready_or_done, ready, self._idle_timer))
+        return False
 
     # -- signals --------------------------------------------------------------------
 
@@ -353,7 +416,7 @@ class SessionWorkflow:
         A store that fails leaves everything uncommitted (tried again next time): the
         session keeps working as sessions did before the store.
         """
-        if self._no_store or not workflow.patched("transcript-store"):
+        if self._no_store or not self._patched("transcript-store"):
             return reply
         size = sum(len(m.model_dump_json()) for m in self.tail)
         if not self.tail or size < self.limits.commit_transcript_after_bytes:
@@ -470,6 +533,11 @@ class SessionWorkflow:
 
     # -- plumbing -------------------------------------------------------------------
 
+    def _patched(self, patch_id: str) -> bool:
+        """`workflow.patched(patch_id)` for a patch older than `FEWER_COMMANDS`: a run
+        with that one has every older change, and records no marker for them."""
+        return self._fewer_commands or workflow.patched(patch_id)
+
     async def _sandbox_lifecycle(
         self, name: ActivityName, what: str, result_type: type | None = None
     ) -> Any:
@@ -484,7 +552,7 @@ class SessionWorkflow:
 
     async def _forget_context(self, request: SendRequest) -> None:
         """Delete the ended turn's context from Redis (best effort: its TTL remains)."""
-        if request.context_ref is None or not workflow.patched("forget-context"):
+        if request.context_ref is None or not self._patched("forget-context"):
             return
         try:
             await calls.local(

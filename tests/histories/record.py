@@ -89,9 +89,22 @@ async def record(wanted: set[str]) -> None:
                 await transcript.update(last_message_id=first_answer)
                 await (await transcript.send("after the rewind")).done
 
+                # Runs since `fewer-commands-per-turn`: tool turns without upserts per
+                # tool, and one idle timer kept across turns, set again when it fires
+                # early, then pausing the sandbox.
+                pausing = SessionClient(
+                    temporal, redis, task_queue="record",
+                    limits=SessionLimits(pause_sandbox_after_seconds=1.5),
+                )  # fmt: skip
+                fewer = pausing.session("fewer-commands", agent="tooling")
+                await (await fewer.send("make a file and read it")).done
+                await asyncio.sleep(1.0)
+                await (await fewer.send("and a plain turn")).done
+                await asyncio.sleep(3.0)
+
                 for name, session in (
                     ("tools", tools), ("approval", approval), ("interrupt", interrupted),
-                    ("transcript", transcript),
+                    ("transcript", transcript), ("fewer-commands", fewer),
                 ):  # fmt: skip
                     history = await temporal.get_workflow_handle(
                         session.workflow_id
