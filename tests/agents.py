@@ -220,7 +220,13 @@ flaky_agent = agent(
     model=Script(name="flaky", delay=0, turns=[[ScriptStep(text=FLAKY_TEXT, fail_attempts=1)]]),
 )
 
-GATEWAY_AGENTS = [tool_agent, approval_agent, streaming_agent, flaky_agent, reasoning_agent]
+# A model no provider knows: every turn fails at once (ModelNotFound), with an `error` chunk.
+unknown_model_agent = agent("misnamed", model="nowhere/no-such-model")
+
+GATEWAY_AGENTS = [
+    tool_agent, approval_agent, streaming_agent, flaky_agent, reasoning_agent,
+    unknown_model_agent,
+]  # fmt: skip
 
 
 # -- a tool whose command finishes before the worker dies --------------------------

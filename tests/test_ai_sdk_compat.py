@@ -119,11 +119,11 @@ async def test_the_ai_sdk_parses_every_chunk_the_gateway_emits(
         assert result["failures"] == []
 
         # A failing turn: error.
-        body, types = await sse_body(http, gateway, unique_id + "-g", "ghost", "anyone?")
+        body, types = await sse_body(http, gateway, unique_id + "-g", "misnamed", "anyone?")
         seen.update(types)
         result = await ai_sdk_read(ai_sdk, body)
         assert result["failures"] == []
-        assert "AgentNotRegistered" in (result["error"] or "")
+        assert "ModelNotFound" in (result["error"] or "")
 
         # An approval denied, then an interrupted answer: tool-approval-request,
         # tool-output-denied, abort.
