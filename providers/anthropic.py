@@ -8,7 +8,6 @@ pays for them once per cache lifetime.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from sessionflow.messages import (
     ToolState,
     Usage,
 )
+from sessionflow.providers import files
 from sessionflow.providers.base import (
     ModelEvent,
     ModelRequest,
@@ -223,10 +223,10 @@ def to_anthropic_messages(messages: list[Message]) -> list[dict[str, Any]]:
         else:
             turns.append({"role": role, "content": blocks})
 
-    last_user = max((i for i, m in enumerate(messages) if m.role is Role.USER), default=-1)
+    last_user = files.last_user_message(messages)
     for n, message in enumerate(messages):
         if message.role is Role.USER:
-            add("user", _user_blocks(message, strict=n == last_user))
+            add("user", files.user_content(message, file_block, strict=n == last_user))
             continue
         for step in _steps(message.parts):
             add("assistant", [b for p in step if (b := _assistant_block(p)) is not None])
@@ -234,76 +234,32 @@ def to_anthropic_messages(messages: list[Message]) -> list[dict[str, Any]]:
     return turns
 
 
-def _user_blocks(message: Message, *, strict: bool) -> list[dict[str, Any]]:
-    """Text and files (data parts are app data, never shown to the model). A file the
-    API cannot take fails the turn when it is in the message being answered (`strict`);
-    in an older message it becomes a note, so one bad file cannot fail every later turn."""
-    blocks: list[dict[str, Any]] = []
-    for part in message.parts:
-        if isinstance(part, TextPart) and part.text:
-            blocks.append({"type": "text", "text": part.text})
-        elif isinstance(part, FilePart):
-            try:
-                blocks.append(file_block(part))
-            except InvalidModelRequest:
-                if strict:
-                    raise
-                blocks.append({"type": "text", "text": f"[{_file_name(part)}: not sent]"})
-    return blocks
-
-
-# What the Messages API takes: images and PDFs inline (base64) or by URL, plain text
-# inline as a document.
-IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
-PDF = "application/pdf"
-TEXT = "text/plain"
-
-
 def file_block(part: FilePart) -> dict[str, Any]:
-    """A file part as an `image` or `document` content block; `InvalidModelRequest`
-    (the turn fails, it is not retried) for what the API cannot take."""
-    media = _media_type(part)
-    kind = "image" if media in IMAGE_TYPES else "document" if media in (PDF, TEXT) else None
-    if kind is None:
-        raise InvalidModelRequest(
-            f"{_file_name(part)} is {part.media_type!r}: Anthropic models take images "
-            f"({', '.join(sorted(IMAGE_TYPES))}), {PDF} and {TEXT} files"
-        )
-    if part.url.startswith("https://"):
-        if media == TEXT:
+    """A file part as an `image` or `document` content block: images and PDFs inline
+    (base64) or by URL, plain text inline as a document. `InvalidModelRequest` (the turn
+    fails, it is not retried) for what the Messages API cannot take."""
+    media = files.media_type(part)
+    if media in files.IMAGE_TYPES:
+        kind = "image"
+    elif media in (files.PDF, files.TEXT):
+        kind = "document"
+    else:
+        raise files.unsupported(part, "Anthropic models")
+    if files.is_link(part):
+        if media == files.TEXT:
             raise InvalidModelRequest(
-                f"{_file_name(part)}: a {TEXT} file must be sent as a data: URL, not a link"
+                f"{files.file_name(part)}: a {files.TEXT} file must be sent as a data: URL, "
+                "not a link"
             )
         source: dict[str, Any] = {"type": "url", "url": part.url}
+    elif media == files.TEXT:
+        source = {"type": "text", "media_type": files.TEXT, "data": files.decoded_text(part)}
     else:
-        data = part.url.partition(",")[2]
-        if media == TEXT:
-            source = {"type": "text", "media_type": TEXT, "data": _text(part, data)}
-        else:
-            source = {"type": "base64", "media_type": media, "data": data}
+        source = {"type": "base64", "media_type": media, "data": files.base64_data(part)}
     block: dict[str, Any] = {"type": kind, "source": source}
     if kind == "document" and part.filename:
         block["title"] = part.filename
     return block
-
-
-def _media_type(part: FilePart) -> str:
-    """The full media type: the AI SDK allows just `image`; a data: URL says the rest."""
-    media = part.media_type.split(";")[0].strip().lower()
-    if "/" not in media and part.url.startswith(f"data:{media}/"):
-        media = part.url[5:].split(";")[0].split(",")[0].lower()
-    return media
-
-
-def _text(part: FilePart, data: str) -> str:
-    try:
-        return base64.b64decode(data).decode("utf-8")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidModelRequest(f"{_file_name(part)} is not UTF-8 text") from None
-
-
-def _file_name(part: FilePart) -> str:
-    return f"file {part.filename!r}" if part.filename else "a file"
 
 
 def _steps(parts: list[Part]) -> list[list[Part]]:

@@ -10,6 +10,10 @@ shows in the session's history, with the backoff the server asks for (`retry-aft
 Servers differ in small ways, and the parsing is lenient where they do: reasoning
 arrives as `reasoning_content` (vLLM, DeepSeek) or `reasoning` (OpenRouter, Ollama), a
 tool call's id may be missing, usage may come without cache details.
+
+A user message with files has a list of content parts (`image_url`, `file` for PDFs,
+plain text inlined); a message of text alone keeps its content a string, which is all
+some local servers read.
 """
 
 from __future__ import annotations
@@ -28,8 +32,18 @@ import openai
 
 from sessionflow.contract import FinishReason
 from sessionflow.errors import InvalidModelRequest, ModelUnavailable
-from sessionflow.messages import Message, Part, Role, StepStartPart, TextPart, ToolPart, ToolState
+from sessionflow.messages import (
+    FilePart,
+    Message,
+    Part,
+    Role,
+    StepStartPart,
+    TextPart,
+    ToolPart,
+    ToolState,
+)
 from sessionflow.messages import Usage as StepUsage
+from sessionflow.providers import files
 from sessionflow.providers.base import (
     ModelEvent,
     ModelRequest,
@@ -291,15 +305,16 @@ def to_chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
     """Our messages as chat messages: each assistant step becomes an assistant message
     (its text, and its calls as `tool_calls`), followed by one `tool` message per call."""
     chat: list[dict[str, Any]] = []
-    for message in messages:
+    last_user = files.last_user_message(messages)
+    for n, message in enumerate(messages):
         if message.role is Role.USER:
-            text = "\n\n".join(p.text for p in message.parts if isinstance(p, TextPart) and p.text)
-            if not text:
+            content = files.user_content(message, file_content, strict=n == last_user)
+            if not content:
                 continue
             if chat and chat[-1]["role"] == "user":
-                chat[-1]["content"] += "\n\n" + text  # some chat templates need turns to alternate
+                chat[-1]["content"].extend(content)  # some chat templates need turns to alternate
             else:
-                chat.append({"role": "user", "content": text})
+                chat.append({"role": "user", "content": content})
             continue
         for step in _steps(message.parts):
             text = "".join(p.text for p in step if isinstance(p, TextPart))
@@ -311,7 +326,38 @@ def to_chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
                 turn["tool_calls"] = [_tool_call(p) for p in tools]
             chat.append(turn)
             chat.extend(_tool_result(p) for p in tools)
+    for turn in chat:
+        if turn["role"] == "user" and all(p["type"] == "text" for p in turn["content"]):
+            # Text alone stays a string: local servers (llama.cpp's) expect one.
+            turn["content"] = "\n\n".join(p["text"] for p in turn["content"])
     return chat
+
+
+def file_content(part: FilePart) -> dict[str, Any]:
+    """A file part as a Chat Completions content part: an image as `image_url` (a data:
+    URL or a link), a PDF as `file` (a data: URL only: the API fetches no links), plain
+    text inline as a `text` part under its name. `InvalidModelRequest` (the turn fails,
+    it is not retried) for what the API cannot take."""
+    media = files.media_type(part)
+    if media not in files.IMAGE_TYPES and media not in (files.PDF, files.TEXT):
+        raise files.unsupported(part, "OpenAI-compatible models")
+    if media in files.IMAGE_TYPES:
+        url = part.url if files.is_link(part) else files.data_url(part, media)
+        return {"type": "image_url", "image_url": {"url": url}}
+    if files.is_link(part):
+        raise InvalidModelRequest(
+            f"{files.file_name(part)}: the Chat Completions API cannot fetch a {media} file "
+            "from a link; send it as a data: URL"
+        )
+    if media == files.PDF:
+        # OpenAI refuses `file_data` without a name; the AI SDK makes one up as well.
+        name = part.filename or "document.pdf"
+        return {
+            "type": "file",
+            "file": {"filename": name, "file_data": files.data_url(part, media)},
+        }
+    text = files.decoded_text(part)
+    return {"type": "text", "text": f"# {part.filename}\n\n{text}" if part.filename else text}
 
 
 def _steps(parts: list[Part]) -> list[list[Part]]:

@@ -5,6 +5,7 @@ the Chat Completions API, reached the way a user reaches Ollama or vLLM: through
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 
@@ -302,6 +303,130 @@ async def test_client_errors_fail_the_turn_once_with_the_servers_message(
     assert (await session.history())[-1].text() == "Fine again."
     assert len(fake.requests) == 2
     assert fake.requests[1].body["messages"][-1] == {"role": "user", "content": "hi\n\nand now?"}
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def test_files_reach_the_model_as_image_url_file_and_text_parts_and_data_parts_stay_out(
+    client: SessionClient, fake: FakeOpenAI, unique_id: str
+) -> None:
+    png, pdf = b"\x89PNG\r\n\x1a\n-pixels-", b"%PDF-1.7 a tiny pdf"
+    fake.push(answer("I see a dot, a photo, a GIF, two PDFs and your notes."))
+    session = client.session(unique_id, agent="gpt")
+    result = await session.send(
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "text": "What are these?"},
+                {"type": "file", "mediaType": "image/png", "url": f"data:image/png;base64,{b64(png)}", "filename": "dot.png"},
+                {"type": "file", "mediaType": "image/jpeg", "url": "https://example.com/photo.jpg"},
+                # Just the top-level type, as the AI SDK allows: the data: URL says the rest.
+                {"type": "file", "mediaType": "image", "url": f"data:image/gif;base64,{b64(b'GIF89a')}"},
+                {"type": "file", "mediaType": "application/pdf", "url": f"data:application/pdf;base64,{b64(pdf)}", "filename": "spec.pdf"},
+                {"type": "file", "mediaType": "application/pdf", "url": f"data:application/pdf;base64,{b64(pdf)}"},
+                {"type": "file", "mediaType": "text/plain", "url": f"data:text/plain;base64,{b64('notes: é'.encode())}", "filename": "notes.txt"},
+                {"type": "file", "mediaType": "text/plain", "url": f"data:text/plain;base64,{b64(b'unnamed')}"},
+                {"type": "data-ticket", "id": "t1", "data": {"priority": "high"}},
+            ],
+        }
+    )  # fmt: skip
+    assert (await result.outcome).status is TurnStatus.FINISHED
+    (sent,) = fake.requests
+    assert sent.body["messages"] == [
+        {"role": "system", "content": SYSTEM},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What are these?"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(png)}"}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/photo.jpg"}},
+                {"type": "image_url", "image_url": {"url": f"data:image/gif;base64,{b64(b'GIF89a')}"}},
+                {"type": "file", "file": {"filename": "spec.pdf", "file_data": f"data:application/pdf;base64,{b64(pdf)}"}},
+                # OpenAI refuses file data without a name.
+                {"type": "file", "file": {"filename": "document.pdf", "file_data": f"data:application/pdf;base64,{b64(pdf)}"}},
+                {"type": "text", "text": "# notes.txt\n\nnotes: é"},
+                {"type": "text", "text": "unnamed"},
+            ],
+        },
+    ]  # fmt: skip
+    # The data part is in history, for the front end, though the model never saw it.
+    user = (await session.history())[0]
+    assert [p.type for p in user.parts] == ["text", *["file"] * 7, "data-ticket"]
+
+
+async def test_a_file_the_api_cannot_take_fails_the_turn_once_and_later_turns_work(
+    client: SessionClient, fake: FakeOpenAI, unique_id: str
+) -> None:
+    zipped = f"data:application/zip;base64,{b64(b'PK-not-really')}"
+    session = client.session(unique_id, agent="gpt")
+    result = await session.send(
+        [
+            {"type": "text", "text": "unpack this"},
+            {"type": "file", "mediaType": "application/zip", "url": zipped, "filename": "a.zip"},
+        ]
+    )
+    events = [e async for e in result.stream()]
+    outcome = await result.outcome
+    assert outcome.status is TurnStatus.FAILED
+    assert outcome.error_type == "InvalidModelRequest"
+    assert "'a.zip' is 'application/zip'" in (outcome.error or "")
+    assert "image/png" in (outcome.error or "") and "application/pdf" in (outcome.error or "")
+    assert events[-1].type == "error"
+    assert fake.requests == [], "refused before any request, and not retried"
+
+    # The file stays in history; the next turn tells the model it was not sent.
+    fake.push(answer("Zip files are beyond me."))
+    again = await session.send("ok, what can you do?")
+    assert (await again.outcome).status is TurnStatus.FINISHED
+    (sent,) = fake.requests
+    # The failed answer has nothing to show, so both user messages make one, and text
+    # alone stays a string.
+    assert sent.body["messages"][1:] == [
+        {"role": "user", "content": "unpack this\n\n[file 'a.zip': not sent]\n\nok, what can you do?"}
+    ]  # fmt: skip
+
+
+async def test_a_pdf_link_fails_the_turn_asking_for_a_data_url_and_merged_turns_keep_files(
+    client: SessionClient, fake: FakeOpenAI, unique_id: str
+) -> None:
+    """The Chat Completions API fetches image links, not PDF links."""
+    session = client.session(unique_id, agent="gpt")
+    result = await session.send(
+        [
+            {"type": "text", "text": "summarize"},
+            {"type": "file", "mediaType": "application/pdf", "url": "https://example.com/paper.pdf", "filename": "paper.pdf"},
+        ]
+    )  # fmt: skip
+    outcome = await result.outcome
+    assert outcome.status is TurnStatus.FAILED
+    assert outcome.error_type == "InvalidModelRequest"
+    assert "file 'paper.pdf'" in (outcome.error or "")
+    assert "send it as a data: URL" in (outcome.error or "")
+    assert fake.requests == []
+
+    png = f"data:image/png;base64,{b64(b'-pixels-')}"
+    fake.push(answer("A dot."))
+    again = await session.send(
+        [
+            {"type": "text", "text": "then this?"},
+            {"type": "file", "mediaType": "image/png", "url": png},
+        ]
+    )
+    assert (await again.outcome).status is TurnStatus.FINISHED
+    (sent,) = fake.requests
+    assert sent.body["messages"][1:] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "summarize"},
+                {"type": "text", "text": "[file 'paper.pdf': not sent]"},
+                {"type": "text", "text": "then this?"},
+                {"type": "image_url", "image_url": {"url": png}},
+            ],
+        }
+    ]
 
 
 async def test_without_a_key_or_a_base_url_the_turn_fails_clearly(
