@@ -1,17 +1,9 @@
 """Publishing chunks to a session's Redis stream, from activities.
 
-A `ChunkWriter` never makes its caller wait for Redis: `emit` queues the chunk and a
-background task writes whatever has queued in one round trip (a Lua script that
-XADDs the batch, trims the stream, indexes a message's `start` and refreshes the
-TTL). While one write is in flight the next batch accumulates, so a fast model
-costs a few round trips per second, not one per token.
-
-When Redis is unreachable a writer keeps its chunks, in order, and retries with
-backoff, so a Redis restart or a Redis Cluster failover mid-step costs readers a
-pause, not a gap. Only a longer outage loses chunks: a writer that closes once Redis
-has been down for `outage_grace` seconds drops what it still holds (logged, counted)
-rather than hold up the step, whose result is recorded in workflow history
-regardless; readers fall back to `history()`.
+Every write is one call of a Lua script that XADDs a batch, trims the stream, indexes
+a message's `start` and refreshes the TTL. Activities write through a `ChunkWriter`
+(`streams.writer`), which never makes its caller wait for Redis; the writers of one
+event loop share a pipeline (`publish_many`), one script call per writer.
 
 Writes are idempotent. Each writer has a random token and numbers its chunks; the
 script records, beside the stream, how many of the writer's chunks it holds, and a
@@ -25,17 +17,20 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
+from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError
 
 from sessionflow.chunks import Chunk, DataChunk
-from sessionflow.streams.backoff import Backoff
 from sessionflow.streams.keys import StreamKeys
+from sessionflow.streams.writer import WRITE_ERRORS, ChunkWriter, Flusher, StepStream, Write
+
+__all__ = ["WRITE_ERRORS", "ChunkWriter", "Retention", "StepStream", "StreamPublisher"]
 
 log = structlog.get_logger(__name__)
 
@@ -68,9 +63,6 @@ redis.call('EXPIRE', KEYS[3], ARGV[2])
 return ids
 """
 
-# Errors after which a write may be tried again (with the same token and numbers).
-WRITE_ERRORS = (RedisError, RedisClusterException, OSError)
-
 
 @dataclass(frozen=True)
 class Retention:
@@ -78,22 +70,6 @@ class Retention:
 
     max_len: int = 10_000
     ttl_seconds: int = 7 * 24 * 3600
-
-
-@dataclass(frozen=True)
-class StepStream:
-    """Where a batch of chunks belongs: the session, its message and step, and which
-    activity attempt wrote it.
-
-    `source` names the writer within the step ("model", "tool:<call id>", "sandbox",
-    "workflow"): a retry supersedes only earlier attempts of the same source.
-    """
-
-    workflow_id: str
-    message_id: str
-    step: int
-    attempt: int = 1
-    source: str = "model"
 
 
 @dataclass
@@ -116,6 +92,9 @@ class StreamPublisher:
     def __post_init__(self) -> None:
         self._script = self.redis.register_script(_PUBLISH_SCRIPT)
         self._down_since: float | None = None
+        self._flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Flusher] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def outage_seconds(self) -> float:
@@ -142,6 +121,70 @@ class StreamPublisher:
         if not chunks:
             return []
         token = writer or secrets.token_hex(8)
+        [ids] = await self.publish_many([Write(where, chunks, token, first)])
+        if isinstance(ids, Exception):
+            raise ids
+        if writer is None:
+            await self.forget(where.workflow_id, token)
+        return ids
+
+    async def publish_many(self, writes: Sequence[Write]) -> list[list[str] | Exception]:
+        """Each write's entry ids, or the error that write met: several go in one
+        pipeline (one round trip per Redis node), one alone as a plain script call.
+        Raises when Redis could not be reached at all."""
+        started = time.monotonic()
+        try:
+            if len(writes) == 1:
+                keys, args = self._call(writes[0])
+                replies: list[Any] = [await self._script(keys=keys, args=args)]
+            else:
+                replies = await self._pipelined(writes)
+        except WRITE_ERRORS:
+            self._down_since = self._down_since or started
+            raise
+        elapsed = time.monotonic() - started
+        results: list[list[str] | Exception] = []
+        for write, reply in zip(writes, replies, strict=True):
+            if isinstance(reply, Exception):
+                results.append(reply)
+                continue
+            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in reply]
+            results.append(ids)
+            if self.on_write is not None:
+                if write.context is None:
+                    self.on_write(elapsed, len(ids))
+                else:
+                    write.context.run(self.on_write, elapsed, len(ids))
+        if all(isinstance(r, Exception) for r in results):
+            self._down_since = self._down_since or started
+        else:
+            self._down_since = None
+        return results
+
+    async def _pipelined(self, writes: Sequence[Write]) -> list[Any]:
+        replies = await self._send_pipeline(writes)
+        # A server that lost its script cache (restarted, or a replica just promoted):
+        # load the script and send those writes again (they are idempotent).
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self.redis.script_load(_PUBLISH_SCRIPT)
+            again = await self._send_pipeline([writes[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _send_pipeline(self, writes: Sequence[Write]) -> list[Any]:
+        # Not `self._script(client=pipe)`: a plain pipeline would ask SCRIPT EXISTS
+        # first, a second round trip on every flush.
+        pipe = self.redis.pipeline(transaction=False)
+        for write in writes:
+            keys, args = self._call(write)
+            pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
+
+    def _call(self, write: Write) -> tuple[list[str], list[str | int]]:
+        """The publish script's keys and arguments for one write."""
+        where, chunks = write.where, write.chunks
         keys = StreamKeys.for_workflow(where.workflow_id, prefix=self.prefix)
         start_at = next((i + 1 for i, c in enumerate(chunks) if c.type == "start"), 0)
         args: list[str | int] = [
@@ -152,23 +195,11 @@ class StreamPublisher:
             where.attempt,
             where.source,
             start_at,
-            token,
-            first,
+            write.writer,
+            write.first,
         ]
         args.extend(c.to_json() for c in chunks)
-        started = time.monotonic()
-        try:
-            ids = await self._script(keys=[keys.chunks, keys.index, keys.writes], args=args)
-        except WRITE_ERRORS:
-            if self._down_since is None:
-                self._down_since = started
-            raise
-        self._down_since = None
-        if self.on_write is not None:
-            self.on_write(time.monotonic() - started, len(ids))
-        if writer is None:
-            await self.forget(where.workflow_id, token)
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        return [keys.chunks, keys.index, keys.writes], args
 
     async def forget(self, workflow_id: str, writer: str) -> None:
         """Delete a finished writer's mark (best effort: it expires with the stream)."""
@@ -184,9 +215,14 @@ class StreamPublisher:
         return bool(await self.redis.hexists(keys.index, message_id))
 
     def writer(self, where: StepStream) -> ChunkWriter:
-        """A batching writer; a retry's writer first announces it (`data-retry`) so
-        readers can drop the failed attempt's output from the same source."""
-        writer = ChunkWriter(self, where)
+        """A batching writer, sharing this event loop's pipeline with the others; a
+        retry's writer first announces it (`data-retry`) so readers can drop the failed
+        attempt's output from the same source."""
+        loop = asyncio.get_running_loop()
+        flusher = self._flushers.get(loop)
+        if flusher is None:
+            flusher = self._flushers[loop] = Flusher(self)
+        writer = ChunkWriter(self, flusher, where)
         if where.attempt > 1:
             writer.emit(
                 DataChunk(
@@ -196,112 +232,3 @@ class StreamPublisher:
                 )
             )
         return writer
-
-
-class ChunkWriter:
-    """Batches one step's chunks into as few Redis round trips as latency allows."""
-
-    def __init__(self, publisher: StreamPublisher, where: StepStream) -> None:
-        self._publisher = publisher
-        self._where = where
-        self._pending: list[Chunk] = []
-        self._wake = asyncio.Event()
-        self._closed = False
-        self._task: asyncio.Task[None] | None = None
-        self._failing = False
-        # Chunks are numbered 1, 2, ... under this writer's token; `_sent` of them are in
-        # the stream (or were dropped), and the first pending one is number `_sent + 1`.
-        self._token = secrets.token_hex(8)
-        self._sent = 0
-        self.written = 0
-        self.dropped = 0
-
-    async def __aenter__(self) -> ChunkWriter:
-        self._task = asyncio.create_task(self._run())
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def emit(self, chunk: Chunk) -> None:
-        """Queue a chunk; it is written as soon as the previous write returns."""
-        if self._closed:
-            raise RuntimeError("chunk writer is closed")
-        self._pending.append(chunk)
-        self._wake.set()
-
-    async def close(self) -> None:
-        """Write everything still queued, then stop; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        self._wake.set()
-        if self._task is not None:
-            # Shielded so a cancelled activity still gets its final chunks (abort) out.
-            await asyncio.shield(self._task)
-        if self.written and not self._failing:
-            # Nothing of ours can be retried any more. (After an outage the mark is
-            # left to expire with the stream rather than wait on Redis again.)
-            await asyncio.shield(self._publisher.forget(self._where.workflow_id, self._token))
-
-    async def _run(self) -> None:
-        backoff = Backoff()
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._pending and not await self._write():
-                if self._closed and self._publisher.outage_seconds >= self._publisher.outage_grace:
-                    self._drop("Redis still unreachable at the end of the step")
-                    return
-                if len(self._pending) > self._publisher.max_buffered:
-                    self._drop("too many chunks held while Redis is unreachable")
-                await backoff.wait()
-                self._wake.set()
-                continue
-            backoff.reset()
-            if self._closed and not self._pending:
-                return
-
-    async def _write(self) -> bool:
-        """Write everything queued; on a Redis error keep it, in order, for the next try."""
-        batch, self._pending = self._pending, []
-        try:
-            await self._publisher.publish(
-                self._where, batch, writer=self._token, first=self._sent + 1
-            )
-        except WRITE_ERRORS as err:
-            self._pending = batch + self._pending
-            if not self._failing:
-                log.warning(
-                    "stream publish failed; holding chunks and retrying",
-                    workflow_id=self._where.workflow_id,
-                    message_id=self._where.message_id,
-                    step=self._where.step,
-                    error=str(err),
-                )
-            self._failing = True
-            return False
-        self._sent += len(batch)
-        self.written += len(batch)
-        self._failing = False
-        return True
-
-    def _drop(self, reason: str) -> None:
-        # Dropped chunks keep their numbers: a later chunk must not reuse one that a
-        # lost reply may have written.
-        self._sent += len(self._pending)
-        self.dropped += len(self._pending)
-        log.warning(
-            "stream chunks dropped; history keeps the step",
-            reason=reason,
-            workflow_id=self._where.workflow_id,
-            message_id=self._where.message_id,
-            step=self._where.step,
-            dropped=len(self._pending),
-        )
-        self._pending = []

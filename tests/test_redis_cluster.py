@@ -12,10 +12,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from temporalio.client import Client
@@ -334,6 +335,46 @@ async def test_a_write_whose_reply_was_lost_is_retried_without_repeating_a_chunk
     assert [e.type for e in events].count("finish") == 1
     # The writer's mark is gone once it closed.
     assert await on_cluster.hlen(StreamKeys.for_workflow(workflow_id).writes) == 0
+
+
+async def test_a_pipeline_whose_replies_were_lost_is_retried_without_repeating_a_chunk(
+    cluster: LocalRedisCluster, on_cluster: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Writers on every primary share one cluster pipeline; it is applied, then its
+    # replies are lost (twice): each writer retries its own batch, alone.
+    primaries = [cluster.node(p) for p, r in (await cluster.roles()).items() if r == "master"]
+    sessions = [wf for node in primaries for wf in await sessions_on(cluster, node, 2, "lost-pipe")]
+    real_execute = ClusterPipeline.execute
+    sizes: list[int] = []
+
+    async def applied_then_replies_lost(self: ClusterPipeline, *args: Any, **kw: Any) -> Any:
+        sizes.append(len(self))
+        result = await real_execute(self, *args, **kw)
+        if len(sizes) <= 2:
+            raise RedisConnectionError("connection closed before the replies")
+        return result
+
+    monkeypatch.setattr(ClusterPipeline, "execute", applied_then_replies_lost)
+    publisher = StreamPublisher(on_cluster)
+    writers = [publisher.writer(StepStream(wf, "m1", 0)) for wf in sessions]
+    messages = [Message(w, "m1") for w in writers]
+    for _ in range(20):
+        for message in messages:
+            message.delta()
+        await asyncio.sleep(0.004)
+    for message in messages:
+        message.finish()
+    await asyncio.gather(*(w.close() for w in writers))
+    assert sizes[0] == len(sessions), "every writer's first batch was in the lost pipeline"
+    assert any(n > 1 for n in sizes[2:]), "writers rejoin the pipeline after retrying alone"
+    for workflow_id, writer in zip(sessions, writers, strict=True):
+        events = (
+            await Timed().follow(StreamReader(on_cluster).read(workflow_id, message_id="m1"))
+        ).events
+        assert delta_numbers(events) == list(range(20))
+        assert [e.type for e in events].count("start") == 1
+        assert writer.dropped == 0
+        assert await on_cluster.hlen(StreamKeys.for_workflow(workflow_id).writes) == 0
 
 
 async def test_turns_with_tools_and_context_run_on_the_cluster(
