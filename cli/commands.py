@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from sessionflow.config import ConfigError, Settings
+from sessionflow.config import ConfigError, Settings, WorkerRole
 from sessionflow.errors import InvalidInput, SessionflowError
 from sessionflow.logs import configure_logging
 
@@ -210,18 +210,30 @@ def gateway(agent_specs: tuple[str, ...]) -> None:
 
 @main.command()
 @_agents_option
-def worker(agent_specs: tuple[str, ...]) -> None:
+@click.option(
+    "--role",
+    type=click.Choice([r.value for r in WorkerRole]),
+    default=None,
+    help="Run workflow tasks, activities, or both; default SESSIONFLOW_WORKER_ROLE, else all.",
+)
+def worker(agent_specs: tuple[str, ...], role: str | None) -> None:
     """Run a worker against TEMPORAL_ADDRESS and REDIS_URL until SIGINT or SIGTERM.
 
     Each agent's sessions come on its own task queue, SESSIONFLOW_TASK_QUEUE.<agent>,
     so workers serving different agents can share a Temporal namespace and a base queue.
+    With --role, workflow tasks and activities run in separate processes, so workflow
+    activations cannot stall the activities streaming tokens; a deployment then needs
+    workers of both roles for every agent.
     """
     from sessionflow.worker.main import run_worker, stop_on_signals
 
     agents = _load(agent_specs)
+    settings = Settings.from_env()
+    if role is not None:
+        settings = replace(settings, worker_role=WorkerRole(role))
 
     async def serve() -> None:
-        await run_worker(Settings.from_env(), agents, stop_on_signals())
+        await run_worker(settings, agents, stop_on_signals())
 
     _run(serve())
 
@@ -257,10 +269,34 @@ def demo(message: str, keep: bool | None, timeout: float, model: str | None) -> 
     _run(run_demo(message, sys.stdin.isatty() if keep is None else keep, timeout, model))
 
 
+_tenant_option = click.option(
+    "--tenant",
+    default=None,
+    help="Whose session: the id becomes <tenant>:<id>, as the gateway names a tenant's "
+    "sessions. Default SESSIONFLOW_TENANT, else 'dev' with the local stack (what the web "
+    "page of `sessionflow dev` shows); '' for none.",
+)
 _session_options = [
     click.argument("session_id"),
     click.option("--agent", default="demo", show_default=True, help="The session's agent."),
+    _tenant_option,
 ]
+
+
+def _tenant(option: str | None) -> str | None:
+    """The tenant `--tenant` names, else the settings' (SESSIONFLOW_TENANT or the default)."""
+    from sessionflow.config import parse_tenant
+
+    try:
+        return Settings.from_env().tenant if option is None else parse_tenant(option, "--tenant")
+    except ConfigError as err:
+        _fail(err)
+
+
+def _session_id(session_id: str, tenant: str | None) -> str:
+    from sessionflow.ids import tenant_session_id
+
+    return tenant_session_id(_tenant(tenant), session_id)
 
 
 def _with_session_options(fn: Any) -> Any:
@@ -272,14 +308,16 @@ def _with_session_options(fn: Any) -> Any:
 @main.command()
 @_with_session_options
 @click.argument("text")
-def send(session_id: str, agent: str, text: str) -> None:
+def send(session_id: str, agent: str, tenant: str | None, text: str) -> None:
     """Send TEXT to a session and stream the answer."""
     from sessionflow.cli.terminal import TerminalRenderer
     from sessionflow.client.client import SessionClient
 
+    full_id = _session_id(session_id, tenant)
+
     async def go() -> None:
         async with await SessionClient.connect() as client:
-            result = await client.session(session_id, agent=agent).send(text)
+            result = await client.session(full_id, agent=agent).send(text)
             renderer = TerminalRenderer()
             async for event in result.stream():
                 renderer.render(event)
@@ -289,7 +327,7 @@ def send(session_id: str, agent: str, text: str) -> None:
 
 @main.command()
 @_with_session_options
-def chat(session_id: str, agent: str) -> None:
+def chat(session_id: str, agent: str, tenant: str | None) -> None:
     """Chat with a session: type messages, watch answers stream, answer approvals.
 
     Ctrl-C interrupts the running answer; Ctrl-C again, or Ctrl-D, quits.
@@ -297,9 +335,11 @@ def chat(session_id: str, agent: str) -> None:
     from sessionflow.cli.chat import Chat
     from sessionflow.client.client import SessionClient
 
+    full_id = _session_id(session_id, tenant)
+
     async def go() -> None:
         async with await SessionClient.connect() as client:
-            await Chat(client.session(session_id, agent=agent)).run()
+            await Chat(client.session(full_id, agent=agent)).run()
 
     _run(go())
 
@@ -344,9 +384,16 @@ async def _print(events: Any, renderer: Any, as_json: bool) -> None:
 @click.option("--status", default=None, help="Only sessions with this status, e.g. needs-approval.")
 @click.option("--agent", "agent_name", default=None, help="Only this agent's sessions.")
 @click.option("--limit", type=int, default=50, show_default=True)
-def sessions(status: str | None, agent_name: str | None, limit: int) -> None:
-    """List sessions, newest first, with their status (a Temporal visibility query)."""
+@_tenant_option
+def sessions(status: str | None, agent_name: str | None, limit: int, tenant: str | None) -> None:
+    """List sessions, newest first, with their status (a Temporal visibility query).
+
+    With a tenant, only its sessions, by the ids it gives them (as the web page lists
+    them); with --tenant '', every session by its full id."""
     from sessionflow.client.listing import list_sessions
+
+    owner = _tenant(tenant)
+    prefix = f"{owner}:" if owner else None
 
     async def go() -> None:
         settings = Settings.from_env()
@@ -359,11 +406,16 @@ def sessions(status: str | None, agent_name: str | None, limit: int) -> None:
             settings=settings,
             external_storage=external_storage_from_settings(settings),
         )
-        rows = await list_sessions(temporal, status=status, agent=agent_name, limit=limit)
+        rows = await list_sessions(
+            temporal, status=status, agent=agent_name, prefix=prefix, limit=limit
+        )
+        if owner:
+            click.echo(f"Tenant {owner}")
         click.echo(f"{'SESSION':<32} {'AGENT':<12} {'STATUS':<15} {'TOKENS':>8}  LAST ACTIVITY")
         for row in rows:
+            shown = row.session_id.removeprefix(prefix or "")
             click.echo(
-                f"{row.session_id:<32} {row.agent:<12} {row.status:<15} {row.tokens:>8}  "
+                f"{shown:<32} {row.agent:<12} {row.status:<15} {row.tokens:>8}  "
                 f"{row.last_activity or '-'}"
             )
         if not rows:
@@ -374,17 +426,22 @@ def sessions(status: str | None, agent_name: str | None, limit: int) -> None:
 
 @main.command()
 @_with_session_options
-def inspect(session_id: str, agent: str) -> None:
+def inspect(session_id: str, agent: str, tenant: str | None) -> None:
     """Show one session: status, usage, pending approvals and its last messages."""
     from sessionflow.client.client import SessionClient
+    from sessionflow.ids import tenant_session_id
+
+    owner = _tenant(tenant)
+    full_id = tenant_session_id(owner, session_id)
 
     async def go() -> None:
         async with await SessionClient.connect() as client:
-            session = client.session(session_id, agent=agent)
+            session = client.session(full_id, agent=agent)
             info = await session.info()
             usage = await session.usage()
             settings = Settings.from_env()
-            click.echo(f"Session     {session.id} (agent {session.agent})")
+            whose = f"tenant {owner}, " if owner else ""
+            click.echo(f"Session     {session_id} ({whose}agent {session.agent})")
             click.echo(f"Workflow    {session.workflow_id}  (run {info.run_count})")
             click.echo(f"Temporal UI {settings.workflow_url(session.workflow_id)}")
             click.echo(f"Status      {info.status.value}; {info.queued} queued")
@@ -413,19 +470,24 @@ def inspect(session_id: str, agent: str) -> None:
 @main.command()
 @_with_session_options
 @click.option("--json", "as_json", is_flag=True, help="Print messages as JSON lines.")
-def history(session_id: str, agent: str, as_json: bool) -> None:
-    """Print a session's messages."""
+def history(session_id: str, agent: str, tenant: str | None, as_json: bool) -> None:
+    """Print a session's messages: each one's text, reasoning, tool calls (with their
+    state and a short output) and files, in the order they happened."""
+    from sessionflow.cli.terminal import message_pieces
     from sessionflow.client.client import SessionClient
+
+    full_id = _session_id(session_id, tenant)
 
     async def go() -> None:
         async with await SessionClient.connect() as client:
-            for message in await client.session(session_id, agent=agent).history():
+            for i, message in enumerate(await client.session(full_id, agent=agent).history()):
                 if as_json:
                     click.echo(message.model_dump_json())
                     continue
-                click.echo(click.style(f"{message.role.value}:", bold=True) + f" {message.text()}")
-                for part in message.tool_parts():
-                    click.echo(f"  [{part.tool_name} {part.state.value}] {json.dumps(part.input)}")
+                if i:
+                    click.echo()
+                for text, style in message_pieces(message):
+                    click.echo(click.style(text, **style) if style else text, nl=False)
 
     _run(go())
 

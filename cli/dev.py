@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import shlex
@@ -23,9 +24,15 @@ from typing import Any
 import click
 
 from sessionflow.agents.definition import Agent
-from sessionflow.config import LOCAL_REDIS_PASSWORD_FILE, ConfigError, Settings, env_integer
+from sessionflow.config import (
+    LOCAL_REDIS_PASSWORD_FILE,
+    LOCAL_TENANT,
+    ConfigError,
+    Settings,
+    env_integer,
+)
 
-DEV_API_KEY = "sf-dev-key:dev"
+DEV_API_KEY = f"sf-dev-key:{LOCAL_TENANT}"
 # How long the worker and the gateway may take to answer once Temporal and Redis do.
 READY_TIMEOUT = 120.0
 
@@ -95,7 +102,12 @@ async def serve_gateway(
     # The client knows the agents served: others get 404, and context is validated
     # against their schemas before anything starts.
     async with await SessionClient.connect(settings=settings, agents=agents) as client:
-        await serve_gateway(create_app(client, config), config.host, config.port, stop)
+        app = create_app(client, config)
+        # Out of later collections, as a worker's (`worker.main.freeze_startup_heap`): a
+        # full collection of the start-up heap stalls every SSE stream of the process.
+        gc.collect()
+        gc.freeze()
+        await serve_gateway(app, config.host, config.port, stop)
 
 
 def check_port_free(host: str, port: int, what: str, option: str) -> None:
@@ -279,6 +291,9 @@ def _banner(options: DevOptions, local: Settings, isolation: str) -> str:
         f'@{config.host}:{config.redis_port}/0"'
     )
     queues = ", ".join(local.agent_queue(a.name) for a in options.agents)
+    # The CLI then names sessions as the gateway does for the development key, so the
+    # web page lists what `sessionflow send` started.
+    tenant = f" SESSIONFLOW_TENANT={LOCAL_TENANT}" if options.own_keys else ""
     return (
         f"\n  Temporal      {config.temporal_address}\n"
         f"  Temporal UI   {config.ui_url}\n"
@@ -291,6 +306,6 @@ def _banner(options: DevOptions, local: Settings, isolation: str) -> str:
         f"In another shell:\n"
         f"  export TEMPORAL_ADDRESS={config.temporal_address} "
         f"REDIS_URL={redis_export} TEMPORAL_UI_URL={config.ui_url} "
-        f"SESSIONFLOW_PAYLOAD_STORE={shlex.quote(config.payload_store)}\n\n"
+        f"SESSIONFLOW_PAYLOAD_STORE={shlex.quote(config.payload_store)}{tenant}\n\n"
         "Press Ctrl-C to stop.\n"
     )

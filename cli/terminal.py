@@ -31,6 +31,16 @@ from sessionflow.chunks import (
     ToolOutputAvailableChunk,
     ToolOutputErrorChunk,
 )
+from sessionflow.messages import (
+    DataPart,
+    FilePart,
+    Message,
+    MessageStatus,
+    ReasoningPart,
+    TextPart,
+    ToolPart,
+    ToolState,
+)
 from sessionflow.streams.reader import StreamEvent
 
 _OUTPUT_LINES = 12
@@ -51,6 +61,21 @@ def _output_text(output: Any) -> str:
 
 
 Piece = tuple[str, dict[str, Any]]
+
+
+def _tool_output(lines: list[str], limit: int) -> list[Piece]:
+    shown = lines[:limit]
+    if len(lines) > limit:
+        shown.append(f"… {len(lines) - limit} more lines")
+    return [(f"    │ {line}\n", {"dim": True}) for line in shown]
+
+
+def _tool_call(name: str, tool_input: Any, state: str = "") -> Piece:
+    first, *rest = _summary(tool_input).splitlines() or [""]
+    more = f" (+{len(rest)} lines)" if rest else ""
+    return (f"  ▶ {name}: {first}{more}{state}\n", {"fg": "cyan"})
+
+
 # Which writer produced output: (message id, step, source).
 Writer = tuple[str, int, str]
 
@@ -75,15 +100,9 @@ def _pieces(chunk: Chunk) -> list[Piece]:
         case TextEndChunk() | ReasoningEndChunk():
             return [("\n", {})]
         case ToolInputAvailableChunk(tool_name=name, input=tool_input):
-            first, *rest = _summary(tool_input).splitlines() or [""]
-            more = f" (+{len(rest)} lines)" if rest else ""
-            return [(f"  ▶ {name}: {first}{more}\n", {"fg": "cyan"})]
+            return [_tool_call(name, tool_input)]
         case ToolOutputAvailableChunk(output=output, preliminary=None | False):
-            lines = _output_text(output).rstrip("\n").splitlines()
-            shown = lines[:_OUTPUT_LINES]
-            if len(lines) > _OUTPUT_LINES:
-                shown.append(f"… {len(lines) - _OUTPUT_LINES} more lines")
-            return [(f"    │ {line}\n", {"dim": True}) for line in shown]
+            return _tool_output(_output_text(output).rstrip("\n").splitlines(), _OUTPUT_LINES)
         case ToolOutputErrorChunk(error_text=text):
             return [(f"    ✗ {text}\n", {"fg": "red"})]
         case ErrorChunk(error_text=text):
@@ -184,3 +203,64 @@ class TerminalRenderer:
         self._out.write(moves + "\x1b[J")
         self._out.flush()
         self._column = column
+
+
+# A stored tool call's output, in `history`: its first lines only.
+_HISTORY_OUTPUT_LINES = 6
+
+
+def _tool_part(part: ToolPart) -> list[Piece]:
+    """A stored tool call: the call and its state, then a short output, error or answer."""
+    pieces = [_tool_call(part.tool_name, part.input, f"  [{part.state.value}]")]
+    match part.state:
+        case ToolState.OUTPUT_AVAILABLE:
+            lines = _output_text(part.output).rstrip("\n").splitlines()
+            pieces += _tool_output(lines, _HISTORY_OUTPUT_LINES)
+        case ToolState.OUTPUT_ERROR:
+            first, *rest = (part.error_text or "failed").splitlines() or ["failed"]
+            more = f" (+{len(rest)} lines)" if rest else ""
+            pieces.append((f"    ✗ {first}{more}\n", {"fg": "red"}))
+        case ToolState.OUTPUT_DENIED:
+            reason = part.approval.reason if part.approval else None
+            pieces.append((f"    ✗ denied{': ' + reason if reason else ''}\n", {"fg": "yellow"}))
+        case ToolState.APPROVAL_REQUESTED:
+            waiting = f"approval {part.approval.id}" if part.approval else "approval"
+            pieces.append((f"    ? waiting for {waiting}\n", {"fg": "yellow"}))
+    return pieces
+
+
+def message_pieces(message: Message) -> list[Piece]:
+    """A stored message as `sessionflow history` prints it: a `role:` line, then its parts
+    in order, text as paragraphs, reasoning dimmed and labelled, each tool call where it
+    happened with its state and a short output or error, files as `[file name (type)]`
+    and app data as `[data-<name>]`. Step boundaries are not shown."""
+    status = "" if message.status is MessageStatus.COMPLETE else f" ({message.status.value})"
+    pieces: list[Piece] = [(f"{message.role.value}{status}:\n", {"bold": True})]
+    last = ""
+    for part in message.parts:
+        block: list[Piece]
+        match part:
+            case TextPart(text=text) if text.strip():
+                kind, block = "text", [(text.strip("\n") + "\n", {})]
+            case ReasoningPart(text=text) if text.strip():
+                kind, block = (
+                    "text",
+                    [(f"(thinking) {text.strip()}\n", {"dim": True, "italic": True})],
+                )
+            case ToolPart():
+                kind, block = "tool", _tool_part(part)
+            case FilePart(filename=name, media_type=media_type):
+                kind, block = (
+                    "tool",
+                    [(f"  [file {name or 'unnamed'} ({media_type})]\n", {"dim": True})],
+                )
+            case DataPart(type=name):
+                kind, block = "tool", [(f"  [{name}]\n", {"dim": True})]
+            case _:  # step boundaries, empty text
+                continue
+        # Paragraphs apart; tool calls, files and data of one run together.
+        if last and (kind == "text" or last == "text"):
+            pieces.append(("\n", {}))
+        pieces += block
+        last = kind
+    return pieces

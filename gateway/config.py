@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-_TENANT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+from sessionflow.ids import TENANT
 
 
 def parse_api_keys(spec: str) -> dict[str, str]:
@@ -16,7 +15,7 @@ def parse_api_keys(spec: str) -> dict[str, str]:
     keys: dict[str, str] = {}
     for entry in filter(None, (e.strip() for e in spec.split(","))):
         key, sep, tenant = entry.rpartition(":")
-        if not sep or len(key) < 8 or not _TENANT.match(tenant):
+        if not sep or len(key) < 8 or not TENANT.match(tenant):
             raise ValueError(
                 "SESSIONFLOW_API_KEYS entries must look like '<key of 8+ characters>:<tenant>' "
                 "with a tenant of letters, digits, '_' or '-'"

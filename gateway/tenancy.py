@@ -18,6 +18,7 @@ from sessionflow.errors import AgentNotRegistered, InvalidInput, SessionNotFound
 from sessionflow.gateway.config import GatewayConfig
 from sessionflow.gateway.limits import StreamSlots
 from sessionflow.gateway.problems import Problem
+from sessionflow.ids import tenant_session_id
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from SESSIONFLOW_API_KEYS")
 
@@ -74,7 +75,8 @@ def tenant_session(
         # `{owner}:` alone would pass as an id: an /api/chat body with `"id": ""`
         # started a session that no /v1/sessions/{id} route can address.
         raise InvalidInput("session id is empty")
-    session = client.session(f"{owner}:{session_id}", agent=agent or config.default_agent)
+    name = tenant_session_id(owner, session_id)
+    session = client.session(name, agent=agent or config.default_agent)
     if client.agents and session.agent not in client.agents:
         raise AgentNotRegistered(f"this gateway serves no agent {session.agent!r}")
     return session

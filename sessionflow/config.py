@@ -8,7 +8,9 @@ resolution of the `module:attr` import paths some of them hold.
 | TEMPORAL_UI_URL               | http://127.0.0.1:8233       |
 | SESSIONFLOW_TASK_QUEUE        | sessionflow (+ .<agent>)    |
 | SESSIONFLOW_SHARED_QUEUE      | on (poll the base queue too) |
+| SESSIONFLOW_WORKER_ROLE       | all (or workflows, activities) |
 | REDIS_URL                     | redis://127.0.0.1:6379/0 *  |
+| SESSIONFLOW_TENANT            | dev with the local stack *, else none |
 | TEMPORAL_TLS                  | on if any TLS_* or API key  |
 | TEMPORAL_TLS_CA               | the system's root CAs       |
 | TEMPORAL_TLS_CERT, _TLS_KEY   | none (mTLS client pair)     |
@@ -46,7 +48,10 @@ resolution of the `module:attr` import paths some of them hold.
 | AWS_REGION, AWS_DEFAULT_REGION        | boto's chain (s3://) |
 | AWS_ACCESS_KEY_ID, _SECRET_ACCESS_KEY, AWS_SESSION_TOKEN | boto's chain (s3://) |
 
-* with the local stack's password when `<data dir>/redis.password` exists.
+* with the local stack's password when REDIS_URL is unset and `<data dir>/redis.password`
+exists; SESSIONFLOW_TENANT is then `dev`, so the CLI names sessions `dev:<id>` as the
+gateway does for `sessionflow dev`'s development key (its web page lists them).
+SESSIONFLOW_TENANT="" means no tenant: session ids are used as given.
 
 A bad value raises `ConfigError` (an `InvalidInput`): one line naming the variable and
 what it takes (the command line prints it and exits with status 2).
@@ -66,15 +71,30 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
 from sessionflow.errors import InvalidInput
+from sessionflow.ids import TENANT
 
 # The local stack's Redis password, in the data directory (see sessionflow.cli.localstack).
 LOCAL_REDIS_PASSWORD_FILE = "redis.password"
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The tenant of `sessionflow dev`'s development key (sessionflow.cli.dev.DEV_API_KEY).
+LOCAL_TENANT = "dev"
+
+
+class WorkerRole(StrEnum):
+    """What a worker process runs. Workflow tasks hold the GIL while they run; in a
+    process of their own they cannot stall the activities streaming tokens (see
+    BENCHMARKS.md, "Stream latency"). A workflows-only worker still runs its sessions'
+    local activities (short Redis and payload store writes), as Temporal requires."""
+
+    ALL = "all"
+    WORKFLOWS = "workflows"
+    ACTIVITIES = "activities"
 
 
 def local_redis_password(data_dir: Path) -> str | None:
@@ -165,6 +185,18 @@ def check_redis_url(url: str, name: str = "REDIS_URL") -> str:
     if parts.scheme.endswith("+cluster") and database not in ("", "0"):
         raise ConfigError(f"{name}: a Redis Cluster has only database 0")
     return url
+
+
+def parse_tenant(raw: str, name: str = "SESSIONFLOW_TENANT") -> str | None:
+    """A tenant name (letters, digits, '_' or '-', at most 64), or None for ""."""
+    value = raw.strip()
+    if not value:
+        return None
+    if not TENANT.match(value):
+        raise ConfigError(
+            f"{name} must be 1-64 letters, digits, '_' or '-' (or empty for none), got {raw!r}"
+        )
+    return value
 
 
 def _url(name: str, env: Mapping[str, str], fallback: str) -> str:
@@ -261,7 +293,11 @@ class Settings:
     # where sessions started before per-agent queues (or by older clients) run.
     task_queue: str = "sessionflow"
     shared_queue: bool = True
+    worker_role: WorkerRole = WorkerRole.ALL
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The tenant whose sessions the CLI's session commands mean: `<tenant>:<id>`, as the
+    # gateway names a tenant's sessions. None: ids are used as given.
+    tenant: str | None = None
     data_dir: Path = Path(".sessionflow")
     sandbox_root: Path | None = None
     stream_max_len: int = 10_000
@@ -357,6 +393,9 @@ class Settings:
             if local_password
             else default.redis_url
         )
+        tenant = parse_tenant(env["SESSIONFLOW_TENANT"]) if "SESSIONFLOW_TENANT" in env else None
+        if "SESSIONFLOW_TENANT" not in env and local_password:
+            tenant = LOCAL_TENANT  # the local stack: what its web page's key sees
         temporal_address = text("TEMPORAL_ADDRESS", default.temporal_address).strip()
         parse_address(temporal_address, "TEMPORAL_ADDRESS")
         task_queue = text("SESSIONFLOW_TASK_QUEUE", default.task_queue).strip()
@@ -390,7 +429,16 @@ class Settings:
             task_queue=task_queue,
             shared_queue=_switch("SESSIONFLOW_SHARED_QUEUE", env.get("SESSIONFLOW_SHARED_QUEUE"))
             is not False,
+            worker_role=WorkerRole(
+                _choice(
+                    "SESSIONFLOW_WORKER_ROLE",
+                    env,
+                    default.worker_role,
+                    tuple(role.value for role in WorkerRole),
+                )
+            ),
             redis_url=check_redis_url(text("REDIS_URL", local_redis)),
+            tenant=tenant,
             data_dir=data_dir,
             sandbox_root=Path(sandbox_root) if sandbox_root else None,
             stream_max_len=number("SESSIONFLOW_STREAM_MAXLEN", default.stream_max_len),

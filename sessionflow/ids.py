@@ -15,6 +15,8 @@ import re
 PREFIX = "session:"
 MAX_SESSION_ID_LENGTH = 200
 
+# A tenant (an API key's owner at the gateway, `SESSIONFLOW_TENANT` at the command line).
+TENANT = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 # Lone surrogates (a JSON "\ud800" escape) are refused too: they cannot be encoded
 # for Temporal's gRPC API, so such an id failed with a raw UnicodeEncodeError.
@@ -62,6 +64,12 @@ def tenant_of(session_id: str) -> str:
     without one. Sandboxes belong to a tenant (see `sandbox_owner`)."""
     tenant, sep, _ = session_id.partition(":")
     return tenant if sep else ""
+
+
+def tenant_session_id(tenant: str | None, session_id: str) -> str:
+    """The session id of tenant `tenant`'s session `session_id`: `<tenant>:<session_id>`,
+    as the gateway names it (`session_id` itself without a tenant)."""
+    return f"{tenant}:{session_id}" if tenant else session_id
 
 
 def sandbox_owner(session_id: str) -> str:

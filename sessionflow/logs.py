@@ -147,6 +147,36 @@ class _Redacted:
         return rendered
 
 
+# The Temporal SDK logs every update a workflow refuses, at debug, with a traceback.
+_UPDATE_LOGGER = "temporalio.worker._workflow_instance"
+_UPDATE_REFUSED = "Update raised failure"
+
+
+class _RefusedUpdates(logging.Filter):
+    """An update refused on purpose is an answer, not a fault: a validator raising one of
+    Sessionflow's errors (an approval no longer pending, a message the session lacks)
+    is logged as one line naming the error, without the SDK's traceback. Anything else
+    a handler raises keeps its traceback: that is a bug to read."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            record.name == _UPDATE_LOGGER
+            and record.exc_info
+            and str(record.msg).startswith(_UPDATE_REFUSED)
+        ):
+            from temporalio.exceptions import ApplicationError
+
+            from sessionflow.errors import by_type
+
+            err = record.exc_info[1]
+            if isinstance(err, ApplicationError) and by_type(err.type) is not None:
+                record.msg = f"{record.getMessage()}: {err.type}: {err.message}"
+                record.args = None
+                record.exc_info = None
+                record.exc_text = None
+        return True
+
+
 def configure_logging(level: str = "info", fmt: str | None = None) -> None:
     """Configure structlog and stdlib logging; `fmt` is "json", "console" or None (auto)."""
     use_json = fmt == "json" or (fmt is None and not sys.stderr.isatty())
@@ -182,6 +212,7 @@ def configure_logging(level: str = "info", fmt: str | None = None) -> None:
             ],
         )
     )
+    handler.addFilter(_RefusedUpdates())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

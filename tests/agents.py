@@ -220,12 +220,44 @@ flaky_agent = agent(
     model=Script(name="flaky", delay=0, turns=[[ScriptStep(text=FLAKY_TEXT, fail_attempts=1)]]),
 )
 
+# Markdown for the web page, streamed a few characters at a time (so `**` and fences
+# arrive split across deltas); the second turn is markup a page must show as text.
+MARKDOWN_TEXT = """## A plan
+
+Here is **bold**, *italic* and `inline code`.
+
+- first item
+- second, see [the docs](https://example.com/docs?a=1&b=2)
+  - a nested item
+
+1. one
+2. two
+
+```python
+print("<b>not bold</b>")
+```"""
+HOSTILE_TEXT = (
+    'Look: <img src=x onerror="window.pwned=1"> and <script>window.pwned=2</script>.\n\n'
+    "[click me](javascript:window.pwned=3) [also](javascript:alert(1)) "
+    "[data](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==) "
+    '**<a href="javascript:window.pwned=4">bold</a>** `<iframe src=x>`'
+)
+markdown_agent = agent(
+    "markdown",
+    model=Script(
+        name="markdown",
+        delay=0.005,
+        chunk_size=3,
+        turns=[[ScriptStep(text=MARKDOWN_TEXT)], [ScriptStep(text=HOSTILE_TEXT)]],
+    ),
+)
+
 # A model no provider knows: every turn fails at once (ModelNotFound), with an `error` chunk.
 unknown_model_agent = agent("misnamed", model="nowhere/no-such-model")
 
 GATEWAY_AGENTS = [
     tool_agent, approval_agent, streaming_agent, flaky_agent, reasoning_agent,
-    unknown_model_agent,
+    unknown_model_agent, markdown_agent,
 ]  # fmt: skip
 
 

@@ -27,6 +27,7 @@ class WorkerProcess:
         sandbox_root: Path,
         log: Path,
         metrics_address: str = "",
+        env: dict[str, str] | None = None,
     ) -> None:
         self._command = [sys.executable, "-m", "sessionflow", "worker", "--agents", agents]
         self._env = {
@@ -40,6 +41,7 @@ class WorkerProcess:
             "SESSIONFLOW_LOG_FORMAT": "json",
             "SESSIONFLOW_METRICS_ADDRESS": metrics_address,
             "PYTHONPATH": str(REPO),
+            **(env or {}),
         }
         self._log = log
         self._process: subprocess.Popen[bytes] | None = None

@@ -11,7 +11,14 @@ import pytest
 
 from sessionflow.cli.localstack import LocalStack
 from sessionflow.contract import TurnStatus
-from tests.agents import FLAKY_TEXT, approval_agent, flaky_agent, streaming_agent, tool_agent
+from tests.agents import (
+    FLAKY_TEXT,
+    approval_agent,
+    flaky_agent,
+    reasoning_agent,
+    streaming_agent,
+    tool_agent,
+)
 from tests.conftest import StartWorker
 from tests.processes import REPO
 from tests.test_cli import cli_env
@@ -129,3 +136,49 @@ async def test_send_and_tail_print_a_retried_step_once(
         assert output.count(FLAKY_TEXT) == 1, output
         # The failed attempt's partial text (a prefix of the answer) is not there either.
         assert output.count(FLAKY_TEXT[:12]) == 1, output
+
+
+async def test_history_prints_each_message_s_parts_in_the_order_they_happened(
+    stack: LocalStack, start_worker: StartWorker, task_queue: str, unique_id: str
+) -> None:
+    client = await start_worker([tool_agent, reasoning_agent])
+    tooling = client.session(unique_id, agent="tooling")
+    note = {"type": "file", "media_type": "text/plain", "url": "data:text/plain;base64,aGk=",
+            "filename": "notes.txt"}  # fmt: skip
+    sent = await tooling.send([{"type": "text", "text": "make a file and read it"}, note])
+    assert (await sent.outcome).status is TurnStatus.FINISHED
+    proc = await spawn(stack, task_queue, "history", unique_id, "--agent", "tooling")
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    text = out.decode()
+    order = [
+        "user:\n",
+        "make a file and read it\n",
+        "[file notes.txt (text/plain)]",
+        "assistant:\n",
+        "Listing the workspace.\n\n  ▶ Bash: echo hello > a.txt; ls  [output-available]\n",
+        "    │ a.txt\n",
+        "Reading it back.\n\n  ▶ Bash: cat a.txt  [output-available]\n    │ hello\n",
+        "\nThe file says: hello",
+    ]
+    at = [text.find(piece) for piece in order]
+    assert -1 not in at and at == sorted(at), (at, text)
+    assert "step-start" not in text and "Listing the workspace.Reading" not in text
+
+    # Reasoning is labelled, a failed call says why, and --json is still a message a line.
+    reasoner = client.session(f"{unique_id}-r", agent="reasoner")
+    assert (await (await reasoner.send("go")).outcome).status is TurnStatus.FINISHED
+    proc = await spawn(stack, task_queue, "history", f"{unique_id}-r", "--agent", "reasoner")
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    text = out.decode()
+    order = ["(thinking) Think first.\n", "\nRunning.\n", "  ▶ Bash: echo hi  [output-available]",
+             "  ▶ Nope: {}  [output-error]\n    ✗ ", "\nDone: "]  # fmt: skip
+    at = [text.find(piece) for piece in order]
+    assert -1 not in at and at == sorted(at), (at, text)
+    proc = await spawn(
+        stack, task_queue, "history", f"{unique_id}-r", "--agent", "reasoner", "--json"
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert [m["role"] for m in lines] == ["user", "assistant"]
+    assert [p["type"] for p in lines[1]["parts"]][:3] == ["step-start", "reasoning", "text"]

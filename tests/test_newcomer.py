@@ -136,6 +136,7 @@ BAD_SETTINGS: list[tuple[str, dict[str, str], str]] = [
     ("sessions", {"SESSIONFLOW_LOG_LEVEL": "loud"}, "SESSIONFLOW_LOG_LEVEL must be one of"),
     ("sessions", {"SESSIONFLOW_PAYLOAD_STORE": "/var/payloads"}, "_PAYLOAD_STORE must be"),
     ("sessions", {"SESSIONFLOW_PAYLOAD_THRESHOLD": "big"}, "_PAYLOAD_THRESHOLD must be a"),
+    ("sessions", {"SESSIONFLOW_TENANT": "acme:chat"}, "SESSIONFLOW_TENANT must be 1-64"),
     ("worker", {"SESSIONFLOW_SANDBOX": "xyz"}, "SESSIONFLOW_SANDBOX='xyz': not a registered"),
     ("dev", {"SESSIONFLOW_SANDBOX": "xyz"}, "SESSIONFLOW_SANDBOX='xyz': not a registered"),
     ("dev", {"SESSIONFLOW_PROVIDERS": "nope.models:P"}, "SESSIONFLOW_PROVIDERS entry"),
@@ -439,3 +440,68 @@ async def test_a_gateway_port_in_use_stops_the_gateway_naming_it(tmp_path: Path)
         f"Error: port {port} on 127.0.0.1 (for the gateway) is already in use by another "
         "program; choose another with SESSIONFLOW_GATEWAY_PORT"
     ), ran.stderr
+
+
+# -- the CLI's sessions on dev's web page ---------------------------------------------
+
+
+def test_the_cli_tenant_is_dev_with_the_local_stack_unless_set(tmp_path: Path) -> None:
+    from sessionflow.config import ConfigError, Settings
+
+    (tmp_path / "redis.password").write_text("local-password\n")
+    local = {"SESSIONFLOW_DATA_DIR": str(tmp_path)}
+    assert Settings.from_env(local).tenant == "dev"
+    assert Settings.from_env({**local, "SESSIONFLOW_TENANT": "acme"}).tenant == "acme"
+    assert Settings.from_env({**local, "SESSIONFLOW_TENANT": ""}).tenant is None
+    # Another Redis, or no local stack: ids as given.
+    assert Settings.from_env({**local, "REDIS_URL": "redis://127.0.0.1:6380/0"}).tenant is None
+    assert Settings.from_env({"SESSIONFLOW_DATA_DIR": str(tmp_path / "none")}).tenant is None
+    with pytest.raises(ConfigError, match=r"^SESSIONFLOW_TENANT must be 1-64 letters"):
+        Settings.from_env({"SESSIONFLOW_TENANT": "acme:chat"})
+
+
+async def test_a_session_sent_from_the_cli_is_on_the_dev_web_page(tmp_path: Path) -> None:
+    """`sessionflow send my-chat ...` in the shell dev tells to use, and the page's
+    `my-chat` (the development key's tenant, `dev`) are one session, both ways."""
+    project = own_project(tmp_path / "project")
+    dev = Dev(project, ["dev", "--agents", "mypackage.agents:assistant"], tmp_path / "dev.log")
+    try:
+        await dev.ready()
+        assert "SESSIONFLOW_TENANT=dev" in dev.export_line()
+        sent = await in_shell(
+            "sessionflow send my-chat 'Hello there' --agent assistant", dev, project
+        )
+        assert sent.code == 0 and "You said: Hello there" in sent.stdout, sent
+
+        gateway = f"http://127.0.0.1:{dev.gateway_port}"
+        page = {"authorization": "Bearer sf-dev-key"}
+        async with httpx.AsyncClient(base_url=gateway, headers=page, timeout=30) as http:
+            listed = (await http.get("/v1/sessions")).json()["sessions"]
+            assert [(s["sessionId"], s["agent"]) for s in listed] == [("my-chat", "assistant")]
+            history = (await http.get("/v1/sessions/my-chat/history")).json()["messages"]
+            assert [(m["role"], [p.get("text") for p in m["parts"] if p["type"] == "text"])
+                    for m in history] == [
+                ("user", ["Hello there"]),
+                ("assistant", ["You said: Hello there"]),
+            ]  # fmt: skip
+            # The other way: a session the page starts is the CLI's `page-chat`.
+            posted = await http.post("/v1/sessions/page-chat/messages", json={"message": "hi"})
+            assert posted.status_code == 202, posted.text
+            answer = posted.json()["assistantMessageId"]
+            done = await http.get(f"/v1/sessions/page-chat/messages/{answer}/outcome?wait=30")
+            assert done.json()["done"] is True, done.text
+
+        read = await in_shell("sessionflow history page-chat --agent assistant", dev, project)
+        assert read.code == 0 and "You said: hi" in read.stdout, read
+        listing = await in_shell("sessionflow sessions", dev, project)
+        assert listing.code == 0, listing
+        rows = [line.split()[0] for line in listing.stdout.splitlines()[2:]]
+        assert sorted(rows) == ["my-chat", "page-chat"], listing.stdout
+        # Without a tenant, the ids are the full ones: nothing is named plain `my-chat`.
+        plain = await in_shell("sessionflow sessions --tenant ''", dev, project)
+        assert sorted(line.split()[0] for line in plain.stdout.splitlines()[1:]) == [
+            "dev:my-chat",
+            "dev:page-chat",
+        ], plain.stdout
+    finally:
+        assert dev.stop() == 0, dev.log.read_text()[-3000:]

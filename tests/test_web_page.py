@@ -137,3 +137,76 @@ async def test_the_page_streams_resumes_approves_and_interrupts(
         await page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
         await browser.close()
     assert (ARTIFACTS / "web-page.png").stat().st_size > 10_000
+
+
+async def test_assistant_markdown_renders_as_elements_and_markup_stays_text(
+    gateway: Gateway, unique_id: str, chromium: str
+) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    key = next(iter(gateway.keys))
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+        page = await browser.new_page(viewport={"width": 1100, "height": 900})
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+        await page.goto(f"{gateway.url}/")
+        await page.fill("#api-key", key)
+        await page.locator("#api-key").dispatch_event("change")
+        await page.fill("#agent", "markdown")
+        await page.locator("#agent").dispatch_event("change")
+        await page.fill("#session-id", unique_id)
+        await page.click("#open-form button[type=submit]")
+        await expect(page.locator("#session-title")).to_have_text(f"Session {unique_id}")
+
+        async def check_markdown() -> None:
+            answer = page.locator(".message.assistant .text.md").first
+            await expect(answer.locator("pre code")).to_have_text(
+                'print("<b>not bold</b>")', timeout=20_000
+            )
+            await expect(answer.locator("h2")).to_have_text("A plan")
+            await expect(answer.locator("p strong")).to_have_text("bold")
+            await expect(answer.locator("p em")).to_have_text("italic")
+            await expect(answer.locator("p code")).to_have_text("inline code")
+            await expect(answer.locator(":scope > ul > li")).to_have_count(2)
+            await expect(answer.locator("ul ul > li")).to_have_text(["a nested item"])
+            await expect(answer.locator("ol > li")).to_have_text(["one", "two"])
+            link = answer.locator("a")
+            await expect(link).to_have_text("the docs")
+            assert await link.get_attribute("href") == "https://example.com/docs?a=1&b=2"
+            assert await link.get_attribute("target") == "_blank"
+            assert await link.get_attribute("rel") == "noopener noreferrer"
+            assert await answer.locator("b, script, img").count() == 0
+            # One part, drawn in place as it streamed: no stray copies or markers left.
+            assert await page.locator(".message.assistant .text").count() == 1
+            assert "**" not in (await answer.text_content() or "")
+
+        await page.fill("#message", "show me markdown")
+        await page.click("#send")
+        drawn = await page.wait_for_selector(".message.assistant .text.md", timeout=20_000)
+        await check_markdown()
+        # Redrawn in place as deltas came, not replaced by another element.
+        assert await drawn.evaluate("node => node.isConnected && !!node.querySelector('h2')")
+        # The same from history, after a reload.
+        await page.reload()
+        await check_markdown()
+
+        await page.fill("#message", "now something nasty")
+        await page.click("#send")
+        hostile = page.locator(".message.assistant .text.md").nth(1)
+        await expect(hostile).to_contain_text("`<iframe src=x>`"[1:-1], timeout=20_000)
+        await expect(hostile).to_contain_text('<img src=x onerror="window.pwned=1">')
+        await expect(hostile).to_contain_text("<script>window.pwned=2</script>")
+        await expect(hostile).to_contain_text("[click me](javascript:window.pwned=3)")
+        await expect(hostile.locator("strong")).to_have_text(
+            '<a href="javascript:window.pwned=4">bold</a>'
+        )
+        for answered in (hostile, page.locator("#messages")):
+            assert await answered.locator("img, script, iframe, b").count() == 0
+        hrefs = await page.locator("#messages a").evaluate_all("links => links.map(a => a.href)")
+        assert hrefs == ["https://example.com/docs?a=1&b=2"], hrefs
+        assert await page.evaluate("window.pwned") is None
+        assert dialogs == []
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "web-page-markdown.png"), full_page=True)
+        await browser.close()

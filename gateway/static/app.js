@@ -10,7 +10,11 @@ const store = {
   get session() { return localStorage.getItem("sessionflow.session") || ""; },
   set session(v) { localStorage.setItem("sessionflow.session", v); },
 };
-const live = { sessionId: null, lastEventId: null, abort: null, message: null, parts: new Map(), opening: null };
+const live = {
+  sessionId: null, lastEventId: null, abort: null, message: null, opening: null,
+  parts: new Map(),  // the streaming message's text and reasoning parts, by chunk id
+  texts: new Map(),  // the markdown source of its text parts, by chunk id
+};
 
 function query() {
   const agent = $("agent").value.trim();
@@ -107,7 +111,7 @@ function renderMessage(message) {
   node.classList.toggle("interrupted", statusOf(message) === "interrupted");
   node.classList.toggle("failed", statusOf(message) === "failed");
   for (const part of message.parts) {
-    if (part.type === "text") node.appendChild(el("div", "text", part.text));
+    if (part.type === "text") node.appendChild(textElement(message.role, part.text));
     else if (part.type === "reasoning") node.appendChild(el("div", "reasoning", part.text));
     else if (part.type === "file") node.appendChild(fileElement(part));
     else if (part.type.startsWith("tool-")) {
@@ -119,6 +123,32 @@ function renderMessage(message) {
     }
   }
   if (message.metadata && message.metadata.error) node.appendChild(el("div", "text", message.metadata.error));
+}
+
+// Assistant text is markdown (markdown.js: built as DOM nodes, never parsed as HTML);
+// what a user typed is shown as typed.
+function textElement(role, text) {
+  if (role !== "assistant") return el("div", "text", text);
+  const node = el("div", "text md");
+  renderMarkdown(node, text);
+  return node;
+}
+
+// Text parts whose source changed since they were drawn: drawn once per batch of
+// deltas (what one network read brought), not once per delta.
+const stale = new Set();
+
+function redraw(id) {
+  if (!stale.size) {
+    queueMicrotask(() => {
+      for (const key of stale) {
+        const part = live.parts.get(key);
+        if (part) renderMarkdown(part, live.texts.get(key) || "");
+      }
+      stale.clear();
+    });
+  }
+  stale.add(id);
 }
 
 function fileElement(part) {
@@ -141,16 +171,23 @@ function apply(chunk) {
       live.message = messageElement(chunk.messageId, "assistant");
       live.message.replaceChildren();
       live.parts.clear();
+      live.texts.clear();
       return;
     case "text-start":
     case "reasoning-start": {
-      const part = el("div", chunk.type === "text-start" ? "text" : "reasoning", "");
+      const part = el("div", chunk.type === "text-start" ? "text md" : "reasoning", "");
       part.dataset.part = chunk.id;
       live.parts.set(chunk.id, part);
+      if (chunk.type === "text-start") live.texts.set(chunk.id, "");
       node && node.appendChild(part);
       return;
     }
-    case "text-delta":
+    case "text-delta": {
+      if (!live.texts.has(chunk.id)) return;
+      live.texts.set(chunk.id, live.texts.get(chunk.id) + chunk.delta);
+      redraw(chunk.id);
+      return;
+    }
     case "reasoning-delta": {
       const part = live.parts.get(chunk.id);
       if (part) part.textContent += chunk.delta;
@@ -193,6 +230,7 @@ function apply(chunk) {
         if (match && Number(match[1]) === chunk.data.step && Number(match[2]) < chunk.data.attempt) {
           part.remove();
           live.parts.delete(id);
+          live.texts.delete(id);
         }
       }
       return;
