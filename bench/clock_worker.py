@@ -1,7 +1,7 @@
 """A worker process serving the clock agent, for the benchmarks.
 
 Environment: TEMPORAL_ADDRESS, REDIS_URL, SESSIONFLOW_TASK_QUEUE, BENCH_RATE,
-BENCH_TOKENS, plus the usual SESSIONFLOW_* settings.
+BENCH_TOKENS, plus the usual SESSIONFLOW_* settings (SESSIONFLOW_WORKER_ROLE among them).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.logs import configure_logging
 from sessionflow.worker.build import WorkerOptions, build_worker
-from sessionflow.worker.main import stop_on_signals
+from sessionflow.worker.main import freeze_startup_heap, stop_on_signals
 
 
 async def main() -> None:
@@ -25,6 +25,7 @@ async def main() -> None:
     agent = clock_agent(int(os.environ["BENCH_RATE"]), int(os.environ["BENCH_TOKENS"]))
     options = WorkerOptions(
         task_queue=settings.task_queue,
+        role=settings.worker_role,
         sandbox_root=settings.sandboxes,
         providers=[ClockProvider()],
         max_concurrent_activities=1000,
@@ -32,6 +33,7 @@ async def main() -> None:
     )
     stop = stop_on_signals()
     async with build_worker(temporal, redis, [agent], options):  # type: ignore[list-item]
+        freeze_startup_heap()  # as `sessionflow worker` does
         print("worker started", flush=True)
         await stop.wait()
 

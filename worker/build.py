@@ -8,6 +8,11 @@ Sessions are routed by agent: the client starts an agent's session on the task q
 continue-as-new runs stay there, and only workers that serve the agent poll it. So one
 process runs one Temporal `Worker` per agent it serves, plus one on the base queue
 itself (`shared_queue`) for sessions started there before this routing existed.
+
+A process may run one side only (`WorkerRole`): workflow tasks, or activities. Workflow
+activations hold the GIL while they run, so in a process of their own a burst of them
+(many turns starting or ending at once) cannot delay the tokens that activities are
+streaming; workers of both roles on one task queue make one complete deployment.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from sessionflow.activities import (
 from sessionflow.activities.heartbeat import HEARTBEAT_INTERVAL
 from sessionflow.agents.definition import Agent
 from sessionflow.agents.registry import AgentRegistry
-from sessionflow.config import agent_task_queue
+from sessionflow.config import WorkerRole, agent_task_queue
 from sessionflow.providers.base import ModelProvider
 from sessionflow.providers.registry import ModelRegistry, with_registered_providers
 from sessionflow.providers.scripted import Script, ScriptedProvider
@@ -84,6 +89,10 @@ class WorkerOptions:
     # Also poll the base queue itself, where sessions started before per-agent queues
     # (or by clients that predate them) stay for good: a session keeps its queue.
     shared_queue: bool = True
+    # Workflow tasks, activities, or both (see `WorkerRole`).
+    role: WorkerRole = WorkerRole.ALL
+    # The name this worker gives in workflow histories; None: the client's identity.
+    identity: str | None = None
     sandbox_root: Path = Path(".sessionflow/sandboxes")
     retention: Retention = field(default_factory=Retention)
     context_ttl_seconds: int = DEFAULT_CONTEXT_TTL
@@ -108,9 +117,17 @@ class SessionWorker:
     agent's (`<base>.<agent>`) and, with `shared_queue`, the base queue. Runs, shuts
     down and works as an async context manager as one Temporal `Worker` does."""
 
-    def __init__(self, client: Client, workers: dict[str, Worker]) -> None:
+    def __init__(
+        self,
+        client: Client,
+        workers: dict[str, Worker],
+        role: WorkerRole = WorkerRole.ALL,
+        identity: str | None = None,
+    ) -> None:
         self.client = client
         self.workers = workers
+        self.role = role
+        self.identity = identity or client.identity
         self._running: asyncio.Task[None] | None = None
 
     @property
@@ -140,9 +157,15 @@ class SessionWorker:
 
     async def wait_polling(self, timeout: float = 30.0) -> None:
         """Return once the server has seen this process poll every agent's task queue
-        (and the shared one): from then on, sessions sent to them are picked up.
-        Raises what `run` raised if a worker stopped, `TimeoutError` past `timeout`."""
-        identity = self.client.identity
+        (and the shared one) for its role's tasks: from then on, sessions sent to them
+        are picked up. Raises what `run` raised if a worker stopped, `TimeoutError` past
+        `timeout`."""
+        identity = self.identity
+        kind = (
+            TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+            if self.role is WorkerRole.ACTIVITIES
+            else TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
+        )
         pending = set(self.workers)
         async with asyncio.timeout(timeout):
             while pending:
@@ -154,7 +177,7 @@ class SessionWorker:
                         DescribeTaskQueueRequest(
                             namespace=self.client.namespace,
                             task_queue=TaskQueue(name=queue),
-                            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                            task_queue_type=kind,
                         )
                     )
                     if any(p.identity == identity for p in answer.pollers):
@@ -236,10 +259,14 @@ def build_worker(
         queue: Worker(
             client,
             task_queue=queue,
-            workflows=[SessionWorkflow],
+            workflows=[] if options.role is WorkerRole.ACTIVITIES else [SessionWorkflow],
             workflow_runner=_WORKFLOW_RUNNER,
             interceptors=[BoundLogs()],
+            # A workflows-only worker polls no activity tasks, but runs its sessions'
+            # local activities (publish, transcript and context writes) itself.
             activities=activities,
+            no_remote_activities=options.role is WorkerRole.WORKFLOWS,
+            identity=options.identity,
             max_concurrent_activities=options.max_concurrent_activities,
             max_concurrent_workflow_tasks=options.max_concurrent_workflow_tasks,
             max_cached_workflows=options.max_cached_workflows,
@@ -256,4 +283,4 @@ def build_worker(
         )
         for queue in task_queues(options, registry)
     }
-    return SessionWorker(client, workers)
+    return SessionWorker(client, workers, options.role, options.identity)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Sequence
 
@@ -12,6 +13,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from sessionflow.agents.definition import Agent
+from sessionflow.agents.mcp_connections import close_mcp_connections
 from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.errors import SessionflowError, WorkerUnavailable
@@ -71,6 +73,8 @@ async def run_worker(
             settings, agents, stop, ready, temporal, redis, sandboxes, providers, metrics_address
         )
     finally:
+        # MCP servers the tools talked to: their stdio processes end with the worker.
+        await close_mcp_connections()
         await redis.aclose()
         await close_external_storage(payloads)
 
@@ -89,6 +93,7 @@ async def _serve(
     options = WorkerOptions(
         task_queue=settings.task_queue,
         shared_queue=settings.shared_queue,
+        role=settings.worker_role,
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         max_cached_workflows=settings.max_cached_workflows,
@@ -102,9 +107,11 @@ async def _serve(
     )
     async with build_worker(temporal, redis, agents, options) as worker:
         await _polling(worker, settings)
+        freeze_startup_heap()
         log.info(
             "worker started",
             task_queues=worker.task_queues,
+            role=worker.role.value,
             agents=[a.name for a in agents],
             sandbox=sandboxes.name,
             sandbox_isolation=getattr(sandboxes, "effective_isolation", None),
@@ -118,6 +125,17 @@ async def _serve(
             ready.set()
         await _until(stop, worker)
         log.info("worker stopping")
+
+
+def freeze_startup_heap() -> None:
+    """Keep what start-up built (imported modules, the SDK, clients: most of the heap)
+    out of every later garbage collection. A full collection of it takes 80-150 ms,
+    holding the GIL, and stalls every stream of the process while it runs: a worker or
+    gateway that streams tokens pays it at random, as a latency spike (BENCHMARKS.md,
+    "Stream latency"). Cyclic garbage of the start-up is collected first, so none is
+    kept for good."""
+    gc.collect()
+    gc.freeze()
 
 
 # How long the server may take to see a new worker's polls before it is called broken.
