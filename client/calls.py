@@ -15,8 +15,6 @@ from typing import Any
 
 from pydantic_core import PydanticSerializationError
 from temporalio.api.enums.v1 import EventType, TaskQueueType, WorkflowTaskFailedCause
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -30,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from sessionflow import errors
 from sessionflow.client.services import Services, ServicesRef
+from sessionflow.connections import task_queue_pollers
 from sessionflow.contract import SendRequest, SessionInput
 from sessionflow.workflows.session import SEND_SIGNAL, SessionWorkflow
 
@@ -118,14 +117,8 @@ class SessionCalls:
         deadline = time.monotonic() + WORKER_GRACE_SECONDS
         while True:
             try:
-                answer = await services.temporal.workflow_service.describe_task_queue(
-                    DescribeTaskQueueRequest(
-                        namespace=services.temporal.namespace,
-                        task_queue=TaskQueue(name=queue),
-                        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-                    )
-                )
-                if answer.pollers:
+                kind = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
+                if await task_queue_pollers(services.temporal, queue, kind):
                     seen[queue] = time.monotonic()
                     return
                 if await self._running():

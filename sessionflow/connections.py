@@ -12,11 +12,14 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from temporalio.api.enums.v1 import DescribeTaskQueueMode, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, ExternalStorage
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.service import TLSConfig
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from sessionflow.config import Settings
 from sessionflow.errors import ConnectionFailed, InvalidInput
@@ -218,3 +221,49 @@ async def _cluster_enabled(redis: Redis) -> bool:
     except ResponseError:
         return False
     return bool(info.get("cluster_enabled"))
+
+
+# What a server that no longer has the enhanced describe answers it with.
+_NOT_OFFERED = (
+    RPCStatusCode.UNIMPLEMENTED,
+    RPCStatusCode.INVALID_ARGUMENT,
+    RPCStatusCode.FAILED_PRECONDITION,
+)
+
+
+async def task_queue_pollers(client: Client, queue: str, kind: TaskQueueType.ValueType) -> set[str]:
+    """The identities of the workers the server has seen poll `queue` for `kind` tasks,
+    on any of the queue's partitions.
+
+    The plain describe reads the root partition only, and a queue has several (four by
+    default): a worker whose polls wait on another partition stays out of its sight for
+    as long as another worker's polls take the root's place (two workers on one queue:
+    the second was missed one time in three). The enhanced describe asks every
+    partition; it is deprecated, so a server without it gets the plain one."""
+    try:
+        answer = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=queue),
+                api_mode=DescribeTaskQueueMode.DESCRIBE_TASK_QUEUE_MODE_ENHANCED,
+                task_queue_types=[kind],
+                report_pollers=True,
+            )
+        )
+    except RPCError as err:
+        if err.status not in _NOT_OFFERED:
+            raise
+    else:
+        return {
+            poller.identity
+            for version in answer.versions_info.values()
+            for found, info in version.types_info.items()
+            if found == kind
+            for poller in info.pollers
+        }
+    plain = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind
+        )
+    )
+    return {poller.identity for poller in plain.pollers}

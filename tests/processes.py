@@ -52,10 +52,15 @@ class WorkerProcess:
             self._process = subprocess.Popen(
                 self._command, env=self._env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
         while b"worker started" not in self._log.read_bytes()[offset:]:
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{self._log.read_text()[-3000:]}")
+            exited = self._process.poll()
+            if exited is not None or time.monotonic() > began + timeout:
+                how = f"exited with {exited}" if exited is not None else "still running"
+                raise RuntimeError(
+                    f"worker did not start ({how} after {time.monotonic() - began:.1f} s):\n"
+                    f"{self._log.read_text()[-3000:]}"
+                )
             await asyncio.sleep(0.05)
 
     def kill(self) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
+from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.client import Client
 
 from sessionflow.agents.definition import agent
@@ -23,7 +24,7 @@ from sessionflow.client.client import SessionClient
 from sessionflow.client.services import Services, ServicesRef
 from sessionflow.client.session import Session
 from sessionflow.config import Settings, agent_task_queue
-from sessionflow.connections import connect_temporal
+from sessionflow.connections import connect_temporal, task_queue_pollers
 from sessionflow.contract import TurnStatus
 from sessionflow.errors import AgentNotRegistered, WorkerUnavailable
 from sessionflow.providers.scripted import Script, ScriptStep
@@ -120,18 +121,16 @@ async def test_the_worker_says_it_polls_only_once_the_server_has_seen_it(
     async with worker:
         await worker.wait_polling(30)
         for queue in (f"{task_queue}.alpha", task_queue):
-            from temporalio.api.enums.v1 import TaskQueueType
-            from temporalio.api.taskqueue.v1 import TaskQueue
-            from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-
-            answer = await temporal.workflow_service.describe_task_queue(
-                DescribeTaskQueueRequest(
-                    namespace=temporal.namespace,
-                    task_queue=TaskQueue(name=queue),
-                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-                )
-            )
-            assert any(p.identity == temporal.identity for p in answer.pollers), queue
+            for kind in (
+                TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            ):
+                assert temporal.identity in await task_queue_pollers(temporal, queue, kind), queue
+        # Nobody polls a queue no worker serves.
+        empty = await task_queue_pollers(
+            temporal, f"{task_queue}.nobody", TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
+        )
+        assert empty == set()
 
 
 async def test_a_new_session_of_an_agent_no_worker_serves_is_refused_at_send(

@@ -27,8 +27,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -46,6 +44,7 @@ from sessionflow.activities.heartbeat import HEARTBEAT_INTERVAL
 from sessionflow.agents.definition import Agent
 from sessionflow.agents.registry import AgentRegistry
 from sessionflow.config import WorkerRole, agent_task_queue
+from sessionflow.connections import task_queue_pollers
 from sessionflow.providers.base import ModelProvider
 from sessionflow.providers.registry import ModelRegistry, with_registered_providers
 from sessionflow.providers.scripted import Script, ScriptedProvider
@@ -173,14 +172,7 @@ class SessionWorker:
                     self._running.result()  # raises the worker's failure
                     raise RuntimeError("the worker stopped before it polled")
                 for queue in list(pending):
-                    answer = await self.client.workflow_service.describe_task_queue(
-                        DescribeTaskQueueRequest(
-                            namespace=self.client.namespace,
-                            task_queue=TaskQueue(name=queue),
-                            task_queue_type=kind,
-                        )
-                    )
-                    if any(p.identity == identity for p in answer.pollers):
+                    if identity in await task_queue_pollers(self.client, queue, kind):
                         pending.discard(queue)
                 if pending:
                     await asyncio.sleep(0.1)
