@@ -121,7 +121,7 @@ class SessionCalls:
                 if await task_queue_pollers(services.temporal, queue, kind):
                     seen[queue] = time.monotonic()
                     return
-                if await self._running():
+                if await self.running():
                     return
             except RPCError as err:
                 if err.status is RPCStatusCode.UNAVAILABLE:
@@ -134,7 +134,8 @@ class SessionCalls:
                 )
             await asyncio.sleep(0.1)
 
-    async def _running(self) -> bool:
+    async def running(self) -> bool:
+        """Whether the session's newest run is running (False if it closed or never was)."""
         try:
             description = await (await self.handle()).describe()
         except RPCError as err:

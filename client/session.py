@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.exceptions import ApplicationError
 
 from sessionflow import errors
 from sessionflow.agents.definition import Agent
@@ -70,6 +71,12 @@ class TurnHandle:
                     # Cancelled (e.g. by `asyncio.wait_for`): say so, as asyncio expects.
                     raise asyncio.CancelledError() from None
                 continue
+            except WorkflowUpdateFailedError as err:
+                # The run closed (continued as new) after taking the wait: ask the run
+                # that carries the session on, which remembers the outcome.
+                if not _run_closed_first(err) or not await self._session._calls.running():
+                    raise
+                continue
             except errors.TemporalUnavailable:
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
@@ -79,6 +86,11 @@ class TurnHandle:
                 continue
             if outcome is not None:
                 return outcome
+
+
+def _run_closed_first(err: WorkflowUpdateFailedError) -> bool:
+    cause = err.cause
+    return isinstance(cause, ApplicationError) and cause.type == "AcceptedUpdateCompletedWorkflow"
 
 
 class TurnDone:

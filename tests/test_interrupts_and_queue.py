@@ -178,3 +178,20 @@ async def test_continue_as_new_mid_session_keeps_history_state_usage_and_queue(
     assert info.usage == usage.total
     # Earlier turns' outcomes are still answerable after the runs changed.
     assert (await results[0].outcome).status is TurnStatus.FINISHED
+
+
+async def test_waiting_for_each_answer_while_every_turn_continues_as_new(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    # Every turn ends its run; the next message (and the wait for its answer) races the
+    # continue-as-new. Each wait must reach the run that answers it.
+    client = await start_worker(
+        [counter_agent], limits=SessionLimits(continue_as_new_after_events=1)
+    )
+    session = client.session(unique_id, agent=counter_agent)
+    for i in range(12):
+        result = await session.send(f"count {i}")
+        assert await asyncio.wait_for(result.done, 60) is True
+        assert (await result.outcome).status is TurnStatus.FINISHED
+    assert (await session.state()).count == 12
+    assert (await session.info()).run_count >= 12
