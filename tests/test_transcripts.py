@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
+from redis.asyncio import Redis
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.converter import (
     StorageDriver,
     StorageDriverClaim,
@@ -22,12 +23,16 @@ from temporalio.converter import (
 
 from sessionflow.agents.definition import agent
 from sessionflow.agents.tools import ToolContext, tool
+from sessionflow.cli.localstack import LocalStack
+from sessionflow.client.client import SessionClient
+from sessionflow.connections import connect_temporal
 from sessionflow.contract import SessionLimits, TranscriptView, TurnStatus
 from sessionflow.errors import InvalidInput, MessageNotFound
 from sessionflow.fragments import join_fragments
 from sessionflow.messages import Message, MessageStatus, Role, TextPart, ToolPart
 from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
 from sessionflow.storage import FileStorageDriver, TranscriptStore
+from sessionflow.worker.build import WorkerOptions, build_worker
 from tests.conftest import StartWorker
 from tests.history import workflow_events
 
@@ -251,3 +256,27 @@ async def test_rewinding_into_the_committed_transcript(
     assert (await (await session.send("after the rewind")).outcome).status is TurnStatus.FINISHED
     after = await session.history()
     assert [m.text() for m in after[2:]] == ["after the rewind", "Turn 2."]
+
+
+async def test_a_worker_without_a_payload_store_keeps_every_message_in_the_workflow(
+    stack: LocalStack, redis: Redis, task_queue: str, tmp_path: Path, unique_id: str
+) -> None:
+    # A Temporal client without external storage: the commit activity refuses, and the
+    # session must go on keeping its messages itself (it used to fail the workflow).
+    temporal = await connect_temporal(stack.config.temporal_address)
+    script = Script(
+        name="talker", delay=0, chunk_size=3000, turns=[[ScriptStep(text="x" * 12_000)]]
+    )
+    talker = agent("talker", model=script)
+    options = WorkerOptions(task_queue=task_queue, sandbox_root=tmp_path / "sandboxes")
+    async with build_worker(temporal, redis, [talker], options):
+        session = SessionClient(temporal, redis, task_queue=task_queue).session(
+            unique_id, agent="talker"
+        )
+        for n in range(3):
+            outcome = await (await session.send(f"turn {n}")).outcome
+            assert outcome.status is TurnStatus.FINISHED, outcome
+        history = await session.history()
+        assert [m.text() for m in history[1::2]] == ["x" * 12_000] * 3
+        description = await temporal.get_workflow_handle(session.workflow_id).describe()
+        assert description.status is WorkflowExecutionStatus.RUNNING

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,19 +32,25 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def worker_process(
     stack_config: StackConfig, task_queue: str, sandbox_root: Path, tmp_path: Path
-) -> Callable[..., WorkerProcess]:
-    """Makes `sessionflow worker` processes on the test's task queue and sandbox root."""
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Makes `sessionflow worker` processes on the test's task queue and sandbox root;
+    any still running when the test ends (a failed test) are stopped."""
+    made: list[WorkerProcess] = []
 
     def make(agents: str, log: str = "worker") -> WorkerProcess:
-        return WorkerProcess(
+        process = WorkerProcess(
             stack_config,
             task_queue=task_queue,
             agents=agents,
             sandbox_root=sandbox_root,
             log=tmp_path / f"{log}.log",
         )
+        made.append(process)
+        return process
 
-    return make
+    yield make
+    for process in made:
+        process.stop()
 
 
 async def test_worker_killed_mid_step_turn_completes_with_each_step_once(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -76,12 +77,29 @@ async def local(
 ) -> ResultT | None:
     """Run a short local activity (a Redis or payload store write) with the preset's
     timeout and retries; its result (if `result_type`) is all history records of it."""
-    result: ResultT | None = await workflow.execute_local_activity(
-        name.value,
-        params,
-        result_type=result_type,
-        start_to_close_timeout=preset.start_to_close,
-        retry_policy=preset.retry,
-        summary=summary,
-    )
+    try:
+        result: ResultT | None = await workflow.execute_local_activity(
+            name.value,
+            params,
+            result_type=result_type,
+            start_to_close_timeout=preset.start_to_close,
+            retry_policy=preset.retry,
+            summary=summary,
+        )
+    except ActivityError:
+        raise
+    except ApplicationError as err:
+        # A local activity that fails for good (a non-retryable error) comes back as
+        # its bare failure, not an ActivityError: raised as it is, it failed the whole
+        # workflow (a worker without a payload store, at its first transcript commit).
+        # Callers handle a failed local activity as an ActivityError.
+        raise ActivityError(
+            f"local activity {name.value} failed",
+            scheduled_event_id=0,
+            started_event_id=0,
+            identity="",
+            activity_type=name.value,
+            activity_id="",
+            retry_state=None,
+        ) from err
     return result
