@@ -18,29 +18,18 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 from temporalio.api.enums.v1 import EventType, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from sessionflow.cli.localstack import LocalStack
 from sessionflow.client.client import SessionClient
 from sessionflow.config import ConfigError, Settings, WorkerRole, agent_task_queue
-from sessionflow.connections import connect_temporal
+from sessionflow.connections import connect_temporal, task_queue_pollers
 from sessionflow.contract import TurnStatus
 from sessionflow.storage import external_storage_from_settings
 from sessionflow.worker.build import WorkerOptions, build_worker
 from tests.agents import TOOL_SCRIPT, tool_agent
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-async def pollers(client: Client, queue: str, kind: TaskQueueType.ValueType) -> set[str]:
-    answer = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind
-        )
-    )
-    return {p.identity for p in answer.pollers}
 
 
 async def test_a_workflows_worker_and_an_activities_worker_run_a_session_between_them(
@@ -81,10 +70,10 @@ async def test_a_workflows_worker_and_an_activities_worker_run_a_session_between
         queue = agent_task_queue(task_queue, "tooling")
         workflow_kind = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
         activity_kind = TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
-        assert f"act-{unique_id}" in await pollers(temporal, queue, activity_kind)
-        assert f"wf-{unique_id}" not in await pollers(temporal, queue, activity_kind)
-        assert f"wf-{unique_id}" in await pollers(temporal, queue, workflow_kind)
-        assert f"act-{unique_id}" not in await pollers(temporal, queue, workflow_kind)
+        assert f"act-{unique_id}" in await task_queue_pollers(temporal, queue, activity_kind)
+        assert f"wf-{unique_id}" not in await task_queue_pollers(temporal, queue, activity_kind)
+        assert f"wf-{unique_id}" in await task_queue_pollers(temporal, queue, workflow_kind)
+        assert f"act-{unique_id}" not in await task_queue_pollers(temporal, queue, workflow_kind)
 
     events = [
         e async for e in temporal.get_workflow_handle(session.workflow_id).fetch_history_events()
@@ -146,8 +135,10 @@ async def test_sessionflow_worker_role_activities_polls_activity_tasks_only(
         assert started["role"] == "activities"
         identity = f"{worker.pid}@{socket.gethostname()}"
         queue = agent_task_queue(task_queue, "tooling")
-        assert identity in await pollers(temporal, queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
-        assert identity not in await pollers(
+        assert identity in await task_queue_pollers(
+            temporal, queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+        )
+        assert identity not in await task_queue_pollers(
             temporal, queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
         )
     finally:
