@@ -179,11 +179,15 @@ class ChunkWriter:
         return Write(self._where, batch, self._token, self._sent + 1, self._context)
 
     def wrote(self, write: Write) -> None:
-        self._sent += len(write.chunks)
-        self.written += len(write.chunks)
-        self._failing = False
+        self._landed(len(write.chunks))
         self._busy = False
         self._next()
+
+    def _landed(self, count: int) -> None:
+        """`count` chunks, the next after `_sent`, are in the stream."""
+        self._sent += count
+        self.written += count
+        self._failing = False
 
     def failed(self, write: Write, err: Exception) -> None:
         """Keep the batch, in order, and retry it alone."""
@@ -234,9 +238,7 @@ class ChunkWriter:
                 raise reply
             self._note_failure(reply)
             return False
-        self._sent += len(batch)
-        self.written += len(batch)
-        self._failing = False
+        self._landed(len(batch))
         return True
 
     def _note_failure(self, err: Exception) -> None:
