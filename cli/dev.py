@@ -29,6 +29,7 @@ from sessionflow.config import (
     LOCAL_TENANT,
     ConfigError,
     Settings,
+    agent_task_queue,
     env_integer,
 )
 
@@ -290,7 +291,7 @@ def _banner(options: DevOptions, local: Settings, isolation: str) -> str:
         f'"redis://:$(cat {shlex.quote(str(password.absolute()))})'
         f'@{config.host}:{config.redis_port}/0"'
     )
-    queues = ", ".join(local.agent_queue(a.name) for a in options.agents)
+    queues = ", ".join(agent_task_queue(local.task_queue, a.name) for a in options.agents)
     # The CLI then names sessions as the gateway does for the development key, so the
     # web page lists what `sessionflow send` started.
     tenant = f" SESSIONFLOW_TENANT={LOCAL_TENANT}" if options.own_keys else ""

@@ -514,10 +514,6 @@ class Settings:
             aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
         )
 
-    def agent_queue(self, agent: str) -> str:
-        """The task queue of `agent`'s sessions (`agent_task_queue`)."""
-        return agent_task_queue(self.task_queue, agent)
-
     def workflow_url(self, workflow_id: str) -> str:
         """Where the Temporal UI shows a session."""
         return (
