@@ -8,6 +8,7 @@ from types import TracebackType
 from redis.asyncio import Redis
 from temporalio.client import Client
 
+from sessionflow import bridge_exit
 from sessionflow.agents.definition import Agent
 from sessionflow.client.listing import SessionRow, list_sessions
 from sessionflow.client.services import Services
@@ -44,6 +45,8 @@ class SessionClient:
     ) -> None:
         self.temporal = temporal
         self.redis = redis
+        # A client made by the caller's own `Client.connect` needs this as much.
+        bridge_exit.install()
         self.task_queue = task_queue
         self.default_agent = default_agent
         self.limits = limits or SessionLimits()

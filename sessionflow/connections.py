@@ -21,6 +21,7 @@ from temporalio.converter import DataConverter, ExternalStorage
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
+from sessionflow import bridge_exit
 from sessionflow.config import Settings
 from sessionflow.errors import ConnectionFailed, InvalidInput
 from sessionflow.logs import redact_url, remember_secret, remember_url_password
@@ -109,6 +110,7 @@ async def connect_temporal(
     tls = temporal_tls(settings) if settings else None
     api_key = settings.temporal_api_key if settings else None
     remember_secret(api_key)
+    bridge_exit.install()
     try:
         return await Client.connect(
             address,

@@ -43,6 +43,7 @@ GROUND = (
     "config",
     "connections",
     "logs",
+    "bridge_exit",
 )
 # `sessionflow` itself (the lazy public face) and `python -m sessionflow`.
 PUBLIC = ("sessionflow", "sessionflow.__main__")
