@@ -1,4 +1,5 @@
-"""One Temporal dev server and one Redis-protocol server for the whole test session.
+"""One Temporal dev server and one Redis-protocol server for the whole test session (per
+test process: `pytest -n 2` runs two, each with its own).
 
 Each test gets its own task queue and worker, so tests cannot see each other's
 sessions, while paying the servers' start-up cost once.
