@@ -29,6 +29,7 @@ from sessionflow.providers.registry import ModelRegistry
 from sessionflow.providers.scripted import Script
 from sessionflow.storage.transcripts import TranscriptStore
 from sessionflow.streams.context import ContextStore
+from sessionflow.streams.interrupts import InterruptWatch
 from sessionflow.streams.publisher import StepStream, StreamPublisher
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,8 @@ class ModelStepActivities:
     publisher: StreamPublisher
     contexts: ContextStore
     transcripts: TranscriptStore | None = None
+    # Interrupt notices through Redis: steps heartbeat slowly between interrupts.
+    interrupts: InterruptWatch | None = None
 
     @activity.defn(name=ActivityName.MODEL_STEP)
     async def model_step(self, params: ModelStepParams) -> ModelStepResult:
@@ -82,7 +85,10 @@ class ModelStepActivities:
             attempt=attempt,
         )
         where = StepStream(ref.workflow_id, ref.message_id, ref.step, attempt)
-        async with heartbeating(), self.publisher.writer(where) as writer:
+        async with (
+            heartbeating(self.interrupts, ref.workflow_id),
+            self.publisher.writer(where) as writer,
+        ):
             recorder = StepRecorder(
                 writer.emit,
                 message_id=ref.message_id,

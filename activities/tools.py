@@ -36,6 +36,7 @@ from sessionflow.ids import sandbox_owner
 from sessionflow.sandbox.base import SandboxBackend
 from sessionflow.storage.transcripts import TranscriptStore
 from sessionflow.streams.context import ContextStore
+from sessionflow.streams.interrupts import InterruptWatch
 from sessionflow.streams.publisher import StepStream, StreamPublisher
 
 log = structlog.get_logger(__name__)
@@ -55,6 +56,8 @@ class ToolActivities:
     contexts: ContextStore
     transcripts: TranscriptStore | None = None
     max_output_bytes: int = MAX_OUTPUT_BYTES
+    # Interrupt notices through Redis: calls heartbeat slowly between interrupts.
+    interrupts: InterruptWatch | None = None
 
     @activity.defn(name=ActivityName.RUN_TOOL)
     async def run_tool(self, params: RunToolParams) -> RunToolResult:
@@ -67,7 +70,10 @@ class ToolActivities:
             source=f"tool:{params.call.tool_call_id}",
         )
         started = time.monotonic()
-        async with heartbeating(), self.publisher.writer(where) as writer:
+        async with (
+            heartbeating(self.interrupts, ref.workflow_id),
+            self.publisher.writer(where) as writer,
+        ):
             writer.emit(status_chunk("running-tool", tool=params.call.tool_name))
             try:
                 result = await self._execute(params, writer.emit)

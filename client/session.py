@@ -197,6 +197,8 @@ class Session:
             with contextlib.suppress(Exception):
                 await reader.unrecord_sent(self.workflow_id, answer, previous)
             raise
+        if interrupt:
+            await reader.announce_interrupt(self.workflow_id)
         return self._result(answer)
 
     async def approve(self, response: ApprovalResponse | dict[str, Any]) -> SendResult:
@@ -218,6 +220,8 @@ class Session:
     async def interrupt(self) -> None:
         """Stop the running turn; its partial answer is kept, marked interrupted."""
         await self._calls.signal(SessionWorkflow.interrupt)
+        # After the signal: the running step heartbeats at once, and its cancel follows.
+        await (await self._ref.get()).reader.announce_interrupt(self.workflow_id)
 
     async def close(self) -> None:
         """End the session: kills its sandbox and completes its workflow. A later

@@ -12,7 +12,9 @@ workflow id therefore must not be empty or hold a brace, or the tag would differ
     sf:{<workflow id>}:index    hash: "latest" -> newest message id that started,
                                 "sent" -> newest assistant message id a client
                                 sent (written before the send is signalled),
-                                <message id> -> entry id of its `start`
+                                <message id> -> entry id of its `start`,
+                                "interrupts" -> how many interrupts were signalled
+                                (`streams.interrupts`)
     sf:{<workflow id>}:writes   hash: writer token -> how many of its chunks are in
                                 the stream, so a retried write adds only the rest
     sf:{<workflow id>}:ctx:<ref>            a turn's context (`streams.context`)
@@ -29,6 +31,7 @@ from sessionflow.errors import InvalidInput
 # Fields of the index hash besides the message ids.
 LATEST_STARTED = "latest"
 LATEST_SENT = "sent"
+INTERRUPTS = "interrupts"
 
 
 def session_prefix(workflow_id: str, *, prefix: str = "sf") -> str:

@@ -36,6 +36,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from sessionflow.chunks import TERMINAL_TYPES, Chunk, parse_chunk
 from sessionflow.errors import CursorOutOfRange, InvalidInput, StreamUnavailable
 from sessionflow.streams.backoff import Backoff, is_unreachable
+from sessionflow.streams.interrupts import announce_interrupt
 from sessionflow.streams.keys import LATEST_SENT, LATEST_STARTED, StreamKeys
 
 _PAGE = 1000
@@ -257,6 +258,11 @@ class StreamReader:
         await self._redis.eval(
             _UNRECORD_SCRIPT, 1, keys.index, message_id, previous or "", LATEST_SENT
         )
+
+    async def announce_interrupt(self, workflow_id: str) -> None:
+        """Tell the workers running the session's steps that an interrupt was just
+        signalled, so it reaches them within a heartbeat (`streams.interrupts`)."""
+        await announce_interrupt(self._redis, workflow_id, prefix=self._prefix)
 
     async def is_active(self, workflow_id: str) -> bool:
         """Whether the newest message is still being written (no terminal chunk yet)."""

@@ -108,6 +108,11 @@ BAD_SETTINGS: list[tuple[str, dict[str, str], str]] = [
     ("sessions", {"TEMPORAL_UI_URL": "ui:8233"}, "TEMPORAL_UI_URL must be an http"),
     ("sessions", {"SESSIONFLOW_TASK_QUEUE": "two words"}, "SESSIONFLOW_TASK_QUEUE must be"),
     ("sessions", {"SESSIONFLOW_SHARED_QUEUE": "maybe"}, "SESSIONFLOW_SHARED_QUEUE must be on"),
+    (
+        "worker",
+        {"SESSIONFLOW_INTERRUPT_NOTICES": "sometimes"},
+        "SESSIONFLOW_INTERRUPT_NOTICES must",
+    ),
     ("sessions", {"REDIS_URL": "redis://:hunter2-secret@host:port/0"}, "REDIS_URL must look"),
     ("sessions", {"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL must look like redis://"),
     ("sessions", {"REDIS_URL": "redis://:hunter2-secret@h:6379/db"}, "REDIS_URL: the database"),

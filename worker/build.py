@@ -53,6 +53,7 @@ from sessionflow.sandbox.local import LocalSandboxBackend
 from sessionflow.storage import transcript_store
 from sessionflow.streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
 from sessionflow.streams.context import ContextStore
+from sessionflow.streams.interrupts import InterruptWatch
 from sessionflow.streams.publisher import Retention, StreamPublisher
 from sessionflow.worker.interceptors import BoundLogs
 from sessionflow.workflows.session import SessionWorkflow
@@ -90,6 +91,9 @@ class WorkerOptions:
     shared_queue: bool = True
     # Workflow tasks, activities, or both (see `WorkerRole`).
     role: WorkerRole = WorkerRole.ALL
+    # Steps learn of interrupts from Redis and heartbeat every 2 s, not every 0.4 s
+    # (`sessionflow.streams.interrupts`).
+    interrupt_notices: bool = True
     # The name this worker gives in workflow histories; None: the client's identity.
     identity: str | None = None
     sandbox_root: Path = Path(".sessionflow/sandboxes")
@@ -227,8 +231,15 @@ def build_worker(
     contexts = ContextStore(redis, ttl_seconds=options.context_ttl_seconds)
     # Transcripts go by reference into the client's payload store (None: none).
     transcripts = transcript_store(client)
-    model_steps = ModelStepActivities(registry, models, publisher, contexts, transcripts)
-    tools = ToolActivities(registry, sandboxes, publisher, contexts, transcripts)
+    interrupts = (
+        InterruptWatch(redis, prefix=publisher.prefix) if options.interrupt_notices else None
+    )
+    model_steps = ModelStepActivities(
+        registry, models, publisher, contexts, transcripts, interrupts=interrupts
+    )
+    tools = ToolActivities(
+        registry, sandboxes, publisher, contexts, transcripts, interrupts=interrupts
+    )
     lifecycle = SandboxActivities(sandboxes, publisher)
     publishing = PublishActivities(publisher)
     forgetting = ContextActivities(contexts)

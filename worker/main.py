@@ -94,6 +94,7 @@ async def _serve(
         task_queue=settings.task_queue,
         shared_queue=settings.shared_queue,
         role=settings.worker_role,
+        interrupt_notices=settings.interrupt_notices,
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         max_cached_workflows=settings.max_cached_workflows,

@@ -1,0 +1,144 @@
+"""Interrupt notices through Redis, so running steps need not heartbeat every 0.4 s.
+
+An interrupt reaches a running step as Temporal's cancellation of its activity, and
+Temporal hands that only to a heartbeat (in the answer to it). Steps therefore
+heartbeated every 0.4 s: at 50 streaming sessions, 125 heartbeats a second, each a
+write of the Temporal server's, most of the server's CPU while tokens stream, on the
+cores that carry the streams.
+
+Now whoever interrupts a session (the client's `interrupt` and `send(...,
+interrupt_if_streaming=...)`, so the gateway, the page and the CLI too) also bumps a
+counter in the session's index hash. Each worker process reads the counters of the
+sessions it runs steps for in one pipelined round trip every `POLL_SECONDS`; a step
+whose session's counter moved heartbeats at once and then every 0.4 s for
+`FAST_WINDOW_SECONDS`, so the workflow's cancel, recorded a moment after the signal,
+comes back on one of those answers. Every other step heartbeats every 2 s (sooner when
+its heartbeat timeout asks), which is still how Temporal notices a dead worker.
+
+Nothing depends on the notice arriving: a step whose counter cannot be read (Redis
+down) heartbeats every 0.4 s as before, and a cancel with no notice (a workflow
+cancelled from the Temporal UI) still arrives, on the next slow heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from sessionflow.streams.keys import INTERRUPTS, StreamKeys
+
+log = structlog.get_logger(__name__)
+
+POLL_SECONDS = 0.1
+# How long a step heartbeats fast after its session's counter moved: the workflow's
+# cancel is recorded within this of the signal even on a loaded server.
+FAST_WINDOW_SECONDS = 5.0
+
+# Bump the counter and keep the index hash as long as a sent message's record.
+# KEYS: index hash. ARGV: the field, the TTL in seconds.
+_ANNOUNCE_SCRIPT = """
+local count = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return count
+"""
+ANNOUNCE_TTL_SECONDS = 7 * 24 * 3600
+
+
+async def announce_interrupt(
+    redis: Redis | RedisCluster, workflow_id: str, *, prefix: str = "sf"
+) -> None:
+    """Tell the workers running the session's steps that an interrupt was signalled.
+
+    Call it after the signal; a failure is logged and swallowed, since the interrupt
+    itself has been delivered and only reaches the step a little later (at its next
+    slow heartbeat)."""
+    keys = StreamKeys.for_workflow(workflow_id, prefix=prefix)
+    try:
+        await redis.eval(_ANNOUNCE_SCRIPT, 1, keys.index, INTERRUPTS, ANNOUNCE_TTL_SECONDS)
+    except (RedisError, OSError) as err:
+        log.warning(
+            "interrupt notice not written; it lands on a heartbeat",
+            workflow_id=workflow_id,
+            error=str(err),
+        )
+
+
+@dataclass(eq=False)
+class Watched:
+    """One running step's view of its session's counter."""
+
+    key: str
+    # The counter when the step started; None when it could not be read.
+    baseline: int | None
+    # Set when the counter moved past the baseline (the step clears it once seen).
+    moved: asyncio.Event = field(default_factory=asyncio.Event)
+    # False while the counter cannot be read: heartbeat fast, as if always interrupted.
+    readable: bool = True
+
+
+class InterruptWatch:
+    """Watches the interrupt counters of one process's running steps, all in one read
+    per `POLL_SECONDS` (one pipelined round trip; per node on a cluster)."""
+
+    def __init__(
+        self, redis: Redis | RedisCluster, *, prefix: str = "sf", poll_seconds: float = POLL_SECONDS
+    ):
+        self._redis = redis
+        self._prefix = prefix
+        self._poll_seconds = poll_seconds
+        self._watched: set[Watched] = set()
+        self._poller: asyncio.Task[None] | None = None
+
+    @contextlib.asynccontextmanager
+    async def watching(self, workflow_id: str) -> AsyncIterator[Watched]:
+        """Watch the session's counter while the block runs."""
+        key = StreamKeys.for_workflow(workflow_id, prefix=self._prefix).index
+        try:
+            watched = Watched(key, _count(await self._redis.hget(key, INTERRUPTS)))
+        except (RedisError, OSError):
+            watched = Watched(key, None, readable=False)
+        self._watched.add(watched)
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll())
+        try:
+            yield watched
+        finally:
+            self._watched.discard(watched)
+
+    async def _poll(self) -> None:
+        while self._watched:
+            await asyncio.sleep(self._poll_seconds)
+            watched = list(self._watched)
+            if not watched:
+                return
+            keys = sorted({w.key for w in watched})
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                for key in keys:
+                    pipe.hget(key, INTERRUPTS)
+                counts = dict(zip(keys, map(_count, await pipe.execute()), strict=True))
+            except (RedisError, OSError):
+                for w in watched:
+                    w.readable = False
+                continue
+            for w in watched:
+                w.readable = True
+                count = counts[w.key]
+                if w.baseline is None:
+                    w.baseline = count
+                elif count > w.baseline:
+                    w.baseline = count
+                    w.moved.set()
+
+
+def _count(value: Any) -> int:
+    """The counter's value; a session never interrupted has none yet."""
+    return 0 if value is None else int(value)

@@ -1,0 +1,115 @@
+"""Interrupts announced through Redis: running steps heartbeat every 2 s instead of
+0.4 s (a fifth of the Temporal server's heartbeat writes), and an interrupt still
+reaches them within a second; one signalled without a notice still lands."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from temporalio.client import WorkflowHandle
+
+from sessionflow.activities.heartbeat import SLOW_INTERVAL
+from sessionflow.cli.localstack import free_port
+from sessionflow.contract import TurnStatus
+from sessionflow.streams.interrupts import InterruptWatch, announce_interrupt
+from sessionflow.workflows.session import SessionWorkflow
+from tests.agents import sleeper_agent
+from tests.conftest import StartWorker
+
+
+async def tool_running(sandbox_root: Path) -> None:
+    """Return once the sleeper's `sleep 1000` runs."""
+    while not list(sandbox_root.glob("*/shell.pid")):
+        await asyncio.sleep(0.02)
+
+
+async def heartbeats_seen(handle: WorkflowHandle[Any, Any], seconds: float) -> int:
+    """How many heartbeats the server recorded for the workflow's running activity in
+    `seconds` (distinct last-heartbeat times, sampled every 50 ms)."""
+    seen: set[object] = set()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        description = await handle.describe()
+        for pending in description.raw_description.pending_activities:
+            if pending.HasField("last_heartbeat_time"):
+                seen.add(pending.last_heartbeat_time.ToNanoseconds())
+        await asyncio.sleep(0.05)
+    return len(seen)
+
+
+async def test_a_running_step_heartbeats_slowly_and_an_interrupt_still_lands_at_once(
+    start_worker: StartWorker, unique_id: str, sandbox_root: Path
+) -> None:
+    client = await start_worker([sleeper_agent])
+    session = client.session(unique_id, agent="sleeper")
+    result = await session.send("sleep")
+    await tool_running(sandbox_root)
+
+    window = 3 * SLOW_INTERVAL.total_seconds()
+    beats = await heartbeats_seen(client.temporal.get_workflow_handle(session.workflow_id), window)
+    # Every 2 s: three or four in 6 s (at 0.4 s it was fifteen).
+    assert 2 <= beats <= 5, beats
+
+    started = time.monotonic()
+    await session.interrupt()
+    outcome = await result.outcome
+    assert outcome.status is TurnStatus.INTERRUPTED
+    assert time.monotonic() - started < 1.0
+
+
+async def test_with_notices_off_steps_heartbeat_every_0_4_s(
+    start_worker: StartWorker, unique_id: str, sandbox_root: Path
+) -> None:
+    client = await start_worker([sleeper_agent], interrupt_notices=False)
+    session = client.session(unique_id, agent="sleeper")
+    result = await session.send("sleep")
+    await tool_running(sandbox_root)
+    handle = client.temporal.get_workflow_handle(session.workflow_id)
+    beats = await heartbeats_seen(handle, 2.0)
+    assert beats >= 4, beats  # five at 0.4 s; one at 2 s
+    await session.interrupt()
+    assert (await result.outcome).status is TurnStatus.INTERRUPTED
+
+
+async def test_an_interrupt_signalled_without_a_notice_lands_on_a_slow_heartbeat(
+    start_worker: StartWorker, unique_id: str, sandbox_root: Path
+) -> None:
+    client = await start_worker([sleeper_agent])
+    session = client.session(unique_id, agent="sleeper")
+    result = await session.send("sleep")
+    await tool_running(sandbox_root)
+    # Straight to Temporal, as the Temporal UI or another SDK would: no Redis notice.
+    started = time.monotonic()
+    await client.temporal.get_workflow_handle(session.workflow_id).signal(SessionWorkflow.interrupt)
+    outcome = await result.outcome
+    assert outcome.status is TurnStatus.INTERRUPTED
+    assert time.monotonic() - started < SLOW_INTERVAL.total_seconds() + 1.5
+
+
+async def test_the_watch_sees_its_sessions_notices_only(redis: Redis, unique_id: str) -> None:
+    first, second = f"{unique_id}-a", f"{unique_id}-b"
+    watch = InterruptWatch(redis, poll_seconds=0.02)
+    async with watch.watching(first) as a, watch.watching(second) as b:
+        assert a.readable and b.readable
+        await announce_interrupt(redis, first)
+        await asyncio.wait_for(a.moved.wait(), 2)
+        await asyncio.sleep(0.1)
+        assert not b.moved.is_set()
+        # Announced before a step starts: not this step's interrupt.
+        async with watch.watching(first) as later:
+            await asyncio.sleep(0.1)
+            assert not later.moved.is_set()
+
+
+async def test_an_unreadable_counter_makes_steps_heartbeat_fast() -> None:
+    nowhere = Redis(port=free_port(), socket_connect_timeout=0.2)
+    watch = InterruptWatch(nowhere, poll_seconds=0.02)
+    async with watch.watching("wf-a") as watched:
+        assert not watched.readable
+        await asyncio.sleep(0.1)
+        assert not watched.readable
+    await nowhere.aclose()
