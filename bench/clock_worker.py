@@ -26,6 +26,7 @@ async def main() -> None:
     options = WorkerOptions(
         task_queue=settings.task_queue,
         role=settings.worker_role,
+        interrupt_notices=settings.interrupt_notices,
         sandbox_root=settings.sandboxes,
         providers=[ClockProvider()],
         max_concurrent_activities=1000,

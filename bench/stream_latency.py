@@ -11,8 +11,12 @@ process running workflows and activities (the top-level figures), and `split`, a
 workflows-only and an activities-only process (`sessionflow worker --role`; the
 figures under "split").
 
+`all-notices-off` is `all` with SESSIONFLOW_INTERRUPT_NOTICES=off: steps heartbeat every
+0.4 s, as they did before interrupts were announced through Redis. Each topology's
+figures carry the Temporal server's CPU seconds while it streamed.
+
     python -m bench.stream_latency [--sessions 50] [--rate 20] [--tokens 100]
-                                   [--roles all,split]
+                                   [--roles all,split,all-notices-off]
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import httpx
 from redis.asyncio import Redis
 
 from bench.clock import latencies_ms, percentile, split_at_xadd
-from bench.harness import wait_for_line
+from bench.harness import cpu_seconds, wait_for_line
 from sessionflow.cli.localstack import LocalStack, StackConfig, free_port
 from sessionflow.client.client import SessionClient
 from sessionflow.connections import connect_redis, connect_temporal
@@ -67,7 +71,13 @@ def summary(samples: Samples) -> dict[str, Any]:
 SPLIT: dict[str, list[float]] = {"emit_to_xadd": [], "xadd_to_receive": []}
 
 # The worker processes of each topology, by SESSIONFLOW_WORKER_ROLE.
-TOPOLOGIES = {"all": ("all",), "split": ("workflows", "activities")}
+TOPOLOGIES = {
+    "all": ("all",),
+    "split": ("workflows", "activities"),
+    # One process whose steps heartbeat every 0.4 s (SESSIONFLOW_INTERRUPT_NOTICES=off),
+    # as before interrupts were announced through Redis: the heartbeat baseline.
+    "all-notices-off": ("all",),
+}
 
 
 async def client_phase(client: SessionClient, sessions: int) -> Samples:
@@ -147,13 +157,14 @@ async def raw_phase(redis_url: str, sessions: int, rate: int, tokens: int) -> Sa
 
 def start_workers(topology: str, env: dict[str, str]) -> list[subprocess.Popen[str]]:
     command = [sys.executable, "-m", "bench.clock_worker"]
+    notices = "off" if topology.endswith("notices-off") else "on"
     return [
         subprocess.Popen(
             command,
             cwd=REPO,
             stdout=subprocess.PIPE,
             text=True,
-            env={**env, "SESSIONFLOW_WORKER_ROLE": role},
+            env={**env, "SESSIONFLOW_WORKER_ROLE": role, "SESSIONFLOW_INTERRUPT_NOTICES": notices},
         )
         for role in TOPOLOGIES[topology]
     ]
@@ -167,9 +178,15 @@ def stop(processes: list[subprocess.Popen[str]]) -> None:
 
 
 async def topology_phase(
-    topology: str, env: dict[str, str], client: SessionClient, url: str, sessions: int
+    topology: str,
+    env: dict[str, str],
+    client: SessionClient,
+    url: str,
+    sessions: int,
+    temporal_pid: int,
 ) -> dict[str, Any]:
-    """Client reader and SSE figures with the workers of one topology."""
+    """Client reader and SSE figures with the workers of one topology, and the Temporal
+    server's CPU seconds while they streamed."""
     workers = start_workers(topology, env)
     try:
         for worker in workers:
@@ -177,11 +194,17 @@ async def topology_phase(
         await client_phase(client, 2)  # warm up the workers' caches
         for values in SPLIT.values():
             values.clear()
+        cpu_before = cpu_seconds(temporal_pid)
         reader = await client_phase(client, sessions)
         sse = await sse_phase(url, sessions)
+        server_cpu = cpu_seconds(temporal_pid) - cpu_before
     finally:
         stop(workers)
-    figures = {"client_reader": summary(reader), "gateway_sse": summary(sse)}
+    figures: dict[str, Any] = {
+        "client_reader": summary(reader),
+        "gateway_sse": summary(sse),
+        "temporal_server_cpu_seconds": round(server_cpu, 1),
+    }
     for name, values in SPLIT.items():
         figures["client_reader"][f"{name}_p50_ms"] = percentile(values, 50)
         figures["client_reader"][f"{name}_p99_ms"] = percentile(values, 99)
@@ -207,7 +230,9 @@ async def main(sessions: int, rate: int, tokens: int, roles: list[str]) -> dict[
             "SESSIONFLOW_GATEWAY_PORT": str(gateway_port),
             "SESSIONFLOW_LOG_LEVEL": "warning",
         }
-        async with LocalStack(config):
+        async with LocalStack(config) as stack:
+            temporal_pid = stack.pid("temporal")
+            assert temporal_pid is not None
             gateway = subprocess.Popen(
                 [sys.executable, "-m", "sessionflow", "gateway",
                  "--agents", "bench.clock:gateway_agent"], env=env, cwd=REPO,
@@ -231,7 +256,9 @@ async def main(sessions: int, rate: int, tokens: int, roles: list[str]) -> dict[
                 gc.collect()
                 gc.freeze()
                 measured = {
-                    topology: await topology_phase(topology, env, client, url, sessions)
+                    topology: await topology_phase(
+                        topology, env, client, url, sessions, temporal_pid
+                    )
                     for topology in roles
                 }
                 raw = await raw_phase(config.redis_url, sessions, rate, tokens)
@@ -267,7 +294,8 @@ if __name__ == "__main__":
         "--roles",
         default="all,split",
         help="worker topologies to measure, in order: all (one process), split "
-        "(a workflows-only and an activities-only process)",
+        "(a workflows-only and an activities-only process), all-notices-off (one process "
+        "whose steps heartbeat every 0.4 s, as before interrupt notices)",
     )
     args = parser.parse_args()
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
