@@ -125,7 +125,7 @@ class InterruptWatch:
                 for key in keys:
                     pipe.hget(key, INTERRUPTS)
                 counts = dict(zip(keys, map(_count, await pipe.execute()), strict=True))
-            except (RedisError, OSError):
+            except (RedisError, OSError, ValueError):  # ValueError: not a counter
                 for w in watched:
                     w.readable = False
                 continue

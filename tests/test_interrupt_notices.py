@@ -14,6 +14,7 @@ from temporalio.client import WorkflowHandle
 
 from sessionflow.activities.heartbeat import SLOW_INTERVAL
 from sessionflow.cli.localstack import free_port
+from sessionflow.client.session import SendResult, Session
 from sessionflow.contract import TurnStatus
 from sessionflow.streams.interrupts import InterruptWatch, announce_interrupt
 from sessionflow.workflows.session import SessionWorkflow
@@ -21,10 +22,16 @@ from tests.agents import sleeper_agent
 from tests.conftest import StartWorker
 
 
-async def tool_running(sandbox_root: Path) -> None:
-    """Return once the sleeper's `sleep 1000` runs."""
+async def sleeping(
+    start_worker: StartWorker, unique_id: str, sandbox_root: Path, **options: object
+) -> tuple[Session, SendResult, WorkflowHandle[Any, Any]]:
+    """A sleeper session whose tool call (`sleep 1000`) is running."""
+    client = await start_worker([sleeper_agent], **options)
+    session = client.session(unique_id, agent="sleeper")
+    result = await session.send("sleep")
     while not list(sandbox_root.glob("*/shell.pid")):
         await asyncio.sleep(0.02)
+    return session, result, client.temporal.get_workflow_handle(session.workflow_id)
 
 
 async def heartbeats_seen(handle: WorkflowHandle[Any, Any], seconds: float) -> int:
@@ -44,13 +51,8 @@ async def heartbeats_seen(handle: WorkflowHandle[Any, Any], seconds: float) -> i
 async def test_a_running_step_heartbeats_slowly_and_an_interrupt_still_lands_at_once(
     start_worker: StartWorker, unique_id: str, sandbox_root: Path
 ) -> None:
-    client = await start_worker([sleeper_agent])
-    session = client.session(unique_id, agent="sleeper")
-    result = await session.send("sleep")
-    await tool_running(sandbox_root)
-
-    window = 3 * SLOW_INTERVAL.total_seconds()
-    beats = await heartbeats_seen(client.temporal.get_workflow_handle(session.workflow_id), window)
+    session, result, handle = await sleeping(start_worker, unique_id, sandbox_root)
+    beats = await heartbeats_seen(handle, 3 * SLOW_INTERVAL.total_seconds())
     # Every 2 s: three or four in 6 s (at 0.4 s it was fifteen).
     assert 2 <= beats <= 5, beats
 
@@ -64,11 +66,9 @@ async def test_a_running_step_heartbeats_slowly_and_an_interrupt_still_lands_at_
 async def test_with_notices_off_steps_heartbeat_every_0_4_s(
     start_worker: StartWorker, unique_id: str, sandbox_root: Path
 ) -> None:
-    client = await start_worker([sleeper_agent], interrupt_notices=False)
-    session = client.session(unique_id, agent="sleeper")
-    result = await session.send("sleep")
-    await tool_running(sandbox_root)
-    handle = client.temporal.get_workflow_handle(session.workflow_id)
+    session, result, handle = await sleeping(
+        start_worker, unique_id, sandbox_root, interrupt_notices=False
+    )
     beats = await heartbeats_seen(handle, 2.0)
     assert beats >= 4, beats  # five at 0.4 s; one at 2 s
     await session.interrupt()
@@ -78,13 +78,10 @@ async def test_with_notices_off_steps_heartbeat_every_0_4_s(
 async def test_an_interrupt_signalled_without_a_notice_lands_on_a_slow_heartbeat(
     start_worker: StartWorker, unique_id: str, sandbox_root: Path
 ) -> None:
-    client = await start_worker([sleeper_agent])
-    session = client.session(unique_id, agent="sleeper")
-    result = await session.send("sleep")
-    await tool_running(sandbox_root)
+    _, result, handle = await sleeping(start_worker, unique_id, sandbox_root)
     # Straight to Temporal, as the Temporal UI or another SDK would: no Redis notice.
     started = time.monotonic()
-    await client.temporal.get_workflow_handle(session.workflow_id).signal(SessionWorkflow.interrupt)
+    await handle.signal(SessionWorkflow.interrupt)
     outcome = await result.outcome
     assert outcome.status is TurnStatus.INTERRUPTED
     assert time.monotonic() - started < SLOW_INTERVAL.total_seconds() + 1.5

@@ -9,10 +9,11 @@ so the tests hold whichever node is primary when they run (a failover test swaps
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -36,6 +37,7 @@ from sessionflow.contract import TurnStatus
 from sessionflow.errors import ConnectionFailed, InvalidInput
 from sessionflow.streams.assemble import assemble
 from sessionflow.streams.context import ContextStore
+from sessionflow.streams.interrupts import InterruptWatch, announce_interrupt
 from sessionflow.streams.keys import StreamKeys, session_prefix
 from sessionflow.streams.publisher import ChunkWriter, StepStream, StreamPublisher
 from sessionflow.streams.reader import StreamEvent, StreamReader, entry_key
@@ -298,6 +300,28 @@ async def test_record_sent_and_its_undo_work_on_a_cluster(on_cluster: Redis) -> 
     assert await reader.record_sent(workflow_id, "m2") == "m1"
     await reader.unrecord_sent(workflow_id, "m2", "m1")
     assert await reader.latest_sent(workflow_id) == "m1"
+
+
+async def test_interrupt_notices_are_watched_across_every_primary(
+    cluster: LocalRedisCluster, on_cluster: Redis
+) -> None:
+    # Sessions whose slots are on different primaries: one pipelined read spans them.
+    sessions = [f"session:demo:notice-{i}" for i in range(12)]
+    index_keys = [StreamKeys.for_workflow(w).index for w in sessions]
+    nodes = {cast(RedisCluster, on_cluster).get_node_from_key(k).name for k in index_keys}
+    assert len(nodes) == 3, nodes
+    watch = InterruptWatch(on_cluster, poll_seconds=0.02)
+    async with contextlib.AsyncExitStack() as stack:
+        watched = [await stack.enter_async_context(watch.watching(w)) for w in sessions]
+        interrupted = sessions[::3]
+        for workflow_id in interrupted:
+            await announce_interrupt(on_cluster, workflow_id)
+        for w, workflow_id in zip(watched, sessions, strict=True):
+            if workflow_id in interrupted:
+                await asyncio.wait_for(w.moved.wait(), 5)
+        await asyncio.sleep(0.1)
+        assert [w.moved.is_set() for w in watched] == [s in interrupted for s in sessions]
+        assert all(w.readable for w in watched)
 
 
 async def test_a_write_whose_reply_was_lost_is_retried_without_repeating_a_chunk(
