@@ -23,6 +23,7 @@ servers of the data directory that an owner which no longer lives left running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import secrets
@@ -146,6 +147,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct free ports: every socket is held until all are chosen (one at a
+    time, the kernel can hand the same port out twice)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
 def port_open(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
@@ -160,18 +171,26 @@ class StackConfig:
     ui_port: int = 8233
     redis_port: int = 6379
     ui: bool = True
+    # The Temporal dev server's HTTP API and metrics ports; None: it picks free ones
+    # itself, which can be a port just chosen for another server of a free-port stack
+    # (seen: its HTTP API took the frontend's port and the server exited).
+    http_port: int | None = None
+    metrics_port: int | None = None
     # Registered at start so `temporal workflow list --query` can use them.
     search_attributes: dict[str, str] = field(default_factory=lambda: dict(REGISTRATION))
 
     @classmethod
     def on_free_ports(cls, data_dir: Path, *, ui: bool = False) -> StackConfig:
         """A stack beside any other: free loopback ports (tests, benchmarks)."""
+        temporal, ui_port, redis, http, metrics = free_ports(5)
         return cls(
             data_dir=data_dir,
-            temporal_port=free_port(),
-            ui_port=free_port(),
-            redis_port=free_port(),
+            temporal_port=temporal,
+            ui_port=ui_port,
+            redis_port=redis,
             ui=ui,
+            http_port=http,
+            metrics_port=metrics,
         )
 
     @property
@@ -342,6 +361,10 @@ class LocalStack:
             command += ["--ui-port", str(cfg.ui_port), "--ui-ip", cfg.host]
         else:
             command.append("--headless")
+        if cfg.http_port is not None:
+            command += ["--http-port", str(cfg.http_port)]
+        if cfg.metrics_port is not None:
+            command += ["--metrics-port", str(cfg.metrics_port)]
         for key, kind in cfg.search_attributes.items():
             command += ["--search-attribute", f"{key}={kind}"]
         return command
@@ -397,10 +420,7 @@ class LocalStack:
         ports = {"redis": cfg.redis_port, "temporal": cfg.temporal_port}
         pending = {name: ports[name] for name in names}
         while pending:
-            for server in self._servers:
-                if server.process.poll() is not None:
-                    tail = server.log.read_text(errors="replace")[-2000:]
-                    raise StackError(f"{server.name} exited at start; its log ends:\n{tail}")
+            self._check_alive()
             for name, port in list(pending.items()):
                 if port_open(cfg.host, port):
                     del pending[name]
@@ -410,11 +430,20 @@ class LocalStack:
         if "temporal" in names:
             await self._wait_temporal(deadline)
 
+    def _check_alive(self) -> None:
+        """Raise, with its log's end, when a server exited while starting (its port may
+        have opened first: Temporal's frontend opens before its HTTP API binds)."""
+        for server in self._servers:
+            if server.process.poll() is not None:
+                tail = server.log.read_text(errors="replace")[-2000:]
+                raise StackError(f"{server.name} exited at start; its log ends:\n{tail}")
+
     async def _wait_temporal(self, deadline: float) -> None:
         # The gRPC port opens before the default namespace is ready; probe until it is.
         from temporalio.client import Client
 
         while True:
+            self._check_alive()
             try:
                 client = await Client.connect(self.config.temporal_address)
                 await client.count_workflows()

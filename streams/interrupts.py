@@ -41,6 +41,8 @@ POLL_SECONDS = 0.1
 # How long a step heartbeats fast after its session's counter moved: the workflow's
 # cancel is recorded within this of the signal even on a loaded server.
 FAST_WINDOW_SECONDS = 5.0
+# How long a starting step waits for its counter's value.
+BASELINE_PATIENCE_SECONDS = 0.25
 
 # Bump the counter and keep the index hash as long as a sent message's record.
 # KEYS: index hash. ARGV: the field, the TTL in seconds.
@@ -102,8 +104,11 @@ class InterruptWatch:
         """Watch the session's counter while the block runs."""
         key = StreamKeys.for_workflow(workflow_id, prefix=self._prefix).index
         try:
-            watched = Watched(key, _count(await self._redis.hget(key, INTERRUPTS)))
-        except (RedisError, OSError):
+            # Not the client's retries through an outage: a step starts without Redis
+            # (heartbeating fast) and the poller reads the baseline once it can.
+            async with asyncio.timeout(BASELINE_PATIENCE_SECONDS):
+                watched = Watched(key, _count(await self._redis.hget(key, INTERRUPTS)))
+        except (RedisError, OSError, ValueError, TimeoutError):
             watched = Watched(key, None, readable=False)
         self._watched.add(watched)
         if self._poller is None or self._poller.done():
