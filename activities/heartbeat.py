@@ -6,7 +6,7 @@ They run on a timer, independent of model output, so a model that thinks for a m
 before its first token is not mistaken for a dead worker.
 
 A step that watches its session's interrupt notices (`streams.interrupts`) heartbeats
-every `SLOW_INTERVAL` and at once, then every `HEARTBEAT_INTERVAL` for a while, when an
+every `SLOW_INTERVAL`, and at once, then every `NOTICED_INTERVAL` for a while, when an
 interrupt is announced; one that does not, or cannot read them, every
 `HEARTBEAT_INTERVAL`.
 """
@@ -22,10 +22,14 @@ from temporalio import activity
 
 from sessionflow.streams.interrupts import FAST_WINDOW_SECONDS, InterruptWatch, Watched
 
-# Also the worker's heartbeat throttle: cancellations (interrupts) arrive on heartbeat
-# responses, so this bounds how long an announced interrupt takes to reach an activity.
+# Steps that do not watch interrupt notices, or cannot read them: cancellations
+# (interrupts) arrive on heartbeat responses, so this bounds how long one takes.
 HEARTBEAT_INTERVAL = timedelta(milliseconds=400)
 INTERVAL_SECONDS = HEARTBEAT_INTERVAL.total_seconds()
+# After a notice, until the workflow's cancel comes back; also the worker's heartbeat
+# throttle, which would otherwise hold these beats back.
+NOTICED_INTERVAL = timedelta(milliseconds=100)
+NOTICED_INTERVAL_SECONDS = NOTICED_INTERVAL.total_seconds()
 # Between interrupts: how often a watching step tells Temporal it is alive.
 SLOW_INTERVAL = timedelta(seconds=2)
 # A heartbeat timeout shorter than this many slow intervals shortens the interval.
@@ -60,7 +64,7 @@ def _slow_seconds() -> float:
 
 async def _beat(watched: Watched | None, slow: float) -> None:
     loop = asyncio.get_running_loop()
-    fast_until = 0.0
+    noticed_until = 0.0
     while True:
         activity.heartbeat()
         if watched is None:
@@ -68,7 +72,15 @@ async def _beat(watched: Watched | None, slow: float) -> None:
             continue
         if watched.moved.is_set():
             watched.moved.clear()
-            fast_until = loop.time() + FAST_WINDOW_SECONDS
-        fast = not watched.readable or loop.time() < fast_until
+            noticed_until = loop.time() + FAST_WINDOW_SECONDS
+        if loop.time() < noticed_until:
+            wait = NOTICED_INTERVAL_SECONDS
+        elif not watched.readable:
+            wait = INTERVAL_SECONDS
+        else:
+            wait = slow
+        # Not `asyncio.wait_for`: on 3.11 it drops a cancel that arrives just as the
+        # event is set, and this task would outlive its step, heartbeating for good.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(watched.moved.wait(), INTERVAL_SECONDS if fast else slow)
+            async with asyncio.timeout(wait):
+                await watched.moved.wait()

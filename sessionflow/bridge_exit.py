@@ -11,6 +11,8 @@ when releasing", exit -6), in about one short-lived client program in thirty her
 (temporalio/sdk-python#300). Skipping teardown with `os._exit` would hide the user's own
 exit handlers and buffered output, so instead an exit handler, which runs before
 finalization starts, gives up the GIL until no such callback is left in Python code.
+That narrows the window rather than closing it: a callback still waiting for the GIL
+has no Python frame to be seen by, and gets only the first yield.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Now whoever interrupts a session (the client's `interrupt` and `send(...,
 interrupt_if_streaming=...)`, so the gateway, the page and the CLI too) also bumps a
 counter in the session's index hash. Each worker process reads the counters of the
 sessions it runs steps for in one pipelined round trip every `POLL_SECONDS`; a step
-whose session's counter moved heartbeats at once and then every 0.4 s for
+whose session's counter moved heartbeats at once and then every 0.1 s for
 `FAST_WINDOW_SECONDS`, so the workflow's cancel, recorded a moment after the signal,
 comes back on one of those answers. Every other step heartbeats every 2 s (sooner when
 its heartbeat timeout asks), which is still how Temporal notices a dead worker.
@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from sessionflow.streams.keys import INTERRUPTS, StreamKeys
 
@@ -41,8 +41,14 @@ POLL_SECONDS = 0.1
 # How long a step heartbeats fast after its session's counter moved: the workflow's
 # cancel is recorded within this of the signal even on a loaded server.
 FAST_WINDOW_SECONDS = 5.0
-# How long a starting step waits for its counter's value.
+# How long a starting step waits for its counter's value, a poll for all of them, and
+# an interrupt for its notice to be written: past these, Redis counts as unreachable.
 BASELINE_PATIENCE_SECONDS = 0.25
+READ_PATIENCE_SECONDS = 0.5
+ANNOUNCE_PATIENCE_SECONDS = 0.5
+# What a read of the counters can fail with while Redis (or a cluster's slot) is away;
+# ValueError: a value that is not a counter.
+_UNREADABLE = (RedisError, RedisClusterException, OSError, ValueError)
 
 # Bump the counter and keep the index hash as long as a sent message's record.
 # KEYS: index hash. ARGV: the field, the TTL in seconds.
@@ -64,8 +70,10 @@ async def announce_interrupt(
     slow heartbeat)."""
     keys = StreamKeys.for_workflow(workflow_id, prefix=prefix)
     try:
-        await redis.eval(_ANNOUNCE_SCRIPT, 1, keys.index, INTERRUPTS, ANNOUNCE_TTL_SECONDS)
-    except (RedisError, OSError) as err:
+        # Not the client's retries through an outage: the interrupt is on its way.
+        async with asyncio.timeout(ANNOUNCE_PATIENCE_SECONDS):
+            await redis.eval(_ANNOUNCE_SCRIPT, 1, keys.index, INTERRUPTS, ANNOUNCE_TTL_SECONDS)
+    except Exception as err:  # best effort: the signal was delivered
         log.warning(
             "interrupt notice not written; it lands on a heartbeat",
             workflow_id=workflow_id,
@@ -108,7 +116,7 @@ class InterruptWatch:
             # (heartbeating fast) and the poller reads the baseline once it can.
             async with asyncio.timeout(BASELINE_PATIENCE_SECONDS):
                 watched = Watched(key, _count(await self._redis.hget(key, INTERRUPTS)))
-        except (RedisError, OSError, ValueError, TimeoutError):
+        except (*_UNREADABLE, TimeoutError):
             watched = Watched(key, None, readable=False)
         self._watched.add(watched)
         if self._poller is None or self._poller.done():
@@ -129,8 +137,10 @@ class InterruptWatch:
                 pipe = self._redis.pipeline(transaction=False)
                 for key in keys:
                     pipe.hget(key, INTERRUPTS)
-                counts = dict(zip(keys, map(_count, await pipe.execute()), strict=True))
-            except (RedisError, OSError, ValueError):  # ValueError: not a counter
+                async with asyncio.timeout(READ_PATIENCE_SECONDS):
+                    replies = await pipe.execute()
+                counts = dict(zip(keys, map(_count, replies), strict=True))
+            except (*_UNREADABLE, TimeoutError):
                 for w in watched:
                     w.readable = False
                 continue
@@ -139,7 +149,7 @@ class InterruptWatch:
                 count = counts[w.key]
                 if w.baseline is None:
                     w.baseline = count
-                elif count > w.baseline:
+                elif count != w.baseline:  # != : the hash may have expired and restarted
                     w.baseline = count
                     w.moved.set()
 

@@ -40,7 +40,7 @@ from sessionflow.activities import (
     TranscriptActivities,
     metrics,
 )
-from sessionflow.activities.heartbeat import HEARTBEAT_INTERVAL
+from sessionflow.activities.heartbeat import NOTICED_INTERVAL
 from sessionflow.agents.definition import Agent
 from sessionflow.agents.registry import AgentRegistry
 from sessionflow.config import WorkerRole, agent_task_queue
@@ -281,8 +281,8 @@ def build_worker(
             workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
             # Heartbeats carry cancellations: send them often enough that an interrupt
             # reaches a running activity well within a second.
-            max_heartbeat_throttle_interval=HEARTBEAT_INTERVAL,
-            default_heartbeat_throttle_interval=HEARTBEAT_INTERVAL,
+            max_heartbeat_throttle_interval=NOTICED_INTERVAL,
+            default_heartbeat_throttle_interval=NOTICED_INTERVAL,
         )
         for queue in task_queues(options, registry)
     }

@@ -2,7 +2,8 @@
 
 Heartbeat timeouts are what bound recovery: when a worker dies mid-activity, the
 server notices the missing heartbeats after this long and schedules a retry on
-another worker. Activities heartbeat every 0.4 s (see `activities.heartbeat`).
+another worker. Running steps heartbeat every 2 s, other activities every 0.4 s (see
+`activities.heartbeat`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Each step's activity result is recorded in history before the next starts (the
 per-step checkpoint). An interrupt cancels the activity in flight through Temporal
-(activities heartbeat, so they notice within a second); a cancelled model step
+(announced through Redis too, so the step heartbeats at once and notices within a
+second; see `streams.interrupts`); a cancelled model step
 returns what it produced so far, which is kept, and the turn ends with `abort`.
 """
 
