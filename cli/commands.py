@@ -309,7 +309,7 @@ def _with_session_options(fn: Any) -> Any:
 @_with_session_options
 @click.argument("text")
 def send(session_id: str, agent: str, tenant: str | None, text: str) -> None:
-    """Send TEXT to a session and stream the answer."""
+    """Send TEXT to a session and stream the answer; exit 1 if the turn failed."""
     from sessionflow.cli.terminal import TerminalRenderer
     from sessionflow.client.client import SessionClient
 
@@ -321,6 +321,9 @@ def send(session_id: str, agent: str, tenant: str | None, text: str) -> None:
             renderer = TerminalRenderer()
             async for event in result.stream():
                 renderer.render(event)
+            # The stream ends with the step's last chunk, a moment before the workflow
+            # records the step: return once it has, so `history` right after shows it.
+            (await result.outcome).raise_for_failure()
 
     _run(go())
 

@@ -18,6 +18,7 @@ from tests.agents import (
     reasoning_agent,
     streaming_agent,
     tool_agent,
+    unknown_model_agent,
 )
 from tests.conftest import StartWorker
 from tests.processes import REPO
@@ -126,16 +127,28 @@ async def test_send_and_tail_print_a_retried_step_once(
     sender = await spawn(stack, task_queue, "send", unique_id, "--agent", "flaky", "go")
     sent, errors = await asyncio.wait_for(sender.communicate(), timeout=60)
     assert sender.returncode == 0, errors.decode()
+    # `send` returned once the turn was recorded (not merely streamed): history has it.
+    history = await session.history()
+    assert history[-1].text() == FLAKY_TEXT
     seen = bytearray()
     await read_until(tailing, FLAKY_TEXT, seen)
     tailing.send_signal(signal.SIGINT)
     await asyncio.wait_for(tailing.wait(), timeout=30)
-    history = await session.history()
-    assert history[-1].text() == FLAKY_TEXT
     for output in (sent.decode(), seen.decode()):
         assert output.count(FLAKY_TEXT) == 1, output
         # The failed attempt's partial text (a prefix of the answer) is not there either.
         assert output.count(FLAKY_TEXT[:12]) == 1, output
+
+
+async def test_send_exits_1_naming_the_cause_when_the_turn_fails(
+    stack: LocalStack, start_worker: StartWorker, task_queue: str, unique_id: str
+) -> None:
+    await start_worker([unknown_model_agent])
+    sender = await spawn(stack, task_queue, "send", unique_id, "--agent", "misnamed", "hi")
+    _, errors = await asyncio.wait_for(sender.communicate(), timeout=60)
+    assert sender.returncode == 1, errors.decode()
+    assert errors.decode().startswith("Error: "), errors.decode()
+    assert "provider 'nowhere' is not configured" in errors.decode()
 
 
 async def test_history_prints_each_message_s_parts_in_the_order_they_happened(
