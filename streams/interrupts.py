@@ -33,7 +33,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
-from sessionflow.streams.keys import INTERRUPTS, StreamKeys
+from sessionflow.streams.keys import CLIENT_WRITE_TTL_SECONDS, INTERRUPTS, StreamKeys
 
 log = structlog.get_logger(__name__)
 
@@ -50,14 +50,13 @@ ANNOUNCE_PATIENCE_SECONDS = 0.5
 # ValueError: a value that is not a counter.
 _UNREADABLE = (RedisError, RedisClusterException, OSError, ValueError)
 
-# Bump the counter and keep the index hash as long as a sent message's record.
+# Bump the counter and keep the index hash as long as a sent message's record does.
 # KEYS: index hash. ARGV: the field, the TTL in seconds.
 _ANNOUNCE_SCRIPT = """
 local count = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return count
 """
-ANNOUNCE_TTL_SECONDS = 7 * 24 * 3600
 
 
 async def announce_interrupt(
@@ -72,7 +71,7 @@ async def announce_interrupt(
     try:
         # Not the client's retries through an outage: the interrupt is on its way.
         async with asyncio.timeout(ANNOUNCE_PATIENCE_SECONDS):
-            await redis.eval(_ANNOUNCE_SCRIPT, 1, keys.index, INTERRUPTS, ANNOUNCE_TTL_SECONDS)
+            await redis.eval(_ANNOUNCE_SCRIPT, 1, keys.index, INTERRUPTS, CLIENT_WRITE_TTL_SECONDS)
     except Exception as err:  # best effort: the signal was delivered
         log.warning(
             "interrupt notice not written; it lands on a heartbeat",

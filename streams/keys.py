@@ -32,6 +32,10 @@ from sessionflow.errors import InvalidInput
 LATEST_STARTED = "latest"
 LATEST_SENT = "sent"
 INTERRUPTS = "interrupts"
+# The index hash's lifetime when a client writes to it (a sent message's id, an
+# interrupt notice) before any stream exists; the publisher then sets it with the
+# stream's.
+CLIENT_WRITE_TTL_SECONDS = 7 * 24 * 3600
 
 
 def session_prefix(workflow_id: str, *, prefix: str = "sf") -> str:

@@ -37,13 +37,14 @@ from sessionflow.chunks import TERMINAL_TYPES, Chunk, parse_chunk
 from sessionflow.errors import CursorOutOfRange, InvalidInput, StreamUnavailable
 from sessionflow.streams.backoff import Backoff, is_unreachable
 from sessionflow.streams.interrupts import announce_interrupt
-from sessionflow.streams.keys import LATEST_SENT, LATEST_STARTED, StreamKeys
+from sessionflow.streams.keys import (
+    CLIENT_WRITE_TTL_SECONDS,
+    LATEST_SENT,
+    LATEST_STARTED,
+    StreamKeys,
+)
 
 _PAGE = 1000
-
-# How long a sent message's id stays in the index before the stream itself is written
-# (the publisher then sets the index's lifetime with the stream's).
-SENT_TTL_SECONDS = 7 * 24 * 3600
 
 # Record a sent message id and return the one it replaced, in one step.
 # KEYS: index hash. ARGV: the message id, the field name, the index's lifetime (s).
@@ -248,7 +249,7 @@ class StreamReader:
         keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
         # A script rather than MULTI: atomic on any Redis, and one command to a cluster.
         previous: bytes | str | None = await self._redis.eval(
-            _RECORD_SCRIPT, 1, keys.index, message_id, LATEST_SENT, SENT_TTL_SECONDS
+            _RECORD_SCRIPT, 1, keys.index, message_id, LATEST_SENT, CLIENT_WRITE_TTL_SECONDS
         )
         return None if previous is None else _decode(previous)
 
