@@ -13,7 +13,7 @@ from temporalio import activity
 from sessionflow.activities import metrics
 from sessionflow.activities.failures import to_application_error
 from sessionflow.activities.heartbeat import heartbeating
-from sessionflow.activities.limits import ensure_recordable, state_size_problem
+from sessionflow.activities.limits import capped_text, ensure_recordable, state_size_problem
 from sessionflow.activities.session_view import dump_state, interrupted, load_context, load_state
 from sessionflow.activities.step_recorder import StepRecorder
 from sessionflow.activities.transcript import read_transcript
@@ -107,7 +107,10 @@ class ModelStepActivities:
                 log.info("model step interrupted", step=ref.step, model=model_id)
                 return recorder.interrupted()
             result = recorder.end()
-        result.needs_approval = [await _needs_approval(agent, call) for call in result.tool_calls]
+        offered = [t.name for t in tools]
+        decided = [await _decide(agent, call, offered) for call in result.tool_calls]
+        result.needs_approval = [needs for needs, _ in decided]
+        result.refused = [refused for _, refused in decided]
         result.tool_activity = [
             agent.activity_for(agent.tool(c.tool_name)) for c in result.tool_calls
         ]
@@ -129,6 +132,25 @@ class ModelStepActivities:
         )
         metrics.model_step(model_id, result)
         return result
+
+
+async def _decide(agent: Agent, call: ToolCall, offered: list[str]) -> tuple[bool, str | None]:
+    """Whether a call needs approval, and why it must not run at all (or None).
+
+    Only tools offered to the model in this step run: a model that names another (an
+    inactive built-in, one it saw in an earlier step, one it made up) is told so, and
+    the call neither runs nor asks for approval. An approval rule that raises fails
+    closed: the call is refused, once, rather than the whole paid step being retried
+    as if the failure were transient."""
+    if call.tool_name not in offered:
+        available = ", ".join(offered) or "none"
+        why = f"tool {call.tool_name!r} is not available in this step (available: {available})"
+        return False, why
+    try:
+        return await _needs_approval(agent, call), None
+    except Exception as err:
+        why = f"{type(err).__name__}: {err}"
+        return False, capped_text(f"{call.tool_name} was not run: its approval rule failed ({why})")
 
 
 async def _needs_approval(agent: Agent, call: ToolCall) -> bool:

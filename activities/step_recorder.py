@@ -3,10 +3,20 @@
 Every provider's stream goes through here, so the wire format and the recorded
 parts cannot drift apart: what a reader reassembles from the chunks is what the
 step returns to the workflow for history.
+
+It also names every tool call. A provider's call id is the model's to choose, and a
+hostile model repeats one (`List` and `Bash` both as `dup-1`) so that an approval or
+a recorded command meant for one call lands on the other. The runtime never keys
+anything by it: each call gets `runtime_call_id(message, step, n)`, unique in the
+session (assistant message ids are, and each step numbers its calls), stable across
+attempts of the step, and made of the characters every provider accepts. Requests
+carry the whole conversation with these ids, so the provider's own is never needed
+again.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Literal
 
@@ -52,6 +62,12 @@ from sessionflow.providers.base import (
 _Kind = Literal["text", "reasoning"]
 
 
+def runtime_call_id(message_id: str, step: int, n: int) -> str:
+    """The id of the `n`-th tool call of a step; see the module docstring."""
+    digest = hashlib.blake2b(f"{message_id}\x00{step}\x00{n}".encode(), digest_size=12)
+    return f"call_{digest.hexdigest()}"
+
+
 class StepRecorder:
     def __init__(
         self,
@@ -73,6 +89,9 @@ class StepRecorder:
         self._finished: StepFinished | None = None
         self._signature: str | None = None
         self._count = 0
+        # Provider call id -> runtime id of the call started under it, until it is ready.
+        self._calls_open: dict[str, str] = {}
+        self._calls_named = 0
 
     def begin(self) -> None:
         if self._step == 0:
@@ -87,13 +106,17 @@ class StepRecorder:
                 self._append("reasoning", text)
             case ReasoningSignature(signature=signature):
                 self._signature = signature
-            case ToolCallStart(tool_call_id=call_id, tool_name=name):
+            case ToolCallStart(tool_call_id=given, tool_name=name):
                 self._close()
+                call_id = self._calls_open[given] = self._new_call_id()
                 self._emit(ToolInputStartChunk(tool_call_id=call_id, tool_name=name))
-            case ToolCallDelta(tool_call_id=call_id, json_delta=delta):
+            case ToolCallDelta(tool_call_id=given, json_delta=delta):
+                call_id = self._calls_open.get(given) or self._open_call(given)
                 self._emit(ToolInputDeltaChunk(tool_call_id=call_id, input_text_delta=delta))
-            case ToolCallReady(tool_call_id=call_id, tool_name=name, input=args):
+            case ToolCallReady(tool_call_id=given, tool_name=name, input=args):
                 self._close()
+                opened = self._calls_open.pop(given, "")
+                call_id = opened or self._new_call_id()
                 self._emit(
                     ToolInputAvailableChunk(tool_call_id=call_id, tool_name=name, input=args)
                 )
@@ -101,6 +124,15 @@ class StepRecorder:
                 self._tool_calls.append(ToolCall(tool_call_id=call_id, tool_name=name, input=args))
             case StepFinished():
                 self._finished = event
+
+    def _new_call_id(self) -> str:
+        """The next call's runtime id; a provider's repeated id still gets a new one."""
+        self._calls_named += 1
+        return runtime_call_id(self._message_id, self._step, self._calls_named)
+
+    def _open_call(self, given: str) -> str:
+        call_id = self._calls_open[given] = self._new_call_id()
+        return call_id
 
     def interrupted(self) -> ModelStepResult:
         """Close the step early, keeping what was produced; no tool call will run."""

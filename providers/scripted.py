@@ -39,6 +39,9 @@ PROVIDER = "scripted"
 class ScriptedToolCall(BaseModel):
     tool: str
     input: dict[str, Any] = Field(default_factory=dict)
+    # The call id the model gives; a hostile model may repeat one (the runtime names
+    # every call itself, see `StepRecorder`). By default a fresh one per call.
+    id: str | None = None
 
 
 class ScriptStep(BaseModel):
@@ -164,7 +167,7 @@ class ScriptedProvider:
         if fails and not pieces:
             raise ModelUnavailable(f"scripted failure on attempt {request.attempt}")
         for n, call in enumerate(step.tool_calls):
-            call_id = f"call_{turn}_{index}_{n}"
+            call_id = call.id or f"call_{turn}_{index}_{n}"
             arguments = json.dumps(call.input)
             yield ToolCallStart(call_id, call.tool)
             for piece in _pieces(arguments, script.chunk_size * 4):

@@ -323,6 +323,10 @@ class ModelStepResult(BaseModel):
     finish_reason: FinishReason
     # One flag per tool call: whether a person must approve it first.
     needs_approval: list[bool] = Field(default_factory=list)
+    # One entry per tool call: why the runtime will not run it (a tool not offered in
+    # this step, an approval rule that failed), told to the model as the call's error;
+    # None where it may run. Empty in results recorded before it existed.
+    refused: list[str | None] = Field(default_factory=list)
     # The agent's initial state, when the session had none yet.
     state: dict[str, Any] | None = None
     # Activity settings of each tool call (agent's, then tool's), aligned with tool_calls.

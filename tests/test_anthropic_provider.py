@@ -132,7 +132,11 @@ async def test_parallel_tool_calls_run_and_results_go_back_in_messages_api_shape
     assert len(first_call) == 2 and "".join(first_call) == '{"command": "echo one"}'
     reply = (await session.history())[-1]
     one, two = reply.tool_parts()
-    assert (one.tool_call_id, one.output["stdout"]) == ("toolu_a", "one\n")
+    # The runtime names the calls (never the model's ids) and talks back with its names.
+    assert (
+        one.tool_call_id.startswith("call_") and "toolu" not in one.tool_call_id + two.tool_call_id
+    )
+    assert one.tool_call_id != two.tool_call_id and one.output["stdout"] == "one\n"
     assert (two.output["stdout"], two.output["exit_code"]) == ("two\n", 4)
 
     follow_up = fake.requests[1].body["messages"]
@@ -142,12 +146,12 @@ async def test_parallel_tool_calls_run_and_results_go_back_in_messages_api_shape
     assert assistant[0]["signature"] == "sig-1"
     assert assistant[2] == {
         "type": "tool_use",
-        "id": "toolu_a",
+        "id": one.tool_call_id,
         "name": "Bash",
         "input": {"command": "echo one"},
     }
     results = follow_up[2]["content"]
-    assert [r["tool_use_id"] for r in results] == ["toolu_a", "toolu_b"]
+    assert [r["tool_use_id"] for r in results] == [one.tool_call_id, two.tool_call_id]
     assert '"stdout": "one\\n"' in results[0]["content"] and "is_error" not in results[0]
 
 

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         FinishChunk,
         ToolApprovalRequestChunk,
         ToolOutputDeniedChunk,
+        ToolOutputErrorChunk,
         status_chunk,
     )
     from sessionflow.contract import (
@@ -135,8 +136,10 @@ class Turn:
         # Parts of the answer already committed (in earlier fragments of the message).
         self._committed_parts = 0
         self._inflight: workflow.ActivityHandle[Any] | None = None
-        self._pending: dict[str, str] = {}  # approval id -> tool call id
-        self._answers: dict[str, ApprovalResponse] = {}  # tool call id -> answer
+        # Approval id -> the index of the call it asks about in the step's calls, and
+        # that index -> the answer: never the model's call id (see `_run_tools`).
+        self._pending: dict[str, int] = {}
+        self._answers: dict[int, ApprovalResponse] = {}
 
     # -- from handlers --------------------------------------------------------------
 
@@ -224,17 +227,31 @@ class Turn:
         return result
 
     async def _run_tools(self, result: ModelStepResult) -> None:
-        flags = result.needs_approval or [False] * len(result.tool_calls)
-        asked = [call for call, flag in zip(result.tool_calls, flags, strict=True) if flag]
+        """Run a step's calls in order. Each call is its part (by identity, never by the
+        model's id, which a hostile model may repeat); an approval answers exactly the
+        call it was asked for; a refused, denied or unanswered call never runs."""
+        calls = result.tool_calls
+        parts = [p for p in result.parts if isinstance(p, ToolPart)]
+        flags = result.needs_approval or [False] * len(calls)
+        refused = result.refused or [None] * len(calls)
+        settings = result.tool_activity or [None] * len(calls)
+        asked = [i for i, flag in enumerate(flags) if flag and refused[i] is None]
         if asked:
-            await self._ask_approval(asked)
-        settings = result.tool_activity or [None] * len(result.tool_calls)
-        for call, activity_settings in zip(result.tool_calls, settings, strict=True):
+            await self._ask_approval([(i, calls[i], parts[i]) for i in asked])
+        for i, call in enumerate(calls):
             if self._interrupting:
                 return
-            part = self._part(call)
-            answer = self._answers.pop(call.tool_call_id, None)
-            if answer is not None and part.approval is not None:
+            part = parts[i]
+            if refused[i] is not None:
+                part.state, part.error_text = ToolState.OUTPUT_ERROR, refused[i]
+                await self._publish(
+                    [ToolOutputErrorChunk(tool_call_id=part.tool_call_id, error_text=refused[i])]
+                )
+                continue
+            answer = self._answers.pop(i, None)
+            if i in asked:
+                if answer is None or part.approval is None:
+                    continue  # never answered (the turn is ending): it does not run
                 part.approval = ToolApproval(
                     id=part.approval.id, approved=answer.approved, reason=answer.reason
                 )
@@ -242,22 +259,21 @@ class Turn:
                     part.state = ToolState.OUTPUT_DENIED
                     reason = f": {answer.reason}" if answer.reason else "."
                     part.error_text = f"The user denied this tool call{reason}"
-                    await self._publish([ToolOutputDeniedChunk(tool_call_id=call.tool_call_id)])
+                    await self._publish([ToolOutputDeniedChunk(tool_call_id=part.tool_call_id)])
                     continue
-            await self._run_tool(call, part, activity_settings)
+            await self._run_tool(call, part, settings[i])
 
-    async def _ask_approval(self, calls: list[ToolCall]) -> None:
+    async def _ask_approval(self, asked: list[tuple[int, ToolCall, ToolPart]]) -> None:
         chunks: list[Chunk] = []
-        for call in calls:
+        for index, _call, part in asked:
             approval_id = f"approval-{workflow.uuid4().hex}"
-            part = self._part(call)
             part.state = ToolState.APPROVAL_REQUESTED
             part.approval = ToolApproval(id=approval_id)
-            self._pending[approval_id] = call.tool_call_id
+            self._pending[approval_id] = index
             chunks.append(
-                ToolApprovalRequestChunk(approval_id=approval_id, tool_call_id=call.tool_call_id)
+                ToolApprovalRequestChunk(approval_id=approval_id, tool_call_id=part.tool_call_id)
             )
-        chunks.append(status_chunk("needs-approval", approvals=len(calls)))
+        chunks.append(status_chunk("needs-approval", approvals=len(asked)))
         self._session.set_status(SessionStatus.NEEDS_APPROVAL)  # also shows the pending count
         await self._publish(chunks)
         # Durable: the wait survives worker restarts and may last days.
@@ -363,9 +379,6 @@ class Turn:
         )
 
     # -- plumbing -------------------------------------------------------------------
-
-    def _part(self, call: ToolCall) -> ToolPart:
-        return next(p for p in self.reply.tool_parts() if p.tool_call_id == call.tool_call_id)
 
     async def _cancellable(
         self,
