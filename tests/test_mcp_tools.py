@@ -194,9 +194,9 @@ async def test_errors_of_mcp_tools_are_tool_errors_the_model_reads(
     assert "invalid input for calc__add" in invalid.error_text
     assert "'two' is not of type 'integer'" in invalid.error_text
     assert ran(tmp_path / "calc.log") == []
-    # A name in the server's namespace that it does not offer says what it offers.
+    # A name in the server's namespace that it does not offer says what is offered.
     assert unknown.error_text is not None
-    assert "has no tool offered as 'calc__divide'" in unknown.error_text
+    assert "tool 'calc__divide' is not available in this step" in unknown.error_text
     assert "calc__add" in unknown.error_text
     errors = [e.chunk for e in events if e.type == "tool-output-error"]
     assert [c.error_text for c in errors] == [  # type: ignore[attr-defined]
