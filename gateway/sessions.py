@@ -9,6 +9,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from sessionflow.contract import ApprovalResponse
+from sessionflow.gateway.bodies import JsonBodyRoute
 from sessionflow.gateway.models import (
     ApprovalBody,
     HistoryResponse,
@@ -32,7 +33,7 @@ from sessionflow.gateway.tenancy import (
 )
 from sessionflow.ui_messages import to_ui_messages
 
-router = APIRouter(prefix="/v1/sessions")
+router = APIRouter(prefix="/v1/sessions", route_class=JsonBodyRoute)
 
 # The longest `?wait=` of an outcome long-poll (s), and the least a look takes.
 MAX_OUTCOME_WAIT = 60.0
