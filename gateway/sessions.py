@@ -85,6 +85,8 @@ async def send_message(session: NamedSession, body: SendBody) -> SendResponse:
 )
 async def outcome(
     session: ExistingSession,
+    owner: Tenant,
+    slots: Slots,
     response: Response,
     message_id: Annotated[str, Path(min_length=1, max_length=200)],
     wait: Annotated[
@@ -93,7 +95,10 @@ async def outcome(
     ] = 0,
 ) -> OutcomeResponse:
     """How the answer `message_id` ended (200), waiting up to `wait` seconds for its
-    end; 202 with `done: false` while it has not ended."""
+    end; 202 with `done: false` while it has not ended. The wait holds one of the
+    tenant's long-request slots, as a stream does (429/503 past the caps); waiters on
+    the same answer share one wait on the session (`Session.answer(...).outcome`)."""
+    slot = slots.take(owner)
     try:
         ended = await asyncio.wait_for(
             session.answer(message_id).outcome, max(wait, MIN_OUTCOME_LOOK)
@@ -101,6 +106,8 @@ async def outcome(
     except TimeoutError:
         response.status_code = 202
         return OutcomeResponse(message_id=message_id, done=False)
+    finally:
+        slot.release()
     return OutcomeResponse(
         message_id=message_id,
         done=True,
