@@ -19,6 +19,7 @@ import click
 from redis.exceptions import RedisError
 
 from sessionflow.chunks import ToolApprovalRequestChunk, ToolInputAvailableChunk
+from sessionflow.cli.safe_text import line_text
 from sessionflow.cli.terminal import TerminalRenderer
 from sessionflow.client.session import Session
 from sessionflow.errors import StreamUnavailable
@@ -64,7 +65,8 @@ class Chat:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self._on_ctrl_c)
         click.echo(
-            f"Chatting with {self._session.agent!r} in session {self._session.id!r}. "
+            f"Chatting with {line_text(self._session.agent)!r} in session "
+            f"{line_text(self._session.id)!r}. "
             "Ctrl-C interrupts an answer; Ctrl-C again, or Ctrl-D, quits."
         )
         while not self._quit.is_set():
@@ -114,7 +116,7 @@ class Chat:
     async def _approve(
         self, request: ToolApprovalRequestChunk, call: ToolInputAvailableChunk | None
     ) -> None:
-        name = call.tool_name if call else "a tool"
+        name = line_text(call.tool_name) if call else "a tool"
         answer = await _ask(click.style(f"  Allow {name}? [y/N] ", fg="magenta"))
         approved = (answer or "").strip().lower() in ("y", "yes")
         reason = None
@@ -146,6 +148,7 @@ async def tail(
                 cursor = event.id
                 yield event
         except (StreamUnavailable, RedisError, OSError) as err:
-            click.echo(click.style(f"[disconnected: {err}; reconnecting]", fg="yellow"), err=True)
+            said = line_text(str(err))
+            click.echo(click.style(f"[disconnected: {said}; reconnecting]", fg="yellow"), err=True)
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(retry_seconds)

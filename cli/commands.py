@@ -35,14 +35,17 @@ def _run(coro: Awaitable[T], explain: Callable[[], str | None] | None = None) ->
     the interpreter finalizes, which can abort the process after a successful run;
     once the command's own work is done and flushed, nothing is left to finalize.
     """
+    from sessionflow.cli.safe_text import body_text
+
     code = 0
     try:
         asyncio.run(coro)  # type: ignore[arg-type]
     except InvalidInput as err:
-        click.echo(f"Error: {err}", err=True)
+        click.echo(f"Error: {body_text(str(err))}", err=True)
         code = 2
     except SessionflowError as err:
-        click.echo(f"Error: {err}", err=True)
+        # A turn's failure may quote what a model or tool wrote.
+        click.echo(f"Error: {body_text(str(err))}", err=True)
         code = 1
     except click.ClickException as err:
         err.show()
@@ -374,11 +377,13 @@ def tail(workflow_id: str, after: str | None, as_json: bool) -> None:
 
 
 async def _print(events: Any, renderer: Any, as_json: bool) -> None:
+    from sessionflow.cli.safe_text import json_text
+
     async for event in events:
         if as_json:
             line = {"id": event.id, "message_id": event.message_id, "step": event.step,
                     "attempt": event.attempt, "chunk": event.chunk.to_wire()}  # fmt: skip
-            click.echo(json.dumps(line))
+            click.echo(json_text(json.dumps(line)))
         else:
             renderer.render(event)
 
@@ -393,6 +398,7 @@ def sessions(status: str | None, agent_name: str | None, limit: int, tenant: str
 
     With a tenant, only its sessions, by the ids it gives them (as the web page lists
     them); with --tenant '', every session by its full id."""
+    from sessionflow.cli.safe_text import line_text
     from sessionflow.client.listing import list_sessions
 
     owner = _tenant(tenant)
@@ -416,9 +422,9 @@ def sessions(status: str | None, agent_name: str | None, limit: int, tenant: str
             click.echo(f"Tenant {owner}")
         click.echo(f"{'SESSION':<32} {'AGENT':<12} {'STATUS':<15} {'TOKENS':>8}  LAST ACTIVITY")
         for row in rows:
-            shown = row.session_id.removeprefix(prefix or "")
+            shown = line_text(row.session_id.removeprefix(prefix or ""))
             click.echo(
-                f"{shown:<32} {row.agent:<12} {row.status:<15} {row.tokens:>8}  "
+                f"{shown:<32} {line_text(row.agent):<12} {row.status:<15} {row.tokens:>8}  "
                 f"{row.last_activity or '-'}"
             )
         if not rows:
@@ -431,6 +437,7 @@ def sessions(status: str | None, agent_name: str | None, limit: int, tenant: str
 @_with_session_options
 def inspect(session_id: str, agent: str, tenant: str | None) -> None:
     """Show one session: status, usage, pending approvals and its last messages."""
+    from sessionflow.cli.safe_text import line_text as safe
     from sessionflow.client.client import SessionClient
     from sessionflow.ids import tenant_session_id
 
@@ -444,12 +451,14 @@ def inspect(session_id: str, agent: str, tenant: str | None) -> None:
             usage = await session.usage()
             settings = Settings.from_env()
             whose = f"tenant {owner}, " if owner else ""
-            click.echo(f"Session     {session_id} ({whose}agent {session.agent})")
-            click.echo(f"Workflow    {session.workflow_id}  (run {info.run_count})")
+            # Ids, names and text below may be anyone's: each is printed on one line,
+            # its control characters escaped (sessionflow.cli.safe_text).
+            click.echo(f"Session     {safe(session_id)} ({whose}agent {safe(session.agent)})")
+            click.echo(f"Workflow    {safe(session.workflow_id)}  (run {info.run_count})")
             click.echo(f"Temporal UI {settings.workflow_url(session.workflow_id)}")
             click.echo(f"Status      {info.status.value}; {info.queued} queued")
-            click.echo(f"Sandbox     {info.sandbox_id or '-'}")
-            pending = ", ".join(info.pending_approvals) or "none"
+            click.echo(f"Sandbox     {safe(info.sandbox_id or '-')}")
+            pending = safe(", ".join(info.pending_approvals) or "none")
             click.echo(f"Approvals   {pending}")
             total = usage.total
             click.echo(
@@ -457,13 +466,17 @@ def inspect(session_id: str, agent: str, tenant: str | None) -> None:
                 f"{total.cache_read_tokens} cache read, {total.cache_write_tokens} cache write"
             )
             for model, used in usage.by_model.items():
-                click.echo(f"            {model}: {used.input_tokens} in, {used.output_tokens} out")
+                click.echo(
+                    f"            {safe(model)}: {used.input_tokens} in, {used.output_tokens} out"
+                )
             click.echo(f"Messages    {info.message_count}; the last ones:")
             offset = max(info.message_count - 6, 0)
             for message in await session.history(offset=offset):
                 text = " ".join(message.text().split())
-                text = text if len(text) <= 100 else text[:99] + "…"
-                tools = ", ".join(f"{p.tool_name} ({p.state.value})" for p in message.tool_parts())
+                text = safe(text if len(text) <= 100 else text[:99] + "…")
+                tools = ", ".join(
+                    f"{safe(p.tool_name)} ({p.state.value})" for p in message.tool_parts()
+                )
                 extra = f" [{tools}]" if tools else ""
                 click.echo(f"  {message.role.value:>9} {message.status.value:<11} {text}{extra}")
 
@@ -476,6 +489,7 @@ def inspect(session_id: str, agent: str, tenant: str | None) -> None:
 def history(session_id: str, agent: str, tenant: str | None, as_json: bool) -> None:
     """Print a session's messages: each one's text, reasoning, tool calls (with their
     state and a short output) and files, in the order they happened."""
+    from sessionflow.cli.safe_text import json_text
     from sessionflow.cli.terminal import message_pieces
     from sessionflow.client.client import SessionClient
 
@@ -485,7 +499,7 @@ def history(session_id: str, agent: str, tenant: str | None, as_json: bool) -> N
         async with await SessionClient.connect() as client:
             for i, message in enumerate(await client.session(full_id, agent=agent).history()):
                 if as_json:
-                    click.echo(message.model_dump_json())
+                    click.echo(json_text(message.model_dump_json()))
                     continue
                 if i:
                     click.echo()

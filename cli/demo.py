@@ -24,6 +24,7 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
     from sessionflow.agents.demo import demo_agent as scripted_demo
     from sessionflow.agents.demo import demo_agent_with
     from sessionflow.cli.localstack import LocalStack, StackConfig
+    from sessionflow.cli.safe_text import body_text
     from sessionflow.cli.terminal import TerminalRenderer
     from sessionflow.client.client import SessionClient
     from sessionflow.errors import ConnectionFailed
@@ -54,7 +55,7 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
     serving = asyncio.create_task(run_worker(settings, [demo_agent], stop))
     try:
         session = client.session(f"demo-{uuid.uuid4().hex[:8]}", agent=demo_agent.name)
-        click.echo(click.style(f"\nyou: {message}\n", bold=True))
+        click.echo(click.style(f"\nyou: {body_text(message)}\n", bold=True))
         async with asyncio.timeout(timeout):
             result = await session.send(message)
             renderer = TerminalRenderer()

@@ -132,7 +132,9 @@ def owner_of(data_dir: Path) -> int | None:
 def record_owner(data_dir: Path) -> None:
     started = start_time(os.getpid())
     if started is not None:
-        (data_dir / OWNER_FILE).write_text(f"{os.getpid()} {started}\n")
+        fd = os.open(data_dir / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"{os.getpid()} {started}\n")
 
 
 def release(data_dir: Path) -> None:

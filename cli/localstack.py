@@ -13,6 +13,13 @@ to the server in a config file (not its command line, which `ps` shows to every 
 user), and carried by `StackConfig.redis_url`. The Temporal dev server has no
 authentication of its own: it and its UI listen on loopback only.
 
+Everything in the data directory is the owner's alone: the directory and those in it
+are 0700 and files 0600, the servers are started with umask 077 (Redis's append-only
+file keeps a turn's context after it is deleted, until its next rewrite; Temporal's
+SQLite database holds every session's history), and `secure_data_dir` tightens a data
+directory an older version made readable to others when the stack starts. Sandbox
+workspaces are left as their sandboxes made them.
+
 The servers die with the process that started them, even when it is SIGKILLed: a
 guard process (`sessionflow/cli/watchdog.py`) holds a pipe from it and stops the
 servers when the pipe closes. A data directory has one owner at a time, recorded in
@@ -30,6 +37,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -119,7 +127,7 @@ def redis_password(data_dir: Path) -> str:
         if target.stat().st_mode & 0o077:  # readable by others (copied, restored): tighten
             target.chmod(0o600)
         return found
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     draft = data_dir / f".{LOCAL_REDIS_PASSWORD_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
     fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -138,6 +146,41 @@ def redis_password(data_dir: Path) -> str:
     if not found:
         raise StackError(f"{target} is empty: delete it to make a new Redis password")
     return found
+
+
+# The data directory's entries are the owner's alone (0700 directories, 0600 files);
+# the servers start with this umask so what they write is too.
+PRIVATE_UMASK = 0o077
+SANDBOXES_DIR = "sandboxes"
+OWNERS_DIR = ".owners"
+
+
+def secure_data_dir(data_dir: Path) -> None:
+    """Make `data_dir` (0700) and what is in it the owner's alone: no permission bits
+    for group or others on any directory or file, symbolic links left as they are
+    (never followed). An upgrade path for data directories made by older versions,
+    which left Temporal's database and Redis's append-only file readable to every
+    local user. The local sandboxes' workspaces (`sandboxes/sbx-*`) are not walked:
+    their files are the sandboxed commands' own; their owner records are."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _private(data_dir)
+    for top, dirs, files in os.walk(data_dir):
+        here = Path(top)
+        if here == data_dir / SANDBOXES_DIR:
+            dirs[:] = [name for name in dirs if name == OWNERS_DIR]
+        for name in (*dirs, *files):
+            _private(here / name)
+
+
+def _private(path: Path) -> None:
+    """Drop group and other bits from `path` (not a symbolic link; ours to change)."""
+    try:
+        status = path.lstat()
+        if stat.S_ISLNK(status.st_mode) or not status.st_mode & 0o077:
+            return
+        path.chmod(stat.S_IMODE(status.st_mode) & ~0o077)
+    except (FileNotFoundError, PermissionError):
+        pass  # gone meanwhile (a server's temporary file), or another user's
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -266,8 +309,9 @@ class LocalStack:
 
     async def start(self, timeout: float = 60.0) -> None:
         cfg = self.config
-        (cfg.data_dir / "logs").mkdir(parents=True, exist_ok=True)
-        (cfg.data_dir / "redis").mkdir(parents=True, exist_ok=True)
+        secure_data_dir(cfg.data_dir)
+        (cfg.data_dir / "logs").mkdir(mode=0o700, exist_ok=True)
+        (cfg.data_dir / "redis").mkdir(mode=0o700, exist_ok=True)
         await self._lifeline.claim()
         ports = {"Temporal": (cfg.temporal_port, "--temporal-port")}
         if cfg.ui:
@@ -399,7 +443,8 @@ class LocalStack:
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = self.config.data_dir / "logs" / f"{name}.log"
-        with log.open("ab") as out:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as out:
             process = subprocess.Popen(
                 command,
                 stdout=out,
@@ -408,6 +453,9 @@ class LocalStack:
                 # Own process group: Ctrl-C reaches us, and we stop the servers in order;
                 # the guard stops the whole group if we die first.
                 start_new_session=True,
+                # Set in the child before exec (no preexec_fn): the database, the
+                # append-only file and whatever else the server writes are 0600/0700.
+                umask=PRIVATE_UMASK,
             )
         self._servers.append(_Server(name, process, log))
         self._lifeline.watch(process.pid)

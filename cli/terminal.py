@@ -31,6 +31,7 @@ from sessionflow.chunks import (
     ToolOutputAvailableChunk,
     ToolOutputErrorChunk,
 )
+from sessionflow.cli.safe_text import body_text, line_text
 from sessionflow.messages import (
     DataPart,
     FilePart,
@@ -73,7 +74,13 @@ def _tool_output(lines: list[str], limit: int) -> list[Piece]:
 def _tool_call(name: str, tool_input: Any, state: str = "") -> Piece:
     first, *rest = _summary(tool_input).splitlines() or [""]
     more = f" (+{len(rest)} lines)" if rest else ""
-    return (f"  ▶ {name}: {first}{more}{state}\n", {"fg": "cyan"})
+    return (f"  ▶ {line_text(name)}: {line_text(first)}{more}{state}\n", {"fg": "cyan"})
+
+
+def _safe(pieces: list[Piece]) -> list[Piece]:
+    """`pieces` as they may be printed: what a model, tool or user wrote can hold
+    control sequences (see `sessionflow.cli.safe_text`); styles are added after."""
+    return [(body_text(text), style) for text, style in pieces]
 
 
 # Which writer produced output: (message id, step, source).
@@ -91,7 +98,11 @@ class _Shown:
 
 
 def _pieces(chunk: Chunk) -> list[Piece]:
-    """What a chunk prints: text with its click style."""
+    """What a chunk prints: text with its click style, control characters escaped."""
+    return _safe(_chunk_pieces(chunk))
+
+
+def _chunk_pieces(chunk: Chunk) -> list[Piece]:
     match chunk:
         case TextDeltaChunk(delta=delta):
             return [(delta, {})]
@@ -108,7 +119,8 @@ def _pieces(chunk: Chunk) -> list[Piece]:
         case ErrorChunk(error_text=text):
             return [(f"\nerror: {text}\n", {"fg": "red", "bold": True})]
         case AbortChunk(reason=reason):
-            return [(f"\n[interrupted{': ' + reason if reason else ''}]\n", {"fg": "yellow"})]
+            said = f": {line_text(reason)}" if reason else ""
+            return [(f"\n[interrupted{said}]\n", {"fg": "yellow"})]
         case _:
             return []
 
@@ -222,9 +234,10 @@ def _tool_part(part: ToolPart) -> list[Piece]:
             pieces.append((f"    ✗ {first}{more}\n", {"fg": "red"}))
         case ToolState.OUTPUT_DENIED:
             reason = part.approval.reason if part.approval else None
-            pieces.append((f"    ✗ denied{': ' + reason if reason else ''}\n", {"fg": "yellow"}))
+            said = f": {line_text(reason)}" if reason else ""
+            pieces.append((f"    ✗ denied{said}\n", {"fg": "yellow"}))
         case ToolState.APPROVAL_REQUESTED:
-            waiting = f"approval {part.approval.id}" if part.approval else "approval"
+            waiting = f"approval {line_text(part.approval.id)}" if part.approval else "approval"
             pieces.append((f"    ? waiting for {waiting}\n", {"fg": "yellow"}))
     return pieces
 
@@ -233,7 +246,8 @@ def message_pieces(message: Message) -> list[Piece]:
     """A stored message as `sessionflow history` prints it: a `role:` line, then its parts
     in order, text as paragraphs, reasoning dimmed and labelled, each tool call where it
     happened with its state and a short output or error, files as `[file name (type)]`
-    and app data as `[data-<name>]`. Step boundaries are not shown."""
+    and app data as `[data-<name>]`. Step boundaries are not shown. Control characters
+    are escaped (`sessionflow.cli.safe_text`)."""
     status = "" if message.status is MessageStatus.COMPLETE else f" ({message.status.value})"
     pieces: list[Piece] = [(f"{message.role.value}{status}:\n", {"bold": True})]
     last = ""
@@ -252,10 +266,15 @@ def message_pieces(message: Message) -> list[Piece]:
             case FilePart(filename=name, media_type=media_type):
                 kind, block = (
                     "tool",
-                    [(f"  [file {name or 'unnamed'} ({media_type})]\n", {"dim": True})],
+                    [
+                        (
+                            f"  [file {line_text(name or 'unnamed')} ({line_text(media_type)})]\n",
+                            {"dim": True},
+                        )
+                    ],
                 )
             case DataPart(type=name):
-                kind, block = "tool", [(f"  [{name}]\n", {"dim": True})]
+                kind, block = "tool", [(f"  [{line_text(name)}]\n", {"dim": True})]
             case _:  # step boundaries, empty text
                 continue
         # Paragraphs apart; tool calls, files and data of one run together.
@@ -263,4 +282,4 @@ def message_pieces(message: Message) -> list[Piece]:
             pieces.append(("\n", {}))
         pieces += block
         last = kind
-    return pieces
+    return _safe(pieces)

@@ -23,6 +23,7 @@ from pydantic_core import PydanticSerializationError
 
 from sessionflow.contract import ApprovalResponse
 from sessionflow.errors import InvalidInput
+from sessionflow.json_limits import check_json_depth
 from sessionflow.messages import (
     MAX_FILE_BYTES,
     MAX_MESSAGE_FILE_BYTES,
@@ -51,6 +52,8 @@ def new_message_id() -> str:
 
 
 def parse_send_input(value: Any) -> Message | ApprovalResponse:
+    # First, before anything walks it recursively: deeper JSON would wedge the session.
+    check_json_depth(value, "the message")
     if isinstance(value, dict) and value.get("type") == "approval":
         return _approval(value.get("approval"))
     if isinstance(value, dict) and value.get("type") == "message":
@@ -93,6 +96,7 @@ def _approval(value: Any) -> ApprovalResponse:
 
 def user_message(value: Any) -> Message:
     """Accept a string, a `Message`, a UI message dict or a parts list, role "user"."""
+    check_json_depth(value, "the message")
     if isinstance(value, str):
         if not value.strip():
             raise InvalidInput("message text is empty")
@@ -230,6 +234,7 @@ def validate_context(schema: type[BaseModel] | None, context: Any) -> Any:
 
     Errors name the failing fields but never echo values: context may hold secrets.
     """
+    check_json_depth(context, "context")
     data = _context_data(schema, context)
     if data is not None:
         size = len(json.dumps(data).encode())

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from sessionflow.contract import LastPart
 from sessionflow.errors import InvalidInput
+from sessionflow.json_limits import check_json_depth
 
 FORMS = "True, False, or {'last_part': {'index': <int>, 'part': {...}}}"
 
@@ -21,6 +22,7 @@ FORMS = "True, False, or {'last_part': {'index': <int>, 'part': {...}}}"
 def parse_interrupt(value: Any) -> tuple[bool, LastPart | None]:
     """(interrupt?, where to cut) from `interrupt_if_streaming`; `InvalidInput` when it
     is neither form (camelCase `lastPart` is accepted too, as the HTTP API takes it)."""
+    check_json_depth(value, "interrupt_if_streaming")
     if isinstance(value, bool):
         return value, None
     if isinstance(value, LastPart):

@@ -11,6 +11,7 @@ from typing import Any
 
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from sessionflow import errors
 from sessionflow.agents.definition import Agent
@@ -25,6 +26,7 @@ from sessionflow.client.inputs import (
 from sessionflow.client.interrupts import parse_interrupt
 from sessionflow.client.sandbox import SessionSandbox
 from sessionflow.client.services import Services, ServicesRef
+from sessionflow.client.shared_waits import shared
 from sessionflow.contract import (
     ApprovalResponse,
     LastPart,
@@ -43,6 +45,8 @@ from sessionflow.workflows.session import SessionWorkflow
 
 # How long `await result.outcome` keeps asking a Temporal server that does not answer.
 TEMPORAL_OUTAGE_PATIENCE = 120.0
+# How long a wait pauses when the session has as many updates in flight as Temporal allows.
+UPDATES_BUSY_PAUSE = 1.0
 
 
 class TurnHandle:
@@ -56,6 +60,13 @@ class TurnHandle:
         return self._wait().__await__()
 
     async def _wait(self) -> TurnOutcome:
+        # Every waiter on this answer in this process shares one update (shared_waits):
+        # Temporal allows ten in flight per workflow.
+        temporal = (await self._session._ref.get()).temporal
+        key = (id(temporal), self._session.workflow_id, self._message_id)
+        return await shared(key, self._ask)
+
+    async def _ask(self) -> TurnOutcome:
         # A turn can outlast a Temporal server restart; this waits it out (the SDK
         # alone gives up after ~10 s) and raises ConnectionFailed only after
         # TEMPORAL_OUTAGE_PATIENCE seconds without the server.
@@ -76,6 +87,13 @@ class TurnHandle:
                 # that carries the session on, which remembers the outcome.
                 if not _run_closed_first(err) or not await self._session._calls.running():
                     raise
+                continue
+            except RPCError as err:
+                # Ten updates in flight already (waiters in other processes, approvals):
+                # this one waits its turn rather than failing.
+                if err.status is not RPCStatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                await asyncio.sleep(UPDATES_BUSY_PAUSE)
                 continue
             except errors.TemporalUnavailable:
                 now = time.monotonic()

@@ -14,8 +14,9 @@ from fastapi.staticfiles import StaticFiles
 from sessionflow.client import SessionClient
 from sessionflow.gateway import chat, page, problems, sessions
 from sessionflow.gateway.config import GatewayConfig
-from sessionflow.gateway.limits import BodyLimit, StreamSlots, Utf8Only
+from sessionflow.gateway.limits import BodyLimit, Utf8Only
 from sessionflow.gateway.problems import ErrorResponse
+from sessionflow.gateway.slots import Slots
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 409, 413, 416, 422, 429, 503)
@@ -40,7 +41,9 @@ def create_app(client: SessionClient, config: GatewayConfig) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, timeout=config.body_timeout)
     app.state.client = client
     app.state.config = config
-    app.state.stream_slots = StreamSlots(config.max_streams_per_tenant)
+    app.state.slots = Slots(
+        config.max_streams_per_tenant, config.long_requests, config.long_request_reserve
+    )
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
     app.include_router(page.router)
     app.include_router(sessions.router)

@@ -6,12 +6,13 @@ from fastapi import APIRouter, Response
 
 from sessionflow.client import Session, parse_send_input
 from sessionflow.errors import InvalidInput
+from sessionflow.gateway.bodies import JsonBodyRoute
 from sessionflow.gateway.models import ChatRequest
 from sessionflow.gateway.sse import sse_response
 from sessionflow.gateway.tenancy import AgentName, Client, Config, Slots, Tenant, tenant_session
 from sessionflow.messages import Role
 
-router = APIRouter(prefix="/api/chat")
+router = APIRouter(prefix="/api/chat", route_class=JsonBodyRoute)
 
 
 @router.post("", response_class=Response)

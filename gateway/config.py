@@ -46,15 +46,48 @@ class GatewayConfig:
     header_timeout: float = 10.0
     # Seconds a request's body may take to arrive after its headers; then 408.
     body_timeout: float = 30.0
-    # SSE streams one tenant may hold open at once (per gateway process); past it, 429.
+    # Long-lived requests (SSE streams, outcome long-polls) one tenant may hold open at
+    # once, per gateway process; past it, 429 (sessionflow.gateway.slots).
     max_streams_per_tenant: int = 100
+    # Long-lived requests of all tenants at once, per process; None: three quarters of
+    # `max_connections`, so short requests always find a connection. Past it, 503.
+    max_long_requests: int | None = None
+    # Of those, how many are kept for tenants that hold none; None: a fifth. One tenant
+    # holds at most min(max_streams_per_tenant, long_requests - long_request_reserve).
+    reserved_long_requests: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.long_requests > self.max_connections:
+            raise ValueError(
+                f"SESSIONFLOW_MAX_LONG_REQUESTS ({self.long_requests}) must not exceed "
+                f"SESSIONFLOW_GATEWAY_MAX_CONNECTIONS ({self.max_connections})"
+            )
+        if not 0 <= self.long_request_reserve < self.long_requests:
+            raise ValueError(
+                f"SESSIONFLOW_LONG_REQUEST_RESERVE ({self.long_request_reserve}) must be "
+                f"from 0 to one less than SESSIONFLOW_MAX_LONG_REQUESTS ({self.long_requests})"
+            )
+
+    @property
+    def long_requests(self) -> int:
+        """Long-lived requests of all tenants at once (per process)."""
+        if self.max_long_requests is not None:
+            return self.max_long_requests
+        return max(1, self.max_connections * 3 // 4)
+
+    @property
+    def long_request_reserve(self) -> int:
+        """Free long-request slots only a tenant that holds none may take."""
+        if self.reserved_long_requests is not None:
+            return self.reserved_long_requests
+        return self.long_requests // 5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
         env = os.environ if env is None else env
         default = cls()
 
-        def positive(name: str, fallback: float, kind: type[int] | type[float]) -> Any:
+        def positive(name: str, fallback: float | None, kind: type[int] | type[float]) -> Any:
             raw = env.get(name)
             if not raw:
                 return fallback
@@ -90,4 +123,16 @@ class GatewayConfig:
             max_streams_per_tenant=positive(
                 "SESSIONFLOW_MAX_STREAMS_PER_TENANT", default.max_streams_per_tenant, int
             ),
+            max_long_requests=positive("SESSIONFLOW_MAX_LONG_REQUESTS", None, int),
+            reserved_long_requests=_whole(env, "SESSIONFLOW_LONG_REQUEST_RESERVE"),
         )
+
+
+def _whole(env: Mapping[str, str], name: str) -> int | None:
+    """A whole number of at least 0 from `name`, None when unset or empty."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit():
+        raise ValueError(f"{name} must be a whole number of at least 0, got {raw!r}")
+    return int(raw)

@@ -1,5 +1,5 @@
-"""Request guards that run before any route: body size and read time, UTF-8 ids, and
-the cap on each tenant's open SSE streams."""
+"""Request guards that run before any route: body size and read time, and UTF-8 ids.
+(The caps on long-lived requests are in `sessionflow.gateway.slots`.)"""
 
 from __future__ import annotations
 
@@ -9,12 +9,7 @@ from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sessionflow.gateway.problems import Problem, problem
-
-# What a tenant over its stream cap is told to wait before trying again (s): streams
-# end when their answer does, which takes seconds.
-STREAM_RETRY_AFTER = 5
-
+from sessionflow.gateway.problems import problem
 
 # Bodies that carry no message (approvals, updates) are small; at most this many bytes
 # (or `max_bytes`, if lower), so only the routes that take files take large bodies.
@@ -160,46 +155,3 @@ def _utf8(scope: Scope) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-class StreamSlot:
-    """One open stream of a tenant; `release` (idempotent) gives the slot back."""
-
-    def __init__(self, slots: StreamSlots, tenant: str) -> None:
-        self._slots = slots
-        self._tenant = tenant
-        self._held = True
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._slots._release(self._tenant)
-
-
-class StreamSlots:
-    """The SSE streams each tenant holds open in this process, at most `per_tenant`."""
-
-    def __init__(self, per_tenant: int) -> None:
-        self.per_tenant = per_tenant
-        self._open: dict[str, int] = {}
-
-    def take(self, tenant: str) -> StreamSlot:
-        """A slot for one more stream of `tenant`; 429 `too_many_streams` at the cap."""
-        held = self._open.get(tenant, 0)
-        if held >= self.per_tenant:
-            raise Problem(
-                429,
-                "too_many_streams",
-                f"this tenant already has {held} streams open (the limit); close one "
-                "or try again later",
-                headers={"retry-after": str(STREAM_RETRY_AFTER)},
-            )
-        self._open[tenant] = held + 1
-        return StreamSlot(self, tenant)
-
-    def _release(self, tenant: str) -> None:
-        left = self._open.get(tenant, 0) - 1
-        if left > 0:
-            self._open[tenant] = left
-        else:
-            self._open.pop(tenant, None)

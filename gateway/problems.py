@@ -7,6 +7,7 @@ validation failures name the field; anything unexpected is logged and answered a
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import structlog
@@ -55,8 +56,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(errors.SessionflowError)
     async def _sessionflow(_: Request, exc: errors.SessionflowError) -> JSONResponse:
-        # The error tree carries each kind's status and code (sessionflow.errors).
-        return problem(exc.http_status, exc.code, str(exc))  # type: ignore[no-any-return]
+        # The error tree carries each kind's status and code (sessionflow.errors), and
+        # those that say when to try again (`retry_after`, s) are sent as Retry-After.
+        wait = getattr(exc, "retry_after", None)
+        headers = {"retry-after": str(max(1, math.ceil(wait)))} if wait is not None else None
+        return problem(exc.http_status, exc.code, str(exc), headers)  # type: ignore[no-any-return]
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

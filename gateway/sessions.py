@@ -9,6 +9,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from sessionflow.contract import ApprovalResponse
+from sessionflow.gateway.bodies import JsonBodyRoute
 from sessionflow.gateway.models import (
     ApprovalBody,
     HistoryResponse,
@@ -32,7 +33,7 @@ from sessionflow.gateway.tenancy import (
 )
 from sessionflow.ui_messages import to_ui_messages
 
-router = APIRouter(prefix="/v1/sessions")
+router = APIRouter(prefix="/v1/sessions", route_class=JsonBodyRoute)
 
 # The longest `?wait=` of an outcome long-poll (s), and the least a look takes.
 MAX_OUTCOME_WAIT = 60.0
@@ -84,6 +85,8 @@ async def send_message(session: NamedSession, body: SendBody) -> SendResponse:
 )
 async def outcome(
     session: ExistingSession,
+    owner: Tenant,
+    slots: Slots,
     response: Response,
     message_id: Annotated[str, Path(min_length=1, max_length=200)],
     wait: Annotated[
@@ -92,7 +95,10 @@ async def outcome(
     ] = 0,
 ) -> OutcomeResponse:
     """How the answer `message_id` ended (200), waiting up to `wait` seconds for its
-    end; 202 with `done: false` while it has not ended."""
+    end; 202 with `done: false` while it has not ended. The wait holds one of the
+    tenant's long-request slots, as a stream does (429/503 past the caps); waiters on
+    the same answer share one wait on the session (`Session.answer(...).outcome`)."""
+    slot = slots.take(owner)
     try:
         ended = await asyncio.wait_for(
             session.answer(message_id).outcome, max(wait, MIN_OUTCOME_LOOK)
@@ -100,6 +106,8 @@ async def outcome(
     except TimeoutError:
         response.status_code = 202
         return OutcomeResponse(message_id=message_id, done=False)
+    finally:
+        slot.release()
     return OutcomeResponse(
         message_id=message_id,
         done=True,

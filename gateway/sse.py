@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from sessionflow.client import StreamEvent
-from sessionflow.gateway.limits import StreamSlot
+from sessionflow.gateway.slots import Slot
 
 HEADERS = {
     "cache-control": "no-cache",
@@ -74,7 +74,7 @@ class _SlotResponse(StreamingResponse):
     """A stream that gives its tenant's slot back however it ends: after `[DONE]`,
     on an error, or when the client goes away (Starlette then stops the response)."""
 
-    def __init__(self, content: AsyncIterator[str], slot: StreamSlot | None) -> None:
+    def __init__(self, content: AsyncIterator[str], slot: Slot | None) -> None:
         super().__init__(content, media_type="text/event-stream", headers=HEADERS)
         self.slot = slot
 
@@ -87,7 +87,7 @@ class _SlotResponse(StreamingResponse):
 
 
 def sse_response(
-    events: AsyncIterator[StreamEvent], heartbeat: float, slot: StreamSlot | None = None
+    events: AsyncIterator[StreamEvent], heartbeat: float, slot: Slot | None = None
 ) -> StreamingResponse:
     """The SSE answer; `slot` (the tenant's stream slot) is released when it ends."""
     return _SlotResponse(frames(events, heartbeat), slot)

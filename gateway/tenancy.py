@@ -16,8 +16,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sessionflow.client import Session, SessionClient
 from sessionflow.errors import AgentNotRegistered, InvalidInput, SessionNotFound
 from sessionflow.gateway.config import GatewayConfig
-from sessionflow.gateway.limits import StreamSlots
 from sessionflow.gateway.problems import Problem
+from sessionflow.gateway.slots import Slots as RequestSlots
 from sessionflow.ids import tenant_session_id
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from SESSIONFLOW_API_KEYS")
@@ -33,15 +33,16 @@ def gateway_config(request: Request) -> GatewayConfig:
     return config
 
 
-def stream_slots(request: Request) -> StreamSlots:
-    slots: StreamSlots = request.app.state.stream_slots
+def request_slots(request: Request) -> RequestSlots:
+    slots: RequestSlots = request.app.state.slots
     return slots
 
 
 Client = Annotated[SessionClient, Depends(gateway_client)]
 Config = Annotated[GatewayConfig, Depends(gateway_config)]
-# Each tenant's open SSE streams (`slots.take(owner)` before streaming).
-Slots = Annotated[StreamSlots, Depends(stream_slots)]
+# The long-lived requests (streams, long-polls) each tenant holds: `slots.take(owner)`
+# before holding a request open, `release()` once it ends (sessionflow.gateway.slots).
+Slots = Annotated[RequestSlots, Depends(request_slots)]
 
 
 async def _tenant(

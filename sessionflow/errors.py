@@ -6,10 +6,13 @@
     ├── WorkerUnavailable       no worker polls the session's task queue
     ├── SessionStuck            the session's workflow task keeps failing (the cause is named)
     ├── InvalidInput            a message, id, context or option that cannot be accepted
+    │   ├── JsonTooDeep         JSON nested deeper than sessions accept (json_limits)
     │   ├── ApprovalNotPending  an approval for an unknown or already-answered request
     │   ├── MessageNotFound     a message id the session does not have
     │   └── CursorOutOfRange    a stream cursor past the stream's newest chunk
     ├── SessionBusy             the operation needs an idle session
+    ├── TooManyWaiting          a tenant holds as many long requests as it may (429)
+    │   └── GatewayBusy         the gateway holds as many long requests as it may (503)
     ├── SessionNotFound         no session with that id (for that agent)
     ├── AgentNotRegistered      no worker serves the agent
     ├── AgentOptionFailed       a resolvable option (system, model, active_tools) raised
@@ -80,6 +83,13 @@ class InvalidInput(SessionflowError, ValueError):
     code = "invalid_input"
 
 
+class JsonTooDeep(InvalidInput):
+    """JSON nested deeper than a session accepts (`sessionflow.json_limits`): past about
+    200 levels Temporal cannot decode what carries it, and the session would wedge."""
+
+    code = "json_too_deep"
+
+
 class ApprovalNotPending(InvalidInput):
     http_status = 409
     code = "approval_not_pending"
@@ -108,6 +118,27 @@ class SessionStuck(SessionflowError):
 class SessionBusy(SessionflowError):
     http_status = 409
     code = "session_busy"
+
+
+class TooManyWaiting(SessionflowError):
+    """A tenant holds as many long-lived requests (streams, long-polls) as it may;
+    `retry_after` is how long (s) to wait before trying again (the gateway sends it as
+    `Retry-After`)."""
+
+    retryable = True
+    http_status = 429
+    code = "too_many_streams"
+
+    def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class GatewayBusy(TooManyWaiting):
+    """The gateway process holds as many long-lived requests as it may, in all."""
+
+    http_status = 503
+    code = "server_busy"
 
 
 class SessionNotFound(SessionflowError):

@@ -5,6 +5,8 @@ the same directory. Files are written to a temporary name, fsync'd and renamed i
 place (then the directory is fsync'd), so a reader never sees half a payload and several
 processes can store the same payload at once: they write the same bytes under the same
 name. Nothing is ever rewritten or deleted here; a payload is immutable once stored.
+Payloads are the owner's alone: files 0600, directories (the store's own too, when it
+makes them) 0700, since they hold sessions' messages and tool output.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class FileStorageDriver(StorageDriver):
         target = self.path_of(digest)
         if not _holds(target, len(blob)):
             if not target.parent.is_dir():
-                target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _make_private_dirs(target.parent)
                 _fsync_dir(target.parent.parent)
             draft = target.with_name(f".{digest}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
             try:
@@ -101,6 +103,14 @@ class FileStorageDriver(StorageDriver):
         payload = Payload()
         payload.ParseFromString(blob)
         return payload
+
+
+def _make_private_dirs(path: Path) -> None:
+    """`path` and any missing parents, each 0700 (`mkdir(parents=True)` would make the
+    parents with the default mode: a store readable by every local user)."""
+    missing = [path, *(p for p in path.parents if not p.exists())]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
 
 
 def _holds(path: Path, size: int) -> bool:

@@ -515,3 +515,155 @@ async def test_a_cursor_past_the_end_of_the_stream_answers_at_once(
             resumed = [f async for f in frames(response) if f.comment is None]
         assert [f.id for f in resumed if f.id] == ids[1:]
         assert resumed[-1].data == "[DONE]"
+
+
+# -- 7. long-polls: per tenant, in all, and one wait per answer -------------------------
+
+
+async def waiting_for_approval(gw: Gateway, http: httpx.AsyncClient, session_id: str) -> str:
+    """Start an approver session whose turn then waits for a person; its answer's id."""
+    sent = await http.post(
+        f"{gw.url}/v1/sessions/{session_id}/messages?agent=approver",
+        json={"message": "run something"},
+        headers=auth(gw),
+    )
+    assert sent.status_code == 202, sent.text
+    session = gw.client.session(f"acme:{session_id}", agent="approver")
+    for _ in range(200):
+        if (await session.info()).pending_approvals:
+            break
+        await asyncio.sleep(0.05)
+    answer: str = sent.json()["assistantMessageId"]
+    return answer
+
+
+async def test_one_tenant_s_long_polls_leave_room_for_others(serve: Serve, unique_id: str) -> None:
+    # 8 long requests in all, 2 of them kept for tenants that hold none: acme holds at
+    # most 6, however many it asks for; globex still gets in, and its short requests too.
+    gw = await serve(max_long_requests=8, reserved_long_requests=2)
+    async with httpx.AsyncClient(timeout=30) as http:
+        answer = await waiting_for_approval(gw, http, unique_id)
+        poll = f"{gw.url}/v1/sessions/{unique_id}/messages/{answer}/outcome?agent=approver&wait=20"
+        held = [asyncio.create_task(http.get(poll, headers=auth(gw))) for _ in range(6)]
+        await asyncio.sleep(1.0)
+        assert not any(task.done() for task in held)
+        refused = await http.get(poll, headers=auth(gw))
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "too_many_streams"
+        assert int(refused.headers["retry-after"]) > 0
+        # Another tenant: a long request of its own, and short ones.
+        other = f"{gw.url}/v1/sessions/{unique_id}-g"
+        sent = await http.post(
+            f"{other}/messages", json={"message": "hi"}, headers=auth(gw, "globex")
+        )
+        assert sent.status_code == 202, sent.text
+        mine = sent.json()["assistantMessageId"]
+        done = await http.get(
+            f"{other}/messages/{mine}/outcome?wait=20", headers=auth(gw, "globex")
+        )
+        assert done.status_code == 200 and done.json()["status"] == "finished", done.text
+        # The last free slot is globex's too, while it holds none; acme's are all taken.
+        assert (await http.get(poll, headers=auth(gw))).status_code == 429
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
+
+
+async def test_past_the_gateway_s_long_request_cap_every_tenant_gets_503(
+    serve: Serve, unique_id: str
+) -> None:
+    gw = await serve(max_long_requests=3, reserved_long_requests=0)
+    async with httpx.AsyncClient(timeout=30) as http:
+        answer = await waiting_for_approval(gw, http, unique_id)
+        poll = f"{gw.url}/v1/sessions/{unique_id}/messages/{answer}/outcome?agent=approver&wait=20"
+        held = [asyncio.create_task(http.get(poll, headers=auth(gw))) for _ in range(3)]
+        await asyncio.sleep(1.0)
+        stream = f"{gw.url}/v1/sessions/{unique_id}/stream?agent=approver"
+        for tenant, url in (
+            ("acme", poll),
+            ("acme", stream),
+            ("globex", f"{gw.url}/api/chat/x/stream"),
+        ):
+            refused = await http.get(url, headers=auth(gw, tenant))
+            if tenant == "globex" and refused.status_code == 204:
+                continue  # nothing streams there: no slot was asked for
+            assert refused.status_code == 503, (tenant, url, refused.text)
+            assert refused.json()["error"]["code"] == "server_busy"
+            assert int(refused.headers["retry-after"]) > 0
+        # Short requests still go through.
+        info = await http.get(f"{gw.url}/v1/sessions/{unique_id}?agent=approver", headers=auth(gw))
+        assert info.status_code == 200, info.text
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
+
+
+async def test_many_waiters_on_one_answer_share_one_wait(serve: Serve, unique_id: str) -> None:
+    # Temporal allows 10 updates in flight per workflow: before, the 11th long-poll on
+    # one session answered 500. Now 15 over HTTP and 15 from Python share one update.
+    gw = await serve()
+    async with httpx.AsyncClient(timeout=30) as http:
+        answer = await waiting_for_approval(gw, http, unique_id)
+        base = f"{gw.url}/v1/sessions/{unique_id}"
+        poll = f"{base}/messages/{answer}/outcome?agent=approver&wait=25"
+        polls = [asyncio.create_task(http.get(poll, headers=auth(gw))) for _ in range(15)]
+        session = gw.client.session(f"acme:{unique_id}", agent="approver")
+        direct = [asyncio.ensure_future(session.answer(answer).outcome) for _ in range(15)]
+        await asyncio.sleep(1.5)
+        assert not any(task.done() for task in polls + direct)  # type: ignore[operator]
+        assert len(waits_on(session.workflow_id)) == 1
+        pending = (await session.info()).pending_approvals
+        approved = await http.post(
+            f"{base}/approvals?agent=approver",
+            json={"approvalId": pending[0], "approved": True},
+            headers=auth(gw),
+        )
+        assert approved.status_code == 200, approved.text
+        answers = await asyncio.gather(*polls)
+        assert {a.status_code for a in answers} == {200}, [a.text for a in answers]
+        assert {a.json()["status"] for a in answers} == {"finished"}
+        assert {(await d).status.value for d in direct} == {"finished"}
+        assert waits_on(session.workflow_id) == []
+
+
+async def test_a_wait_nobody_awaits_any_more_is_cancelled(serve: Serve, unique_id: str) -> None:
+    # Long-polls that time out (202) leave no update behind on the session.
+    gw = await serve()
+    async with httpx.AsyncClient(timeout=30) as http:
+        answer = await waiting_for_approval(gw, http, unique_id)
+        poll = f"{gw.url}/v1/sessions/{unique_id}/messages/{answer}/outcome?agent=approver&wait=1"
+        answers = await asyncio.gather(*(http.get(poll, headers=auth(gw)) for _ in range(12)))
+        assert {a.status_code for a in answers} == {202}, [a.text for a in answers]
+        assert {a.json()["done"] for a in answers} == {False}
+        workflow_id = session_workflow_id("approver", f"acme:{unique_id}")
+        assert waits_on(workflow_id) == []
+
+
+def waits_on(workflow_id: str) -> list[object]:
+    """The shared outcome waits in flight on one session (client.shared_waits)."""
+    from sessionflow.client import shared_waits
+
+    return [key for key in shared_waits.in_flight() if workflow_id in key]  # type: ignore[operator]
+
+
+def test_the_slot_rule_keeps_a_reserve_for_tenants_that_hold_none() -> None:
+    from sessionflow.errors import GatewayBusy, TooManyWaiting
+    from sessionflow.gateway.slots import Slots
+
+    slots = Slots(per_tenant=100, total=10, reserve=3)
+    hog = [slots.take("hog") for _ in range(7)]
+    with pytest.raises(TooManyWaiting) as refused:
+        slots.take("hog")  # min(per_tenant, total - reserve) = 7
+    assert refused.value.http_status == 429
+    newcomers = [slots.take(t) for t in ("a", "b", "c")]  # one each, from the reserve
+    with pytest.raises(GatewayBusy) as full:
+        slots.take("d")
+    assert full.value.http_status == 503
+    for slot in (*hog, *newcomers):
+        slot.release()
+        slot.release()  # idempotent
+    assert slots.held == 0
+    capped = Slots(per_tenant=2, total=10, reserve=3)
+    capped.take("x"), capped.take("x")
+    with pytest.raises(TooManyWaiting):
+        capped.take("x")

@@ -40,6 +40,7 @@ GROUND = (
     "contract",
     "chunks",
     "validation",
+    "json_limits",
     "config",
     "connections",
     "logs",
