@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from sessionflow.errors import PayloadTooLarge
+from sessionflow.json_limits import json_problem
 
 # Error texts (a tool's exception, a provider's message) reach the model and history.
 MAX_ERROR_CHARS = 16 * 1024
@@ -35,6 +36,9 @@ def state_size_problem(state: dict[str, Any] | None) -> str | None:
     """Why the state cannot be saved, or None when it can."""
     if state is None:
         return None
+    deep = json_problem(state, "the session state")
+    if deep is not None:
+        return deep
     size = len(json.dumps(state, default=str).encode())
     if size <= MAX_STATE_BYTES:
         return None

@@ -108,7 +108,10 @@ class ModelStepActivities:
                 return recorder.interrupted()
             result = recorder.end()
         offered = [t.name for t in tools]
-        decided = [await _decide(agent, call, offered) for call in result.tool_calls]
+        decided = [
+            (False, problem) if problem else await _decide(agent, call, offered)
+            for call, problem in zip(result.tool_calls, recorder.input_problems, strict=True)
+        ]
         result.needs_approval = [needs for needs, _ in decided]
         result.refused = [refused for _, refused in decided]
         result.tool_activity = [

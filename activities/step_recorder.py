@@ -39,6 +39,7 @@ from sessionflow.chunks import (
 )
 from sessionflow.contract import FinishReason, ModelStepResult
 from sessionflow.errors import ModelUnavailable
+from sessionflow.json_limits import MAX_TOOL_INPUT_BYTES, json_problem
 from sessionflow.messages import (
     Part,
     ReasoningPart,
@@ -92,6 +93,8 @@ class StepRecorder:
         # Provider call id -> runtime id of the call started under it, until it is ready.
         self._calls_open: dict[str, str] = {}
         self._calls_named = 0
+        # Aligned with the tool calls: why a call's input was unusable, or None.
+        self.input_problems: list[str | None] = []
 
     def begin(self) -> None:
         if self._step == 0:
@@ -117,6 +120,12 @@ class StepRecorder:
                 self._close()
                 opened = self._calls_open.pop(given, "")
                 call_id = opened or self._new_call_id()
+                # An input the workflow could not decode (or record) must not reach it:
+                # the call keeps an empty input and is refused, naming the limit.
+                problem = json_problem(args, "the tool input", max_bytes=MAX_TOOL_INPUT_BYTES)
+                if problem is not None:
+                    args = {}
+                self.input_problems.append(problem)
                 self._emit(
                     ToolInputAvailableChunk(tool_call_id=call_id, tool_name=name, input=args)
                 )

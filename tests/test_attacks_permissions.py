@@ -158,3 +158,23 @@ async def test_an_approval_rule_that_raises_refuses_the_call_once(
     assert bash.state is ToolState.OUTPUT_ERROR and bash.error_text is not None
     assert "its approval rule failed (RuntimeError: policy service unreachable)" in bash.error_text
     assert not await exists(session, "pwned.txt")
+
+
+async def test_a_tool_input_nested_too_deep_is_refused_and_the_session_reads_on(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    """198 levels: deeper than Temporal's decoder takes. The call is refused with the
+    rule's limit, its input is not recorded, and history and the next turn still work."""
+    deep: Any = "bottom"
+    for _ in range(198):
+        deep = {"d": deep}
+    attacker = hostile(ScriptStep(tool_calls=[call("Bash", command="echo hi", extra=deep)]))
+    client = await start_worker([attacker])
+    session = client.session(unique_id, agent=attacker.name)
+    assert (await (await session.send("go")).outcome).status is TurnStatus.FINISHED
+    (bash,) = (await reply_of(session)).tool_parts()
+    assert bash.state is ToolState.OUTPUT_ERROR and bash.input == {}
+    assert bash.error_text is not None and "nested more than 64 levels" in bash.error_text
+    again = await session.send("and now?")
+    assert (await again.outcome).status is TurnStatus.FINISHED
+    assert len(await session.history()) == 4
