@@ -112,7 +112,7 @@ class Command:
 
     def oom_kills(self) -> int:
         """Processes of the sandbox the kernel has killed for its memory share."""
-        return self.hierarchy.oom_kills(self.sandbox)
+        return self.hierarchy.oom_kills(self.sandbox, self.leaves)
 
     def remove(self, limit: float = 5.0) -> None:
         """Remove the leaves (killing what is left in them) and the sandbox's groups
@@ -206,11 +206,14 @@ class Hierarchy:
         _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
         _write(cpu / "cpu.cfs_quota_us", str(quota))
 
-    def oom_kills(self, sandbox: tuple[Path, ...]) -> int:
-        memory = next(g for g in sandbox if g.parent == self.parents["memory"])
+    def oom_kills(self, sandbox: tuple[Path, ...], leaves: tuple[Path, ...]) -> int:
+        """OOM kills counted for the sandbox: v2 counts them for a group and its
+        descendants (`memory.events`); v1 only in the victim's own group, the leaf."""
         if self.version == 2:
+            memory = next(g for g in sandbox if g.parent == self.parents["memory"])
             return _read_count(memory / "memory.events", "oom_kill")
-        return _read_count(memory / "memory.oom_control", "oom_kill")
+        leaf = next(g for g in leaves if g.parent.parent == self.parents["memory"])
+        return _read_count(leaf / "memory.oom_control", "oom_kill")
 
     def check(self, share: Share) -> None:
         """Make, limit, join and remove a group, as a command would; `Unavailable`

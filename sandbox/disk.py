@@ -125,8 +125,8 @@ class Disks:
     def probe(self) -> None:
         """Make, mount and remove a small image; `Unavailable` saying why not."""
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(prefix=".disk-probe-", dir=self.root) as scratch:
+            # Not under `root`: making the backend must not create its directory.
+            with tempfile.TemporaryDirectory(prefix="sessionflow-disk-probe-") as scratch:
                 small = Disks(Path(scratch), 16 * _MiB, self.mkfs, self.mount, self.umount)
                 workspace = Path(scratch) / "probe"
                 small.ensure(workspace)

@@ -439,6 +439,13 @@ class Settings:
                 "SESSIONFLOW_ANTHROPIC_THINKING_BUDGET must be 0 (off) or from 1024 to one "
                 f"less than SESSIONFLOW_ANTHROPIC_MAX_TOKENS ({max_tokens}), got {thinking}"
             )
+        uid_base = number("SESSIONFLOW_SANDBOX_UID", default.sandbox_uid, 1, 2**32 - 2)
+        uid_count = number("SESSIONFLOW_SANDBOX_UIDS", default.sandbox_uids, 1, 2**31)
+        if uid_base + uid_count - 1 > 2**32 - 2:
+            raise ConfigError(
+                f"SESSIONFLOW_SANDBOX_UID + SESSIONFLOW_SANDBOX_UIDS must stay below 2^32 - 1, "
+                f"got {uid_base} + {uid_count}"
+            )
         return cls(
             temporal_address=temporal_address,
             temporal_namespace=text("TEMPORAL_NAMESPACE", default.temporal_namespace).strip(),
@@ -489,8 +496,8 @@ class Settings:
             sandbox_network=_choice(
                 "SESSIONFLOW_SANDBOX_NETWORK", env, default.sandbox_network, ("none", "egress")
             ),
-            sandbox_uid=number("SESSIONFLOW_SANDBOX_UID", default.sandbox_uid, 1, 2**32 - 2),
-            sandbox_uids=number("SESSIONFLOW_SANDBOX_UIDS", default.sandbox_uids, 1, 2**31),
+            sandbox_uid=uid_base,
+            sandbox_uids=uid_count,
             sandbox_limits=_choice(
                 "SESSIONFLOW_SANDBOX_LIMITS", env, default.sandbox_limits, ("kernel", "best-effort")
             ),
