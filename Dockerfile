@@ -7,8 +7,9 @@ ENV PYTHONUNBUFFERED=1 \
     SESSIONFLOW_DATA_DIR=/var/lib/sessionflow
 
 # bubblewrap confines sandboxed commands (the local sandbox refuses to run without it);
-# slirp4netns gives them egress when SESSIONFLOW_SANDBOX_NETWORK=egress.
-RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap slirp4netns \
+# slirp4netns gives them egress when SESSIONFLOW_SANDBOX_NETWORK=egress; e2fsprogs makes
+# each workspace's fixed-size disk (mkfs.ext4), which the worker loop-mounts as root.
+RUN apt-get update && apt-get install -y --no-install-recommends bubblewrap slirp4netns e2fsprogs \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

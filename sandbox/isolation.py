@@ -51,15 +51,21 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from sessionflow.errors import SandboxRefused
+from sessionflow.sandbox import cgroups, etc, seccomp
+from sessionflow.sandbox.cgroups import Hierarchy, Share
+from sessionflow.sandbox.uids import HostUids
 
 ISOLATION_MODES = ("bubblewrap", "none")
 NETWORK_MODES = ("none", "egress")
+# SESSIONFLOW_SANDBOX_LIMITS: refuse a host that cannot enforce a sandbox's share and
+# seccomp filter ("kernel"), or run without what it lacks ("best-effort").
+ENFORCE_MODES = ("kernel", "best-effort")
 # The uid and gid a command has inside the sandbox.
 SANDBOX_UID = SANDBOX_GID = 65534
 # Where the workspace is, as a sandboxed command sees it.
@@ -152,14 +158,34 @@ class Isolation(Protocol):
         self, workspace: Path, workdir: Path, command: str
     ) -> contextlib.AbstractAsyncContextManager[Running]: ...
 
+    def release(self, workspace: Path) -> None:
+        """Forget what the sandbox of `workspace` held (it is gone for good)."""
+        ...
+
 
 @dataclass
 class Running:
     """A started command: its host process (stdout and stderr piped) and how to end it
-    with everything it started (also done when `spawn`'s context ends)."""
+    with everything it started (also done when `spawn`'s context ends); its sandbox's
+    cgroup, if it has one, to tell whether the memory share ran out."""
 
     proc: asyncio.subprocess.Process
     init: _Process | None = None
+    group: cgroups.Command | None = None
+    share: Share | None = None
+    oom_before: int = 0
+
+    def share_note(self) -> str:
+        """A line for the command's stderr when the kernel killed a process of the
+        sandbox for its memory share while the command ran ("" otherwise)."""
+        if self.group is None or self.share is None:
+            return ""
+        if self.group.oom_kills() <= self.oom_before:
+            return ""
+        return (
+            f"[sandbox: out of its memory share ({self.share.memory_bytes // _MiB} MiB for "
+            "all its processes): the kernel killed a process]"
+        )
 
     async def kill(self) -> None:
         _kill_group(self.proc.pid)
@@ -178,6 +204,9 @@ class Refused:
     def description(self) -> str:
         return f"REFUSED: {self.reason}"
 
+    def release(self, workspace: Path) -> None:
+        return None
+
     def refuse(self) -> SandboxRefused:
         return SandboxRefused(f"the local sandbox refuses to run commands: {self.reason}")
 
@@ -194,6 +223,9 @@ class Unconfined:
     worker's own), and nothing else. For trusted code only."""
 
     limits: Limits
+
+    def release(self, workspace: Path) -> None:
+        return None
 
     @property
     def description(self) -> str:
@@ -221,10 +253,13 @@ class Unconfined:
             await running.kill()
 
 
-def _system_binds(flag: str = "--ro-bind") -> list[str]:
-    """The system directories as on the host: a symlink (`/bin -> usr/bin`) stays one."""
+def _system_binds(flag: str = "--ro-bind", *, with_etc: bool = True) -> list[str]:
+    """The system directories as on the host: a symlink (`/bin -> usr/bin`) stays one.
+    `with_etc=False` leaves out /etc, which `sandbox.etc` builds instead."""
     args: list[str] = []
     for path in SYSTEM_DIRS:
+        if path == "/etc" and not with_etc:
+            continue
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
@@ -236,28 +271,41 @@ def _system_binds(flag: str = "--ro-bind") -> list[str]:
 class Bubblewrap:
     """Commands in bubblewrap (see the module's docstring).
 
-    `host_uid`/`host_gid`: when the worker runs as root, the unprivileged host uid and
-    gid commands run as (`setpriv` drops to them); None when the worker is not root
-    and commands run as its uid. `slirp4netns` is needed for `network="egress"`.
+    `uids`: when the worker runs as root, the range of unprivileged host uids (and
+    gids alike) sandboxes run as, one each (`setpriv` drops to it); None when the
+    worker is not root and commands run as its uid. `slirp4netns` is needed for
+    `network="egress"`. `hierarchy` holds each sandbox to `share` (None: not held).
+    `seccomp`: the filter program every command runs under.
     """
 
     bwrap: str
     limits: Limits
     network: str = "none"
-    host_uid: int | None = None
-    host_gid: int | None = None
+    uids: HostUids | None = None
     setpriv: str | None = None
     slirp4netns: str | None = None
+    share: Share = field(default_factory=Share)
+    hierarchy: Hierarchy | None = None
+    seccomp: bytes | None = None
+    unenforced: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.network not in NETWORK_MODES:
             raise ValueError(f"network must be one of {', '.join(NETWORK_MODES)}")
-        if (self.host_uid is None) != (self.setpriv is None):
-            raise ValueError("host_uid and setpriv go together")
-        if self.host_uid == 0 or self.host_gid == 0:
-            raise ValueError("sandboxed commands must not run as host uid or gid 0")
+        if (self.uids is None) != (self.setpriv is None):
+            raise ValueError("uids and setpriv go together")
         if self.network == "egress" and self.slirp4netns is None:
             raise ValueError("network='egress' needs slirp4netns")
+
+    def host_uid(self, workspace: Path) -> int | None:
+        """The host uid (and gid) the sandbox of `workspace` runs as; None when not root."""
+        if self.uids is None:
+            return None
+        return self.uids.of(workspace.parent, workspace.name)
+
+    def release(self, workspace: Path) -> None:
+        if self.uids is not None:
+            self.uids.release(workspace.parent, workspace.name)
 
     @property
     def description(self) -> str:
@@ -265,13 +313,25 @@ class Bubblewrap:
             net = "network egress through slirp4netns (no host loopback)"
         else:
             net = "no network (private loopback only)"
-        host = f"host uid {self.host_uid}" if self.host_uid is not None else "the worker's host uid"
+        host = self.uids.describe() if self.uids is not None else "the worker's host uid"
+        filtered = "a seccomp filter" if self.seccomp is not None else "NO seccomp filter"
         return (
             "bubblewrap: user, pid, net, ipc, uts and cgroup namespaces, no nested user "
-            f"namespaces; uid {SANDBOX_UID} ({host}), no capabilities, no new privileges; "
-            f"read-only system directories, workspace at {WORKSPACE}; {net}; "
-            f"limits: {self.limits.describe()}"
+            f"namespaces; uid {SANDBOX_UID} ({host}), no capabilities, no new privileges, "
+            f"{filtered}; read-only system directories and a minimal /etc, workspace at "
+            f"{WORKSPACE}; {net}; limits per process: {self.limits.describe()}; "
+            f"{self.share_description}"
         )
+
+    @property
+    def share_description(self) -> str:
+        if self.hierarchy is not None:
+            held = f"share per sandbox ({self.hierarchy.describe()}): {self.share.describe()}"
+        else:
+            held = "NO memory, process or CPU share per sandbox"
+        if self.unenforced:
+            held += f" [best-effort, not enforced: {'; '.join(self.unenforced)}]"
+        return held
 
     def argv(
         self,
@@ -279,20 +339,27 @@ class Bubblewrap:
         workdir: str,
         command: str,
         *,
+        host_uid: int | None = None,
         info_fd: int | None = None,
         block_fd: int | None = None,
+        seccomp_fd: int | None = None,
+        etc: list[str] | None = None,
+        join: list[str] | None = None,
     ) -> list[str]:
         """The whole command line. `workdir` is the working directory as the command
-        sees it (under /workspace). `info_fd` receives the host pid of the sandbox's
-        first process (its pid namespace's init); with `block_fd` the command waits
-        for a byte on it before it starts (egress: until its network is up)."""
+        sees it (under /workspace); `host_uid`, the uid to drop to when root.
+        `info_fd` receives the host pid of the sandbox's first process (its pid
+        namespace's init); with `block_fd` the command waits for a byte on it before
+        it starts (egress: until its network is up). `seccomp_fd` holds the filter,
+        `etc` builds /etc (`sandbox.etc.view`; default: the host's, whole), and `join`
+        prefixes what puts the first process in its cgroup."""
         egress = self.network == "egress"
-        outer: list[str] = []
+        outer: list[str] = list(join or [])
         source = str(workspace)
-        if self.host_uid is not None:
+        if self.setpriv is not None:
             # Root: a mount namespace with only what the inner stage binds, then drop.
-            assert self.setpriv is not None and self.host_gid is not None
-            outer = [
+            assert host_uid is not None and host_uid != 0
+            outer += [
                 self.bwrap, "--die-with-parent",
                 *(["--unshare-net"] if egress else []),
                 *_system_binds(),
@@ -301,7 +368,7 @@ class Bubblewrap:
                 "--bind", source, WORKSPACE,
                 "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID",
                 "--",
-                self.setpriv, f"--reuid={self.host_uid}", f"--regid={self.host_gid}",
+                self.setpriv, f"--reuid={host_uid}", f"--regid={host_uid}",
                 "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
                 "--no-new-privs", "--",
             ]  # fmt: skip
@@ -309,7 +376,7 @@ class Bubblewrap:
         elif egress:
             # Not root: a user namespace of our own holds the network namespace, so that
             # slirp4netns (running as our uid) may join it.
-            outer = [
+            outer += [
                 self.bwrap, "--unshare-user", "--unshare-net", "--die-with-parent",
                 "--dev-bind", "/", "/", "--",
             ]  # fmt: skip
@@ -325,7 +392,8 @@ class Bubblewrap:
             self.bwrap, *namespaces, "--disable-userns",
             "--die-with-parent", "--new-session", "--hostname", "sandbox",
             "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID), "--cap-drop", "ALL",
-            *_system_binds(),
+            *_system_binds(with_etc=etc is None),
+            *(etc or []),
             "--proc", "/proc", "--dev", "/dev",
             "--size", str(self.limits.shm_bytes), "--tmpfs", "/dev/shm",
             "--size", str(self.limits.tmp_bytes), "--tmpfs", "/tmp",
@@ -334,6 +402,7 @@ class Bubblewrap:
             "--clearenv", *[a for k, v in env.items() for a in ("--setenv", k, v)],
             *(["--info-fd", str(info_fd)] if info_fd is not None else []),
             *(["--block-fd", str(block_fd)] if block_fd is not None else []),
+            *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
             "--chdir", workdir, "--",
             *_shell(self.limits, command, processes=True),
         ]  # fmt: skip
@@ -341,11 +410,18 @@ class Bubblewrap:
 
     def probe(self) -> None:
         """Run `true` the way commands run; raises `SandboxRefused` saying why not."""
-        with tempfile.TemporaryDirectory(prefix="sessionflow-probe-") as scratch:
+        host_uid = self.uids.base if self.uids is not None else None
+        with (
+            tempfile.TemporaryDirectory(prefix="sessionflow-probe-") as scratch,
+            etc.view(SANDBOX_UID, SANDBOX_GID, egress=self.network == "egress") as (view, fds),
+            _filter(self.seccomp) as seccomp_fd,
+        ):
             workspace = Path(scratch)
-            self.hand_over(workspace)
+            self.hand_over(workspace, host_uid)
             # The probe does not start slirp4netns: without it the namespace has only lo.
-            argv = self.argv(workspace, WORKSPACE, "true")
+            argv = self.argv(
+                workspace, WORKSPACE, "true", host_uid=host_uid, seccomp_fd=seccomp_fd, etc=view
+            )
             try:
                 probe = subprocess.run(
                     argv,
@@ -355,6 +431,7 @@ class Bubblewrap:
                     timeout=_PROBE_TIMEOUT,
                     check=False,
                     start_new_session=True,
+                    pass_fds=(*fds, *([seccomp_fd] if seccomp_fd is not None else [])),
                 )
             except (OSError, subprocess.TimeoutExpired) as err:
                 raise SandboxRefused(f"bubblewrap ({self.bwrap}) could not run: {err}") from None
@@ -367,14 +444,14 @@ class Bubblewrap:
                 "user.max_user_namespaces > 0; a container needs them allowed)"
             )
 
-    def hand_over(self, workspace: Path) -> None:
+    def hand_over(self, workspace: Path, host_uid: int | None) -> None:
         """When the worker is root, give the workspace's entries to the host uid the
-        commands run as: files the worker wrote (file tools) are root's, and a command
-        must be able to change them. A descriptor walk that follows no symlink, so a
-        command swapping a directory for a link cannot redirect it."""
-        if self.host_uid is None or self.host_gid is None:
+        sandbox runs as (and gid alike): files the worker wrote (file tools) are root's,
+        and a command must be able to change them. A descriptor walk that follows no
+        symlink, so a command swapping a directory for a link cannot redirect it."""
+        if host_uid is None:
             return
-        uid, gid = self.host_uid, self.host_gid
+        uid = gid = host_uid
         top = os.stat(workspace, follow_symlinks=False)
         if (top.st_uid, top.st_gid) != (uid, gid):
             os.chown(workspace, uid, gid, follow_symlinks=False)
@@ -387,52 +464,77 @@ class Bubblewrap:
                 except FileNotFoundError:
                     continue
 
+    async def _group(self, sandbox_id: str) -> cgroups.Command | None:
+        if self.hierarchy is None:
+            return None
+        try:
+            return await asyncio.to_thread(self.hierarchy.prepare, sandbox_id, self.share)
+        except OSError as err:
+            raise SandboxRefused(f"the sandbox's cgroup could not be made: {err}") from None
+
     @contextlib.asynccontextmanager
     async def spawn(self, workspace: Path, workdir: Path, command: str) -> AsyncIterator[Running]:
-        await asyncio.to_thread(self.hand_over, workspace)
+        host_uid = await asyncio.to_thread(self.host_uid, workspace)
+        await asyncio.to_thread(self.hand_over, workspace, host_uid)
         inside = Path(WORKSPACE) / workdir.relative_to(workspace)
         egress = self.network == "egress"
-        info_r, info_w = os.pipe()
-        block_r, block_w = os.pipe() if egress else (-1, -1)
-        argv = self.argv(
-            workspace,
-            str(inside),
-            command,
-            info_fd=info_w,
-            block_fd=block_r if egress else None,
-        )
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                env=environment(WORKSPACE, str(inside), path=SANDBOX_PATH),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
-                pass_fds=(info_w, block_r) if egress else (info_w,),
+        async with contextlib.AsyncExitStack() as stack:
+            group = await self._group(workspace.name)
+            if group is not None:
+                # Unwound last: once everything of the command is dead.
+                stack.push_async_callback(asyncio.to_thread, group.remove)
+            view, etc_fds = stack.enter_context(etc.view(SANDBOX_UID, SANDBOX_GID, egress=egress))
+            seccomp_fd = stack.enter_context(_filter(self.seccomp))
+            info_r, info_w = os.pipe()
+            block_r, block_w = os.pipe() if egress else (-1, -1)
+            argv = self.argv(
+                workspace,
+                str(inside),
+                command,
+                host_uid=host_uid,
+                info_fd=info_w,
+                block_fd=block_r if egress else None,
+                seccomp_fd=seccomp_fd,
+                etc=view,
+                join=group.join_argv() if group is not None else None,
             )
-        except BaseException:
-            _close(info_r, block_w)
-            raise
-        finally:
-            _close(info_w, block_r)
-        running = Running(proc)
-        network: _Network | None = None
-        try:
-            running.init = await _sandbox_init(info_r)
-            if egress:
-                if running.init is None:
-                    raise SandboxRefused("the sandbox did not start, so it has no network")
-                network = await self._connect_network(running.init.pid)
-                os.write(block_w, b"1")
-            yield running
-        finally:
-            # Killing the sandbox's init ends its pid namespace: everything the command
-            # started. Its host-side helpers are in our process group.
-            await running.kill()
-            _close(info_r, block_w)
-            if network is not None:
-                await network.stop()
+            passed = [info_w, *etc_fds, *([block_r] if egress else [])]
+            if seccomp_fd is not None:
+                passed.append(seccomp_fd)
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    env=environment(WORKSPACE, str(inside), path=SANDBOX_PATH),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    start_new_session=True,
+                    pass_fds=passed,
+                )
+            except BaseException:
+                _close(info_r, block_w)
+                raise
+            finally:
+                _close(info_w, block_r)
+            running = Running(proc, group=group, share=self.share)
+            if group is not None:
+                running.oom_before = await asyncio.to_thread(group.oom_kills)
+            network: _Network | None = None
+            try:
+                running.init = await _sandbox_init(info_r)
+                if egress:
+                    if running.init is None:
+                        raise SandboxRefused("the sandbox did not start, so it has no network")
+                    network = await self._connect_network(running.init.pid)
+                    os.write(block_w, b"1")
+                yield running
+            finally:
+                # Killing the sandbox's init ends its pid namespace: everything the
+                # command started. Its host-side helpers are in our process group.
+                await running.kill()
+                _close(info_r, block_w)
+                if network is not None:
+                    await network.stop()
 
     async def _connect_network(self, init_pid: int) -> _Network:
         """slirp4netns attached to the sandbox's network namespace, which the sandbox's
@@ -444,7 +546,7 @@ class Bubblewrap:
         exit_r, exit_w = os.pipe()
         # As root, slirp4netns confines itself (--enable-sandbox); as our uid it joins the
         # user namespace that owns the network namespace, where that option fails.
-        if self.host_uid is not None:
+        if self.setpriv is not None:
             userns = ["--enable-sandbox"]
         else:
             userns = [f"--userns-path=/proc/{holder}/ns/user"]
@@ -545,6 +647,19 @@ async def _sandbox_init(info_r: int) -> _Process | None:
         return None
 
 
+@contextlib.contextmanager
+def _filter(program: bytes | None) -> Iterator[int | None]:
+    """A descriptor holding the seccomp filter for bubblewrap (None: no filter)."""
+    if program is None:
+        yield None
+        return
+    fd = seccomp.memfd(program)
+    try:
+        yield fd
+    finally:
+        _close(fd)
+
+
 def _close(*fds: int) -> None:
     for fd in fds:
         if fd >= 0:
@@ -569,20 +684,26 @@ def setup(
     *,
     network: str = "none",
     limits: Limits | None = None,
-    host_uid: int = SANDBOX_UID,
-    host_gid: int = SANDBOX_GID,
+    share: Share | None = None,
+    enforce: str = "kernel",
+    uids: HostUids | None = None,
     bwrap: str | None = None,
 ) -> Isolation:
     """The isolation `mode` asks for, probed: `Refused` (saying what is missing and how
     to install it) when it cannot be set up; never a silent fallback. `bwrap` is the
-    binary to use instead of the one on PATH."""
+    binary to use instead of the one on PATH. With `enforce="kernel"` a host that
+    cannot hold sandboxes to their `share` (cgroups) or filter system calls is refused
+    too; `"best-effort"` runs without what is missing and says so in the description."""
     limits = limits or Limits()
+    share = share or Share()
     if mode not in ISOLATION_MODES:
         raise ValueError(
             f"sandbox isolation must be one of {', '.join(ISOLATION_MODES)}, not {mode!r}"
         )
     if network not in NETWORK_MODES:
         raise ValueError(f"sandbox network must be one of {', '.join(NETWORK_MODES)}")
+    if enforce not in ENFORCE_MODES:
+        raise ValueError(f"sandbox limits must be one of {', '.join(ENFORCE_MODES)}")
     if mode == "none":
         if network != "none":
             raise ValueError("network='egress' needs isolation (bubblewrap)")
@@ -595,8 +716,6 @@ def setup(
         where = f"{bwrap} is missing" if bwrap else "bubblewrap (bwrap) is not installed"
         return Refused(f"{where}: {INSTALL_HINT}, {optout}")
     setpriv = None
-    uid: int | None = None
-    gid: int | None = None
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
@@ -604,7 +723,6 @@ def setup(
                 "the worker runs as root and setpriv (util-linux) is missing to drop "
                 f"sandboxed commands to an unprivileged uid: install util-linux, {optout}"
             )
-        uid, gid = host_uid, host_gid
     slirp = None
     if network == "egress":
         slirp = shutil.which("slirp4netns")
@@ -614,16 +732,44 @@ def setup(
                 "installed: apt-get install slirp4netns (or set SESSIONFLOW_SANDBOX_NETWORK=none)"
             )
     try:
+        kernel = _kernel_limits(share, enforce)
+    except cgroups.Unavailable as err:
+        return Refused(f"{err}; {LIMITS_OPTOUT}")
+    try:
         chosen = Bubblewrap(
             found,
             limits,
             network=network,
-            host_uid=uid,
-            host_gid=gid,
+            uids=(uids or HostUids()) if setpriv is not None else None,
             setpriv=setpriv,
             slirp4netns=slirp,
+            share=share,
+            **kernel,  # type: ignore[arg-type]
         )
         chosen.probe()
     except (SandboxRefused, ValueError) as err:
         return Refused(f"{err}; {optout}")
     return chosen
+
+
+LIMITS_OPTOUT = "or set SESSIONFLOW_SANDBOX_LIMITS=best-effort to run without what is missing"
+
+
+def _kernel_limits(share: Share, enforce: str) -> dict[str, object]:
+    """The cgroup hierarchy and seccomp filter this host gives; what it lacks raises
+    `cgroups.Unavailable` when `enforce` is "kernel", else is left out and named."""
+    missing: list[str] = []
+    arch = seccomp.host_arch()
+    program = seccomp.program(arch) if arch is not None else None
+    if program is None:
+        missing.append(f"no seccomp filter for this architecture ({os.uname().machine})")
+    hierarchy: Hierarchy | None = None
+    try:
+        hierarchy = cgroups.detect()
+        hierarchy.check(share)
+    except cgroups.Unavailable as err:
+        hierarchy = None
+        missing.append(f"no cgroup share: {err}")
+    if missing and enforce == "kernel":
+        raise cgroups.Unavailable("; ".join(missing))
+    return {"hierarchy": hierarchy, "seccomp": program, "unenforced": tuple(missing)}

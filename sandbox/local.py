@@ -24,9 +24,9 @@ from pathlib import Path
 
 import structlog
 
-from sessionflow.errors import InvalidInput, SandboxNotFound
+from sessionflow.errors import InvalidInput, SandboxNotFound, SandboxRefused
 from sessionflow.ids import sandbox_owner
-from sessionflow.sandbox import workspace_files
+from sessionflow.sandbox import disk, workspace_files
 from sessionflow.sandbox.base import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_SCAN_BYTES,
@@ -36,9 +36,10 @@ from sessionflow.sandbox.base import (
     OutputCallback,
     SandboxStatus,
 )
+from sessionflow.sandbox.cgroups import Share, Unavailable
+from sessionflow.sandbox.disk import Disks
 from sessionflow.sandbox.isolation import (
-    SANDBOX_GID,
-    SANDBOX_UID,
+    LIMITS_OPTOUT,
     Bubblewrap,
     Isolation,
     Limits,
@@ -46,6 +47,7 @@ from sessionflow.sandbox.isolation import (
     Unconfined,
 )
 from sessionflow.sandbox.isolation import setup as setup_isolation
+from sessionflow.sandbox.uids import HostUids
 
 DEFAULT_TIMEOUT_SECONDS = 120.0
 DEFAULT_OUTPUT_CAP_BYTES = 64 * 1024
@@ -101,13 +103,15 @@ _NOT_SET_UP = Refused("the sandbox was made without an isolation")
 @dataclass(frozen=True)
 class LocalSandbox:
     """A workspace directory; commands run with it as their home and working directory,
-    confined as `isolation` says (the backend's)."""
+    confined as `isolation` says (the backend's); with `disks`, the workspace is a
+    filesystem of its own, of the sandbox's disk share (`sandbox.disk`)."""
 
     id: str
     workspace: Path
     output_cap: int = DEFAULT_OUTPUT_CAP_BYTES
     default_timeout: float = DEFAULT_TIMEOUT_SECONDS
     isolation: Isolation = _NOT_SET_UP
+    disks: Disks | None = None
 
     @property
     def _pause_marker(self) -> Path:
@@ -127,7 +131,10 @@ class LocalSandbox:
         self._pause_marker.unlink(missing_ok=True)
 
     async def kill(self) -> None:
+        if self.disks is not None:
+            await asyncio.to_thread(self.disks.remove, self.workspace)
         await asyncio.to_thread(shutil.rmtree, self.workspace, True)
+        await asyncio.to_thread(self.isolation.release, self.workspace)
         self._pause_marker.unlink(missing_ok=True)
 
     def resolve(self, path: str) -> Path:
@@ -198,6 +205,9 @@ class LocalSandbox:
                 pumps.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await pumps
+            note = await asyncio.to_thread(running.share_note)
+        if note:
+            await err.feed(f"\n{note}\n".encode())
         exit_code = proc.returncode if proc.returncode is not None else -1
         return ExecResult(
             exit_code=124 if timed_out else exit_code,
@@ -225,9 +235,13 @@ class LocalSandboxBackend:
     using a sandbox is refused with `SandboxRefused` saying what is missing. "none"
     runs commands unconfined, for trusted code only, and says so loudly in the log.
     `network`: "none" (the default) or "egress" (through slirp4netns, never the host's
-    loopback). `limits`: what one command may use. `host_uid`/`host_gid`: the host uid
-    commands run as when the worker runs as root. `bwrap`: the binary, instead of the
-    one on PATH. `effective_isolation` says what is in force.
+    loopback). `limits`: what each process of a command may use. `share`: what each
+    sandbox may use, all its processes together (cgroups) and its workspace (a
+    fixed-size filesystem). `enforce`: "kernel" (the default) refuses a host that
+    cannot enforce the share or the seccomp filter; "best-effort" runs without what
+    is missing. `uids`: the host uids sandboxes run as, one each, when the worker runs
+    as root. `bwrap`: the binary, instead of the one on PATH. `effective_isolation`
+    says what is in force.
     """
 
     name = "local"
@@ -241,17 +255,28 @@ class LocalSandboxBackend:
         isolation: str = "bubblewrap",
         network: str = "none",
         limits: Limits | None = None,
-        host_uid: int = SANDBOX_UID,
-        host_gid: int = SANDBOX_GID,
+        share: Share | None = None,
+        enforce: str = "kernel",
+        uids: HostUids | None = None,
         bwrap: str | None = None,
     ) -> None:
         self.root = root
         self._output_cap = output_cap
         self._default_timeout = default_timeout
+        share = share or Share()
         self.isolation: Isolation = setup_isolation(
-            isolation, network=network, limits=limits, host_uid=host_uid, host_gid=host_gid,
-            bwrap=bwrap,
+            isolation, network=network, limits=limits, share=share, enforce=enforce,
+            uids=uids, bwrap=bwrap,
         )  # fmt: skip
+        self.disks: Disks | None = None
+        self._disk_missing = ""
+        if isinstance(self.isolation, Bubblewrap):
+            try:
+                self.disks = disk.setup(root, share.disk_bytes)
+            except Unavailable as err:
+                if enforce == "kernel":
+                    self.isolation = Refused(f"no disk share: {err}; {LIMITS_OPTOUT}")
+                self._disk_missing = str(err)
         if isinstance(self.isolation, Unconfined):
             log.warning(
                 "local sandbox commands run WITHOUT ISOLATION: only for trusted code",
@@ -263,7 +288,13 @@ class LocalSandboxBackend:
     @property
     def effective_isolation(self) -> str:
         """What confines commands, in one line (for the worker's start log and `dev`)."""
-        return self.isolation.description
+        if not isinstance(self.isolation, Bubblewrap):
+            return self.isolation.description
+        if self.disks is not None:
+            held = f"disk share: {self.disks.describe()}"
+        else:
+            held = f"NO disk share [best-effort, not enforced: {self._disk_missing}]"
+        return f"{self.isolation.description}; {held}"
 
     async def create(self, *, owner: str) -> LocalSandbox:
         sandbox = self._sandbox(f"sbx-{uuid.uuid4().hex[:16]}")
@@ -272,6 +303,7 @@ class LocalSandboxBackend:
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(owner)
         sandbox.workspace.mkdir(parents=True, exist_ok=False)
+        await self._mount(sandbox)
         return sandbox
 
     async def connect(self, sandbox_id: str, *, owner: str | None = None) -> LocalSandbox:
@@ -281,7 +313,16 @@ class LocalSandboxBackend:
             owner is not None and self._owner_of(sandbox_id) != owner
         ):
             raise SandboxNotFound(f"no sandbox {sandbox_id!r}")
+        await self._mount(sandbox)
         return sandbox
+
+    async def _mount(self, sandbox: LocalSandbox) -> None:
+        """The workspace's disk, mounted (again, after a reboot) before any use."""
+        if self.disks is not None:
+            try:
+                await asyncio.to_thread(self.disks.ensure, sandbox.workspace)
+            except OSError as err:
+                raise SandboxRefused(f"the workspace's disk could not be mounted: {err}") from None
 
     def _owner_record(self, sandbox_id: str) -> Path:
         return self.root / ".owners" / sandbox_id
@@ -305,4 +346,5 @@ class LocalSandboxBackend:
             output_cap=self._output_cap,
             default_timeout=self._default_timeout,
             isolation=self.isolation,
+            disks=self.disks,
         )

@@ -24,8 +24,10 @@ from typing import cast
 from sessionflow.config import Settings, import_factory
 from sessionflow.errors import InvalidInput
 from sessionflow.sandbox.base import SandboxBackend
+from sessionflow.sandbox.cgroups import Share
 from sessionflow.sandbox.isolation import Limits
 from sessionflow.sandbox.local import LocalSandboxBackend
+from sessionflow.sandbox.uids import HostUids
 
 SandboxFactory = Callable[[Settings], SandboxBackend]
 VARIABLE = "SESSIONFLOW_SANDBOX"
@@ -46,8 +48,14 @@ def _local(settings: Settings) -> SandboxBackend:
         isolation=settings.sandbox_isolation,
         network=settings.sandbox_network,
         limits=limits,
-        host_uid=settings.sandbox_uid,
-        host_gid=settings.sandbox_uid,
+        share=Share(
+            memory_bytes=settings.sandbox_memory_mb * mib,
+            processes=settings.sandbox_max_processes,
+            cpu_percent=settings.sandbox_cpu_percent,
+            disk_bytes=settings.sandbox_disk_mb * mib,
+        ),
+        enforce=settings.sandbox_limits,
+        uids=HostUids(settings.sandbox_uid, settings.sandbox_uids),
     )
 
 

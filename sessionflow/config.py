@@ -29,8 +29,13 @@ resolution of the `module:attr` import paths some of them hold.
 | SESSIONFLOW_SANDBOX           | local (or e2b, module:attr) |
 | SESSIONFLOW_SANDBOX_ISOLATION | bubblewrap (or none)        |
 | SESSIONFLOW_SANDBOX_NETWORK   | none (or egress)            |
-| SESSIONFLOW_SANDBOX_UID       | 65534 (host uid under root) |
-| SESSIONFLOW_SANDBOX_MAX_PROCESSES   | 512 (per command)     |
+| SESSIONFLOW_SANDBOX_UID       | 1900000000 (first host uid under root) |
+| SESSIONFLOW_SANDBOX_UIDS      | 65536 (host uids, one per sandbox) |
+| SESSIONFLOW_SANDBOX_LIMITS    | kernel (or best-effort)     |
+| SESSIONFLOW_SANDBOX_MEMORY_MB | 4096 (per sandbox)          |
+| SESSIONFLOW_SANDBOX_CPU_PERCENT | 100 (per sandbox)         |
+| SESSIONFLOW_SANDBOX_DISK_MB   | 2048 (per workspace)        |
+| SESSIONFLOW_SANDBOX_MAX_PROCESSES   | 512 (per sandbox)     |
 | SESSIONFLOW_SANDBOX_MAX_MEMORY_MB   | 4096 (per process)    |
 | SESSIONFLOW_SANDBOX_MAX_CPU_SECONDS | 600 (per process)     |
 | SESSIONFLOW_SANDBOX_MAX_FILE_MB     | 1024 (per file)       |
@@ -317,11 +322,19 @@ class Settings:
     # A registered backend name or a `module:attr` (see sessionflow.sandbox.registry).
     sandbox_backend: str = "local"
     # The local backend: "bubblewrap" or "none" (unconfined, trusted code only), its
-    # network ("none" or "egress"), the host uid commands run as under a root worker,
-    # and what one command may use (see sessionflow.sandbox.isolation).
+    # network ("none" or "egress"), the range of host uids sandboxes run as under a
+    # root worker (one each), what each sandbox may use together (its share: memory,
+    # processes, CPU, disk) and what each process may use (see
+    # sessionflow.sandbox.isolation); "kernel" refuses a host that cannot enforce the
+    # share, "best-effort" runs without what it lacks.
     sandbox_isolation: str = "bubblewrap"
     sandbox_network: str = "none"
-    sandbox_uid: int = 65534
+    sandbox_uid: int = 1_900_000_000
+    sandbox_uids: int = 65_536
+    sandbox_limits: str = "kernel"
+    sandbox_memory_mb: int = 4096
+    sandbox_cpu_percent: int = 100
+    sandbox_disk_mb: int = 2048
     sandbox_max_processes: int = 512
     sandbox_max_memory_mb: int = 4096
     sandbox_max_cpu_seconds: int = 600
@@ -426,6 +439,13 @@ class Settings:
                 "SESSIONFLOW_ANTHROPIC_THINKING_BUDGET must be 0 (off) or from 1024 to one "
                 f"less than SESSIONFLOW_ANTHROPIC_MAX_TOKENS ({max_tokens}), got {thinking}"
             )
+        uid_base = number("SESSIONFLOW_SANDBOX_UID", default.sandbox_uid, 1, 2**32 - 2)
+        uid_count = number("SESSIONFLOW_SANDBOX_UIDS", default.sandbox_uids, 1, 2**31)
+        if uid_base + uid_count - 1 > 2**32 - 2:
+            raise ConfigError(
+                f"SESSIONFLOW_SANDBOX_UID + SESSIONFLOW_SANDBOX_UIDS must stay below 2^32 - 1, "
+                f"got {uid_base} + {uid_count}"
+            )
         return cls(
             temporal_address=temporal_address,
             temporal_namespace=text("TEMPORAL_NAMESPACE", default.temporal_namespace).strip(),
@@ -476,7 +496,18 @@ class Settings:
             sandbox_network=_choice(
                 "SESSIONFLOW_SANDBOX_NETWORK", env, default.sandbox_network, ("none", "egress")
             ),
-            sandbox_uid=number("SESSIONFLOW_SANDBOX_UID", default.sandbox_uid, 1, 2**32 - 2),
+            sandbox_uid=uid_base,
+            sandbox_uids=uid_count,
+            sandbox_limits=_choice(
+                "SESSIONFLOW_SANDBOX_LIMITS", env, default.sandbox_limits, ("kernel", "best-effort")
+            ),
+            sandbox_memory_mb=number(
+                "SESSIONFLOW_SANDBOX_MEMORY_MB", default.sandbox_memory_mb, low=16
+            ),
+            sandbox_cpu_percent=number(
+                "SESSIONFLOW_SANDBOX_CPU_PERCENT", default.sandbox_cpu_percent
+            ),
+            sandbox_disk_mb=number("SESSIONFLOW_SANDBOX_DISK_MB", default.sandbox_disk_mb, low=16),
             sandbox_max_processes=number(
                 "SESSIONFLOW_SANDBOX_MAX_PROCESSES", default.sandbox_max_processes
             ),

@@ -8,6 +8,8 @@ sessions, while paying the servers' start-up cost once.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,19 @@ from sessionflow.worker.build import WorkerOptions, build_worker
 StartWorker = Callable[..., Awaitable[SessionClient]]
 # The in-process workers of the running test, so a test can stop and replace them.
 RUNNING_WORKERS: list[tuple[Worker, asyncio.Task[None]]] = []
+
+
+@pytest.fixture(autouse=True)
+def unmount_workspace_disks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Unmount the workspace disks (`sandbox.disk`) a test left under the test
+    session's temporary directory: a worker keeps a sandbox's disk mounted for as long
+    as the sandbox lives, and a test's sandboxes are never killed."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    with open("/proc/self/mountinfo") as mountinfo:
+        points = [line.split()[4] for line in mountinfo]
+    for point in sorted((p for p in points if p.startswith(base + os.sep)), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")
