@@ -107,23 +107,15 @@ class ModelStepActivities:
                 log.info("model step interrupted", step=ref.step, model=model_id)
                 return recorder.interrupted()
             result = recorder.end()
-        offered = [t.name for t in tools]
-        decided = [
-            (False, problem) if problem else await _decide(agent, call, offered)
-            for call, problem in zip(result.tool_calls, recorder.input_problems, strict=True)
-        ]
-        result.needs_approval = [needs for needs, _ in decided]
-        result.refused = [refused for _, refused in decided]
-        result.tool_activity = [
-            agent.activity_for(agent.tool(c.tool_name)) for c in result.tool_calls
-        ]
-        result.model_activity = agent.model_activity
-        if fresh_state:
-            result.state = dump_state(view.state)
-            problem = state_size_problem(result.state)
-            if problem is not None:
-                raise PayloadTooLarge(f"agent {agent.name!r}'s initial state: {problem}")
-        ensure_recordable(result, f"model step {ref.step + 1} ({model_id})")
+            await _settle(result, agent, recorder, [t.name for t in tools])
+            if fresh_state:
+                result.state = dump_state(view.state)
+                problem = state_size_problem(result.state)
+                if problem is not None:
+                    raise PayloadTooLarge(f"agent {agent.name!r}'s initial state: {problem}")
+            ensure_recordable(result, f"model step {ref.step + 1} ({model_id})")
+            # Only now may the stream say the answer is finished.
+            recorder.finish_message(result)
         log.info(
             "model step finished",
             step=ref.step,
@@ -135,6 +127,21 @@ class ModelStepActivities:
         )
         metrics.model_step(model_id, result)
         return result
+
+
+async def _settle(
+    result: ModelStepResult, agent: Agent, recorder: StepRecorder, offered: list[str]
+) -> None:
+    """What the workflow needs to run the step's calls: which are refused, which
+    need approval, and each one's activity settings."""
+    decided = [
+        (False, problem) if problem else await _decide(agent, call, offered)
+        for call, problem in zip(result.tool_calls, recorder.input_problems, strict=True)
+    ]
+    result.needs_approval = [needs for needs, _ in decided]
+    result.refused = [refused for _, refused in decided]
+    result.tool_activity = [agent.activity_for(agent.tool(c.tool_name)) for c in result.tool_calls]
+    result.model_activity = agent.model_activity
 
 
 async def _decide(agent: Agent, call: ToolCall, offered: list[str]) -> tuple[bool, str | None]:

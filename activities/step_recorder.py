@@ -156,14 +156,12 @@ class StepRecorder:
         )
 
     def end(self) -> ModelStepResult:
-        """Close the step; a step without tool calls also ends the message (`finish`)."""
+        """Close the step. A step without tool calls also ends the message, but only
+        once its result is known to be recordable: see `finish_message`."""
         if self._finished is None:
             raise ModelUnavailable("the model's stream ended before the step finished")
         self._close()
         self._emit(FinishStepChunk())
-        if not self._tool_calls:
-            self._emit(status_chunk("idle"))
-            self._emit(FinishChunk(finish_reason=self._finished.reason.value))
         return ModelStepResult(
             parts=self._parts,
             tool_calls=self._tool_calls,
@@ -171,6 +169,14 @@ class StepRecorder:
             model=self._model,
             finish_reason=self._finished.reason,
         )
+
+    def finish_message(self, result: ModelStepResult) -> None:
+        """`finish` for a step that ends the answer. Emitted last, after every check
+        that could still fail the step: a reader stops at `finish`, so an error after
+        it would make a failed turn look successful."""
+        if not result.tool_calls:
+            self._emit(status_chunk("idle"))
+            self._emit(FinishChunk(finish_reason=result.finish_reason.value))
 
     def _append(self, kind: _Kind, text: str) -> None:
         if not text:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -41,6 +42,7 @@ from sessionflow.fragments import join_fragments
 from sessionflow.ids import session_workflow_id
 from sessionflow.messages import Message
 from sessionflow.streams.reader import StreamEvent, is_entry_id
+from sessionflow.validation import describe
 from sessionflow.workflows.session import SessionWorkflow
 
 # How long `await result.outcome` keeps asking a Temporal server that does not answer.
@@ -312,11 +314,24 @@ class Session:
         return await store.messages(view.transcript, view.tail, offset=offset, limit=limit)
 
     async def update(
-        self, *, sandbox_id: str | None = None, last_message_id: str | None = None
+        self,
+        *,
+        sandbox_id: str | None = None,
+        last_message_id: str | None = None,
+        max_steps_per_turn: int | None = None,
     ) -> None:
-        """Point the session at an existing sandbox, and/or rewind its history so that
-        `last_message_id` is the last message kept (only while idle)."""
-        change = SessionUpdate(sandbox_id=sandbox_id, last_message_id=last_message_id)
+        """Point the session at an existing sandbox, rewind its history so that
+        `last_message_id` is the last message kept, and/or set the most model steps a
+        turn may take from the next turn on (at least 1). Only while idle: a message
+        sent meanwhile is answered after the change."""
+        try:
+            change = SessionUpdate(
+                sandbox_id=sandbox_id,
+                last_message_id=last_message_id,
+                max_steps_per_turn=max_steps_per_turn,
+            )
+        except ValidationError as err:
+            raise errors.InvalidInput(f"update: {describe(err, SessionUpdate)}") from None
         await self._calls.start()
         await self._calls.update(SessionWorkflow.update, change)
 

@@ -60,7 +60,7 @@ class OutcomeResponse(_Model):
 
     message_id: str
     done: bool
-    status: Literal["finished", "interrupted", "failed"] | None = None
+    status: Literal["finished", "step_limit", "interrupted", "failed"] | None = None
     error: str | None = None
     error_type: str | None = None
 
@@ -74,6 +74,7 @@ class ApprovalBody(_Body):
 class UpdateBody(_Body):
     sandbox_id: str | None = None
     last_message_id: str | None = None
+    max_steps_per_turn: int | None = Field(default=None, ge=1)
 
 
 class HistoryResponse(_Model):

@@ -161,7 +161,11 @@ async def info(session: ExistingSession, owner: Tenant) -> InfoResponse:
 @router.patch("/{session_id}")
 async def update(session: ExistingSession, body: UpdateBody) -> dict[str, bool]:
     """Switch the session's sandbox and/or rewind it to `last_message_id`."""
-    await session.update(sandbox_id=body.sandbox_id, last_message_id=body.last_message_id)
+    await session.update(
+        sandbox_id=body.sandbox_id,
+        last_message_id=body.last_message_id,
+        max_steps_per_turn=body.max_steps_per_turn,
+    )
     return {"updated": True}
 
 

@@ -53,6 +53,9 @@ class TurnStatus(StrEnum):
     FINISHED = "finished"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
+    # The turn ran `max_steps_per_turn` model steps and was stopped there: the answer
+    # may be cut off (a `data-notice` part in it says so).
+    STEP_LIMIT = "step_limit"
 
 
 class FinishReason(StrEnum):
@@ -70,7 +73,9 @@ class FinishReason(StrEnum):
 class SessionLimits(BaseModel):
     """Bounds that keep one session's history and turns finite."""
 
-    max_steps_per_turn: int = 32
+    # At least one step: a turn with no model step could not end (it failed every
+    # workflow task before this was checked where limits are made).
+    max_steps_per_turn: int = Field(default=32, ge=1)
     # Continue-as-new once history passes either bound, or when Temporal suggests it.
     continue_as_new_after_events: int = 8_000
     continue_as_new_after_bytes: int = 16 * 1024 * 1024
@@ -144,6 +149,8 @@ class SessionUpdate(BaseModel):
 
     sandbox_id: str | None = None
     last_message_id: str | None = None
+    # A new cap on model steps per turn, from the next turn on.
+    max_steps_per_turn: int | None = Field(default=None, ge=1)
 
 
 class ExecRequest(BaseModel):

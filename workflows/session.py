@@ -49,7 +49,12 @@ with workflow.unsafe.imports_passed_through():
         TurnStatus,
         UsageReport,
     )
-    from sessionflow.errors import ApprovalNotPending, MessageNotFound, SessionBusy
+    from sessionflow.errors import (
+        ApprovalNotPending,
+        MessageNotFound,
+        SandboxError,
+        SessionBusy,
+    )
     from sessionflow.fragments import count_messages, join_fragments
     from sessionflow.messages import Message
     from sessionflow.workflows import calls, policies, search
@@ -69,6 +74,11 @@ SEND_SIGNAL = "send"
 FEWER_COMMANDS = "fewer-commands-per-turn"
 
 
+# Types of update rejections the client acts on: ask the new run again, or stop.
+_CONTINUING = "SessionContinuing"
+_CLOSED = "SessionClosed"
+
+
 # A tool starting or ending flips the status between these two: the UI's details show
 # it, while search attributes (a visibility write each) keep the turn's status.
 _TOOL_FLIP = frozenset({SessionStatus.STREAMING, SessionStatus.RUNNING_TOOL})
@@ -76,6 +86,13 @@ _TOOL_FLIP = frozenset({SessionStatus.STREAMING, SessionStatus.RUNNING_TOOL})
 
 def _ready_or_done(ready: Callable[[], bool], timer: asyncio.Task[None]) -> bool:
     return ready() or timer.done()
+
+
+def _cause(err: ActivityError) -> str:
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return f"{cause.type or 'Error'}: {cause.message}"
+    return str(cause or err)
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -112,6 +129,14 @@ class SessionWorkflow:
         # Set while `close` kills the sandbox: no new turn may start in it meanwhile.
         self._closing = False
         self.sandbox_paused = False
+        # Held by whatever changes the conversation or the sandbox: a turn (from taking
+        # its message to committing its answer), `update` and `close`, so none undoes
+        # another (Temporal's safe-message-handlers pattern). Read-only handlers and
+        # signals, which only queue, never wait for it.
+        self._lock = asyncio.Lock()
+        # `sandbox_exec` calls in flight: `close` waits for them (the sandbox one creates
+        # must not outlive the session).
+        self._execs = 0
 
     @property
     def status(self) -> SessionStatus:
@@ -168,30 +193,41 @@ class SessionWorkflow:
             await self._wait_for_message()
             if self._closed:
                 break
-            self.sandbox_paused = False  # the turn's first sandbox use resumes it
-            request = self.inbox.pop(0)
-            self.turn = Turn(self, request)
-            try:
-                outcome = await self.turn.run()
-            finally:
-                self.turn = None
-            await self.checkpoint(None)
-            await self._forget_context(request)
-            self._remember(outcome)
-            self._count(outcome)
-            self.set_status(
-                {
-                    TurnStatus.FINISHED: SessionStatus.IDLE,
-                    TurnStatus.INTERRUPTED: SessionStatus.INTERRUPTED,
-                    TurnStatus.FAILED: SessionStatus.FAILED,
-                }[outcome.status]
-            )
+            async with self._lock:
+                # An update or close that held the lock may have changed things meanwhile.
+                if self._closed or self._closing or not self.inbox:
+                    continue
+                await self._take_turn(self.inbox.pop(0))
             if self._history_is_long():
-                await self._continue_as_new(self._snapshot())
+                await self._continue_as_new()
+        # A run never ends under a handler still working (an exec, a close's answer).
+        await workflow.wait_condition(workflow.all_handlers_finished)
         if self.inbox:
             # Sent while the session was closing: they open the next, empty session
             # under the same id, as a send after the close would have.
             await self._continue_as_new(SessionSnapshot(inbox=self.inbox))
+
+    async def _take_turn(self, request: SendRequest) -> None:
+        """Answer one message, and record the answer before anything else may change
+        the conversation (the caller holds the lock)."""
+        self.sandbox_paused = False  # the turn's first sandbox use resumes it
+        self.turn = Turn(self, request)
+        try:
+            outcome = await self.turn.run()
+        finally:
+            self.turn = None
+        await self.checkpoint(None)
+        await self._forget_context(request)
+        self._remember(outcome)
+        self._count(outcome)
+        self.set_status(
+            {
+                TurnStatus.FINISHED: SessionStatus.IDLE,
+                TurnStatus.STEP_LIMIT: SessionStatus.IDLE,
+                TurnStatus.INTERRUPTED: SessionStatus.INTERRUPTED,
+                TurnStatus.FAILED: SessionStatus.FAILED,
+            }[outcome.status]
+        )
 
     async def _wait_for_message(self) -> None:
         """Wait for the next message; pause the sandbox if none comes for a while."""
@@ -212,8 +248,13 @@ class SessionWorkflow:
                 return
             except TimeoutError:
                 pass
-        await self._sandbox_lifecycle(ActivityName.SANDBOX_PAUSE, "pause idle sandbox")
-        self.sandbox_paused = True
+        try:
+            await self._sandbox_lifecycle(ActivityName.SANDBOX_PAUSE, "pause idle sandbox")
+        except ActivityError as err:
+            # A sandbox that will not pause keeps running until the next use or the
+            # close (which kills it); the session itself must not fail over it.
+            workflow.logger.warning("could not pause the idle sandbox: %s", err)
+        self.sandbox_paused = True  # asked once per idle period, paused or not
         await workflow.wait_condition(ready)
 
     async def _idle_for(self, seconds: float, ready: Callable[[], bool]) -> bool:
@@ -267,6 +308,7 @@ class SessionWorkflow:
 
     @wait_turn.validator
     def _validate_wait_turn(self, message_id: str) -> None:
+        self._refuse_if_continuing()
         if not self._is_known(message_id):
             raise ApplicationError(
                 f"no message {message_id!r} in this session", type=MessageNotFound.__name__
@@ -290,22 +332,27 @@ class SessionWorkflow:
 
     @workflow.update(name="update")
     async def update(self, change: SessionUpdate) -> None:
-        """Point the session at another (existing) sandbox, and/or rewind its history
-        so that `last_message_id` is the last message kept."""
-        if change.sandbox_id is not None:
-            await self.use_sandbox(self.ref("", -1), change.sandbox_id)
-        if change.last_message_id is not None:
-            await self._rewind(change.last_message_id)
+        """Point the session at another (existing) sandbox, rewind its history so that
+        `last_message_id` is the last message kept, and/or change its step cap. A
+        message sent meanwhile waits and is answered after it."""
+        async with self._lock:
+            if change.sandbox_id is not None:
+                await self.use_sandbox(self.ref("", -1), change.sandbox_id)
+            if change.last_message_id is not None:
+                await self._rewind(change.last_message_id)
+            if change.max_steps_per_turn is not None:
+                self.limits.max_steps_per_turn = change.max_steps_per_turn
 
     @update.validator
     def _validate_update(self, change: SessionUpdate) -> None:
-        if change.last_message_id is None:
-            return
+        self._refuse_if_ending()
         if self.turn is not None or self.inbox:
             raise ApplicationError(
-                "cannot rewind while a turn runs or messages are queued",
+                "cannot update the session while a turn runs or messages are queued",
                 type=SessionBusy.__name__,
             )
+        if change.last_message_id is None:
+            return
         if self.transcript is None and all(m.id != change.last_message_id for m in self.tail):
             raise ApplicationError(
                 f"no message {change.last_message_id!r} in this session",
@@ -314,14 +361,26 @@ class SessionWorkflow:
 
     @workflow.update(name="close")
     async def close(self) -> None:
-        """End the session: its sandbox is killed and the workflow completes."""
-        self._closing = True
-        if self.sandbox_id is not None:
-            await self._sandbox_lifecycle(ActivityName.SANDBOX_KILL, "kill sandbox")
-        self._closed = True
+        """End the session: its sandbox is killed and the workflow completes. If the
+        sandbox cannot be killed the session stays open, and closing again retries."""
+        async with self._lock:
+            self._closing = True
+            await workflow.wait_condition(lambda: self._execs == 0)
+            if self.sandbox_id is not None:
+                try:
+                    await self._sandbox_lifecycle(ActivityName.SANDBOX_KILL, "kill sandbox")
+                except ActivityError as err:
+                    self._closing = False
+                    raise ApplicationError(
+                        f"the session's sandbox {self.sandbox_id} could not be killed "
+                        f"({_cause(err)}); the session stays open: close it again to retry",
+                        type=SandboxError.__name__,
+                    ) from None
+            self._closed = True
 
     @close.validator
     def _validate_close(self) -> None:
+        self._refuse_if_continuing()
         if self.turn is not None or self.inbox:
             raise ApplicationError(
                 "cannot close while a turn runs or messages are queued; interrupt first",
@@ -331,14 +390,32 @@ class SessionWorkflow:
     @workflow.update(name="sandbox_exec")
     async def sandbox_exec(self, request: ExecRequest) -> ExecResult:
         """Run a command in the session's sandbox, creating the sandbox if needed."""
-        sandbox_id = await self.ensure_sandbox(self.ref("", -1))
-        return await calls.call(
-            ActivityName.SANDBOX_EXEC,
-            SandboxExecParams(ref=self.ref("", -1), sandbox_id=sandbox_id, request=request),
-            ExecResult,
-            policies.TOOL,
-            summary=f"exec: {request.command[:80]}",
-        )
+        self._execs += 1
+        try:
+            sandbox_id = await self.ensure_sandbox(self.ref("", -1))
+            return await calls.call(
+                ActivityName.SANDBOX_EXEC,
+                SandboxExecParams(ref=self.ref("", -1), sandbox_id=sandbox_id, request=request),
+                ExecResult,
+                policies.TOOL,
+                summary=f"exec: {request.command[:80]}",
+            )
+        finally:
+            self._execs -= 1
+
+    @sandbox_exec.validator
+    def _validate_sandbox_exec(self, request: ExecRequest) -> None:
+        self._refuse_if_ending()
+
+    def _refuse_if_continuing(self) -> None:
+        """A rejected update writes nothing to history: the client asks the next run."""
+        if self._continuing:
+            raise ApplicationError("the session is continuing as new; ask again", type=_CONTINUING)
+
+    def _refuse_if_ending(self) -> None:
+        self._refuse_if_continuing()
+        if self._closing or self._closed:
+            raise ApplicationError("the session is closing", type=_CLOSED)
 
     @workflow.update(name="sandbox_status")
     async def sandbox_status(self) -> SandboxStatus | None:
@@ -609,10 +686,17 @@ class SessionWorkflow:
             runs=self.runs,
         )
 
-    async def _continue_as_new(self, snapshot: SessionSnapshot) -> None:
+    async def _continue_as_new(self, snapshot: SessionSnapshot | None = None) -> None:
+        """Carry the session to a new run. The snapshot is taken once every handler has
+        finished (an exec may have made a sandbox, a send may have queued meanwhile),
+        so nothing acknowledged is left behind in this run."""
         self._continuing = True
         # Let `wait_turn` callers hear "continued" before this run closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if snapshot is None:
+            snapshot = self._snapshot()
+        else:
+            snapshot.inbox = self.inbox
         workflow.continue_as_new(
             SessionInput(
                 session_id=self.session_id,

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from sessionflow.chunks import (
         AbortChunk,
         Chunk,
+        DataChunk,
         ErrorChunk,
         FinishChunk,
         ToolApprovalRequestChunk,
@@ -50,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from sessionflow.errors import SandboxNotFound
     from sessionflow.messages import (
+        DataPart,
         Message,
         MessageStatus,
         ReasoningPart,
@@ -140,6 +142,7 @@ class Turn:
         # that index -> the answer: never the model's call id (see `_run_tools`).
         self._pending: dict[str, int] = {}
         self._answers: dict[int, ApprovalResponse] = {}
+        self._asked: dict[int, ToolPart] = {}  # the parts of the calls asked about
 
     # -- from handlers --------------------------------------------------------------
 
@@ -169,7 +172,8 @@ class Turn:
             wanted = self._request.sandbox_id
             if wanted is not None and wanted != session.sandbox_id:
                 await session.use_sandbox(session.ref(self.reply.id, 0), wanted)
-            for step in range(session.limits.max_steps_per_turn):
+            cap = max(1, session.limits.max_steps_per_turn)
+            for step in range(cap):
                 self._step = step
                 # Between steps every part so far is final: commit them if large.
                 continued = await session.checkpoint(self.reply) or self.reply
@@ -184,9 +188,7 @@ class Turn:
                 await self._run_tools(result)
                 if self._interrupting:
                     return await self._abort()
-            workflow.logger.warning("turn hit the step limit of %d", step + 1)
-            await self._publish([FinishChunk(finish_reason=FinishReason.LENGTH.value)])
-            return self._end(TurnStatus.FINISHED)
+            return await self._stop_at_step_limit(cap)
         except ActivityError as err:
             error_type, error = _describe(err)
             workflow.logger.warning("turn failed: %s", error)
@@ -250,15 +252,9 @@ class Turn:
                 continue
             answer = self._answers.pop(i, None)
             if i in asked:
-                if answer is None or part.approval is None:
+                if answer is None:
                     continue  # never answered (the turn is ending): it does not run
-                part.approval = ToolApproval(
-                    id=part.approval.id, approved=answer.approved, reason=answer.reason
-                )
-                if not answer.approved:
-                    part.state = ToolState.OUTPUT_DENIED
-                    reason = f": {answer.reason}" if answer.reason else "."
-                    part.error_text = f"The user denied this tool call{reason}"
+                if not _apply_answer(part, answer):
                     await self._publish([ToolOutputDeniedChunk(tool_call_id=part.tool_call_id)])
                     continue
             await self._run_tool(call, part, settings[i])
@@ -270,6 +266,7 @@ class Turn:
             part.state = ToolState.APPROVAL_REQUESTED
             part.approval = ToolApproval(id=approval_id)
             self._pending[approval_id] = index
+            self._asked[index] = part
             chunks.append(
                 ToolApprovalRequestChunk(approval_id=approval_id, tool_call_id=part.tool_call_id)
             )
@@ -336,6 +333,28 @@ class Turn:
         await self._publish([AbortChunk(reason=INTERRUPTED_TEXT)])
         return self._end(TurnStatus.INTERRUPTED)
 
+    async def _stop_at_step_limit(self, cap: int) -> TurnOutcome:
+        """The model still wanted tools after `cap` steps: stop, and say so where the
+        user looks (a note kept in the answer, and the turn's own outcome)."""
+        workflow.logger.warning("turn hit the step limit of %d", cap)
+        note = DataPart(
+            type="data-notice",
+            data={
+                "kind": "step-limit",
+                "steps": cap,
+                "text": f"Stopped after {cap} model steps, the limit for one turn; "
+                "the answer may be incomplete. Send another message to continue.",
+            },
+        )
+        self.reply.parts.append(note)
+        await self._publish(
+            [
+                DataChunk(type=note.type, data=note.data),
+                FinishChunk(finish_reason=FinishReason.LENGTH.value),
+            ]
+        )
+        return self._end(TurnStatus.STEP_LIMIT)
+
     def _cut_where_seen(self) -> None:
         """Keep the answer up to the part the client showed last, and of a text or
         reasoning part only the text it showed (when that is how the part begins).
@@ -360,8 +379,15 @@ class Turn:
                 seen.signature = None  # a signature covers the whole reasoning
 
     def _close_open_tool_parts(self, why: str) -> None:
-        """Every tool call in history gets an outcome, so the next model step is valid."""
+        """Every tool call in history gets an outcome, so the next model step is valid;
+        an answer a person gave is recorded even when its call never got to run."""
         self._pending.clear()
+        for index, answer in self._answers.items():
+            part = self._asked.get(index)
+            if part is not None and _apply_answer(part, answer):
+                part.state = ToolState.OUTPUT_ERROR
+                part.error_text = f"{why} (approved, but the turn ended before it ran)"
+        self._answers.clear()
         for part in self.reply.tool_parts():
             if part.state in (ToolState.INPUT_AVAILABLE, ToolState.APPROVAL_REQUESTED):
                 part.state, part.error_text = ToolState.OUTPUT_ERROR, why
@@ -371,6 +397,7 @@ class Turn:
     ) -> TurnOutcome:
         self.reply.status = {
             TurnStatus.FINISHED: MessageStatus.COMPLETE,
+            TurnStatus.STEP_LIMIT: MessageStatus.COMPLETE,
             TurnStatus.INTERRUPTED: MessageStatus.INTERRUPTED,
             TurnStatus.FAILED: MessageStatus.FAILED,
         }[status]
@@ -417,6 +444,17 @@ class Turn:
             await calls.local(ActivityName.PUBLISH, params, policies.PUBLISH, summary="publish")
         except ActivityError as err:
             workflow.logger.warning("could not publish %d chunks: %s", len(chunks), err)
+
+
+def _apply_answer(part: ToolPart, answer: ApprovalResponse) -> bool:
+    """Record a person's answer on the call it was asked for; True if approved."""
+    asked = part.approval.id if part.approval is not None else answer.approval_id
+    part.approval = ToolApproval(id=asked, approved=answer.approved, reason=answer.reason)
+    if not answer.approved:
+        part.state = ToolState.OUTPUT_DENIED
+        reason = f": {answer.reason}" if answer.reason else "."
+        part.error_text = f"The user denied this tool call{reason}"
+    return answer.approved
 
 
 def _describe(err: ActivityError) -> tuple[str | None, str]:
