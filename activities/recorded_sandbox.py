@@ -16,11 +16,13 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from sessionflow.sandbox.base import (
+    DEFAULT_LIST_SECONDS,
     DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_LIST_ENTRIES,
     DEFAULT_SCAN_BYTES,
     ExecResult,
-    FileEntry,
     FileLines,
+    FileListing,
     OutputCallback,
     Sandbox,
     SandboxStatus,
@@ -94,8 +96,15 @@ class RecordedSandbox:
     async def write_file(self, path: str, content: str) -> None:
         await self._inner.write_file(path, content)
 
-    async def list_files(self, path: str, depth: int) -> list[FileEntry]:
-        return await self._inner.list_files(path, depth)
+    async def list_files(
+        self,
+        path: str,
+        depth: int,
+        *,
+        max_entries: int = DEFAULT_MAX_LIST_ENTRIES,
+        seconds: float = DEFAULT_LIST_SECONDS,
+    ) -> FileListing:
+        return await self._inner.list_files(path, depth, max_entries=max_entries, seconds=seconds)
 
     async def status(self) -> SandboxStatus:
         return await self._inner.status()

@@ -9,10 +9,11 @@ raised for Temporal to retry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -24,6 +25,7 @@ from sessionflow.activities import metrics
 from sessionflow.activities.failures import to_application_error
 from sessionflow.activities.heartbeat import heartbeating
 from sessionflow.activities.limits import capped_text, ensure_recordable, state_size_problem
+from sessionflow.activities.progress import ProgressStream
 from sessionflow.activities.recorded_sandbox import RecordedSandbox
 from sessionflow.activities.session_view import dump_state, interrupted, load_context, load_state
 from sessionflow.activities.transcript import read_transcript
@@ -35,6 +37,7 @@ from sessionflow.errors import SandboxNotFound, SessionflowError
 from sessionflow.ids import sandbox_owner
 from sessionflow.sandbox.base import SandboxBackend
 from sessionflow.storage.transcripts import TranscriptStore
+from sessionflow.streams.budget import BudgetLedger, StreamBudget
 from sessionflow.streams.context import ContextStore
 from sessionflow.streams.interrupts import InterruptWatch
 from sessionflow.streams.publisher import StepStream, StreamPublisher
@@ -58,6 +61,16 @@ class ToolActivities:
     max_output_bytes: int = MAX_OUTPUT_BYTES
     # Interrupt notices through Redis: calls heartbeat slowly between interrupts.
     interrupts: InterruptWatch | None = None
+    # Bytes of progress a call, and a turn, may stream (`sessionflow.streams.budget`).
+    stream_budget: StreamBudget = field(default_factory=StreamBudget)
+
+    def __post_init__(self) -> None:
+        self._ledger = BudgetLedger(
+            self.publisher.redis,
+            self.stream_budget,
+            prefix=self.publisher.prefix,
+            ttl_seconds=self.publisher.retention.ttl_seconds,
+        )
 
     @activity.defn(name=ActivityName.RUN_TOOL)
     async def run_tool(self, params: RunToolParams) -> RunToolResult:
@@ -73,10 +86,11 @@ class ToolActivities:
         async with (
             heartbeating(self.interrupts, ref.workflow_id),
             self.publisher.writer(where) as writer,
+            self._progress(where, params.call.tool_call_id, writer.emit) as progress,
         ):
             writer.emit(status_chunk("running-tool", tool=params.call.tool_name))
             try:
-                result = await self._execute(params, writer.emit)
+                result = await self._execute(params, progress)
             except SessionflowError as err:
                 # A vanished sandbox is the workflow's to handle (it makes a new one).
                 if err.retryable or isinstance(err, SandboxNotFound):
@@ -96,6 +110,7 @@ class ToolActivities:
                 duration_ms=int(elapsed * 1000),
             )
             metrics.tool_run(params.call.tool_name, elapsed, failed=result.error_text is not None)
+            progress.close()
             if result.error_text is not None:
                 writer.emit(
                     ToolOutputErrorChunk(tool_call_id=call_id, error_text=result.error_text)
@@ -104,7 +119,26 @@ class ToolActivities:
                 writer.emit(ToolOutputAvailableChunk(tool_call_id=call_id, output=result.output))
             return result
 
-    async def _execute(self, params: RunToolParams, emit: Callable[[Chunk], None]) -> RunToolResult:
+    @contextlib.asynccontextmanager
+    async def _progress(
+        self, where: StepStream, tool_call_id: str, emit: Callable[[Chunk], None]
+    ) -> AsyncIterator[ProgressStream]:
+        """The call's progress stream, with its share of the turn's budget reserved, and
+        what it did not use given back when it ends."""
+        granted = await self._ledger.reserve(where.workflow_id, where.message_id)
+        progress = ProgressStream(
+            emit,
+            tool_call_id=tool_call_id,
+            where=where,
+            granted=granted,
+            per_call=self.stream_budget.per_call_bytes,
+        )
+        try:
+            yield progress
+        finally:
+            await self._ledger.release(where.workflow_id, where.message_id, progress.unused)
+
+    async def _execute(self, params: RunToolParams, progress: ProgressStream) -> RunToolResult:
         call = params.call
         agent = self.agents.get(params.ref.agent)
         found = agent.tool(call.tool_name)
@@ -132,15 +166,6 @@ class ToolActivities:
             self.contexts, agent, params.ref.workflow_id, params.context_ref
         )
 
-        def stream_output(output: Any) -> None:
-            emit(
-                ToolOutputAvailableChunk(
-                    tool_call_id=call.tool_call_id,
-                    output=to_jsonable_python(output),
-                    preliminary=True,
-                )
-            )
-
         ctx = ToolContext(
             session_id=params.ref.session_id,
             tool_call_id=call.tool_call_id,
@@ -148,7 +173,7 @@ class ToolActivities:
             messages=await read_transcript(self.transcripts, params.transcript, params.messages),
             state=state,
             context=context,
-            stream_output=stream_output,
+            stream_output=progress.output,
         )
         try:
             output = await _until_interrupted(found.execute(args, ctx), ctx.cancelled)

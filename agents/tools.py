@@ -27,6 +27,10 @@ class ToolContext:
 
     `state` is the session's state, mutable: changes are saved when the tool
     returns. `context` is the turn's transient context (never persisted).
+    `stream_output(value)` shows `value` as the call's output so far (a preliminary
+    `tool-output-available`, which replaces the last one): within the worker's stream
+    budget, past which progress is summarised rather than streamed
+    (`sessionflow.streams.budget`), so send a tail, not everything so far.
     `cancelled` is set when the turn is interrupted: the tool then has half a second
     to stop by itself (and clean up) before its task is cancelled, which also kills
     the commands it runs through `sandbox.exec`.

@@ -8,7 +8,7 @@ interface, so a session can move between backends without its tools changing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -22,6 +22,11 @@ OutputCallback = Callable[[str], Awaitable[None] | None]
 DEFAULT_MAX_FILE_BYTES = 8 * 1024 * 1024
 # How far into a file `Sandbox.read_lines` looks, to reach its offset and count its lines.
 DEFAULT_SCAN_BYTES = 64 * 1024 * 1024
+# The most entries `Sandbox.list_files` returns, and how long it may walk: a listing
+# runs where the worker can feel it (in its threads, or its results come back into its
+# memory), so a tree of a million files must cost no more than a small one.
+DEFAULT_MAX_LIST_ENTRIES = 2000
+DEFAULT_LIST_SECONDS = 5.0
 
 
 class FileEntry(BaseModel):
@@ -30,6 +35,18 @@ class FileEntry(BaseModel):
     path: str
     is_dir: bool
     size: int = 0
+
+
+ListingCut = Literal["entries", "time"]
+
+
+class FileListing(BaseModel):
+    """Entries under a directory (`Sandbox.list_files`), parents before their children,
+    and why the walk stopped before the end, if it did: at its entry cap ("entries") or
+    its deadline ("time")."""
+
+    entries: list[FileEntry]
+    cut: ListingCut | None = None
 
 
 class FileLines(BaseModel):
@@ -70,8 +87,17 @@ class Sandbox(Protocol):
         """Write a text file, creating its directories."""
         ...
 
-    async def list_files(self, path: str, depth: int) -> list[FileEntry]:
-        """Entries under `path`, `depth` levels deep."""
+    async def list_files(
+        self,
+        path: str,
+        depth: int,
+        *,
+        max_entries: int = DEFAULT_MAX_LIST_ENTRIES,
+        seconds: float = DEFAULT_LIST_SECONDS,
+    ) -> FileListing:
+        """Entries under `path`, `depth` levels deep, directories before what they hold:
+        at most `max_entries` of them, walked for at most about `seconds`, lazily (a
+        huge tree is never held whole), `cut` saying which bound stopped it."""
         ...
 
     async def pause(self) -> None: ...

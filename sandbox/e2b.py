@@ -14,16 +14,21 @@ import contextlib
 import importlib
 import os
 import posixpath
+import shlex
 from collections.abc import Callable
 from typing import Any
 
 from sessionflow.errors import FileTooLarge, SandboxError, SandboxNotFound, SandboxRefused
 from sessionflow.sandbox.base import (
+    DEFAULT_LIST_SECONDS,
     DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_LIST_ENTRIES,
     DEFAULT_SCAN_BYTES,
     ExecResult,
     FileEntry,
     FileLines,
+    FileListing,
+    ListingCut,
     OutputCallback,
     SandboxStatus,
 )
@@ -53,6 +58,24 @@ def _file_error(sdk: Any, err: Exception, path: str) -> Exception:
     if name in ("FileNotFoundException", "NotFoundException"):
         return FileNotFoundError(f"no file or directory {path!r} in the workspace")
     return _mapped(sdk, err)
+
+
+_NO_DIRECTORY = 3
+
+
+def _listing_script(where: str, depth: int, limit: int, seconds: float) -> str:
+    """List `where` with `find`: `type size path` records, NUL-ended, at most `limit`
+    of them, for at most `seconds`; "time" on stderr if the deadline stopped it."""
+    q = shlex.quote(f"./{where}")
+    return "\n".join(
+        [
+            f"[ -d {q} ] || exit {_NO_DIRECTORY}",
+            f"timeout {seconds:g} find {q} -mindepth 1 -maxdepth {depth} -printf '%y %s %P\\0'"
+            f" 2>/dev/null | head -z -n {limit}",
+            '[ "${PIPESTATUS[0]}" = 124 ] && echo time >&2',
+            "exit 0",
+        ]
+    )
 
 
 def _path(path: str) -> str:
@@ -184,19 +207,45 @@ class E2BSandbox:
         except Exception as err:
             raise _file_error(self._sdk, err, path) from err
 
-    async def list_files(self, path: str, depth: int) -> list[FileEntry]:
-        try:
-            entries = await self._sandbox.files.list(_path(path), depth=depth)
-        except Exception as err:
-            raise _file_error(self._sdk, err, path) from err
-        return [
-            FileEntry(
-                path=posixpath.relpath(e.path, HOME),
-                is_dir=getattr(e.type, "value", e.type) == "dir",
-                size=int(getattr(e, "size", 0) or 0),
+    async def list_files(
+        self,
+        path: str,
+        depth: int,
+        *,
+        max_entries: int = DEFAULT_MAX_LIST_ENTRIES,
+        seconds: float = DEFAULT_LIST_SECONDS,
+    ) -> FileListing:
+        """Walked by `find` in the VM, never E2B's own listing: that one sends the whole
+        tree back into the worker's memory. `head` keeps one entry past the cap and
+        `timeout` stops the walk, so what comes back is bounded however big the tree."""
+        # Relative to the home directory, where commands start.
+        base = posixpath.relpath(_path(path), HOME)
+        result = await self.exec(
+            _listing_script(base, depth, max_entries + 1, seconds), timeout=seconds + 10
+        )
+        if result.exit_code == _NO_DIRECTORY:
+            raise FileNotFoundError(f"no directory {path!r} in the workspace")
+        entries: list[FileEntry] = []
+        for record in result.stdout.split("\0"):
+            kind, _, rest = record.partition(" ")
+            size, _, name = rest.partition(" ")
+            if not name:
+                continue
+            entries.append(
+                FileEntry(
+                    path=name if base == "." else f"{base}/{name}",
+                    is_dir=kind == "d",
+                    size=0 if kind == "d" else int(size or 0),
+                )
             )
-            for e in entries
-        ]
+        cut: ListingCut | None = "time" if result.stderr.strip() == "time" else None
+        if len(entries) > max_entries:
+            del entries[max_entries:]
+            cut = "entries"
+        # `find` goes depth first in directory order, parents first: sorting by
+        # components keeps parents first and orders each directory by name.
+        entries.sort(key=lambda e: e.path.split("/"))
+        return FileListing(entries=entries, cut=cut)
 
     async def status(self) -> SandboxStatus:
         try:

@@ -28,11 +28,13 @@ from sessionflow.errors import InvalidInput, SandboxNotFound, SandboxRefused
 from sessionflow.ids import sandbox_owner
 from sessionflow.sandbox import disk, workspace_files
 from sessionflow.sandbox.base import (
+    DEFAULT_LIST_SECONDS,
     DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_LIST_ENTRIES,
     DEFAULT_SCAN_BYTES,
     ExecResult,
-    FileEntry,
     FileLines,
+    FileListing,
     OutputCallback,
     SandboxStatus,
 )
@@ -169,8 +171,22 @@ class LocalSandbox:
     async def write_file(self, path: str, content: str) -> None:
         await asyncio.to_thread(workspace_files.write_text, self.workspace, path, content)
 
-    async def list_files(self, path: str, depth: int) -> list[FileEntry]:
-        return await asyncio.to_thread(workspace_files.list_entries, self.workspace, path, depth)
+    async def list_files(
+        self,
+        path: str,
+        depth: int,
+        *,
+        max_entries: int = DEFAULT_MAX_LIST_ENTRIES,
+        seconds: float = DEFAULT_LIST_SECONDS,
+    ) -> FileListing:
+        return await asyncio.to_thread(
+            workspace_files.list_entries,
+            self.workspace,
+            path,
+            depth,
+            max_entries=max_entries,
+            seconds=seconds,
+        )
 
     async def exec(
         self,

@@ -28,7 +28,9 @@ something else from out here. Refusing them is the same rule with and without
 
 Files are opened with `O_NONBLOCK` and must be regular files: a FIFO planted in the
 workspace cannot hang a worker thread. Reads are bounded (`read_text` refuses a file
-over its cap without reading it; `read_lines` streams a window of lines).
+over its cap without reading it; `read_lines` streams a window of lines), and so are
+listings: an entry cap and a deadline, reached lazily (`_Walk`), since they run in the
+worker's threads, shared by every tenant.
 """
 
 from __future__ import annotations
@@ -36,17 +38,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import heapq
 import os
 import platform
 import stat
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sessionflow.errors import FileTooLarge, SandboxNotFound, SandboxRefused
-from sessionflow.sandbox.base import FileEntry, FileLines
+from sessionflow.sandbox.base import FileEntry, FileLines, FileListing, ListingCut
 from sessionflow.sandbox.lines import CHUNK_BYTES, LineWindow
 
 # From <linux/openat2.h>.
@@ -343,7 +347,10 @@ def write_text(workspace: Path, path: str, content: str) -> None:
             view = view[os.write(fd, view) :]
 
 
-def list_entries(workspace: Path, path: str, depth: int) -> list[FileEntry]:
+def list_entries(
+    workspace: Path, path: str, depth: int, *, max_entries: int, seconds: float
+) -> FileListing:
+    """Up to `max_entries` entries under `path`, walked for at most about `seconds`."""
     target = _Target.of(path)
     prefix = "/".join(target.normalized())
     with _closing(open_root(workspace)) as root:
@@ -351,31 +358,69 @@ def list_entries(workspace: Path, path: str, depth: int) -> list[FileEntry]:
             fd = open_beneath(root, target, os.O_RDONLY | os.O_DIRECTORY)
         except (FileNotFoundError, NotADirectoryError):
             raise FileNotFoundError(f"no directory {path!r} in the workspace") from None
+    walk = _Walk(max_entries, time.monotonic() + seconds)
     with _closing(fd):
-        return _entries(fd, prefix, depth)
+        walk.visit(fd, prefix, depth)
+    return FileListing(entries=walk.entries, cut=walk.cut)
 
 
-def _entries(dir_fd: int, prefix: str, depth: int) -> list[FileEntry]:
-    entries: list[FileEntry] = []
-    with os.scandir(dir_fd) as scan:
-        children = sorted(scan, key=lambda e: e.name)
-    for child in children:
-        name = f"{prefix}/{child.name}" if prefix else child.name
-        try:
-            is_dir = child.is_dir(follow_symlinks=False)
-            size = 0 if is_dir else child.stat(follow_symlinks=False).st_size
-        except FileNotFoundError:
-            continue  # gone since the directory was read
-        entries.append(FileEntry(path=name, is_dir=is_dir, size=size))
-        if is_dir and depth > 1:
+class _Walk:
+    """A depth-first listing that stops at an entry cap or a deadline.
+
+    Nothing is kept that the listing cannot show: of each directory, only the entries
+    the listing still has room for (plus one, to know it was cut) are kept as
+    `scandir`'s iterator passes, the first by name, and the walk ends as soon as the
+    listing is full. Memory is bounded by the cap times the depth, whatever the tree
+    holds; time, by the deadline, checked at every entry.
+    """
+
+    def __init__(self, max_entries: int, deadline: float) -> None:
+        self.entries: list[FileEntry] = []
+        self.cut: ListingCut | None = None
+        self._max = max_entries
+        self._deadline = deadline
+
+    def visit(self, dir_fd: int, prefix: str, depth: int) -> None:
+        for child in self._children(dir_fd):
+            if self.cut is not None:
+                return
+            if len(self.entries) >= self._max:
+                self.cut = "entries"
+                return
+            if time.monotonic() > self._deadline:
+                self.cut = "time"
+                return
+            name = f"{prefix}/{child.name}" if prefix else child.name
             try:
-                sub = os.open(
-                    child.name,
-                    os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                    dir_fd=dir_fd,
-                )
-            except OSError:
-                continue  # replaced (by a symlink, say) since it was listed
-            with _closing(sub):
-                entries.extend(_entries(sub, name, depth - 1))
-    return entries
+                is_dir = child.is_dir(follow_symlinks=False)
+                size = 0 if is_dir else child.stat(follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue  # gone since the directory was read
+            self.entries.append(FileEntry(path=name, is_dir=is_dir, size=size))
+            if is_dir and depth > 1:
+                try:
+                    sub = os.open(
+                        child.name,
+                        os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                        dir_fd=dir_fd,
+                    )
+                except OSError:
+                    continue  # replaced (by a symlink, say) since it was listed
+                with _closing(sub):
+                    self.visit(sub, name, depth - 1)
+
+    def _children(self, dir_fd: int) -> list[os.DirEntry[str]]:
+        """The directory's first entries by name, as many as could still be listed and
+        one more. The whole directory is read, but only those are kept (a heap of
+        them); none once the deadline has passed."""
+        wanted = self._max - len(self.entries) + 1
+        with os.scandir(dir_fd) as scan:
+            first = heapq.nsmallest(wanted, self._until_deadline(scan), key=lambda e: e.name)
+        return [] if self.cut is not None else first
+
+    def _until_deadline(self, scan: Iterator[os.DirEntry[str]]) -> Iterator[os.DirEntry[str]]:
+        for child in scan:
+            if time.monotonic() > self._deadline:
+                self.cut = "time"
+                return
+            yield child

@@ -21,6 +21,8 @@ resolution of the `module:attr` import paths some of them hold.
 | SESSIONFLOW_SANDBOX_ROOT      | <data dir>/sandboxes        |
 | SESSIONFLOW_STREAM_MAXLEN     | 10000 (entries per session) |
 | SESSIONFLOW_STREAM_TTL        | 604800 (seconds after idle) |
+| SESSIONFLOW_STREAM_CALL_BUDGET | 262144 (progress bytes per tool call) |
+| SESSIONFLOW_STREAM_TURN_BUDGET | 1048576 (progress bytes per turn) |
 | SESSIONFLOW_CONTEXT_TTL       | 86400 (seconds after use)   |
 | SESSIONFLOW_METRICS_ADDRESS   | 127.0.0.1:9464 or next free ("" = off) |
 | SESSIONFLOW_MAX_CONCURRENT_ACTIVITIES     | 200             |
@@ -311,6 +313,10 @@ class Settings:
     sandbox_root: Path | None = None
     stream_max_len: int = 10_000
     stream_ttl_seconds: int = 7 * 24 * 3600
+    # Bytes of tool progress (preliminary output) one tool call, and one turn, may
+    # write to the stream; past them progress is summarised (sessionflow.streams.budget).
+    stream_call_budget: int = 256 * 1024
+    stream_turn_budget: int = 1024 * 1024
     context_ttl_seconds: int = 24 * 3600
     metrics_address: str = "127.0.0.1:9464"
     # The default address: when its port is taken (another worker on the host), the
@@ -471,6 +477,12 @@ class Settings:
             sandbox_root=Path(sandbox_root) if sandbox_root else None,
             stream_max_len=number("SESSIONFLOW_STREAM_MAXLEN", default.stream_max_len),
             stream_ttl_seconds=number("SESSIONFLOW_STREAM_TTL", default.stream_ttl_seconds),
+            stream_call_budget=number(
+                "SESSIONFLOW_STREAM_CALL_BUDGET", default.stream_call_budget, low=0
+            ),
+            stream_turn_budget=number(
+                "SESSIONFLOW_STREAM_TURN_BUDGET", default.stream_turn_budget, low=0
+            ),
             context_ttl_seconds=number("SESSIONFLOW_CONTEXT_TTL", default.context_ttl_seconds),
             metrics_address=metrics_address,
             metrics_next_free=not metrics_set,

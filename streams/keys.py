@@ -20,6 +20,8 @@ workflow id therefore must not be empty or hold a brace, or the tag would differ
     sf:{<workflow id>}:ctx:<ref>            a turn's context (`streams.context`)
     sf:{<workflow id>}:exec:<call id>:<n>   a tool call's finished command results
                                             (`activities.recorded_sandbox`)
+    sf:{<workflow id>}:progress:<message id>  bytes of progress the turn's tool calls
+                                            reserved to stream (`streams.budget`)
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ from sessionflow.providers.scripted import Script, ScriptedProvider
 from sessionflow.sandbox.base import SandboxBackend
 from sessionflow.sandbox.local import LocalSandboxBackend
 from sessionflow.storage import transcript_store
+from sessionflow.streams.budget import StreamBudget
 from sessionflow.streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
 from sessionflow.streams.context import ContextStore
 from sessionflow.streams.interrupts import InterruptWatch
@@ -98,6 +99,8 @@ class WorkerOptions:
     identity: str | None = None
     sandbox_root: Path = Path(".sessionflow/sandboxes")
     retention: Retention = field(default_factory=Retention)
+    # Bytes of tool progress a call, and a turn, may stream (sessionflow.streams.budget).
+    stream_budget: StreamBudget = field(default_factory=StreamBudget)
     context_ttl_seconds: int = DEFAULT_CONTEXT_TTL
     # The limits below hold for each task queue polled (each agent's, and the shared).
     max_concurrent_activities: int = 200
@@ -238,7 +241,13 @@ def build_worker(
         registry, models, publisher, contexts, transcripts, interrupts=interrupts
     )
     tools = ToolActivities(
-        registry, sandboxes, publisher, contexts, transcripts, interrupts=interrupts
+        registry,
+        sandboxes,
+        publisher,
+        contexts,
+        transcripts,
+        interrupts=interrupts,
+        stream_budget=options.stream_budget,
     )
     lifecycle = SandboxActivities(sandboxes, publisher)
     publishing = PublishActivities(publisher)

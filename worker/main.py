@@ -23,6 +23,7 @@ from sessionflow.providers.registry import providers_from_settings
 from sessionflow.sandbox.base import SandboxBackend
 from sessionflow.sandbox.registry import backend_from_settings
 from sessionflow.storage import close_external_storage, external_storage_from_settings
+from sessionflow.streams.budget import StreamBudget
 from sessionflow.streams.publisher import Retention
 from sessionflow.worker.build import SessionWorker, WorkerOptions, build_worker
 from sessionflow.worker.metrics_endpoint import metrics_endpoint
@@ -101,6 +102,10 @@ async def _serve(
         sandbox_root=settings.sandboxes,
         retention=Retention(
             max_len=settings.stream_max_len, ttl_seconds=settings.stream_ttl_seconds
+        ),
+        stream_budget=StreamBudget(
+            per_call_bytes=settings.stream_call_budget,
+            per_turn_bytes=settings.stream_turn_budget,
         ),
         context_ttl_seconds=settings.context_ttl_seconds,
         providers=providers,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from pydantic import BaseModel, Field
@@ -10,10 +11,45 @@ from sessionflow.agents.tools import Tool, ToolContext, tool
 from sessionflow.sandbox.base import ExecResult
 
 MAX_TIMEOUT_SECONDS = 600.0
-# Preliminary output is resent whole each time (the AI SDK replaces it), so it is
-# throttled and only the tail is sent.
+# Preliminary output is resent whole each time (the AI SDK replaces it), and each
+# update stays in Redis for the stream's lifetime: updates are throttled, further
+# apart as a command goes on (x1.1 each, up to `_PROGRESS_MAX_INTERVAL`), and carry
+# only the tail of each stream, measured as JSON (a control character is six bytes
+# there). The activity's stream budget bounds the total (`sessionflow.streams.budget`).
 _PROGRESS_INTERVAL = 0.2
-_PROGRESS_TAIL_CHARS = 8_000
+_PROGRESS_MAX_INTERVAL = 2.0
+_PROGRESS_BACKOFF = 1.1
+PROGRESS_TAIL_BYTES = 4 * 1024
+
+
+def json_tail(text: str, max_bytes: int) -> str:
+    """An end of `text` whose JSON string form, in UTF-8, is at most `max_bytes` bytes
+    (quotes aside): all of it if it fits."""
+    tail = text[-max_bytes:]
+    while tail and (over := _json_size(tail) - max_bytes) > 0:
+        # No character takes more than six bytes (`\\u001b`): drop at least enough.
+        tail = tail[(over + 5) // 6 :]
+    return tail
+
+
+def _json_size(text: str) -> int:
+    return len(json.dumps(text, ensure_ascii=False).encode()) - 2
+
+
+class _Tail:
+    """The last `keep` characters of an output stream, held without growing: the
+    command's whole output reaches the result through the sandbox's capped capture,
+    while a backend's callbacks may see far more."""
+
+    def __init__(self, keep: int) -> None:
+        self._keep = keep
+        self._text = ""
+
+    def add(self, text: str) -> None:
+        self._text = (self._text + text)[-self._keep :]
+
+    def shown(self) -> str:
+        return json_tail(self._text, PROGRESS_TAIL_BYTES)
 
 
 class BashInput(BaseModel):
@@ -27,28 +63,25 @@ class BashInput(BaseModel):
 
 
 async def _execute(args: BashInput, ctx: ToolContext) -> ExecResult:
-    out: list[str] = []
-    err: list[str] = []
+    out = _Tail(PROGRESS_TAIL_BYTES)
+    err = _Tail(PROGRESS_TAIL_BYTES)
     last = 0.0
+    interval = _PROGRESS_INTERVAL
 
     def progress() -> None:
-        nonlocal last
+        nonlocal last, interval
         now = time.monotonic()
-        if now - last >= _PROGRESS_INTERVAL:
+        if now - last >= interval:
             last = now
-            ctx.stream_output(
-                {
-                    "stdout": "".join(out)[-_PROGRESS_TAIL_CHARS:],
-                    "stderr": "".join(err)[-_PROGRESS_TAIL_CHARS:],
-                }
-            )
+            interval = min(interval * _PROGRESS_BACKOFF, _PROGRESS_MAX_INTERVAL)
+            ctx.stream_output({"stdout": out.shown(), "stderr": err.shown()})
 
     def on_stdout(text: str) -> None:
-        out.append(text)
+        out.add(text)
         progress()
 
     def on_stderr(text: str) -> None:
-        err.append(text)
+        err.add(text)
         progress()
 
     return await ctx.sandbox.exec(
@@ -60,7 +93,8 @@ def bash_tool() -> Tool[BashInput]:
     return tool(
         "Bash",
         "Run a bash command in the workspace. Returns exit_code, stdout and stderr; "
-        "a non-zero exit code is a normal result. Output is capped.",
+        "a non-zero exit code is a normal result. Output is capped; progress streams as it "
+        "comes, up to a byte budget.",
         input_schema=BashInput,
         execute=_execute,
     )

@@ -4,9 +4,13 @@ Paths are relative to the workspace; the sandbox refuses any that lead outside i
 go through a symlink. Failures (a missing file, text not found, a file too large) raise,
 and reach the model as tool errors.
 
-Nothing loads a whole large file into the worker: Read streams the lines it shows (at
-most `READ_LIMIT_CHARS` of them) and looks no further than `READ_SCAN_BYTES` into a
-file; Edit refuses files, and Write content, larger than `EDIT_MAX_BYTES`.
+These run in the worker (or bring their results into it), which every tenant shares,
+so each is bounded whatever the workspace holds, and says so when it cuts. Nothing
+loads a whole large file into the worker: Read streams the lines it shows (at most
+`READ_LIMIT_CHARS` of them) and looks no further than `READ_SCAN_BYTES` into a file;
+Edit refuses files, and Write content, larger than `EDIT_MAX_BYTES`. List walks lazily
+and stops at `LIST_MAX_ENTRIES` entries, `LIST_LIMIT_CHARS` characters of listing or
+`LIST_SECONDS` of walking, whichever comes first.
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ from pydantic import BaseModel, Field
 
 from sessionflow.agents.tools import Tool, ToolContext, tool
 from sessionflow.errors import FileTooLarge
-from sessionflow.sandbox.base import DEFAULT_SCAN_BYTES
+from sessionflow.sandbox.base import (
+    DEFAULT_LIST_SECONDS,
+    DEFAULT_MAX_LIST_ENTRIES,
+    DEFAULT_SCAN_BYTES,
+)
 
 _MIB = 1024 * 1024
 READ_LIMIT_LINES = 2000
@@ -25,6 +33,10 @@ READ_SCAN_BYTES = DEFAULT_SCAN_BYTES
 # The largest file Edit edits (and makes), and the largest content Write writes.
 EDIT_MAX_BYTES = _MIB
 WRITE_MAX_BYTES = EDIT_MAX_BYTES
+# List shows at most this many entries and characters, and walks for at most this long.
+LIST_MAX_ENTRIES = DEFAULT_MAX_LIST_ENTRIES
+LIST_LIMIT_CHARS = READ_LIMIT_CHARS
+LIST_SECONDS = DEFAULT_LIST_SECONDS
 
 
 class ReadInput(BaseModel):
@@ -142,14 +154,29 @@ class ListInput(BaseModel):
 
 
 async def _list(args: ListInput, ctx: ToolContext) -> str:
-    entries = await ctx.sandbox.list_files(args.path, args.depth)
+    listing = await ctx.sandbox.list_files(
+        args.path, args.depth, max_entries=LIST_MAX_ENTRIES, seconds=LIST_SECONDS
+    )
     base = args.path.strip("/").removeprefix("./")
-    lines = []
-    for entry in entries:
+    lines: list[str] = []
+    size = 0
+    stopped: str | None = None
+    for entry in listing.entries:
         relative = entry.path[len(base) + 1 :] if base not in ("", ".") else entry.path
         indent = "  " * relative.count("/")
         name = relative.rsplit("/", 1)[-1]
-        lines.append(f"{indent}{name}/" if entry.is_dir else f"{indent}{name} ({entry.size} B)")
+        row = f"{indent}{name}/" if entry.is_dir else f"{indent}{name} ({entry.size} B)"
+        if size + len(row) > LIST_LIMIT_CHARS:
+            stopped = f"listing stopped at {LIST_LIMIT_CHARS:,} characters"
+            break
+        lines.append(row)
+        size += len(row) + 1
+    if stopped is None and listing.cut == "entries":
+        stopped = f"listing stopped at {LIST_MAX_ENTRIES:,} entries"
+    elif stopped is None and listing.cut == "time":
+        stopped = f"listing stopped after {LIST_SECONDS:g} seconds, with {len(lines):,} entries"
+    if stopped is not None:
+        lines.append(f"[truncated: {stopped}; list a subdirectory, or with a smaller depth]")
     return "\n".join(lines) if lines else "(empty)"
 
 
@@ -180,5 +207,9 @@ def edit_tool() -> Tool[EditInput]:
 
 def list_tool() -> Tool[ListInput]:
     return tool(
-        "List", "List a directory as a tree, to a depth.", input_schema=ListInput, execute=_list
+        "List",
+        f"List a directory as a tree, to a depth; at most {LIST_MAX_ENTRIES:,} entries (a "
+        "marker says when it stopped).",
+        input_schema=ListInput,
+        execute=_list,
     )
