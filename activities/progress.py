@@ -55,6 +55,8 @@ class ProgressStream:
         self.used = 0
         self.withheld_updates = 0
         self.withheld_bytes = 0
+        # The newest output so far, streamed or not: what an interrupted call keeps.
+        self.latest: Any = None
 
     @property
     def unused(self) -> int:
@@ -62,8 +64,9 @@ class ProgressStream:
 
     def output(self, value: Any) -> None:
         """Stream `value` as the call's output so far, if the budget has room."""
+        self.latest = to_jsonable_python(value)
         chunk = ToolOutputAvailableChunk(
-            tool_call_id=self._call_id, output=to_jsonable_python(value), preliminary=True
+            tool_call_id=self._call_id, output=self.latest, preliminary=True
         )
         size = len(chunk.to_json().encode()) + self._overhead
         if self.withheld_updates == 0 and self.used + size <= self.granted:

@@ -22,6 +22,7 @@ from pydantic_core import to_jsonable_python
 from temporalio import activity
 
 from sessionflow.activities import metrics
+from sessionflow.activities.call_starts import first_start, idempotency_key
 from sessionflow.activities.failures import to_application_error
 from sessionflow.activities.heartbeat import heartbeating
 from sessionflow.activities.limits import capped_text, ensure_recordable, state_size_problem
@@ -32,7 +33,13 @@ from sessionflow.activities.transcript import read_transcript
 from sessionflow.agents.registry import AgentRegistry
 from sessionflow.agents.tools import ToolContext
 from sessionflow.chunks import Chunk, ToolOutputAvailableChunk, ToolOutputErrorChunk, status_chunk
-from sessionflow.contract import INTERRUPTED_TEXT, ActivityName, RunToolParams, RunToolResult
+from sessionflow.contract import (
+    INTERRUPTED_TEXT,
+    OUTCOME_UNKNOWN_TEXT,
+    ActivityName,
+    RunToolParams,
+    RunToolResult,
+)
 from sessionflow.errors import SandboxNotFound, SessionflowError
 from sessionflow.ids import sandbox_owner
 from sessionflow.sandbox.base import SandboxBackend
@@ -99,7 +106,9 @@ class ToolActivities:
             except asyncio.CancelledError:
                 if not interrupted():
                     raise
-                result = RunToolResult(error_text=INTERRUPTED_TEXT, interrupted=True)
+                result = RunToolResult(
+                    error_text=_interrupted_text(progress.latest), interrupted=True
+                )
             call_id = params.call.tool_call_id
             elapsed = time.monotonic() - started
             log.info(
@@ -153,6 +162,12 @@ class ToolActivities:
             )
         if params.sandbox_id is None:
             raise SessionflowError("tool called before the session had a sandbox")
+        workflow_id = params.ref.workflow_id
+        if not found.retryable and not await first_start(
+            self.publisher.redis, workflow_id, call.tool_call_id, prefix=self.publisher.prefix
+        ):
+            log.warning("not running a tool call again", tool=call.tool_name)
+            return RunToolResult(error_text=OUTCOME_UNKNOWN_TEXT)
         sandbox = RecordedSandbox(
             await self.sandboxes.connect(
                 params.sandbox_id, owner=sandbox_owner(params.ref.session_id)
@@ -174,6 +189,7 @@ class ToolActivities:
             state=state,
             context=context,
             stream_output=progress.output,
+            idempotency_key=idempotency_key(workflow_id, call.tool_call_id),
         )
         try:
             output = await _until_interrupted(found.execute(args, ctx), ctx.cancelled)
@@ -200,6 +216,20 @@ class ToolActivities:
             "preview": encoded[: self.max_output_bytes // 2],
             "note": f"output was {len(encoded)} bytes; only the start is kept",
         }
+
+
+def _interrupted_text(latest: Any) -> str:
+    """What an interrupted call tells the model: that it was stopped, and the output it
+    had shown so far (a command's stdout and stderr), which the stream showed too."""
+    if latest is None:
+        return INTERRUPTED_TEXT
+    if isinstance(latest, dict) and {"stdout", "stderr"} <= latest.keys():
+        shown = "\n".join(str(latest[k]) for k in ("stdout", "stderr") if latest[k])
+    else:
+        shown = latest if isinstance(latest, str) else json.dumps(latest)
+    if not shown:
+        return INTERRUPTED_TEXT
+    return capped_text(f"{INTERRUPTED_TEXT}; its output until then:\n{shown}")
 
 
 async def _until_interrupted(work: Awaitable[Any], cancelled: asyncio.Event) -> Any:

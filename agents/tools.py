@@ -34,6 +34,9 @@ class ToolContext:
     `cancelled` is set when the turn is interrupted: the tool then has half a second
     to stop by itself (and clean up) before its task is cancelled, which also kills
     the commands it runs through `sandbox.exec`.
+    `idempotency_key` is the same on every attempt of this call and different for
+    every other call: pass it to services that deduplicate requests (a payment API's
+    `Idempotency-Key`), so a call retried after a lost worker does not act twice.
     """
 
     session_id: str
@@ -44,6 +47,7 @@ class ToolContext:
     context: Any = None
     stream_output: Callable[[Any], None] = lambda _output: None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    idempotency_key: str = ""
 
 
 Execute = Callable[[InputT, ToolContext], Awaitable[Any]]
@@ -63,6 +67,9 @@ class Tool(Generic[InputT]):
     # `input_schema` (an MCP server's tools): what the model is shown. `input_schema`
     # then checks calls against it.
     input_json_schema: dict[str, Any] | None = None
+    # False: a call whose attempt may have started is never run again; a retry tells
+    # the model its outcome is unknown instead (see `tool`).
+    retryable: bool = True
 
     def json_schema(self) -> dict[str, Any]:
         """The input schema as JSON Schema, the form model providers take."""
@@ -79,6 +86,7 @@ def tool(
     execute: Execute[InputT],
     needs_approval: NeedsApproval = False,
     activity: ActivitySettings | None = None,
+    retryable: bool = True,
 ) -> Tool[InputT]:
     """Define a tool.
 
@@ -94,6 +102,11 @@ def tool(
         activity: timeouts and retries of this tool's calls (e.g. a longer
             `start_to_close` for a slow build, `max_attempts=1` for a tool with side
             effects that must not repeat); unset fields keep the agent's or defaults.
+        retryable: False for a tool whose side effect must not happen twice and that
+            cannot deduplicate it with `ctx.idempotency_key`: once a call of it has
+            started, a retry (after a lost worker, say) does not run it again but
+            answers the model "outcome unknown", and so does a call whose every
+            attempt timed out; the turn goes on either way.
     """
     if not name or not all(c.isalnum() or c in "_-" for c in name):
         raise ValueError(f"invalid tool name {name!r}: use letters, digits, '_' and '-'")
@@ -108,4 +121,5 @@ def tool(
         execute=execute,
         needs_approval=needs_approval,
         activity=activity,
+        retryable=retryable,
     )

@@ -18,6 +18,12 @@ from sessionflow.messages import Message, Part, ToolCall, Usage
 WORKFLOW_NAME = "SessionWorkflow"
 # What an interrupted turn and an interrupted tool call say, in history and the stream.
 INTERRUPTED_TEXT = "interrupted by the user"
+# What the model is told of a call that may or may not have acted (a tool that must not
+# run twice, whose worker was lost): it is not run again.
+OUTCOME_UNKNOWN_TEXT = (
+    "outcome unknown: the worker running this call was lost, and the tool must not run "
+    "twice, so it was not run again; check its effect before calling it again"
+)
 
 
 class ActivityName(StrEnum):

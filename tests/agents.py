@@ -289,3 +289,11 @@ JOB_SCRIPT = Script(
     ],
 )
 job_agent = agent("job", model=JOB_SCRIPT, tools=[job_tool])
+
+# The same job from a tool that must not run twice: a retry reports "outcome unknown".
+once_job_tool = tool(
+    "job", "Run the job at most once", input_schema=Job, execute=_job, retryable=False
+)
+once_job_agent = agent(
+    "once-job", model=JOB_SCRIPT.model_copy(update={"name": "once-job"}), tools=[once_job_tool]
+)

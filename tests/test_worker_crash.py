@@ -143,9 +143,7 @@ async def test_a_command_finished_before_a_crash_is_not_run_again(
     result = await session.send("run the job")
     # The command has finished and its result is recorded; the tool is still busy
     # afterwards (it sleeps), and that is when the worker dies.
-    recorded = f"sf:{{{session.workflow_id}}}:exec:call_1_0_0:1"
-    while not await redis.exists(recorded):
-        await asyncio.sleep(0.05)
+    await until_a_command_is_recorded(redis, session.workflow_id)
     first.kill()
     second = worker()
     await second.start()
@@ -163,6 +161,52 @@ async def test_a_command_finished_before_a_crash_is_not_run_again(
     assert assemble([e async for e in session.stream(message_id=history[-1].id)]) == history[-1]
     starts = activity_attempts(await workflow_events(temporal, session.workflow_id))
     assert 2 in starts, "the tool activity was retried"
+
+
+async def until_a_command_is_recorded(redis: Redis, workflow_id: str) -> None:
+    """Until the tool call's first command has finished and been recorded (the key
+    names the call by its runtime id)."""
+    pattern = f"sf:{{{workflow_id}}}:exec:*:1"
+    while not [key async for key in redis.scan_iter(match=pattern)]:
+        await asyncio.sleep(0.05)
+
+
+async def test_a_tool_that_must_not_run_twice_reports_an_unknown_outcome_after_a_crash(
+    worker_process: Callable[..., WorkerProcess],
+    temporal: Client,
+    redis: Redis,
+    task_queue: str,
+    sandbox_root: Path,
+    unique_id: str,
+) -> None:
+    """`retryable=False`: the worker dies after the tool acted; the retry does not run
+    it again (no second side effect), and the turn goes on with the model told that
+    the call's outcome is unknown."""
+
+    def worker() -> WorkerProcess:
+        return worker_process("tests.agents:once_job_agent")
+
+    first = worker()
+    await first.start()
+    client = SessionClient(temporal, redis, task_queue=task_queue)
+    session = client.session(unique_id, agent="once-job")
+    result = await session.send("run the job")
+    await until_a_command_is_recorded(redis, session.workflow_id)
+    first.kill()
+    second = worker()
+    await second.start()
+    try:
+        outcome = await asyncio.wait_for(result.outcome, timeout=60)
+        history = await session.history()
+    finally:
+        second.stop()
+    assert outcome.status is TurnStatus.FINISHED
+    (runs,) = sandbox_root.glob("*/runs.txt")
+    assert runs.read_text() == "ran\n", "the tool ran again"
+    (part,) = history[-1].tool_parts()
+    assert part.state is ToolState.OUTPUT_ERROR
+    assert part.error_text is not None and part.error_text.startswith("outcome unknown")
+    assert history[-1].text().startswith("outcome unknown"), "the model was told"
 
 
 async def test_two_workers_share_sessions_and_losing_one_loses_no_session(

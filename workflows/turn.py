@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as ActivityTimeout
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -65,6 +66,10 @@ with workflow.unsafe.imports_passed_through():
     from sessionflow.workflows import calls, policies
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
+
+# Runs with this patch answer a tool call whose every attempt timed out as the call's
+# outcome ("unknown") and go on; runs before it failed the turn.
+TIMED_OUT_CALLS = "timed-out-tool-calls"
 
 
 class TurnHost(Protocol):
@@ -287,16 +292,28 @@ class Turn:
         sandbox_id = await session.ensure_sandbox(ref)
         session.set_status(SessionStatus.RUNNING_TOOL)
         try:
-            result = await self._tool_activity(call, sandbox_id, settings)
+            try:
+                result = await self._tool_activity(call, sandbox_id, settings)
+            except ActivityError as err:
+                if _describe(err)[0] != SandboxNotFound.__name__:
+                    raise
+                # The sandbox vanished (expired, deleted): make a new one, say so, go again.
+                sandbox_id = await session.replace_sandbox(ref, sandbox_id)
+                result = await self._tool_activity(call, sandbox_id, settings)
         except ActivityError as err:
-            if _describe(err)[0] != SandboxNotFound.__name__:
+            # Every attempt timed out (its worker lost, say): whether it acted is unknown.
+            # That is the call's outcome, for the model to handle; the turn goes on.
+            if not isinstance(err.cause, ActivityTimeout) or not workflow.patched(TIMED_OUT_CALLS):
                 raise
-            # The sandbox vanished (expired, deleted): make a new one, say so, go again.
-            sandbox_id = await session.replace_sandbox(ref, sandbox_id)
-            result = await self._tool_activity(call, sandbox_id, settings)
+            workflow.logger.warning("tool call %s timed out: %s", part.tool_call_id, err.cause)
+            result = RunToolResult(
+                error_text=f"outcome unknown: the call timed out ({err.cause}) and may or "
+                "may not have acted; check its effect before calling it again"
+            )
         session.set_status(SessionStatus.STREAMING)
         if result is None or result.interrupted:
-            part.state, part.error_text = ToolState.OUTPUT_ERROR, INTERRUPTED_TEXT
+            kept = result.error_text if result is not None else None
+            part.state, part.error_text = ToolState.OUTPUT_ERROR, kept or INTERRUPTED_TEXT
             return
         session.save_state(result.state)
         if result.error_text is not None:
