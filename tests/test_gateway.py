@@ -331,7 +331,7 @@ async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
         "SendBody": {"message", "interruptIfStreaming", "context", "sandboxId"},
         "SendResponse": {"assistantMessageId"},
         "ApprovalBody": {"approvalId", "approved", "reason"},
-        "UpdateBody": {"sandboxId", "lastMessageId"},
+        "UpdateBody": {"sandboxId", "lastMessageId", "maxStepsPerTurn"},
         "OutcomeResponse": {"messageId", "done", "status", "error", "errorType"},
         "TokenUsage": {
             "inputTokens", "outputTokens", "cacheReadTokens", "cacheWriteTokens", "totalTokens",

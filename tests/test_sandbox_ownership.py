@@ -68,6 +68,9 @@ async def test_a_foreign_sandbox_id_over_http_is_not_found(
             headers=gateway.headers("globex"),
         )
         assert sent.status_code == 202
+        # The session must be idle to change its sandbox (busy is 409, a different test).
+        globex = gateway.client.session(f"globex:{unique_id}-b", agent="tooling")
+        await globex.answer(sent.json()["assistantMessageId"]).outcome
         patched = await http.patch(
             theirs, json={"sandbox_id": sandbox_id}, headers=gateway.headers("globex")
         )
