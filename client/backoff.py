@@ -32,8 +32,6 @@ class Backoff:
         self.last = last
         self._rng = rng or random.Random()
         self._next = first
-        # How many pauses were taken (for tests and log lines).
-        self.pauses = 0
 
     def next_delay(self) -> float:
         """The next pause (s), between half of and the whole current step, and step on."""
@@ -55,5 +53,4 @@ class Backoff:
         """
         if attempt_started is not None and time.monotonic() - attempt_started >= self.last:
             self.reset()
-        self.pauses += 1
         await asyncio.sleep(self.next_delay())

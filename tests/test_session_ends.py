@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,6 +30,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from sessionflow.client.backoff import Backoff
 from sessionflow.client.client import SessionClient
 from sessionflow.client.session import Session as ClientSession
 from sessionflow.config import agent_task_queue
@@ -407,3 +409,13 @@ def test_session_continuing_is_an_internal_retryable_error() -> None:
     assert (SessionClosed.http_status, SessionClosed.code) == (409, "session_closed")
     assert (SessionFailed.http_status, SessionFailed.code) == (409, "session_failed")
     assert not SessionClosed.retryable and not SessionFailed.retryable
+
+
+def test_backoff_doubles_to_its_ceiling_with_jitter_and_restarts_after_a_long_attempt() -> None:
+    backoff = Backoff(first=0.1, last=2.0, rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(8)]
+    steps = [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0]
+    assert all(step / 2 <= d <= step for d, step in zip(delays, steps, strict=True)), delays
+    assert len({round(d, 6) for d in delays[-3:]}) == 3  # jittered, not in step
+    backoff.reset()
+    assert backoff.next_delay() <= 0.1
