@@ -4,6 +4,11 @@ Signals, updates and queries are named by `SessionWorkflow`'s methods rather tha
 strings, so a renamed handler fails type checking instead of production; the result
 types come from the methods' annotations. Temporal's RPC errors and the workflow's
 application errors come out as `sessionflow.errors` classes (one table: `errors.ALL`).
+
+No call asks again without end: whether a session has ended is judged by its newest
+run's status (`ended`), so a call on a closed, failed or terminated session raises
+`SessionClosed` or `SessionFailed` at once; a session moving between runs is asked
+again after a growing, jittered pause (`Backoff`), for a bounded time.
 """
 
 from __future__ import annotations
@@ -17,16 +22,19 @@ from pydantic_core import PydanticSerializationError
 from temporalio.api.enums.v1 import EventType, TaskQueueType, WorkflowTaskFailedCause
 from temporalio.client import (
     Client,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sessionflow import errors
+from sessionflow.client.backoff import Backoff
+from sessionflow.client.ended import ended_error
 from sessionflow.client.services import Services, ServicesRef
 from sessionflow.connections import task_queue_pollers
 from sessionflow.contract import SendRequest, SessionInput
@@ -38,6 +46,11 @@ QUERY_PATIENCE_SECONDS = 10.0
 # starting up) before the send is refused; and how long a queue seen polled is trusted.
 WORKER_GRACE_SECONDS = 10.0
 SERVED_MEMORY_SECONDS = 30.0
+# How long an update keeps asking a session that moves between runs (continue-as-new,
+# a dead worker's cache) before it gives up; waits that are unbounded anyway pass None.
+MOVE_PATIENCE_SECONDS = 60.0
+# How many times a signal is sent to a session that was closed and reopened meanwhile.
+SIGNAL_ATTEMPTS = 3
 # Per Temporal client: task queue -> when a worker was last seen polling it.
 _served: weakref.WeakKeyDictionary[Client, dict[str, float]] = weakref.WeakKeyDictionary()
 
@@ -52,6 +65,13 @@ def known_error(err: WorkflowUpdateFailedError) -> errors.SessionflowError | Non
                 return cls(cause.message)
         cause = cause.cause if isinstance(cause, ApplicationError) else cause.__cause__
     return None
+
+
+def run_closed_first(err: WorkflowUpdateFailedError) -> bool:
+    """Whether the run closed (completed, or continued as new) after accepting the
+    update and before answering it."""
+    cause = err.cause
+    return isinstance(cause, ApplicationError) and cause.type == "AcceptedUpdateCompletedWorkflow"
 
 
 class SessionCalls:
@@ -73,13 +93,21 @@ class SessionCalls:
         services = await self._ref.get()
         return services.temporal.get_workflow_handle_for(SessionWorkflow.run, self.workflow_id)
 
-    async def start(self, send: SendRequest | None = None, *, summary: str | None = None) -> None:
+    async def start(
+        self, send: SendRequest | None = None, *, summary: str | None = None, reopen: bool = True
+    ) -> None:
         """Start the workflow unless it runs, optionally with a first message
-        (signal-with-start). The summary and details show in the Temporal UI."""
+        (signal-with-start). The summary and details show in the Temporal UI.
+
+        With `reopen=False` (calls that change a session but send no message) a session
+        that never ran is started, but an ended one is not replaced by a new, empty run:
+        that raises `SessionClosed` or `SessionFailed`. A `send` does reopen it."""
         services = await self._ref.get()
         signal: dict[str, Any] = (
             {"start_signal": SEND_SIGNAL, "start_signal_args": [send]} if send else {}
         )
+        if not reopen and await self._runs_or_ended():
+            return
         await self.served(services)
         try:
             await services.temporal.start_workflow(
@@ -94,16 +122,42 @@ class SessionCalls:
                 # The agent's own queue: only workers that serve the agent get it.
                 task_queue=services.queue_for(self._agent),
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                # Decided by the server, so no close can slip between a check and this.
+                id_reuse_policy=(
+                    WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                    if reopen
+                    else WorkflowIDReusePolicy.REJECT_DUPLICATE
+                ),
                 static_summary=summary or f"{self._agent}: session {self._session_id}",
                 static_details=(
                     f"Session `{self._session_id}` of agent `{self._agent}` (Sessionflow)."
                 ),
                 **signal,
             )
+        except WorkflowAlreadyStartedError as err:
+            if reopen:
+                raise
+            ended = await self.ended()
+            if ended is not None:
+                raise ended from err
+            # Not ended after all: a `send` reopened the session meanwhile, and it runs.
         except RPCError as err:
             if err.status is RPCStatusCode.UNAVAILABLE:
                 raise self.rpc_error(err) from err
             raise
+
+    async def _runs_or_ended(self) -> bool:
+        """True if the session runs; raise if it has ended; False if it never ran.
+
+        Asked before `served`, which would wait for a worker of a session that needs
+        none: an ended session is refused at once."""
+        try:
+            ended = await self.ended()
+        except errors.SessionNotFound:
+            return False
+        if ended is not None:
+            raise ended
+        return True
 
     async def served(self, services: Services) -> None:
         """Return once a worker serves the session's agent, or the session runs already
@@ -145,14 +199,39 @@ class SessionCalls:
         return description.status is WorkflowExecutionStatus.RUNNING
 
     async def signal(self, method: Any) -> None:
-        try:
-            await (await self.handle()).signal(method)
-        except RPCError as err:
-            raise self.rpc_error(err) from err
+        """Signal the newest run; `SessionClosed`/`SessionFailed` when it has ended."""
+        for attempt in range(SIGNAL_ATTEMPTS):
+            try:
+                await (await self.handle()).signal(method)
+                return
+            except RPCError as err:
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise self.rpc_error(err) from err
+                ended = await self.ended()
+                if ended is not None:
+                    raise ended from err
+                if attempt == SIGNAL_ATTEMPTS - 1:
+                    raise self.rpc_error(err) from err
+                # Running again (a `send` reopened it between the two): once more.
 
-    async def update(self, method: Any, *args: Any) -> Any:
-        """Run an update; asks again while the session moves (continue-as-new, or off a
-        dead worker's cache)."""
+    async def update(
+        self,
+        method: Any,
+        *args: Any,
+        backoff: Backoff | None = None,
+        patience: float | None = MOVE_PATIENCE_SECONDS,
+    ) -> Any:
+        """Run an update on the session's newest run.
+
+        Asks again after a pause from `backoff` while the session moves: between runs
+        (continue-as-new, or a run refusing with `SessionContinuing` while it hands
+        over) or off a dead worker's cache; for `patience` seconds at most (None: as
+        long as it takes, for a wait that has no bound of its own). Raises
+        `SessionClosed` or `SessionFailed` as soon as the newest run has ended,
+        `SessionNotFound` when there is none, `SessionStuck` when its task keeps failing.
+        """
+        backoff = backoff or Backoff()
+        began = time.monotonic()
         while True:
             try:
                 return await (await self.handle()).execute_update(method, args=list(args))
@@ -164,9 +243,13 @@ class SessionCalls:
                 ) from None
             except WorkflowUpdateFailedError as err:
                 known = known_error(err)
-                if known is not None:
+                if known is not None and not isinstance(known, errors.SessionContinuing):
                     raise known from err
-                raise
+                if known is None and not run_closed_first(err):
+                    raise
+                # Handing over to the next run, or closed after taking the update.
+                await self.raise_unless_moving(err)
+                last: Exception = known or err
             except WorkflowUpdateRPCTimeoutOrCancelledError:
                 # An update no workflow task accepts: say why when the task is failing.
                 stuck = await self.stuck()
@@ -174,17 +257,35 @@ class SessionCalls:
                     raise stuck from None
                 raise
             except RPCError as err:
-                if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                    if err.status is RPCStatusCode.NOT_FOUND and not await self.exists():
-                        raise self.rpc_error(err) from err
-                    stuck = await self.stuck()
-                    if stuck is not None:
-                        raise stuck from err
-                    await asyncio.sleep(0.2)
-                    continue
                 if err.status is RPCStatusCode.UNAVAILABLE:
                     raise self.rpc_error(err) from err
-                raise
+                if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                    raise
+                await self.raise_unless_moving(err)
+                last = err
+            if patience is not None and time.monotonic() - began >= patience:
+                raise self.gave_up(method, patience, last)
+            await backoff.pause()
+
+    async def raise_unless_moving(self, cause: Exception) -> None:
+        """Return if the session runs (it moves between runs: ask again); raise
+        `SessionNotFound`, `SessionClosed`/`SessionFailed` or `SessionStuck` if not."""
+        description = await self.describe()
+        ended = await ended_error((await self._ref.get()).temporal, description, self._session_id)
+        if ended is not None:
+            raise ended from cause
+        stuck = await self.stuck(description)
+        if stuck is not None:
+            raise stuck from cause
+
+    def gave_up(self, method: Any, patience: float, last: Exception) -> Exception:
+        if isinstance(last, errors.SessionContinuing):
+            return last  # retryable: the caller may try again later
+        return errors.WorkerUnavailable(
+            f"session {self._session_id!r} did not take {method.__name__!r} within "
+            f"{patience:g} s: it kept moving between runs ({last}); is a worker serving "
+            f"agent {self._agent!r} (task queue {self._task_queue!r})?"
+        )
 
     async def query(self, method: Any, *args: Any) -> Any:
         try:
@@ -205,13 +306,29 @@ class SessionCalls:
                     raise stuck from err
             raise self.rpc_error(err) from err
 
-    async def stuck(self) -> errors.SessionStuck | None:
+    async def describe(self) -> WorkflowExecutionDescription:
+        """The newest run (`SessionNotFound` when the session never ran)."""
+        try:
+            return await (await self.handle()).describe()
+        except RPCError as err:
+            raise self.rpc_error(err) from err
+
+    async def ended(self) -> errors.SessionEnded | None:
+        """`SessionClosed` or `SessionFailed` when the newest run has ended, else None
+        (it runs); `SessionNotFound` when the session never ran."""
+        description = await self.describe()
+        return await ended_error((await self._ref.get()).temporal, description, self._session_id)
+
+    async def stuck(
+        self, description: WorkflowExecutionDescription | None = None
+    ) -> errors.SessionStuck | None:
         """`SessionStuck` naming the cause when Temporal keeps failing the session's
         workflow task (workers are there, but cannot make progress), else None."""
-        try:
-            description = await (await self.handle()).describe()
-        except RPCError:
-            return None
+        if description is None:
+            try:
+                description = await (await self.handle()).describe()
+            except RPCError:
+                return None
         pending = description.raw_description.pending_workflow_task
         if pending.attempt < 2:
             return None

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from sessionflow.client.calls import SessionCalls
 from sessionflow.contract import ExecRequest, ExecResult, SandboxStatus, SessionInfo
-from sessionflow.errors import InvalidInput, SessionNotFound
+from sessionflow.errors import InvalidInput, SessionClosed, SessionNotFound
 from sessionflow.validation import describe
 from sessionflow.workflows.session import SessionWorkflow
 
@@ -45,16 +45,23 @@ class SessionSandbox:
                 raise InvalidInput(f"sandbox.exec: {describe(err, ExecRequest)}") from None
         else:
             request = ExecRequest(command=command, args=args, cwd=cwd, timeout=timeout)
-        await self._calls.start()
+        # Starts a session that never ran; an ended one raises rather than reopen empty.
+        await self._calls.start(reopen=False)
         result: ExecResult = await self._calls.update(SessionWorkflow.sandbox_exec, request)
         return result
 
     async def get_status(self) -> SandboxStatus | None:
-        """Running, paused or stopped; None before the session has a sandbox."""
+        """Running, paused or stopped; None before the session has a sandbox.
+
+        A closed session's sandbox is stopped (the close killed it); a session that
+        failed or was terminated raises `SessionFailed`: its sandbox may be in any
+        state, and no run of the session is left to ask."""
         try:
             status: SandboxStatus | None = await self._calls.update(SessionWorkflow.sandbox_status)
         except SessionNotFound:
             return None
+        except SessionClosed:
+            return SandboxStatus.STOPPED if await self.get_id() is not None else None
         return status
 
     async def get_id(self) -> str | None:

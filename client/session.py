@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.exceptions import ApplicationError
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sessionflow import errors
 from sessionflow.agents.definition import Agent
+from sessionflow.client.backoff import Backoff
 from sessionflow.client.calls import SessionCalls
 from sessionflow.client.inputs import (
     new_message_id,
@@ -47,8 +47,6 @@ from sessionflow.workflows.session import SessionWorkflow
 
 # How long `await result.outcome` keeps asking a Temporal server that does not answer.
 TEMPORAL_OUTAGE_PATIENCE = 120.0
-# How long a wait pauses when the session has as many updates in flight as Temporal allows.
-UPDATES_BUSY_PAUSE = 1.0
 
 
 class TurnHandle:
@@ -69,48 +67,48 @@ class TurnHandle:
         return await shared(key, self._ask)
 
     async def _ask(self) -> TurnOutcome:
-        # A turn can outlast a Temporal server restart; this waits it out (the SDK
-        # alone gives up after ~10 s) and raises ConnectionFailed only after
-        # TEMPORAL_OUTAGE_PATIENCE seconds without the server.
+        """Ask the newest run until it answers; never in a tight loop.
+
+        `wait_turn` answers None when its run continued as new before the turn ended,
+        and a run that is handing over refuses it (`SessionContinuing`): the next run,
+        which remembers the outcome, is asked after a growing pause (`Backoff`), so a
+        hand-over that waits minutes for a long `sandbox.exec` adds a few events, not
+        thousands. An ended session raises `SessionClosed`/`SessionFailed` at once.
+        A turn can also outlast a Temporal server restart: this waits it out (the SDK
+        alone gives up after ~10 s) and raises `TemporalUnavailable` only after
+        `TEMPORAL_OUTAGE_PATIENCE` seconds without the server.
+        """
+        calls = self._session._calls
+        backoff = Backoff()
         unreachable_since: float | None = None
         while True:
+            began = time.monotonic()
             try:
-                outcome: TurnOutcome | None = await self._session._calls.update(
-                    SessionWorkflow.wait_turn, self._message_id
+                # No patience bound: a turn may wait days for an approval, and the
+                # calls in between are paced by the backoff.
+                outcome: TurnOutcome | None = await calls.update(
+                    SessionWorkflow.wait_turn, self._message_id, backoff=backoff, patience=None
                 )
             except WorkflowUpdateRPCTimeoutOrCancelledError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     # Cancelled (e.g. by `asyncio.wait_for`): say so, as asyncio expects.
                     raise asyncio.CancelledError() from None
-                continue
-            except WorkflowUpdateFailedError as err:
-                # The run closed (continued as new) after taking the wait: ask the run
-                # that carries the session on, which remembers the outcome.
-                if not _run_closed_first(err) or not await self._session._calls.running():
-                    raise
-                continue
             except RPCError as err:
                 # Ten updates in flight already (waiters in other processes, approvals):
                 # this one waits its turn rather than failing.
                 if err.status is not RPCStatusCode.RESOURCE_EXHAUSTED:
                     raise
-                await asyncio.sleep(UPDATES_BUSY_PAUSE)
-                continue
             except errors.TemporalUnavailable:
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
                 if now - unreachable_since >= TEMPORAL_OUTAGE_PATIENCE:
                     raise
-                await asyncio.sleep(1.0)
-                continue
-            if outcome is not None:
-                return outcome
-
-
-def _run_closed_first(err: WorkflowUpdateFailedError) -> bool:
-    cause = err.cause
-    return isinstance(cause, ApplicationError) and cause.type == "AcceptedUpdateCompletedWorkflow"
+            else:
+                if outcome is not None:
+                    return outcome
+                unreachable_since = None
+            await backoff.pause(attempt_started=began)
 
 
 class TurnDone:
@@ -245,7 +243,12 @@ class Session:
 
     async def close(self) -> None:
         """End the session: kills its sandbox and completes its workflow. A later
-        `send` starts a new, empty session under the same id."""
+        `send` starts a new, empty session under the same id.
+
+        Its history, usage and info can still be read while Temporal keeps the closed
+        run; every other call on it (approve, interrupt, update, close again, sandbox
+        commands, waits on its answers) raises `SessionClosed` at once, and on a
+        session that failed or was terminated, `SessionFailed`."""
         await self._calls.update(SessionWorkflow.close)
 
     def stream(
@@ -332,7 +335,8 @@ class Session:
             )
         except ValidationError as err:
             raise errors.InvalidInput(f"update: {describe(err, SessionUpdate)}") from None
-        await self._calls.start()
+        # Starts a session that never ran; an ended one raises rather than reopen empty.
+        await self._calls.start(reopen=False)
         await self._calls.update(SessionWorkflow.update, change)
 
     async def usage(self) -> UsageReport:

@@ -11,6 +11,10 @@
     │   ├── MessageNotFound     a message id the session does not have
     │   └── CursorOutOfRange    a stream cursor past the stream's newest chunk
     ├── SessionBusy             the operation needs an idle session
+    ├── SessionEnded            the session's latest run has ended: writes are refused (409)
+    │   ├── SessionClosed       it completed: the session was closed
+    │   └── SessionFailed       it failed, was terminated, timed out or cancelled (cause named)
+    ├── SessionContinuing       internal: the run is continuing as new (the client asks again)
     ├── TooManyWaiting          a tenant holds as many long requests as it may (429)
     │   └── GatewayBusy         the gateway holds as many long requests as it may (503)
     ├── SessionNotFound         no session with that id (for that agent)
@@ -118,6 +122,47 @@ class SessionStuck(SessionflowError):
 class SessionBusy(SessionflowError):
     http_status = 409
     code = "session_busy"
+
+
+class SessionEnded(SessionflowError):
+    """The session's latest run has ended, so nothing can change it: approvals, closes,
+    interrupts, updates, sandbox commands and waits on its answers are refused at once
+    rather than asked again forever. Its history, usage and info can still be read
+    while Temporal keeps the run, and a `send` starts a new, empty session under the
+    same id.
+
+    409, not 410: the session is still there to read, and the same id takes a new one;
+    what conflicts is the request with the session's state."""
+
+    http_status = 409
+    code = "session_ended"
+
+
+class SessionClosed(SessionEnded):
+    """The latest run completed: the session was closed (`Session.close()`)."""
+
+    code = "session_closed"
+
+
+class SessionFailed(SessionEnded):
+    """The latest run did not complete: it failed, or was terminated, timed out or
+    cancelled (from the Temporal UI, say). The message names the cause: the failure's
+    message, or `terminated: <reason>`."""
+
+    code = "session_failed"
+
+
+class SessionContinuing(SessionflowError):
+    """The run is continuing as new (it waits for its handlers, e.g. a long
+    `sandbox.exec`, before it hands over): a workflow handler refuses with this type,
+    which writes no history, and the client asks the newest run again after a backoff.
+    Internal: a caller sees it only if it reached the gateway, as a 503 to retry."""
+
+    retryable = True
+    http_status = 503
+    code = "session_continuing"
+    # Seconds to wait before trying again (the gateway's Retry-After).
+    retry_after: ClassVar[float] = 1.0
 
 
 class TooManyWaiting(SessionflowError):

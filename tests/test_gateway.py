@@ -405,3 +405,28 @@ async def test_chat_transport_resume_answers_the_active_stream_or_204(
         messages = await history(http, gateway, unique_id, agent="streamer")
         assert [m["id"] for m in messages[0::2]] == ["u1", "u2"]
         assert len(messages) == 4
+
+
+async def test_a_closed_session_answers_writes_with_409_and_still_reads(
+    gateway: Gateway, unique_id: str
+) -> None:
+    base = f"{gateway.url}/v1/sessions/{unique_id}"
+    async with httpx.AsyncClient(timeout=30) as http:
+        sent = await http.post(
+            f"{base}/messages", json={"message": "hi"}, headers=gateway.headers()
+        )
+        assert sent.status_code == 202
+        await wait_idle(gateway, unique_id)
+        await gateway.client.session(f"acme:{unique_id}", agent="tooling").close()
+
+        approval = {"approvalId": "approval-x", "approved": True}
+        for path, body in (("/approvals", approval), ("/interrupt", None)):
+            response = await http.post(base + path, json=body, headers=gateway.headers())
+            assert response.status_code == 409, (path, response.text)
+            assert response.json()["error"]["code"] == "session_closed"
+        message_id = sent.json()["assistantMessageId"]
+        response = await http.get(
+            f"{base}/messages/{message_id}/outcome?wait=5", headers=gateway.headers()
+        )
+        assert (response.status_code, response.json()["error"]["code"]) == (409, "session_closed")
+        assert text_of((await history(http, gateway, unique_id))[0]) == "hi"

@@ -1,15 +1,30 @@
-"""The session handle's smaller verbs: input forms, paging, update, sandbox, errors."""
+"""The session handle's smaller verbs: input forms, paging, update, sandbox, errors, and
+what each does once the session has ended."""
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import time
 
+import pytest
+from redis.asyncio import Redis
+from temporalio.client import Client
+
+from sessionflow.client.client import SessionClient
 from sessionflow.contract import TurnStatus
-from sessionflow.errors import MessageNotFound, SandboxNotFound, SessionBusy, SessionNotFound
+from sessionflow.errors import (
+    MessageNotFound,
+    SandboxNotFound,
+    SessionBusy,
+    SessionClosed,
+    SessionFailed,
+    SessionNotFound,
+)
 from sessionflow.messages import TextPart
 from sessionflow.sandbox.base import SandboxStatus
 from tests.agents import streaming_agent, tool_agent
 from tests.conftest import StartWorker
+from tests.rpc_counts import RpcCounter
 
 
 async def test_send_accepts_every_input_form(start_worker: StartWorker, unique_id: str) -> None:
@@ -111,3 +126,59 @@ async def test_unknown_sessions_raise_session_not_found(
     for call in (session.history(), session.info(), session.usage(), session.interrupt()):
         with pytest.raises(SessionNotFound, match=unique_id):
             await call
+
+
+async def test_a_closed_session_refuses_writes_at_once_and_still_reads(
+    start_worker: StartWorker, temporal: Client, redis: Redis, unique_id: str
+) -> None:
+    # On the real Temporal server (the fast harness's test server answers a closed
+    # run's updates in its own words): every Temporal call of this client is counted.
+    worker_client = await start_worker([tool_agent])
+    counts = RpcCounter()
+    client = SessionClient(counts.client(temporal), redis, task_queue=worker_client.task_queue)
+    session = client.session(unique_id, agent="tooling")
+    first = await session.send("plain text")
+    assert (await first.outcome).status is TurnStatus.FINISHED
+    history = await session.history()
+    await session.close()
+
+    calls = [
+        (session.close(), "close"),
+        (session.approve({"approval_id": "approval-x", "approved": True}), "approve"),
+        (first.outcome, "wait_turn"),
+        (session.sandbox.exec("ls"), None),
+        (session.update(last_message_id=history[0].id), None),
+        (session.interrupt(), None),
+    ]
+    for call, update in calls:
+        before = counts.updates(update) if update else 0
+        began = time.monotonic()
+        with pytest.raises(SessionClosed, match=unique_id):
+            await asyncio.wait_for(call, 10)
+        assert time.monotonic() - began < 1.0, update
+        if update is not None:
+            assert counts.updates(update) - before == 1
+    assert counts.updates("sandbox_exec") == counts.updates("update") == 0
+    assert counts.counts["signal:interrupt"] == 1
+
+    # Reads answer from the closed run; a send opens a new, empty session.
+    assert await session.history() == history
+    assert (await session.info()).message_count == 2
+    again = await session.send("plain text")
+    assert (await again.outcome).status is TurnStatus.FINISHED
+    assert len(await session.history()) == 2
+
+
+async def test_a_terminated_session_raises_session_failed_with_the_reason(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([tool_agent])
+    session = client.session(unique_id, agent="tooling")
+    first = await session.send("plain text")
+    assert (await first.outcome).status is TurnStatus.FINISHED
+    await client.temporal.get_workflow_handle(session.workflow_id).terminate(reason="ops: stop")
+
+    for call in (session.close(), first.outcome, session.sandbox.exec("ls")):
+        with pytest.raises(SessionFailed, match="terminated: ops: stop"):
+            await asyncio.wait_for(call, 1.0)
+    assert (await session.history())[0].text() == "plain text"
