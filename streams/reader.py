@@ -42,6 +42,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from sessionflow.chunks import SESSION_END_TYPE, TERMINAL_TYPES, Chunk, parse_chunk
 from sessionflow.errors import CursorOutOfRange, InvalidInput, StreamUnavailable
 from sessionflow.streams.backoff import Backoff, is_unreachable
+from sessionflow.streams.erasure import erase_keys
 from sessionflow.streams.interrupts import announce_interrupt
 from sessionflow.streams.keys import (
     CLIENT_WRITE_TTL_SECONDS,
@@ -275,6 +276,10 @@ class StreamReader:
         await self._redis.eval(
             _UNRECORD_SCRIPT, 1, keys.index, message_id, previous or "", LATEST_SENT
         )
+
+    async def erase(self, workflow_id: str) -> int:
+        """Delete every key of the session (`streams.erasure`); how many there were."""
+        return await erase_keys(self._redis, workflow_id, prefix=self._prefix)  # type: ignore[arg-type]
 
     async def announce_interrupt(self, workflow_id: str) -> None:
         """Tell the workers running the session's steps that an interrupt was just
