@@ -34,15 +34,17 @@ class EraseActivities:
     async def erase_session(self, params: EraseSessionParams) -> None:
         """Every Redis key and every payload store object of the session deleted."""
         removed = await end_stream(self.publisher, params.workflow_id, SessionEnd.DELETED.value)
-        held: list[str] = []
+        kept: list[str] = []
         if self.transcripts is not None:
             try:
-                held = await self.transcripts.erase_session(params.workflow_id)
+                kept = await self.transcripts.erase_session(params.workflow_id)
             except SessionflowError as err:
                 raise to_application_error(err) from err
-        log.info(
-            "session erased",
-            workflow_id=params.workflow_id,
-            keys=removed,
-            held_by_other_sessions=held,
-        )
+        log.info("session erased", workflow_id=params.workflow_id, keys=removed)
+        if kept:
+            log.warning(
+                "payloads of the deleted session kept by payload store drivers (held by "
+                "other sessions, or a driver without session namespaces)",
+                workflow_id=params.workflow_id,
+                drivers=kept,
+            )

@@ -140,19 +140,17 @@ class TranscriptStore:
 
     async def erase_session(self, workflow_id: str) -> list[str]:
         """Delete the session's namespace in every driver (its segments and its other
-        payloads); the names of the drivers where other sessions hold it, so it was
-        only marked erased (`storage.namespaces`). `InvalidInput` for a driver that
-        keeps no namespaces (nothing of a session could be found in it)."""
-        held = []
+        payloads); the names of the drivers that kept them: where other sessions hold
+        it (it is only marked erased, `storage.namespaces`), and drivers that keep no
+        namespaces (the S3 driver, so far: a bucket lifecycle rule removes them)."""
+        self._forget(workflow_id)
+        kept = []
         for name, driver in self._drivers.items():
-            if not isinstance(driver, SessionErasure):
-                raise InvalidInput(
-                    f"payload store driver {name!r} cannot erase a session's payloads"
-                )
-            self._forget(workflow_id)
-            if not await driver.erase_session(workflow_id):
-                held.append(name)
-        return held
+            if not isinstance(driver, SessionErasure) or not await driver.erase_session(
+                workflow_id
+            ):
+                kept.append(name)
+        return kept
 
     def _forget(self, workflow_id: str) -> None:
         """Drop cached segments of the session (they could be read after an erase)."""

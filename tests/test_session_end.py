@@ -6,6 +6,7 @@ stored: no Redis key, no payload store file, no Temporal run, no sandbox."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -13,14 +14,17 @@ import pytest
 from redis.asyncio import Redis
 from temporalio.client import Client
 
+from sessionflow.agents.builtin import bash_tool
+from sessionflow.agents.definition import agent
 from sessionflow.chunks import SESSION_END_TYPE
 from sessionflow.client.client import SessionClient
 from sessionflow.client.session import Session
-from sessionflow.contract import SessionLimits, TurnStatus
+from sessionflow.config import DEFAULT_IDLE_TTL_SECONDS, ConfigError, Settings
+from sessionflow.contract import SessionInput, SessionLimits, TurnStatus
 from sessionflow.errors import SessionNotFound
 from sessionflow.storage import FileStorageDriver
 from sessionflow.storage.namespaces import session_namespace
-from tests.agents import SLOW_SCRIPT, slow_agent, tool_agent
+from tests.agents import SLOW_SCRIPT, TOOL_SCRIPT, slow_agent, tool_agent
 from tests.conftest import Gateway, StartWorker
 
 # Every message is committed to the payload store at once, so the store holds segments.
@@ -229,3 +233,43 @@ async def test_the_gateway_deletes_a_tenants_session(gateway: Gateway, unique_id
         assert gone.status_code == 404
         again = await http.delete(f"/v1/sessions/{unique_id}", headers=gateway.headers("acme"))
         assert again.status_code == 404
+
+
+async def first_input(temporal: Client, workflow_id: str) -> SessionInput:
+    handle = temporal.get_workflow_handle(workflow_id)
+    started = await anext(aiter(handle.fetch_history_events()))
+    [found] = await temporal.data_converter.decode(
+        started.workflow_execution_started_event_attributes.input.payloads, [SessionInput]
+    )
+    assert isinstance(found, SessionInput)
+    return found
+
+
+async def test_the_agents_idle_ttl_else_the_clients_default_is_set_at_start(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    brief = agent("brief", model=TOOL_SCRIPT, tools=[bash_tool()], idle_ttl=timedelta(hours=2))
+    forever = agent("forever", model=TOOL_SCRIPT, tools=[bash_tool()], idle_ttl=None)
+    client = await start_worker([tool_agent, brief, forever])
+    # The client knows an agent it is given (here, as the handle's agent).
+    for named, expected in (
+        (brief, 7200.0),
+        (forever, None),
+        (tool_agent, float(DEFAULT_IDLE_TTL_SECONDS)),
+    ):
+        session = client.session(unique_id, agent=named)
+        await session.send("hello")
+        found = await first_input(client.temporal, session.workflow_id)
+        assert found.limits.close_after_idle_seconds == expected, named.name
+
+
+def test_the_idle_ttl_setting_takes_seconds_or_off() -> None:
+    assert Settings.from_env({}).idle_ttl_seconds == 7 * 24 * 3600
+    assert Settings.from_env({"SESSIONFLOW_IDLE_TTL": "3600"}).idle_ttl_seconds == 3600
+    for never in ("off", "0", "OFF"):
+        assert Settings.from_env({"SESSIONFLOW_IDLE_TTL": never}).idle_ttl_seconds is None
+    with pytest.raises(ConfigError, match="SESSIONFLOW_IDLE_TTL"):
+        Settings.from_env({"SESSIONFLOW_IDLE_TTL": "a week"})
+    with pytest.raises(ValueError, match="idle_ttl"):
+        agent("bad", model=TOOL_SCRIPT, idle_ttl=-1)
+    assert agent("zero", model=TOOL_SCRIPT, idle_ttl=0).idle_ttl is None
