@@ -1,6 +1,7 @@
 """Every side effect of a session: model calls, tools, sandboxes and stream writes."""
 
 from sessionflow.activities.context import ContextActivities
+from sessionflow.activities.erase import EraseActivities
 from sessionflow.activities.model_step import ModelStepActivities
 from sessionflow.activities.publish import PublishActivities
 from sessionflow.activities.sandbox import SandboxActivities
@@ -9,6 +10,7 @@ from sessionflow.activities.transcript import TranscriptActivities
 
 __all__ = [
     "ContextActivities",
+    "EraseActivities",
     "ModelStepActivities",
     "PublishActivities",
     "SandboxActivities",

@@ -34,14 +34,24 @@ class TranscriptActivities:
     @activity.defn(name=ActivityName.COMMIT_TRANSCRIPT)
     async def commit_transcript(self, params: CommitTranscriptParams) -> TranscriptRef:
         try:
-            return await _need(self.store).append(params.head, params.fragments)
+            return await _need(self.store).append(
+                params.head,
+                params.fragments,
+                workflow_id=params.workflow_id,
+                namespace=activity.info().namespace,
+            )
         except SessionflowError as err:
             raise to_application_error(err) from err
 
     @activity.defn(name=ActivityName.REWIND_TRANSCRIPT)
     async def rewind_transcript(self, params: RewindTranscriptParams) -> TranscriptRef:
         try:
-            return await _need(self.store).rewind(params.head, params.last_message_id)
+            return await _need(self.store).rewind(
+                params.head,
+                params.last_message_id,
+                workflow_id=params.workflow_id,
+                namespace=activity.info().namespace,
+            )
         except SessionflowError as err:
             raise to_application_error(err) from err
 

@@ -6,7 +6,8 @@ import asyncio
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -19,6 +20,8 @@ from sessionflow.ids import validate_agent_name
 from sessionflow.providers.scripted import Script
 
 ModelOption = str | Script
+# `agent(idle_ttl=...)` left out: the deployment's default (SESSIONFLOW_IDLE_TTL).
+IdleTTL = float | None | Literal["default"]
 
 # How `Agent.session` makes a session handle. The agents layer sits below the client
 # and may not import it, so the client layer installs this when it is imported
@@ -46,6 +49,9 @@ class Agent:
     model_activity: ActivitySettings | None = None
     tool_activity: ActivitySettings | None = None
     mcp_servers: tuple[MCPServer, ...] = ()
+    # Seconds without a message after which a session closes itself (None: never;
+    # "default": the client's default, SESSIONFLOW_IDLE_TTL).
+    idle_ttl: IdleTTL = "default"
 
     def session(self, session_id: str) -> Any:
         """A handle on this agent's session `session_id` (a `sessionflow.client.Session`),
@@ -129,6 +135,7 @@ def agent(
     model_activity: ActivitySettings | None = None,
     tool_activity: ActivitySettings | None = None,
     mcp_servers: Sequence[MCPServer] = (),
+    idle_ttl: timedelta | float | Literal["default"] | None = "default",
 ) -> Agent:
     """Define an agent.
 
@@ -156,6 +163,11 @@ def agent(
             model may call too, named `<server>__<tool>` (or the server's `prefix`).
             They are listed before each model step; a local tool whose name starts
             with a server's prefix is refused here.
+        idle_ttl: how long a session may go without a message before it closes itself,
+            as `close` does (its sandbox killed; a later send starts a new, empty
+            session): a `timedelta` or seconds; None or 0 for never. Left out, the
+            deployment's default applies (SESSIONFLOW_IDLE_TTL, 7 days). Set when a
+            session starts: changing it later affects new sessions only.
     """
     validate_agent_name(name)
     if isinstance(model, str) and "/" not in model:
@@ -185,4 +197,19 @@ def agent(
         model_activity=model_activity,
         tool_activity=tool_activity,
         mcp_servers=tuple(mcp_servers),
+        idle_ttl=_idle_ttl(name, idle_ttl),
     )
+
+
+def _idle_ttl(name: str, value: timedelta | float | Literal["default"] | None) -> IdleTTL:
+    if value is None or isinstance(value, str):
+        if value not in (None, "default"):
+            raise ValueError(f"agent {name!r}: idle_ttl must be a timedelta or seconds")
+        return value
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise ValueError(
+            f"agent {name!r}: idle_ttl must be a timedelta or seconds (0 or None: never), "
+            f"got {value!r}"
+        )
+    return float(seconds) or None

@@ -485,6 +485,27 @@ def inspect(session_id: str, agent: str, tenant: str | None) -> None:
 
 @main.command()
 @_with_session_options
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete(session_id: str, agent: str, tenant: str | None, yes: bool) -> None:
+    """Erase a session everywhere: stop it, kill its sandbox, delete its stream, its
+    stored payloads and its Temporal history. It cannot be undone."""
+    from sessionflow.cli.safe_text import line_text
+    from sessionflow.client.client import SessionClient
+
+    full_id = _session_id(session_id, tenant)
+    if not yes:
+        click.confirm(f"Delete session {line_text(session_id)} for good?", abort=True)
+
+    async def go() -> None:
+        async with await SessionClient.connect() as client:
+            await client.session(full_id, agent=agent).delete()
+        click.echo(f"Deleted session {line_text(session_id)}")
+
+    _run(go())
+
+
+@main.command()
+@_with_session_options
 @click.option("--json", "as_json", is_flag=True, help="Print messages as JSON lines.")
 def history(session_id: str, agent: str, tenant: str | None, as_json: bool) -> None:
     """Print a session's messages: each one's text, reasoning, tool calls (with their

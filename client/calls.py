@@ -33,11 +33,12 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sessionflow import errors
+from sessionflow.agents.definition import IdleTTL
 from sessionflow.client.backoff import Backoff
 from sessionflow.client.ended import ended_error
 from sessionflow.client.services import Services, ServicesRef
 from sessionflow.connections import task_queue_pollers
-from sessionflow.contract import SendRequest, SessionInput
+from sessionflow.contract import SendRequest, SessionInput, SessionLimits
 from sessionflow.workflows.session import SEND_SIGNAL, SessionWorkflow
 
 # A query answers in milliseconds from a healthy session; longer means something is wrong.
@@ -77,11 +78,34 @@ def run_closed_first(err: WorkflowUpdateFailedError) -> bool:
 class SessionCalls:
     """Start, signal, update and query one session's workflow."""
 
-    def __init__(self, services: ServicesRef, *, session_id: str, agent: str, workflow_id: str):
+    def __init__(
+        self,
+        services: ServicesRef,
+        *,
+        session_id: str,
+        agent: str,
+        workflow_id: str,
+        idle_ttl: IdleTTL = "default",
+    ):
         self._ref = services
         self._session_id = session_id
         self._agent = agent
         self.workflow_id = workflow_id
+        # The agent's `idle_ttl`, when the client knows the agent.
+        self._idle_ttl = idle_ttl
+
+    def limits(self, services: Services) -> SessionLimits:
+        """The new session's limits: the client's, with the agent's idle TTL (or the
+        client's default for agents that set none), unless the limits set one."""
+        limits = services.limits
+        if "close_after_idle_seconds" in limits.model_fields_set:
+            return limits
+        ttl = services.idle_ttl if self._idle_ttl == "default" else self._idle_ttl
+        return limits.model_copy(update={"close_after_idle_seconds": ttl})
+
+    @property
+    def agent(self) -> str:
+        return self._agent
 
     @property
     def _task_queue(self) -> str:
@@ -115,7 +139,7 @@ class SessionCalls:
                 SessionInput(
                     session_id=self._session_id,
                     agent=self._agent,
-                    limits=services.limits,
+                    limits=self.limits(services),
                     search_attributes=services.search_attributes,
                 ),
                 id=self.workflow_id,

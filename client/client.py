@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from types import TracebackType
 
 from redis.asyncio import Redis
@@ -13,7 +14,7 @@ from sessionflow.agents.definition import Agent
 from sessionflow.client.listing import SessionRow, list_sessions
 from sessionflow.client.services import Services
 from sessionflow.client.session import Session
-from sessionflow.config import Settings
+from sessionflow.config import DEFAULT_IDLE_TTL_SECONDS, Settings
 from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.contract import SessionLimits
 from sessionflow.errors import InvalidInput
@@ -42,6 +43,7 @@ class SessionClient:
         agents: Iterable[Agent] = (),
         context_ttl_seconds: int = DEFAULT_CONTEXT_TTL,
         search_attributes: bool = True,
+        idle_ttl: timedelta | float | None = DEFAULT_IDLE_TTL_SECONDS,
     ) -> None:
         self.temporal = temporal
         self.redis = redis
@@ -58,6 +60,10 @@ class SessionClient:
         self.transcripts = transcript_store(temporal)
         # Sessions upsert the Session* search attributes (see workflows.search).
         self.search_attributes = search_attributes
+        # How long the sessions it starts may stay without a message before they close
+        # (None or 0: never), unless their agent sets `idle_ttl`.
+        seconds = idle_ttl.total_seconds() if isinstance(idle_ttl, timedelta) else idle_ttl
+        self.idle_ttl = float(seconds) if seconds else None
         # Made by `connect`: `close` closes its payload store's connections too.
         self._owns_temporal = False
 
@@ -71,6 +77,7 @@ class SessionClient:
             search_attributes=self.search_attributes,
             agents=self.agents,
             transcripts=self.transcripts,
+            idle_ttl=self.idle_ttl,
         )
 
     @classmethod
@@ -109,6 +116,7 @@ class SessionClient:
             limits=limits,
             agents=agents,
             context_ttl_seconds=settings.context_ttl_seconds,
+            idle_ttl=settings.idle_ttl_seconds,
         )
         client._owns_temporal = True
         return client

@@ -32,6 +32,9 @@ class Services:
     agents: MutableMapping[str, Agent]
     # Where committed transcripts are read (the payload store), if the client has one.
     transcripts: TranscriptStore | None = None
+    # Seconds without a message before a session closes itself, for agents that set no
+    # `idle_ttl` of their own (None: never).
+    idle_ttl: float | None = None
 
     def queue_for(self, agent: str) -> str:
         """The task queue `agent`'s sessions start on: `<task_queue>.<agent>`, which

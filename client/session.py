@@ -17,6 +17,7 @@ from sessionflow import errors
 from sessionflow.agents.definition import Agent
 from sessionflow.client.backoff import Backoff
 from sessionflow.client.calls import SessionCalls
+from sessionflow.client.deletion import delete_session
 from sessionflow.client.inputs import (
     new_message_id,
     parse_approval,
@@ -165,7 +166,11 @@ class Session:
         self.agent = agent if isinstance(agent, str) else agent.name
         self.workflow_id = session_workflow_id(self.agent, session_id)
         self._calls = SessionCalls(
-            self._ref, session_id=session_id, agent=self.agent, workflow_id=self.workflow_id
+            self._ref,
+            session_id=session_id,
+            agent=self.agent,
+            workflow_id=self.workflow_id,
+            idle_ttl=self._agent.idle_ttl if self._agent is not None else "default",
         )
         self.sandbox = SessionSandbox(self._calls)
 
@@ -250,6 +255,14 @@ class Session:
         commands, waits on its answers) raises `SessionClosed` at once, and on a
         session that failed or was terminated, `SessionFailed`."""
         await self._calls.update(SessionWorkflow.close)
+
+    async def delete(self) -> None:
+        """Erase the session everywhere it was stored: its running turn is stopped and
+        queued messages dropped, its sandbox killed, its Redis keys, payload store
+        objects and every Temporal run deleted. Afterwards it is unknown
+        (`SessionNotFound`), and a `send` starts a new, empty session under the same
+        id. `SessionNotFound` if there is no such session."""
+        await delete_session(self._calls, await self._ref.get(), self.id)
 
     def stream(
         self, *, after: str | None = None, message_id: str | None = None, follow: bool = False

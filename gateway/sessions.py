@@ -169,6 +169,15 @@ async def update(session: ExistingSession, body: UpdateBody) -> dict[str, bool]:
     return {"updated": True}
 
 
+@router.delete("/{session_id}", status_code=204, response_class=Response)
+async def delete(session: ExistingSession) -> Response:
+    """Erase the session everywhere: its turn stops, queued messages are dropped, its
+    sandbox, stream, stored payloads and Temporal history are deleted (204). The id
+    is free again: a later message starts a new, empty session."""
+    await session.delete()
+    return Response(status_code=204)
+
+
 @router.get(
     "/{session_id}/stream",
     response_class=Response,

@@ -138,6 +138,8 @@ class LocalSandbox:
         await asyncio.to_thread(shutil.rmtree, self.workspace, True)
         await asyncio.to_thread(self.isolation.release, self.workspace)
         self._pause_marker.unlink(missing_ok=True)
+        # Its owner record (`LocalSandboxBackend.create`): nothing of it is left.
+        (self.workspace.parent / ".owners" / self.id).unlink(missing_ok=True)
 
     def resolve(self, path: str) -> Path:
         """A workspace path, refusing absolute paths, `..` out of the workspace and

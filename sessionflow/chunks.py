@@ -212,3 +212,13 @@ def status_chunk(status: str, **details: object) -> DataChunk:
     Statuses: sandbox-setup, thinking, running-tool, needs-approval, idle.
     """
     return DataChunk(type="data-status", data={"status": status, **details}, transient=True)
+
+
+# The last chunk of a session's stream: the session ended (closed, expired or deleted)
+# and its stream is about to be erased. Readers stop after it, following or not.
+SESSION_END_TYPE = "data-session-end"
+
+
+def session_end_chunk(reason: str) -> DataChunk:
+    """A transient `data-session-end` chunk saying why the session ended."""
+    return DataChunk(type=SESSION_END_TYPE, data={"reason": reason}, transient=True)

@@ -24,6 +24,7 @@ resolution of the `module:attr` import paths some of them hold.
 | SESSIONFLOW_STREAM_CALL_BUDGET | 262144 (progress bytes per tool call) |
 | SESSIONFLOW_STREAM_TURN_BUDGET | 1048576 (progress bytes per turn) |
 | SESSIONFLOW_CONTEXT_TTL       | 86400 (seconds after use)   |
+| SESSIONFLOW_IDLE_TTL          | 604800 (s without a message before a session closes; off) |
 | SESSIONFLOW_METRICS_ADDRESS   | 127.0.0.1:9464 or next free ("" = off) |
 | SESSIONFLOW_MAX_CONCURRENT_ACTIVITIES     | 200             |
 | SESSIONFLOW_MAX_CONCURRENT_WORKFLOW_TASKS | 100             |
@@ -291,6 +292,21 @@ def parse_payload_threshold(raw: str | int, name: str = "SESSIONFLOW_PAYLOAD_THR
     return value
 
 
+DEFAULT_IDLE_TTL_SECONDS = 7 * 24 * 3600
+
+
+def parse_idle_ttl(raw: str | None, name: str = "SESSIONFLOW_IDLE_TTL") -> int | None:
+    """Seconds (unset: 7 days), or None for `off` or 0: sessions never close on idle."""
+    value = (raw or "").strip().lower()
+    if not value:
+        return DEFAULT_IDLE_TTL_SECONDS
+    if value in ("off", "0", "never"):
+        return None
+    if not value.isascii() or not value.isdigit():
+        raise ConfigError(f"{name} must be a number of seconds, or off (never), got {raw!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     temporal_address: str = "127.0.0.1:7233"
@@ -318,6 +334,9 @@ class Settings:
     stream_call_budget: int = 256 * 1024
     stream_turn_budget: int = 1024 * 1024
     context_ttl_seconds: int = 24 * 3600
+    # How long a session may go without a message before it closes itself, unless its
+    # agent says otherwise (`agent(idle_ttl=...)`); None: never.
+    idle_ttl_seconds: int | None = DEFAULT_IDLE_TTL_SECONDS
     metrics_address: str = "127.0.0.1:9464"
     # The default address: when its port is taken (another worker on the host), the
     # next free one is used; a configured address is used as given or not at all.
@@ -484,6 +503,7 @@ class Settings:
                 "SESSIONFLOW_STREAM_TURN_BUDGET", default.stream_turn_budget, low=0
             ),
             context_ttl_seconds=number("SESSIONFLOW_CONTEXT_TTL", default.context_ttl_seconds),
+            idle_ttl_seconds=parse_idle_ttl(env.get("SESSIONFLOW_IDLE_TTL")),
             metrics_address=metrics_address,
             metrics_next_free=not metrics_set,
             max_concurrent_activities=number(

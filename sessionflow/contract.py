@@ -40,6 +40,8 @@ class ActivityName(StrEnum):
     FORGET_CONTEXT = "sessionflow.forget_context"
     COMMIT_TRANSCRIPT = "sessionflow.commit_transcript"
     REWIND_TRANSCRIPT = "sessionflow.rewind_transcript"
+    FORGET_STREAM = "sessionflow.forget_stream"
+    ERASE_SESSION = "sessionflow.erase_session"
 
 
 class SessionStatus(StrEnum):
@@ -94,6 +96,10 @@ class SessionLimits(BaseModel):
     commit_transcript_after_bytes: int = 16 * 1024
     # Pause the session's sandbox after this long without a message (None: never).
     pause_sandbox_after_seconds: float | None = 300.0
+    # Close the session after this long without a message (None: never), as `close`
+    # does. The client sets it at start from the agent's `idle_ttl`, else from
+    # SESSIONFLOW_IDLE_TTL; None here, so runs started before it never expire.
+    close_after_idle_seconds: float | None = Field(default=None, gt=0)
 
 
 class ActivitySettings(BaseModel):
@@ -281,6 +287,21 @@ class SessionSnapshot(BaseModel):
     runs: int = 0
 
 
+class SessionEnd(StrEnum):
+    """Why a session ended: what its stream's last chunk (`data-session-end`) says."""
+
+    CLOSED = "closed"
+    EXPIRED = "expired"
+    DELETED = "deleted"
+
+
+class EraseOrder(BaseModel):
+    """What a run started only to erase a session that has already ended needs: the
+    sandbox the ended run held (found by querying it), if any."""
+
+    sandbox_id: str | None = None
+
+
 class SessionInput(BaseModel):
     session_id: str
     agent: str
@@ -288,6 +309,8 @@ class SessionInput(BaseModel):
     snapshot: SessionSnapshot | None = None
     # Upsert the Session* search attributes (they must be registered in the namespace).
     search_attributes: bool = True
+    # Set: this run erases the session (whose run has ended) and completes.
+    erase: EraseOrder | None = None
 
 
 class SessionInfo(BaseModel):
@@ -388,6 +411,23 @@ class ForgetContextParams(BaseModel):
 
     workflow_id: str
     context_ref: str
+
+
+class EndStreamParams(BaseModel):
+    """A session has ended: its stream gets a last chunk, then its Redis keys go."""
+
+    workflow_id: str
+    session_id: str
+    agent: str
+    reason: SessionEnd
+
+
+class EraseSessionParams(BaseModel):
+    """A session is being deleted: its Redis keys and payload store objects go."""
+
+    workflow_id: str
+    session_id: str
+    agent: str
 
 
 class PublishParams(BaseModel):

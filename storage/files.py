@@ -1,10 +1,12 @@
-"""A payload store in a directory: one file per payload, named by its SHA-256.
+"""A payload store in a directory: one file per payload, named by its SHA-256, under the
+namespace of the session it belongs to (`storage.namespaces`).
 
 For one machine (the local stack, tests): every worker and client of the stack must see
 the same directory. Files are written to a temporary name, fsync'd and renamed into
 place (then the directory is fsync'd), so a reader never sees half a payload and several
 processes can store the same payload at once: they write the same bytes under the same
-name. Nothing is ever rewritten or deleted here; a payload is immutable once stored.
+name. A payload is never rewritten; payloads are deleted only with their session
+(`erase_session`), when it is deleted.
 Payloads are the owner's alone: files 0600, directories (the store's own too, when it
 makes them) 0700, since they hold sessions' messages and tool output.
 """
@@ -15,6 +17,7 @@ import asyncio
 import hashlib
 import os
 import secrets
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +29,16 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
+from sessionflow.storage.namespaces import (
+    ERASED_MARK,
+    HOLDS_DIR,
+    NAMESPACE_CLAIM,
+    SESSIONS_DIR,
+    is_namespace,
+    namespace_of,
+    session_namespace,
+)
+
 FILE_DRIVER_NAME = "sessionflow.files"
 HASH = "sha256"
 
@@ -35,7 +48,9 @@ class PayloadMissing(FileNotFoundError):
 
 
 class FileStorageDriver(StorageDriver):
-    """Payloads as files `<root>/sha256/<2 hex>/<64 hex>`, content-addressed."""
+    """Payloads as files `<root>/sessions/<namespace>/sha256/<2 hex>/<64 hex>`,
+    content-addressed within their session's namespace (`<root>/sha256/...` for
+    payloads of no session, and those stored before namespaces)."""
 
     def __init__(self, root: Path, *, driver_name: str = FILE_DRIVER_NAME) -> None:
         self.root = root.absolute()
@@ -47,15 +62,19 @@ class FileStorageDriver(StorageDriver):
     def type(self) -> str:
         return FILE_DRIVER_NAME
 
-    def path_of(self, digest: str) -> Path:
-        return self.root / HASH / digest[:2] / digest
+    def path_of(self, digest: str, namespace: str | None = None) -> Path:
+        base = self.root if namespace is None else self.namespace_dir(namespace)
+        return base / HASH / digest[:2] / digest
+
+    def namespace_dir(self, namespace: str) -> Path:
+        return self.root / SESSIONS_DIR / namespace
 
     async def store(
         self, context: StorageDriverStoreContext, payloads: Sequence[Payload]
     ) -> list[StorageDriverClaim]:
-        del context  # content addressing needs no workflow identity
+        namespace = namespace_of(context)
         blobs = [payload.SerializeToString() for payload in payloads]
-        return await asyncio.to_thread(lambda: [self._write(blob) for blob in blobs])
+        return await asyncio.to_thread(lambda: [self._write(blob, namespace) for blob in blobs])
 
     async def retrieve(
         self, context: StorageDriverRetrieveContext, claims: Sequence[StorageDriverClaim]
@@ -63,13 +82,27 @@ class FileStorageDriver(StorageDriver):
         del context
         return await asyncio.to_thread(lambda: [self._read(claim) for claim in claims])
 
-    def _write(self, blob: bytes) -> StorageDriverClaim:
+    async def erase_session(self, workflow_id: str) -> bool:
+        """Delete the session's namespace; when other sessions hold it, mark it erased
+        instead and return False (see `storage.namespaces`)."""
+        return await asyncio.to_thread(self._erase, session_namespace(workflow_id))
+
+    def _erase(self, namespace: str) -> bool:
+        directory = self.namespace_dir(namespace)
+        holds = directory / HOLDS_DIR
+        if holds.is_dir() and any(holds.iterdir()):
+            (directory / ERASED_MARK).touch(mode=0o600)
+            return False
+        shutil.rmtree(directory, ignore_errors=True)
+        return True
+
+    def _write(self, blob: bytes, namespace: str | None = None) -> StorageDriverClaim:
         digest = hashlib.sha256(blob).hexdigest()
-        target = self.path_of(digest)
+        target = self.path_of(digest, namespace)
         if not _holds(target, len(blob)):
             if not target.parent.is_dir():
-                _make_private_dirs(target.parent)
-                _fsync_dir(target.parent.parent)
+                for made in _make_private_dirs(target.parent):
+                    _fsync_dir(made.parent)
             draft = target.with_name(f".{digest}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
             try:
                 fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -81,14 +114,23 @@ class FileStorageDriver(StorageDriver):
             finally:
                 draft.unlink(missing_ok=True)
             _fsync_dir(target.parent)
-        return StorageDriverClaim(claim_data={"hash_algorithm": HASH, "hash_value": digest})
+        claim = {"hash_algorithm": HASH, "hash_value": digest}
+        if namespace is not None:
+            claim[NAMESPACE_CLAIM] = namespace
+        return StorageDriverClaim(claim_data=claim)
 
     def _read(self, claim: StorageDriverClaim) -> Payload:
         algorithm = claim.claim_data.get("hash_algorithm")
         digest = claim.claim_data.get("hash_value", "")
-        if algorithm != HASH or len(digest) != 64 or not _is_hex(digest):
+        namespace = claim.claim_data.get(NAMESPACE_CLAIM)
+        if (
+            algorithm != HASH
+            or len(digest) != 64
+            or not _is_hex(digest)
+            or (namespace is not None and not is_namespace(namespace))
+        ):
             raise ValueError(f"not a reference of the file payload store: {dict(claim.claim_data)}")
-        path = self.path_of(digest)
+        path = self.path_of(digest, namespace)
         try:
             blob = path.read_bytes()
         except FileNotFoundError:
@@ -96,7 +138,7 @@ class FileStorageDriver(StorageDriver):
                 f"payload {HASH}:{digest} is not in the payload store {self.root}: every "
                 "worker and client must use the same SESSIONFLOW_PAYLOAD_STORE (a file:// "
                 "store serves one machine), and stored payloads must be kept as long as "
-                "Temporal keeps the histories that refer to them"
+                "Temporal keeps the histories that refer to them (or its session was deleted)"
             ) from None
         if hashlib.sha256(blob).hexdigest() != digest:
             raise ValueError(f"payload {HASH}:{digest} in {path} is corrupt (its hash differs)")
@@ -105,12 +147,19 @@ class FileStorageDriver(StorageDriver):
         return payload
 
 
-def _make_private_dirs(path: Path) -> None:
+def _make_private_dirs(path: Path) -> list[Path]:
     """`path` and any missing parents, each 0700 (`mkdir(parents=True)` would make the
-    parents with the default mode: a store readable by every local user)."""
+    parents with the default mode: a store readable by every local user); the ones
+    it made, outermost first (their parents need an fsync)."""
     missing = [path, *(p for p in path.parents if not p.exists())]
+    made = []
     for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
+        try:
+            directory.mkdir(mode=0o700)
+            made.append(directory)
+        except FileExistsError:
+            pass
+    return made
 
 
 def _holds(path: Path, size: int) -> bool:

@@ -7,8 +7,9 @@ a reference to the transcript's newest *segment* plus the few messages not yet
 committed, and activities and clients read the rest from here.
 
 Segments are immutable payloads in the payload store (`sessionflow.storage`): the same
-drivers, durability and retention as Temporal's own large payloads, content-addressed,
-so writing one twice (a retried commit) stores it once. Each segment names its parent,
+drivers, durability and retention as Temporal's own large payloads, content-addressed
+within their session's namespace (`storage.namespaces`), so writing one twice (a
+retried commit) stores it once, and deleting the session erases them. Each segment names its parent,
 so a reference of constant size reaches the whole transcript; a message may be split
 over several segments (a long turn is committed step by step) as *fragments* with the
 same id, which reading joins again.
@@ -36,6 +37,12 @@ from sessionflow.contract import TranscriptRef
 from sessionflow.errors import InvalidInput, MessageNotFound
 from sessionflow.fragments import join_fragments
 from sessionflow.messages import Message
+from sessionflow.storage.namespaces import (
+    NAMESPACE_CLAIM,
+    SessionErasure,
+    session_context,
+    session_namespace,
+)
 
 ENCODING = b"binary/sessionflow-transcript-segment"
 # Decoded segments kept in memory per process, by their (uncompressed) size.
@@ -77,16 +84,32 @@ class TranscriptStore:
 
     # -- writing --------------------------------------------------------------------
 
-    async def append(self, head: TranscriptRef | None, fragments: list[Message]) -> TranscriptRef:
-        """Commit `fragments` after `head`; the reference of the new newest segment."""
+    async def append(
+        self,
+        head: TranscriptRef | None,
+        fragments: list[Message],
+        *,
+        workflow_id: str | None = None,
+        namespace: str = "",
+    ) -> TranscriptRef:
+        """Commit `fragments` after `head`, in the namespace of the session `workflow_id`
+        (of none when None); the reference of the new newest segment."""
         if not fragments:
             raise ValueError("nothing to commit")
         first = 0
         if head is not None:
             first = head.messages - (1 if fragments[0].id == head.last_id else 0)
-        return await self._write(Segment(parent=head, first=first, fragments=fragments))
+        segment = Segment(parent=head, first=first, fragments=fragments)
+        return await self._write(segment, _context(workflow_id, namespace))
 
-    async def rewind(self, head: TranscriptRef, last_id: str) -> TranscriptRef:
+    async def rewind(
+        self,
+        head: TranscriptRef,
+        last_id: str,
+        *,
+        workflow_id: str | None = None,
+        namespace: str = "",
+    ) -> TranscriptRef:
         """A transcript that ends with message `last_id` (`MessageNotFound` if it has
         none); nothing is deleted, the new head shares every older segment."""
         ref: TranscriptRef | None = head
@@ -95,14 +118,15 @@ class TranscriptStore:
             for index in range(len(segment.fragments) - 1, -1, -1):
                 if segment.fragments[index].id == last_id:
                     kept = segment.fragments[: index + 1]
-                    return await self._write(segment.model_copy(update={"fragments": kept}))
+                    rewound = segment.model_copy(update={"fragments": kept})
+                    return await self._write(rewound, _context(workflow_id, namespace))
             ref = segment.parent
         raise MessageNotFound(f"no message {last_id!r} in this session")
 
-    async def _write(self, segment: Segment) -> TranscriptRef:
+    async def _write(self, segment: Segment, context: StorageDriverStoreContext) -> TranscriptRef:
         raw = segment.model_dump_json().encode()
         payload = Payload(metadata={"encoding": ENCODING}, data=zlib.compress(raw, 1))
-        claims = await self._writer.store(StorageDriverStoreContext(), [payload])
+        claims = await self._writer.store(context, [payload])
         ref = TranscriptRef(
             driver=self._writer.name(),
             claim=dict(claims[0].claim_data),
@@ -111,6 +135,29 @@ class TranscriptStore:
         )
         self._remember(ref, segment, len(raw))
         return ref
+
+    # -- erasing --------------------------------------------------------------------
+
+    async def erase_session(self, workflow_id: str) -> list[str]:
+        """Delete the session's namespace in every driver (its segments and its other
+        payloads); the names of the drivers that kept them: where other sessions hold
+        it (it is only marked erased, `storage.namespaces`), and drivers that keep no
+        namespaces (the S3 driver, so far: a bucket lifecycle rule removes them)."""
+        self._forget(workflow_id)
+        kept = []
+        for name, driver in self._drivers.items():
+            if not isinstance(driver, SessionErasure) or not await driver.erase_session(
+                workflow_id
+            ):
+                kept.append(name)
+        return kept
+
+    def _forget(self, workflow_id: str) -> None:
+        """Drop cached segments of the session (they could be read after an erase)."""
+        namespace = session_namespace(workflow_id)
+        for key in [k for k in self._cache if f"{NAMESPACE_CLAIM}={namespace}" in k]:
+            _, size = self._cache.pop(key)
+            self._cached_bytes -= size
 
     # -- reading --------------------------------------------------------------------
 
@@ -172,3 +219,9 @@ class TranscriptStore:
         while self._cached_bytes > self._cache_limit:
             _, (_, dropped) = self._cache.popitem(last=False)
             self._cached_bytes -= dropped
+
+
+def _context(workflow_id: str | None, namespace: str) -> StorageDriverStoreContext:
+    if workflow_id is None:
+        return StorageDriverStoreContext()
+    return session_context(workflow_id, namespace)

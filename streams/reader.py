@@ -16,7 +16,13 @@ A reader survives Redis restarts and Redis Cluster failovers: on a connection er
 (or CLUSTERDOWN, or its blocking read released by a primary turned replica) it
 reconnects and goes on from the last entry it yielded, so its consumer sees a pause,
 not an error or a gap. Only when Redis stays unreachable for `reconnect_seconds` does
-it raise `StreamUnavailable` (the session's `history()` has the full record). On a
+it raise `StreamUnavailable` (the session's `history()` has the full record).
+
+A session that ends (closed, expired, deleted) writes a last chunk,
+`data-session-end`, and then its keys are deleted (`streams.erasure`): a reader yields
+that chunk and stops, whatever it was reading. A reader that had read from the stream
+and finds it gone stops too, so it never reads a later session under the same id as
+the continuation of the ended one. On a
 cluster, every command here names one key, or keys of one session (one hash tag, so
 one slot): each goes to the primary of the session's slot, a blocking XREAD included.
 """
@@ -33,9 +39,10 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
-from sessionflow.chunks import TERMINAL_TYPES, Chunk, parse_chunk
+from sessionflow.chunks import SESSION_END_TYPE, TERMINAL_TYPES, Chunk, parse_chunk
 from sessionflow.errors import CursorOutOfRange, InvalidInput, StreamUnavailable
 from sessionflow.streams.backoff import Backoff, is_unreachable
+from sessionflow.streams.erasure import erase_keys
 from sessionflow.streams.interrupts import announce_interrupt
 from sessionflow.streams.keys import (
     CLIENT_WRITE_TTL_SECONDS,
@@ -184,6 +191,9 @@ class StreamReader:
                     cursor = await self._cursor_for(keys, message_id)
                 async for event in self._events(keys, cursor, outage):
                     cursor = event.id
+                    if event.type == SESSION_END_TYPE:
+                        yield event
+                        return
                     if not reached:
                         if message_id is not None and event.message_id != message_id:
                             continue
@@ -192,6 +202,8 @@ class StreamReader:
                         yield event
                         if not follow and event.type in TERMINAL_TYPES:
                             return
+                # The stream vanished under the reader: its session has ended.
+                return
             except (RedisError, RedisClusterException, OSError) as err:
                 # Only an unreachable Redis is waited out; a refused command is raised.
                 if not is_unreachable(err):
@@ -210,6 +222,11 @@ class StreamReader:
             cursor = backlog[-1].id
         async for event in self._tail(keys, cursor, outage):
             yield event
+
+    async def _vanished(self, keys: StreamKeys, cursor: str) -> bool:
+        """Whether the stream a reader was reading from is gone: its session ended (and
+        its last chunk was missed) or the stream expired."""
+        return cursor != "0-0" and not await self._redis.exists(keys.chunks)
 
     async def last_entry_id(self, workflow_id: str) -> str | None:
         """The id of the newest entry of the session's stream (None while it has none)."""
@@ -260,6 +277,10 @@ class StreamReader:
             _UNRECORD_SCRIPT, 1, keys.index, message_id, previous or "", LATEST_SENT
         )
 
+    async def erase(self, workflow_id: str) -> int:
+        """Delete every key of the session (`streams.erasure`); how many there were."""
+        return await erase_keys(self._redis, workflow_id, prefix=self._prefix)  # type: ignore[arg-type]
+
     async def announce_interrupt(self, workflow_id: str) -> None:
         """Tell the workers running the session's steps that an interrupt was just
         signalled, so it reaches them within a heartbeat (`streams.interrupts`)."""
@@ -305,6 +326,8 @@ class StreamReader:
                 {keys.chunks: cursor}, count=500, block=self._block_ms
             )
             outage.over()
+            if not response and await self._vanished(keys, cursor):
+                return
             for _stream, entries in response or ():
                 for raw_id, fields in entries:
                     cursor = _decode(raw_id)

@@ -179,7 +179,8 @@ async def test_nine_sends_of_250_kib_are_answered_and_the_session_keeps_working(
     assert {r.driver for r in references} == {FILE_DRIVER_NAME}
     driver = FileStorageDriver(store)
     for reference in references:
-        assert driver.path_of(reference.claim["hash_value"]).is_file(), reference
+        path = driver.path_of(reference.claim["hash_value"], reference.claim.get("session"))
+        assert path.is_file(), reference
     # A step adds its references and the 250 KiB send (signals under the threshold stay
     # inline), not the transcript: the ninth turn costs what the second did.
     growth = [b - a for a, b in itertools.pairwise(history_bytes)]

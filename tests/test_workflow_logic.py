@@ -43,7 +43,9 @@ from sessionflow.contract import (
     WORKFLOW_NAME,
     ActivityName,
     ApprovalResponse,
+    EndStreamParams,
     EnsureSandboxParams,
+    EraseSessionParams,
     ExecResult,
     FinishReason,
     ModelStepParams,
@@ -193,6 +195,8 @@ class Fakes:
         self.paused: list[str] = []
         self.killed: list[str] = []
         self.published: list[PublishParams] = []
+        self.ended: list[EndStreamParams] = []
+        self.erased: list[EraseSessionParams] = []
         # When set, killing a sandbox waits for it (a slow kill, for races with close).
         self.kill_gate: asyncio.Event | None = None
         self._sandboxes = 0
@@ -208,6 +212,8 @@ class Fakes:
             self.sandbox_pause,
             self.sandbox_kill,
             self.publish,
+            self.forget_stream,
+            self.erase_session,
         ]
 
     async def until(self, predicate: Callable[[], bool], what: str) -> None:
@@ -282,6 +288,14 @@ class Fakes:
     @activity.defn(name=ActivityName.PUBLISH.value)
     async def publish(self, params: PublishParams) -> None:
         await self._record(self.published, params)
+
+    @activity.defn(name=ActivityName.FORGET_STREAM.value)
+    async def forget_stream(self, params: EndStreamParams) -> None:
+        await self._record(self.ended, params)
+
+    @activity.defn(name=ActivityName.ERASE_SESSION.value)
+    async def erase_session(self, params: EraseSessionParams) -> None:
+        await self._record(self.erased, params)
 
 
 # -- model step results -------------------------------------------------------------------

@@ -33,6 +33,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from sessionflow.activities import (
     ContextActivities,
+    EraseActivities,
     ModelStepActivities,
     PublishActivities,
     SandboxActivities,
@@ -253,6 +254,7 @@ def build_worker(
     publishing = PublishActivities(publisher)
     forgetting = ContextActivities(contexts)
     committing = TranscriptActivities(transcripts)
+    erasing = EraseActivities(publisher, transcripts)
     activities: list[Callable[..., Any]] = [
         model_steps.model_step,
         tools.run_tool,
@@ -265,6 +267,8 @@ def build_worker(
         forgetting.forget_context,
         committing.commit_transcript,
         committing.rewind_transcript,
+        erasing.forget_stream,
+        erasing.erase_session,
     ]
     # One registry for all queues: a session on the shared queue may be any agent's.
     workers = {

@@ -106,3 +106,17 @@ TRANSCRIPT = ActivityPreset(
         non_retryable_error_types=NON_RETRYABLE_ERRORS,
     ),
 )
+
+# A session's end: Redis keys (one SCAN and a few UNLINKs) and, when it is deleted, its
+# payload store namespace. Retried a while; an end that still fails is logged (a closed
+# session's keys expire with their TTL), a delete that still fails is refused.
+ERASE = ActivityPreset(
+    start_to_close=timedelta(minutes=2),
+    heartbeat=None,
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        maximum_interval=timedelta(seconds=20),
+        maximum_attempts=8,
+        non_retryable_error_types=NON_RETRYABLE_ERRORS,
+    ),
+)

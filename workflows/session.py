@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalResponse,
         CommitTranscriptParams,
         EnsureSandboxParams,
+        EraseOrder,
         ExecRequest,
         ExecResult,
         ForgetContextParams,
@@ -36,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         SandboxRef,
         SandboxStatus,
         SendRequest,
+        SessionEnd,
         SessionInfo,
         SessionInput,
         SessionSnapshot,
@@ -52,12 +54,11 @@ with workflow.unsafe.imports_passed_through():
     from sessionflow.errors import (
         ApprovalNotPending,
         MessageNotFound,
-        SandboxError,
         SessionBusy,
     )
     from sessionflow.fragments import count_messages, join_fragments
     from sessionflow.messages import Message
-    from sessionflow.workflows import calls, policies, search
+    from sessionflow.workflows import calls, ending, policies, search
     from sessionflow.workflows.turn import Turn
 
 
@@ -88,13 +89,6 @@ def _ready_or_done(ready: Callable[[], bool], timer: asyncio.Task[None]) -> bool
     return ready() or timer.done()
 
 
-def _cause(err: ActivityError) -> str:
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        return f"{cause.type or 'Error'}: {cause.message}"
-    return str(cause or err)
-
-
 @workflow.defn(name=WORKFLOW_NAME)
 class SessionWorkflow:
     @workflow.init
@@ -120,14 +114,18 @@ class SessionWorkflow:
         self._status = SessionStatus.IDLE
         # Set at the start of `run`: whether this run issues fewer commands per turn.
         self._fewer_commands = False
-        # The timer that pauses an idle sandbox; left running while turns come and go.
+        # The timer that pauses an idle sandbox or closes an idle session, and when it
+        # fires; left running while turns come and go.
         self._idle_timer: asyncio.Task[None] | None = None
+        self._idle_due: datetime | None = None
         self.turn: Turn | None = None
         self._outcomes = {o.message_id: o for o in snapshot.outcomes}
         self._continuing = False
         self._closed = False
         # Set while `close` kills the sandbox: no new turn may start in it meanwhile.
         self._closing = False
+        # Set by `delete`: messages are dropped, and waits for their answers released.
+        self._deleting = False
         self.sandbox_paused = False
         # Held by whatever changes the conversation or the sandbox: a turn (from taking
         # its message to committing its answer), `update` and `close`, so none undoes
@@ -186,6 +184,9 @@ class SessionWorkflow:
 
     @workflow.run
     async def run(self, input: SessionInput) -> None:
+        if input.erase is not None:
+            await self._erase_ended(input.erase)
+            return
         self._fewer_commands = workflow.patched(FEWER_COMMANDS)
         if not (self._fewer_commands and self.inbox):
             self._index()  # else the turn that starts at once indexes the session
@@ -198,7 +199,7 @@ class SessionWorkflow:
                 if self._closed or self._closing or not self.inbox:
                     continue
                 await self._take_turn(self.inbox.pop(0))
-            if self._history_is_long():
+            if self._history_is_long() and not self._closing:
                 await self._continue_as_new()
         # A run never ends under a handler still working (an exec, a close's answer).
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -230,24 +231,35 @@ class SessionWorkflow:
         )
 
     async def _wait_for_message(self) -> None:
-        """Wait for the next message; pause the sandbox if none comes for a while."""
+        """Wait for the next message; pause the sandbox if none comes for a while, and
+        close the session if none comes for `limits.close_after_idle_seconds`."""
 
         def ready() -> bool:
             return (bool(self.inbox) and not self._closing) or self._closed
 
+        since = workflow.now()
         idle = self.limits.pause_sandbox_after_seconds
-        if self.sandbox_id is None or self.sandbox_paused or idle is None:
-            await workflow.wait_condition(ready)
+        # Runs from before FEWER_COMMANDS were started without a TTL too.
+        ttl = self.limits.close_after_idle_seconds if self._fewer_commands else None
+        pausing = self.sandbox_id is not None and not self.sandbox_paused and idle is not None
+        if pausing and idle is not None and (ttl is None or idle < ttl):
+            if self._fewer_commands:
+                if not await self._idle_until(since + timedelta(seconds=idle), ready):
+                    return
+            else:
+                try:
+                    await workflow.wait_condition(ready, timeout=idle)
+                    return
+                except TimeoutError:
+                    pass
+            await self._pause_idle_sandbox()
+        if ttl is not None:
+            if await self._idle_until(since + timedelta(seconds=ttl), ready, closes=True):
+                await self._expire()
             return
-        if self._fewer_commands:
-            if not await self._idle_for(idle, ready):
-                return
-        else:
-            try:
-                await workflow.wait_condition(ready, timeout=idle)
-                return
-            except TimeoutError:
-                pass
+        await workflow.wait_condition(ready)
+
+    async def _pause_idle_sandbox(self) -> None:
         try:
             await self._sandbox_lifecycle(ActivityName.SANDBOX_PAUSE, "pause idle sandbox")
         except ActivityError as err:
@@ -255,34 +267,56 @@ class SessionWorkflow:
             # close (which kills it); the session itself must not fail over it.
             workflow.logger.warning("could not pause the idle sandbox: %s", err)
         self.sandbox_paused = True  # asked once per idle period, paused or not
-        await workflow.wait_condition(ready)
 
-    async def _idle_for(self, seconds: float, ready: Callable[[], bool]) -> bool:
-        """Wait until `ready()` or until `seconds` pass; True if the time ran out.
+    async def _idle_until(
+        self, deadline: datetime, ready: Callable[[], bool], *, closes: bool = False
+    ) -> bool:
+        """Wait until `ready()` or until `deadline`; True if the time ran out.
 
         One timer per idle period rather than one per turn: a timer cancelled by each
         message costs two history events and a timer-queue write each turn, so a
         message leaves it running, and when it fires early (the session was busy
-        meanwhile) it is set again for the rest of the period.
+        meanwhile) it is set again for the rest of the period. Only a timer left
+        running for a later deadline than this one (an idle TTL's, when the sandbox
+        must now be paused first) is cancelled: once per idle period at most.
         """
-        deadline = workflow.now() + timedelta(seconds=seconds)
         while not ready():
-            if self._idle_timer is None or self._idle_timer.done():
+            timer = self._idle_timer
+            later = self._idle_due is not None and self._idle_due > deadline
+            if timer is not None and not timer.done() and later:
+                timer.cancel()
+                timer = None
+            if timer is None or timer.done():
                 left = (deadline - workflow.now()).total_seconds()
                 if left <= 0:
                     return True
+                what = "close the session" if closes else "pause the sandbox"
                 self._idle_timer = asyncio.ensure_future(
-                    workflow.sleep(left, summary="pause the sandbox if still idle")
+                    workflow.sleep(left, summary=f"{what} if still idle")
                 )
+                self._idle_due = deadline
+            assert self._idle_timer is not None
             await workflow.wait_condition(partial(_ready_or_done, ready, self._idle_timer))
         return False
+
+    async def _expire(self) -> None:
+        """Close the session after its idle TTL, as `close` does; a sandbox that will
+        not die leaves it open for another TTL."""
+        async with self._lock:
+            if self._closed or self._closing or self.inbox or self.turn is not None:
+                return  # a message came (or a close began) while this waited for the lock
+            try:
+                await self._end(SessionEnd.EXPIRED)
+            except ApplicationError as err:
+                workflow.logger.warning("could not close the idle session: %s", err)
 
     # -- signals --------------------------------------------------------------------
 
     @workflow.signal(name=SEND_SIGNAL)
     def send(self, request: SendRequest) -> None:
-        """Queue a message; a duplicate delivery of the same message is ignored."""
-        if self._is_known(request.assistant_message_id):
+        """Queue a message; a duplicate delivery of the same message is ignored, and so
+        is any message while the session is being deleted."""
+        if self._deleting or self._is_known(request.assistant_message_id):
             return
         if request.interrupt and self.turn is not None:
             self.turn.interrupt(request.last_part)
@@ -303,7 +337,9 @@ class SessionWorkflow:
         Answers None when the session continues as new first; the caller asks the
         new run, which carries the inbox and the remembered outcomes.
         """
-        await workflow.wait_condition(lambda: message_id in self._outcomes or self._continuing)
+        await workflow.wait_condition(
+            lambda: message_id in self._outcomes or self._continuing or self._deleting
+        )
         return self._outcomes.get(message_id)
 
     @wait_turn.validator
@@ -361,22 +397,24 @@ class SessionWorkflow:
 
     @workflow.update(name="close")
     async def close(self) -> None:
-        """End the session: its sandbox is killed and the workflow completes. If the
-        sandbox cannot be killed the session stays open, and closing again retries."""
+        """End the session: its sandbox is killed, its stream ends and the workflow
+        completes. If the sandbox cannot be killed the session stays open, and closing
+        again retries."""
         async with self._lock:
-            self._closing = True
-            await workflow.wait_condition(lambda: self._execs == 0)
-            if self.sandbox_id is not None:
-                try:
-                    await self._sandbox_lifecycle(ActivityName.SANDBOX_KILL, "kill sandbox")
-                except ActivityError as err:
-                    self._closing = False
-                    raise ApplicationError(
-                        f"the session's sandbox {self.sandbox_id} could not be killed "
-                        f"({_cause(err)}); the session stays open: close it again to retry",
-                        type=SandboxError.__name__,
-                    ) from None
-            self._closed = True
+            await self._end(SessionEnd.CLOSED)
+
+    async def _end(self, reason: SessionEnd) -> None:
+        """Close the session (the caller holds the lock): `close`, and the idle TTL."""
+        self._closing = True
+        await workflow.wait_condition(lambda: self._execs == 0)
+        if self.sandbox_id is not None:
+            try:
+                await ending.kill_sandbox(self.sandbox_id, what="close")
+            except ApplicationError:
+                self._closing = False
+                raise
+        await ending.end_stream(self.session_id, self.agent, reason)
+        self._closed = True
 
     @close.validator
     def _validate_close(self) -> None:
@@ -386,6 +424,40 @@ class SessionWorkflow:
                 "cannot close while a turn runs or messages are queued; interrupt first",
                 type=SessionBusy.__name__,
             )
+
+    @workflow.update(name="delete")
+    async def delete(self) -> None:
+        """Erase the session: stop its turn (queued messages are dropped), kill its
+        sandbox, erase its Redis keys and payload store objects, and complete; the
+        client then deletes its Temporal runs. If a step fails the session stays open
+        (empty of messages to answer), and deleting again retries."""
+        self._deleting = True
+        self._closing = True
+        self.inbox.clear()
+        if self.turn is not None:
+            self.turn.interrupt()
+        async with self._lock:
+            self.inbox.clear()
+            self._closing = True
+            await workflow.wait_condition(lambda: self._execs == 0)
+            try:
+                if self.sandbox_id is not None:
+                    await ending.kill_sandbox(self.sandbox_id, what="delete")
+                await ending.erase(self.session_id, self.agent)
+            except ApplicationError:
+                self._closing = self._deleting = False
+                raise
+            self._closed = True
+
+    @delete.validator
+    def _validate_delete(self) -> None:
+        self._refuse_if_continuing()
+
+    async def _erase_ended(self, order: EraseOrder) -> None:
+        """This run erases a session whose run had ended (`SessionInput.erase`)."""
+        if order.sandbox_id is not None:
+            await ending.kill_sandbox(order.sandbox_id, what="delete")
+        await ending.erase(self.session_id, self.agent)
 
     @workflow.update(name="sandbox_exec")
     async def sandbox_exec(self, request: ExecRequest) -> ExecResult:
@@ -693,6 +765,8 @@ class SessionWorkflow:
         self._continuing = True
         # Let `wait_turn` callers hear "continued" before this run closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._deleting:
+            return  # deleted meanwhile: nothing is carried on
         if snapshot is None:
             snapshot = self._snapshot()
         else:

@@ -1,0 +1,80 @@
+"""Payloads belong to sessions: each session's objects live under a namespace of its own,
+so deleting a session can find them and erase them.
+
+A session's namespace is the SHA-256 of its workflow id (hex): fixed length, no
+characters a path or key could misread, the same for every run of the session. A
+payload is stored in the namespace of the workflow the SDK's store context names
+(`StorageDriverStoreContext.target`): the Temporal SDK names the workflow for
+everything a workflow's worker encodes (commands, activity inputs, continue-as-new
+input, query and update answers), for the results of activities a workflow started,
+and for what a client sends to a workflow (start input, signals, updates). Transcript
+segments name it themselves (`TranscriptStore`). Payloads stored with no workflow in
+their context keep the global, content-addressed layout of before, as do references
+written before namespaces existed: a reference names its namespace (or none), so old
+references keep resolving.
+
+Layout (file store; the S3 store uses the same keys under its prefix):
+
+    <root>/sha256/<2 hex>/<64 hex>                   payloads of no session
+    <root>/sessions/<ns>/sha256/<2 hex>/<64 hex>      the session's payloads
+    <root>/sessions/<ns>/holds/<other ns>             another session's hold on them
+    <root>/sessions/<ns>/erased                       erased while held (see below)
+
+Forks (not built yet): a fork is a new session whose transcript starts from its
+parent's segments, by reference, without copying them. Before its first reference
+to them is written, the fork places a hold on the parent's namespace
+(`holds/<fork's ns>`, an empty marker), and it removes that hold when it is erased
+itself. Erasing a namespace that holds markers deletes nothing but marks it `erased`:
+the parent is gone for its users (its workflow, Redis keys and every reference but
+the fork's), while its segments stay for the fork. When the last hold is removed from
+a namespace marked `erased`, the namespace is deleted then (`release_hold`). So
+deleting a parent never breaks a fork, and deleting the fork finally frees the parent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol, runtime_checkable
+
+from temporalio.converter import StorageDriverStoreContext, StorageDriverWorkflowInfo
+
+SESSIONS_DIR = "sessions"
+HOLDS_DIR = "holds"
+ERASED_MARK = "erased"
+# The claim field naming a payload's namespace (absent: the global layout).
+NAMESPACE_CLAIM = "session"
+
+
+def session_namespace(workflow_id: str) -> str:
+    """The namespace of the session whose workflow id is `workflow_id`."""
+    return hashlib.sha256(workflow_id.encode()).hexdigest()
+
+
+def is_namespace(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def namespace_of(context: StorageDriverStoreContext) -> str | None:
+    """The namespace a payload stored in `context` belongs to: its workflow's, if the
+    context names one."""
+    target = context.target
+    if isinstance(target, StorageDriverWorkflowInfo) and target.id:
+        return session_namespace(target.id)
+    return None
+
+
+def session_context(workflow_id: str, namespace: str = "") -> StorageDriverStoreContext:
+    """A store context naming the session's workflow (`namespace` is Temporal's)."""
+    return StorageDriverStoreContext(
+        target=StorageDriverWorkflowInfo(namespace=namespace, id=workflow_id)
+    )
+
+
+@runtime_checkable
+class SessionErasure(Protocol):
+    """A payload store driver that can erase a session's namespace."""
+
+    async def erase_session(self, workflow_id: str) -> bool:
+        """Delete every payload of the session; False when another session holds them
+        (they are marked erased and go when the last hold does)."""
+        ...

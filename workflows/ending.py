@@ -1,0 +1,105 @@
+"""How a session ends: closed (by `close` or its idle TTL) or deleted.
+
+Both run under the session's handler lock, once no turn runs and no `sandbox_exec` is
+in flight (`SessionWorkflow`), in this order, each step only once the one before it
+succeeded:
+
+- **closed**: the sandbox is killed, then the stream gets its last chunk and the
+  session's Redis keys are deleted (best effort: they expire with their TTL anyway),
+  so a new session under the same id starts with an empty stream. The transcript stays
+  in the payload store: the closed run's history refers to it, and `history()` still
+  reads it until the session is deleted.
+- **deleted**: the sandbox is killed, then Redis keys and the payload store namespace
+  are erased (`activities.erase`); a failure leaves the session open, and deleting
+  again retries. The client then deletes every Temporal run of the workflow id.
+
+A session whose run has already ended (closed, failed, terminated) is erased by a run
+started only for that (`SessionInput.erase`): the worker owns the sandbox backend and
+the payload store, so the erasing has to happen on it.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from sessionflow.contract import (
+        ActivityName,
+        EndStreamParams,
+        EraseSessionParams,
+        SessionEnd,
+    )
+    from sessionflow.errors import ConnectionFailed, SandboxError
+    from sessionflow.workflows import calls, policies
+
+# Runs that close with this patch end their stream (and delete its keys) after the
+# kill; runs closed before it replay as they ran (a query on a closed run replays it).
+END_OF_LIFE = "end-stream-on-close"
+
+
+def describe(err: ActivityError) -> str:
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return f"{cause.type or 'Error'}: {cause.message}"
+    return str(cause or err)
+
+
+async def kill_sandbox(sandbox_id: str, *, what: str) -> None:
+    """Kill the session's sandbox; `SandboxError` naming `what` stays open if it fails."""
+    try:
+        await calls.call(
+            ActivityName.SANDBOX_KILL,
+            sandbox_id,
+            None,
+            policies.SANDBOX_LIFECYCLE,
+            summary=f"kill sandbox {sandbox_id}",
+        )
+    except ActivityError as err:
+        raise ApplicationError(
+            f"the session's sandbox {sandbox_id} could not be killed ({describe(err)}); "
+            f"the session stays open: {what} it again to retry",
+            type=SandboxError.__name__,
+        ) from None
+
+
+async def end_stream(session_id: str, agent: str, reason: SessionEnd) -> None:
+    """The stream's last chunk, then the session's Redis keys deleted (best effort)."""
+    if not workflow.patched(END_OF_LIFE):
+        return
+    try:
+        await calls.call(
+            ActivityName.FORGET_STREAM,
+            EndStreamParams(
+                workflow_id=workflow.info().workflow_id,
+                session_id=session_id,
+                agent=agent,
+                reason=reason,
+            ),
+            None,
+            policies.ERASE,
+            summary=f"end the stream ({reason.value})",
+        )
+    except ActivityError as err:
+        # Its keys expire with the stream's TTL; the session must close regardless.
+        workflow.logger.warning("could not delete the session's stream: %s", err)
+
+
+async def erase(session_id: str, agent: str) -> None:
+    """Erase the session's Redis keys and payload store namespace; `ConnectionFailed`
+    (Redis or the payload store stayed out of reach) when it fails for good."""
+    try:
+        await calls.call(
+            ActivityName.ERASE_SESSION,
+            EraseSessionParams(
+                workflow_id=workflow.info().workflow_id, session_id=session_id, agent=agent
+            ),
+            None,
+            policies.ERASE,
+            summary="erase the session's stream and payloads",
+        )
+    except ActivityError as err:
+        raise ApplicationError(
+            f"the session could not be erased ({describe(err)}); delete it again to retry",
+            type=ConnectionFailed.__name__,
+        ) from None
