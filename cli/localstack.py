@@ -400,6 +400,12 @@ class LocalStack:
             str((cfg.data_dir / "temporal.db").absolute()),
             "--log-level",
             "warn",
+            # A deleted run is removed once the transfer queue's ack level passes the
+            # run's close (every 30 s by default): `sessionflow delete` would wait that
+            # long for Temporal to forget the session. A production cluster keeps its
+            # own setting; the client waits for it either way (client/deletion.py).
+            "--dynamic-config-value",
+            'history.transferProcessorUpdateAckInterval="1s"',
         ]
         if cfg.ui:
             command += ["--ui-port", str(cfg.ui_port), "--ui-ip", cfg.host]

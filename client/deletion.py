@@ -8,7 +8,8 @@
    only to erase the session (`SessionInput.erase`) kills the sandbox and erases the
    rest, on a worker: workers own the sandbox backend and the payload store.
 3. Then every run of the workflow id, the erasing one included, is deleted from
-   Temporal (found through visibility, which may lag: it is asked until it has none).
+   Temporal (found through visibility and the current run; visibility forgets them a
+   little later by itself).
 
 Afterwards the session is unknown (`SessionNotFound`), and a session started under
 the same id starts clean.
@@ -42,7 +43,10 @@ log = structlog.get_logger(__name__)
 # How long a delete waits for the session's run to end, and for Temporal's visibility
 # to stop listing its runs.
 RUN_PATIENCE_SECONDS = 60.0
-VISIBILITY_PATIENCE_SECONDS = 30.0
+# A cluster removes a deleted run once its transfer queue's ack level passes the run's
+# close, every 30 s by default (`history.transferProcessorUpdateAckInterval`; the local
+# stack sets 1 s), and visibility forgets it a moment later.
+VISIBILITY_PATIENCE_SECONDS = 90.0
 _CONTINUING = "SessionContinuing"
 
 
@@ -132,27 +136,40 @@ async def _erase_ended(
 
 async def delete_runs(temporal: Client, workflow_id: str) -> None:
     """Delete every run of `workflow_id` from Temporal, closed ones included, and wait
-    until visibility lists none (`SessionStuck` if it still does after a while)."""
+    until none of them can be described any more (`SessionStuck` if one still can).
+
+    Runs are found through visibility and the current run; visibility forgets deleted
+    runs a moment after they are gone, by itself."""
     escaped = workflow_id.replace("\\", "\\\\").replace('"', '\\"')
-    query = f'WorkflowId = "{escaped}"'
+    runs = {w.run_id async for w in temporal.list_workflows(f'WorkflowId = "{escaped}"')}
     deadline = time.monotonic() + VISIBILITY_PATIENCE_SECONDS
     while True:
-        runs = {w.run_id async for w in temporal.list_workflows(query)}
         try:
             runs.add((await temporal.get_workflow_handle(workflow_id).describe()).run_id)
         except RPCError as err:
             if err.status is not RPCStatusCode.NOT_FOUND:
                 raise
-        if not runs:
+        left = [run_id for run_id in runs if await _still_there(temporal, workflow_id, run_id)]
+        if not left:
             return
-        for run_id in runs:
+        for run_id in left:
             await _delete_run(temporal, workflow_id, run_id)
         if time.monotonic() > deadline:
             raise errors.SessionStuck(
-                f"Temporal still lists {len(runs)} run(s) of {workflow_id!r} after "
+                f"Temporal still has {len(left)} run(s) of {workflow_id!r} after "
                 f"{VISIBILITY_PATIENCE_SECONDS:g} s; delete the session again"
             )
         await asyncio.sleep(0.2)
+
+
+async def _still_there(temporal: Client, workflow_id: str, run_id: str) -> bool:
+    try:
+        await temporal.get_workflow_handle(workflow_id, run_id=run_id).describe()
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
 
 
 async def _delete_run(temporal: Client, workflow_id: str, run_id: str) -> None:
