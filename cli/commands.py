@@ -310,8 +310,14 @@ def _with_session_options(fn: Any) -> Any:
 
 @main.command()
 @_with_session_options
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="From this turn on, stop a turn after this many model steps (the session keeps it).",
+)
 @click.argument("text")
-def send(session_id: str, agent: str, tenant: str | None, text: str) -> None:
+def send(session_id: str, agent: str, tenant: str | None, max_steps: int | None, text: str) -> None:
     """Send TEXT to a session and stream the answer; exit 1 if the turn failed."""
     from sessionflow.cli.terminal import TerminalRenderer
     from sessionflow.client.client import SessionClient
@@ -320,7 +326,10 @@ def send(session_id: str, agent: str, tenant: str | None, text: str) -> None:
 
     async def go() -> None:
         async with await SessionClient.connect() as client:
-            result = await client.session(full_id, agent=agent).send(text)
+            session = client.session(full_id, agent=agent)
+            if max_steps is not None:
+                await session.update(max_steps_per_turn=max_steps)
+            result = await session.send(text)
             renderer = TerminalRenderer()
             async for event in result.stream():
                 renderer.render(event)

@@ -121,6 +121,8 @@ def _chunk_pieces(chunk: Chunk) -> list[Piece]:
         case AbortChunk(reason=reason):
             said = f": {line_text(reason)}" if reason else ""
             return [(f"\n[interrupted{said}]\n", {"fg": "yellow"})]
+        case DataChunk(type="data-notice", data={"text": str(text)}):
+            return [(f"\n[{line_text(text)}]\n", {"fg": "yellow"})]
         case _:
             return []
 
@@ -273,6 +275,8 @@ def message_pieces(message: Message) -> list[Piece]:
                         )
                     ],
                 )
+            case DataPart(type="data-notice", data={"text": str(text)}):
+                kind, block = "tool", [(f"  [{line_text(text)}]\n", {"fg": "yellow"})]
             case DataPart(type=name):
                 kind, block = "tool", [(f"  [{line_text(name)}]\n", {"dim": True})]
             case _:  # step boundaries, empty text

@@ -195,3 +195,26 @@ async def test_history_prints_each_message_s_parts_in_the_order_they_happened(
     lines = [json.loads(line) for line in out.decode().splitlines()]
     assert [m["role"] for m in lines] == ["user", "assistant"]
     assert [p["type"] for p in lines[1]["parts"]][:3] == ["step-start", "reasoning", "text"]
+
+
+async def test_send_sets_the_step_cap_and_a_capped_turn_says_so(
+    stack: LocalStack, start_worker: StartWorker, task_queue: str, unique_id: str
+) -> None:
+    """The tooling agent's first answer takes three steps; capped at one, the turn
+    stops after the first with its own outcome and a note the user sees."""
+    client = await start_worker([tool_agent])
+    args = ("send", unique_id, "--agent", "tooling", "--max-steps", "1", "go")
+    sender = await spawn(stack, task_queue, *args)
+    sent, errors = await asyncio.wait_for(sender.communicate(), timeout=60)
+    assert sender.returncode == 0, errors.decode()
+    assert "[Stopped after 1 model steps, the limit for one turn;" in sent.decode()
+    session = client.session(unique_id, agent="tooling")
+    reply = (await session.history())[-1]
+    assert reply.step_count() == 1
+    (note,) = [p for p in reply.parts if p.type == "data-notice"]
+    assert note.data["kind"] == "step-limit"  # type: ignore[union-attr]
+    outcome = await session.answer(reply.id).outcome
+    assert outcome.status is TurnStatus.STEP_LIMIT
+    refused = await spawn(stack, task_queue, *args[:5], "0", "go")
+    _, errors = await asyncio.wait_for(refused.communicate(), timeout=60)
+    assert refused.returncode == 2 and "0 is not in the range x>=1" in errors.decode()

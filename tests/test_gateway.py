@@ -283,6 +283,12 @@ async def test_approvals_interrupts_usage_and_update_over_rest(
         assert patched.status_code == 200
         messages = (await http.get(f"{base}/history?agent=approver", headers=auth)).json()
         assert messages["count"] == 1
+        # The step cap, per session: at least one step.
+        for cap, status in ((0, 422), (-1, 422), (5, 200)):
+            capped = await http.patch(
+                f"{base}?agent=approver", json={"maxStepsPerTurn": cap}, headers=auth
+            )
+            assert capped.status_code == status, capped.text
         # The session itself: its sandbox (VibeKit's getSession), counts and status.
         info = (await http.get(f"{base}?agent=approver", headers=auth)).json()
         assert info["sessionId"] == unique_id and info["agent"] == "approver"
