@@ -69,3 +69,19 @@ async def test_worker_logs_are_bound_to_the_session_and_hold_no_context(
         if m.startswith("sessionflow_turns") and 'status="finished"' in m
     ]
     assert turns and float(turns[0].rsplit(" ", 1)[1]) >= 1
+
+
+async def test_metrics_address_with_port_0_serves_on_any_free_port() -> None:
+    """README: `host:0` picks a free port (it used to exit "the port is in use": the
+    probe socket still held each candidate port when it was offered)."""
+    from sessionflow.config import Settings
+    from sessionflow.worker.metrics_endpoint import metrics_endpoint
+
+    served = metrics_endpoint(Settings.from_env({"SESSIONFLOW_METRICS_ADDRESS": "127.0.0.1:0"}))
+    assert served is not None
+    _, address = served
+    host, port = address.rsplit(":", 1)
+    assert host == "127.0.0.1" and int(port) > 0
+    async with httpx.AsyncClient() as http:
+        scraped = await http.get(f"http://{address}/metrics")
+    assert scraped.status_code == 200

@@ -32,9 +32,12 @@ def _join(host: str, port: int) -> str:
 def _any_free(host: str) -> Iterator[int]:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(10):
+        # The probe must be closed before its port is offered: yielded from inside the
+        # `with`, the port was still held by it, and every candidate was "in use".
         with socket.socket(family) as probe:
             probe.bind((host, 0))
-            yield int(probe.getsockname()[1])
+            port = int(probe.getsockname()[1])
+        yield port
 
 
 def metrics_endpoint(settings: Settings) -> tuple[Runtime, str] | None:
