@@ -13,8 +13,15 @@ from temporalio.client import Client
 
 from sessionflow.cli.localstack import StackConfig
 from sessionflow.client.client import SessionClient
-from sessionflow.contract import ApprovalResponse, SessionLimits, SessionStatus, TurnStatus
-from sessionflow.messages import MessageStatus, StepStartPart, ToolState
+from sessionflow.client.session import Session
+from sessionflow.contract import (
+    ApprovalResponse,
+    SessionLimits,
+    SessionStatus,
+    TurnOutcome,
+    TurnStatus,
+)
+from sessionflow.messages import Message, MessageStatus, StepStartPart, ToolState
 from sessionflow.streams.assemble import assemble
 from sessionflow.streams.reader import StreamEvent
 from tests.agents import SLOW_SCRIPT
@@ -125,6 +132,34 @@ async def test_worker_killed_mid_step_turn_completes_with_each_step_once(
     assert runs.read_text() == "ran\n"
 
 
+async def until_a_command_is_recorded(redis: Redis, workflow_id: str) -> None:
+    """Until the tool call's first command has finished and been recorded (the key
+    names the call by its runtime id)."""
+    pattern = f"sf:{{{workflow_id}}}:exec:*:1"
+    while not [key async for key in redis.scan_iter(match=pattern)]:
+        await asyncio.sleep(0.05)
+
+
+async def crash_after_the_job_ran(
+    worker: Callable[[], WorkerProcess], session: Session, redis: Redis
+) -> tuple[TurnOutcome, list[Message]]:
+    """Run the job agent's turn; kill its worker once the tool's command has finished
+    and been recorded (the tool is still busy afterwards: it sleeps); a second worker
+    finishes the turn. The outcome and the history."""
+    first = worker()
+    await first.start()
+    result = await session.send("run the job")
+    await until_a_command_is_recorded(redis, session.workflow_id)
+    first.kill()
+    second = worker()
+    await second.start()
+    try:
+        outcome = await asyncio.wait_for(result.outcome, timeout=60)
+        return outcome, await session.history()
+    finally:
+        second.stop()
+
+
 async def test_a_command_finished_before_a_crash_is_not_run_again(
     worker_process: Callable[..., WorkerProcess],
     temporal: Client,
@@ -133,25 +168,10 @@ async def test_a_command_finished_before_a_crash_is_not_run_again(
     sandbox_root: Path,
     unique_id: str,
 ) -> None:
-    def worker() -> WorkerProcess:
-        return worker_process("tests.agents:job_agent")
-
-    first = worker()
-    await first.start()
-    client = SessionClient(temporal, redis, task_queue=task_queue)
-    session = client.session(unique_id, agent="job")
-    result = await session.send("run the job")
-    # The command has finished and its result is recorded; the tool is still busy
-    # afterwards (it sleeps), and that is when the worker dies.
-    await until_a_command_is_recorded(redis, session.workflow_id)
-    first.kill()
-    second = worker()
-    await second.start()
-    try:
-        outcome = await asyncio.wait_for(result.outcome, timeout=60)
-        history = await session.history()
-    finally:
-        second.stop()
+    session = SessionClient(temporal, redis, task_queue=task_queue).session(unique_id, agent="job")
+    outcome, history = await crash_after_the_job_ran(
+        lambda: worker_process("tests.agents:job_agent"), session, redis
+    )
     assert outcome.status is TurnStatus.FINISHED
     (runs,) = sandbox_root.glob("*/runs.txt")
     assert runs.read_text() == "ran\n", "the finished command ran again on retry"
@@ -161,14 +181,6 @@ async def test_a_command_finished_before_a_crash_is_not_run_again(
     assert assemble([e async for e in session.stream(message_id=history[-1].id)]) == history[-1]
     starts = activity_attempts(await workflow_events(temporal, session.workflow_id))
     assert 2 in starts, "the tool activity was retried"
-
-
-async def until_a_command_is_recorded(redis: Redis, workflow_id: str) -> None:
-    """Until the tool call's first command has finished and been recorded (the key
-    names the call by its runtime id)."""
-    pattern = f"sf:{{{workflow_id}}}:exec:*:1"
-    while not [key async for key in redis.scan_iter(match=pattern)]:
-        await asyncio.sleep(0.05)
 
 
 async def test_a_tool_that_must_not_run_twice_reports_an_unknown_outcome_after_a_crash(
@@ -182,24 +194,11 @@ async def test_a_tool_that_must_not_run_twice_reports_an_unknown_outcome_after_a
     """`retryable=False`: the worker dies after the tool acted; the retry does not run
     it again (no second side effect), and the turn goes on with the model told that
     the call's outcome is unknown."""
-
-    def worker() -> WorkerProcess:
-        return worker_process("tests.agents:once_job_agent")
-
-    first = worker()
-    await first.start()
     client = SessionClient(temporal, redis, task_queue=task_queue)
     session = client.session(unique_id, agent="once-job")
-    result = await session.send("run the job")
-    await until_a_command_is_recorded(redis, session.workflow_id)
-    first.kill()
-    second = worker()
-    await second.start()
-    try:
-        outcome = await asyncio.wait_for(result.outcome, timeout=60)
-        history = await session.history()
-    finally:
-        second.stop()
+    outcome, history = await crash_after_the_job_ran(
+        lambda: worker_process("tests.agents:once_job_agent"), session, redis
+    )
     assert outcome.status is TurnStatus.FINISHED
     (runs,) = sandbox_root.glob("*/runs.txt")
     assert runs.read_text() == "ran\n", "the tool ran again"
