@@ -11,12 +11,13 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-from pydantic import BaseModel
+import pytest
+from pydantic import BaseModel, ValidationError
 
 from sessionflow.agents.builtin import bash_tool
 from sessionflow.agents.definition import agent
 from sessionflow.agents.tools import ToolContext, tool
-from sessionflow.contract import ActivitySettings, TurnStatus
+from sessionflow.contract import ActivitySettings, SessionLimits, SessionUpdate, TurnStatus
 from sessionflow.errors import ConnectionFailed
 from sessionflow.messages import ToolState
 from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
@@ -117,3 +118,36 @@ async def test_a_call_whose_every_attempt_times_out_is_an_unknown_outcome_not_a_
     assert part.state is ToolState.OUTPUT_ERROR and part.error_text is not None
     assert part.error_text.startswith("outcome unknown") and "timed out" in part.error_text
     assert reply.text().startswith("outcome unknown"), "the model read it and answered"
+
+
+async def test_a_step_too_large_to_record_streams_its_error_and_never_a_finish(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    """A reader stops at `finish`: a step that cannot be recorded must not send one
+    before the turn's error, or the failed turn looks like an answer."""
+    huge = Script(
+        name=f"huge-{uuid.uuid4().hex[:6]}",
+        delay=0,
+        chunk_size=256 * 1024,
+        turns=[[ScriptStep(text="x" * (2 * 1024 * 1024))], [ScriptStep(text="small again")]],
+    )
+    talker = agent(huge.name, model=huge)
+    client = await start_worker([talker])
+    session = client.session(unique_id, agent=talker.name)
+    result = await session.send("say a lot")
+    kinds = [event.type async for event in result.stream()]
+    outcome = await result.outcome
+    assert outcome.status is TurnStatus.FAILED and outcome.error_type == "PayloadTooLarge"
+    assert "finish" not in kinds and kinds[-1] == "error", kinds[-5:]
+    again = await session.send("and now?")
+    assert (await again.outcome).status is TurnStatus.FINISHED
+
+
+def test_a_turn_has_at_least_one_step() -> None:
+    """`max_steps_per_turn=0` was accepted, then failed every workflow task."""
+    for bad in (0, -1):
+        with pytest.raises(ValidationError, match="greater than or equal to 1"):
+            SessionLimits(max_steps_per_turn=bad)
+        with pytest.raises(ValidationError, match="greater than or equal to 1"):
+            SessionUpdate(max_steps_per_turn=bad)
+    assert SessionLimits(max_steps_per_turn=1).max_steps_per_turn == 1
