@@ -30,7 +30,7 @@ from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.contract import SessionLimits
 from sessionflow.storage import external_storage_from_settings
 from sessionflow.worker.build import WorkerOptions, build_worker
-from tests.workflow_harness import Harness, open_harness, time_skipping_environment
+from tests.workflow_harness import Harness, TestServer, open_harness
 
 StartWorker = Callable[..., Awaitable[SessionClient]]
 # The in-process workers of the running test, so a test can stop and replace them.
@@ -165,10 +165,18 @@ async def gateway(start_worker: StartWorker) -> AsyncIterator[Gateway]:
 
 
 @pytest.fixture(scope="session")
-async def workflow_env() -> AsyncIterator[WorkflowEnvironment]:
-    """Temporal's time-skipping test server, started once per test process."""
-    async with time_skipping_environment() as environment:
-        yield environment
+async def workflow_server() -> AsyncIterator[TestServer]:
+    """Temporal's time-skipping test server, one per test process, started on first use."""
+    server = TestServer()
+    yield server
+    await server.shutdown()
+
+
+@pytest.fixture
+async def workflow_env(workflow_server: TestServer) -> AsyncIterator[WorkflowEnvironment]:
+    """The test server, checked after the test: a stuck clock gets the next test a new one."""
+    yield await workflow_server.env()
+    await workflow_server.check_clock()
 
 
 @pytest.fixture

