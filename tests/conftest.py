@@ -1,5 +1,6 @@
 """One Temporal dev server and one Redis-protocol server for the whole test session (per
-test process: `pytest -n 2` runs two, each with its own).
+test process: `pytest -n 2` runs two, each with its own), and for the fast workflow
+harness one time-skipping test server (started on first use).
 
 Each test gets its own task queue and worker, so tests cannot see each other's
 sessions, while paying the servers' start-up cost once.
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from sessionflow.agents.definition import Agent
@@ -28,6 +30,7 @@ from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.contract import SessionLimits
 from sessionflow.storage import external_storage_from_settings
 from sessionflow.worker.build import WorkerOptions, build_worker
+from tests.workflow_harness import Harness, TestServer, open_harness
 
 StartWorker = Callable[..., Awaitable[SessionClient]]
 # The in-process workers of the running test, so a test can stop and replace them.
@@ -156,3 +159,28 @@ async def gateway(start_worker: StartWorker) -> AsyncIterator[Gateway]:
     yield Gateway(url=url, client=client, keys=keys)
     stop.set()
     await task
+
+
+# -- the fast workflow harness (tests/workflow_harness.py) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+async def workflow_server() -> AsyncIterator[TestServer]:
+    """Temporal's time-skipping test server, one per test process, started on first use."""
+    server = TestServer()
+    yield server
+    await server.shutdown()
+
+
+@pytest.fixture
+async def workflow_env(workflow_server: TestServer) -> AsyncIterator[WorkflowEnvironment]:
+    """The test server, checked after the test: a stuck clock gets the next test a new one."""
+    yield await workflow_server.env()
+    await workflow_server.check_clock()
+
+
+@pytest.fixture
+async def harness(workflow_env: WorkflowEnvironment) -> AsyncIterator[Harness]:
+    """The real SessionWorkflow on a task queue of its own, its activities scripted fakes."""
+    async with open_harness(workflow_env) as running:
+        yield running

@@ -4,7 +4,7 @@ approvals only, and keep one idle-sandbox timer per idle period instead of start
 and cancelling one every turn. Their own histories replay.
 
 Runs `SessionWorkflow` on the time-skipping test server with scripted activities, as
-`tests/test_workflow_logic.py` does (its fixtures and fakes).
+`tests/test_workflow_logic.py` does (the harness: `tests/workflow_harness.py`).
 """
 
 from __future__ import annotations
@@ -20,17 +20,8 @@ from temporalio.worker import Replayer
 from sessionflow.contract import ActivityName, RunToolResult, SessionLimits, TurnStatus
 from sessionflow.worker.build import _WORKFLOW_RUNNER
 from sessionflow.workflows.session import FEWER_COMMANDS, SessionWorkflow
-from tests.test_workflow_logic import (  # noqa: F401  (fixtures)
-    Harness,
-    Session,
-    activity_completed,
-    bash,
-    env,
-    eventually,
-    harness,
-    text_step,
-    tool_step,
-)
+from tests.workflow_fakes import bash, text_step, tool_step
+from tests.workflow_harness import Harness, Session, activity_completed, eventually
 
 _E = EventType
 
@@ -63,7 +54,7 @@ async def replays(session: Session) -> None:
 
 
 async def test_tools_starting_and_ending_do_not_write_search_attributes(
-    harness: Harness,  # noqa: F811  (the fixture)
+    harness: Harness,
 ) -> None:
     fakes = harness.fakes
     fakes.steps = [tool_step(bash("ls"), bash("pwd", "call-2")), text_step("Done.")]
@@ -87,7 +78,7 @@ async def test_tools_starting_and_ending_do_not_write_search_attributes(
 
 
 async def test_one_idle_timer_outlives_the_turns_in_between(
-    harness: Harness,  # noqa: F811  (the fixture)
+    harness: Harness,
 ) -> None:
     fakes, server = harness.fakes, harness.env
     fakes.steps = [tool_step(bash("touch x")), text_step("Made."), text_step("Still here.")]

@@ -25,22 +25,8 @@ from sessionflow.contract import (
     TurnStatus,
 )
 from sessionflow.ids import session_workflow_id
-from tests.test_workflow_logic import (
-    AGENT,
-    PATIENCE,
-    Gate,
-    Harness,
-    Session,
-    bash,
-    env,
-    eventually,
-    harness,
-    text_step,
-    timer_started,
-    tool_step,
-)
-
-__all__ = ["env", "harness"]  # the fast harness's fixtures, used here
+from tests.workflow_fakes import AGENT, PATIENCE, Gate, bash, text_step, tool_step
+from tests.workflow_harness import Harness, Session, eventually, timer_started
 
 
 def timers(events: list[HistoryEvent]) -> int:

@@ -57,23 +57,17 @@ from sessionflow.ids import parse_session_workflow_id
 from sessionflow.worker.build import _WORKFLOW_RUNNER
 from sessionflow.workflows.session import SessionWorkflow
 from tests.rpc_counts import RpcCounter
-from tests.test_workflow_logic import (
+from tests.workflow_fakes import (
     AGENT,
     HEARTBEAT_THROTTLE,
     PATIENCE,
     Fakes,
     Gate,
-    Harness,
-    Session,
     bash,
-    env,
-    eventually,
-    send_request,
     text_step,
     tool_step,
 )
-
-__all__ = ["env"]  # the test server fixture, shared with test_workflow_logic
+from tests.workflow_harness import Harness, Session, eventually, send_request
 
 # What "at once" means for a call on an ended session (real time).
 AT_ONCE = 1.0
@@ -165,7 +159,8 @@ class Ends:
 
 
 @pytest.fixture
-async def ends(env: WorkflowEnvironment) -> AsyncIterator[Ends]:
+async def ends(workflow_env: WorkflowEnvironment) -> AsyncIterator[Ends]:
+    env = workflow_env
     fakes = GatedFakes()
     base = f"ends-{uuid.uuid4().hex[:12]}"
     # The agent's own queue, where the client looks for the worker that serves it.

@@ -1,0 +1,383 @@
+"""A session driven the way clients drive it, beside a model of what it must end up as.
+
+`tests/test_session_state_machine.py` lets Hypothesis pick the actions; this module does
+them (on the harness's event loop) and says what must hold afterwards:
+
+- always: no workflow task failed, the run did not fail, and the transcript is well
+  formed (unique ids, every reply right after its user message, every tool call of an
+  ended turn in a terminal state, every acknowledged approval decision recorded);
+- once settled (holds released, time skipped until nothing is pending): every
+  acknowledged send was answered or reported failed, every update call returned, the
+  session is idle, and its messages are exactly the model's.
+
+Sends and updates are fired in the background so that the next action can race them;
+an acknowledged send is one whose signal was delivered: from then on a `wait_turn` for
+it must be accepted and must resolve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from sessionflow.contract import (
+    ActivityName,
+    ModelStepResult,
+    SendRequest,
+    SessionInfo,
+    SessionLimits,
+    SessionUpdate,
+    TurnOutcome,
+)
+from sessionflow.messages import Message, MessageStatus, Role, ToolState
+from tests.workflow_fakes import Gate, Hold
+from tests.workflow_harness import (
+    Harness,
+    Session,
+    send_request,
+    update_error_type,
+    workflow_task_failures,
+)
+
+TERMINAL_TOOL_STATES = {ToolState.OUTPUT_AVAILABLE, ToolState.OUTPUT_ERROR, ToolState.OUTPUT_DENIED}
+# Real seconds a just-sent message may stay unknown to the session (the test server
+# may apply an update before the signal it follows; see `Session.seen`).
+KNOWN_WITHIN = 2.0
+# Settling: real seconds per round, then virtual seconds skipped, for at most ROUNDS.
+ROUND_WAIT = 0.15
+ROUND_SKIP = 30.0
+ROUNDS = 40
+# Real seconds a time skip may take (it takes milliseconds on a healthy test server).
+SKIP_WITHIN = 3.0
+
+
+class Violation(AssertionError):
+    """The session broke one of the rules every state must keep (DESIGN.md, rule 10)."""
+
+
+@dataclass
+class Sent:
+    request: SendRequest
+    waiter: asyncio.Task[TurnOutcome]
+
+
+@dataclass
+class Call:
+    """An update call in flight, and where the model stood when it was made."""
+
+    name: str
+    task: asyncio.Task[Any]
+    # len(SessionDriver.expected) when the call was made (rewind and close cut there).
+    mark: int
+    target: str | None = None
+
+
+@dataclass
+class SessionDriver:
+    harness: Harness
+    limits: SessionLimits
+    session: Session = field(init=False)
+    sent: list[Sent] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+    # The message ids the session must hold once settled, in order.
+    expected: list[str] = field(default_factory=list)
+    # The messages of the session as it was closed (the next send opens a new one).
+    closed: list[str] = field(default_factory=list)
+    # Approval id -> the decision the session acknowledged.
+    decisions: dict[str, bool] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+    # Gates and holds scripted so far: released when the session settles.
+    held: list[Hold | Gate] = field(default_factory=list)
+    started: bool = False
+
+    def __post_init__(self) -> None:
+        self.session = self.harness.session()
+
+    # -- scripting the activities -------------------------------------------------------
+
+    def script_step(self, step: ModelStepResult | Exception | Gate, times: int = 1) -> None:
+        if isinstance(step, Gate):
+            self.held.append(step)
+        self.harness.fakes.steps.extend([step] * times)
+
+    def script(self, name: ActivityName, scripted: Exception | Hold, times: int = 1) -> None:
+        if isinstance(scripted, Hold):
+            self.held.append(scripted)
+        self.harness.fakes.script(name, *[scripted] * times)
+
+    # -- actions ----------------------------------------------------------------------
+
+    async def send(self, text: str, *, interrupt: bool = False) -> None:
+        request = send_request(text, interrupt=interrupt)
+        await self.harness.signal_with_start(self.session, request, limits=self.limits)
+        self.started = True
+        self.expected += [request.message.id, request.assistant_message_id]
+        waiter = asyncio.ensure_future(self._outcome(request.assistant_message_id))
+        self.sent.append(Sent(request, waiter))
+
+    async def interrupt(self) -> None:
+        if self.started:
+            await self.session.interrupt()
+
+    async def approve(self, pick: int | None, approved: bool) -> None:
+        """Answer the `pick`-th pending approval (any, modulo), or an unknown one."""
+        if not self.started:
+            return
+        pending = (await self.session.info()).pending_approvals
+        approval_id = (
+            "approval-unknown" if pick is None or not pending else pending[pick % len(pending)]
+        )
+        try:
+            await self.session.approve(approval_id, approved)
+        except WorkflowUpdateFailedError as err:
+            if update_error_type(err) != "ApprovalNotPending":
+                raise Violation(
+                    f"approving {approval_id} failed unexpectedly: {err.cause}"
+                ) from err
+            if approval_id == "approval-unknown":
+                return
+            return  # answered or ended meanwhile: a rejection, not an acknowledgement
+        if approval_id == "approval-unknown":
+            raise Violation("an unknown approval id was acknowledged")
+        self.decisions[approval_id] = approved
+
+    async def interrupt_and_approve(self, approved: bool) -> None:
+        """A person approves as another stops the turn (two tabs): both at once."""
+        if not self.started:
+            return
+        pending = (await self.session.info()).pending_approvals
+        if not pending:
+            return
+        outcome = await asyncio.gather(
+            self.session.interrupt(),
+            self.session.approve(pending[0], approved),
+            return_exceptions=True,
+        )
+        answer = outcome[1]
+        if isinstance(answer, WorkflowUpdateFailedError):
+            if update_error_type(answer) != "ApprovalNotPending":
+                raise Violation(f"approving failed unexpectedly: {answer.cause}")
+        elif isinstance(answer, BaseException):
+            raise answer
+        else:
+            self.decisions[pending[0]] = approved
+
+    def rewind(self, pick: int, sandbox_id: str | None) -> None:
+        if not self.started or not self.expected:
+            return
+        target = self.expected[pick % len(self.expected)]
+        change = SessionUpdate(sandbox_id=sandbox_id, last_message_id=target)
+        self._call("rewind", self.session.update(change), target=target)
+
+    def use_sandbox(self, sandbox_id: str) -> None:
+        if self.started:
+            self._call("use sandbox", self.session.update(SessionUpdate(sandbox_id=sandbox_id)))
+
+    def close(self) -> None:
+        if self.started:
+            self._call("close", self.session.close())
+
+    def exec(self, command: str) -> None:
+        if self.started:
+            self._call("exec", self.session.exec(command))
+
+    async def skip_time(self, seconds: float) -> None:
+        """Skip virtual time; it takes no real time unless the server's clock is stuck
+        (it sticks when a run ends in the middle of a workflow task: see `check`)."""
+        try:
+            await asyncio.wait_for(self.harness.env.sleep(seconds), SKIP_WITHIN)
+        except TimeoutError:
+            await self.check()
+            raise Violation(f"skipping {seconds} s of time took over {SKIP_WITHIN} s") from None
+
+    def _call(
+        self, name: str, coroutine: Coroutine[Any, Any, Any], target: str | None = None
+    ) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.calls.append(Call(name, task, len(self.expected), target))
+
+    async def _outcome(self, message_id: str) -> TurnOutcome:
+        """What the client's `TurnHandle` does: `wait_turn` until it answers (None:
+        the run continued as new, so ask the next one)."""
+        handle = self.session.handle()
+        deadline = asyncio.get_running_loop().time() + KNOWN_WITHIN
+        while True:
+            try:
+                update = await handle.start_update(
+                    "wait_turn",
+                    message_id,
+                    wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                    result_type=TurnOutcome | None,
+                )
+                outcome: TurnOutcome | None = await update.result()
+            except RPCError as err:
+                # Accepted by a run that then continued as new, answering None there: the
+                # update is not found on the newest run. Ask that one.
+                if err.status is not RPCStatusCode.NOT_FOUND:
+                    raise
+                continue
+            except WorkflowUpdateFailedError as err:
+                if update_error_type(err) != "MessageNotFound":
+                    raise
+                if asyncio.get_running_loop().time() > deadline:
+                    raise Violation(
+                        f"the session acknowledged message {message_id} but does not know it"
+                    ) from err
+                await asyncio.sleep(0.02)
+                continue
+            if outcome is not None:
+                return outcome
+
+    # -- what always holds --------------------------------------------------------------
+
+    async def check(self) -> None:
+        """What must hold between any two actions."""
+        self._reap()
+        if not self.started:
+            return
+        handle = self.session.handle()
+        description = await handle.describe()
+        if description.status in (
+            WorkflowExecutionStatus.FAILED,
+            WorkflowExecutionStatus.TERMINATED,
+            WorkflowExecutionStatus.TIMED_OUT,
+        ):
+            raise Violation(f"the session's run ended {description.status.name}")
+        failures = workflow_task_failures(await self.session.history())
+        if failures:
+            raise Violation(f"a workflow task failed: {failures[0]}")
+        info = await self.session.info()
+        messages = await self.session.transcript()
+        self._check_transcript(messages, info)
+
+    def _check_transcript(self, messages: list[Message], info: SessionInfo) -> None:
+        ids = [m.id for m in messages]
+        if len(set(ids)) != len(ids):
+            raise Violation(f"duplicate message ids: {ids}")
+        for index, message in enumerate(messages):
+            if message.role is Role.ASSISTANT and (
+                index == 0 or messages[index - 1].role is not Role.USER
+            ):
+                raise Violation(f"reply {message.id} does not follow a user message: {ids}")
+            running = info.busy and index == len(messages) - 1
+            if message.role is not Role.ASSISTANT or running:
+                continue
+            if message.status is MessageStatus.STREAMING:
+                raise Violation(f"reply {message.id} of an ended turn is still streaming")
+            for part in message.tool_parts():
+                if part.state not in TERMINAL_TOOL_STATES:
+                    raise Violation(
+                        f"tool call {part.tool_call_id} of ended reply {message.id} is "
+                        f"left {part.state.value}"
+                    )
+                approval = part.approval
+                if approval is not None and approval.id in self.decisions:
+                    decided = self.decisions[approval.id]
+                    if approval.approved is not decided:
+                        raise Violation(
+                            f"approval {approval.id} was acknowledged ({decided}) but the "
+                            f"tool call records {approval.approved} ({part.state.value})"
+                        )
+
+    def _reap(self) -> None:
+        """Apply what finished update calls did to the model."""
+        for call in [c for c in self.calls if c.task.done()]:
+            self.calls.remove(call)
+            error = call.task.exception()
+            if error is not None:
+                if not isinstance(error, WorkflowUpdateFailedError | RPCError):
+                    raise error
+                self.log.append(f"{call.name} failed: {_describe(error)}")
+                continue
+            self.log.append(f"{call.name} done")
+            if call.name == "close":
+                # The closed run keeps answering queries until a send opens the next.
+                self.closed = self.expected[: call.mark]
+                self.expected = self.expected[call.mark :]
+                self._shift(call.mark)
+            elif call.name == "rewind":
+                kept = self.expected[: call.mark]
+                if call.target in kept:
+                    cut = kept.index(call.target) + 1
+                    self.expected = kept[:cut] + self.expected[call.mark :]
+                    self._shift(call.mark - cut)
+
+    def _shift(self, removed: int) -> None:
+        for other in self.calls:
+            other.mark = max(0, other.mark - removed)
+
+    # -- what holds in the end ----------------------------------------------------------
+
+    async def settle(self) -> None:
+        """Release every hold and skip time until every send and call has answered;
+        then the session is idle and holds exactly the model's messages."""
+        self.release_holds()
+        for _ in range(ROUNDS):
+            pending = [s.waiter for s in self.sent if not s.waiter.done()]
+            pending += [c.task for c in self.calls]
+            if not pending:
+                break
+            await asyncio.wait(pending, timeout=ROUND_WAIT)
+            await self.check()  # a failed workflow task or run ends the wait
+            if any(not t.done() for t in pending):
+                await self.skip_time(ROUND_SKIP)
+        else:
+            waiting = [s.request.assistant_message_id for s in self.sent if not s.waiter.done()]
+            calls = [c.name for c in self.calls]
+            raise Violation(
+                f"never answered after {ROUNDS * ROUND_SKIP:.0f} s: sends {waiting}, calls {calls}"
+            )
+        for sent in self.sent:
+            error = sent.waiter.exception()
+            if error is not None:
+                raise error
+        self._reap()
+        if not self.started:
+            return
+        await self.check()
+        info = await self.session.info()
+        if info.busy or info.queued or info.pending_approvals:
+            raise Violation(f"settled but not idle: {info}")
+        ids = [m.id for m in await self.session.transcript()]
+        closed = (await self.session.handle().describe()).status
+        expected = self.closed if closed is WorkflowExecutionStatus.COMPLETED else self.expected
+        if ids != expected:
+            raise Violation(f"messages {ids}, expected {expected}")
+
+    def release_holds(self) -> None:
+        for hold in self.held:
+            hold.release.set()
+
+    async def final_send(self) -> None:
+        """Whatever came before, a message sent now is answered."""
+        fakes = self.harness.fakes
+        fakes.steps.clear()
+        fakes.scripts.clear()
+        await self.send("are you still there?")
+        await self.settle()
+        outcome = self.sent[-1].waiter.result()
+        if outcome.status.value != "finished":
+            raise Violation(f"the last message was not answered: {outcome}")
+
+    async def close_down(self) -> None:
+        self.release_holds()
+        for task in [*(s.waiter for s in self.sent), *(c.task for c in self.calls)]:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, WorkflowUpdateFailedError):
+        return f"{update_error_type(error)}: {error.cause}"
+    return str(error)

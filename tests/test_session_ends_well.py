@@ -1,0 +1,173 @@
+"""Every path of a session's life ends well (issue 24): failures the model-based test
+(`tests/test_session_state_machine.py`) found, each written down as the smallest
+sequence that shows it, asserting what DESIGN.md's rule 10 promises.
+
+(A turn allowed no step at all cannot be built any more: `SessionLimits` refuses it;
+`tests/test_tool_calls_end_well.py` checks that.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from sessionflow.contract import (
+    ActivityName,
+    SessionLimits,
+    SessionStatus,
+    SessionUpdate,
+    TurnStatus,
+)
+from sessionflow.messages import ToolState
+from sessionflow.worker.build import _WORKFLOW_RUNNER
+from sessionflow.workflows.session import SessionWorkflow
+from tests.workflow_fakes import (
+    PATIENCE,
+    Fakes,
+    Hold,
+    bash,
+    non_retryable,
+    text_step,
+    tool_step,
+)
+from tests.workflow_harness import (
+    Harness,
+    Session,
+    pending_approval,
+    workflow_task_failures,
+)
+
+TASK_ENDED = {
+    EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+}
+
+
+async def healthy(session: Session) -> None:
+    """No workflow task of the session's current run failed."""
+    assert workflow_task_failures(await session.history()) == []
+
+
+async def answered(session: Session, reply_id: str) -> TurnStatus:
+    """How the turn answering `reply_id` ended; it must end within PATIENCE."""
+    try:
+        outcome = await asyncio.wait_for(session.wait(reply_id), PATIENCE)
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        raise AssertionError(f"message {reply_id} was acknowledged but never answered") from None
+    return outcome.status
+
+
+async def test_a_send_during_a_rewind_runs_after_it(harness: Harness) -> None:
+    fakes = harness.fakes
+    fakes.steps = [text_step("one"), text_step("two"), text_step("three")]
+    session, first = await harness.start("1")
+    assert (await session.wait(first)).status is TurnStatus.FINISHED
+    second = await session.send("2")
+    assert (await session.wait(second)).status is TurnStatus.FINISHED
+    [user_1, reply_1, _, _] = await session.messages()
+
+    # Rewind to the first answer, in another sandbox: the sandbox is looked up first.
+    hold = Hold()
+    fakes.script(ActivityName.ENSURE_SANDBOX, hold)
+    rewinding = asyncio.create_task(
+        session.update(SessionUpdate(sandbox_id="sb-other", last_message_id=first))
+    )
+    await asyncio.wait_for(hold.started.wait(), PATIENCE)
+    third = await session.send("3")  # arrives while the rewind waits for the sandbox
+    hold.release.set()
+    await rewinding
+    assert (await session.wait(third)).status is TurnStatus.FINISHED
+
+    messages = await session.messages()
+    assert [m.text() for m in messages] == ["1", "one", "3", "three"]
+    assert [m.id for m in messages[:2]] == [user_1.id, reply_1.id]
+    assert messages[3].id == third
+
+
+async def test_a_failed_close_leaves_the_session_answering(harness: Harness) -> None:
+    fakes = harness.fakes
+    fakes.steps = [tool_step(bash("touch x")), text_step("Done."), text_step("Still here.")]
+    session, first = await harness.start("make a file")
+    assert (await session.wait(first)).status is TurnStatus.FINISHED
+    fakes.script(ActivityName.SANDBOX_KILL, non_retryable("SandboxBackendError", "kill failed"))
+
+    with pytest.raises(WorkflowUpdateFailedError):
+        await session.close()
+
+    reply_id = await session.send("are you there?")
+    assert await answered(session, reply_id) is TurnStatus.FINISHED
+    assert (await session.messages())[-1].text() == "Still here."
+
+
+async def test_a_failed_idle_pause_leaves_the_session_answering(harness: Harness) -> None:
+    fakes, env = harness.fakes, harness.env
+    fakes.steps = [tool_step(bash("touch x")), text_step("Done."), text_step("Still here.")]
+    limits = SessionLimits(pause_sandbox_after_seconds=60)
+    session, first = await harness.start("make a file", limits=limits)
+    assert (await session.wait(first)).status is TurnStatus.FINISHED
+    fakes.script(ActivityName.SANDBOX_PAUSE, non_retryable("SandboxBackendError", "pause failed"))
+
+    # Skipping past the idle timer: the pause is tried, and fails.
+    with contextlib.suppress(TimeoutError):  # a run that fails mid-task stops the clock
+        await asyncio.wait_for(env.sleep(61), 3.0)
+    await fakes.until(lambda: bool(fakes.paused), "the pause to be tried")
+    status = (await session.handle().describe()).status
+    assert status is WorkflowExecutionStatus.RUNNING, f"the session's run ended {status.name}"
+
+    reply_id = await session.send("are you there?")
+    assert await answered(session, reply_id) is TurnStatus.FINISHED
+    assert (await session.info()).status is SessionStatus.IDLE
+
+
+async def test_an_approval_acknowledged_as_the_turn_is_interrupted_is_recorded(
+    workflow_env: WorkflowEnvironment,
+) -> None:
+    """The interrupt and the approval reach the session in one workflow task: the
+    approval is accepted (it is still pending when its validator runs), and the turn,
+    stopping, must record the decision rather than drop it. To put both in one task
+    every time, no worker runs while they are sent; one starts once both wait."""
+    fakes = Fakes()
+    fakes.steps = [tool_step(bash("make deploy"), needs_approval=[True])]
+    task_queue = f"race-{uuid.uuid4().hex[:12]}"
+
+    def worker() -> Worker:
+        return Worker(
+            workflow_env.client,
+            task_queue=task_queue,
+            workflows=[SessionWorkflow],
+            activities=fakes.activities(),
+            workflow_runner=_WORKFLOW_RUNNER,
+            max_cached_workflows=0,  # no sticky queue: the next task goes to any worker
+        )
+
+    harness = Harness(workflow_env, fakes, task_queue)
+    async with worker():
+        session, reply_id = await harness.start("deploy")
+        approval_id = await pending_approval(session)
+    try:
+        await session.interrupt()  # the server holds it for the next workflow task
+        approving = asyncio.create_task(session.approve(approval_id, approved=True))
+        await asyncio.sleep(0.5)  # the update waits for a worker too
+        async with worker():
+            assert await asyncio.wait_for(approving, PATIENCE) == reply_id
+            assert (await session.wait(reply_id)).status is TurnStatus.INTERRUPTED
+            [_, reply] = await session.messages()
+        [part] = reply.tool_parts()
+        assert part.approval is not None and part.approval.approved is True
+        assert part.state is ToolState.OUTPUT_ERROR and part.error_text is not None
+        assert "approved, but the turn ended before it ran" in part.error_text
+        assert fakes.tool_calls == [], "the tool did not run"
+    finally:
+        with contextlib.suppress(Exception):
+            await session.handle().terminate("test over")
