@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ from tests.workflow_harness import (
     Session,
     send_request,
     update_error_type,
+    where_it_stands,
     workflow_task_failures,
 )
 
@@ -127,7 +128,8 @@ class SessionDriver:
 
     async def interrupt(self) -> None:
         if self.started:
-            await self.session.interrupt()
+            with _unless_closed():
+                await self.session.interrupt()
 
     async def approve(self, pick: int | None, approved: bool) -> None:
         """Answer the `pick`-th pending approval (any, modulo), or an unknown one."""
@@ -138,7 +140,12 @@ class SessionDriver:
             "approval-unknown" if pick is None or not pending else pending[pick % len(pending)]
         )
         try:
-            await self.session.approve(approval_id, approved)
+            with _unless_closed():
+                await self.session.approve(approval_id, approved)
+                if approval_id == "approval-unknown":
+                    raise Violation("an unknown approval id was acknowledged")
+                self.decisions[approval_id] = approved
+            return
         except WorkflowUpdateFailedError as err:
             if update_error_type(err) != "ApprovalNotPending":
                 raise Violation(
@@ -147,9 +154,6 @@ class SessionDriver:
             if approval_id == "approval-unknown":
                 return
             return  # answered or ended meanwhile: a rejection, not an acknowledgement
-        if approval_id == "approval-unknown":
-            raise Violation("an unknown approval id was acknowledged")
-        self.decisions[approval_id] = approved
 
     async def interrupt_and_approve(self, approved: bool) -> None:
         """A person approves as another stops the turn (two tabs): both at once."""
@@ -164,6 +168,8 @@ class SessionDriver:
             return_exceptions=True,
         )
         answer = outcome[1]
+        if _closed(answer) or _closed(outcome[0]):
+            return  # the session closed meanwhile: both were refused
         if isinstance(answer, WorkflowUpdateFailedError):
             if update_error_type(answer) != "ApprovalNotPending":
                 raise Violation(f"approving failed unexpectedly: {answer.cause}")
@@ -334,8 +340,10 @@ class SessionDriver:
         else:
             waiting = [s.request.assistant_message_id for s in self.sent if not s.waiter.done()]
             calls = [c.name for c in self.calls]
+            stands = await where_it_stands(self.session)
             raise Violation(
                 f"never answered after {ROUNDS * ROUND_SKIP:.0f} s: sends {waiting}, calls {calls}"
+                f"; {stands}"
             )
         for sent in self.sent:
             error = sent.waiter.exception()
@@ -381,3 +389,18 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, WorkflowUpdateFailedError):
         return f"{update_error_type(error)}: {error.cause}"
     return str(error)
+
+
+def _closed(err: object) -> bool:
+    """Whether `err` is Temporal refusing a call because the run has completed (the
+    session was closed): a refusal, not an acknowledgement."""
+    return isinstance(err, RPCError) and err.status is RPCStatusCode.NOT_FOUND
+
+
+@contextlib.contextmanager
+def _unless_closed() -> Iterator[None]:
+    try:
+        yield
+    except RPCError as err:
+        if not _closed(err):
+            raise

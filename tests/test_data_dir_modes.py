@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 from temporalio.api.common.v1 import Payload
+from temporalio.converter import StorageDriverStoreContext
 
 from sessionflow.cli.localstack import LocalStack, StackConfig
 from sessionflow.connections import connect_redis
 from sessionflow.storage.files import FileStorageDriver
+from sessionflow.storage.namespaces import session_context
 
 pytestmark = pytest.mark.slow
 
@@ -83,9 +85,11 @@ async def test_the_payload_store_writes_private_files_in_private_directories(
     old = os.umask(0o022)
     try:
         driver = FileStorageDriver(tmp_path / "store" / "payloads")
-        await driver.store(None, [Payload(data=b"a session's message")])  # type: ignore[arg-type]
+        # A session's payload (in its namespace) and one of no session.
+        await driver.store(session_context("session:a:b"), [Payload(data=b"a message")])
+        await driver.store(StorageDriverStoreContext(), [Payload(data=b"no session's")])
     finally:
         os.umask(old)
     assert open_to_others(tmp_path / "store") == []
     files = [p for p in (tmp_path / "store").rglob("*") if p.is_file()]
-    assert len(files) == 1 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
+    assert len(files) == 2 and {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o600}

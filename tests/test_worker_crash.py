@@ -220,10 +220,13 @@ async def test_two_workers_share_sessions_and_losing_one_loses_no_session(
 
     doomed, survivor = worker("doomed"), worker("survivor")
     await doomed.start()
-    await survivor.start()
     client = SessionClient(temporal, redis, task_queue=task_queue)
     sessions = [client.session(f"shared-{i}", agent="slow") for i in range(6)]
-    results = [await s.send("go") for s in sessions]
+    results = [await s.send("go") for s in sessions[:3]]
+    # The survivor joins once the doomed worker holds work of its own (left to the
+    # server, a loaded machine could hand every session to the first worker polling).
+    await survivor.start()
+    results += [await s.send("go") for s in sessions[3:]]
     for result in results:  # every session is streaming before the kill
         async for event in result.stream():
             if event.type == "text-delta":

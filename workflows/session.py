@@ -201,6 +201,10 @@ class SessionWorkflow:
                 await self._take_turn(self.inbox.pop(0))
             if self._history_is_long() and not self._closing:
                 await self._continue_as_new()
+        # The run ends: it completes, or carries messages sent meanwhile to the next.
+        # Waits for answers hear so (and ask the next run): a wait for a message still
+        # queued here would otherwise keep its handler, and so this run, open for good.
+        self._continuing = True
         # A run never ends under a handler still working (an exec, a close's answer).
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self.inbox:
