@@ -106,6 +106,7 @@ __all__ = [
     "parse_payload_store",
     "parse_payload_threshold",
     "parse_tenant",
+    "variables",
 ]
 
 PREFIX = "SESSIONFLOW_"
@@ -890,7 +891,7 @@ def with_table(readme: str) -> str:
     return readme[: start + len(BEGIN)] + "\n" + markdown() + readme[end:]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sessionflow.config", description="The settings' table, for README.md."
     )
@@ -907,4 +908,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_main())
