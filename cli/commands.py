@@ -92,7 +92,7 @@ def main(ctx: click.Context) -> None:
         _fail(err)
     # Interactive commands keep the terminal for the session's output.
     services = ctx.invoked_subcommand in ("dev", "worker", "gateway")
-    explicit = "SESSIONFLOW_LOG_LEVEL" in os.environ
+    explicit = "log_level" in settings.model_fields_set
     level = settings.log_level if services or explicit else "warning"
     configure_logging(level, settings.log_format)
 
@@ -144,12 +144,12 @@ def dev(
 
     settings = Settings.from_env()
     agents = _load(agent_specs)
-    own_keys = not os.environ.get("SESSIONFLOW_API_KEYS")
+    own_keys = not settings.api_keys
     try:
         config = replace(
-            gateway_config(agents),
+            gateway_config(settings, agents),
             port=gateway_port,
-            api_keys=api_keys(os.environ.get("SESSIONFLOW_API_KEYS") or DEV_API_KEY),
+            api_keys=settings.api_keys or api_keys(DEV_API_KEY),
         )
     except ConfigError as err:
         _fail(err)
@@ -186,9 +186,10 @@ def gateway(agent_specs: tuple[str, ...]) -> None:
     from sessionflow.logs import remember_secret
     from sessionflow.worker.main import stop_on_signals
 
+    settings = Settings.from_env()
     agents = _load(agent_specs)
     try:
-        config = gateway_config(agents)
+        config = gateway_config(settings, agents)
     except ConfigError as err:
         _fail(err)
     if not config.api_keys:
@@ -206,7 +207,7 @@ def gateway(agent_specs: tuple[str, ...]) -> None:
         option = "SESSIONFLOW_GATEWAY_PORT"
         check_port_free(config.host, config.port, "the gateway", option)
         click.echo(f"Gateway on http://{config.host}:{config.port}", err=True)
-        await serve_gateway(Settings.from_env(), config, stop, agents=agents)
+        await serve_gateway(settings, config, stop, agents=agents)
 
     _run(serve(), explain=exit_reason)
 
@@ -233,7 +234,7 @@ def worker(agent_specs: tuple[str, ...], role: str | None) -> None:
     agents = _load(agent_specs)
     settings = Settings.from_env()
     if role is not None:
-        settings = replace(settings, worker_role=WorkerRole(role))
+        settings = settings.model_copy(update={"worker_role": WorkerRole(role)})
 
     async def serve() -> None:
         await run_worker(settings, agents, stop_on_signals())
@@ -264,7 +265,7 @@ def demo(message: str, keep: bool | None, timeout: float, model: str | None) -> 
     if (
         model is not None
         and model.startswith("anthropic/")
-        and not os.environ.get("ANTHROPIC_API_KEY")
+        and not Settings.from_env().anthropic_api_key
     ):
         raise click.ClickException(f"--model {model} needs ANTHROPIC_API_KEY")
     from sessionflow.cli.demo import run_demo

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from dataclasses import replace
 
 import click
 
@@ -31,7 +30,9 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
     from sessionflow.worker.main import run_worker, stop_on_signals
 
     # The demo's worker is short-lived: no metrics endpoint (it may run beside `dev`).
-    settings = replace(Settings.from_env(), task_queue=DEMO_TASK_QUEUE, metrics_address="")
+    settings = Settings.from_env().model_copy(
+        update={"task_queue": DEMO_TASK_QUEUE, "metrics_address": ""}
+    )
     demo_agent = scripted_demo if model is None else demo_agent_with(model)
     stack: LocalStack | None = None
     try:

@@ -14,7 +14,6 @@ import contextlib
 import errno
 import gc
 import logging
-import os
 import shlex
 import socket
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from sessionflow.config import (
     ConfigError,
     Settings,
     agent_task_queue,
-    env_integer,
+    parse_api_keys,
 )
 
 DEV_API_KEY = f"sf-dev-key:{LOCAL_TENANT}"
@@ -53,39 +52,19 @@ def _one_line(err: BaseException) -> str:
 
 def api_keys(raw: str) -> dict[str, str]:
     """`SESSIONFLOW_API_KEYS` parsed, or a `ConfigError` (never showing a key)."""
-    from sessionflow.gateway.config import parse_api_keys
-
-    try:
-        return parse_api_keys(raw)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    return parse_api_keys(raw)
 
 
-def gateway_config(agents: Sequence[Agent]) -> Any:
+def gateway_config(settings: Settings, agents: Sequence[Agent]) -> Any:
     """The gateway's settings, its default agent one of `agents`: the configured one
     (SESSIONFLOW_DEFAULT_AGENT, which must be served), else the first agent served."""
     from sessionflow.gateway.config import GatewayConfig
 
-    # What GatewayConfig reads without naming the variable when it is bad.
-    env_integer("SESSIONFLOW_GATEWAY_PORT", os.environ, 8000, 1, 65535)
-    env_integer("SESSIONFLOW_MAX_BODY_BYTES", os.environ, 1, 1)
-    heartbeat = os.environ.get("SESSIONFLOW_SSE_HEARTBEAT", "").strip()
-    try:
-        if heartbeat and not float(heartbeat) > 0:
-            raise ValueError
-    except ValueError:
-        raise ConfigError(
-            f"SESSIONFLOW_SSE_HEARTBEAT must be a number of seconds above 0, got {heartbeat!r}"
-        ) from None
-    api_keys(os.environ.get("SESSIONFLOW_API_KEYS", ""))
-    try:
-        config = GatewayConfig.from_env()
-    except ValueError as err:
-        raise ConfigError(" ".join(str(err).split())) from None
+    config = GatewayConfig.from_settings(settings)
     names = [a.name for a in agents]
     if config.default_agent in names:
         return config
-    if os.environ.get("SESSIONFLOW_DEFAULT_AGENT"):
+    if "default_agent" in settings.model_fields_set:
         raise ConfigError(
             f"SESSIONFLOW_DEFAULT_AGENT={config.default_agent} is not among the agents "
             f"served ({', '.join(names)}); add it with --agents"
@@ -234,7 +213,9 @@ async def run_dev(options: DevOptions) -> None:
     stop = stop_on_signals()
     gateway, config = options.gateway, options.stack
     # Bad sandbox or provider settings fail here, before anything starts (exit status 2).
-    backend = backend_from_settings(replace(options.settings, data_dir=config.data_dir))
+    backend = backend_from_settings(
+        options.settings.model_copy(update={"data_dir": config.data_dir})
+    )
     providers_from_settings(options.settings)
     check_port_free(gateway.host, gateway.port, "the gateway", "--gateway-port")
     click.echo(f"Starting Temporal and Redis (data in {config.data_dir}) ...")

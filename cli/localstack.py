@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -208,7 +208,11 @@ def port_open(host: str, port: int) -> bool:
 
 @dataclass
 class StackConfig:
-    data_dir: Path = Path(".sessionflow")
+    """A local stack: its data directory (by default the settings' `data_dir`) and the
+    ports its servers take, chosen when it starts (`sessionflow dev`'s options, or free
+    ones). The settings that point at it come from `point`."""
+
+    data_dir: Path = field(default_factory=lambda: Settings().data_dir)
     host: str = "127.0.0.1"
     temporal_port: int = 7233
     ui_port: int = 8233
@@ -263,19 +267,20 @@ class StackConfig:
         """`settings` with the addresses, data directory and payload store of this stack
         (whose Temporal takes plaintext and no API key, whatever TEMPORAL_TLS* the
         environment sets)."""
-        return replace(
-            settings,
-            temporal_address=self.temporal_address,
-            redis_url=self.redis_url,
-            temporal_ui_url=self.ui_url,
-            data_dir=self.data_dir,
-            payload_store=self.payload_store,
-            temporal_tls=False,
-            temporal_tls_ca=None,
-            temporal_tls_cert=None,
-            temporal_tls_key=None,
-            temporal_tls_server_name=None,
-            temporal_api_key=None,
+        return settings.model_copy(
+            update={
+                "temporal_address": self.temporal_address,
+                "redis_url": self.redis_url,
+                "temporal_ui_url": self.ui_url,
+                "data_dir": self.data_dir,
+                "payload_store": self.payload_store,
+                "temporal_tls": False,
+                "temporal_tls_ca": None,
+                "temporal_tls_cert": None,
+                "temporal_tls_key": None,
+                "temporal_tls_server_name": None,
+                "temporal_api_key": None,
+            }
         )
 
 

@@ -1,54 +1,44 @@
-"""Gateway settings: API keys and their tenants, limits, defaults."""
+"""The gateway's configuration: API keys and their tenants, limits, defaults; built from
+`sessionflow.config.Settings` (`GatewayConfig.from_settings`), whose defaults it shares."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-from sessionflow.ids import TENANT
+from sessionflow.config import Settings, parse_api_keys
+from sessionflow.config import check_long_requests as _check_long_requests
 
+__all__ = ["GatewayConfig", "parse_api_keys"]
 
-def parse_api_keys(spec: str) -> dict[str, str]:
-    """`key:tenant,key2:tenant2` -> {key: tenant}; raises ValueError on a bad entry."""
-    keys: dict[str, str] = {}
-    for entry in filter(None, (e.strip() for e in spec.split(","))):
-        key, sep, tenant = entry.rpartition(":")
-        if not sep or len(key) < 8 or not TENANT.match(tenant):
-            raise ValueError(
-                "SESSIONFLOW_API_KEYS entries must look like '<key of 8+ characters>:<tenant>' "
-                "with a tenant of letters, digits, '_' or '-'"
-            )
-        keys[key] = tenant
-    return keys
+_DEFAULT = Settings()
 
 
 @dataclass(frozen=True)
 class GatewayConfig:
     api_keys: Mapping[str, str] = field(default_factory=dict)
-    default_agent: str = "demo"
+    default_agent: str = _DEFAULT.default_agent
     # The largest body that posts a message: room for a message's files (10 MiB decoded,
     # base64 in JSON) and its text. Other bodies are at most 256 KiB (limits.py).
-    max_body_bytes: int = 16 * 1024 * 1024
-    heartbeat_seconds: float = 15.0
-    host: str = "127.0.0.1"
-    port: int = 8000
+    max_body_bytes: int = _DEFAULT.max_body_bytes
+    heartbeat_seconds: float = _DEFAULT.sse_heartbeat
+    host: str = _DEFAULT.gateway_host
+    port: int = _DEFAULT.gateway_port
     # Where the page links each session in the Temporal UI.
-    temporal_ui_url: str = "http://127.0.0.1:8233"
-    namespace: str = "default"
+    temporal_ui_url: str = _DEFAULT.temporal_ui_url
+    namespace: str = _DEFAULT.temporal_namespace
     # Connections served at once (uvicorn's `limit_concurrency`); past it, 503.
-    max_connections: int = 1000
+    max_connections: int = _DEFAULT.gateway_max_connections
     # Seconds an idle connection is kept open between requests.
-    keep_alive_timeout: float = 5.0
+    keep_alive_timeout: float = _DEFAULT.gateway_keep_alive_timeout
     # Seconds a request's headers may take to arrive, from its first byte (or from
     # the connection's opening); then the connection is dropped.
-    header_timeout: float = 10.0
+    header_timeout: float = _DEFAULT.gateway_header_timeout
     # Seconds a request's body may take to arrive after its headers; then 408.
-    body_timeout: float = 30.0
+    body_timeout: float = _DEFAULT.gateway_body_timeout
     # Long-lived requests (SSE streams, outcome long-polls) one tenant may hold open at
     # once, per gateway process; past it, 429 (sessionflow.gateway.slots).
-    max_streams_per_tenant: int = 100
+    max_streams_per_tenant: int = _DEFAULT.max_streams_per_tenant
     # Long-lived requests of all tenants at once, per process; None: three quarters of
     # `max_connections`, so short requests always find a connection. Past it, 503.
     max_long_requests: int | None = None
@@ -57,16 +47,28 @@ class GatewayConfig:
     reserved_long_requests: int | None = None
 
     def __post_init__(self) -> None:
-        if self.long_requests > self.max_connections:
-            raise ValueError(
-                f"SESSIONFLOW_MAX_LONG_REQUESTS ({self.long_requests}) must not exceed "
-                f"SESSIONFLOW_GATEWAY_MAX_CONNECTIONS ({self.max_connections})"
-            )
-        if not 0 <= self.long_request_reserve < self.long_requests:
-            raise ValueError(
-                f"SESSIONFLOW_LONG_REQUEST_RESERVE ({self.long_request_reserve}) must be "
-                f"from 0 to one less than SESSIONFLOW_MAX_LONG_REQUESTS ({self.long_requests})"
-            )
+        _check_long_requests(self.max_connections, self.long_requests, self.long_request_reserve)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GatewayConfig:
+        """The gateway `settings` configure."""
+        return cls(
+            api_keys=settings.api_keys,
+            default_agent=settings.default_agent,
+            max_body_bytes=settings.max_body_bytes,
+            heartbeat_seconds=settings.sse_heartbeat,
+            host=settings.gateway_host,
+            port=settings.gateway_port,
+            temporal_ui_url=settings.temporal_ui_url,
+            namespace=settings.temporal_namespace,
+            max_connections=settings.gateway_max_connections,
+            keep_alive_timeout=settings.gateway_keep_alive_timeout,
+            header_timeout=settings.gateway_header_timeout,
+            body_timeout=settings.gateway_body_timeout,
+            max_streams_per_tenant=settings.max_streams_per_tenant,
+            max_long_requests=settings.max_long_requests,
+            reserved_long_requests=settings.long_request_reserve,
+        )
 
     @property
     def long_requests(self) -> int:
@@ -81,58 +83,3 @@ class GatewayConfig:
         if self.reserved_long_requests is not None:
             return self.reserved_long_requests
         return self.long_requests // 5
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
-        env = os.environ if env is None else env
-        default = cls()
-
-        def positive(name: str, fallback: float | None, kind: type[int] | type[float]) -> Any:
-            raw = env.get(name)
-            if not raw:
-                return fallback
-            try:
-                value = kind(raw)
-            except ValueError:
-                value = 0
-            if value <= 0:
-                raise ValueError(f"{name} must be a positive {kind.__name__}, got {raw!r}")
-            return value
-
-        return cls(
-            api_keys=parse_api_keys(env.get("SESSIONFLOW_API_KEYS", "")),
-            default_agent=env.get("SESSIONFLOW_DEFAULT_AGENT") or default.default_agent,
-            max_body_bytes=int(env.get("SESSIONFLOW_MAX_BODY_BYTES") or default.max_body_bytes),
-            heartbeat_seconds=float(
-                env.get("SESSIONFLOW_SSE_HEARTBEAT") or default.heartbeat_seconds
-            ),
-            host=env.get("SESSIONFLOW_GATEWAY_HOST") or default.host,
-            port=int(env.get("SESSIONFLOW_GATEWAY_PORT") or default.port),
-            temporal_ui_url=(env.get("TEMPORAL_UI_URL") or default.temporal_ui_url).rstrip("/"),
-            namespace=env.get("TEMPORAL_NAMESPACE") or default.namespace,
-            max_connections=positive(
-                "SESSIONFLOW_GATEWAY_MAX_CONNECTIONS", default.max_connections, int
-            ),
-            keep_alive_timeout=positive(
-                "SESSIONFLOW_GATEWAY_KEEP_ALIVE_TIMEOUT", default.keep_alive_timeout, float
-            ),
-            header_timeout=positive(
-                "SESSIONFLOW_GATEWAY_HEADER_TIMEOUT", default.header_timeout, float
-            ),
-            body_timeout=positive("SESSIONFLOW_GATEWAY_BODY_TIMEOUT", default.body_timeout, float),
-            max_streams_per_tenant=positive(
-                "SESSIONFLOW_MAX_STREAMS_PER_TENANT", default.max_streams_per_tenant, int
-            ),
-            max_long_requests=positive("SESSIONFLOW_MAX_LONG_REQUESTS", None, int),
-            reserved_long_requests=_whole(env, "SESSIONFLOW_LONG_REQUEST_RESERVE"),
-        )
-
-
-def _whole(env: Mapping[str, str], name: str) -> int | None:
-    """A whole number of at least 0 from `name`, None when unset or empty."""
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit():
-        raise ValueError(f"{name} must be a whole number of at least 0, got {raw!r}")
-    return int(raw)

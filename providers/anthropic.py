@@ -9,7 +9,6 @@ pays for them once per cache lifetime.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,6 +42,7 @@ from sessionflow.providers.base import (
 )
 
 PROVIDER = "anthropic"
+DEFAULT_BASE_URL = "https://api.anthropic.com"
 _CACHE = {"type": "ephemeral"}
 _STOP_REASONS = {
     "end_turn": FinishReason.STOP,
@@ -66,8 +66,10 @@ class AnthropicProvider:
         thinking_budget: int | None = None,
         timeout: float = 600.0,
     ) -> None:
-        self._api_key = api_key or os.environ.get("ANTHROPIC_API_KEY")
-        self._base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL") or None
+        # From the settings (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL) through the registry;
+        # the SDK is given both, so it reads neither from the environment itself.
+        self._api_key = api_key or None
+        self._base_url = base_url or DEFAULT_BASE_URL
         self._max_tokens = max_tokens
         self._thinking_budget = thinking_budget
         self._timeout = timeout

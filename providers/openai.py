@@ -19,7 +19,6 @@ some local servers read.
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -56,6 +55,7 @@ from sessionflow.providers.base import (
 )
 
 PROVIDER = "openai"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Sent when a base URL is set without a key: local servers ignore it, and a hosted one
 # answers 401, which fails the turn with the server's own words.
 PLACEHOLDER_KEY = "sessionflow-no-key"
@@ -78,8 +78,9 @@ class OpenAIProvider:
         base_url: str | None = None,
         timeout: float = 600.0,
     ) -> None:
-        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
-        self._base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        # From the settings (OPENAI_API_KEY, OPENAI_BASE_URL) through the registry.
+        self._api_key = api_key or None
+        self._base_url = base_url or None
         self._timeout = timeout
         self._client: openai.AsyncOpenAI | None = None
         host = urlsplit(self._base_url).netloc.rpartition("@")[2] if self._base_url else ""
@@ -92,14 +93,12 @@ class OpenAIProvider:
                     "OPENAI_API_KEY is not set on this worker "
                     "(a local server needs only OPENAI_BASE_URL)"
                 )
-            options: dict[str, Any] = {}
-            if self._base_url:
-                options["base_url"] = self._base_url
+            # Both given, so the SDK reads neither from the environment itself.
             self._client = openai.AsyncOpenAI(
                 api_key=self._api_key or PLACEHOLDER_KEY,
+                base_url=self._base_url or DEFAULT_BASE_URL,
                 max_retries=0,
                 timeout=self._timeout,
-                **options,
             )
         return self._client
 

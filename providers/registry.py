@@ -35,8 +35,10 @@ VARIABLE = "SESSIONFLOW_PROVIDERS"
 def _anthropic(settings: Settings) -> ModelProvider:
     from sessionflow.providers.anthropic import AnthropicProvider
 
-    # Reads ANTHROPIC_API_KEY now, and needs it only when first used.
+    # Needs ANTHROPIC_API_KEY only when first used.
     return AnthropicProvider(
+        api_key=settings.anthropic_api_key,
+        base_url=settings.anthropic_base_url,
         max_tokens=settings.anthropic_max_tokens,
         thinking_budget=settings.anthropic_thinking_budget or None,
     )
@@ -45,8 +47,8 @@ def _anthropic(settings: Settings) -> ModelProvider:
 def _openai(settings: Settings) -> ModelProvider:
     from sessionflow.providers.openai import OpenAIProvider
 
-    # Reads OPENAI_API_KEY and OPENAI_BASE_URL now, and needs one of them only when used.
-    return OpenAIProvider()
+    # Needs OPENAI_API_KEY or OPENAI_BASE_URL only when used.
+    return OpenAIProvider(api_key=settings.openai_api_key, base_url=settings.openai_base_url)
 
 
 _PROVIDERS: dict[str, ProviderFactory] = {"anthropic": _anthropic, "openai": _openai}
@@ -80,10 +82,10 @@ def with_registered_providers(
     providers: Iterable[ModelProvider], settings: Settings | None = None
 ) -> list[ModelProvider]:
     """`providers`, and one of each registered provider none of them is named like,
-    built from `settings` (by default, `Settings()`'s defaults)."""
+    built from `settings` (by default, the environment's: `Settings.from_env()`)."""
     given = list(providers)
     names = {p.name for p in given}
-    settings = settings or Settings()
+    settings = settings or Settings.from_env()
     return [*given, *(make(settings) for name, make in _PROVIDERS.items() if name not in names)]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import os
 import posixpath
 import shlex
 from collections.abc import Callable
@@ -295,7 +294,8 @@ class E2BSandboxBackend:
         self._template = template
         self._timeout = timeout_seconds
         self._metadata = metadata or {"created-by": "sessionflow"}
-        self._api_key = api_key or os.environ.get("E2B_API_KEY")
+        # E2B_API_KEY, from the settings through the registry.
+        self._api_key = api_key or None
         self._sdk = sdk or importlib.import_module("e2b")
 
     async def create(self, *, owner: str) -> E2BSandbox:

@@ -64,7 +64,9 @@ def _e2b(settings: Settings) -> SandboxBackend:
     from sessionflow.sandbox.e2b import E2BSandboxBackend
 
     return E2BSandboxBackend(
-        template=settings.e2b_template, timeout_seconds=settings.e2b_timeout_seconds
+        template=settings.e2b_template,
+        timeout_seconds=settings.e2b_timeout_seconds,
+        api_key=settings.e2b_api_key,
     )
 
 

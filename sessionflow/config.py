@@ -1,69 +1,23 @@
-"""Settings, read from the environment once, with defaults for the local stack; and the
-resolution of the `module:attr` import paths some of them hold.
+"""Settings: one typed model (`Settings`, pydantic-settings), read from the environment
+once, with defaults for the local stack; and the resolution of the `module:attr` import
+paths some of them hold.
 
-| variable                      | default                     |
-| ----------------------------- | --------------------------- |
-| TEMPORAL_ADDRESS              | 127.0.0.1:7233              |
-| TEMPORAL_NAMESPACE            | default                     |
-| TEMPORAL_UI_URL               | http://127.0.0.1:8233       |
-| SESSIONFLOW_TASK_QUEUE        | sessionflow (+ .<agent>)    |
-| SESSIONFLOW_SHARED_QUEUE      | on (poll the base queue too) |
-| SESSIONFLOW_WORKER_ROLE       | all (or workflows, activities) |
-| SESSIONFLOW_INTERRUPT_NOTICES | on (off: steps heartbeat every 0.4 s) |
-| REDIS_URL                     | redis://127.0.0.1:6379/0 *  |
-| SESSIONFLOW_TENANT            | dev with the local stack *, else none |
-| TEMPORAL_TLS                  | on if any TLS_* or API key  |
-| TEMPORAL_TLS_CA               | the system's root CAs       |
-| TEMPORAL_TLS_CERT, _TLS_KEY   | none (mTLS client pair)     |
-| TEMPORAL_TLS_SERVER_NAME      | the address's host          |
-| TEMPORAL_API_KEY              | none (Temporal Cloud)       |
-| SESSIONFLOW_DATA_DIR          | .sessionflow                |
-| SESSIONFLOW_SANDBOX_ROOT      | <data dir>/sandboxes        |
-| SESSIONFLOW_STREAM_MAXLEN     | 10000 (entries per session) |
-| SESSIONFLOW_STREAM_TTL        | 604800 (seconds after idle) |
-| SESSIONFLOW_STREAM_CALL_BUDGET | 262144 (progress bytes per tool call) |
-| SESSIONFLOW_STREAM_TURN_BUDGET | 1048576 (progress bytes per turn) |
-| SESSIONFLOW_CONTEXT_TTL       | 86400 (seconds after use)   |
-| SESSIONFLOW_IDLE_TTL          | 604800 (s without a message before a session closes; off) |
-| SESSIONFLOW_METRICS_ADDRESS   | 127.0.0.1:9464 or next free ("" = off) |
-| SESSIONFLOW_MAX_CONCURRENT_ACTIVITIES     | 200             |
-| SESSIONFLOW_MAX_CONCURRENT_WORKFLOW_TASKS | 100             |
-| SESSIONFLOW_MAX_CACHED_WORKFLOWS          | 1000            |
-| SESSIONFLOW_SANDBOX           | local (or e2b, module:attr) |
-| SESSIONFLOW_SANDBOX_ISOLATION | bubblewrap (or none)        |
-| SESSIONFLOW_SANDBOX_NETWORK   | none (or egress)            |
-| SESSIONFLOW_SANDBOX_UID       | 1900000000 (first host uid under root) |
-| SESSIONFLOW_SANDBOX_UIDS      | 65536 (host uids, one per sandbox) |
-| SESSIONFLOW_SANDBOX_LIMITS    | kernel (or best-effort)     |
-| SESSIONFLOW_SANDBOX_MEMORY_MB | 4096 (per sandbox)          |
-| SESSIONFLOW_SANDBOX_CPU_PERCENT | 100 (per sandbox)         |
-| SESSIONFLOW_SANDBOX_DISK_MB   | 2048 (per workspace)        |
-| SESSIONFLOW_SANDBOX_MAX_PROCESSES   | 512 (per sandbox)     |
-| SESSIONFLOW_SANDBOX_MAX_MEMORY_MB   | 4096 (per process)    |
-| SESSIONFLOW_SANDBOX_MAX_CPU_SECONDS | 600 (per process)     |
-| SESSIONFLOW_SANDBOX_MAX_FILE_MB     | 1024 (per file)       |
-| SESSIONFLOW_SANDBOX_MAX_OPEN_FILES  | 4096 (per process)    |
-| SESSIONFLOW_SANDBOX_TMP_MB          | 256 (the /tmp tmpfs)  |
-| SESSIONFLOW_PROVIDERS         | none (module:attr,...)      |
-| SESSIONFLOW_E2B_TEMPLATE      | E2B's default template      |
-| SESSIONFLOW_E2B_TIMEOUT       | 3600 (sandbox lifetime, s)  |
-| SESSIONFLOW_ANTHROPIC_MAX_TOKENS      | 8192                |
-| SESSIONFLOW_ANTHROPIC_THINKING_BUDGET | 0 (no thinking)     |
-| SESSIONFLOW_LOG_FORMAT        | console on a TTY, else json |
-| SESSIONFLOW_LOG_LEVEL         | info                        |
-| SESSIONFLOW_PAYLOAD_STORE     | file://<data dir>/payloads  |
-| SESSIONFLOW_PAYLOAD_THRESHOLD | 262144 (bytes; 0 to 1 MiB)  |
-| AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL | AWS (s3:// stores)  |
-| AWS_REGION, AWS_DEFAULT_REGION        | boto's chain (s3://) |
-| AWS_ACCESS_KEY_ID, _SECRET_ACCESS_KEY, AWS_SESSION_TOKEN | boto's chain (s3://) |
+Every setting is a field here, with its variable, default and meaning; README.md's
+Configuration table is generated from them (`python -m sessionflow.config --readme
+README.md`; CI checks it is current). Variables are `SESSIONFLOW_<FIELD>`, but for the
+names other tools share (`TEMPORAL_*`, `REDIS_URL`, the providers' API keys, `AWS_*`).
+No other module reads the environment for configuration.
 
-* with the local stack's password when REDIS_URL is unset and `<data dir>/redis.password`
-exists; SESSIONFLOW_TENANT is then `dev`, so the CLI names sessions `dev:<id>` as the
-gateway does for `sessionflow dev`'s development key (its web page lists them).
-SESSIONFLOW_TENANT="" means no tenant: session ids are used as given.
+`Settings(...)` takes the values given and the defaults; `Settings.from_env()` reads the
+environment (or a mapping given), and derives what depends on it: without `REDIS_URL`,
+the local stack's Redis with the password `sessionflow dev` keeps in
+`<data dir>/redis.password` when that file exists, and `SESSIONFLOW_TENANT` is then
+`dev`, so the CLI names sessions `dev:<id>` as the gateway does for `sessionflow dev`'s
+development key. An empty variable counts as unset, but for `SESSIONFLOW_TENANT` (empty:
+no tenant) and `SESSIONFLOW_METRICS_ADDRESS` (empty: no metrics).
 
-A bad value raises `ConfigError` (an `InvalidInput`): one line naming the variable and
-what it takes (the command line prints it and exits with status 2).
+A bad value raises `ConfigError` (an `InvalidInput`), from either: one line naming the
+variable and what it takes (the command line prints it and exits with status 2).
 
 Payloads of at least SESSIONFLOW_PAYLOAD_THRESHOLD bytes (activity inputs and results,
 signals, queries' and updates' answers, continue-as-new input) go to the payload store
@@ -73,328 +27,702 @@ machine (the local stack), `s3://<bucket>[/<prefix>]` for anything else.
 
 from __future__ import annotations
 
+import argparse
 import functools
 import importlib
 import inspect
 import os
-import re
+import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-from urllib.parse import quote, urlsplit
+from typing import Annotated, Any
+from urllib.parse import quote
 
-from sessionflow.errors import InvalidInput
-from sessionflow.ids import TENANT
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import model_validator as _model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-# The local stack's Redis password, in the data directory (see sessionflow.cli.localstack).
-LOCAL_REDIS_PASSWORD_FILE = "redis.password"
-LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
-# The tenant of `sessionflow dev`'s development key (sessionflow.cli.dev.DEV_API_KEY).
-LOCAL_TENANT = "dev"
+from sessionflow._setting_values import (
+    DEFAULT_IDLE_TTL_SECONDS,
+    DEFAULT_PAYLOAD_THRESHOLD,
+    LOCAL_REDIS_PASSWORD_FILE,
+    LOCAL_REDIS_URL,
+    LOCAL_TENANT,
+    LOG_LEVELS,
+    MAX_PAYLOAD_THRESHOLD,
+    PAYLOADS_DIR,
+    ConfigError,
+    PayloadStore,
+    WorkerRole,
+    agent_task_queue,
+    check_long_requests,
+    check_redis_url,
+    env_integer,
+    local_redis_password,
+    parse_address,
+    parse_api_keys,
+    parse_choice,
+    parse_http_url,
+    parse_idle_ttl,
+    parse_payload_store,
+    parse_payload_threshold,
+    parse_positive,
+    parse_switch,
+    parse_task_queue,
+    parse_tenant,
+    parse_whole,
+)
 
+__all__ = [
+    "DEFAULT_IDLE_TTL_SECONDS",
+    "DEFAULT_PAYLOAD_THRESHOLD",
+    "LOCAL_REDIS_PASSWORD_FILE",
+    "LOCAL_REDIS_URL",
+    "LOCAL_TENANT",
+    "LOG_LEVELS",
+    "MAX_PAYLOAD_THRESHOLD",
+    "PAYLOADS_DIR",
+    "ConfigError",
+    "PayloadStore",
+    "Settings",
+    "WorkerRole",
+    "agent_task_queue",
+    "check_long_requests",
+    "check_redis_url",
+    "env_integer",
+    "import_factory",
+    "import_object",
+    "local_redis_password",
+    "parse_address",
+    "parse_api_keys",
+    "parse_idle_ttl",
+    "parse_payload_store",
+    "parse_payload_threshold",
+    "parse_tenant",
+    "variables",
+]
 
-class WorkerRole(StrEnum):
-    """What a worker process runs. Workflow tasks hold the GIL while they run; in a
-    process of their own they cannot stall the activities streaming tokens (see
-    BENCHMARKS.md, "Stream latency"). A workflows-only worker still runs its sessions'
-    local activities (short Redis and payload store writes), as Temporal requires."""
-
-    ALL = "all"
-    WORKFLOWS = "workflows"
-    ACTIVITIES = "activities"
-
-
-def local_redis_password(data_dir: Path) -> str | None:
-    """The password `sessionflow dev` made for the stack in `data_dir`, if there is one."""
-    try:
-        return (data_dir / LOCAL_REDIS_PASSWORD_FILE).read_text().strip() or None
-    except OSError:
-        return None
-
-
-class ConfigError(InvalidInput):
-    """A setting whose value cannot be used. The message is one line that names the
-    variable and says what it takes; it never repeats a value that may hold a secret."""
-
-
-def _choice(name: str, env: Mapping[str, str], fallback: str, options: tuple[str, ...]) -> str:
-    value = (env.get(name) or fallback).strip().lower()
-    if value not in options:
-        raise ConfigError(f"{name} must be one of {', '.join(options)}, got {env.get(name)!r}")
-    return value
-
-
-def _switch(name: str, raw: str | None) -> bool | None:
-    if raw is None or not raw.strip():
-        return None
-    value = raw.strip().lower()
-    if value in ("1", "on", "true", "yes"):
-        return True
-    if value in ("0", "off", "false", "no"):
-        return False
-    raise ConfigError(f"{name} must be on or off, got {raw!r}")
-
-
-def env_integer(
-    name: str, env: Mapping[str, str], fallback: int, low: int, high: int | None = None
-) -> int:
-    """The whole number in variable `name` (`fallback` when unset or empty), from `low`
-    to `high`; else a `ConfigError` naming the variable and the range."""
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return fallback
-    span = f"from {low} to {high}" if high is not None else f"of at least {low}"
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number {span}, got {raw!r}") from None
-    if value < low or (high is not None and value > high):
-        raise ConfigError(f"{name} must be a whole number {span}, got {raw!r}")
-    return value
-
-
-def parse_address(raw: str, name: str, example: str = "127.0.0.1:7233") -> tuple[str, int]:
-    """`host:port` (`[v6 address]:port` too) as (host, port)."""
-    host, sep, port = raw.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f"{name} must be host:port (e.g. {example}), got {raw!r}")
-    return host, int(port)
-
-
-# `redis+cluster://` (`rediss+cluster://`): any node of a Redis Cluster (connections).
-_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
-
-
-def check_redis_url(url: str, name: str = "REDIS_URL") -> str:
-    """`url` if redis-py can use it; the message never shows it (it holds the password)."""
-    shape = (
-        f"{name} must look like redis://[:<password>@]<host>:<port>/<db> "
-        "(rediss:// for TLS, unix:///<socket path>, or redis+cluster://[:<password>@]"
-        "<host>:<port> for any node of a Redis Cluster)"
-    )
-    try:
-        parts = urlsplit(url.strip())
-        port, path = parts.port, parts.path
-    except ValueError:  # a port that is not a number
-        raise ConfigError(shape) from None
-    if parts.scheme not in _REDIS_SCHEMES:
-        raise ConfigError(shape)
-    if parts.scheme == "unix":
-        if not path:
-            raise ConfigError(shape)
-        return url
-    database = path.strip("/")
-    if not parts.hostname or (port is not None and not 0 < port < 65536):
-        raise ConfigError(shape)
-    if database and not database.isdigit():
-        raise ConfigError(f"{name}: the database after the last '/' must be a number")
-    if parts.scheme.endswith("+cluster") and database not in ("", "0"):
-        raise ConfigError(f"{name}: a Redis Cluster has only database 0")
-    return url
-
-
-def parse_tenant(raw: str, name: str = "SESSIONFLOW_TENANT") -> str | None:
-    """A tenant name (letters, digits, '_' or '-', at most 64), or None for ""."""
-    value = raw.strip()
-    if not value:
-        return None
-    if not TENANT.match(value):
-        raise ConfigError(
-            f"{name} must be 1-64 letters, digits, '_' or '-' (or empty for none), got {raw!r}"
-        )
-    return value
-
-
-def _url(name: str, env: Mapping[str, str], fallback: str) -> str:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return fallback
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{name} must be an http:// or https:// URL, got {raw!r}")
-    return raw.rstrip("/")
-
-
-# A task queue's name, and an agent's after it, must fit Temporal's limit of 1000.
-_TASK_QUEUE = re.compile(r"^[^\s\x00-\x1f\x7f]{1,200}$")
-
-
-def agent_task_queue(base: str, agent: str) -> str:
-    """The task queue of `agent`'s sessions: `<base>.<agent>`, polled only by workers
-    that serve the agent. The client starts each session there, and the workflow's
-    activities and continue-as-new stay on the queue its run started on."""
-    return f"{base}.{agent}"
-
-
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-# Temporal refuses payloads over 2 MiB: a threshold near that would let payloads it
-# refuses stay inline.
-MAX_PAYLOAD_THRESHOLD = 1024 * 1024
-DEFAULT_PAYLOAD_THRESHOLD = 256 * 1024
-PAYLOADS_DIR = "payloads"
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+PREFIX = "SESSIONFLOW_"
+# Empty, these say something (no tenant, no metrics); any other empty variable is unset.
+_EMPTY_MEANS_NONE = ("SESSIONFLOW_TENANT", "SESSIONFLOW_METRICS_ADDRESS")
+# The environment `Settings.from_env` reads; None: `Settings(...)` reads none.
+_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("_ENVIRONMENT", default=None)
 
 
 @dataclass(frozen=True)
-class PayloadStore:
-    """Where large payloads go: a directory (`kind == "file"`) or an S3 bucket and key
-    prefix (`kind == "s3"`, the prefix without slashes at either end, maybe empty)."""
+class _Parse:
+    """How a field's value is read: `parse(value, variable)` returns it or raises
+    `ConfigError`. `value` is the variable's text, or what code passed."""
 
-    kind: Literal["file", "s3"]
-    path: Path = Path()
-    bucket: str = ""
-    prefix: str = ""
-
-    @property
-    def url(self) -> str:
-        if self.kind == "file":
-            return f"file://{self.path}"
-        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+    parse: Callable[[Any, str], Any]
 
 
-def parse_payload_store(raw: str, name: str = "SESSIONFLOW_PAYLOAD_STORE") -> PayloadStore:
-    """`file://<dir>` (absolute, or relative to the working directory) or
-    `s3://<bucket>[/<prefix>]`; anything else is an `InvalidInput` saying what is wrong."""
+def _whole(low: int = 1, high: int | None = None) -> _Parse:
+    return _Parse(lambda raw, name: parse_whole(raw, name, low, high))
+
+
+def _positive(kind: type[int] | type[float]) -> _Parse:
+    return _Parse(lambda raw, name: parse_positive(raw, name, kind))
+
+
+def _choice(*options: str) -> _Parse:
+    return _Parse(lambda raw, name: parse_choice(str(raw), name, options))
+
+
+def _address(raw: str, name: str) -> str:
     value = raw.strip()
-    scheme, sep, rest = value.partition("://")
-    if not sep or scheme.lower() not in ("file", "s3"):
-        raise ConfigError(f"{name} must be file://<dir> or s3://<bucket>[/<prefix>], got {raw!r}")
-    if scheme.lower() == "file":
-        if not rest.strip():
-            raise ConfigError(f"{name}=file:// names no directory")
-        return PayloadStore("file", path=Path(rest))
-    bucket, _, prefix = rest.partition("/")
-    if not _BUCKET.match(bucket) or ".." in bucket:
-        raise ConfigError(
-            f"{name}: {bucket!r} is not an S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')"
-        )
-    prefix = prefix.strip("/")
-    if "?" in prefix or "#" in prefix or "//" in prefix:
-        raise ConfigError(f"{name}: the key prefix {prefix!r} has '?', '#' or an empty segment")
-    return PayloadStore("s3", bucket=bucket, prefix=prefix)
-
-
-def parse_payload_threshold(raw: str | int, name: str = "SESSIONFLOW_PAYLOAD_THRESHOLD") -> int:
-    """Bytes from which a payload is stored by reference: 0 (all) to 1 MiB."""
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of bytes, got {raw!r}") from None
-    if not 0 <= value <= MAX_PAYLOAD_THRESHOLD:
-        raise ConfigError(
-            f"{name} must be 0 to {MAX_PAYLOAD_THRESHOLD} bytes (Temporal refuses payloads "
-            f"over 2 MiB), got {value}"
-        )
+    parse_address(value, name)
     return value
 
 
-DEFAULT_IDLE_TTL_SECONDS = 7 * 24 * 3600
+def _switch(raw: str | bool, name: str) -> bool | None:
+    return raw if isinstance(raw, bool) else parse_switch(raw, name)
 
 
-def parse_idle_ttl(raw: str | None, name: str = "SESSIONFLOW_IDLE_TTL") -> int | None:
-    """Seconds (unset: 7 days), or None for `off` or 0: sessions never close on idle."""
+def _tenant(raw: str | None, name: str) -> str | None:
+    return None if raw is None else parse_tenant(raw, name)
+
+
+def _metrics_address(raw: str, name: str) -> str:
+    value = raw.strip()
+    if value:
+        parse_address(value, name, "127.0.0.1:9464")
+    return value
+
+
+def _idle_ttl(raw: str | int | None, name: str) -> int | None:
+    if raw is None or isinstance(raw, int):
+        return raw or None
+    return parse_idle_ttl(raw, name)
+
+
+def _payload_store(raw: str | None, name: str) -> str | None:
+    value = (raw or "").strip() or None
+    if value is not None:
+        parse_payload_store(value, name)  # a bad value fails here, at start
+    return value
+
+
+def _api_keys(raw: str | Mapping[str, str], name: str) -> dict[str, str]:
+    return parse_api_keys(raw, name) if isinstance(raw, str) else dict(raw)
+
+
+def _names(raw: str | tuple[str, ...] | list[str], name: str) -> tuple[str, ...]:
+    entries = raw.split(",") if isinstance(raw, str) else raw
+    return tuple(e.strip() for e in entries if e.strip())
+
+
+def _log_format(raw: str | None, name: str) -> str | None:
     value = (raw or "").strip().lower()
-    if not value:
-        return DEFAULT_IDLE_TTL_SECONDS
-    if value in ("off", "0", "never"):
-        return None
-    if not value.isascii() or not value.isdigit():
-        raise ConfigError(f"{name} must be a number of seconds, or off (never), got {raw!r}")
-    return int(value)
+    return parse_choice(value, name, ("json", "console")) if value else None
 
 
-@dataclass(frozen=True)
-class Settings:
-    temporal_address: str = "127.0.0.1:7233"
-    temporal_namespace: str = "default"
-    temporal_ui_url: str = "http://127.0.0.1:8233"
-    # The base task queue: an agent's sessions run on `<task_queue>.<agent>`
-    # (`agent_task_queue`); with `shared_queue`, workers also poll the base queue itself,
-    # where sessions started before per-agent queues (or by older clients) run.
-    task_queue: str = "sessionflow"
-    shared_queue: bool = True
-    worker_role: WorkerRole = WorkerRole.ALL
-    # Running steps learn of interrupts from Redis and heartbeat every 2 s; off, they
-    # heartbeat every 0.4 s so that Temporal's cancel alone reaches them fast.
-    interrupt_notices: bool = True
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    # The tenant whose sessions the CLI's session commands mean: `<tenant>:<id>`, as the
-    # gateway names a tenant's sessions. None: ids are used as given.
-    tenant: str | None = None
-    data_dir: Path = Path(".sessionflow")
-    sandbox_root: Path | None = None
-    stream_max_len: int = 10_000
-    stream_ttl_seconds: int = 7 * 24 * 3600
-    # Bytes of tool progress (preliminary output) one tool call, and one turn, may
-    # write to the stream; past them progress is summarised (sessionflow.streams.budget).
-    stream_call_budget: int = 256 * 1024
-    stream_turn_budget: int = 1024 * 1024
-    context_ttl_seconds: int = 24 * 3600
-    # How long a session may go without a message before it closes itself, unless its
-    # agent says otherwise (`agent(idle_ttl=...)`); None: never.
-    idle_ttl_seconds: int | None = DEFAULT_IDLE_TTL_SECONDS
-    metrics_address: str = "127.0.0.1:9464"
-    # The default address: when its port is taken (another worker on the host), the
-    # next free one is used; a configured address is used as given or not at all.
-    metrics_next_free: bool = True
-    max_concurrent_activities: int = 200
-    max_concurrent_workflow_tasks: int = 100
-    max_cached_workflows: int = 1000
-    # A registered backend name or a `module:attr` (see sessionflow.sandbox.registry).
-    sandbox_backend: str = "local"
-    # The local backend: "bubblewrap" or "none" (unconfined, trusted code only), its
-    # network ("none" or "egress"), the range of host uids sandboxes run as under a
-    # root worker (one each), what each sandbox may use together (its share: memory,
-    # processes, CPU, disk) and what each process may use (see
-    # sessionflow.sandbox.isolation); "kernel" refuses a host that cannot enforce the
-    # share, "best-effort" runs without what it lacks.
-    sandbox_isolation: str = "bubblewrap"
-    sandbox_network: str = "none"
-    sandbox_uid: int = 1_900_000_000
-    sandbox_uids: int = 65_536
-    sandbox_limits: str = "kernel"
-    sandbox_memory_mb: int = 4096
-    sandbox_cpu_percent: int = 100
-    sandbox_disk_mb: int = 2048
-    sandbox_max_processes: int = 512
-    sandbox_max_memory_mb: int = 4096
-    sandbox_max_cpu_seconds: int = 600
-    sandbox_max_file_mb: int = 1024
-    sandbox_max_open_files: int = 4096
-    sandbox_tmp_mb: int = 256
-    # `module:attr` paths of extra model providers (see sessionflow.providers.registry).
-    providers: tuple[str, ...] = ()
-    e2b_template: str | None = None
-    e2b_timeout_seconds: int = 3600
-    anthropic_max_tokens: int = 8192
-    anthropic_thinking_budget: int = 0
-    log_format: str | None = None
-    log_level: str = "info"
-    # Temporal over TLS: None turns it on when a TLS file, server name or API key is set.
-    temporal_tls: bool | None = None
-    temporal_tls_ca: Path | None = None
-    temporal_tls_cert: Path | None = None
-    temporal_tls_key: Path | None = None
-    temporal_tls_server_name: str | None = None
-    temporal_api_key: str | None = field(default=None, repr=False)
-    # Large payloads go by reference (sessionflow.storage): `file://<dir>` or
-    # `s3://<bucket>[/<prefix>]`; None is `<data dir>/payloads`.
-    payload_store: str | None = None
-    payload_threshold: int = DEFAULT_PAYLOAD_THRESHOLD
-    # An `s3://` store's endpoint (any S3-compatible server), region and credentials; what
-    # is unset comes from boto's own chain (AWS_PROFILE, config files, instance roles).
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
-    aws_access_key_id: str | None = field(default=None, repr=False)
-    aws_secret_access_key: str | None = field(default=None, repr=False)
-    aws_session_token: str | None = field(default=None, repr=False)
+def _stripped(raw: str, name: str) -> str:
+    return raw.strip()
+
+
+def _optional_stripped(raw: str | None, name: str) -> str | None:
+    return (raw or "").strip() or None
+
+
+def _optional(parse: _Parse) -> _Parse:
+    """`parse`, but None (unset) passes as None."""
+    return _Parse(lambda raw, name: None if raw is None else parse.parse(raw, name))
+
+
+def _env(*names: str) -> str | AliasChoices:
+    """The variable(s) of a field that does not follow `SESSIONFLOW_<FIELD>`; the first
+    set wins."""
+    return names[0] if len(names) == 1 else AliasChoices(*names)
+
+
+def _shown(text: str) -> dict[str, Any]:
+    """The default as README's table tells it, where it is not one value."""
+    return {"shown_default": text}
+
+
+class Settings(BaseSettings):
+    """Every setting of a worker, gateway, client or command; see the module docstring."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        case_sensitive=False,
+        frozen=True,
+        extra="ignore",
+        populate_by_name=True,
+        # Values arrive as text and each field parses its own (lists, key maps).
+        enable_decoding=False,
+    )
+
+    # -- Temporal ------------------------------------------------------------------------
+    temporal_address: Annotated[str, _Parse(_address)] = Field(
+        "127.0.0.1:7233", validation_alias=_env("TEMPORAL_ADDRESS"), description="Temporal frontend"
+    )
+    temporal_namespace: Annotated[str, _Parse(_stripped)] = Field(
+        "default", validation_alias=_env("TEMPORAL_NAMESPACE"), description="Temporal namespace"
+    )
+    temporal_ui_url: Annotated[str, _Parse(parse_http_url)] = Field(
+        "http://127.0.0.1:8233",
+        validation_alias=_env("TEMPORAL_UI_URL"),
+        description="base of the UI links printed by the CLI",
+    )
+    task_queue: Annotated[str, _Parse(parse_task_queue)] = Field(
+        "sessionflow",
+        description="the base task queue: an agent's sessions run on `<base>.<agent>` "
+        "(`sessionflow.assistant`), which only workers serving that agent poll",
+    )
+    shared_queue: Annotated[bool, _Parse(_switch)] = Field(
+        True,
+        description="`on`/`off`: workers also poll the base queue itself, where sessions "
+        "started before per-agent queues (or by older clients) run (see Scaling under "
+        "Operations)",
+    )
+    worker_role: Annotated[WorkerRole, _choice(*(r.value for r in WorkerRole))] = Field(
+        WorkerRole.ALL,
+        description="what a worker runs: `all`, `workflows` (workflow tasks and their local "
+        "activities) or `activities`; `sessionflow worker --role` overrides it",
+    )
+    interrupt_notices: Annotated[bool, _Parse(_switch)] = Field(
+        True,
+        description="`on`/`off` (workers): running steps learn of interrupts from a counter "
+        "in Redis and heartbeat every 2 s; `off`, they heartbeat every 0.4 s, five times the "
+        "Temporal server's heartbeat writes, so that Temporal's cancel alone reaches them as "
+        "fast",
+    )
+    redis_url: Annotated[str, _Parse(check_redis_url)] = Field(
+        LOCAL_REDIS_URL,
+        validation_alias=_env("REDIS_URL"),
+        repr=False,
+        description="Redis for streams, with its password: "
+        "`redis://:<password>@host:port/db` (`rediss://` for TLS), or any node of a Redis "
+        "Cluster: `redis+cluster://:<password>@host:port` (`rediss+cluster://`; see "
+        "Operations); each process pools up to 10,000 connections (one per live reader or "
+        "write in flight), `?max_connections=N` to change",
+        json_schema_extra=_shown(
+            "`redis://127.0.0.1:6379/0`, with the local stack's password from "
+            "`<data dir>/redis.password` when that file exists"
+        ),
+    )
+    temporal_tls: Annotated[bool | None, _Parse(_switch)] = Field(
+        None,
+        validation_alias=_env("TEMPORAL_TLS"),
+        description="`on`/`off`: connect to Temporal over TLS; `off` with an API key or a "
+        "TLS file is refused",
+        json_schema_extra=_shown(
+            "on when any `TEMPORAL_TLS_*` or `TEMPORAL_API_KEY` is set, else off"
+        ),
+    )
+    temporal_tls_ca: Path | None = Field(
+        None,
+        validation_alias=_env("TEMPORAL_TLS_CA"),
+        description="PEM file of the CA(s) that sign the Temporal server's certificate",
+        json_schema_extra=_shown("the system's root CAs"),
+    )
+    temporal_tls_cert: Path | None = Field(
+        None,
+        validation_alias=_env("TEMPORAL_TLS_CERT"),
+        description="PEM client certificate for mTLS (with `TEMPORAL_TLS_KEY`)",
+    )
+    temporal_tls_key: Path | None = Field(
+        None,
+        validation_alias=_env("TEMPORAL_TLS_KEY"),
+        description="PEM private key of `TEMPORAL_TLS_CERT`",
+    )
+    temporal_tls_server_name: Annotated[str | None, _Parse(_optional_stripped)] = Field(
+        None,
+        validation_alias=_env("TEMPORAL_TLS_SERVER_NAME"),
+        description="the name sent as SNI and checked against the server's certificate",
+        json_schema_extra=_shown("the host of `TEMPORAL_ADDRESS`"),
+    )
+    temporal_api_key: str | None = Field(
+        None,
+        validation_alias=_env("TEMPORAL_API_KEY"),
+        repr=False,
+        description="Temporal Cloud API key (implies TLS); never logged",
+    )
+    # -- the command line and the local stack --------------------------------------------
+    tenant: Annotated[str | None, _Parse(_tenant)] = Field(
+        None,
+        description="the tenant the CLI's session commands act for: session `<id>` is "
+        "`<tenant>:<id>`, as the gateway names a tenant's sessions (letters, digits, `_` or "
+        "`-`, up to 64; empty for none)",
+        json_schema_extra=_shown(
+            "`dev` with the local stack on its defaults (`REDIS_URL` unset, "
+            "`<data dir>/redis.password` there), else none"
+        ),
+    )
+    data_dir: Path = Field(
+        Path(".sessionflow"),
+        description="local stack data (SQLite, Redis AOF, the Redis password in "
+        "`redis.password`, logs, the file payload store), readable by its owner alone (0700 "
+        "directories, 0600 files; tightened at start if an older version left it open)",
+    )
+    # -- sandboxes -----------------------------------------------------------------------
+    sandbox_backend: Annotated[str, _Parse(_stripped)] = Field(
+        "local",
+        validation_alias=_env("SESSIONFLOW_SANDBOX"),
+        description="the sandbox backend: `local`, `e2b`, a name registered with "
+        "`register_sandbox_backend`, or an import path `module:attr` naming a backend "
+        "instance, or a class or factory (called with no arguments, or else with the "
+        "`Settings`)",
+    )
+    sandbox_root: Path | None = Field(
+        None,
+        description="local sandbox workspaces",
+        json_schema_extra=_shown("`<data dir>/sandboxes`"),
+    )
+    sandbox_isolation: Annotated[str, _choice("bubblewrap", "none")] = Field(
+        "bubblewrap",
+        description="how the local sandbox confines commands: `bubblewrap` (own namespaces, "
+        "uid 65534 without capabilities, only system directories and the workspace, limits; "
+        "refuses to run where bubblewrap cannot be set up) or `none` (unconfined, for "
+        "trusted code only; logged as a warning at every start)",
+    )
+    sandbox_network: Annotated[str, _choice("none", "egress")] = Field(
+        "none",
+        description="local sandbox network: `none` (a private loopback only) or `egress` "
+        "(outbound through `slirp4netns`, never to the host's loopback, but to its other "
+        "addresses and networks: keep Redis, Temporal and the gateway off them)",
+    )
+    sandbox_uid: Annotated[int, _whole(1, 2**32 - 2)] = Field(
+        1_900_000_000,
+        description="the first host uid (and gid) of the range local sandboxes run as when "
+        "the worker runs as root, one uid per sandbox (a non-root worker's commands run as "
+        "its own uid)",
+    )
+    sandbox_uids: Annotated[int, _whole(1, 2**31)] = Field(
+        65_536,
+        description="how many host uids that range holds (1: every sandbox runs as "
+        "`SESSIONFLOW_SANDBOX_UID`)",
+    )
+    sandbox_limits: Annotated[str, _choice("kernel", "best-effort")] = Field(
+        "kernel",
+        description="`kernel`: local sandboxes are refused where the host cannot enforce "
+        "their share (cgroups, a loop-mounted workspace) and the seccomp filter; "
+        "`best-effort`: run without what is missing (the start line names it)",
+    )
+    sandbox_memory_mb: Annotated[int, _whole(16)] = Field(
+        4096,
+        description="memory share of a local sandbox, all its processes and commands "
+        "together (a cgroup; at least 16)",
+    )
+    sandbox_cpu_percent: Annotated[int, _whole()] = Field(
+        100,
+        description="CPU share of a local sandbox, in percent of one core (a cgroup's CPU quota)",
+    )
+    sandbox_disk_mb: Annotated[int, _whole(16)] = Field(
+        2048,
+        description="size of a local sandbox's workspace (a sparse, loop-mounted ext4 image; "
+        "at least 16)",
+    )
+    sandbox_max_processes: Annotated[int, _whole()] = Field(
+        512,
+        description="processes and threads a local sandbox may have at once, all its "
+        "commands together (a cgroup's `pids.max`; also each command's per-uid limit)",
+    )
+    sandbox_max_memory_mb: Annotated[int, _whole()] = Field(
+        4096,
+        description="address space of each process of a local sandbox command (MiB; the "
+        "sandbox's total is `SESSIONFLOW_SANDBOX_MEMORY_MB`)",
+    )
+    sandbox_max_cpu_seconds: Annotated[int, _whole()] = Field(
+        600, description="CPU seconds of each process of a local sandbox command"
+    )
+    sandbox_max_file_mb: Annotated[int, _whole()] = Field(
+        1024, description="largest file a local sandbox command may write (MiB)"
+    )
+    sandbox_max_open_files: Annotated[int, _whole()] = Field(
+        4096, description="open files of each process of a local sandbox command"
+    )
+    sandbox_tmp_mb: Annotated[int, _whole()] = Field(
+        256,
+        description="size of a local sandbox command's `/tmp` (memory-backed; `/dev/shm` "
+        "gets at most 64 MiB)",
+    )
+    e2b_template: Annotated[str | None, _Parse(_optional_stripped)] = Field(
+        None, description="E2B sandbox template", json_schema_extra=_shown("E2B's default")
+    )
+    e2b_timeout_seconds: Annotated[int, _whole()] = Field(
+        3600,
+        validation_alias=_env("SESSIONFLOW_E2B_TIMEOUT"),
+        description="E2B sandbox lifetime (s)",
+    )
+    e2b_api_key: str | None = Field(
+        None,
+        validation_alias=_env("E2B_API_KEY"),
+        repr=False,
+        description="the E2B backend's key",
+    )
+    # -- streams and sessions ------------------------------------------------------------
+    stream_max_len: Annotated[int, _whole()] = Field(
+        10_000,
+        validation_alias=_env("SESSIONFLOW_STREAM_MAXLEN"),
+        description="approximate entries kept per session stream",
+    )
+    stream_ttl_seconds: Annotated[int, _whole()] = Field(
+        7 * 24 * 3600,
+        validation_alias=_env("SESSIONFLOW_STREAM_TTL"),
+        description="seconds a stream lives after its last chunk",
+    )
+    stream_call_budget: Annotated[int, _whole(0)] = Field(
+        256 * 1024,
+        description="bytes of progress (preliminary tool output, as stored in Redis) one "
+        "tool call may stream; past it progress is summarised, not streamed (see Built-in "
+        "tools)",
+    )
+    stream_turn_budget: Annotated[int, _whole(0)] = Field(
+        1024 * 1024,
+        description="bytes of progress all the tool calls of one turn may stream together",
+    )
+    context_ttl_seconds: Annotated[int, _whole()] = Field(
+        24 * 3600,
+        validation_alias=_env("SESSIONFLOW_CONTEXT_TTL"),
+        description="seconds a turn's context lives in Redis after its last use",
+    )
+    idle_ttl_seconds: Annotated[int | None, _Parse(_idle_ttl)] = Field(
+        DEFAULT_IDLE_TTL_SECONDS,
+        validation_alias=_env("SESSIONFLOW_IDLE_TTL"),
+        description="seconds a session may go without a message before it closes itself, "
+        "for agents that set no `idle_ttl` (`off` or `0`: never)",
+    )
+    # -- the gateway ---------------------------------------------------------------------
+    api_keys: Annotated[dict[str, str], _Parse(_api_keys)] = Field(
+        default_factory=dict,
+        repr=False,
+        description="gateway keys and their tenants: `key:tenant,key:tenant`, each key at "
+        "least 8 characters (e.g. `$(openssl rand -hex 16):tenant-a`), each tenant letters, "
+        "digits, `_` or `-`",
+        json_schema_extra=_shown("(none)"),
+    )
+    default_agent: Annotated[str, _Parse(_stripped)] = Field(
+        "demo",
+        description="the gateway's agent when a request names none; `sessionflow "
+        "gateway`/`dev` refuse to start when it is not among the agents they serve",
+        json_schema_extra=_shown("`demo` (else the first agent served)"),
+    )
+    gateway_host: Annotated[str, _Parse(_stripped)] = Field(
+        "127.0.0.1", description="address the gateway listens on"
+    )
+    gateway_port: Annotated[int, _whole(1, 65535)] = Field(
+        8000, description="port the gateway listens on"
+    )
+    max_body_bytes: Annotated[int, _whole()] = Field(
+        16 * 1024 * 1024,
+        description="largest request body that posts a message (files included) the gateway "
+        "accepts; other bodies are at most 256 KiB",
+    )
+    sse_heartbeat: Annotated[float, _positive(float)] = Field(
+        15.0, description="seconds between SSE keep-alive comments"
+    )
+    gateway_max_connections: Annotated[int, _positive(int)] = Field(
+        1000,
+        description="connections one gateway process serves at once (idle keep-alive ones "
+        "included); past it a request gets 503 `server_busy` with `Retry-After`",
+    )
+    gateway_keep_alive_timeout: Annotated[float, _positive(float)] = Field(
+        5.0, description="seconds an idle connection is kept open between requests"
+    )
+    gateway_header_timeout: Annotated[float, _positive(float)] = Field(
+        10.0,
+        description="seconds a request's headers may take, from its first byte (or from the "
+        "connection's opening); then 408 and the connection is closed. Headers over 64 KiB: "
+        "431",
+    )
+    gateway_body_timeout: Annotated[float, _positive(float)] = Field(
+        30.0,
+        description="seconds a request's body may take to arrive after its headers; then "
+        "408 `request_timeout`",
+    )
+    max_streams_per_tenant: Annotated[int, _positive(int)] = Field(
+        100,
+        description="long-lived requests (SSE streams: `/v1/sessions/{id}/stream`, "
+        "`/api/chat`, `/api/chat/{id}/stream`; outcome long-polls: "
+        "`/v1/sessions/{id}/messages/{mid}/outcome`) one tenant may hold open at once, per "
+        "gateway process; past it 429 `too_many_streams` with `Retry-After`",
+    )
+    max_long_requests: Annotated[int | None, _optional(_positive(int))] = Field(
+        None,
+        description="long-lived requests of all tenants at once, per gateway process (at "
+        "most the connection limit); past it 503 `server_busy` with `Retry-After`",
+        json_schema_extra=_shown("three quarters of `SESSIONFLOW_GATEWAY_MAX_CONNECTIONS`"),
+    )
+    long_request_reserve: Annotated[int | None, _optional(_whole(0))] = Field(
+        None,
+        description="of those, the last free ones only a tenant that holds none may take: "
+        "one tenant holds at most min(`SESSIONFLOW_MAX_STREAMS_PER_TENANT`, long requests "
+        "\N{MINUS SIGN} reserve); 0 to one less than the long requests",
+        json_schema_extra=_shown("a fifth of `SESSIONFLOW_MAX_LONG_REQUESTS`"),
+    )
+    # -- model providers -----------------------------------------------------------------
+    providers: Annotated[tuple[str, ...], _Parse(_names)] = Field(
+        (),
+        description="extra model providers, comma-separated import paths `module:attr`, "
+        "each naming a provider instance, or a class or factory (called with no arguments, "
+        "or else with the `Settings`); a model id `<name>/<model>` goes to the provider with "
+        "that `name`, and one named like a built-in (`anthropic`) replaces it",
+    )
+    anthropic_api_key: str | None = Field(
+        None,
+        validation_alias=_env("ANTHROPIC_API_KEY"),
+        repr=False,
+        description="the Anthropic provider's key",
+    )
+    anthropic_base_url: Annotated[str | None, _Parse(_optional_stripped)] = Field(
+        None,
+        validation_alias=_env("ANTHROPIC_BASE_URL"),
+        description="an Anthropic-compatible endpoint",
+        json_schema_extra=_shown("Anthropic's"),
+    )
+    anthropic_max_tokens: Annotated[int, _whole()] = Field(
+        8192, description="`max_tokens` per model step"
+    )
+    anthropic_thinking_budget: Annotated[int, _whole(0)] = Field(
+        0, description="extended thinking budget (0: off)"
+    )
+    openai_api_key: str | None = Field(
+        None,
+        validation_alias=_env("OPENAI_API_KEY"),
+        repr=False,
+        description="the `openai/` provider's key",
+        json_schema_extra=_shown("(a placeholder when `OPENAI_BASE_URL` is set)"),
+    )
+    openai_base_url: Annotated[str | None, _Parse(_optional_stripped)] = Field(
+        None,
+        validation_alias=_env("OPENAI_BASE_URL"),
+        description="an OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp, OpenRouter)",
+        json_schema_extra=_shown("OpenAI's"),
+    )
+    # -- workers -------------------------------------------------------------------------
+    metrics_address: Annotated[str, _Parse(_metrics_address)] = Field(
+        "127.0.0.1:9464",
+        description="the worker's Prometheus endpoint (`/metrics`), `host:port`. Unset: "
+        "9464, or when another worker on the host has it, the next free port (the worker's "
+        "start line says which). Set: exactly that address, and a port in use is an error; "
+        "`host:0` takes any free port; empty turns metrics off",
+        json_schema_extra=_shown("`127.0.0.1:9464`, else the next free port"),
+    )
+    max_concurrent_activities: Annotated[int, _whole()] = Field(
+        200,
+        description="activities one worker runs at once, per task queue it polls (each "
+        "agent's, and the shared one)",
+    )
+    # Temporal's worker refuses fewer than 2 while it caches sessions.
+    max_concurrent_workflow_tasks: Annotated[int, _whole(2)] = Field(
+        100,
+        description="workflow tasks one worker runs at once, per task queue it polls (at least 2)",
+    )
+    max_cached_workflows: Annotated[int, _whole(0)] = Field(
+        1000,
+        description="sessions kept in a worker's cache, per task queue it polls (evicted "
+        "ones replay from history)",
+    )
+    log_format: Annotated[str | None, _Parse(_log_format)] = Field(
+        None,
+        description="`json`, or `console` (default on a terminal)",
+        json_schema_extra=_shown("auto"),
+    )
+    log_level: Annotated[str, _choice(*LOG_LEVELS)] = Field(
+        "info", description="log level of `dev` and `worker` (other commands: `warning`)"
+    )
+    # -- large payloads ------------------------------------------------------------------
+    payload_store: Annotated[str | None, _Parse(_payload_store)] = Field(
+        None,
+        description="where payloads of at least `SESSIONFLOW_PAYLOAD_THRESHOLD` bytes go "
+        "(activity inputs and results, signals, query and update answers, continue-as-new "
+        "input), with only a reference in Temporal's history: `file://<dir>` (one machine: "
+        "the local stack) or `s3://<bucket>[/<prefix>]` (S3 or an S3-compatible server; "
+        "needs `pip install 'sessionflow[s3]'`). Every worker and client of a namespace must "
+        "use the same store. Objects are immutable and content-addressed and never deleted "
+        "by Sessionflow: a bucket lifecycle rule must keep them at least as long as a "
+        "session's run can stay open (an idle session replays from history, references "
+        "included) plus the namespace's retention",
+        json_schema_extra=_shown("`file://<data dir>/payloads`"),
+    )
+    payload_threshold: Annotated[int, _Parse(parse_payload_threshold)] = Field(
+        DEFAULT_PAYLOAD_THRESHOLD,
+        description="size in bytes from which a payload goes to the payload store (0 to "
+        "1048576; 0 stores every payload)",
+    )
+    s3_endpoint_url: Annotated[str | None, _Parse(_optional_stripped)] = Field(
+        None,
+        validation_alias=_env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        description="an `s3://` store's endpoint, for S3-compatible servers (MinIO, Ceph, R2, ...)",
+        json_schema_extra=_shown("AWS S3"),
+    )
+    s3_region: Annotated[str | None, _Parse(_optional_stripped)] = Field(
+        None,
+        validation_alias=_env("AWS_REGION", "AWS_DEFAULT_REGION"),
+        description="an `s3://` store's region",
+        json_schema_extra=_shown("boto's configuration"),
+    )
+    aws_access_key_id: str | None = Field(
+        None,
+        validation_alias=_env("AWS_ACCESS_KEY_ID"),
+        repr=False,
+        description="an `s3://` store's access key (it needs `s3:PutObject`, "
+        "`s3:GetObject` and `s3:ListBucket`); never logged",
+        json_schema_extra=_shown(
+            "boto's credential chain (`AWS_PROFILE`, config files, instance or pod roles)"
+        ),
+    )
+    aws_secret_access_key: str | None = Field(
+        None,
+        validation_alias=_env("AWS_SECRET_ACCESS_KEY"),
+        repr=False,
+        description="the secret of `AWS_ACCESS_KEY_ID`; never logged",
+        json_schema_extra=_shown("boto's credential chain"),
+    )
+    aws_session_token: str | None = Field(
+        None,
+        validation_alias=_env("AWS_SESSION_TOKEN"),
+        repr=False,
+        description="a session token for temporary credentials; never logged",
+        json_schema_extra=_shown("boto's credential chain"),
+    )
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise _one_line(err) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The values given, then the environment `from_env` reads; no .env file, no
+        # secrets directory.
+        return init_settings, _Environment(settings_cls)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _parse(cls, value: Any, info: ValidationInfo) -> Any:
+        """Each field's own parser (its `_Parse`), told the field's variable."""
+        name = info.field_name
+        if name is None or value is None:  # None: unset, where a field may be
+            return value
+        for marker in cls.model_fields[name].metadata:
+            if isinstance(marker, _Parse):
+                return marker.parse(value, variables(name)[0])
+        return value
+
+    @_model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        thinking, max_tokens = self.anthropic_thinking_budget, self.anthropic_max_tokens
+        if thinking and not 1024 <= thinking < max_tokens:
+            raise ConfigError(
+                "SESSIONFLOW_ANTHROPIC_THINKING_BUDGET must be 0 (off) or from 1024 to one "
+                f"less than SESSIONFLOW_ANTHROPIC_MAX_TOKENS ({max_tokens}), got {thinking}"
+            )
+        if self.sandbox_uid + self.sandbox_uids - 1 > 2**32 - 2:
+            raise ConfigError(
+                f"SESSIONFLOW_SANDBOX_UID + SESSIONFLOW_SANDBOX_UIDS must stay below 2^32 - 1, "
+                f"got {self.sandbox_uid} + {self.sandbox_uids}"
+            )
+        check_long_requests(
+            self.gateway_max_connections, self.long_requests, self.long_request_reserve_slots
+        )
+        return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings the environment (`env`, by default `os.environ`) gives; a bad
+        value raises `ConfigError`, one line naming the variable and what it takes."""
+        env = os.environ if env is None else env
+        token = _ENVIRONMENT.set(env)
+        try:
+            settings = cls()
+        finally:
+            _ENVIRONMENT.reset(token)
+        # Without REDIS_URL, the local stack's Redis on its default port, with the
+        # password `sessionflow dev` keeps in the data directory; SESSIONFLOW_TENANT is
+        # then what the web page's development key sees.
+        given = settings.model_fields_set
+        local_password = None if "redis_url" in given else local_redis_password(settings.data_dir)
+        if not local_password:
+            return settings
+        derived: dict[str, Any] = {
+            "redis_url": LOCAL_REDIS_URL.replace("//", f"//:{quote(local_password, safe='')}@", 1)
+        }
+        if "tenant" not in given:
+            derived["tenant"] = LOCAL_TENANT
+        return settings.model_copy(update=derived)
 
     @property
     def sandboxes(self) -> Path:
+        """Where local sandboxes keep their workspaces."""
         return self.sandbox_root or self.data_dir / "sandboxes"
 
     @property
@@ -404,186 +732,26 @@ class Settings:
             return PayloadStore("file", path=self.data_dir / PAYLOADS_DIR)
         return parse_payload_store(self.payload_store)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """The settings the environment gives; a bad value raises `ConfigError`, one
-        line naming the variable and what it takes."""
-        env = os.environ if env is None else env
-        default = cls()
+    @property
+    def metrics_next_free(self) -> bool:
+        """Whether the metrics endpoint may take the next free port when its default is
+        taken (another worker on the host): only for the default; a configured address is
+        used as given or not at all."""
+        return "metrics_address" not in self.model_fields_set
 
-        def text(name: str, fallback: str) -> str:
-            return env.get(name) or fallback
+    @property
+    def long_requests(self) -> int:
+        """Long-lived gateway requests of all tenants at once (per process)."""
+        if self.max_long_requests is not None:
+            return self.max_long_requests
+        return max(1, self.gateway_max_connections * 3 // 4)
 
-        def number(name: str, fallback: int, low: int = 1, high: int | None = None) -> int:
-            return env_integer(name, env, fallback, low, high)
-
-        def path(name: str) -> Path | None:
-            raw = env.get(name)
-            return Path(raw) if raw else None
-
-        sandbox_root = env.get("SESSIONFLOW_SANDBOX_ROOT")
-        payload_store = env.get("SESSIONFLOW_PAYLOAD_STORE", "").strip() or None
-        if payload_store is not None:
-            parse_payload_store(payload_store)  # a bad value fails here, at start
-        threshold = env.get("SESSIONFLOW_PAYLOAD_THRESHOLD", "").strip()
-        data_dir = Path(text("SESSIONFLOW_DATA_DIR", str(default.data_dir)))
-        # Without REDIS_URL, the local stack's Redis on its default port, with the
-        # password `sessionflow dev` keeps in the data directory.
-        local_password = None if env.get("REDIS_URL") else local_redis_password(data_dir)
-        local_redis = (
-            LOCAL_REDIS_URL.replace("//", f"//:{quote(local_password, safe='')}@", 1)
-            if local_password
-            else default.redis_url
-        )
-        tenant = parse_tenant(env["SESSIONFLOW_TENANT"]) if "SESSIONFLOW_TENANT" in env else None
-        if "SESSIONFLOW_TENANT" not in env and local_password:
-            tenant = LOCAL_TENANT  # the local stack: what its web page's key sees
-        temporal_address = text("TEMPORAL_ADDRESS", default.temporal_address).strip()
-        parse_address(temporal_address, "TEMPORAL_ADDRESS")
-        task_queue = text("SESSIONFLOW_TASK_QUEUE", default.task_queue).strip()
-        if not _TASK_QUEUE.match(task_queue):
-            raise ConfigError(
-                "SESSIONFLOW_TASK_QUEUE must be 1-200 characters without spaces or "
-                f"control characters, got {env.get('SESSIONFLOW_TASK_QUEUE')!r}"
-            )
-        # Unset: the default address, or the next free port when another worker on
-        # the host has it; set: exactly that address ("" turns metrics off).
-        metrics_set = "SESSIONFLOW_METRICS_ADDRESS" in env
-        metrics_address = env.get("SESSIONFLOW_METRICS_ADDRESS", default.metrics_address).strip()
-        if metrics_address:
-            parse_address(metrics_address, "SESSIONFLOW_METRICS_ADDRESS", "127.0.0.1:9464")
-        log_format = (env.get("SESSIONFLOW_LOG_FORMAT") or "").strip().lower() or None
-        if log_format is not None:
-            _choice("SESSIONFLOW_LOG_FORMAT", env, "", ("json", "console"))
-        max_tokens = number("SESSIONFLOW_ANTHROPIC_MAX_TOKENS", default.anthropic_max_tokens)
-        thinking = number(
-            "SESSIONFLOW_ANTHROPIC_THINKING_BUDGET", default.anthropic_thinking_budget, low=0
-        )
-        if thinking and not 1024 <= thinking < max_tokens:
-            raise ConfigError(
-                "SESSIONFLOW_ANTHROPIC_THINKING_BUDGET must be 0 (off) or from 1024 to one "
-                f"less than SESSIONFLOW_ANTHROPIC_MAX_TOKENS ({max_tokens}), got {thinking}"
-            )
-        uid_base = number("SESSIONFLOW_SANDBOX_UID", default.sandbox_uid, 1, 2**32 - 2)
-        uid_count = number("SESSIONFLOW_SANDBOX_UIDS", default.sandbox_uids, 1, 2**31)
-        if uid_base + uid_count - 1 > 2**32 - 2:
-            raise ConfigError(
-                f"SESSIONFLOW_SANDBOX_UID + SESSIONFLOW_SANDBOX_UIDS must stay below 2^32 - 1, "
-                f"got {uid_base} + {uid_count}"
-            )
-        return cls(
-            temporal_address=temporal_address,
-            temporal_namespace=text("TEMPORAL_NAMESPACE", default.temporal_namespace).strip(),
-            temporal_ui_url=_url("TEMPORAL_UI_URL", env, default.temporal_ui_url),
-            task_queue=task_queue,
-            shared_queue=_switch("SESSIONFLOW_SHARED_QUEUE", env.get("SESSIONFLOW_SHARED_QUEUE"))
-            is not False,
-            interrupt_notices=_switch(
-                "SESSIONFLOW_INTERRUPT_NOTICES", env.get("SESSIONFLOW_INTERRUPT_NOTICES")
-            )
-            is not False,
-            worker_role=WorkerRole(
-                _choice(
-                    "SESSIONFLOW_WORKER_ROLE",
-                    env,
-                    default.worker_role,
-                    tuple(role.value for role in WorkerRole),
-                )
-            ),
-            redis_url=check_redis_url(text("REDIS_URL", local_redis)),
-            tenant=tenant,
-            data_dir=data_dir,
-            sandbox_root=Path(sandbox_root) if sandbox_root else None,
-            stream_max_len=number("SESSIONFLOW_STREAM_MAXLEN", default.stream_max_len),
-            stream_ttl_seconds=number("SESSIONFLOW_STREAM_TTL", default.stream_ttl_seconds),
-            stream_call_budget=number(
-                "SESSIONFLOW_STREAM_CALL_BUDGET", default.stream_call_budget, low=0
-            ),
-            stream_turn_budget=number(
-                "SESSIONFLOW_STREAM_TURN_BUDGET", default.stream_turn_budget, low=0
-            ),
-            context_ttl_seconds=number("SESSIONFLOW_CONTEXT_TTL", default.context_ttl_seconds),
-            idle_ttl_seconds=parse_idle_ttl(env.get("SESSIONFLOW_IDLE_TTL")),
-            metrics_address=metrics_address,
-            metrics_next_free=not metrics_set,
-            max_concurrent_activities=number(
-                "SESSIONFLOW_MAX_CONCURRENT_ACTIVITIES", default.max_concurrent_activities
-            ),
-            # Temporal's worker refuses fewer than 2 while it caches sessions.
-            max_concurrent_workflow_tasks=number(
-                "SESSIONFLOW_MAX_CONCURRENT_WORKFLOW_TASKS",
-                default.max_concurrent_workflow_tasks,
-                low=2,
-            ),
-            max_cached_workflows=number(
-                "SESSIONFLOW_MAX_CACHED_WORKFLOWS", default.max_cached_workflows, low=0
-            ),
-            sandbox_backend=text("SESSIONFLOW_SANDBOX", default.sandbox_backend).strip(),
-            sandbox_isolation=_choice(
-                "SESSIONFLOW_SANDBOX_ISOLATION",
-                env,
-                default.sandbox_isolation,
-                ("bubblewrap", "none"),
-            ),
-            sandbox_network=_choice(
-                "SESSIONFLOW_SANDBOX_NETWORK", env, default.sandbox_network, ("none", "egress")
-            ),
-            sandbox_uid=uid_base,
-            sandbox_uids=uid_count,
-            sandbox_limits=_choice(
-                "SESSIONFLOW_SANDBOX_LIMITS", env, default.sandbox_limits, ("kernel", "best-effort")
-            ),
-            sandbox_memory_mb=number(
-                "SESSIONFLOW_SANDBOX_MEMORY_MB", default.sandbox_memory_mb, low=16
-            ),
-            sandbox_cpu_percent=number(
-                "SESSIONFLOW_SANDBOX_CPU_PERCENT", default.sandbox_cpu_percent
-            ),
-            sandbox_disk_mb=number("SESSIONFLOW_SANDBOX_DISK_MB", default.sandbox_disk_mb, low=16),
-            sandbox_max_processes=number(
-                "SESSIONFLOW_SANDBOX_MAX_PROCESSES", default.sandbox_max_processes
-            ),
-            sandbox_max_memory_mb=number(
-                "SESSIONFLOW_SANDBOX_MAX_MEMORY_MB", default.sandbox_max_memory_mb
-            ),
-            sandbox_max_cpu_seconds=number(
-                "SESSIONFLOW_SANDBOX_MAX_CPU_SECONDS", default.sandbox_max_cpu_seconds
-            ),
-            sandbox_max_file_mb=number(
-                "SESSIONFLOW_SANDBOX_MAX_FILE_MB", default.sandbox_max_file_mb
-            ),
-            sandbox_max_open_files=number(
-                "SESSIONFLOW_SANDBOX_MAX_OPEN_FILES", default.sandbox_max_open_files
-            ),
-            sandbox_tmp_mb=number("SESSIONFLOW_SANDBOX_TMP_MB", default.sandbox_tmp_mb),
-            providers=tuple(
-                p.strip() for p in env.get("SESSIONFLOW_PROVIDERS", "").split(",") if p.strip()
-            ),
-            e2b_template=env.get("SESSIONFLOW_E2B_TEMPLATE") or None,
-            e2b_timeout_seconds=number("SESSIONFLOW_E2B_TIMEOUT", default.e2b_timeout_seconds),
-            anthropic_max_tokens=max_tokens,
-            anthropic_thinking_budget=thinking,
-            log_format=log_format,
-            log_level=_choice("SESSIONFLOW_LOG_LEVEL", env, default.log_level, LOG_LEVELS),
-            temporal_tls=_switch("TEMPORAL_TLS", env.get("TEMPORAL_TLS")),
-            temporal_tls_ca=path("TEMPORAL_TLS_CA"),
-            temporal_tls_cert=path("TEMPORAL_TLS_CERT"),
-            temporal_tls_key=path("TEMPORAL_TLS_KEY"),
-            temporal_tls_server_name=env.get("TEMPORAL_TLS_SERVER_NAME") or None,
-            temporal_api_key=env.get("TEMPORAL_API_KEY") or None,
-            payload_store=payload_store,
-            payload_threshold=(
-                parse_payload_threshold(threshold) if threshold else default.payload_threshold
-            ),
-            s3_endpoint_url=(
-                env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or ""
-            ).strip()
-            or None,
-            s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
-            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-            aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
-        )
+    @property
+    def long_request_reserve_slots(self) -> int:
+        """Free long-request slots only a tenant that holds none may take."""
+        if self.long_request_reserve is not None:
+            return self.long_request_reserve
+        return self.long_requests // 5
 
     def workflow_url(self, workflow_id: str) -> str:
         """Where the Temporal UI shows a session."""
@@ -591,6 +759,43 @@ class Settings:
             f"{self.temporal_ui_url}/namespaces/{quote(self.temporal_namespace)}"
             f"/workflows/{quote(workflow_id, safe='')}"
         )
+
+
+def variables(field: str) -> tuple[str, ...]:
+    """The environment variable(s) of a `Settings` field, the first read first."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return tuple(str(choice) for choice in alias.choices)
+    if isinstance(alias, str):
+        return (alias,)
+    return (f"{PREFIX}{field.upper()}",)
+
+
+class _Environment(EnvSettingsSource):
+    """The environment `Settings.from_env` was given (none for `Settings(...)`), where an
+    empty variable is unset but for those whose empty value means none."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = _ENVIRONMENT.get() or {}
+        return {
+            name.lower(): value
+            for name, value in env.items()
+            if value.strip() or name in _EMPTY_MEANS_NONE
+        }
+
+
+def _one_line(err: ValidationError) -> ConfigError:
+    """The first problem of `err` as a `ConfigError` naming the variable. A parser's own
+    `ConfigError` is kept; pydantic's are told without the value (it may be a secret)."""
+    first = err.errors()[0]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, ConfigError):
+        return cause
+    location = first["loc"][0] if first["loc"] else ""
+    names = {alias.lower(): field for field in Settings.model_fields for alias in variables(field)}
+    field = names.get(str(location).lower(), str(location))
+    variable = variables(field)[0] if field in Settings.model_fields else field
+    return ConfigError(f"{variable}: {' '.join(first['msg'].split())}")
 
 
 def import_object(path: str) -> object:
@@ -641,3 +846,66 @@ def import_factory(
             continue
         return functools.partial(factory, *args)
     raise ValueError(f"it must take no arguments or just the Settings, not {signature}")
+
+
+# -- README.md's Configuration table, generated from the model -----------------------
+# `python -m sessionflow.config --markdown` prints it; `--readme README.md` rewrites it
+# between the markers, and `tests/test_settings.py` fails, naming that command, when
+# README.md's differs.
+
+BEGIN = "<!-- settings:begin (generated by `python -m sessionflow.config --readme README.md`) -->"
+END = "<!-- settings:end -->"
+COMMAND = "python -m sessionflow.config --readme README.md"
+
+
+def _default(field: str) -> str:
+    info = Settings.model_fields[field]
+    extra = info.json_schema_extra
+    if isinstance(extra, dict) and "shown_default" in extra:
+        return str(extra["shown_default"])
+    value: Any = info.get_default(call_default_factory=True)
+    if value is None or value in ((), {}):
+        return "(none)"
+    if isinstance(value, bool):
+        return "`on`" if value else "`off`"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"`{value}`"
+
+
+def markdown() -> str:
+    """The table: one row per setting, its variable(s), default and meaning."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for field, info in Settings.model_fields.items():
+        names = ", ".join(f"`{name}`" for name in variables(field))
+        meaning = " ".join((info.description or "").split()).replace("|", "\\|")
+        rows.append(f"| {names} | {_default(field)} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def with_table(readme: str) -> str:
+    """`readme` with the table between its markers replaced by the current one."""
+    start, end = readme.find(BEGIN), readme.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"README.md has no {BEGIN!r} ... {END!r} markers")
+    return readme[: start + len(BEGIN)] + "\n" + markdown() + readme[end:]
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sessionflow.config", description="The settings' table, for README.md."
+    )
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--markdown", action="store_true", help="print the table")
+    group.add_argument("--readme", type=Path, metavar="PATH", help="rewrite it in PATH")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(markdown())
+        return 0
+    path: Path = args.readme
+    path.write_text(with_table(path.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

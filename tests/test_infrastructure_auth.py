@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +204,7 @@ def test_an_api_key_implies_tls_with_the_systems_roots() -> None:
     assert temporal_tls(settings) == TLSConfig()
     assert "tc-api-key-0123456789" not in repr(settings)
     with pytest.raises(InvalidInput, match="TEMPORAL_API_KEY is only sent over TLS"):
-        temporal_tls(replace(settings, temporal_tls=False))
+        temporal_tls(settings.model_copy(update={"temporal_tls": False}))
 
 
 def test_tls_on_alone_uses_the_systems_roots() -> None:

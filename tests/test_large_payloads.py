@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -447,7 +447,7 @@ def test_a_settings_object_made_in_code_is_checked_too() -> None:
     with pytest.raises(InvalidInput, match="SESSIONFLOW_PAYLOAD_THRESHOLD"):
         external_storage_from_settings(Settings(payload_threshold=4 * 1024 * KIB))
     with pytest.raises(InvalidInput, match="SESSIONFLOW_PAYLOAD_STORE"):
-        external_storage_from_settings(replace(Settings(), payload_store="ftp://x"))
+        external_storage_from_settings(Settings(payload_store="ftp://x"))
 
 
 def test_the_local_stack_keeps_payloads_beside_its_data(stack: LocalStack) -> None:

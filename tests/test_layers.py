@@ -42,6 +42,7 @@ GROUND = (
     "validation",
     "json_limits",
     "config",
+    "_setting_values",
     "connections",
     "logs",
     "bridge_exit",

@@ -44,7 +44,7 @@ from sessionflow.activities import (
 from sessionflow.activities.heartbeat import NOTICED_INTERVAL
 from sessionflow.agents.definition import Agent
 from sessionflow.agents.registry import AgentRegistry
-from sessionflow.config import WorkerRole, agent_task_queue
+from sessionflow.config import Settings, WorkerRole, agent_task_queue
 from sessionflow.connections import task_queue_pollers
 from sessionflow.providers.base import ModelProvider
 from sessionflow.providers.registry import ModelRegistry, with_registered_providers
@@ -53,7 +53,6 @@ from sessionflow.sandbox.base import SandboxBackend
 from sessionflow.sandbox.local import LocalSandboxBackend
 from sessionflow.storage import transcript_store
 from sessionflow.streams.budget import StreamBudget
-from sessionflow.streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
 from sessionflow.streams.context import ContextStore
 from sessionflow.streams.interrupts import InterruptWatch
 from sessionflow.streams.publisher import Retention, StreamPublisher
@@ -84,29 +83,35 @@ _WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 )
 
 
+_DEFAULT = Settings()
+
+
 @dataclass
 class WorkerOptions:
+    """What one worker process is built with: the settings a worker takes (its defaults
+    are `Settings`' own; `from_settings` copies them) and what is built for it."""
+
     # The base task queue: each agent's sessions run on `<task_queue>.<agent>`.
-    task_queue: str = "sessionflow"
+    task_queue: str = _DEFAULT.task_queue
     # Also poll the base queue itself, where sessions started before per-agent queues
     # (or by clients that predate them) stay for good: a session keeps its queue.
-    shared_queue: bool = True
+    shared_queue: bool = _DEFAULT.shared_queue
     # Workflow tasks, activities, or both (see `WorkerRole`).
-    role: WorkerRole = WorkerRole.ALL
+    role: WorkerRole = _DEFAULT.worker_role
     # Steps learn of interrupts from Redis and heartbeat every 2 s, not every 0.4 s
     # (`sessionflow.streams.interrupts`).
-    interrupt_notices: bool = True
+    interrupt_notices: bool = _DEFAULT.interrupt_notices
     # The name this worker gives in workflow histories; None: the client's identity.
     identity: str | None = None
-    sandbox_root: Path = Path(".sessionflow/sandboxes")
+    sandbox_root: Path = _DEFAULT.sandboxes
     retention: Retention = field(default_factory=Retention)
     # Bytes of tool progress a call, and a turn, may stream (sessionflow.streams.budget).
     stream_budget: StreamBudget = field(default_factory=StreamBudget)
-    context_ttl_seconds: int = DEFAULT_CONTEXT_TTL
+    context_ttl_seconds: int = _DEFAULT.context_ttl_seconds
     # The limits below hold for each task queue polled (each agent's, and the shared).
-    max_concurrent_activities: int = 200
-    max_concurrent_workflow_tasks: int = 100
-    max_cached_workflows: int = 1000
+    max_concurrent_activities: int = _DEFAULT.max_concurrent_activities
+    max_concurrent_workflow_tasks: int = _DEFAULT.max_concurrent_workflow_tasks
+    max_cached_workflows: int = _DEFAULT.max_cached_workflows
     # A cached session whose worker stops polling moves to another worker after this.
     sticky_schedule_to_start: timedelta = timedelta(seconds=3)
     # On shutdown, in-flight activities get this long to finish before they are cancelled.
@@ -117,6 +122,37 @@ class WorkerOptions:
     scripts: Sequence[Script] = ()
     # The sandbox backend; by default, local workspaces under `sandbox_root`.
     sandboxes: SandboxBackend | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        providers: Sequence[ModelProvider] = (),
+        sandboxes: SandboxBackend | None = None,
+    ) -> WorkerOptions:
+        """The options `settings` give, with the providers and sandbox backend built
+        from them (`providers_from_settings`, `backend_from_settings`)."""
+        return cls(
+            task_queue=settings.task_queue,
+            shared_queue=settings.shared_queue,
+            role=settings.worker_role,
+            interrupt_notices=settings.interrupt_notices,
+            max_concurrent_activities=settings.max_concurrent_activities,
+            max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+            max_cached_workflows=settings.max_cached_workflows,
+            sandbox_root=settings.sandboxes,
+            retention=Retention(
+                max_len=settings.stream_max_len, ttl_seconds=settings.stream_ttl_seconds
+            ),
+            stream_budget=StreamBudget(
+                per_call_bytes=settings.stream_call_budget,
+                per_turn_bytes=settings.stream_turn_budget,
+            ),
+            context_ttl_seconds=settings.context_ttl_seconds,
+            providers=providers,
+            sandboxes=sandboxes,
+        )
 
 
 class SessionWorker:

@@ -23,8 +23,6 @@ from sessionflow.providers.registry import providers_from_settings
 from sessionflow.sandbox.base import SandboxBackend
 from sessionflow.sandbox.registry import backend_from_settings
 from sessionflow.storage import close_external_storage, external_storage_from_settings
-from sessionflow.streams.budget import StreamBudget
-from sessionflow.streams.publisher import Retention
 from sessionflow.worker.build import SessionWorker, WorkerOptions, build_worker
 from sessionflow.worker.metrics_endpoint import metrics_endpoint
 
@@ -91,26 +89,7 @@ async def _serve(
     providers: Sequence[ModelProvider],
     metrics_address: str | None,
 ) -> None:
-    options = WorkerOptions(
-        task_queue=settings.task_queue,
-        shared_queue=settings.shared_queue,
-        role=settings.worker_role,
-        interrupt_notices=settings.interrupt_notices,
-        max_concurrent_activities=settings.max_concurrent_activities,
-        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
-        max_cached_workflows=settings.max_cached_workflows,
-        sandbox_root=settings.sandboxes,
-        retention=Retention(
-            max_len=settings.stream_max_len, ttl_seconds=settings.stream_ttl_seconds
-        ),
-        stream_budget=StreamBudget(
-            per_call_bytes=settings.stream_call_budget,
-            per_turn_bytes=settings.stream_turn_budget,
-        ),
-        context_ttl_seconds=settings.context_ttl_seconds,
-        providers=providers,
-        sandboxes=sandboxes,
-    )
+    options = WorkerOptions.from_settings(settings, providers=providers, sandboxes=sandboxes)
     async with build_worker(temporal, redis, agents, options) as worker:
         await _polling(worker, settings)
         freeze_startup_heap()
