@@ -204,6 +204,13 @@ class SessionDriver:
             await asyncio.wait_for(self.harness.env.sleep(seconds), SKIP_WITHIN)
         except TimeoutError:
             await self.check()
+            if "close done" in self.log:
+                # A closed run completes in the middle of a workflow task when a send
+                # races its completion (the server then retries the task with the send):
+                # the time-skipping server's clock sticks after that, every time, while
+                # the session behaves (`check` above found nothing). Only the clock is
+                # lost: time no longer skips in this example.
+                return
             raise Violation(f"skipping {seconds} s of time took over {SKIP_WITHIN} s") from None
 
     def _call(
