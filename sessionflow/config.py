@@ -7,7 +7,8 @@ resolution of the `module:attr` import paths some of them hold.
 | TEMPORAL_NAMESPACE            | default                     |
 | TEMPORAL_UI_URL               | http://127.0.0.1:8233       |
 | SESSIONFLOW_TASK_QUEUE        | sessionflow (+ .<agent>)    |
-| SESSIONFLOW_SHARED_QUEUE      | on (poll the base queue too) |
+| SESSIONFLOW_DEPLOYMENT        | sessionflow (Worker Deployment name) |
+| SESSIONFLOW_BUILD_ID          | <version>-<source hash> (sessionflow.worker.versions) |
 | SESSIONFLOW_WORKER_ROLE       | all (or workflows, activities) |
 | SESSIONFLOW_INTERRUPT_NOTICES | on (off: steps heartbeat every 0.4 s) |
 | REDIS_URL                     | redis://127.0.0.1:6379/0 *  |
@@ -229,6 +230,30 @@ def agent_task_queue(base: str, agent: str) -> str:
     return f"{base}.{agent}"
 
 
+# Temporal names a version `<deployment>.<build id>`: the deployment name has no '.'.
+_DEPLOYMENT = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_BUILD_ID = re.compile(r"^[A-Za-z0-9_.+-]{1,200}$")
+
+
+def parse_deployment_name(raw: str, name: str = "SESSIONFLOW_DEPLOYMENT") -> str:
+    """A Worker Deployment name: 1-100 letters, digits, '_' or '-'."""
+    if not _DEPLOYMENT.match(raw):
+        raise ConfigError(f"{name} must be 1-100 letters, digits, '_' or '-', got {raw!r}")
+    return raw
+
+
+def parse_build_id(raw: str, name: str = "SESSIONFLOW_BUILD_ID") -> str | None:
+    """A build id (letters, digits, '_', '-', '.', '+'; at most 200), or None for ""."""
+    value = raw.strip()
+    if not value:
+        return None
+    if not _BUILD_ID.match(value):
+        raise ConfigError(
+            f"{name} must be 1-200 letters, digits, '_', '-', '.' or '+', got {raw!r}"
+        )
+    return value
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # Temporal refuses payloads over 2 MiB: a threshold near that would let payloads it
@@ -313,10 +338,12 @@ class Settings:
     temporal_namespace: str = "default"
     temporal_ui_url: str = "http://127.0.0.1:8233"
     # The base task queue: an agent's sessions run on `<task_queue>.<agent>`
-    # (`agent_task_queue`); with `shared_queue`, workers also poll the base queue itself,
-    # where sessions started before per-agent queues (or by older clients) run.
+    # (`agent_task_queue`).
     task_queue: str = "sessionflow"
-    shared_queue: bool = True
+    # The Worker Deployment workers join, and their build id within it; None: derived
+    # from the installed code (`sessionflow.worker.versions.default_build_id`).
+    deployment: str = "sessionflow"
+    build_id: str | None = None
     worker_role: WorkerRole = WorkerRole.ALL
     # Running steps learn of interrupts from Redis and heartbeat every 2 s; off, they
     # heartbeat every 0.4 s so that Temporal's cancel alone reaches them fast.
@@ -476,8 +503,10 @@ class Settings:
             temporal_namespace=text("TEMPORAL_NAMESPACE", default.temporal_namespace).strip(),
             temporal_ui_url=_url("TEMPORAL_UI_URL", env, default.temporal_ui_url),
             task_queue=task_queue,
-            shared_queue=_switch("SESSIONFLOW_SHARED_QUEUE", env.get("SESSIONFLOW_SHARED_QUEUE"))
-            is not False,
+            deployment=parse_deployment_name(
+                text("SESSIONFLOW_DEPLOYMENT", default.deployment).strip()
+            ),
+            build_id=parse_build_id(env.get("SESSIONFLOW_BUILD_ID", "")),
             interrupt_notices=_switch(
                 "SESSIONFLOW_INTERRUPT_NOTICES", env.get("SESSIONFLOW_INTERRUPT_NOTICES")
             )

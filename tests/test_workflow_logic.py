@@ -61,10 +61,12 @@ from sessionflow.contract import (
     SessionInput,
     SessionLimits,
     SessionStatus,
+    TranscriptView,
     TurnOutcome,
     TurnStatus,
     UsageReport,
 )
+from sessionflow.fragments import join_fragments
 from sessionflow.ids import session_workflow_id
 from sessionflow.messages import (
     Message,
@@ -411,8 +413,11 @@ class Session:
         await self.handle().signal("interrupt")
 
     async def messages(self) -> list[Message]:
-        result: list[Message] = await self.handle().query("messages", result_type=list[Message])
-        return result
+        """The session's messages, none committed to a transcript store (there is none
+        here): the fragments of the `transcript` query, joined."""
+        view: TranscriptView = await self.handle().query("transcript", result_type=TranscriptView)
+        assert view.transcript is None
+        return join_fragments(view.tail)
 
     async def info(self) -> SessionInfo:
         result: SessionInfo = await self.handle().query("info", result_type=SessionInfo)
