@@ -107,4 +107,3 @@ def test_the_replay_check_command_fails_on_what_does_not_replay(tmp_path: Path) 
     empty = _replay_check("--histories", str(tmp_path / "nothing"))
     assert empty.returncode == 1
     assert "no recorded histories (*.json) in" in empty.stderr
-

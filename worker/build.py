@@ -158,6 +158,7 @@ class SessionWorker:
         self._make_current = make_current
         self._running: asyncio.Task[None] | None = None
         self._claiming: asyncio.Future[bool] | None = None
+        self._claim_started = asyncio.Event()
 
     @property
     def task_queues(self) -> list[str]:
@@ -175,6 +176,7 @@ class SessionWorker:
         runs = [asyncio.ensure_future(w.run()) for w in self.workers.values()]
         if self._make_current != "never" and self._claiming is None:
             self._claiming = asyncio.ensure_future(self._claim_current())
+            self._claim_started.set()
         try:
             await asyncio.gather(*runs)
         except BaseException:
@@ -211,8 +213,10 @@ class SessionWorker:
     async def claimed(self) -> bool:
         """Whether this build is its deployment's current one, once it has polled and
         claimed the deployment if it had no current build (False when not claiming)."""
-        if self._claiming is None:
+        if self._make_current == "never":
             return False
+        await self._claim_started.wait()  # `run` may not have started yet
+        assert self._claiming is not None
         return await asyncio.shield(self._claiming)
 
     async def shutdown(self) -> None:

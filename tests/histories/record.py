@@ -96,9 +96,7 @@ async def record_sessions(
 
     approval = client.session(f"{prefix}approval", agent="approver")
     answered = await approval.send("run it")
-    await approval.approve(
-        {"approval_id": await _approval_id(answered), "approved": True}
-    )
+    await approval.approve({"approval_id": await _approval_id(answered), "approved": True})
     await answered.done
 
     waiting = client.session(f"{prefix}approval-waiting", agent="approver")
@@ -115,14 +113,18 @@ async def record_sessions(
     await (await interrupted.send("short")).done
 
     # Every step commits to the transcript store; then a rewind into it.
-    transcript = limited(commit_transcript_after_bytes=0).session(f"{prefix}transcript", agent="tooling")
+    transcript = limited(commit_transcript_after_bytes=0).session(
+        f"{prefix}transcript", agent="tooling"
+    )
     await (await transcript.send("make a file and read it")).done
     await (await transcript.send("and a plain turn")).done
     first_answer = (await transcript.history())[1].id
     await transcript.update(last_message_id=first_answer)
     await (await transcript.send("after the rewind")).done
 
-    counter = limited(continue_as_new_after_events=25).session(f"{prefix}continue-as-new", agent="counter")
+    counter = limited(continue_as_new_after_events=25).session(
+        f"{prefix}continue-as-new", agent="counter"
+    )
     for i in range(3):
         await (await counter.send(f"count {i}")).done
 
