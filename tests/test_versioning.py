@@ -22,7 +22,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.common import VersioningBehavior
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, Worker
 
 from sessionflow.cli.deploying import run_deploy
 from sessionflow.cli.localstack import LocalStack
@@ -36,7 +36,7 @@ from sessionflow.worker import build as build_module
 from sessionflow.worker import versions
 from sessionflow.worker.build import _WORKFLOW_RUNNER, WorkerOptions, build_worker
 from tests.agents import approval_agent
-from tests.workflow_variants import SandboxFirstSession
+from tests.workflow_variants import LegacyRelease, SandboxFirstSession
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -201,3 +201,27 @@ def test_the_deployment_and_build_come_from_the_environment() -> None:
         Settings.from_env({"SESSIONFLOW_DEPLOYMENT": "my.app"})
     with pytest.raises(ConfigError, match="SESSIONFLOW_BUILD_ID must be"):
         Settings.from_env({"SESSIONFLOW_BUILD_ID": "two words"})
+
+
+async def test_a_first_build_leaves_sessions_of_unversioned_workers_where_they_run(
+    temporal: Client, redis: Redis, task_queue: str, tmp_path: Path
+) -> None:
+    """Runs of an unversioned worker (an earlier release) would move to the first
+    current build and replay there: while one polls, the build does not claim."""
+    queue = f"{task_queue}.approver"
+    legacy = Worker(temporal, task_queue=queue, workflows=[LegacyRelease], identity="legacy")
+    async with legacy:
+        async with asyncio.timeout(30):
+            while "legacy" not in await versions.unversioned_pollers(temporal, queue):
+                await asyncio.sleep(0.1)
+        options = WorkerOptions(
+            task_queue=task_queue, deployment=task_queue, sandbox_root=tmp_path / "sandboxes"
+        )
+        async with build_worker(temporal, redis, [approval_agent], options) as worker:
+            await worker.wait_polling(30)
+            assert await worker.claimed() is False
+            state = await versions.describe(temporal, task_queue)
+            assert state is None or state.current is None
+            assert "legacy" not in await versions.unversioned_pollers(
+                temporal, f"{task_queue}.nobody"
+            )

@@ -25,3 +25,12 @@ class SandboxFirstSession(SessionWorkflow):
     async def _take_turn(self, request: SendRequest) -> None:
         await self.ensure_sandbox(self.ref(request.assistant_message_id, 0))
         await super()._take_turn(request)
+
+
+@workflow.defn(name="legacy-release")
+class LegacyRelease:
+    """Stands for an earlier release's workflow on an unversioned worker."""
+
+    @workflow.run
+    async def run(self) -> None:
+        return None

@@ -62,7 +62,7 @@ from sessionflow.streams.context import ContextStore
 from sessionflow.streams.interrupts import InterruptWatch
 from sessionflow.streams.publisher import Retention, StreamPublisher
 from sessionflow.worker.interceptors import BoundLogs
-from sessionflow.worker.versions import claim_current, deployment_version
+from sessionflow.worker.versions import claim_current, deployment_version, unversioned_pollers
 from sessionflow.workflows.session import SessionWorkflow
 
 # Activities share the process with the workflow sandbox, and these libraries import
@@ -191,6 +191,24 @@ class SessionWorker:
         """Once every queue is polled, make this build current if none is."""
         try:
             await self.wait_polling(timeout=60.0)
+            if self._make_current == "first":
+                unversioned = {
+                    queue: found
+                    for queue in self.workers
+                    if (found := await unversioned_pollers(self.client, queue))
+                }
+                if unversioned:
+                    # Their running sessions would move onto this build and replay
+                    # histories this code did not record.
+                    log.warning(
+                        "not making this build current: unversioned workers (an earlier "
+                        "release) poll its task queues, and their sessions would move to it",
+                        deployment=self.version.deployment_name,
+                        build_id=self.version.build_id,
+                        unversioned_workers=sorted({w for f in unversioned.values() for w in f}),
+                        task_queues=sorted(unversioned),
+                    )
+                    return False
             current = await claim_current(
                 self.client, self.version, always=self._make_current == "always"
             )
@@ -202,12 +220,6 @@ class SessionWorker:
                 error=f"{type(err).__name__}: {' '.join(str(err).split())}",
             )
             return False
-        log.info(
-            "worker deployment version",
-            deployment=self.version.deployment_name,
-            build_id=self.version.build_id,
-            current=current,
-        )
         return current
 
     async def claimed(self) -> bool:

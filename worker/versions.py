@@ -12,6 +12,11 @@ then.
 The first build a deployment sees becomes current by itself (`claim_current`), so a
 first run needs no step; after that, the operator moves the current build
 (`sessionflow deploy`, or `temporal worker deployment set-current-version`).
+
+Runs started on unversioned workers (before versioning) move to the current build as
+soon as their task queue has one, and would replay their histories on code that did
+not record them: so a first build does not make itself current while unversioned
+workers still poll its task queues (see the README, "Upgrading to versioned workers").
 """
 
 from __future__ import annotations
@@ -25,8 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from temporalio.api.deployment.v1 import RoutingConfig
-from temporalio.api.enums.v1 import WorkerDeploymentVersionStatus
+from temporalio.api.enums.v1 import (
+    TaskQueueType,
+    WorkerDeploymentVersionStatus,
+    WorkerVersioningMode,
+)
+from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import (
+    DescribeTaskQueueRequest,
     DescribeWorkerDeploymentRequest,
     SetWorkerDeploymentCurrentVersionRequest,
     SetWorkerDeploymentRampingVersionRequest,
@@ -232,6 +243,24 @@ async def claim_current(
                 raise
         await asyncio.sleep(0.5)
     return False
+
+
+async def unversioned_pollers(client: Client, queue: str) -> set[str]:
+    """Workers without versioning (an earlier release) the server has seen poll `queue`
+    for workflow tasks (on its root partition)."""
+    answer = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    versioned = WorkerVersioningMode.WORKER_VERSIONING_MODE_VERSIONED
+    return {
+        p.identity
+        for p in answer.pollers
+        if p.deployment_options.worker_versioning_mode != versioned
+    }
 
 
 async def wait_drained(
