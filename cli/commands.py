@@ -243,6 +243,69 @@ def worker(agent_specs: tuple[str, ...], role: str | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--build-id",
+    default=None,
+    help="Make this build current (new sessions start on it), or with --ramp, ramp it.",
+)
+@click.option(
+    "--ramp",
+    type=click.FloatRange(0, 100),
+    default=None,
+    metavar="PERCENT",
+    help="Start this share of new sessions on --build-id, the rest on the current build.",
+)
+@click.option(
+    "--wait-drained",
+    is_flag=True,
+    help="Wait until no old build has running sessions pinned to it (its workers may stop).",
+)
+@click.option(
+    "--timeout", type=float, default=None, help="Seconds --wait-drained waits; default no limit."
+)
+def deploy(
+    build_id: str | None, ramp: float | None, wait_drained: bool, timeout: float | None
+) -> None:
+    """Show the Worker Deployment's builds (SESSIONFLOW_DEPLOYMENT) and move new sessions
+    between them.
+
+    Sessions are pinned to the build they started on; new ones start on the current
+    build. The cycle: start the new build's workers, `deploy --build-id NEW` (or
+    `--ramp 10` first), `deploy --wait-drained`, then stop the old build's workers.
+    """
+    from sessionflow.cli.deploying import run_deploy
+
+    if ramp is not None and build_id is None:
+        raise click.UsageError("--ramp needs --build-id (the build to ramp)")
+    settings = Settings.from_env()
+    _run(
+        run_deploy(
+            settings, build_id=build_id, ramp=ramp, wait_drained=wait_drained, timeout=timeout
+        )
+    )
+
+
+@main.command("replay-check")
+@click.option(
+    "--histories",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("tests/histories"),
+    show_default=True,
+    help="A folder of recorded workflow histories (*.json, as `temporal workflow show "
+    "--output json` writes them).",
+)
+def replay_check(histories: Path) -> None:
+    """Replay recorded session histories against this code; exit 1 if any fails.
+
+    A deploy gate: the histories of every session shape (tests/histories/record.py)
+    must replay, or the code is not deterministic.
+    """
+    from sessionflow.cli.deploying import run_replay_check
+
+    _run(run_replay_check(histories))
+
+
+@main.command()
 @click.option("--message", default=DEMO_MESSAGE, show_default=True)
 @click.option(
     "--keep/--no-keep",

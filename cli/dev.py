@@ -226,8 +226,10 @@ async def run_dev(options: DevOptions) -> None:
         worker_ready = asyncio.Event()
         services = {
             "Temporal or Redis": asyncio.create_task(stack.watch()),
+            # The stack's only worker: its build is current, even when the data directory
+            # knew an earlier one (sessions pinned to that one wait for its code).
             "the worker": asyncio.create_task(
-                run_worker(local, options.agents, stop, worker_ready)
+                run_worker(local, options.agents, stop, worker_ready, make_current="always")
             ),
             "the gateway": asyncio.create_task(serve_gateway(local, gateway, stop, options.agents)),
         }

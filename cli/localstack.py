@@ -411,6 +411,21 @@ class LocalStack:
             # own setting; the client waits for it either way (client/deletion.py).
             "--dynamic-config-value",
             'history.transferProcessorUpdateAckInterval="1s"',
+            # A build whose last pinned session ended is reported drained (its workers
+            # may stop, `sessionflow deploy --wait-drained`) within seconds rather than
+            # after the 3 minutes a cluster waits by default.
+            "--dynamic-config-value",
+            'matching.wv.VersionDrainageStatusVisibilityGracePeriod="2s"',
+            "--dynamic-config-value",
+            'matching.wv.VersionDrainageStatusRefreshInterval="1s"',
+            # Every worker joins a Worker Deployment; the test suite makes one per test
+            # (and `dev` a version per code change): more than the default 100.
+            "--dynamic-config-value",
+            "matching.maxDeployments=100000",
+            "--dynamic-config-value",
+            "matching.maxVersionsInDeployment=10000",
+            "--dynamic-config-value",
+            "matching.maxTaskQueuesInDeploymentVersion=10000",
         ]
         if cfg.ui:
             command += ["--ui-port", str(cfg.ui_port), "--ui-ip", cfg.host]

@@ -32,6 +32,7 @@ import functools
 import importlib
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -130,6 +131,31 @@ def _whole(low: int = 1, high: int | None = None) -> _Parse:
 
 def _positive(kind: type[int] | type[float]) -> _Parse:
     return _Parse(lambda raw, name: parse_positive(raw, name, kind))
+
+
+# Temporal names a version `<deployment>.<build id>`: the deployment name has no '.'.
+_DEPLOYMENT = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_BUILD_ID = re.compile(r"^[A-Za-z0-9_.+-]{1,200}$")
+
+
+def parse_deployment_name(raw: str, name: str = "SESSIONFLOW_DEPLOYMENT") -> str:
+    """A Worker Deployment name: 1-100 letters, digits, '_' or '-'."""
+    value = str(raw).strip()
+    if not _DEPLOYMENT.match(value):
+        raise ConfigError(f"{name} must be 1-100 letters, digits, '_' or '-', got {raw!r}")
+    return value
+
+
+def parse_build_id(raw: str | None, name: str = "SESSIONFLOW_BUILD_ID") -> str | None:
+    """A build id (letters, digits, '_', '-', '.', '+'; at most 200), or None for ""."""
+    value = (raw or "").strip()
+    if not value:
+        return None
+    if not _BUILD_ID.match(value):
+        raise ConfigError(
+            f"{name} must be 1-200 letters, digits, '_', '-', '.' or '+', got {raw!r}"
+        )
+    return value
 
 
 def _choice(*options: str) -> _Parse:
@@ -238,11 +264,15 @@ class Settings(BaseSettings):
         description="the base task queue: an agent's sessions run on `<base>.<agent>` "
         "(`sessionflow.assistant`), which only workers serving that agent poll",
     )
-    shared_queue: Annotated[bool, _Parse(_switch)] = Field(
-        True,
-        description="`on`/`off`: workers also poll the base queue itself, where sessions "
-        "started before per-agent queues (or by older clients) run (see Scaling under "
-        "Operations)",
+    deployment: Annotated[str, _Parse(parse_deployment_name)] = Field(
+        "sessionflow",
+        description="the Worker Deployment every worker joins; sessions are pinned to the "
+        "build they started on (see Deploying under Operations)",
+    )
+    build_id: Annotated[str | None, _Parse(parse_build_id)] = Field(
+        None,
+        description="this worker's build in the deployment; unset: the package version and "
+        "a hash of its source (`sessionflow.worker.versions`)",
     )
     worker_role: Annotated[WorkerRole, _choice(*(r.value for r in WorkerRole))] = Field(
         WorkerRole.ALL,

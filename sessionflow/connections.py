@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
@@ -13,9 +14,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from temporalio.api.enums.v1 import DescribeTaskQueueMode, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.taskqueue.v1 import TaskQueue, TaskQueueVersionSelection
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
+from temporalio.common import WorkerDeploymentVersion
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, ExternalStorage
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
@@ -233,21 +235,45 @@ _NOT_OFFERED = (
 )
 
 
-async def task_queue_pollers(client: Client, queue: str, kind: TaskQueueType.ValueType) -> set[str]:
-    """The identities of the workers the server has seen poll `queue` for `kind` tasks,
-    on any of the queue's partitions.
+async def task_queue_pollers(
+    client: Client,
+    queue: str,
+    kind: TaskQueueType.ValueType,
+    versions: Sequence[WorkerDeploymentVersion] = (),
+) -> set[str]:
+    """The identities of the workers the server has seen poll `queue` for `kind` tasks:
+    unversioned ones, those of `versions` (a worker asks for its own) and those of the
+    queue's current and ramping builds (where new sessions go), on any of the queue's
+    partitions; and whoever polled its root partition, of any build.
 
     The plain describe reads the root partition only, and a queue has several (four by
     default): a worker whose polls wait on another partition stays out of its sight for
     as long as another worker's polls take the root's place (two workers on one queue:
     the second was missed one time in three). The enhanced describe asks every
-    partition; it is deprecated, so a server without it gets the plain one."""
+    partition, but lists only the builds it is asked for: by default, unversioned
+    workers alone, so versioned workers were never seen by it. It is deprecated, so a
+    server without it gets the plain one."""
+    plain = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind
+        )
+    )
+    found = {poller.identity for poller in plain.pollers}
+    routing = plain.versioning_info
+    builds = [v.to_canonical_string() for v in versions]
+    for field in ("current_deployment_version", "ramping_deployment_version"):
+        if routing.HasField(field):
+            version = getattr(routing, field)
+            builds.append(f"{version.deployment_name}.{version.build_id}")
     try:
         answer = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
                 namespace=client.namespace,
                 task_queue=TaskQueue(name=queue),
                 api_mode=DescribeTaskQueueMode.DESCRIBE_TASK_QUEUE_MODE_ENHANCED,
+                # A version named `<deployment>.<build id>` selects that deployment
+                # version's pollers.
+                versions=TaskQueueVersionSelection(build_ids=builds, unversioned=True),
                 task_queue_types=[kind],
                 report_pollers=True,
             )
@@ -255,17 +281,11 @@ async def task_queue_pollers(client: Client, queue: str, kind: TaskQueueType.Val
     except RPCError as err:
         if err.status not in _NOT_OFFERED:
             raise
-    else:
-        return {
-            poller.identity
-            for version in answer.versions_info.values()
-            for found, info in version.types_info.items()
-            if found == kind
-            for poller in info.pollers
-        }
-    plain = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind
-        )
-    )
-    return {poller.identity for poller in plain.pollers}
+        return found
+    return found | {
+        poller.identity
+        for version in answer.versions_info.values()
+        for found_kind, info in version.types_info.items()
+        if found_kind == kind
+        for poller in info.pollers
+    }

@@ -102,7 +102,14 @@ async def start_worker(
             temporal,
             redis,
             agents,
-            WorkerOptions(task_queue=task_queue, sandbox_root=sandbox_root, **options),  # type: ignore[arg-type]
+            # A deployment of its own: a deployment's current build is shared by all its
+            # task queues, and a test may make another build current in its own.
+            WorkerOptions(
+                task_queue=task_queue,
+                deployment=task_queue,
+                sandbox_root=sandbox_root,
+                **options,  # type: ignore[arg-type]
+            ),
         )
         running.append((worker, asyncio.create_task(worker.run())))
         return SessionClient(temporal, redis, task_queue=task_queue, limits=limits)

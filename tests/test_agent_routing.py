@@ -9,7 +9,6 @@ AgentNotRegistered; now every one finishes on the right worker.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,11 @@ from sessionflow.agents.definition import agent
 from sessionflow.cli.localstack import LocalStack
 from sessionflow.client import calls
 from sessionflow.client.client import SessionClient
-from sessionflow.client.services import Services, ServicesRef
-from sessionflow.client.session import Session
+from sessionflow.client.services import ServicesRef
 from sessionflow.config import Settings, agent_task_queue
 from sessionflow.connections import connect_temporal, task_queue_pollers
 from sessionflow.contract import TurnStatus
-from sessionflow.errors import AgentNotRegistered, WorkerUnavailable
+from sessionflow.errors import WorkerUnavailable
 from sessionflow.providers.scripted import Script, ScriptStep
 from sessionflow.storage import external_storage_from_settings
 from sessionflow.worker.build import WorkerOptions, build_worker, task_queues
@@ -37,12 +35,10 @@ def echo_agent(name: str) -> object:
     return agent(name, model=script)
 
 
-def test_each_agent_has_its_own_queue_beside_the_shared_one() -> None:
+def test_each_agent_has_its_own_queue() -> None:
     agents = [echo_agent("alpha"), echo_agent("beta")]
     options = WorkerOptions(task_queue="base")
-    assert task_queues(options, agents) == ["base.alpha", "base.beta", "base"]  # type: ignore[arg-type]
-    quiet = dataclasses.replace(options, shared_queue=False)
-    assert task_queues(quiet, agents) == ["base.alpha", "base.beta"]  # type: ignore[arg-type]
+    assert task_queues(options, agents) == ["base.alpha", "base.beta"]  # type: ignore[arg-type]
     assert agent_task_queue("sessionflow", "assistant") == "sessionflow.assistant"
 
 
@@ -56,8 +52,7 @@ async def test_workers_of_different_agents_on_one_base_queue_each_get_only_their
 ) -> None:
     alpha, beta = echo_agent("alpha"), echo_agent("beta")
     options = WorkerOptions(task_queue=task_queue, sandbox_root=tmp_path / "sandboxes")
-    # Two worker processes, as it were: one client each (one process's client may run
-    # one worker per task queue, and both poll the shared base queue).
+    # Two worker processes, as it were: one client each.
     settings = stack.config.point(Settings())
     other = await connect_temporal(
         settings.temporal_address, external_storage=external_storage_from_settings(settings)
@@ -80,39 +75,6 @@ async def test_workers_of_different_agents_on_one_base_queue_each_get_only_their
             assert described.task_queue == f"{task_queue}.{session.agent}"
 
 
-async def test_a_session_started_on_the_shared_queue_is_still_served(
-    temporal: Client, redis: Redis, task_queue: str, tmp_path: Path, unique_id: str
-) -> None:
-    """Sessions started before per-agent queues (or by an older client) stay on the
-    base queue; workers keep polling it unless told not to."""
-
-    class OldServices(Services):
-        def queue_for(self, agent: str) -> str:
-            return self.task_queue
-
-    alpha = echo_agent("alpha")
-    options = WorkerOptions(task_queue=task_queue, sandbox_root=tmp_path / "sandboxes")
-    async with build_worker(temporal, redis, [alpha], options):  # type: ignore[list-item]
-        client = SessionClient(temporal, redis, task_queue=task_queue)
-        old = OldServices(**{f.name: getattr(client._services(), f.name)
-                             for f in dataclasses.fields(Services)})  # fmt: skip
-        session = Session(old, unique_id, "alpha")
-        first = await session.send("from before")
-        assert (await asyncio.wait_for(first.outcome, 60)).status is TurnStatus.FINISHED
-        described = await temporal.get_workflow_handle(session.workflow_id).describe()
-        assert described.task_queue == task_queue
-        # A current client reaches the same session where it runs.
-        again = await client.session(unique_id, agent="alpha").send("and now")
-        assert (await asyncio.wait_for(again.outcome, 60)).status is TurnStatus.FINISHED
-        assert [m.text() for m in await session.history()][-1] == "alpha here: and now"
-        # There, as before, a worker without the agent fails the turn, saying why.
-        stray = Session(old, unique_id, "ghost")
-        failed = await asyncio.wait_for((await stray.send("hello?")).outcome, 60)
-        assert failed.status is TurnStatus.FAILED
-        with pytest.raises(AgentNotRegistered, match="'ghost' is not registered"):
-            failed.raise_for_failure()
-
-
 async def test_the_worker_says_it_polls_only_once_the_server_has_seen_it(
     temporal: Client, redis: Redis, task_queue: str, tmp_path: Path
 ) -> None:
@@ -120,12 +82,12 @@ async def test_the_worker_says_it_polls_only_once_the_server_has_seen_it(
     worker = build_worker(temporal, redis, [echo_agent("alpha")], options)  # type: ignore[list-item]
     async with worker:
         await worker.wait_polling(30)
-        for queue in (f"{task_queue}.alpha", task_queue):
-            for kind in (
-                TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-                TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-            ):
-                assert temporal.identity in await task_queue_pollers(temporal, queue, kind), queue
+        queue = f"{task_queue}.alpha"
+        for kind in (
+            TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        ):
+            assert temporal.identity in await task_queue_pollers(temporal, queue, kind), kind
         # Nobody polls a queue no worker serves.
         empty = await task_queue_pollers(
             temporal, f"{task_queue}.nobody", TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
@@ -158,9 +120,7 @@ async def test_a_new_session_of_an_agent_no_worker_serves_is_refused_at_send(
         ).exists(), "the refused session was started anyway"  # fmt: skip
         # A worker that starts within the grace period gets the session.
         monkeypatch.setattr(calls, "WORKER_GRACE_SECONDS", 30.0)
-        late = build_worker(
-            temporal, redis, [echo_agent("ghost")], dataclasses.replace(options, shared_queue=False)
-        )  # type: ignore[list-item]
+        late = build_worker(temporal, redis, [echo_agent("ghost")], options)  # type: ignore[list-item]
         sending = asyncio.create_task(client.session(unique_id, agent="ghost").send("now?"))
         await asyncio.sleep(1)
         async with late:

@@ -107,7 +107,8 @@ BAD_SETTINGS: list[tuple[str, dict[str, str], str]] = [
     ("sessions", {"TEMPORAL_ADDRESS": "localhost"}, "TEMPORAL_ADDRESS must be host:port"),
     ("sessions", {"TEMPORAL_UI_URL": "ui:8233"}, "TEMPORAL_UI_URL must be an http"),
     ("sessions", {"SESSIONFLOW_TASK_QUEUE": "two words"}, "SESSIONFLOW_TASK_QUEUE must be"),
-    ("sessions", {"SESSIONFLOW_SHARED_QUEUE": "maybe"}, "SESSIONFLOW_SHARED_QUEUE must be on"),
+    ("worker", {"SESSIONFLOW_DEPLOYMENT": "my.app"}, "SESSIONFLOW_DEPLOYMENT must be 1-100"),
+    ("worker", {"SESSIONFLOW_BUILD_ID": "v 2"}, "SESSIONFLOW_BUILD_ID must be 1-200"),
     (
         "worker",
         {"SESSIONFLOW_INTERRUPT_NOTICES": "sometimes"},
@@ -281,8 +282,8 @@ async def test_workers_of_two_agents_beside_each_other_on_one_host(
     ]
     try:
         demo, own = [await w.started() for w in workers]
-        assert demo["task_queues"] == [f"{task_queue}.demo", task_queue]
-        assert own["task_queues"] == [f"{task_queue}.assistant", task_queue]
+        assert demo["task_queues"] == [f"{task_queue}.demo"]
+        assert own["task_queues"] == [f"{task_queue}.assistant"]
         assert demo["metrics"] != own["metrics"], (demo, own)
         async with httpx.AsyncClient() as http:
             for started in (demo, own):
@@ -414,7 +415,10 @@ async def test_the_readme_walk_your_own_agent_in_a_worker_beside_dev(tmp_path: P
         )
         own_started = await worker.started()
         assert own_started["metrics"] != dev_started["metrics"]
-        assert own_started["task_queues"] == ["sessionflow.assistant", "sessionflow"]
+        assert own_started["task_queues"] == ["sessionflow.assistant"]
+        # The same code as dev's worker: the same build, current in the deployment.
+        assert own_started["build_id"] == dev_started["build_id"]
+        assert own_started["current"] is True
 
         sends = [
             in_shell(f"sessionflow send chat-{i} 'message {i}' --agent {agent}", dev, project)

@@ -280,9 +280,11 @@ class Session:
         return await self.handle().query(name, result_type=result_type)
 
     async def messages(self) -> list[Message]:
-        """The messages, while none is committed to the transcript store."""
-        result: list[Message] = await self.query("messages", list[Message])
-        return result
+        """The messages, while none is committed to the transcript store: the
+        fragments of the `transcript` query, joined."""
+        view: TranscriptView = await self.query("transcript", TranscriptView)
+        assert view.transcript is None, "committed messages: read them with transcript()"
+        return join_fragments(view.tail)
 
     async def transcript(self) -> list[Message]:
         """Every message, committed or not (as `Session.history()` of the client)."""

@@ -6,8 +6,10 @@ assemble a worker on their own task queue with their own agents and scripts.
 Sessions are routed by agent: the client starts an agent's session on the task queue
 `<base>.<agent>` (`sessionflow.config.agent_task_queue`), its activities and
 continue-as-new runs stay there, and only workers that serve the agent poll it. So one
-process runs one Temporal `Worker` per agent it serves, plus one on the base queue
-itself (`shared_queue`) for sessions started there before this routing existed.
+process runs one Temporal `Worker` per agent it serves.
+
+Every worker is versioned (`sessionflow.worker.versions`): it joins a Worker Deployment
+as one build, and sessions are pinned to the build they started on.
 
 A process may run one side only (`WorkerRole`): workflow tasks, or activities. Workflow
 activations hold the GIL while they run, so in a process of their own a burst of them
@@ -23,12 +25,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
+import structlog
 from redis.asyncio import Redis
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.client import Client
-from temporalio.worker import PollerBehaviorAutoscaling, Worker
+from temporalio.common import WorkerDeploymentVersion
+from temporalio.worker import PollerBehaviorAutoscaling, Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from sessionflow.activities import (
@@ -57,6 +61,7 @@ from sessionflow.streams.context import ContextStore
 from sessionflow.streams.interrupts import InterruptWatch
 from sessionflow.streams.publisher import Retention, StreamPublisher
 from sessionflow.worker.interceptors import BoundLogs
+from sessionflow.worker.versions import claim_current, deployment_version, unversioned_pollers
 from sessionflow.workflows.session import SessionWorkflow
 
 # Activities share the process with the workflow sandbox, and these libraries import
@@ -68,6 +73,10 @@ from sessionflow.workflows.session import SessionWorkflow
 # the worker's event loop, against 0.2 ms passed through: a burst of new sessions paid
 # it once per session. `workflows/` keeps no module state and imports nothing
 # nondeterministic, which `tests/test_workflow_imports.py` checks instead.
+log = structlog.get_logger(__name__)
+
+MakeCurrent = Literal["first", "always", "never"]
+
 _WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
         "sessionflow",
@@ -93,9 +102,14 @@ class WorkerOptions:
 
     # The base task queue: each agent's sessions run on `<task_queue>.<agent>`.
     task_queue: str = _DEFAULT.task_queue
-    # Also poll the base queue itself, where sessions started before per-agent queues
-    # (or by clients that predate them) stay for good: a session keeps its queue.
-    shared_queue: bool = _DEFAULT.shared_queue
+    # The Worker Deployment this worker joins, and its build there (None: derived from
+    # the code, `versions.default_build_id`).
+    deployment: str = _DEFAULT.deployment
+    build_id: str | None = _DEFAULT.build_id
+    # Once it polls, make this build current: if the deployment has no current build yet
+    # ("first": a fresh deployment needs no step), always (`sessionflow dev`, the only
+    # worker of its stack), or never (the operator does, `sessionflow deploy`).
+    make_current: MakeCurrent = "first"
     # Workflow tasks, activities, or both (see `WorkerRole`).
     role: WorkerRole = _DEFAULT.worker_role
     # Steps learn of interrupts from Redis and heartbeat every 2 s, not every 0.4 s
@@ -108,7 +122,7 @@ class WorkerOptions:
     # Bytes of tool progress a call, and a turn, may stream (sessionflow.streams.budget).
     stream_budget: StreamBudget = field(default_factory=StreamBudget)
     context_ttl_seconds: int = _DEFAULT.context_ttl_seconds
-    # The limits below hold for each task queue polled (each agent's, and the shared).
+    # The limits below hold for each task queue polled (one per agent).
     max_concurrent_activities: int = _DEFAULT.max_concurrent_activities
     max_concurrent_workflow_tasks: int = _DEFAULT.max_concurrent_workflow_tasks
     max_cached_workflows: int = _DEFAULT.max_cached_workflows
@@ -130,12 +144,15 @@ class WorkerOptions:
         *,
         providers: Sequence[ModelProvider] = (),
         sandboxes: SandboxBackend | None = None,
+        make_current: MakeCurrent = "first",
     ) -> WorkerOptions:
         """The options `settings` give, with the providers and sandbox backend built
         from them (`providers_from_settings`, `backend_from_settings`)."""
         return cls(
             task_queue=settings.task_queue,
-            shared_queue=settings.shared_queue,
+            deployment=settings.deployment,
+            build_id=settings.build_id,
+            make_current=make_current,
             role=settings.worker_role,
             interrupt_notices=settings.interrupt_notices,
             max_concurrent_activities=settings.max_concurrent_activities,
@@ -157,8 +174,10 @@ class WorkerOptions:
 
 class SessionWorker:
     """The Temporal workers of one process, one per task queue it polls: each served
-    agent's (`<base>.<agent>`) and, with `shared_queue`, the base queue. Runs, shuts
-    down and works as an async context manager as one Temporal `Worker` does."""
+    agent's (`<base>.<agent>`), all of one deployment version. Runs, shuts down and
+    works as an async context manager as one Temporal `Worker` does.
+
+    Once they poll, the version is made current as `make_current` says."""
 
     def __init__(
         self,
@@ -166,12 +185,19 @@ class SessionWorker:
         workers: dict[str, Worker],
         role: WorkerRole = WorkerRole.ALL,
         identity: str | None = None,
+        *,
+        version: WorkerDeploymentVersion,
+        make_current: MakeCurrent = "first",
     ) -> None:
         self.client = client
         self.workers = workers
         self.role = role
         self.identity = identity or client.identity
+        self.version = version
+        self._make_current = make_current
         self._running: asyncio.Task[None] | None = None
+        self._claiming: asyncio.Future[bool] | None = None
+        self._claim_started = asyncio.Event()
 
     @property
     def task_queues(self) -> list[str]:
@@ -187,12 +213,62 @@ class SessionWorker:
     async def run(self) -> None:
         """Run every worker until `shutdown`; if one fails, stop the others and raise."""
         runs = [asyncio.ensure_future(w.run()) for w in self.workers.values()]
+        if self._make_current != "never" and self._claiming is None:
+            self._claiming = asyncio.ensure_future(self._claim_current())
+            self._claim_started.set()
         try:
             await asyncio.gather(*runs)
         except BaseException:
             await self.shutdown()
             await asyncio.gather(*runs, return_exceptions=True)
             raise
+        finally:
+            if self._claiming is not None and not self._claiming.done():
+                self._claiming.cancel()
+
+    async def _claim_current(self) -> bool:
+        """Once every queue is polled, make this build current if none is."""
+        try:
+            await self.wait_polling(timeout=60.0)
+            if self._make_current == "first":
+                unversioned = {
+                    queue: found
+                    for queue in self.workers
+                    if (found := await unversioned_pollers(self.client, queue))
+                }
+                if unversioned:
+                    # Their running sessions would move onto this build and replay
+                    # histories this code did not record.
+                    log.warning(
+                        "not making this build current: unversioned workers (an earlier "
+                        "release) poll its task queues, and their sessions would move to it",
+                        deployment=self.version.deployment_name,
+                        build_id=self.version.build_id,
+                        unversioned_workers=sorted({w for f in unversioned.values() for w in f}),
+                        task_queues=sorted(unversioned),
+                    )
+                    return False
+            current = await claim_current(
+                self.client, self.version, always=self._make_current == "always"
+            )
+        except Exception as err:  # e.g. an API key not allowed to change the deployment
+            log.warning(
+                "could not make this build current",
+                deployment=self.version.deployment_name,
+                build_id=self.version.build_id,
+                error=f"{type(err).__name__}: {' '.join(str(err).split())}",
+            )
+            return False
+        return current
+
+    async def claimed(self) -> bool:
+        """Whether this build is its deployment's current one, once it has polled and
+        claimed the deployment if it had no current build (False when not claiming)."""
+        if self._make_current == "never":
+            return False
+        await self._claim_started.wait()  # `run` may not have started yet
+        assert self._claiming is not None
+        return await asyncio.shield(self._claiming)
 
     async def shutdown(self) -> None:
         """Stop polling; in-flight activities get the graceful shutdown time to finish."""
@@ -200,9 +276,8 @@ class SessionWorker:
 
     async def wait_polling(self, timeout: float = 30.0) -> None:
         """Return once the server has seen this process poll every agent's task queue
-        (and the shared one) for its role's tasks: from then on, sessions sent to them
-        are picked up. Raises what `run` raised if a worker stopped, `TimeoutError` past
-        `timeout`."""
+        for its role's tasks: from then on, sessions sent to them are picked up. Raises
+        what `run` raised if a worker stopped, `TimeoutError` past `timeout`."""
         identity = self.identity
         kind = (
             TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
@@ -216,7 +291,8 @@ class SessionWorker:
                     self._running.result()  # raises the worker's failure
                     raise RuntimeError("the worker stopped before it polled")
                 for queue in list(pending):
-                    if identity in await task_queue_pollers(self.client, queue, kind):
+                    pollers = await task_queue_pollers(self.client, queue, kind, [self.version])
+                    if identity in pollers:
                         pending.discard(queue)
                 if pending:
                     await asyncio.sleep(0.1)
@@ -241,9 +317,8 @@ class SessionWorker:
 
 
 def task_queues(options: WorkerOptions, agents: Iterable[Agent]) -> list[str]:
-    """The task queues a worker serving `agents` polls: each agent's, then the shared."""
-    queues = [agent_task_queue(options.task_queue, a.name) for a in agents]
-    return [*queues, options.task_queue] if options.shared_queue else queues
+    """The task queues a worker serving `agents` polls: each agent's."""
+    return [agent_task_queue(options.task_queue, a.name) for a in agents]
 
 
 def build_worker(
@@ -306,13 +381,16 @@ def build_worker(
         erasing.forget_stream,
         erasing.erase_session,
     ]
-    # One registry for all queues: a session on the shared queue may be any agent's.
+    version = deployment_version(options.deployment, options.build_id)
     workers = {
         queue: Worker(
             client,
             task_queue=queue,
             workflows=[] if options.role is WorkerRole.ACTIVITIES else [SessionWorkflow],
             workflow_runner=_WORKFLOW_RUNNER,
+            # Sessions are pinned (`SessionWorkflow`'s versioning behavior): each runs on
+            # the build it started on, so no build replays another's history.
+            deployment_config=WorkerDeploymentConfig(version=version, use_worker_versioning=True),
             interceptors=[BoundLogs()],
             # A workflows-only worker polls no activity tasks, but runs its sessions'
             # local activities (publish, transcript and context writes) itself.
@@ -335,4 +413,11 @@ def build_worker(
         )
         for queue in task_queues(options, registry)
     }
-    return SessionWorker(client, workers, options.role, options.identity)
+    return SessionWorker(
+        client,
+        workers,
+        options.role,
+        options.identity,
+        version=version,
+        make_current=options.make_current,
+    )

@@ -23,7 +23,7 @@ from sessionflow.providers.registry import providers_from_settings
 from sessionflow.sandbox.base import SandboxBackend
 from sessionflow.sandbox.registry import backend_from_settings
 from sessionflow.storage import close_external_storage, external_storage_from_settings
-from sessionflow.worker.build import SessionWorker, WorkerOptions, build_worker
+from sessionflow.worker.build import MakeCurrent, SessionWorker, WorkerOptions, build_worker
 from sessionflow.worker.metrics_endpoint import metrics_endpoint
 
 log = structlog.get_logger(__name__)
@@ -43,8 +43,14 @@ async def run_worker(
     agents: Sequence[Agent],
     stop: asyncio.Event,
     ready: asyncio.Event | None = None,
+    *,
+    make_current: MakeCurrent = "first",
 ) -> None:
     """Serve `agents` until `stop` is set, then finish in-flight work and exit.
+
+    The worker joins the deployment `SESSIONFLOW_DEPLOYMENT` as build
+    `SESSIONFLOW_BUILD_ID` (`sessionflow.worker.versions`); `make_current` says whether
+    it makes that build current once it polls (by default, if the deployment has none).
 
     Each agent's sessions come on its own task queue (see `sessionflow.worker.build`);
     `ready` is set, and "worker started" logged, once the Temporal server has seen this
@@ -69,7 +75,16 @@ async def run_worker(
     redis = await connect_redis(settings.redis_url)
     try:
         await _serve(
-            settings, agents, stop, ready, temporal, redis, sandboxes, providers, metrics_address
+            settings,
+            agents,
+            stop,
+            ready,
+            temporal,
+            redis,
+            sandboxes,
+            providers,
+            metrics_address,
+            make_current,
         )
     finally:
         # MCP servers the tools talked to: their stdio processes end with the worker.
@@ -88,14 +103,23 @@ async def _serve(
     sandboxes: SandboxBackend,
     providers: Sequence[ModelProvider],
     metrics_address: str | None,
+    make_current: MakeCurrent,
 ) -> None:
-    options = WorkerOptions.from_settings(settings, providers=providers, sandboxes=sandboxes)
+    options = WorkerOptions.from_settings(
+        settings, providers=providers, sandboxes=sandboxes, make_current=make_current
+    )
     async with build_worker(temporal, redis, agents, options) as worker:
         await _polling(worker, settings)
+        current = await worker.claimed()
         freeze_startup_heap()
         log.info(
             "worker started",
             task_queues=worker.task_queues,
+            deployment=worker.version.deployment_name,
+            build_id=worker.version.build_id,
+            # Not current: this build serves the sessions pinned to it, and new sessions
+            # once `sessionflow deploy --build-id` makes it current (or ramps it).
+            current=current,
             role=worker.role.value,
             agents=[a.name for a in agents],
             sandbox=sandboxes.name,

@@ -33,10 +33,6 @@ with workflow.unsafe.imports_passed_through():
     from sessionflow.errors import ConnectionFailed, SandboxError
     from sessionflow.workflows import calls, policies
 
-# Runs that close with this patch end their stream (and delete its keys) after the
-# kill; runs closed before it replay as they ran (a query on a closed run replays it).
-END_OF_LIFE = "end-stream-on-close"
-
 
 def describe(err: ActivityError) -> str:
     cause = err.cause
@@ -65,8 +61,6 @@ async def kill_sandbox(sandbox_id: str, *, what: str) -> None:
 
 async def end_stream(session_id: str, agent: str, reason: SessionEnd) -> None:
     """The stream's last chunk, then the session's Redis keys deleted (best effort)."""
-    if not workflow.patched(END_OF_LIFE):
-        return
     try:
         await calls.call(
             ActivityName.FORGET_STREAM,

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -56,7 +57,7 @@ with workflow.unsafe.imports_passed_through():
         MessageNotFound,
         SessionBusy,
     )
-    from sessionflow.fragments import count_messages, join_fragments
+    from sessionflow.fragments import count_messages
     from sessionflow.messages import Message
     from sessionflow.workflows import calls, ending, policies, search
     from sessionflow.workflows.turn import Turn
@@ -65,15 +66,6 @@ with workflow.unsafe.imports_passed_through():
 # The first `send` starts the session with signal-with-start, whose API takes the
 # signal's name rather than the method: this is that name.
 SEND_SIGNAL = "send"
-
-# Runs that start with this patch ask less of the server per turn: no search attribute
-# upsert as a tool starts and ends, none at the start of a run that has a message
-# waiting, and one idle timer per idle period instead of one started and cancelled per
-# turn. Runs recorded before it replay as they ran. A patch costs each run a marker and
-# an upsert of `TemporalChangeVersion` (a visibility write), so this one stands for the
-# patches before it too: where it holds, they are not asked (`_patched`).
-FEWER_COMMANDS = "fewer-commands-per-turn"
-
 
 # Types of update rejections the client acts on: ask the new run again, or stop.
 _CONTINUING = "SessionContinuing"
@@ -89,7 +81,10 @@ def _ready_or_done(ready: Callable[[], bool], timer: asyncio.Task[None]) -> bool
     return ready() or timer.done()
 
 
-@workflow.defn(name=WORKFLOW_NAME)
+# Pinned: a session runs every workflow task on the build (Worker Deployment version)
+# it started on, so a change to this code never replays a history other code recorded;
+# changes need no `workflow.patched` branches (`sessionflow.worker.versions`).
+@workflow.defn(name=WORKFLOW_NAME, versioning_behavior=VersioningBehavior.PINNED)
 class SessionWorkflow:
     @workflow.init
     def __init__(self, input: SessionInput) -> None:
@@ -112,8 +107,6 @@ class SessionWorkflow:
         self.last_model: str | None = None
         self._indexed: dict[str, object] = {}
         self._status = SessionStatus.IDLE
-        # Set at the start of `run`: whether this run issues fewer commands per turn.
-        self._fewer_commands = False
         # The timer that pauses an idle sandbox or closes an idle session, and when it
         # fires; left running while turns come and go.
         self._idle_timer: asyncio.Task[None] | None = None
@@ -142,7 +135,7 @@ class SessionWorkflow:
 
     def set_status(self, value: SessionStatus) -> None:
         previous, self._status = self._status, value
-        if self._fewer_commands and {previous, value} == _TOOL_FLIP:
+        if {previous, value} == _TOOL_FLIP:
             self._describe()
             return
         self._index()
@@ -150,7 +143,8 @@ class SessionWorkflow:
     def _index(self) -> None:
         """Show the session's state in the UI (details) and in search attributes, when
         it changed. Called as a turn starts and ends, and as approvals are asked for and
-        answered (and, in runs before `FEWER_COMMANDS`, as tools start and end)."""
+        answered; a tool starting or ending changes the details only (each upsert is a
+        visibility write)."""
         pending = len(self.turn.pending_ids()) if self.turn else 0
         values: dict[str, object] = {
             "status": self._status.value,
@@ -187,8 +181,7 @@ class SessionWorkflow:
         if input.erase is not None:
             await self._erase_ended(input.erase)
             return
-        self._fewer_commands = workflow.patched(FEWER_COMMANDS)
-        if not (self._fewer_commands and self.inbox):
+        if not self.inbox:
             self._index()  # else the turn that starts at once indexes the session
         while not self._closed:
             await self._wait_for_message()
@@ -243,19 +236,11 @@ class SessionWorkflow:
 
         since = workflow.now()
         idle = self.limits.pause_sandbox_after_seconds
-        # Runs from before FEWER_COMMANDS were started without a TTL too.
-        ttl = self.limits.close_after_idle_seconds if self._fewer_commands else None
+        ttl = self.limits.close_after_idle_seconds
         pausing = self.sandbox_id is not None and not self.sandbox_paused and idle is not None
         if pausing and idle is not None and (ttl is None or idle < ttl):
-            if self._fewer_commands:
-                if not await self._idle_until(since + timedelta(seconds=idle), ready):
-                    return
-            else:
-                try:
-                    await workflow.wait_condition(ready, timeout=idle)
-                    return
-                except TimeoutError:
-                    pass
+            if not await self._idle_until(since + timedelta(seconds=idle), ready):
+                return
             await self._pause_idle_sandbox()
         if ttl is not None:
             if await self._idle_until(since + timedelta(seconds=ttl), ready, closes=True):
@@ -512,19 +497,6 @@ class SessionWorkflow:
             transcript=self.transcript, tail=self.tail, message_count=self.message_count()
         )
 
-    @workflow.query(name="messages")
-    def messages_page(self, offset: int = 0, limit: int | None = None) -> list[Message]:
-        """Clients before the transcript store asked for pages here; it can answer only
-        while nothing is committed."""
-        if self.transcript is not None:
-            raise ApplicationError(
-                "this session's messages are in the transcript store: read them with "
-                "Session.history() of a current client (the `transcript` query)",
-                type=MessageNotFound.__name__,
-            )
-        end = None if limit is None else offset + limit
-        return join_fragments(self.tail)[offset:end]
-
     @workflow.query(name="info")
     def info(self) -> SessionInfo:
         return SessionInfo(
@@ -569,7 +541,7 @@ class SessionWorkflow:
         A store that fails leaves everything uncommitted (tried again next time): the
         session keeps working as sessions did before the store.
         """
-        if self._no_store or not self._patched("transcript-store"):
+        if self._no_store:
             return reply
         size = sum(len(m.model_dump_json()) for m in self.tail)
         if not self.tail or size < self.limits.commit_transcript_after_bytes:
@@ -686,11 +658,6 @@ class SessionWorkflow:
 
     # -- plumbing -------------------------------------------------------------------
 
-    def _patched(self, patch_id: str) -> bool:
-        """`workflow.patched(patch_id)` for a patch older than `FEWER_COMMANDS`: a run
-        with that one has every older change, and records no marker for them."""
-        return self._fewer_commands or workflow.patched(patch_id)
-
     async def _sandbox_lifecycle(
         self, name: ActivityName, what: str, result_type: type | None = None
     ) -> Any:
@@ -705,7 +672,7 @@ class SessionWorkflow:
 
     async def _forget_context(self, request: SendRequest) -> None:
         """Delete the ended turn's context from Redis (best effort: its TTL remains)."""
-        if request.context_ref is None or not self._patched("forget-context"):
+        if request.context_ref is None:
             return
         try:
             await calls.local(

@@ -67,10 +67,6 @@ with workflow.unsafe.imports_passed_through():
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
-# Runs with this patch answer a tool call whose every attempt timed out as the call's
-# outcome ("unknown") and go on; runs before it failed the turn.
-TIMED_OUT_CALLS = "timed-out-tool-calls"
-
 
 class TurnHost(Protocol):
     """What a turn may see and change of its session, and nothing more.
@@ -303,7 +299,7 @@ class Turn:
         except ActivityError as err:
             # Every attempt timed out (its worker lost, say): whether it acted is unknown.
             # That is the call's outcome, for the model to handle; the turn goes on.
-            if not isinstance(err.cause, ActivityTimeout) or not workflow.patched(TIMED_OUT_CALLS):
+            if not isinstance(err.cause, ActivityTimeout):
                 raise
             workflow.logger.warning("tool call %s timed out: %s", part.tool_call_id, err.cause)
             result = RunToolResult(

@@ -1,11 +1,19 @@
-"""Records the histories the replay tests check the workflow code against.
+"""Records the histories the replay gate checks the workflow code against.
 
     python -m tests.histories.record [name ...]
 
-Starts its own stack, runs representative sessions (a plain turn, tools, an approval,
-an interrupt, continue-as-new) and writes each workflow history as JSON beside this
-file (only the named ones, if names are given). Re-record only on purpose: a change that breaks replay of these histories
-would break sessions running in production.
+Starts its own stack and a versioned worker, runs one session of every shape
+(`SHAPES`: a plain turn, tools, an approval answered and one still waiting, an
+interrupt, transcript commits and a rewind, continue-as-new, an idle sandbox paused, a
+close, an idle TTL, a delete) and writes each workflow history as JSON beside this file
+(only the named ones, if names are given).
+
+Re-record when the workflow code changes on purpose: sessions are pinned to the build
+they started on (Worker Versioning), so a history only has to replay on the code that
+recorded it, and `sessionflow replay-check` (tests/test_replay.py) proves that the
+code at hand still replays what it records. Histories recorded by the patch-era code
+(with `workflow.patched` markers) do not replay on code without those patches; pinned
+builds are what make dropping them safe.
 """
 
 from __future__ import annotations
@@ -13,12 +21,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+from temporalio.client import Client
 
 from sessionflow.cli.localstack import LocalStack, StackConfig
 from sessionflow.client.client import SessionClient
+from sessionflow.client.session import SendResult
 from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.contract import SessionLimits
@@ -28,12 +42,141 @@ from tests.agents import approval_agent, counter_agent, streaming_agent, tool_ag
 
 HERE = Path(__file__).parent
 
+# Every shape of session the gate replays, by history file name (without `.json`).
+SHAPES = (
+    "plain",
+    "tools",
+    "approval",
+    "approval-waiting",
+    "interrupt",
+    "transcript",
+    "continue-as-new-run1",
+    "continue-as-new-run2",
+    "idle-pause",
+    "close",
+    "idle-ttl",
+    "delete",
+)
+
+
+async def _approval_id(result: SendResult) -> str:
+    async for event in result.stream():
+        if event.type == "tool-approval-request":
+            approval_id: str = event.chunk.approval_id  # type: ignore[attr-defined]
+            return approval_id
+    raise AssertionError("no approval was asked for")
+
+
+async def _history(temporal: Client, workflow_id: str, run_id: str | None = None) -> str:
+    history = await temporal.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    return history.to_json()
+
+
+async def record_sessions(
+    temporal: Client, redis: Redis, queue: str, prefix: str = ""
+) -> dict[str, str]:
+    """Run a session of every shape on the worker serving the test agents (`tooling`,
+    `approver`, `streamer`, `counter`) on base queue `queue`, each session id starting
+    with `prefix`; their histories by name."""
+
+    def limited(**limits: Any) -> SessionClient:
+        return SessionClient(temporal, redis, task_queue=queue, limits=SessionLimits(**limits))
+
+    client = SessionClient(temporal, redis, task_queue=queue)
+
+    histories: dict[str, str] = {}
+
+    plain = client.session(f"{prefix}plain", agent="streamer")
+    await (await plain.send("hello")).done
+    await (await plain.send("again")).done
+
+    tools = client.session(f"{prefix}tools", agent="tooling")
+    await (await tools.send("make a file and read it")).done
+    await (await tools.send("and a plain turn")).done
+
+    approval = client.session(f"{prefix}approval", agent="approver")
+    answered = await approval.send("run it")
+    await approval.approve({"approval_id": await _approval_id(answered), "approved": True})
+    await answered.done
+
+    waiting = client.session(f"{prefix}approval-waiting", agent="approver")
+    pending = await waiting.send("run it")
+    await _approval_id(pending)
+
+    interrupted = client.session(f"{prefix}interrupt", agent="streamer")
+    long = await interrupted.send("long")
+    async for event in long.stream():
+        if event.type == "text-delta":
+            await interrupted.interrupt()
+            break
+    await long.done
+    await (await interrupted.send("short")).done
+
+    # Every step commits to the transcript store; then a rewind into it.
+    transcript = limited(commit_transcript_after_bytes=0).session(
+        f"{prefix}transcript", agent="tooling"
+    )
+    await (await transcript.send("make a file and read it")).done
+    await (await transcript.send("and a plain turn")).done
+    first_answer = (await transcript.history())[1].id
+    await transcript.update(last_message_id=first_answer)
+    await (await transcript.send("after the rewind")).done
+
+    counter = limited(continue_as_new_after_events=25).session(
+        f"{prefix}continue-as-new", agent="counter"
+    )
+    for i in range(3):
+        await (await counter.send(f"count {i}")).done
+
+    # One idle timer kept across turns, set again when it fires early, then pausing
+    # the sandbox.
+    idle = limited(pause_sandbox_after_seconds=1.5).session(f"{prefix}idle-pause", agent="tooling")
+    await (await idle.send("make a file and read it")).done
+    await asyncio.sleep(1.0)
+    await (await idle.send("and a plain turn")).done
+    await asyncio.sleep(3.0)
+
+    closed = client.session(f"{prefix}close", agent="tooling")
+    await (await closed.send("make a file and read it")).done
+    await closed.close()
+
+    expiring = limited(close_after_idle_seconds=2).session(f"{prefix}idle-ttl", agent="tooling")
+    await (await expiring.send("make a file and read it")).done
+    handle = temporal.get_workflow_handle(expiring.workflow_id)
+    await asyncio.wait_for(handle.result(), 30)
+
+    # The delete update erases and completes the run; the client would then delete the
+    # runs from Temporal, so its history is read first, and the session deleted after.
+    deleted = client.session(f"{prefix}delete", agent="tooling")
+    await (await deleted.send("make a file and read it")).done
+    await temporal.get_workflow_handle(deleted.workflow_id).execute_update("delete")
+    histories["delete"] = await _history(temporal, deleted.workflow_id)
+    await deleted.delete()
+
+    for name, session in (
+        ("plain", plain), ("tools", tools), ("approval", approval),
+        ("approval-waiting", waiting), ("interrupt", interrupted),
+        ("transcript", transcript), ("idle-pause", idle), ("close", closed),
+        ("idle-ttl", expiring),
+    ):  # fmt: skip
+        histories[name] = await _history(temporal, session.workflow_id)
+    runs = [w async for w in temporal.list_workflows(f'WorkflowId = "{counter.workflow_id}"')]
+    for n, run in enumerate(sorted(runs, key=lambda r: r.start_time)[:2]):
+        histories[f"continue-as-new-run{n + 1}"] = await _history(
+            temporal, counter.workflow_id, run.run_id
+        )
+    assert set(histories) == set(SHAPES), sorted(histories)
+    return histories
+
+
+def _unmount_under(base: Path) -> None:
+    with open("/proc/self/mountinfo") as mountinfo:
+        points = [line.split()[4] for line in mountinfo]
+    for point in sorted((p for p in points if p.startswith(f"{base}{os.sep}")), reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
 
 async def record(wanted: set[str]) -> None:
-    def write(name: str, history: str) -> None:
-        if not wanted or name in wanted:
-            (HERE / f"{name}.json").write_text(history)
-
     with tempfile.TemporaryDirectory() as tmp:
         config = StackConfig.on_free_ports(Path(tmp))
         async with LocalStack(config):
@@ -42,83 +185,14 @@ async def record(wanted: set[str]) -> None:
             redis = await connect_redis(config.redis_url)
             agents = [tool_agent, approval_agent, streaming_agent, counter_agent]
             options = WorkerOptions(task_queue="record", sandbox_root=Path(tmp) / "sandboxes")
-            async with build_worker(temporal, redis, agents, options):
-                client = SessionClient(temporal, redis, task_queue="record")
-                small = SessionClient(
-                    temporal, redis, task_queue="record",
-                    limits=SessionLimits(continue_as_new_after_events=25),
-                )  # fmt: skip
-
-                tools = client.session("tools", agent="tooling")
-                await (await tools.send("make a file and read it")).done
-                await (await tools.send("and a plain turn")).done
-
-                approval = client.session("approval", agent="approver")
-                waiting = await approval.send("run it")
-                async for event in waiting.stream():
-                    if event.type == "tool-approval-request":
-                        approval_id = event.chunk.approval_id  # type: ignore[attr-defined]
-                        break
-                await approval.send(
-                    {"type": "approval", "approval": {"approval_id": approval_id, "approved": True}}
-                )
-                await waiting.done
-
-                interrupted = client.session("interrupt", agent="streamer")
-                long = await interrupted.send("long")
-                async for event in long.stream():
-                    if event.type == "text-delta":
-                        await interrupted.interrupt()
-                        break
-                await long.done
-                await (await interrupted.send("short")).done
-
-                counter = small.session("continue-as-new", agent="counter")
-                for i in range(3):
-                    await (await counter.send(f"count {i}")).done
-
-                # Every step commits to the transcript store; then a rewind into it.
-                committing = SessionClient(
-                    temporal, redis, task_queue="record",
-                    limits=SessionLimits(commit_transcript_after_bytes=0),
-                )  # fmt: skip
-                transcript = committing.session("transcript", agent="tooling")
-                await (await transcript.send("make a file and read it")).done
-                await (await transcript.send("and a plain turn")).done
-                first_answer = (await transcript.history())[1].id
-                await transcript.update(last_message_id=first_answer)
-                await (await transcript.send("after the rewind")).done
-
-                # Runs since `fewer-commands-per-turn`: tool turns without upserts per
-                # tool, and one idle timer kept across turns, set again when it fires
-                # early, then pausing the sandbox.
-                pausing = SessionClient(
-                    temporal, redis, task_queue="record",
-                    limits=SessionLimits(pause_sandbox_after_seconds=1.5),
-                )  # fmt: skip
-                fewer = pausing.session("fewer-commands", agent="tooling")
-                await (await fewer.send("make a file and read it")).done
-                await asyncio.sleep(1.0)
-                await (await fewer.send("and a plain turn")).done
-                await asyncio.sleep(3.0)
-
-                for name, session in (
-                    ("tools", tools), ("approval", approval), ("interrupt", interrupted),
-                    ("transcript", transcript), ("fewer-commands", fewer),
-                ):  # fmt: skip
-                    history = await temporal.get_workflow_handle(
-                        session.workflow_id
-                    ).fetch_history()
-                    write(name, history.to_json())
-                runs = [
-                    w
-                    async for w in temporal.list_workflows(f'WorkflowId = "{counter.workflow_id}"')
-                ]
-                for n, run in enumerate(sorted(runs, key=lambda r: r.start_time)[:2]):
-                    handle = temporal.get_workflow_handle(counter.workflow_id, run_id=run.run_id)
-                    history = await handle.fetch_history()
-                    write(f"continue-as-new-run{n + 1}", history.to_json())
+            async with build_worker(temporal, redis, agents, options) as worker:
+                await worker.claimed()
+                histories = await record_sessions(temporal, redis, "record")
             await redis.aclose()
+        _unmount_under(Path(tmp))  # the workspace disks of sandboxes left alive
+    for name, history in histories.items():
+        if not wanted or name in wanted:
+            (HERE / f"{name}.json").write_text(history)
     print(json.dumps(sorted(p.name for p in HERE.glob("*.json"))))
 
 
