@@ -240,6 +240,9 @@ class SessionDriver:
                     raise
                 continue
             except WorkflowUpdateFailedError as err:
+                if update_error_type(err) in ASK_AGAIN:
+                    await asyncio.sleep(0.05)
+                    continue
                 if update_error_type(err) != "MessageNotFound":
                     raise
                 if asyncio.get_running_loop().time() > deadline:
@@ -374,11 +377,13 @@ class SessionDriver:
             hold.release.set()
 
     async def final_send(self) -> None:
-        """Whatever came before, a message sent now is answered."""
+        """Whatever came before, a message sent now is answered. It interrupts what
+        runs (`interruptIfStreaming`): a turn waiting for a person's approval would
+        otherwise hold it back, as it should."""
         fakes = self.harness.fakes
         fakes.steps.clear()
         fakes.scripts.clear()
-        await self.send("are you still there?")
+        await self.send("are you still there?", interrupt=True)
         await self.settle()
         outcome = self.sent[-1].waiter.result()
         if outcome.status.value != "finished":
@@ -396,6 +401,11 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, WorkflowUpdateFailedError):
         return f"{update_error_type(error)}: {error.cause}"
     return str(error)
+
+
+# Refusals of `wait_turn` that mean "ask the newest run": this run continued as new
+# after accepting the wait, or is about to.
+ASK_AGAIN = frozenset({"AcceptedUpdateCompletedWorkflow", "SessionContinuing"})
 
 
 def _closed(err: object) -> bool:
