@@ -82,7 +82,7 @@ async def test_a_waiting_session_finishes_on_its_build_while_new_ones_start_on_t
     options = WorkerOptions(
         task_queue=task_queue, deployment=deployment, sandbox_root=tmp_path / "sandboxes"
     )
-    settings = dataclasses.replace(stack.config.point(Settings()), deployment=deployment)
+    settings = stack.config.point(Settings()).model_copy(update={"deployment": deployment})
     client = SessionClient(temporal, redis, task_queue=task_queue)
     build_a = build_worker(
         temporal, redis, [approval_agent], dataclasses.replace(options, build_id="A")
