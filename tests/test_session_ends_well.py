@@ -171,3 +171,42 @@ async def test_an_approval_acknowledged_as_the_turn_is_interrupted_is_recorded(
     finally:
         with contextlib.suppress(Exception):
             await session.handle().terminate("test over")
+
+
+async def test_a_close_that_failed_can_be_retried(harness: Harness) -> None:
+    fakes = harness.fakes
+    fakes.steps = [tool_step(bash("touch x")), text_step("Done.")]
+    session, first = await harness.start("make a file")
+    assert (await session.wait(first)).status is TurnStatus.FINISHED
+    fakes.script(ActivityName.SANDBOX_KILL, non_retryable("SandboxBackendError", "kill failed"))
+
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await session.close()
+    assert "close it again to retry" in str(refused.value.cause)
+    await session.close()  # the kill works this time
+
+    assert fakes.killed == ["sb-1", "sb-1"]
+    described = await session.handle().describe()
+    assert described.status is WorkflowExecutionStatus.COMPLETED
+
+
+async def test_close_waits_for_a_sandbox_exec_and_kills_the_sandbox_it_made(
+    harness: Harness,
+) -> None:
+    fakes = harness.fakes
+    fakes.steps = [text_step("Hello.")]
+    session, first = await harness.start("hi")
+    assert (await session.wait(first)).status is TurnStatus.FINISHED
+    hold = Hold()
+    fakes.script(ActivityName.SANDBOX_EXEC, hold)
+    executing = asyncio.create_task(session.exec("make build"))
+    await asyncio.wait_for(hold.started.wait(), PATIENCE)  # its sandbox exists now
+    closing = asyncio.create_task(session.close())
+    await asyncio.sleep(0.3)
+    assert not closing.done() and fakes.killed == [], "close waits for the exec"
+    with pytest.raises(WorkflowUpdateFailedError):
+        await session.exec("one more")  # a new exec is refused while it closes
+    hold.release.set()
+    await asyncio.wait_for(executing, PATIENCE)
+    await asyncio.wait_for(closing, PATIENCE)
+    assert fakes.killed == ["sb-1"], "the sandbox the exec made did not outlive the session"
