@@ -44,6 +44,7 @@ from tests.workflow_fakes import (
 from tests.workflow_harness import (
     Harness,
     Session,
+    eventually,
     pending_approval,
     workflow_task_failures,
 )
@@ -210,3 +211,42 @@ async def test_close_waits_for_a_sandbox_exec_and_kills_the_sandbox_it_made(
     await asyncio.wait_for(executing, PATIENCE)
     await asyncio.wait_for(closing, PATIENCE)
     assert fakes.killed == ["sb-1"], "the sandbox the exec made did not outlive the session"
+
+
+async def test_a_rewind_accepted_while_a_turns_answer_commits_is_not_undone(
+    harness: Harness,
+) -> None:
+    """The turn's answer is being committed to the transcript store (a local activity
+    that takes long: the worker keeps the workflow task alive and the session takes
+    new updates meanwhile) when a rewind is accepted. The rewind waits for the commit
+    and then cuts; the commit landing afterwards cannot put the cut messages back."""
+    fakes = harness.fakes
+    fakes.steps = [text_step("one"), text_step("two " + "x" * 5000)]
+    limits = SessionLimits(commit_transcript_after_bytes=2000)  # only the long answer
+    session, first = await harness.start("1", limits=limits)
+    assert (await session.wait(first)).status is TurnStatus.FINISHED
+    hold = Hold(local=True)
+    fakes.script(ActivityName.COMMIT_TRANSCRIPT, hold)
+    second = await session.send("2")
+    await asyncio.wait_for(hold.started.wait(), PATIENCE)
+    rewinding = asyncio.create_task(session.update(SessionUpdate(last_message_id=first)))
+    # Accepted once the worker heartbeats the workflow task (it does so at 80% of the
+    # task's 10 s timeout): the update then waits for the lock, held by the turn.
+    await eventually(
+        session.history,
+        lambda events: any(
+            e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+            and e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+            == "update"
+            for e in events
+        ),
+        "the rewind to be accepted while the commit runs",
+        patience=20,
+    )
+    assert not rewinding.done(), "the rewind waits for the commit"
+    hold.release.set()
+    await asyncio.wait_for(rewinding, PATIENCE)
+
+    assert (await session.wait(second)).status is TurnStatus.FINISHED
+    assert [m.text() for m in await session.transcript()] == ["1", "one"]
+    await healthy(session)

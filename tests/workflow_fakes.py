@@ -97,15 +97,20 @@ class Gate:
 
 class Hold:
     """A scripted activity call that blocks (heartbeating) until released, then
-    answers as the activity would have: a window in which the test can race it."""
+    answers as the activity would have: a window in which the test can race it.
+    A local activity cannot heartbeat: hold one with `local=True`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, local: bool = False) -> None:
         self.started = asyncio.Event()
         self.release = asyncio.Event()
+        self.local = local
 
     async def run(self) -> None:
         self.started.set()
-        await hold_until(self.release)
+        if self.local:
+            await self.release.wait()
+        else:
+            await hold_until(self.release)
 
 
 async def hold_until(release: asyncio.Event) -> None:
