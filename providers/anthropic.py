@@ -2,8 +2,11 @@
 
 The SDK's own retries are off: Temporal retries the model step, so every attempt
 shows in the session's history, with the backoff the API asks for (`retry-after`).
-The system prompt and tool definitions carry `cache_control`, so a long session
-pays for them once per cache lifetime.
+Prompt caching: the system prompt, the tool definitions and the newest message of each
+request carry `cache_control` (three breakpoints of the API's four). The newest one
+moves with the conversation: a step's whole prompt is written to the cache, and the
+next step (whose prompt begins with it, byte for byte) reads it back, so a long
+session pays the full input price only for what each step adds.
 """
 
 from __future__ import annotations
@@ -89,10 +92,12 @@ class AnthropicProvider:
 
     def request_body(self, request: ModelRequest) -> dict[str, Any]:
         """The Messages API request for one step."""
+        messages = to_anthropic_messages(request.messages)
+        _mark_newest(messages)
         body: dict[str, Any] = {
             "model": request.model,
             "max_tokens": self._max_tokens,
-            "messages": to_anthropic_messages(request.messages),
+            "messages": messages,
         }
         if request.system:
             body["system"] = [{"type": "text", "text": request.system, "cache_control": _CACHE}]
@@ -210,6 +215,21 @@ def _retry_after(err: anthropic.APIStatusError) -> float | None:
 
 
 # -- the transcript in the Messages API's shape ------------------------------------
+
+# Blocks the API does not let a breakpoint sit on.
+_UNCACHEABLE = frozenset({"thinking", "redacted_thinking"})
+
+
+def _mark_newest(turns: list[dict[str, Any]]) -> None:
+    """The moving breakpoint: `cache_control` on the last block of the newest message
+    that can carry one (not thinking, not empty text)."""
+    if not turns:
+        return
+    for block in reversed(turns[-1]["content"]):
+        if block.get("type") in _UNCACHEABLE or block.get("text") == "":
+            continue
+        block["cache_control"] = _CACHE
+        return
 
 
 def to_anthropic_messages(messages: list[Message]) -> list[dict[str, Any]]:

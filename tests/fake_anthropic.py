@@ -136,6 +136,10 @@ def answer(text: str, **usage: int) -> Stream:
     return Stream([message_start(**usage), *text_block(0, text), *message_end("end_turn")])
 
 
+# The Messages API takes at most this many `cache_control` breakpoints per request.
+MAX_BREAKPOINTS = 4
+
+
 class FakeAnthropic:
     def __init__(self) -> None:
         self.queue: list[Stream | Failure] = []
@@ -148,6 +152,19 @@ class FakeAnthropic:
     async def _messages(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append(Received(body, dict(request.headers), time.monotonic()))
+        breakpoints = json.dumps(body).count('"cache_control"')
+        if breakpoints > MAX_BREAKPOINTS:  # as the API refuses it
+            return JSONResponse(
+                {
+                    "type": "error",
+                    "error": {
+                        "type": "invalid_request_error",
+                        "message": f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control "
+                        f"may be provided. Found {breakpoints}.",
+                    },
+                },
+                status_code=400,
+            )
         response = self.queue.pop(0) if self.queue else answer("(no scripted response)")
         if isinstance(response, Failure):
             return JSONResponse(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -61,6 +63,12 @@ async def client(start_worker: StartWorker, fake: FakeAnthropic) -> SessionClien
         thinking_budget=1024,  # type: ignore[attr-defined]
     )
     return await start_worker([claude], providers=[provider])
+
+
+def unmarked(value: Any) -> Any:
+    """`value` without its prompt-cache breakpoints (`cache_control`)."""
+    text = json.dumps(value).replace(', "cache_control": {"type": "ephemeral"}', "")
+    return json.loads(text)
 
 
 async def test_text_and_thinking_stream_and_usage_counts_cache_tokens(
@@ -152,6 +160,15 @@ async def test_parallel_tool_calls_run_and_results_go_back_in_messages_api_shape
     }
     results = follow_up[2]["content"]
     assert [r["tool_use_id"] for r in results] == [one.tool_call_id, two.tool_call_id]
+
+    # Prompt caching: a moving breakpoint on the newest message (three in all), and each
+    # request's prompt begins with the one before it, byte for byte but the markers.
+    first, second = (r.body for r in fake.requests[:2])
+    for body in (first, second):
+        assert json.dumps(body).count('"cache_control"') == 3
+        assert body["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+
+    assert unmarked(second["messages"][: len(first["messages"])]) == unmarked(first["messages"])
     assert '"stdout": "one\\n"' in results[0]["content"] and "is_error" not in results[0]
 
 
@@ -310,7 +327,7 @@ async def test_files_reach_claude_as_image_and_document_blocks_and_data_parts_st
     )  # fmt: skip
     assert (await result.outcome).status is TurnStatus.FINISHED
     (sent,) = fake.requests
-    assert sent.body["messages"] == [
+    assert unmarked(sent.body["messages"]) == [
         {
             "role": "user",
             "content": [
@@ -353,7 +370,7 @@ async def test_a_file_claude_cannot_take_fails_the_turn_once_and_later_turns_wor
     assert (await again.outcome).status is TurnStatus.FINISHED
     (sent,) = fake.requests
     # The failed answer has nothing to show, so both user messages make one turn.
-    assert sent.body["messages"] == [
+    assert unmarked(sent.body["messages"]) == [
         {
             "role": "user",
             "content": [
