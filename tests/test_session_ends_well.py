@@ -46,6 +46,7 @@ from tests.workflow_harness import (
     Session,
     eventually,
     pending_approval,
+    update_error_type,
     workflow_task_failures,
 )
 
@@ -250,3 +251,89 @@ async def test_a_rewind_accepted_while_a_turns_answer_commits_is_not_undone(
     assert (await session.wait(second)).status is TurnStatus.FINISHED
     assert [m.text() for m in await session.transcript()] == ["1", "one"]
     await healthy(session)
+
+
+async def test_a_rewind_waiting_behind_another_finds_its_message_gone(harness: Harness) -> None:
+    """Two rewinds, the second validated while the first holds the lock (waiting for
+    its sandbox): the first cuts the message the second keeps. The second is refused
+    (MessageNotFound), where it failed the workflow task (an assertion) for good."""
+    fakes = harness.fakes
+    fakes.steps = [text_step("one"), text_step("two"), text_step("three")]
+    session, first = await harness.start("1")
+    assert (await session.wait(first)).status is TurnStatus.FINISHED
+    second = await session.send("2")
+    assert (await session.wait(second)).status is TurnStatus.FINISHED
+    hold = Hold()
+    fakes.script(ActivityName.ENSURE_SANDBOX, hold)
+    rewinding = asyncio.create_task(
+        session.update(SessionUpdate(sandbox_id="sb-other", last_message_id=first))
+    )
+    await asyncio.wait_for(hold.started.wait(), PATIENCE)
+    later = asyncio.create_task(session.update(SessionUpdate(last_message_id=second)))
+    await asyncio.sleep(0.3)  # validated (the message is there), waiting for the lock
+    hold.release.set()
+    await asyncio.wait_for(rewinding, PATIENCE)
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await asyncio.wait_for(later, PATIENCE)
+    assert update_error_type(refused.value) == "MessageNotFound"
+    await healthy(session)
+
+    session.sent = 1  # what the session holds now: the rewind dropped the second
+    third = await session.send("3")
+    assert await answered(session, third) is TurnStatus.FINISHED
+    assert [m.text() for m in await session.messages()] == ["1", "one", "3", "three"]
+
+
+async def test_an_update_waiting_behind_a_close_is_refused(harness: Harness) -> None:
+    """A rewind holds the lock (waiting for its sandbox) while a close and another
+    update wait behind it: once the close has killed the sandbox and ended the session,
+    the waiting update is refused, and points the session at no sandbox after its
+    sandbox was killed (one that would outlive the session)."""
+    fakes = harness.fakes
+    fakes.steps = [text_step("one")]
+    session, first = await harness.start("1")
+    assert (await session.wait(first)).status is TurnStatus.FINISHED
+    hold = Hold()
+    fakes.script(ActivityName.ENSURE_SANDBOX, hold)
+    rewinding = asyncio.create_task(
+        session.update(SessionUpdate(sandbox_id="sb-other", last_message_id=first))
+    )
+    await asyncio.wait_for(hold.started.wait(), PATIENCE)
+    closing = asyncio.create_task(session.close())
+    await asyncio.sleep(0.3)  # the close is validated and waits for the lock
+    pointing = asyncio.create_task(session.update(SessionUpdate(sandbox_id="sb-late")))
+    await asyncio.sleep(0.3)
+    hold.release.set()
+    await asyncio.wait_for(rewinding, PATIENCE)
+    await asyncio.wait_for(closing, PATIENCE)
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await asyncio.wait_for(pointing, PATIENCE)
+    assert update_error_type(refused.value) == "SessionClosed"
+    assert [p.sandbox_id for p in fakes.ensure_calls] == ["sb-other"]
+    assert fakes.killed == ["sb-other"]
+    described = await session.handle().describe()
+    assert described.status is WorkflowExecutionStatus.COMPLETED
+
+
+async def test_a_close_waiting_behind_another_close_is_done_at_once(harness: Harness) -> None:
+    """Two closes, the second validated while the first kills the sandbox: the second
+    finds the session closed and is done, where it killed the sandbox and ended the
+    stream a second time (and a failure of that second kill said the closed session
+    "stays open")."""
+    fakes = harness.fakes
+    fakes.steps = [tool_step(bash("touch x")), text_step("Done.")]
+    session, first = await harness.start("make a file")
+    assert (await session.wait(first)).status is TurnStatus.FINISHED
+    hold = Hold()
+    fakes.script(ActivityName.SANDBOX_KILL, hold)
+    closing = asyncio.create_task(session.close())
+    await asyncio.wait_for(hold.started.wait(), PATIENCE)
+    again = asyncio.create_task(session.close())
+    await asyncio.sleep(0.3)  # validated (nothing runs), waiting for the lock
+    hold.release.set()
+    await asyncio.wait_for(closing, PATIENCE)
+    await asyncio.wait_for(again, PATIENCE)
+    assert fakes.killed == ["sb-1"]
+    assert len(fakes.ended) == 1
+    described = await session.handle().describe()
+    assert described.status is WorkflowExecutionStatus.COMPLETED

@@ -23,6 +23,9 @@ task queue and session. `suite`, the default, runs the same 200 sequences every 
 `dev` runs 25 new ones and shrinks a failure to a minimal sequence. The machine stops at the first failure: `SESSION_MACHINE_SKIP`
 (comma-separated: zero-steps, pause-fails, kill-fails, rewind-with-sandbox,
 approve-while-interrupting) keeps it away from known ones to look past them.
+`SESSION_MACHINE_TRACE=<file>` appends every action and violation to that file as it
+happens (a flaky failure, which Hypothesis cannot replay or shrink, is still written
+down).
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ class SessionMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        _trace("---- new example")
         self._exit = contextlib.AsyncExitStack()
         env = self.run(self.server.env())
         self.harness: Harness = self.run(self._exit.enter_async_context(open_harness(env)))
@@ -153,6 +157,9 @@ class SessionMachine(RuleBasedStateMachine):
         commit_after=st.sampled_from([16 * 1024, 700]),
     )
     def start(self, max_steps: int, continue_after: int, commit_after: int) -> None:
+        _trace(
+            f"start(max_steps={max_steps!r}, continue_after={continue_after!r}, commit_after={commit_after!r})"
+        )
         limits = SessionLimits(
             max_steps_per_turn=max_steps,
             continue_as_new_after_events=continue_after,
@@ -169,6 +176,7 @@ class SessionMachine(RuleBasedStateMachine):
         )
     )
     def script_model(self, kind: str) -> None:
+        _trace(f"script_model(kind={kind!r})")
         session = self.session
         if kind == "text":
             session.script_step(text_step("scripted answer"))
@@ -191,6 +199,7 @@ class SessionMachine(RuleBasedStateMachine):
         how=st.sampled_from(["fails", "fails-retrying", "fails-once"]),
     )
     def script_failure(self, name: ActivityName, how: str) -> None:
+        _trace(f"script_failure(name={name!r}, how={how!r})")
         if how == "fails":
             error_type = "SandboxNotFound" if name is ActivityName.ENSURE_SANDBOX else "Broken"
             self.session.script(name, non_retryable(error_type, f"{name.value} failed"))
@@ -202,29 +211,35 @@ class SessionMachine(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(HOLDING))
     def script_hold(self, name: ActivityName) -> None:
+        _trace(f"script_hold(name={name!r})")
         self.session.script(name, Hold())
 
     @rule()
     def release_holds(self) -> None:
+        _trace("release_holds()")
         self.session.release_holds()
 
     # -- what clients do ------------------------------------------------------------------
 
     @rule(interrupt=st.booleans())
     def send(self, interrupt: bool) -> None:
+        _trace(f"send(interrupt={interrupt!r})")
         self.run(self.session.send("hello", interrupt=interrupt))
 
     @rule()
     def interrupt(self) -> None:
+        _trace("interrupt()")
         self.run(self.session.interrupt())
 
     @rule(pick=st.none() | st.integers(0, 3), approved=st.booleans())
     def approve(self, pick: int | None, approved: bool) -> None:
+        _trace(f"approve(pick={pick!r}, approved={approved!r})")
         self.run(self.session.approve(pick, approved))
 
     @precondition(lambda self: "approve-while-interrupting" not in SKIP)
     @rule(approved=st.booleans())
     def interrupt_and_approve(self, approved: bool) -> None:
+        _trace(f"interrupt_and_approve(approved={approved!r})")
         self.run(self.session.interrupt_and_approve(approved))
 
     @rule(
@@ -234,26 +249,32 @@ class SessionMachine(RuleBasedStateMachine):
         ),
     )
     def rewind(self, pick: int, sandbox: str | None) -> None:
+        _trace(f"rewind(pick={pick!r}, sandbox={sandbox!r})")
         self.run(_now(self.session.rewind, pick, sandbox))
 
     @rule(sandbox=st.sampled_from(["sb-1", "sb-elsewhere"]))
     def use_sandbox(self, sandbox: str) -> None:
+        _trace(f"use_sandbox(sandbox={sandbox!r})")
         self.run(_now(self.session.use_sandbox, sandbox))
 
     @rule()
     def close(self) -> None:
+        _trace("close()")
         self.run(_now(self.session.close))
 
     @rule()
     def sandbox_exec(self) -> None:
+        _trace("sandbox_exec()")
         self.run(_now(self.session.exec, "echo hi"))
 
     @rule(seconds=st.sampled_from([5.0, 30.0, 90.0]))
     def time_passes(self, seconds: float) -> None:
+        _trace(f"time_passes(seconds={seconds!r})")
         self.run(self.session.skip_time(seconds))
 
     @rule()
     def settle(self) -> None:
+        _trace("settle()")
         self.run(self.session.settle())
 
     # -- what must hold ---------------------------------------------------------------------
@@ -261,17 +282,34 @@ class SessionMachine(RuleBasedStateMachine):
     @invariant()
     def keeps_its_promises(self) -> None:
         if self.driver is not None:
-            self.run(self.driver.check())
+            try:
+                self.run(self.driver.check())
+            except BaseException as err:
+                _trace(f"VIOLATION in check: {err!r}")
+                raise
 
     def teardown(self) -> None:
+        _trace("teardown")
         try:
             if self.driver is not None:
                 self.run(self.driver.final_send())
+        except BaseException as err:
+            _trace(f"VIOLATION in teardown: {err!r}")
+            raise
         finally:
             if self.driver is not None:
                 self.run(self.driver.close_down())
             self.run(self._exit.aclose())
             self.run(self.server.check_clock())
+
+
+TRACE = os.environ.get("SESSION_MACHINE_TRACE")
+
+
+def _trace(line: str) -> None:
+    if TRACE:
+        with open(TRACE, "a") as f:
+            f.write(line + "\n")
 
 
 async def _now(action: Any, *args: Any) -> None:

@@ -502,7 +502,7 @@ def workflow_task_failures(events: list[HistoryEvent]) -> list[str]:
         if attributes.cause in _ORDINARY_TASK_FAILURES:
             continue
         cause = WorkflowTaskFailedCause.Name(attributes.cause)
-        failures.append(f"{cause}: {attributes.failure.message}")
+        failures.append(f"{cause}: {attributes.failure.message}\n{attributes.failure.stack_trace}")
     return failures
 
 

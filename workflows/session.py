@@ -361,6 +361,11 @@ class SessionWorkflow:
         `last_message_id` is the last message kept, and/or change its step cap. A
         message sent meanwhile waits and is answered after it."""
         async with self._lock:
+            # Checked again: validated before it waited for the lock, while a close or
+            # another rewind holding it may have ended the session or cut the message
+            # this one keeps.
+            self._refuse_if_closed()
+            self._refuse_if_unknown(change.last_message_id)
             if change.sandbox_id is not None:
                 await self.use_sandbox(self.ref("", -1), change.sandbox_id)
             if change.last_message_id is not None:
@@ -376,12 +381,16 @@ class SessionWorkflow:
                 "cannot update the session while a turn runs or messages are queued",
                 type=SessionBusy.__name__,
             )
-        if change.last_message_id is None:
+        self._refuse_if_unknown(change.last_message_id)
+
+    def _refuse_if_unknown(self, message_id: str | None) -> None:
+        """A rewind to a message not in the tail, when nothing is committed (a message
+        only committed is looked for by the rewind itself)."""
+        if message_id is None:
             return
-        if self.transcript is None and all(m.id != change.last_message_id for m in self.tail):
+        if self.transcript is None and all(m.id != message_id for m in self.tail):
             raise ApplicationError(
-                f"no message {change.last_message_id!r} in this session",
-                type=MessageNotFound.__name__,
+                f"no message {message_id!r} in this session", type=MessageNotFound.__name__
             )
 
     @workflow.update(name="close")
@@ -390,6 +399,8 @@ class SessionWorkflow:
         completes. If the sandbox cannot be killed the session stays open, and closing
         again retries."""
         async with self._lock:
+            if self._closed:
+                return  # a close (or the idle TTL) that held the lock first closed it
             await self._end(SessionEnd.CLOSED)
 
     async def _end(self, reason: SessionEnd) -> None:
@@ -475,6 +486,9 @@ class SessionWorkflow:
 
     def _refuse_if_ending(self) -> None:
         self._refuse_if_continuing()
+        self._refuse_if_closed()
+
+    def _refuse_if_closed(self) -> None:
         if self._closing or self._closed:
             raise ApplicationError("the session is closing", type=_CLOSED)
 
