@@ -32,13 +32,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from sessionflow.errors import ConnectionFailed, SandboxError
     from sessionflow.workflows import calls, policies
+    from sessionflow.workflows.turn import describe_failure
 
 
 def describe(err: ActivityError) -> str:
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        return f"{cause.type or 'Error'}: {cause.message}"
-    return str(cause or err)
+    """An activity's failure in one line, as a failed turn reports it."""
+    return describe_failure(err)[1]
 
 
 async def kill_sandbox(sandbox_id: str, *, what: str) -> None:

@@ -191,7 +191,7 @@ class Turn:
                     return await self._abort()
             return await self._stop_at_step_limit(cap)
         except ActivityError as err:
-            error_type, error = _describe(err)
+            error_type, error = describe_failure(err)
             workflow.logger.warning("turn failed: %s", error)
             self.reply.metadata = {**(self.reply.metadata or {}), "error": error}
             self._close_open_tool_parts(error)
@@ -291,7 +291,7 @@ class Turn:
             try:
                 result = await self._tool_activity(call, sandbox_id, settings)
             except ActivityError as err:
-                if _describe(err)[0] != SandboxNotFound.__name__:
+                if describe_failure(err)[0] != SandboxNotFound.__name__:
                     raise
                 # The sandbox vanished (expired, deleted): make a new one, say so, go again.
                 sandbox_id = await session.replace_sandbox(ref, sandbox_id)
@@ -470,7 +470,8 @@ def _apply_answer(part: ToolPart, answer: ApprovalResponse) -> bool:
     return answer.approved
 
 
-def _describe(err: ActivityError) -> tuple[str | None, str]:
+def describe_failure(err: ActivityError) -> tuple[str | None, str]:
+    """An activity's failure: its error type (ours, if it is one) and one line."""
     cause: Any = err.cause
     if isinstance(cause, ApplicationError):
         return cause.type, f"{cause.type or 'Error'}: {cause.message}"
