@@ -227,10 +227,13 @@ async def test_two_workers_share_sessions_and_losing_one_loses_no_session(
     # server, a loaded machine could hand every session to the first worker polling).
     await survivor.start()
     results += [await s.send("go") for s in sessions[3:]]
-    for result in results:  # every session is streaming before the kill
-        async for event in result.stream():
-            if event.type == "text-delta":
-                break
+    # Kill once every session's first command (the one that writes runs.txt) has
+    # finished and been recorded. Killed while that command was running, a session
+    # would run it again by design (a command cut off by a crash is re-run: nothing
+    # can tell whether it got as far as its side effect), and the count below could
+    # not tell a re-run finished command from a re-run unfinished one.
+    for session in sessions:
+        await until_a_command_is_recorded(redis, session.workflow_id)
     doomed.kill()
     try:
         outcomes = await asyncio.wait_for(
