@@ -220,8 +220,6 @@ class Session:
             with contextlib.suppress(Exception):
                 await reader.unrecord_sent(self.workflow_id, answer, previous)
             raise
-        if interrupt:
-            await reader.announce_interrupt(self.workflow_id)
         return self._result(answer)
 
     async def approve(self, response: ApprovalResponse | dict[str, Any]) -> SendResult:
@@ -242,9 +240,9 @@ class Session:
 
     async def interrupt(self) -> None:
         """Stop the running turn; its partial answer is kept, marked interrupted."""
+        # One way, whoever interrupts: the workflow cancels the running step and tells
+        # its worker to heartbeat now (`activities.interrupt_notice`).
         await self._calls.signal(SessionWorkflow.interrupt)
-        # After the signal: the running step heartbeats at once, and its cancel follows.
-        await (await self._ref.get()).reader.announce_interrupt(self.workflow_id)
 
     async def close(self) -> None:
         """End the session: kills its sandbox and completes its workflow. A later

@@ -42,6 +42,7 @@ class ActivityName(StrEnum):
     REWIND_TRANSCRIPT = "sessionflow.rewind_transcript"
     FORGET_STREAM = "sessionflow.forget_stream"
     ERASE_SESSION = "sessionflow.erase_session"
+    ANNOUNCE_INTERRUPT = "sessionflow.announce_interrupt"
 
 
 class SessionStatus(StrEnum):

@@ -183,6 +183,7 @@ class Fakes:
         self.erased: list[EraseSessionParams] = []
         self.commits: list[CommitTranscriptParams] = []
         self.rewinds: list[RewindTranscriptParams] = []
+        self.announced: list[str] = []
         # Per activity, what its next calls do first (fail, or hold) in order.
         self.scripts: dict[ActivityName, list[Scripted]] = {}
         # When set, killing a sandbox waits for it (a slow kill, for races with close).
@@ -205,6 +206,7 @@ class Fakes:
             self.erase_session,
             self.commit_transcript,
             self.rewind_transcript,
+            self.announce_interrupt,
         ]
 
     def script(self, name: ActivityName, *calls: Scripted) -> None:
@@ -318,6 +320,10 @@ class Fakes:
         await self._record(self.commits, params)
         await self._play(ActivityName.COMMIT_TRANSCRIPT)
         return await self.transcripts.append(params.head, params.fragments)
+
+    @activity.defn(name=ActivityName.ANNOUNCE_INTERRUPT.value)
+    async def announce_interrupt(self, workflow_id: str) -> None:
+        await self._record(self.announced, workflow_id)
 
     @activity.defn(name=ActivityName.REWIND_TRANSCRIPT.value)
     async def rewind_transcript(self, params: RewindTranscriptParams) -> TranscriptRef:

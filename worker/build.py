@@ -46,6 +46,7 @@ from sessionflow.activities import (
     metrics,
 )
 from sessionflow.activities.heartbeat import NOTICED_INTERVAL
+from sessionflow.activities.interrupt_notice import InterruptNotices
 from sessionflow.agents.definition import Agent
 from sessionflow.agents.registry import AgentRegistry
 from sessionflow.config import Settings, WorkerRole, agent_task_queue
@@ -366,6 +367,7 @@ def build_worker(
     forgetting = ContextActivities(contexts)
     committing = TranscriptActivities(transcripts)
     erasing = EraseActivities(publisher, transcripts)
+    notices = InterruptNotices(redis, prefix=publisher.prefix)
     activities: list[Callable[..., Any]] = [
         model_steps.model_step,
         tools.run_tool,
@@ -380,6 +382,7 @@ def build_worker(
         committing.rewind_transcript,
         erasing.forget_stream,
         erasing.erase_session,
+        notices.announce_interrupt,
     ]
     version = deployment_version(options.deployment, options.build_id)
     workers = {

@@ -128,6 +128,8 @@ class SessionWorkflow:
         # `sandbox_exec` calls in flight: `close` waits for them (the sandbox one creates
         # must not outlive the session).
         self._execs = 0
+        # Interrupt notices on their way (`announce_interrupt`), kept until done.
+        self._notices: set[asyncio.Future[None]] = set()
 
     @property
     def status(self) -> SessionStatus:
@@ -615,6 +617,25 @@ class SessionWorkflow:
             raise
         assert ref is not None
         self.transcript, self.tail = ref, []
+
+    def announce_interrupt(self) -> None:
+        """Tell the worker of the step just cancelled to heartbeat now, so the cancel
+        reaches it at once (`activities.interrupt_notice`); not awaited: a signal
+        handler calls this, and nothing waits on a notice."""
+        notice = asyncio.ensure_future(self._announce(workflow.info().workflow_id))
+        self._notices.add(notice)
+        notice.add_done_callback(self._notices.discard)
+
+    async def _announce(self, workflow_id: str) -> None:
+        try:
+            await calls.local(
+                ActivityName.ANNOUNCE_INTERRUPT,
+                workflow_id,
+                policies.ANNOUNCE_INTERRUPT,
+                summary="tell the running step",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not announce the interrupt: %s", err)
 
     def approvals_changed(self) -> None:
         self._index()

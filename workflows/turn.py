@@ -108,6 +108,9 @@ class TurnHost(Protocol):
     async def checkpoint(self, reply: Message | None) -> Message | None:
         """Maybe commit the uncommitted fragments; the fragment `reply` continues in."""
 
+    def announce_interrupt(self) -> None:
+        """Tell the running step's worker that the step was just cancelled."""
+
     def approvals_changed(self) -> None:
         """The turn's pending approvals changed (the UI shows their count)."""
 
@@ -152,6 +155,7 @@ class Turn:
         self._cut = cut or self._cut
         if self._inflight is not None:
             self._inflight.cancel()
+            self._session.announce_interrupt()
 
     def is_pending(self, approval_id: str) -> bool:
         return approval_id in self._pending
