@@ -63,7 +63,7 @@ class Agent:
         if _session_opener is None:
             raise RuntimeError(
                 "agent.session(id) needs the client: import sessionflow.client (or use "
-                "`from sessionflow import agent`), or call SessionClient.session(id, agent=...)"
+                "`from sessionflow import agent`), or call SessionClient.agent(...).session(id)"
             )
         return _session_opener(self, session_id)
 

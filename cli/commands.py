@@ -390,7 +390,7 @@ def send(session_id: str, agent: str, tenant: str | None, max_steps: int | None,
 
     async def go() -> None:
         async with await SessionClient.connect() as client:
-            session = client.session(full_id, agent=agent)
+            session = client.agent(agent).session(full_id)
             if max_steps is not None:
                 await session.update(max_steps_per_turn=max_steps)
             result = await session.send(text)
@@ -418,7 +418,7 @@ def chat(session_id: str, agent: str, tenant: str | None) -> None:
 
     async def go() -> None:
         async with await SessionClient.connect() as client:
-            await Chat(client.session(full_id, agent=agent)).run()
+            await Chat(client.agent(agent).session(full_id)).run()
 
     _run(go())
 
@@ -519,7 +519,7 @@ def inspect(session_id: str, agent: str, tenant: str | None) -> None:
 
     async def go() -> None:
         async with await SessionClient.connect() as client:
-            session = client.session(full_id, agent=agent)
+            session = client.agent(agent).session(full_id)
             info = await session.info()
             usage = await session.usage()
             settings = Settings.from_env()
@@ -571,7 +571,7 @@ def delete(session_id: str, agent: str, tenant: str | None, yes: bool) -> None:
 
     async def go() -> None:
         async with await SessionClient.connect() as client:
-            await client.session(full_id, agent=agent).delete()
+            await client.agent(agent).session(full_id).delete()
         click.echo(f"Deleted session {line_text(session_id)}")
 
     _run(go())
@@ -591,7 +591,7 @@ def history(session_id: str, agent: str, tenant: str | None, as_json: bool) -> N
 
     async def go() -> None:
         async with await SessionClient.connect() as client:
-            for i, message in enumerate(await client.session(full_id, agent=agent).history()):
+            for i, message in enumerate(await client.agent(agent).session(full_id).history()):
                 if as_json:
                     click.echo(json_text(message.model_dump_json()))
                     continue

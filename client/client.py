@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 
@@ -121,21 +122,20 @@ class SessionClient:
         client._owns_temporal = True
         return client
 
-    def session(self, session_id: str, *, agent: str | Agent | None = None) -> Session:
-        """A handle on a session; no network call until it is used.
-
-        `agent` is an agent's name or the `Agent` itself (which also teaches the
-        client its context and state schemas).
+    def agent(self, agent: str | Agent | None = None) -> ClientAgent:
+        """An agent on this client, by name or the `Agent` itself (which also teaches
+        the client its context and state schemas); None: the client's default agent.
+        `client.agent(x).session(id)` is the reference's `myAgent.session(id)` on a
+        client of your own: the one way to open a session besides `my_agent.session(id)`.
         """
         chosen = agent or self.default_agent
         if chosen is None:
             raise InvalidInput("no agent given: pass agent=... or set default_agent on the client")
         try:
-            validate_session_id(session_id)
             validate_agent_name(chosen if isinstance(chosen, str) else chosen.name)
         except ValueError as err:
             raise InvalidInput(str(err)) from err
-        return Session(self._services(), session_id, chosen)
+        return ClientAgent(self, chosen)
 
     async def list_sessions(
         self,
@@ -168,3 +168,25 @@ class SessionClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+@dataclass(frozen=True)
+class ClientAgent:
+    """An agent as one client sees it (`SessionClient.agent`): it opens that agent's
+    sessions on that client, as `my_agent.session(id)` does on the default one."""
+
+    client: SessionClient
+    agent: str | Agent
+
+    @property
+    def name(self) -> str:
+        return self.agent if isinstance(self.agent, str) else self.agent.name
+
+    def session(self, session_id: str) -> Session:
+        """A handle on the agent's session `session_id`; no network call until it is
+        used."""
+        try:
+            validate_session_id(session_id)
+        except ValueError as err:
+            raise InvalidInput(str(err)) from err
+        return Session(self.client._services(), session_id, self.agent)

@@ -24,8 +24,6 @@ _EXPORTS = {
     "SessionClient": "sessionflow.client",
     "Session": "sessionflow.client",
     "SendResult": "sessionflow.client",
-    "agent_session": "sessionflow.client",
-    "session": "sessionflow.client",  # `agent_session`, by the reference's name
     "use_client": "sessionflow.client",
     "Script": "sessionflow.providers",
     "ScriptStep": "sessionflow.providers",
@@ -58,7 +56,7 @@ __all__ = sorted(_EXPORTS)
 # Names whose users call `agent.session(id)`, which the client layer provides.
 _WITH_CLIENT = ("Agent", "agent")
 # Public names that are another name in their module.
-_ALIASES = {"session": "agent_session"}
+_ALIASES: dict[str, str] = {}
 
 
 def __getattr__(name: str) -> Any:
@@ -84,10 +82,8 @@ if TYPE_CHECKING:
         SendResult,
         Session,
         SessionClient,
-        agent_session,
         use_client,
     )
-    from sessionflow.client import agent_session as session
     from sessionflow.contract import ActivitySettings, TurnOutcome, TurnStatus
     from sessionflow.errors import (
         AgentNotRegistered,

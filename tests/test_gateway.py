@@ -52,7 +52,7 @@ def text_of(message: dict[str, Any]) -> str:
 
 
 async def wait_idle(gw: Gateway, sid: str, agent: str = "tooling", tenant: str = "acme") -> None:
-    session = gw.client.session(f"{tenant}:{sid}", agent=agent)
+    session = gw.client.agent(agent).session(f"{tenant}:{sid}")
     for _ in range(200):
         if not (await session.info()).busy:
             return
@@ -423,7 +423,7 @@ async def test_a_closed_session_answers_writes_with_409_and_still_reads(
         )
         assert sent.status_code == 202
         await wait_idle(gateway, unique_id)
-        await gateway.client.session(f"acme:{unique_id}", agent="tooling").close()
+        await gateway.client.agent("tooling").session(f"acme:{unique_id}").close()
 
         approval = {"approvalId": "approval-x", "approved": True}
         for path, body in (("/approvals", approval), ("/interrupt", None)):

@@ -81,7 +81,7 @@ async def gw(start_worker: StartWorker) -> AsyncIterator[Gateway]:
 
 
 async def wait_idle(gw: Gateway, sid: str, agent_name: str) -> None:
-    session = gw.client.session(f"acme:{sid}", agent=agent_name)
+    session = gw.client.agent(agent_name).session(f"acme:{sid}")
     for _ in range(400):
         if not (await session.info()).busy:
             return

@@ -28,7 +28,7 @@ async def sleeping(
 ) -> tuple[Session, SendResult, WorkflowHandle[Any, Any]]:
     """A sleeper session whose tool call (`sleep 1000`) is running."""
     client = await start_worker([sleeper_agent], **options)
-    session = client.session(unique_id, agent="sleeper")
+    session = client.agent("sleeper").session(unique_id)
     result = await session.send("sleep")
     while not list(sandbox_root.glob("*/shell.pid")):
         await asyncio.sleep(0.02)

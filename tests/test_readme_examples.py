@@ -98,7 +98,7 @@ async def test_the_script_block_serves_a_tool_turn(
 ) -> None:
     greeter = run("example:script", {})["greeter"]
     client = await start_worker([greeter])
-    session = client.session(unique_id, agent="greeter")
+    session = client.agent("greeter").session(unique_id)
     result = await session.send("what's there?")
     assert await result.done is True
     assert (await result.outcome).status is TurnStatus.FINISHED
@@ -143,7 +143,7 @@ async def test_the_session_block_runs_as_written(
     try:
         ran = await run_async("example:session", defined)
         # The rewind at the end left the first exchange only.
-        session = ran["client"].session(ran["session"].id, agent="assistant")
+        session = ran["client"].agent("assistant").session(ran["session"].id)
         after_rewind = await session.history()
     finally:
         if "client" in defined:

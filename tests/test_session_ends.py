@@ -140,7 +140,7 @@ class Ends:
     def session(self, raw: Session) -> ClientSession:
         """The client's handle on a session the harness started."""
         _, session_id = parse_session_workflow_id(raw.workflow_id)
-        return self.client.session(session_id, agent=AGENT)
+        return self.client.agent(AGENT).session(session_id)
 
     async def started(self, text: str, **options: Any) -> tuple[Session, ClientSession, str]:
         """A session whose first turn has finished."""
@@ -150,7 +150,7 @@ class Ends:
 
     async def start_other(self, workflow: str) -> ClientSession:
         """A run of a test workflow under a session's workflow id."""
-        session = self.client.session(f"s-{uuid.uuid4().hex[:10]}", agent=AGENT)
+        session = self.client.agent(AGENT).session(f"s-{uuid.uuid4().hex[:10]}")
         await self.harness.env.client.start_workflow(
             workflow, id=session.workflow_id, task_queue=self.harness.task_queue
         )
@@ -299,7 +299,7 @@ async def test_a_cancelled_session_raises_session_failed(ends: Ends) -> None:
 
 async def test_a_timed_out_session_raises_session_failed(ends: Ends) -> None:
     env = ends.harness.env
-    session = ends.client.session(f"s-{uuid.uuid4().hex[:10]}", agent=AGENT)
+    session = ends.client.agent(AGENT).session(f"s-{uuid.uuid4().hex[:10]}")
     request = send_request("hello")
     ends.harness.fakes.steps = [text_step("Hi.")]
     await env.client.start_workflow(
@@ -320,7 +320,7 @@ async def test_a_timed_out_session_raises_session_failed(ends: Ends) -> None:
 
 
 async def test_a_session_that_never_ran_is_not_found(ends: Ends) -> None:
-    session = ends.client.session(f"s-{uuid.uuid4().hex[:10]}", agent=AGENT)
+    session = ends.client.agent(AGENT).session(f"s-{uuid.uuid4().hex[:10]}")
     for call in (session.close(), session.answer("msg-1").outcome, session.interrupt()):
         with pytest.raises(SessionNotFound):
             await asyncio.wait_for(call, AT_ONCE)

@@ -86,24 +86,24 @@ async def record_sessions(
 
     histories: dict[str, str] = {}
 
-    plain = client.session(f"{prefix}plain", agent="streamer")
+    plain = client.agent("streamer").session(f"{prefix}plain")
     await (await plain.send("hello")).done
     await (await plain.send("again")).done
 
-    tools = client.session(f"{prefix}tools", agent="tooling")
+    tools = client.agent("tooling").session(f"{prefix}tools")
     await (await tools.send("make a file and read it")).done
     await (await tools.send("and a plain turn")).done
 
-    approval = client.session(f"{prefix}approval", agent="approver")
+    approval = client.agent("approver").session(f"{prefix}approval")
     answered = await approval.send("run it")
     await approval.approve({"approval_id": await _approval_id(answered), "approved": True})
     await answered.done
 
-    waiting = client.session(f"{prefix}approval-waiting", agent="approver")
+    waiting = client.agent("approver").session(f"{prefix}approval-waiting")
     pending = await waiting.send("run it")
     await _approval_id(pending)
 
-    interrupted = client.session(f"{prefix}interrupt", agent="streamer")
+    interrupted = client.agent("streamer").session(f"{prefix}interrupt")
     long = await interrupted.send("long")
     async for event in long.stream():
         if event.type == "text-delta":
@@ -113,8 +113,8 @@ async def record_sessions(
     await (await interrupted.send("short")).done
 
     # Every step commits to the transcript store; then a rewind into it.
-    transcript = limited(commit_transcript_after_bytes=0).session(
-        f"{prefix}transcript", agent="tooling"
+    transcript = (
+        limited(commit_transcript_after_bytes=0).agent("tooling").session(f"{prefix}transcript")
     )
     await (await transcript.send("make a file and read it")).done
     await (await transcript.send("and a plain turn")).done
@@ -122,32 +122,34 @@ async def record_sessions(
     await transcript.update(last_message_id=first_answer)
     await (await transcript.send("after the rewind")).done
 
-    counter = limited(continue_as_new_after_events=25).session(
-        f"{prefix}continue-as-new", agent="counter"
+    counter = (
+        limited(continue_as_new_after_events=25)
+        .agent("counter")
+        .session(f"{prefix}continue-as-new")
     )
     for i in range(3):
         await (await counter.send(f"count {i}")).done
 
     # One idle timer kept across turns, set again when it fires early, then pausing
     # the sandbox.
-    idle = limited(pause_sandbox_after_seconds=1.5).session(f"{prefix}idle-pause", agent="tooling")
+    idle = limited(pause_sandbox_after_seconds=1.5).agent("tooling").session(f"{prefix}idle-pause")
     await (await idle.send("make a file and read it")).done
     await asyncio.sleep(1.0)
     await (await idle.send("and a plain turn")).done
     await asyncio.sleep(3.0)
 
-    closed = client.session(f"{prefix}close", agent="tooling")
+    closed = client.agent("tooling").session(f"{prefix}close")
     await (await closed.send("make a file and read it")).done
     await closed.close()
 
-    expiring = limited(close_after_idle_seconds=2).session(f"{prefix}idle-ttl", agent="tooling")
+    expiring = limited(close_after_idle_seconds=2).agent("tooling").session(f"{prefix}idle-ttl")
     await (await expiring.send("make a file and read it")).done
     handle = temporal.get_workflow_handle(expiring.workflow_id)
     await asyncio.wait_for(handle.result(), 30)
 
     # The delete update erases and completes the run; the client would then delete the
     # runs from Temporal, so its history is read first, and the session deleted after.
-    deleted = client.session(f"{prefix}delete", agent="tooling")
+    deleted = client.agent("tooling").session(f"{prefix}delete")
     await (await deleted.send("make a file and read it")).done
     await temporal.get_workflow_handle(deleted.workflow_id).execute_update("delete")
     histories["delete"] = await _history(temporal, deleted.workflow_id)
