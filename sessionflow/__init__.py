@@ -32,6 +32,8 @@ _EXPORTS = {
     "ScriptedToolCall": "sessionflow.providers",
     "Message": "sessionflow.messages",
     "Usage": "sessionflow.messages",
+    "Budget": "sessionflow.budgets",
+    "Price": "sessionflow.prices",
     "ActivitySettings": "sessionflow.contract",
     "TurnOutcome": "sessionflow.contract",
     "TurnStatus": "sessionflow.contract",
@@ -80,6 +82,7 @@ if TYPE_CHECKING:
         agent,
         tool,
     )
+    from sessionflow.budgets import Budget
     from sessionflow.client import (
         SendResult,
         Session,
@@ -105,5 +108,6 @@ if TYPE_CHECKING:
         TemporalUnavailable,
     )
     from sessionflow.messages import Message, Usage
+    from sessionflow.prices import Price
     from sessionflow.providers import Script, ScriptedToolCall, ScriptStep
     from sessionflow.streams.reader import StreamEvent, StreamReader
