@@ -19,6 +19,7 @@ from sessionflow.cli.localstack import free_port
 from sessionflow.client.client import SessionClient
 from sessionflow.config import ConfigError, Settings
 from sessionflow.contract import TurnStatus
+from sessionflow.errors import InvalidModelRequest
 from sessionflow.gateway.main import serve_gateway
 from sessionflow.providers.anthropic import AnthropicProvider
 from sessionflow.providers.base import ModelRequest
@@ -214,3 +215,17 @@ def test_deployment_prices_come_from_a_setting_or_a_file(tmp_path: Path) -> None
         with pytest.raises(ConfigError, match="SESSIONFLOW_PRICES"):
             Settings.from_env({"SESSIONFLOW_PRICES": bad})
     assert Settings.from_env({"SESSIONFLOW_OPENAI_MAX_TOKENS": "100"}).openai_max_tokens == 100
+
+
+def test_a_thinking_budget_must_fit_under_the_steps_output_limit() -> None:
+    """Anthropic refuses a thinking budget at or over `max_tokens`: an agent whose
+    `max_output_tokens` leaves no room fails its step at once, naming both."""
+    provider = AnthropicProvider(api_key="k", max_tokens=8192, thinking_budget=2048)
+    fits = ModelRequest(model="claude-sonnet-4-6", system=None, messages=[], tools=[])
+    body = provider.request_body(fits)
+    assert body["max_tokens"] == 8192 and body["thinking"]["budget_tokens"] == 2048
+    tight = fits.model_copy(update={"max_output_tokens": 2048})
+    with pytest.raises(
+        InvalidModelRequest, match=r"thinking budget \(2048 tokens.*output limit \(2048"
+    ):
+        provider.request_body(tight)
