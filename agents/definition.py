@@ -9,15 +9,18 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from sessionflow.agents.context import AgentContext, Resolvable, resolve
 from sessionflow.agents.mcp import MCPServer, check_servers
 from sessionflow.agents.mcp_tools import toolset
 from sessionflow.agents.tools import NeedsApproval, Tool
+from sessionflow.budgets import Budget
 from sessionflow.contract import ActivitySettings
 from sessionflow.ids import validate_agent_name
+from sessionflow.prices import Price, PriceMap, prices_from
 from sessionflow.providers.scripted import Script
+from sessionflow.validation import describe
 
 ModelOption = str | Script
 # `agent(idle_ttl=...)` left out: the deployment's default (SESSIONFLOW_IDLE_TTL).
@@ -52,6 +55,13 @@ class Agent:
     # Seconds without a message after which a session closes itself (None: never;
     # "default": the client's default, SESSIONFLOW_IDLE_TTL).
     idle_ttl: IdleTTL = "default"
+    # Limits on model use for the whole session and for each turn (sessionflow.budgets).
+    session_budget: Budget | None = None
+    turn_budget: Budget | None = None
+    # Prices of models (id -> USD per million tokens) over the deployment's.
+    prices: Mapping[str, Price] = field(default_factory=dict)
+    # The most tokens one model step may write (None: the provider's setting).
+    max_output_tokens: int | None = None
 
     def session(self, session_id: str) -> Any:
         """A handle on this agent's session `session_id` (a `sessionflow.client.Session`),
@@ -136,6 +146,10 @@ def agent(
     tool_activity: ActivitySettings | None = None,
     mcp_servers: Sequence[MCPServer] = (),
     idle_ttl: timedelta | float | Literal["default"] | None = "default",
+    session_budget: Budget | Mapping[str, Any] | None = None,
+    turn_budget: Budget | Mapping[str, Any] | None = None,
+    prices: PriceMap | None = None,
+    max_output_tokens: int | None = None,
 ) -> Agent:
     """Define an agent.
 
@@ -168,6 +182,20 @@ def agent(
             session): a `timedelta` or seconds; None or 0 for never. Left out, the
             deployment's default applies (SESSIONFLOW_IDLE_TTL, 7 days). Set when a
             session starts: changing it later affects new sessions only.
+        session_budget: limits on the whole session's model use, a `Budget` (or the
+            same as a dict): `input_tokens` (every prompt token, cache reads and
+            writes included), `output_tokens` and `cost` (US dollars at the price
+            table's prices). Checked before every model step; once one is reached,
+            each turn ends with outcome `budget_exceeded` before calling the model.
+        turn_budget: the same limits for each turn; `send(..., budget=...)` can
+            tighten them for one turn, never loosen them.
+        prices: model id -> `Price` (or a dict of `input`, `output`, `cache_write`,
+            `cache_read`, US dollars per million tokens), over `SESSIONFLOW_PRICES`
+            and the built-in table (`sessionflow.prices`); `usage()` reports costs by
+            them. A model with no price has cost None.
+        max_output_tokens: the most tokens one model step may write (`max_tokens`, or
+            `max_completion_tokens` on OpenAI's API); left out, the provider's
+            setting (`SESSIONFLOW_ANTHROPIC_MAX_TOKENS`, `SESSIONFLOW_OPENAI_MAX_TOKENS`).
     """
     validate_agent_name(name)
     if isinstance(model, str) and "/" not in model:
@@ -198,7 +226,29 @@ def agent(
         tool_activity=tool_activity,
         mcp_servers=tuple(mcp_servers),
         idle_ttl=_idle_ttl(name, idle_ttl),
+        session_budget=_budget(name, "session_budget", session_budget),
+        turn_budget=_budget(name, "turn_budget", turn_budget),
+        prices=prices_from(prices, f"agent {name!r}: prices"),
+        max_output_tokens=_max_output_tokens(name, max_output_tokens),
     )
+
+
+def _budget(name: str, option: str, value: Budget | Mapping[str, Any] | None) -> Budget | None:
+    if value is None or isinstance(value, Budget):
+        return value
+    try:
+        return Budget.model_validate(value)
+    except ValidationError as err:
+        problems = describe(err, Budget)
+        raise ValueError(f"agent {name!r}: {option} is not a valid Budget ({problems})") from None
+
+
+def _max_output_tokens(name: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"agent {name!r}: max_output_tokens must be a whole number of at least 1")
+    return value
 
 
 def _idle_ttl(name: str, value: timedelta | float | Literal["default"] | None) -> IdleTTL:

@@ -360,6 +360,10 @@ def _tenant(option: str | None) -> str | None:
         _fail(err)
 
 
+def _cost(cost: float | None) -> str:
+    return "cost unknown (no price)" if cost is None else f"${cost:.4f}"
+
+
 def _session_id(session_id: str, tenant: str | None) -> str:
     from sessionflow.ids import tenant_session_id
 
@@ -380,9 +384,39 @@ def _with_session_options(fn: Any) -> Any:
     default=None,
     help="From this turn on, stop a turn after this many model steps (the session keeps it).",
 )
+@click.option(
+    "--budget-input-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop this turn once its prompt tokens (cache reads and writes included) reach this.",
+)
+@click.option(
+    "--budget-output-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop this turn once its output tokens reach this.",
+)
+@click.option(
+    "--budget-cost",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop this turn once its cost reaches this many US dollars.",
+)
 @click.argument("text")
-def send(session_id: str, agent: str, tenant: str | None, max_steps: int | None, text: str) -> None:
-    """Send TEXT to a session and stream the answer; exit 1 if the turn failed."""
+def send(
+    session_id: str,
+    agent: str,
+    tenant: str | None,
+    max_steps: int | None,
+    budget_input_tokens: int | None,
+    budget_output_tokens: int | None,
+    budget_cost: float | None,
+    text: str,
+) -> None:
+    """Send TEXT to a session and stream the answer; exit 1 if the turn failed.
+
+    The --budget-* options limit this turn's model use (they only tighten the agent's
+    turn budget); a turn that reaches one ends as budget_exceeded, with a note."""
     from sessionflow.cli.terminal import TerminalRenderer
     from sessionflow.client.client import SessionClient
 
@@ -393,7 +427,13 @@ def send(session_id: str, agent: str, tenant: str | None, max_steps: int | None,
             session = client.agent(agent).session(full_id)
             if max_steps is not None:
                 await session.update(max_steps_per_turn=max_steps)
-            result = await session.send(text)
+            limits = {
+                "input_tokens": budget_input_tokens,
+                "output_tokens": budget_output_tokens,
+                "cost": budget_cost,
+            }
+            budget = {k: v for k, v in limits.items() if v is not None} or None
+            result = await session.send(text, budget=budget)
             renderer = TerminalRenderer()
             async for event in result.stream():
                 renderer.render(event)
@@ -536,11 +576,13 @@ def inspect(session_id: str, agent: str, tenant: str | None) -> None:
             total = usage.total
             click.echo(
                 f"Usage       {total.input_tokens} in, {total.output_tokens} out, "
-                f"{total.cache_read_tokens} cache read, {total.cache_write_tokens} cache write"
+                f"{total.cache_read_tokens} cache read, {total.cache_write_tokens} cache write, "
+                f"{_cost(total.known_cost())}"
             )
             for model, used in usage.by_model.items():
                 click.echo(
-                    f"            {safe(model)}: {used.input_tokens} in, {used.output_tokens} out"
+                    f"            {safe(model)}: {used.input_tokens} in, {used.output_tokens} out, "
+                    f"{_cost(used.known_cost())}"
                 )
             click.echo(f"Messages    {info.message_count}; the last ones:")
             offset = max(info.message_count - 6, 0)

@@ -16,11 +16,13 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
+from sessionflow.budgets import Budget
 from sessionflow.contract import ApprovalResponse
 from sessionflow.errors import InvalidInput
 from sessionflow.json_limits import check_json_depth
@@ -199,6 +201,18 @@ def validate_send_options(interrupt_if_streaming: Any, sandbox_id: Any) -> None:
         raise InvalidInput(
             f"sandbox_id must be valid text of at most {MAX_SANDBOX_ID_LENGTH} characters"
         )
+
+
+def parse_budget(budget: Any) -> Budget | None:
+    """`send(budget=...)`: a `Budget`, a dict of its fields, or None."""
+    if budget is None or isinstance(budget, Budget):
+        return budget
+    if not isinstance(budget, Mapping):
+        raise InvalidInput(f"budget must be a Budget or a dict, not {type(budget).__name__}")
+    try:
+        return Budget.model_validate(dict(budget))
+    except ValidationError as err:
+        raise InvalidInput(f"budget: {describe(err, Budget)}") from None
 
 
 def _is_utf8(text: str) -> bool:

@@ -15,12 +15,14 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from sessionflow import errors
 from sessionflow.agents.definition import Agent
+from sessionflow.budgets import Budget
 from sessionflow.client.backoff import Backoff
 from sessionflow.client.calls import SessionCalls
 from sessionflow.client.deletion import delete_session
 from sessionflow.client.inputs import (
     new_message_id,
     parse_approval,
+    parse_budget,
     parse_send_input,
     validate_context,
     validate_send_options,
@@ -181,6 +183,7 @@ class Session:
         interrupt_if_streaming: bool | LastPart | Mapping[str, Any] = False,
         context: Any = None,
         sandbox_id: str | None = None,
+        budget: Budget | Mapping[str, Any] | None = None,
     ) -> SendResult:
         """Send a user message or an approval; the first send starts the session.
 
@@ -189,14 +192,17 @@ class Session:
         `{"last_part": {"index": i, "part": {...}}}`, the part the user last saw, the
         interrupted answer is cut there). `context` is
         validated against the agent's `context_schema` (when the client knows the
-        agent) and kept in Redis, never in Temporal. An approval returns the result
-        of the turn it belongs to.
+        agent) and kept in Redis, never in Temporal. `budget` (a `Budget` or a dict of
+        `input_tokens`, `output_tokens`, `cost`) limits this turn's model use; it can
+        only tighten the agent's `turn_budget`. A turn that reaches it ends with outcome
+        `budget_exceeded`. An approval returns the result of the turn it belongs to.
         """
         parsed = parse_send_input(input)
         if isinstance(parsed, ApprovalResponse):
             return await self.approve(parsed)
         interrupt, last_part = parse_interrupt(interrupt_if_streaming)
         validate_send_options(interrupt, sandbox_id)
+        turn_budget = parse_budget(budget)
         schema = self._agent.context_schema if self._agent else None
         data = validate_context(schema, context)
         services = await self._ref.get()
@@ -208,6 +214,7 @@ class Session:
             sandbox_id=sandbox_id,
             interrupt=interrupt,
             last_part=last_part,
+            budget=turn_budget,
         )
         title = " ".join(parsed.text().split())[:80] or "(no text)"
         # Before the signal: a reader without a cursor follows this answer from now on,
@@ -351,7 +358,8 @@ class Session:
         await self._calls.update(SessionWorkflow.update, change)
 
     async def usage(self) -> UsageReport:
-        """Tokens per step (recent steps) and totals, overall and by model."""
+        """Tokens and cost (US dollars; None where a model has no price) per step and
+        per turn (the recent ones), and totals, overall and by model."""
         result: UsageReport = await self._calls.query(SessionWorkflow.usage_report)
         return result
 

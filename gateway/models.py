@@ -31,6 +31,18 @@ class _Body(_Model):
     model_config = ConfigDict(**_CAMEL, extra="forbid")
 
 
+class BudgetBody(_Body):
+    """Limits on one turn's model use; it can only tighten the agent's turn budget."""
+
+    input_tokens: int | None = Field(
+        default=None, ge=1, description="Prompt tokens, cache reads and writes included."
+    )
+    output_tokens: int | None = Field(default=None, ge=1)
+    cost: float | None = Field(
+        default=None, gt=0, description="US dollars, at the worker's model prices."
+    )
+
+
 class SendBody(_Body):
     message: str | dict[str, Any] | list[dict[str, Any]] = Field(
         description="Text, a UI message {role: 'user', parts}, or a list of parts. Parts: "
@@ -49,6 +61,10 @@ class SendBody(_Body):
         default=None, description="Transient context; validated, never persisted."
     )
     sandbox_id: str | None = None
+    budget: BudgetBody | None = Field(
+        default=None,
+        description="This turn's budget; reaching it ends the turn as `budget_exceeded`.",
+    )
 
 
 class SendResponse(_Model):
@@ -60,7 +76,9 @@ class OutcomeResponse(_Model):
 
     message_id: str
     done: bool
-    status: Literal["finished", "step_limit", "interrupted", "failed"] | None = None
+    status: Literal["finished", "step_limit", "budget_exceeded", "interrupted", "failed"] | None = (
+        None
+    )
     error: str | None = None
     error_type: str | None = None
 
@@ -92,11 +110,20 @@ class TokenUsage(_Model):
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cost: float | None = Field(
+        default=None, description="US dollars; null when the model has no known price."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
+        """Every token, cache reads and writes included."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
 
 
 class StepUsageBody(_Model):
@@ -106,12 +133,20 @@ class StepUsageBody(_Model):
     usage: TokenUsage
 
 
+class TurnUsageBody(_Model):
+    message_id: str
+    steps: int
+    usage: TokenUsage
+
+
 class UsageResponse(_Model):
-    """Token use per step (the most recent steps), in total and by model."""
+    """Token use and cost per step and per turn (the most recent ones), in total and by
+    model."""
 
     total: TokenUsage
     by_model: dict[str, TokenUsage]
     steps: list[StepUsageBody]
+    turns: list[TurnUsageBody]
 
 
 class InfoResponse(_Model):

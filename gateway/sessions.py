@@ -75,6 +75,7 @@ async def send_message(session: NamedSession, body: SendBody) -> SendResponse:
         interrupt_if_streaming=body.interrupt_if_streaming,
         context=body.context,
         sandbox_id=body.sandbox_id,
+        budget=body.budget.model_dump(by_alias=False) if body.budget else None,
     )
     return SendResponse(assistant_message_id=result.assistant_message_id)
 
@@ -145,7 +146,7 @@ async def history(
 
 @router.get("/{session_id}/usage")
 async def usage(session: ExistingSession) -> UsageResponse:
-    """Token use per step, in total and by model."""
+    """Token use and cost per step and per turn, in total and by model."""
     report = await session.usage()
     return UsageResponse.model_validate(report.model_dump())
 

@@ -31,6 +31,9 @@ class ModelRequest(BaseModel):
     messages: list[Message]
     tools: list[ToolSpec]
     attempt: int = 1
+    # The most tokens the step may write (the agent's `max_output_tokens`); None: the
+    # provider's own default. Every built-in provider sends a limit.
+    max_output_tokens: int | None = None
 
 
 @dataclass(frozen=True)

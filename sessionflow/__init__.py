@@ -30,6 +30,8 @@ _EXPORTS = {
     "ScriptedToolCall": "sessionflow.providers",
     "Message": "sessionflow.messages",
     "Usage": "sessionflow.messages",
+    "Budget": "sessionflow.budgets",
+    "Price": "sessionflow.prices",
     "ActivitySettings": "sessionflow.contract",
     "TurnOutcome": "sessionflow.contract",
     "TurnStatus": "sessionflow.contract",
@@ -78,6 +80,7 @@ if TYPE_CHECKING:
         agent,
         tool,
     )
+    from sessionflow.budgets import Budget
     from sessionflow.client import (
         SendResult,
         Session,
@@ -101,5 +104,6 @@ if TYPE_CHECKING:
         TemporalUnavailable,
     )
     from sessionflow.messages import Message, Usage
+    from sessionflow.prices import Price
     from sessionflow.providers import Script, ScriptedToolCall, ScriptStep
     from sessionflow.streams.reader import StreamEvent, StreamReader

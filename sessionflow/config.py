@@ -80,6 +80,7 @@ from sessionflow._setting_values import (
     parse_tenant,
     parse_whole,
 )
+from sessionflow.prices import Price, parse_prices, prices_from
 
 __all__ = [
     "DEFAULT_IDLE_TTL_SECONDS",
@@ -187,6 +188,13 @@ def _idle_ttl(raw: str | int | None, name: str) -> int | None:
     if raw is None or isinstance(raw, int):
         return raw or None
     return parse_idle_ttl(raw, name)
+
+
+def _prices(raw: str | Mapping[str, Any], name: str) -> dict[str, Price]:
+    try:
+        return parse_prices(raw, name) if isinstance(raw, str) else prices_from(raw, name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _payload_store(raw: str | None, name: str) -> str | None:
@@ -588,6 +596,20 @@ class Settings(BaseSettings):
         validation_alias=_env("OPENAI_BASE_URL"),
         description="an OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp, OpenRouter)",
         json_schema_extra=_shown("OpenAI's"),
+    )
+    openai_max_tokens: Annotated[int, _whole()] = Field(
+        8192,
+        description="the output-token limit of each `openai/` model step (for agents that "
+        "set no `max_output_tokens`): `max_completion_tokens` to OpenAI's own API, "
+        "`max_tokens` to any other server",
+    )
+    prices: Annotated[dict[str, Price], _Parse(_prices)] = Field(
+        default_factory=dict,
+        description="model prices over the built-in table, in US dollars per million tokens: "
+        'a JSON object `{"openai/llama3.1": {"input": 0, "output": 0}, ...}` (also '
+        "`cache_write`, `cache_read`; unset, they cost as input) or the path of a file "
+        "holding one; an agent's `prices=` override these",
+        json_schema_extra=_shown("(none: the built-in table, `sessionflow.prices`)"),
     )
     # -- workers -------------------------------------------------------------------------
     metrics_address: Annotated[str, _Parse(_metrics_address)] = Field(

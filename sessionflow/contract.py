@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from sessionflow.budgets import Budget, BudgetReached, Spent
 from sessionflow.messages import Message, Part, ToolCall, Usage
 
 WORKFLOW_NAME = "SessionWorkflow"
@@ -65,6 +66,9 @@ class TurnStatus(StrEnum):
     # The turn ran `max_steps_per_turn` model steps and was stopped there: the answer
     # may be cut off (a `data-notice` part in it says so).
     STEP_LIMIT = "step_limit"
+    # A session or turn budget (tokens or cost) was reached before a model step: the
+    # answer may be cut off (a `data-notice` part in it says which budget).
+    BUDGET_EXCEEDED = "budget_exceeded"
 
 
 class FinishReason(StrEnum):
@@ -147,6 +151,8 @@ class SendRequest(BaseModel):
     interrupt: bool = False
     # With `interrupt`: where to cut the interrupted answer (None: keep all of it).
     last_part: LastPart | None = None
+    # This turn's budget, tightening the agent's `turn_budget` (sessionflow.budgets).
+    budget: Budget | None = None
 
 
 class ApprovalResponse(BaseModel):
@@ -220,18 +226,41 @@ class StepUsage(BaseModel):
     usage: Usage
 
 
+class TurnUsage(BaseModel):
+    """What one turn used: its answer's id, its model steps and their usage summed."""
+
+    message_id: str
+    steps: int = 0
+    usage: Usage = Field(default_factory=Usage)
+
+
 class UsageReport(BaseModel):
-    """Token use per step (most recent steps), and totals overall and by model."""
+    """Token use and cost per step (most recent steps) and per turn (most recent
+    turns), and totals overall and by model. A cost is None where a model had no price."""
 
     total: Usage = Field(default_factory=Usage)
     by_model: dict[str, Usage] = Field(default_factory=dict)
     steps: list[StepUsage] = Field(default_factory=list)
+    turns: list[TurnUsage] = Field(default_factory=list)
 
-    def add(self, record: StepUsage, keep_steps: int) -> None:
+    def add(self, record: StepUsage, keep_steps: int, keep_turns: int = 256) -> None:
         self.total = self.total + record.usage
         self.by_model[record.model] = self.by_model.get(record.model, Usage()) + record.usage
         self.steps.append(record)
         del self.steps[:-keep_steps]
+        if not self.turns or self.turns[-1].message_id != record.message_id:
+            self.turns.append(TurnUsage(message_id=record.message_id))
+        turn = self.turns[-1]
+        turn.steps += 1
+        turn.usage = turn.usage + record.usage
+        del self.turns[:-keep_turns]
+
+    def spent(self) -> Spent:
+        """The session's use as a budget counts it (costs of unpriced models left out)."""
+        spent = Spent()
+        for usage in self.by_model.values():
+            spent = spent.add(usage)
+        return spent
 
 
 class TranscriptRef(BaseModel):
@@ -350,6 +379,11 @@ class ModelStepParams(BaseModel):
     sandbox_id: str | None = None
     state: dict[str, Any] | None = None
     context_ref: str | None = None
+    # What the session and the turn have spent before this step, and the send's own
+    # budget for the turn: the step checks them against the agent's budgets.
+    session_spent: Spent = Field(default_factory=Spent)
+    turn_spent: Spent = Field(default_factory=Spent)
+    turn_budget: Budget | None = None
 
 
 class ModelStepResult(BaseModel):
@@ -370,6 +404,9 @@ class ModelStepResult(BaseModel):
     tool_activity: list[ActivitySettings | None] = Field(default_factory=list)
     # The agent's settings for its model steps, used from the session's next step on.
     model_activity: ActivitySettings | None = None
+    # Set when a budget was reached before the step: the model was not called, and
+    # the turn ends `budget_exceeded`.
+    budget_reached: BudgetReached | None = None
 
 
 class RunToolParams(BaseModel):

@@ -22,6 +22,7 @@
     ├── AgentOptionFailed       a resolvable option (system, model, active_tools) raised
     ├── PayloadTooLarge         a step's result too large to record, even capped
     ├── ModelNotFound           the agent's model names an unknown provider or script
+    ├── PriceUnknown            a cost budget applies and the model has no price
     ├── ModelError              the model call failed
     │   ├── ModelUnavailable    transient: rate limited, overloaded, cut off (retried)
     │   └── InvalidModelRequest the provider refused the request (not retried)
@@ -214,6 +215,15 @@ class PayloadTooLarge(SessionflowError):
 class ModelNotFound(SessionflowError):
     http_status = 422
     code = "model_not_found"
+
+
+class PriceUnknown(SessionflowError):
+    """A cost budget applies to the turn, and the step's model has no price to count
+    its cost by (`agent(prices=...)`, `SESSIONFLOW_PRICES`): the model is not called,
+    since a budget that cannot be counted would not stop anything."""
+
+    http_status = 422
+    code = "price_unknown"
 
 
 class ModelError(SessionflowError):

@@ -111,8 +111,12 @@ def finish(reason: str) -> dict[str, Any]:
     return _chunk({}, finish_reason=reason)
 
 
-def usage(prompt: int = 20, completion: int = 30, cached: int | None = None) -> dict[str, Any]:
-    """The last chunk, with no choices; `cached=None` leaves out the details, as Ollama does."""
+def usage(
+    prompt: int = 20, completion: int = 30, cached: int | None = None, cache_write: int = 0
+) -> dict[str, Any]:
+    """The last chunk, with no choices; `cached=None` leaves out the details, as Ollama does.
+    `cache_write` reports cache writes as OpenRouter does (`cache_write_tokens` in the
+    details, counted in `prompt_tokens`)."""
     counts: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -120,6 +124,8 @@ def usage(prompt: int = 20, completion: int = 30, cached: int | None = None) -> 
     }
     if cached is not None:
         counts["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
+        if cache_write:
+            counts["prompt_tokens_details"]["cache_write_tokens"] = cache_write
     return {USAGE: counts}
 
 

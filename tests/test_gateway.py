@@ -270,9 +270,14 @@ async def test_approvals_interrupts_usage_and_update_over_rest(
         await wait_idle(gateway, unique_id, agent="approver")
         usage = (await http.get(f"{base}/usage?agent=approver", headers=auth)).json()
         assert usage["total"]["outputTokens"] > 0 and len(usage["steps"]) == 2
-        assert usage["total"]["totalTokens"] == (
-            usage["total"]["inputTokens"] + usage["total"]["outputTokens"]
+        total = usage["total"]
+        assert total["totalTokens"] == (
+            total["inputTokens"]
+            + total["outputTokens"]
+            + total["cacheReadTokens"]
+            + total["cacheWriteTokens"]
         )
+        assert total["cost"] == 0  # the scripted model is free
         assert set(usage["steps"][0]) == {"messageId", "step", "model", "usage"}
         assert usage["byModel"]["scripted/approval"]["outputTokens"] > 0
         messages = (await http.get(f"{base}/history?agent=approver", headers=auth)).json()
@@ -334,15 +339,18 @@ async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
     # Bodies use the AI SDK's camelCase, in requests and answers.
     schemas = spec["components"]["schemas"]
     for name, fields in {
-        "SendBody": {"message", "interruptIfStreaming", "context", "sandboxId"},
+        "SendBody": {"message", "interruptIfStreaming", "context", "sandboxId", "budget"},
+        "BudgetBody": {"inputTokens", "outputTokens", "cost"},
         "SendResponse": {"assistantMessageId"},
         "ApprovalBody": {"approvalId", "approved", "reason"},
         "UpdateBody": {"sandboxId", "lastMessageId", "maxStepsPerTurn"},
         "OutcomeResponse": {"messageId", "done", "status", "error", "errorType"},
         "TokenUsage": {
             "inputTokens", "outputTokens", "cacheReadTokens", "cacheWriteTokens", "totalTokens",
+            "cost",
         },
-        "UsageResponse": {"total", "byModel", "steps"},
+        "UsageResponse": {"total", "byModel", "steps", "turns"},
+        "TurnUsageBody": {"messageId", "steps", "usage"},
         "StepUsageBody": {"messageId", "step", "model", "usage"},
         "SessionRow": {
             "sessionId", "agent", "status", "tokens", "pendingApprovals", "lastActivity", "uiUrl",

@@ -46,6 +46,8 @@ GROUND = (
     "connections",
     "logs",
     "bridge_exit",
+    "prices",
+    "budgets",
 )
 # `sessionflow` itself (the lazy public face) and `python -m sessionflow`.
 PUBLIC = ("sessionflow", "sessionflow.__main__")

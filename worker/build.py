@@ -20,7 +20,7 @@ streaming; workers of both roles on one task queue make one complete deployment.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -51,6 +51,7 @@ from sessionflow.agents.definition import Agent
 from sessionflow.agents.registry import AgentRegistry
 from sessionflow.config import Settings, WorkerRole, agent_task_queue
 from sessionflow.connections import task_queue_pollers
+from sessionflow.prices import Price, PriceTable
 from sessionflow.providers.base import ModelProvider
 from sessionflow.providers.registry import ModelRegistry, with_registered_providers
 from sessionflow.providers.scripted import Script, ScriptedProvider
@@ -137,6 +138,8 @@ class WorkerOptions:
     scripts: Sequence[Script] = ()
     # The sandbox backend; by default, local workspaces under `sandbox_root`.
     sandboxes: SandboxBackend | None = None
+    # Model prices over the built-in table (SESSIONFLOW_PRICES); agents add their own.
+    prices: Mapping[str, Price] = field(default_factory=dict)
 
     @classmethod
     def from_settings(
@@ -170,6 +173,7 @@ class WorkerOptions:
             context_ttl_seconds=settings.context_ttl_seconds,
             providers=providers,
             sandboxes=sandboxes,
+            prices=settings.prices,
         )
 
 
@@ -351,7 +355,13 @@ def build_worker(
         InterruptWatch(redis, prefix=publisher.prefix) if options.interrupt_notices else None
     )
     model_steps = ModelStepActivities(
-        registry, models, publisher, contexts, transcripts, interrupts=interrupts
+        registry,
+        models,
+        publisher,
+        contexts,
+        transcripts,
+        interrupts=interrupts,
+        prices=PriceTable(options.prices),
     )
     tools = ToolActivities(
         registry,

@@ -22,6 +22,7 @@ from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from sessionflow.budgets import Spent
     from sessionflow.contract import (
         WORKFLOW_NAME,
         ActivityName,
@@ -224,6 +225,7 @@ class SessionWorkflow:
             {
                 TurnStatus.FINISHED: SessionStatus.IDLE,
                 TurnStatus.STEP_LIMIT: SessionStatus.IDLE,
+                TurnStatus.BUDGET_EXCEEDED: SessionStatus.IDLE,
                 TurnStatus.INTERRUPTED: SessionStatus.INTERRUPTED,
                 TurnStatus.FAILED: SessionStatus.FAILED,
             }[outcome.status]
@@ -640,9 +642,12 @@ class SessionWorkflow:
     def approvals_changed(self) -> None:
         self._index()
 
+    def spent(self) -> Spent:
+        return self.usage.spent()
+
     def record_step(self, usage: StepUsage, result: ModelStepResult) -> None:
         self.last_model = result.model
-        self.usage.add(usage, self.limits.remembered_step_usage)
+        self.usage.add(usage, self.limits.remembered_step_usage, self.limits.remembered_outcomes)
         self.save_state(result.state)
         if result.model_activity is not None:
             self.model_activity = result.model_activity

@@ -18,6 +18,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
+    from sessionflow.budgets import BudgetReached, Spent
     from sessionflow.chunks import (
         AbortChunk,
         Chunk,
@@ -114,6 +115,9 @@ class TurnHost(Protocol):
     def approvals_changed(self) -> None:
         """The turn's pending approvals changed (the UI shows their count)."""
 
+    def spent(self) -> Spent:
+        """What the session has used so far, as its budget counts it."""
+
     def record_step(self, usage: StepUsage, result: ModelStepResult) -> None:
         """A model step's usage, its model, and the agent state and settings it saw."""
 
@@ -147,6 +151,7 @@ class Turn:
         self._pending: dict[str, int] = {}
         self._answers: dict[int, ApprovalResponse] = {}
         self._asked: dict[int, ToolPart] = {}  # the parts of the calls asked about
+        self._spent = Spent()  # what this turn's model steps used, for its budget
 
     # -- from handlers --------------------------------------------------------------
 
@@ -188,6 +193,8 @@ class Turn:
                 result = await self._model_step()
                 if self._interrupting or result is None:
                     return await self._abort()
+                if result.budget_reached is not None:
+                    return await self._stop_at_budget(result.budget_reached)
                 if not result.tool_calls:
                     return self._end(TurnStatus.FINISHED)
                 await self._run_tools(result)
@@ -218,6 +225,9 @@ class Turn:
                 sandbox_id=session.sandbox_id,
                 state=session.state,
                 context_ref=self._request.context_ref,
+                session_spent=session.spent(),
+                turn_spent=self._spent,
+                turn_budget=self._request.budget,
             ),
             ModelStepResult,
             policies.MODEL_STEP,
@@ -225,7 +235,8 @@ class Turn:
             summary=f"model step {self._step + 1}"
             + (f": {session.last_model.partition('/')[2]}" if session.last_model else ""),
         )
-        if result is not None:
+        if result is not None and result.budget_reached is None:
+            self._spent = self._spent.add(result.usage)
             self.reply.parts.extend(result.parts)
             usage = StepUsage(
                 message_id=self.reply.id, step=self._step, model=result.model, usage=result.usage
@@ -354,15 +365,30 @@ class Turn:
         """The model still wanted tools after `cap` steps: stop, and say so where the
         user looks (a note kept in the answer, and the turn's own outcome)."""
         workflow.logger.warning("turn hit the step limit of %d", cap)
-        note = DataPart(
-            type="data-notice",
-            data={
-                "kind": "step-limit",
-                "steps": cap,
-                "text": f"Stopped after {cap} model steps, the limit for one turn; "
-                "the answer may be incomplete. Send another message to continue.",
-            },
+        text = (
+            f"Stopped after {cap} model steps, the limit for one turn; "
+            "the answer may be incomplete. Send another message to continue."
         )
+        return await self._stop_with_notice(
+            {"kind": "step-limit", "steps": cap, "text": text}, TurnStatus.STEP_LIMIT
+        )
+
+    async def _stop_at_budget(self, reached: BudgetReached) -> TurnOutcome:
+        """A budget was reached before the next model step: stop, as at the step limit,
+        with a note naming the budget (`sessionflow.budgets`)."""
+        workflow.logger.warning("turn stopped by its %s budget (%s)", reached.scope, reached.kind)
+        data = {
+            "kind": "budget-exceeded",
+            "scope": reached.scope,
+            "budget": reached.kind,
+            "limit": reached.limit,
+            "used": reached.used,
+            "text": reached.text(),
+        }
+        return await self._stop_with_notice(data, TurnStatus.BUDGET_EXCEEDED)
+
+    async def _stop_with_notice(self, data: dict[str, Any], status: TurnStatus) -> TurnOutcome:
+        note = DataPart(type="data-notice", data=data)
         self.reply.parts.append(note)
         await self._publish(
             [
@@ -370,7 +396,7 @@ class Turn:
                 FinishChunk(finish_reason=FinishReason.LENGTH.value),
             ]
         )
-        return self._end(TurnStatus.STEP_LIMIT)
+        return self._end(status)
 
     def _cut_where_seen(self) -> None:
         """Keep the answer up to the part the client showed last, and of a text or
@@ -415,6 +441,7 @@ class Turn:
         self.reply.status = {
             TurnStatus.FINISHED: MessageStatus.COMPLETE,
             TurnStatus.STEP_LIMIT: MessageStatus.COMPLETE,
+            TurnStatus.BUDGET_EXCEEDED: MessageStatus.COMPLETE,
             TurnStatus.INTERRUPTED: MessageStatus.INTERRUPTED,
             TurnStatus.FAILED: MessageStatus.FAILED,
         }[status]
