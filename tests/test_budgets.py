@@ -115,7 +115,7 @@ def turn_usage(report: UsageReport, message_id: str) -> list[Any]:
 async def test_a_session_budget_stops_a_model_that_calls_tools_forever_at_the_limit(
     client: SessionClient, unique_id: str
 ) -> None:
-    session = client.session(unique_id, agent="capped")
+    session = client.agent("capped").session(unique_id)
     events, status, reply = await run_turn(session, "keep going")
     assert status is TurnStatus.BUDGET_EXCEEDED
     data = notice(events, reply)
@@ -152,7 +152,7 @@ async def test_a_send_budget_stops_only_its_turn_and_only_tightens_the_agents(
     client: SessionClient, unique_id: str
 ) -> None:
     # No budget of the agent's: the send's own stops the turn.
-    free = client.session(unique_id, agent="free")
+    free = client.agent("free").session(unique_id)
     events, status, reply = await run_turn(free, "go", budget=Budget(output_tokens=60))
     assert status is TurnStatus.BUDGET_EXCEEDED
     data = notice(events, reply)
@@ -163,7 +163,7 @@ async def test_a_send_budget_stops_only_its_turn_and_only_tightens_the_agents(
     assert status is TurnStatus.FINISHED and answer.text() == "Done."
 
     # An input budget counts every prompt token of the turn.
-    free_in = client.session(f"{unique_id}-in", agent="free")
+    free_in = client.agent("free").session(f"{unique_id}-in")
     events, status, reply = await run_turn(free_in, "go", budget={"input_tokens": 400})
     assert status is TurnStatus.BUDGET_EXCEEDED
     data = notice(events, reply)
@@ -172,11 +172,11 @@ async def test_a_send_budget_stops_only_its_turn_and_only_tightens_the_agents(
 
     # The agent allows 50 output tokens a turn: a send asking for more gets 50, one
     # asking for less gets less.
-    capped = client.session(f"{unique_id}-capped", agent="turncapped")
+    capped = client.agent("turncapped").session(f"{unique_id}-capped")
     events, status, reply = await run_turn(capped, "go", budget=Budget(output_tokens=10_000))
     assert status is TurnStatus.BUDGET_EXCEEDED
     assert notice(events, reply)["limit"] == 50 and reply.step_count() == math.ceil(50 / 21)
-    capped_again = client.session(f"{unique_id}-capped2", agent="turncapped")
+    capped_again = client.agent("turncapped").session(f"{unique_id}-capped2")
     events, status, reply = await run_turn(capped_again, "go", budget=Budget(output_tokens=20))
     assert notice(events, reply)["limit"] == 20 and reply.step_count() == 1
 
@@ -189,7 +189,7 @@ async def test_a_send_budget_stops_only_its_turn_and_only_tightens_the_agents(
 async def test_usage_reports_cost_per_step_turn_and_session_and_a_cost_budget_stops(
     client: SessionClient, unique_id: str
 ) -> None:
-    session = client.session(unique_id, agent="costly")
+    session = client.agent("costly").session(unique_id)
     events, status, reply = await run_turn(session, "spend")
     assert status is TurnStatus.BUDGET_EXCEEDED
     data = notice(events, reply)
@@ -210,7 +210,7 @@ async def test_usage_reports_cost_per_step_turn_and_session_and_a_cost_budget_st
     assert (await session.info()).usage.cost == pytest.approx(sum(costs))
 
     # A free model (the scripted one, unpriced) costs 0, not None.
-    free = client.session(f"{unique_id}-free", agent="free")
+    free = client.agent("free").session(f"{unique_id}-free")
     await run_turn(free, "go", budget=Budget(output_tokens=30))
     assert (await free.usage()).total.cost == 0
 
@@ -269,8 +269,8 @@ async def test_the_command_line_sends_with_a_turn_budget(
     out, errors = await asyncio.wait_for(sender.communicate(), timeout=60)
     assert sender.returncode == 0, errors.decode()
     assert "[Stopped: this turn's budget of 30 output tokens is reached (42 used)" in out.decode()
-    reply = (await client.session(unique_id, agent="free").history())[-1]
-    outcome = await client.session(unique_id, agent="free").answer(reply.id).outcome
+    reply = (await client.agent("free").session(unique_id).history())[-1]
+    outcome = await client.agent("free").session(unique_id).answer(reply.id).outcome
     assert outcome.status is TurnStatus.BUDGET_EXCEEDED
 
     refused = await spawn(stack, task_queue, *args[:4], "--budget-cost", "0", "go")

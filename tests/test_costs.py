@@ -87,7 +87,7 @@ async def client(
 
 
 async def finished(client: SessionClient, session_id: str, agent_name: str) -> None:
-    result = await client.session(session_id, agent=agent_name).send("hi")
+    result = await client.agent(agent_name).session(session_id).send("hi")
     outcome = await result.outcome
     assert outcome.status is TurnStatus.FINISHED, outcome.error
 
@@ -114,7 +114,7 @@ async def test_claude_steps_are_priced_with_cache_reads_and_writes_and_totals_co
 
     # Sonnet 4.6: $3 input, $15 output, $3.75 cache writes, $0.30 cache reads per MTok.
     one = (40 * 3 + 30 * 15 + 120 * 3.75 + 300 * 0.30) / 1_000_000
-    report = await client.session(unique_id, agent="claude").usage()
+    report = await client.agent("claude").session(unique_id).usage()
     assert [s.usage.cost for s in report.steps] == [pytest.approx(one)] * 2
     assert [t.usage.cost for t in report.turns] == [pytest.approx(one)] * 2
     assert [t.steps for t in report.turns] == [1, 1]
@@ -123,7 +123,7 @@ async def test_claude_steps_are_priced_with_cache_reads_and_writes_and_totals_co
     # Totals count every token: 40 + 30 + 120 + 300 per step.
     assert report.total.total_tokens == 2 * 490
     assert report.total.total_input_tokens == 2 * 460
-    session = client.session(unique_id, agent="claude")
+    session = client.agent("claude").session(unique_id)
     assert (await session.info()).usage.total_tokens == 980
     assert await search_tokens(client, session.workflow_id, 980)
 
@@ -142,7 +142,7 @@ async def test_the_openai_path_records_cache_writes_prices_steps_and_limits_outp
     counts = {"prompt": 340, "completion": 12, "cached": 200, "cache_write": 100}
     openai_api.push(fake_openai.answer("Hello.", **counts))
     await finished(client, unique_id, "gpt")
-    report = await client.session(unique_id, agent="gpt").usage()
+    report = await client.agent("gpt").session(unique_id).usage()
     used = report.total
     assert (used.input_tokens, used.cache_read_tokens, used.cache_write_tokens) == (40, 200, 100)
     assert used.total_tokens == 352
@@ -152,7 +152,7 @@ async def test_the_openai_path_records_cache_writes_prices_steps_and_limits_outp
     (sent,) = openai_api.requests
     # A compatible server that is not OpenAI's gets `max_tokens`, which all of them read.
     assert sent.body["max_tokens"] == 8192 and "max_completion_tokens" not in sent.body
-    session = client.session(unique_id, agent="gpt")
+    session = client.agent("gpt").session(unique_id)
     assert await search_tokens(client, session.workflow_id, 352)
 
     openai_api.push(fake_openai.answer("Hi.", prompt=10, completion=2))
@@ -168,7 +168,7 @@ async def test_the_openai_path_records_cache_writes_prices_steps_and_limits_outp
     ):
         openai_api.push(fake_openai.answer("Fine.", prompt=1000, completion=100))
         await finished(client, f"{unique_id}-{name}", name)
-        total = (await client.session(f"{unique_id}-{name}", agent=name).usage()).total
+        total = (await client.agent(name).session(f"{unique_id}-{name}").usage()).total
         assert total.cost == (pytest.approx(expected) if expected is not None else None), name
         assert total.total_tokens == 1100
 
@@ -176,13 +176,13 @@ async def test_the_openai_path_records_cache_writes_prices_steps_and_limits_outp
 async def test_a_cost_budget_on_a_model_without_a_price_fails_before_calling_it(
     client: SessionClient, openai_api: FakeOpenAI, unique_id: str
 ) -> None:
-    session = client.session(unique_id, agent="localbudget")
+    session = client.agent("localbudget").session(unique_id)
     outcome = await (await session.send("hi")).outcome
     assert outcome.status is TurnStatus.FAILED and outcome.error_type == "PriceUnknown"
     assert outcome.error is not None and "openai/llama3.1" in outcome.error
     assert openai_api.requests == []  # the model was never called
     # A send's cost budget needs a price as much as the agent's does.
-    free = client.session(f"{unique_id}-free", agent="local")
+    free = client.agent("local").session(f"{unique_id}-free")
     outcome = await (await free.send("hi", budget=Budget(cost=0.01))).outcome
     assert outcome.error_type == "PriceUnknown" and openai_api.requests == []
 
