@@ -34,6 +34,7 @@ ALLOWED = {
     "temporalio.workflow",
     "pydantic",
     "sessionflow",
+    "sessionflow.budgets",  # pure: budget models and sums of usage
     "sessionflow.chunks",
     "sessionflow.contract",
     "sessionflow.errors",
