@@ -15,6 +15,7 @@ from sessionflow.agents.context import AgentContext, Resolvable, resolve
 from sessionflow.agents.mcp import MCPServer, check_servers
 from sessionflow.agents.mcp_tools import toolset
 from sessionflow.agents.tools import NeedsApproval, Tool
+from sessionflow.compaction import Compaction
 from sessionflow.contract import ActivitySettings
 from sessionflow.ids import validate_agent_name
 from sessionflow.providers.scripted import Script
@@ -52,6 +53,10 @@ class Agent:
     # Seconds without a message after which a session closes itself (None: never;
     # "default": the client's default, SESSIONFLOW_IDLE_TTL).
     idle_ttl: IdleTTL = "default"
+    # How sessions compact (None: never), and the model's window in tokens (None: the
+    # window `sessionflow.providers.windows` knows for the model, if any).
+    compaction: Compaction | None = field(default_factory=Compaction)
+    context_window: int | None = None
 
     def session(self, session_id: str) -> Any:
         """A handle on this agent's session `session_id` (a `sessionflow.client.Session`),
@@ -136,6 +141,8 @@ def agent(
     tool_activity: ActivitySettings | None = None,
     mcp_servers: Sequence[MCPServer] = (),
     idle_ttl: timedelta | float | Literal["default"] | None = "default",
+    compaction: Compaction | bool = True,
+    context_window: int | None = None,
 ) -> Agent:
     """Define an agent.
 
@@ -168,6 +175,13 @@ def agent(
             session): a `timedelta` or seconds; None or 0 for never. Left out, the
             deployment's default applies (SESSIONFLOW_IDLE_TTL, 7 days). Set when a
             session starts: changing it later affects new sessions only.
+        compaction: how a session keeps what it sends inside the model's window
+            (`Compaction(threshold=0.8, ...)`; True: the defaults; False: never compact,
+            and a request over the window fails its turn). History keeps every message
+            either way.
+        context_window: the model's window in tokens, for models the built-in table
+            (`sessionflow.providers.windows`) does not know or to use less of it. With
+            no window known, sessions never compact.
     """
     validate_agent_name(name)
     if isinstance(model, str) and "/" not in model:
@@ -198,7 +212,25 @@ def agent(
         tool_activity=tool_activity,
         mcp_servers=tuple(mcp_servers),
         idle_ttl=_idle_ttl(name, idle_ttl),
+        compaction=_compaction(name, compaction),
+        context_window=_window(name, context_window),
     )
+
+
+def _compaction(name: str, value: Compaction | bool) -> Compaction | None:
+    if isinstance(value, Compaction):
+        return value
+    if isinstance(value, bool):
+        return Compaction() if value else None
+    raise TypeError(f"agent {name!r}: compaction must be a Compaction, True or False")
+
+
+def _window(name: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"agent {name!r}: context_window must be a number of tokens")
+    return value
 
 
 def _idle_ttl(name: str, value: timedelta | float | Literal["default"] | None) -> IdleTTL:

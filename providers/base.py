@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -31,6 +31,9 @@ class ModelRequest(BaseModel):
     messages: list[Message]
     tools: list[ToolSpec]
     attempt: int = 1
+    # "compaction": a summarising step of the runtime's own (`sessionflow.compaction`);
+    # the messages are one user message holding the transcript to summarise.
+    purpose: Literal["step", "compaction"] = "step"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ _EXPORTS = {
     "Message": "sessionflow.messages",
     "Usage": "sessionflow.messages",
     "ActivitySettings": "sessionflow.contract",
+    "Compaction": "sessionflow.compaction",
     "TurnOutcome": "sessionflow.contract",
     "TurnStatus": "sessionflow.contract",
     "StreamEvent": "sessionflow.streams.reader",
@@ -88,6 +89,7 @@ if TYPE_CHECKING:
         use_client,
     )
     from sessionflow.client import agent_session as session
+    from sessionflow.compaction import Compaction
     from sessionflow.contract import ActivitySettings, TurnOutcome, TurnStatus
     from sessionflow.errors import (
         AgentNotRegistered,

@@ -36,6 +36,7 @@ from temporalio.worker import PollerBehaviorAutoscaling, Worker, WorkerDeploymen
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from sessionflow.activities import (
+    CompactActivities,
     ContextActivities,
     EraseActivities,
     ModelStepActivities,
@@ -352,6 +353,7 @@ def build_worker(
     model_steps = ModelStepActivities(
         registry, models, publisher, contexts, transcripts, interrupts=interrupts
     )
+    compacting = CompactActivities(registry, models, contexts, transcripts, interrupts)
     tools = ToolActivities(
         registry,
         sandboxes,
@@ -368,6 +370,7 @@ def build_worker(
     erasing = EraseActivities(publisher, transcripts)
     activities: list[Callable[..., Any]] = [
         model_steps.model_step,
+        compacting.compact,
         tools.run_tool,
         lifecycle.ensure_sandbox,
         lifecycle.sandbox_exec,

@@ -1,0 +1,69 @@
+"""Compacting a session before a model step, once (see `sessionflow.compaction`).
+
+The model-step activity answers `compact` instead of calling the model when the
+request would pass the agent's threshold. The turn then runs `compact_first`: it
+announces the compaction (`data-compaction`, status start), makes it (clearing old tool
+results needs no activity; a summary is the `compact` activity, retryable and
+interruptible like a model step), records it in the session (workflow state, carried
+across continue-as-new) and in the answer (a `data-compaction` part with the same id,
+status end, which replaces the start in a UI), and announces the end. The record comes
+from an activity result or the step's own, both in history, so a replay or a worker
+lost afterwards never summarises again. Only what is sent changes: history keeps every
+message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from sessionflow.chunks import DataChunk
+    from sessionflow.compaction import CompactionRecord
+    from sessionflow.contract import ActivityName, CompactParams, StepUsage
+    from sessionflow.messages import DataPart
+    from sessionflow.workflows import policies
+
+if TYPE_CHECKING:
+    from sessionflow.workflows.turn import Turn
+
+PART = "data-compaction"
+
+
+async def compact_first(turn: Turn, proposal: CompactionRecord) -> bool:
+    """Make the compaction `proposal` before the turn's next model step; False if the
+    turn was interrupted meanwhile (nothing is recorded then)."""
+    session = turn.host
+    part_id = f"compaction-{turn.reply.id}-{turn.step}-{len(session.compactions)}"
+    await turn.publish([DataChunk(type=PART, id=part_id, data=proposal.data("start"))])
+    record: CompactionRecord | None = proposal
+    if proposal.stage == "summary":
+        seen = turn.see_transcript()
+        record = await turn.cancellable(
+            ActivityName.COMPACT,
+            CompactParams(
+                ref=session.ref(turn.reply.id, turn.step),
+                transcript=seen[0],
+                messages=seen[1],
+                state=session.state,
+                context_ref=turn.context_ref,
+                current=session.compactions[-1] if session.compactions else None,
+                proposal=proposal,
+            ),
+            CompactionRecord,
+            policies.COMPACTION,
+            summary=f"compact: summarise {proposal.summarized} messages",
+        )
+    if record is None:
+        return False
+    usage = None
+    if record.model is not None:
+        usage = StepUsage(
+            message_id=turn.reply.id, step=turn.step, model=record.model, usage=record.usage
+        )
+    session.record_compaction(record, usage)
+    part = DataPart(type=PART, id=part_id, data=record.data("end"))
+    turn.reply.parts.append(part)
+    await turn.publish([DataChunk(type=PART, id=part_id, data=part.data)])
+    return True
