@@ -14,24 +14,73 @@ message.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeVar
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from sessionflow.chunks import DataChunk
+    from pydantic import BaseModel
+
+    from sessionflow.chunks import Chunk, DataChunk
     from sessionflow.compaction import CompactionRecord
-    from sessionflow.contract import ActivityName, CompactParams, StepUsage
-    from sessionflow.messages import DataPart
+    from sessionflow.contract import (
+        ActivityName,
+        CompactParams,
+        StepRef,
+        StepUsage,
+        TranscriptRef,
+    )
+    from sessionflow.messages import DataPart, Message
     from sessionflow.workflows import policies
 
-if TYPE_CHECKING:
-    from sessionflow.workflows.turn import Turn
-
 PART = "data-compaction"
+ResultT = TypeVar("ResultT", bound=BaseModel)
 
 
-async def compact_first(turn: Turn, proposal: CompactionRecord) -> bool:
+class CompactingHost(Protocol):
+    """What a compaction needs of the session (`workflows.turn.TurnHost` has it)."""
+
+    @property
+    def compactions(self) -> list[CompactionRecord]: ...
+
+    @property
+    def state(self) -> dict[str, Any] | None: ...
+
+    def ref(self, message_id: str, step: int) -> StepRef: ...
+
+    def record_compaction(self, record: CompactionRecord, usage: StepUsage | None) -> None: ...
+
+
+class CompactingTurn(Protocol):
+    """What a compaction needs of the running turn (`workflows.turn.Turn` has it)."""
+
+    reply: Message
+
+    @property
+    def host(self) -> CompactingHost: ...
+
+    @property
+    def step(self) -> int: ...
+
+    @property
+    def context_ref(self) -> str | None: ...
+
+    def see_transcript(self) -> tuple[TranscriptRef | None, list[Message]]: ...
+
+    async def cancellable(
+        self,
+        name: ActivityName,
+        params: BaseModel,
+        result_type: type[ResultT],
+        preset: policies.ActivityPreset,
+        *,
+        summary: str,
+    ) -> ResultT | None: ...
+
+    async def publish(self, chunks: list[Chunk]) -> None: ...
+
+
+async def compact_first(turn: CompactingTurn, proposal: CompactionRecord) -> bool:
     """Make the compaction `proposal` before the turn's next model step; False if the
     turn was interrupted meanwhile (nothing is recorded then)."""
     session = turn.host
