@@ -265,6 +265,8 @@ class FakeAnthropic:
         # for passing the window.
         self.prompt_tokens: list[int] = []
         self.refused_too_long = 0
+        # Per request taken: (input, cache read, cache write) tokens, as billed.
+        self.usages: list[tuple[int, int, int]] = []
         self.app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"])])
 
     def push(self, *responses: Stream | Failure) -> None:
@@ -292,6 +294,7 @@ class FakeAnthropic:
             self.refused_too_long += 1
             return too_long(tokens, self.window)
         usage = self.cache.usage(body) if self.cache is not None else (tokens, 0, 0)
+        self.usages.append(usage)
         if self.queue:
             response = self.queue.pop(0)
         elif self.answer_for is not None:

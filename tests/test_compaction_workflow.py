@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from sessionflow.compaction import CompactionRecord
-from sessionflow.contract import FinishReason, ModelStepResult, TurnStatus
+from sessionflow.contract import ActivityName, FinishReason, ModelStepResult, TurnStatus
 from sessionflow.messages import DataPart, Usage
 from sessionflow.worker.build import _WORKFLOW_RUNNER
 from sessionflow.workflows.session import SessionWorkflow
@@ -97,8 +97,9 @@ async def test_a_replayed_compaction_is_never_summarised_again(
 ) -> None:
     """The summary is an activity result in history. With no workflow cache, every
     workflow task replays the session from its first event (as a new worker taking it
-    over does), through the compaction, and the step after it fails once and is retried:
-    still one summary, and the same record sent."""
+    over does), through the compaction; the summarising attempt fails once, as one
+    whose worker was killed does, and the step after it fails once too: the summary is
+    recorded once, announced once, and the same record is sent from then on."""
     fakes = Fakes()
     task_queue = f"logic-{uuid.uuid4().hex[:12]}"
     fakes.steps = [
@@ -108,6 +109,7 @@ async def test_a_replayed_compaction_is_never_summarised_again(
         text_step("second"),
         text_step("third"),
     ]
+    fakes.script(ActivityName.COMPACT, retryable("ModelUnavailable", "worker lost"))
     harness = Harness(workflow_env, fakes, task_queue)
     worker = Worker(
         workflow_env.client,
@@ -125,7 +127,7 @@ async def test_a_replayed_compaction_is_never_summarised_again(
             assert (await session.wait(second)).status is TurnStatus.FINISHED
             third = await session.send("three")
             assert (await session.wait(third)).status is TurnStatus.FINISHED
-            assert len(fakes.compactions) == 1
+            assert len(fakes.compactions) == 2  # one lost attempt, one that finished
             records = [c.compaction for c in fakes.model_calls]
             assert records[-1] is not None and records[-1].summary == "summary of 2 messages"
             assert records[-1] == records[-2] == records[-3]
@@ -133,5 +135,7 @@ async def test_a_replayed_compaction_is_never_summarised_again(
             assert len(messages) == 6
             kept = [p for m in messages for p in m.parts if p.type == "data-compaction"]
             assert len(kept) == 1
+            chunks = compaction_parts(fakes.published_chunks(second))
+            assert [c["data"]["status"] for c in chunks] == ["start", "end"]  # type: ignore[index]
         finally:
             await stop(session)

@@ -210,3 +210,14 @@ async def test_the_fake_api_refuses_a_prompt_over_its_window_as_the_real_one_doe
     after = await (await session.send("small")).outcome
     assert after.status is TurnStatus.FINISHED
     assert anthropic_api.refused_too_long == 1
+
+
+def test_the_readme_compaction_block_sets_what_its_text_says() -> None:
+    """README.md's <!-- example:compaction --> block."""
+    from tests.test_readme_examples import run
+
+    defined = run("example:compaction", {})
+    assert defined["assistant"].compaction == Compaction(threshold=0.8, target=0.5)
+    assert defined["scripted"].context_window == 32_000
+    assert defined["scripted"].compaction == Compaction()
+    assert defined["never"].compaction is None
