@@ -29,6 +29,7 @@ from sessionflow.compaction import (
     CompactionRecord,
     sent_messages,
     transcript_text,
+    with_summary,
 )
 from sessionflow.contract import ActivityName, CompactParams
 from sessionflow.errors import InvalidInput, SessionflowError
@@ -77,7 +78,7 @@ class CompactActivities:
         provider, model = self.models.resolve(chosen)
         window = window_of(agent, model_id) or proposal.window
         # The turns to summarise, as they were sent (cleared results stay cleared).
-        current = params.current
+        current = with_summary(params.current, messages)
         done = current.summarized if current else 0
         covered = sent_messages(
             messages[: proposal.summarized],

@@ -16,6 +16,7 @@ from sessionflow.compaction import (
     message_tokens,
     propose,
     sent_messages,
+    with_summary,
 )
 from sessionflow.errors import ContextTooLarge
 from sessionflow.messages import Message
@@ -33,6 +34,7 @@ def fit_to_window(
 ) -> list[Message] | CompactionRecord:
     """The messages to send, or the compaction to make first. Raises `ContextTooLarge`
     for a request over the window that no compaction can shrink."""
+    current = with_summary(current, request.messages)
     sent = sent_messages(request.messages, current)
     window = window_of(agent, model_id)
     if window is None:

@@ -108,9 +108,12 @@ class CompactionRecord(BaseModel):
     stage: Literal["clear", "summary"]
     # Messages in the transcript when it was made: a rewind to before that drops it.
     made_at: int
-    # The first `summarized` messages are sent as `summary` (0: none).
+    # The first `summarized` messages are sent as `summary` (0: none). Workflow state
+    # and activity inputs carry it by reference: `part_id` names the `data-compaction`
+    # part of the transcript that holds it (`with_summary` reads it back).
     summarized: int = 0
     summary: str | None = None
+    part_id: str | None = None
     # The first `cleared` tool results of the transcript are sent as CLEARED_TEXT.
     cleared: int = 0
     # The estimated request before and after (tokens), and the window it is kept in.
@@ -152,6 +155,28 @@ def kept_compactions(
     drops those made after its end; None: all), at most KEPT_RECORDS."""
     kept = [r for r in records if messages is None or r.made_at <= messages]
     return kept[-KEPT_RECORDS:]
+
+
+def by_reference(record: CompactionRecord) -> CompactionRecord:
+    """The record without its summary, which its `data-compaction` part holds: what
+    workflow state and every later step's input carry, so they do not grow by it."""
+    if record.part_id is None:
+        return record
+    return record.model_copy(update={"summary": None})
+
+
+def with_summary(
+    record: CompactionRecord | None, messages: Sequence[Message]
+) -> CompactionRecord | None:
+    """The record with its summary, read from its `data-compaction` part."""
+    if record is None or record.summary is not None or not record.summarized:
+        return record
+    for message in reversed(messages):
+        for part in message.parts:
+            if isinstance(part, DataPart) and part.id == record.part_id:
+                summary = part.data.get("summary") if isinstance(part.data, dict) else None
+                return record.model_copy(update={"summary": str(summary or "")})
+    return record
 
 
 # -- estimating --------------------------------------------------------------------------

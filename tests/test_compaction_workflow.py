@@ -60,7 +60,8 @@ async def test_a_summary_is_made_once_announced_and_sent_from_then_on(harness: H
     calls = fakes.model_calls
     assert [c.compaction is not None for c in calls] == [False, False, True]
     sent = calls[-1].compaction
-    assert sent is not None and sent.summary == "summary of 2 messages"
+    # By reference: the summary is in the answer's part, not in every step's input.
+    assert sent is not None and sent.summary is None and sent.summarized == 2
     third = await session.send("three")
     assert (await session.wait(third)).status is TurnStatus.FINISHED
     assert fakes.model_calls[-1].compaction == sent
@@ -74,6 +75,7 @@ async def test_a_summary_is_made_once_announced_and_sent_from_then_on(harness: H
     kept = [p for p in messages[3].parts if isinstance(p, DataPart)]
     assert [p.type for p in kept] == ["data-compaction"]
     assert kept[0].data["summary"] == "summary of 2 messages"
+    assert kept[0].id == sent.part_id
     assert kept[0].data["status"] == "end"
     # The summarising step's tokens count in the session's usage.
     assert (await session.usage()).total.input_tokens == 3 * 10 + 10  # three steps, one summary
@@ -129,7 +131,7 @@ async def test_a_replayed_compaction_is_never_summarised_again(
             assert (await session.wait(third)).status is TurnStatus.FINISHED
             assert len(fakes.compactions) == 2  # one lost attempt, one that finished
             records = [c.compaction for c in fakes.model_calls]
-            assert records[-1] is not None and records[-1].summary == "summary of 2 messages"
+            assert records[-1] is not None and records[-1].part_id is not None
             assert records[-1] == records[-2] == records[-3]
             messages = await session.messages()
             assert len(messages) == 6

@@ -179,6 +179,9 @@ async def test_on_a_200k_window_a_longer_conversation_keeps_answering(
         r for r in anthropic_api.requests if "compact a conversation" in str(r.body.get("system"))
     ]
     assert summaries, "no summary was asked for"
+    # Steps after it send the summary (the fake's answer) in place of the early turns.
+    last = anthropic_api.requests[-1].body["messages"][0]["content"][0]["text"]
+    assert last.startswith("[A summary of the earlier conversation") and "(no scripted" in last
     history = await session.history()
     assert len(history) == 2 * turns
     assert all(len(m.text()) > 160_000 for m in history[0::2])

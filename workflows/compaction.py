@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from sessionflow.chunks import Chunk, DataChunk
-    from sessionflow.compaction import CompactionRecord
+    from sessionflow.compaction import CompactionRecord, by_reference
     from sessionflow.contract import (
         ActivityName,
         CompactParams,
@@ -84,7 +84,9 @@ async def compact_first(turn: CompactingTurn, proposal: CompactionRecord) -> boo
     """Make the compaction `proposal` before the turn's next model step; False if the
     turn was interrupted meanwhile (nothing is recorded then)."""
     session = turn.host
-    part_id = f"compaction-{turn.reply.id}-{turn.step}-{len(session.compactions)}"
+    # Unique in the session: within a step (which no commit splits) compactions count up.
+    made = sum(1 for p in turn.reply.parts if p.type == PART)
+    part_id = f"compaction-{turn.reply.id}-{turn.step}-{made}"
     await turn.publish([DataChunk(type=PART, id=part_id, data=proposal.data("start"))])
     record: CompactionRecord | None = proposal
     if proposal.stage == "summary":
@@ -111,8 +113,9 @@ async def compact_first(turn: CompactingTurn, proposal: CompactionRecord) -> boo
         usage = StepUsage(
             message_id=turn.reply.id, step=turn.step, model=record.model, usage=record.usage
         )
-    session.record_compaction(record, usage)
     part = DataPart(type=PART, id=part_id, data=record.data("end"))
     turn.reply.parts.append(part)
+    # The summary stays in the answer's part; the session keeps the record without it.
+    session.record_compaction(by_reference(record.model_copy(update={"part_id": part_id})), usage)
     await turn.publish([DataChunk(type=PART, id=part_id, data=part.data)])
     return True
