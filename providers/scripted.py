@@ -161,7 +161,10 @@ class ScriptedProvider:
         if request.purpose == "compaction":
             given = sum(len(m.text()) for m in request.messages)
             summary = script.summary.replace("{message_count}", str(given))
-            yield TextDelta(summary)
+            for piece in _pieces(summary, script.chunk_size):
+                yield TextDelta(piece)
+                if script.delay > 0:
+                    await asyncio.sleep(script.delay)
             yield StepFinished(
                 reason=FinishReason.STOP,
                 usage=Usage(
