@@ -12,6 +12,8 @@ included: the transcript goes as plain text in one user message.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -28,12 +30,11 @@ from sessionflow.compaction import (
     CHARS_PER_TOKEN,
     CompactionRecord,
     sent_messages,
-    transcript_text,
     with_summary,
 )
 from sessionflow.contract import ActivityName, CompactParams
 from sessionflow.errors import InvalidInput, SessionflowError
-from sessionflow.messages import Message, Role, TextPart, Usage
+from sessionflow.messages import FilePart, Message, Role, TextPart, ToolPart, ToolState, Usage
 from sessionflow.providers.base import ModelRequest, StepFinished, TextDelta
 from sessionflow.providers.registry import ModelRegistry
 from sessionflow.providers.scripted import Script
@@ -127,3 +128,44 @@ class CompactActivities:
         return proposal.model_copy(
             update={"summary": summary, "model": model_id, "usage": usage, "tokens_after": after}
         )
+
+
+# -- the summariser's input -------------------------------------------------------------
+
+_TOOL_RESULT_CHARS = 2_000
+_TEXT_CHARS = 20_000
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f" [... {len(text) - limit} more characters]"
+
+
+def transcript_text(messages: Sequence[Message], previous: str | None, *, max_chars: int) -> str:
+    """The messages to summarise as plain text (any provider takes it, with no tool
+    pairing rules), long tool results clipped; the oldest text dropped past
+    `max_chars`."""
+    lines: list[str] = []
+    if previous:
+        lines.append(f"SUMMARY OF WHAT CAME BEFORE:\n{previous}\n")
+    for message in messages:
+        who = "USER" if message.role is Role.USER else "ASSISTANT"
+        for part in message.parts:
+            if isinstance(part, TextPart) and part.text:
+                lines.append(f"{who}: {_clip(part.text, _TEXT_CHARS)}")
+            elif isinstance(part, FilePart):
+                lines.append(f"{who}: [file {part.filename or part.media_type}]")
+            elif isinstance(part, ToolPart):
+                lines.append(f"TOOL CALL {part.tool_name} {json.dumps(part.input)[:_TEXT_CHARS]}")
+                if part.state is ToolState.OUTPUT_AVAILABLE:
+                    output = (
+                        part.output if isinstance(part.output, str) else json.dumps(part.output)
+                    )
+                    lines.append(f"TOOL RESULT: {_clip(output, _TOOL_RESULT_CHARS)}")
+                elif part.error_text:
+                    lines.append(f"TOOL ERROR: {_clip(part.error_text, _TOOL_RESULT_CHARS)}")
+    text = "\n".join(lines)
+    if len(text) > max_chars:
+        text = "[... the oldest part is omitted]\n" + text[len(text) - max_chars :]
+    return text

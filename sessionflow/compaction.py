@@ -27,7 +27,6 @@ English and code; an image counts as `IMAGE_TOKENS`. The margin below the window
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -387,44 +386,3 @@ def propose(
         **{**base, "stage": "summary", "summarized": boundary, "cleared": cleared, "summary": None},
         tokens_after=fixed_tokens + reserve + suffix[boundary],
     )
-
-
-# -- the summariser's input -------------------------------------------------------------
-
-_TOOL_RESULT_CHARS = 2_000
-_TEXT_CHARS = 20_000
-
-
-def _clip(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f" [... {len(text) - limit} more characters]"
-
-
-def transcript_text(messages: Sequence[Message], previous: str | None, *, max_chars: int) -> str:
-    """The messages to summarise as plain text (any provider takes it, with no tool
-    pairing rules), long tool results clipped; the oldest text dropped past
-    `max_chars`."""
-    lines: list[str] = []
-    if previous:
-        lines.append(f"SUMMARY OF WHAT CAME BEFORE:\n{previous}\n")
-    for message in messages:
-        who = "USER" if message.role is Role.USER else "ASSISTANT"
-        for part in message.parts:
-            if isinstance(part, TextPart) and part.text:
-                lines.append(f"{who}: {_clip(part.text, _TEXT_CHARS)}")
-            elif isinstance(part, FilePart):
-                lines.append(f"{who}: [file {part.filename or part.media_type}]")
-            elif isinstance(part, ToolPart):
-                lines.append(f"TOOL CALL {part.tool_name} {json.dumps(part.input)[:_TEXT_CHARS]}")
-                if part.state is ToolState.OUTPUT_AVAILABLE:
-                    output = (
-                        part.output if isinstance(part.output, str) else json.dumps(part.output)
-                    )
-                    lines.append(f"TOOL RESULT: {_clip(output, _TOOL_RESULT_CHARS)}")
-                elif part.error_text:
-                    lines.append(f"TOOL ERROR: {_clip(part.error_text, _TOOL_RESULT_CHARS)}")
-    text = "\n".join(lines)
-    if len(text) > max_chars:
-        text = "[... the oldest part is omitted]\n" + text[len(text) - max_chars :]
-    return text
