@@ -1,5 +1,6 @@
 """Every side effect of a session: model calls, tools, sandboxes and stream writes."""
 
+from sessionflow.activities.compaction import CompactActivities
 from sessionflow.activities.context import ContextActivities
 from sessionflow.activities.erase import EraseActivities
 from sessionflow.activities.model_step import ModelStepActivities
@@ -9,6 +10,7 @@ from sessionflow.activities.tools import ToolActivities
 from sessionflow.activities.transcript import TranscriptActivities
 
 __all__ = [
+    "CompactActivities",
     "ContextActivities",
     "EraseActivities",
     "ModelStepActivities",

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from temporalio import activity
 
 from sessionflow.activities import metrics
+from sessionflow.activities.context_window import fit_to_window
 from sessionflow.activities.failures import to_application_error
 from sessionflow.activities.heartbeat import heartbeating
 from sessionflow.activities.limits import capped_text, ensure_recordable, state_size_problem
@@ -22,6 +23,7 @@ from sessionflow.agents.context import AgentContext, resolve
 from sessionflow.agents.definition import Agent
 from sessionflow.agents.registry import AgentRegistry
 from sessionflow.chunks import status_chunk
+from sessionflow.compaction import CompactionRecord
 from sessionflow.contract import ActivityName, FinishReason, ModelStepParams, ModelStepResult
 from sessionflow.errors import PayloadTooLarge, SessionflowError
 from sessionflow.messages import ToolCall, Usage
@@ -102,6 +104,19 @@ class ModelStepActivities:
             attempt=attempt,
             max_output_tokens=agent.max_output_tokens,
         )
+        fits = fit_to_window(agent, model_id, request, params.compaction)
+        if isinstance(fits, CompactionRecord):
+            log.info("compaction needed", step=ref.step, model=model_id, stage=fits.stage)
+            return ModelStepResult(
+                parts=[],
+                tool_calls=[],
+                usage=Usage(),
+                model=model_id,
+                finish_reason=FinishReason.OTHER,
+                model_activity=agent.model_activity,
+                compact=fits,
+            )
+        request.messages = fits
         where = StepStream(ref.workflow_id, ref.message_id, ref.step, attempt)
         async with (
             heartbeating(self.interrupts, ref.workflow_id),
@@ -114,7 +129,7 @@ class ModelStepActivities:
                 attempt=attempt,
                 model=model_id,
             )
-            recorder.begin()
+            recorder.begin(started=params.started)
             writer.emit(status_chunk("thinking"))
             try:
                 async for event in provider.stream(request):

@@ -16,6 +16,7 @@ from sessionflow.agents.mcp import MCPServer, check_servers
 from sessionflow.agents.mcp_tools import toolset
 from sessionflow.agents.tools import NeedsApproval, Tool
 from sessionflow.budgets import Budget
+from sessionflow.compaction import Compaction
 from sessionflow.contract import ActivitySettings
 from sessionflow.ids import validate_agent_name
 from sessionflow.prices import Price, PriceMap, prices_from
@@ -62,6 +63,10 @@ class Agent:
     prices: Mapping[str, Price] = field(default_factory=dict)
     # The most tokens one model step may write (None: the provider's setting).
     max_output_tokens: int | None = None
+    # How sessions compact (None: never), and the model's window in tokens (None: the
+    # window `sessionflow.providers.windows` knows for the model, if any).
+    compaction: Compaction | None = field(default_factory=Compaction)
+    context_window: int | None = None
 
     def session(self, session_id: str) -> Any:
         """A handle on this agent's session `session_id` (a `sessionflow.client.Session`),
@@ -150,6 +155,8 @@ def agent(
     turn_budget: Budget | Mapping[str, Any] | None = None,
     prices: PriceMap | None = None,
     max_output_tokens: int | None = None,
+    compaction: Compaction | bool = True,
+    context_window: int | None = None,
 ) -> Agent:
     """Define an agent.
 
@@ -196,6 +203,13 @@ def agent(
         max_output_tokens: the most tokens one model step may write (`max_tokens`, or
             `max_completion_tokens` on OpenAI's API); left out, the provider's
             setting (`SESSIONFLOW_ANTHROPIC_MAX_TOKENS`, `SESSIONFLOW_OPENAI_MAX_TOKENS`).
+        compaction: how a session keeps what it sends inside the model's window
+            (`Compaction(threshold=0.8, ...)`; True: the defaults; False: never compact,
+            and a request over the window fails its turn). History keeps every message
+            either way.
+        context_window: the model's window in tokens, for models the built-in table
+            (`sessionflow.providers.windows`) does not know or to use less of it. With
+            no window known, sessions never compact.
     """
     validate_agent_name(name)
     if isinstance(model, str) and "/" not in model:
@@ -230,6 +244,8 @@ def agent(
         turn_budget=_budget(name, "turn_budget", turn_budget),
         prices=prices_from(prices, f"agent {name!r}: prices"),
         max_output_tokens=_max_output_tokens(name, max_output_tokens),
+        compaction=_compaction(name, compaction),
+        context_window=_window(name, context_window),
     )
 
 
@@ -248,6 +264,22 @@ def _max_output_tokens(name: str, value: int | None) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"agent {name!r}: max_output_tokens must be a whole number of at least 1")
+    return value
+
+
+def _compaction(name: str, value: Compaction | bool) -> Compaction | None:
+    if isinstance(value, Compaction):
+        return value
+    if isinstance(value, bool):
+        return Compaction() if value else None
+    raise TypeError(f"agent {name!r}: compaction must be a Compaction, True or False")
+
+
+def _window(name: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"agent {name!r}: context_window must be a number of tokens")
     return value
 
 

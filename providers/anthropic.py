@@ -18,7 +18,7 @@ from typing import Any
 import anthropic
 
 from sessionflow.contract import FinishReason
-from sessionflow.errors import InvalidModelRequest, ModelUnavailable
+from sessionflow.errors import ContextTooLarge, InvalidModelRequest, ModelUnavailable
 from sessionflow.messages import (
     FilePart,
     Message,
@@ -197,6 +197,10 @@ def _status_error(err: anthropic.APIStatusError) -> Exception:
     message = f"Anthropic API {status}: {_message(err)}"
     if status in (408, 409, 429) or status >= 500:
         return ModelUnavailable(message, retry_after=_retry_after(err))
+    if "prompt is too long" in message:
+        # Over the window though the estimate said it fit: the turn is left out of what
+        # later turns send (`sessionflow.compaction.exclude_turn`).
+        return ContextTooLarge(message)
     return InvalidModelRequest(message)
 
 

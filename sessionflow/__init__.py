@@ -33,6 +33,7 @@ _EXPORTS = {
     "Budget": "sessionflow.budgets",
     "Price": "sessionflow.prices",
     "ActivitySettings": "sessionflow.contract",
+    "Compaction": "sessionflow.compaction",
     "TurnOutcome": "sessionflow.contract",
     "TurnStatus": "sessionflow.contract",
     "StreamEvent": "sessionflow.streams.reader",
@@ -87,6 +88,7 @@ if TYPE_CHECKING:
         SessionClient,
         use_client,
     )
+    from sessionflow.compaction import Compaction
     from sessionflow.contract import ActivitySettings, TurnOutcome, TurnStatus
     from sessionflow.errors import (
         AgentNotRegistered,

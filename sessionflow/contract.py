@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from sessionflow.budgets import Budget, BudgetReached, Spent
+from sessionflow.compaction import CompactionRecord
 from sessionflow.messages import Message, Part, ToolCall, Usage
 
 WORKFLOW_NAME = "SessionWorkflow"
@@ -44,6 +45,7 @@ class ActivityName(StrEnum):
     FORGET_STREAM = "sessionflow.forget_stream"
     ERASE_SESSION = "sessionflow.erase_session"
     ANNOUNCE_INTERRUPT = "sessionflow.announce_interrupt"
+    COMPACT = "sessionflow.compact"
 
 
 class SessionStatus(StrEnum):
@@ -315,6 +317,8 @@ class SessionSnapshot(BaseModel):
     model_activity: ActivitySettings | None = None
     # How many runs came before this one (continue-as-new count).
     runs: int = 0
+    # The compactions in force, newest last (`sessionflow.compaction`).
+    compactions: list[CompactionRecord] = Field(default_factory=list)
 
 
 class SessionEnd(StrEnum):
@@ -384,6 +388,24 @@ class ModelStepParams(BaseModel):
     session_spent: Spent = Field(default_factory=Spent)
     turn_spent: Spent = Field(default_factory=Spent)
     turn_budget: Budget | None = None
+    # How the conversation is sent (None: as it is); see `sessionflow.compaction`.
+    compaction: CompactionRecord | None = None
+    # The answer's `start` chunk is in the stream already (the workflow published
+    # something of it first, a compaction's start).
+    started: bool = False
+
+
+class CompactParams(BaseModel):
+    """The summarising step's input: the transcript (as a model step's) and the
+    compaction the model step proposed, whose summary it writes."""
+
+    ref: StepRef
+    messages: list[Message]
+    transcript: TranscriptRef | None = None
+    state: dict[str, Any] | None = None
+    context_ref: str | None = None
+    current: CompactionRecord | None = None
+    proposal: CompactionRecord
 
 
 class ModelStepResult(BaseModel):
@@ -407,6 +429,9 @@ class ModelStepResult(BaseModel):
     # Set when a budget was reached before the step: the model was not called, and
     # the turn ends `budget_exceeded`.
     budget_reached: BudgetReached | None = None
+    # Set instead of an answer: the request would pass the agent's compaction threshold,
+    # and this is the compaction to make first (the model was not called).
+    compact: CompactionRecord | None = None
 
 
 class RunToolParams(BaseModel):

@@ -26,6 +26,7 @@
     ├── ModelError              the model call failed
     │   ├── ModelUnavailable    transient: rate limited, overloaded, cut off (retried)
     │   └── InvalidModelRequest the provider refused the request (not retried)
+    │       └── ContextTooLarge the request does not fit the model's window, even compacted
     ├── MCPServerRefused        an MCP server cannot be used as configured (not retried)
     ├── TurnFailed              a turn ended in failure (`TurnOutcome.raise_for_failure()`)
     └── SandboxError            a sandbox could not do what was asked (retried)
@@ -242,6 +243,14 @@ class ModelUnavailable(ModelError):
 
 class InvalidModelRequest(ModelError):
     pass
+
+
+class ContextTooLarge(InvalidModelRequest):
+    """A request larger than the model's context window even after compaction (one
+    giant message): its turn fails at once and is left out of what later turns send."""
+
+    http_status = 413
+    code = "context_too_large"
 
 
 class MCPServerRefused(SessionflowError):

@@ -44,6 +44,23 @@ class Received:
     body: dict[str, Any]
     headers: dict[str, str]
     at: float
+    # Whether the previous request's prompt (tools and messages, byte for byte) is the
+    # start of this one's, as OpenAI-compatible servers' automatic prefix caching needs;
+    # None for the first request.
+    prefix_matched: bool | None = None
+
+
+def prompt_prefix_matches(previous: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Whether `body`'s prompt begins with all of `previous`'s: the same model and tools,
+    and its messages, serialised, the same bytes as the earlier ones."""
+    if previous.get("model") != body.get("model"):
+        return False
+    if json.dumps(previous.get("tools")) != json.dumps(body.get("tools")):
+        return False
+    before, now = previous.get("messages") or [], body.get("messages") or []
+    if len(now) < len(before):
+        return False
+    return all(json.dumps(a) == json.dumps(b) for a, b in zip(before, now, strict=False))
 
 
 def _chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -152,7 +169,8 @@ class FakeOpenAI:
 
     async def _completions(self, request: Request) -> Response:
         body = await request.json()
-        self.requests.append(Received(body, dict(request.headers), time.monotonic()))
+        matched = prompt_prefix_matches(self.requests[-1].body, body) if self.requests else None
+        self.requests.append(Received(body, dict(request.headers), time.monotonic(), matched))
         response = self.queue.pop(0) if self.queue else answer("(no scripted response)")
         if isinstance(response, Failure):
             return JSONResponse(

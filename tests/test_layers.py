@@ -38,6 +38,7 @@ GROUND = (
     "fragments",
     "ui_messages",
     "contract",
+    "compaction",
     "chunks",
     "validation",
     "json_limits",

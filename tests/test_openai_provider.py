@@ -489,3 +489,28 @@ async def test_whole_calls_without_an_index_are_told_apart_by_their_ids(fake: Fa
     assert ready == [("call_1", {"command": "ls"}), ("call_2", {"command": "pwd"})]
     assert isinstance(events[-1], StepFinished)
     assert events[-1].reason is FinishReason.TOOL_CALLS
+
+
+async def test_the_prompt_prefix_is_byte_stable_from_step_to_step_and_turn_to_turn(
+    client: SessionClient, fake: FakeOpenAI, unique_id: str
+) -> None:
+    """OpenAI-compatible servers cache a prompt prefix automatically when each request
+    begins with the last one, byte for byte: three turns with tool calls, every request
+    after the first begins with the one before it."""
+    session = client.agent("gpt").session(unique_id)
+    for turn in range(3):
+        fake.push(
+            Stream(
+                [
+                    role(),
+                    *tool_call(0, f"call_{turn}", "Bash", {"command": f"echo {turn}"}),
+                    finish("tool_calls"),
+                    usage(),
+                ]
+            ),
+            answer(f"Answer {turn}."),
+        )
+        outcome = await (await session.send(f"Question {turn}")).outcome
+        assert outcome.status is TurnStatus.FINISHED
+    assert len(fake.requests) == 6
+    assert [r.prefix_matched for r in fake.requests] == [None, *[True] * 5]

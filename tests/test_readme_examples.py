@@ -34,6 +34,7 @@ BLOCK = re.compile(r"(?:<!-- (example|walk):([\w-]+) -->\n)?( *)```python\n(.*?)
 RUN_ELSEWHERE = {
     "example:client": REPO / "tests" / "test_packaging.py",
     "walk:agents": REPO / "tests" / "test_newcomer.py",
+    "example:compaction": REPO / "tests" / "test_context_window.py",
 }
 RUN_HERE = {"example:agent", "example:script", "example:session", "example:mcp"}
 

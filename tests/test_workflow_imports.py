@@ -36,6 +36,7 @@ ALLOWED = {
     "sessionflow",
     "sessionflow.budgets",  # pure: budget models and sums of usage
     "sessionflow.chunks",
+    "sessionflow.compaction",  # pure: what a compaction keeps and sends
     "sessionflow.contract",
     "sessionflow.errors",
     "sessionflow.fragments",

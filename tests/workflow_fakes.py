@@ -29,9 +29,11 @@ from temporalio.converter import (
 )
 from temporalio.exceptions import ApplicationError
 
+from sessionflow.compaction import CompactionRecord
 from sessionflow.contract import (
     ActivityName,
     CommitTranscriptParams,
+    CompactParams,
     EndStreamParams,
     EnsureSandboxParams,
     EraseSessionParams,
@@ -184,6 +186,7 @@ class Fakes:
         self.commits: list[CommitTranscriptParams] = []
         self.rewinds: list[RewindTranscriptParams] = []
         self.announced: list[str] = []
+        self.compactions: list[CompactParams] = []
         # Per activity, what its next calls do first (fail, or hold) in order.
         self.scripts: dict[ActivityName, list[Scripted]] = {}
         # When set, killing a sandbox waits for it (a slow kill, for races with close).
@@ -207,6 +210,7 @@ class Fakes:
             self.commit_transcript,
             self.rewind_transcript,
             self.announce_interrupt,
+            self.compact,
         ]
 
     def script(self, name: ActivityName, *calls: Scripted) -> None:
@@ -333,6 +337,19 @@ class Fakes:
             return await self.transcripts.rewind(params.head, params.last_message_id)
         except SessionflowError as err:
             raise non_retryable(type(err).__name__, str(err)) from err
+
+    @activity.defn(name=ActivityName.COMPACT.value)
+    async def compact(self, params: CompactParams) -> CompactionRecord:
+        """Summarises as a model would: a summary naming what it covers."""
+        await self._record(self.compactions, params)
+        await self._play(ActivityName.COMPACT)
+        return params.proposal.model_copy(
+            update={
+                "summary": f"summary of {params.proposal.summarized} messages",
+                "model": MODEL,
+                "usage": STEP_USAGE,
+            }
+        )
 
 
 # -- model step results -------------------------------------------------------------------

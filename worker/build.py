@@ -36,6 +36,7 @@ from temporalio.worker import PollerBehaviorAutoscaling, Worker, WorkerDeploymen
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from sessionflow.activities import (
+    CompactActivities,
     ContextActivities,
     EraseActivities,
     ModelStepActivities,
@@ -363,6 +364,7 @@ def build_worker(
         interrupts=interrupts,
         prices=PriceTable(options.prices),
     )
+    compacting = CompactActivities(registry, models, contexts, transcripts, interrupts)
     tools = ToolActivities(
         registry,
         sandboxes,
@@ -380,6 +382,7 @@ def build_worker(
     notices = InterruptNotices(redis, prefix=publisher.prefix)
     activities: list[Callable[..., Any]] = [
         model_steps.model_step,
+        compacting.compact,
         tools.run_tool,
         lifecycle.ensure_sandbox,
         lifecycle.sandbox_exec,

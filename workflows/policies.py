@@ -58,6 +58,9 @@ MODEL_STEP = ActivityPreset(
     ),
 )
 
+# The summarising step of a compaction: a model call like a step, retried the same way.
+COMPACTION = MODEL_STEP
+
 TOOL = ActivityPreset(
     start_to_close=timedelta(minutes=30),
     heartbeat=timedelta(seconds=5),

@@ -23,6 +23,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from sessionflow.budgets import Spent
+    from sessionflow.compaction import CompactionRecord, kept_compactions
     from sessionflow.contract import (
         WORKFLOW_NAME,
         ActivityName,
@@ -103,6 +104,8 @@ class SessionWorkflow:
         self.state = snapshot.state
         self.runs = snapshot.runs + 1
         self.model_activity = snapshot.model_activity
+        # How the conversation is sent to the model (`sessionflow.compaction`).
+        self.compactions = snapshot.compactions
         self._searchable = input.search_attributes
         # The model of the latest step, named in the next step's activity summary.
         self.last_model: str | None = None
@@ -374,6 +377,7 @@ class SessionWorkflow:
                 await self.use_sandbox(self.ref("", -1), change.sandbox_id)
             if change.last_message_id is not None:
                 await self._rewind(change.last_message_id)
+                self.compactions = kept_compactions(self.compactions, self.message_count())
             if change.max_steps_per_turn is not None:
                 self.limits.max_steps_per_turn = change.max_steps_per_turn
 
@@ -652,6 +656,11 @@ class SessionWorkflow:
         if result.model_activity is not None:
             self.model_activity = result.model_activity
 
+    def record_compaction(self, record: CompactionRecord, usage: StepUsage | None) -> None:
+        self.compactions = kept_compactions([*self.compactions, record], None)
+        if usage is not None:
+            self.usage.add(usage, self.limits.remembered_step_usage)
+
     def save_state(self, state: dict[str, Any] | None) -> None:
         if state is not None:
             self.state = state
@@ -767,6 +776,7 @@ class SessionWorkflow:
             state=self.state,
             model_activity=self.model_activity,
             runs=self.runs,
+            compactions=self.compactions,
         )
 
     async def _continue_as_new(self, snapshot: SessionSnapshot | None = None) -> None:

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         ToolOutputErrorChunk,
         status_chunk,
     )
+    from sessionflow.compaction import CompactionRecord, exclude_turn
     from sessionflow.contract import (
         INTERRUPTED_TEXT,
         ActivityName,
@@ -51,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
         TurnOutcome,
         TurnStatus,
     )
-    from sessionflow.errors import SandboxNotFound
+    from sessionflow.errors import ContextTooLarge, SandboxNotFound
     from sessionflow.messages import (
         DataPart,
         Message,
@@ -64,9 +65,12 @@ with workflow.unsafe.imports_passed_through():
         ToolPart,
         ToolState,
     )
-    from sessionflow.workflows import calls, policies
+    from sessionflow.workflows import calls, compaction, policies
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
+
+# A bound on compactions before one model step (each goes further than the last).
+_MAX_COMPACTIONS_PER_STEP = 4
 
 
 class TurnHost(Protocol):
@@ -123,6 +127,13 @@ class TurnHost(Protocol):
 
     def save_state(self, state: dict[str, Any] | None) -> None: ...
 
+    @property
+    def compactions(self) -> list[CompactionRecord]:
+        """The compactions in force, newest last (it says how the conversation is sent)."""
+
+    def record_compaction(self, record: CompactionRecord, usage: StepUsage | None) -> None:
+        """A compaction made (and the summarising step's usage, if it had one)."""
+
     async def ensure_sandbox(self, ref: StepRef) -> str: ...
 
     async def replace_sandbox(self, ref: StepRef, lost: str) -> str: ...
@@ -152,6 +163,8 @@ class Turn:
         self._answers: dict[int, ApprovalResponse] = {}
         self._asked: dict[int, ToolPart] = {}  # the parts of the calls asked about
         self._spent = Spent()  # what this turn's model steps used, for its budget
+        # Something of the answer is in the stream (so its `start` chunk is).
+        self._started = False
 
     # -- from handlers --------------------------------------------------------------
 
@@ -204,18 +217,34 @@ class Turn:
         except ActivityError as err:
             error_type, error = describe_failure(err)
             workflow.logger.warning("turn failed: %s", error)
+            if error_type == ContextTooLarge.__name__:
+                exclude_turn(self.reply)  # or every next turn would fail the same way
             self.reply.metadata = {**(self.reply.metadata or {}), "error": error}
             self._close_open_tool_parts(error)
             await self._publish([ErrorChunk(error_text=error)])
             return self._end(TurnStatus.FAILED, error, error_type)
 
     async def _model_step(self) -> ModelStepResult | None:
+        result = await self._call_model()
+        # Each compaction goes further than the last, so this ends; bounded all the same.
+        for _ in range(_MAX_COMPACTIONS_PER_STEP):
+            if result is None or result.compact is None:
+                break
+            if not await compaction.compact_first(self, result.compact):
+                return None
+            result = await self._call_model()
+        if result is not None and result.compact is None and result.budget_reached is None:
+            self._spent = self._spent.add(result.usage)
+            self.reply.parts.extend(result.parts)
+            usage = StepUsage(
+                message_id=self.reply.id, step=self._step, model=result.model, usage=result.usage
+            )
+            self._session.record_step(usage, result)
+        return result
+
+    async def _call_model(self) -> ModelStepResult | None:
         session = self._session
-        # Shallow copies: parts of earlier steps never change, this step's are not in yet.
-        self._seen = (
-            session.transcript,
-            [m.model_copy(update={"parts": list(m.parts)}) for m in session.tail],
-        )
+        self.see_transcript()
         result = await self._cancellable(
             ActivityName.MODEL_STEP,
             ModelStepParams(
@@ -228,6 +257,8 @@ class Turn:
                 session_spent=session.spent(),
                 turn_spent=self._spent,
                 turn_budget=self._request.budget,
+                compaction=session.compactions[-1] if session.compactions else None,
+                started=self._started,
             ),
             ModelStepResult,
             policies.MODEL_STEP,
@@ -235,14 +266,45 @@ class Turn:
             summary=f"model step {self._step + 1}"
             + (f": {session.last_model.partition('/')[2]}" if session.last_model else ""),
         )
-        if result is not None and result.budget_reached is None:
-            self._spent = self._spent.add(result.usage)
-            self.reply.parts.extend(result.parts)
-            usage = StepUsage(
-                message_id=self.reply.id, step=self._step, model=result.model, usage=result.usage
-            )
-            session.record_step(usage, result)
         return result
+
+    # -- what a compaction uses (workflows.compaction) ---------------------------------
+
+    @property
+    def host(self) -> TurnHost:
+        return self._session
+
+    @property
+    def step(self) -> int:
+        return self._step
+
+    @property
+    def context_ref(self) -> str | None:
+        return self._request.context_ref
+
+    def see_transcript(self) -> tuple[TranscriptRef | None, list[Message]]:
+        """The transcript as it stands, for a step (and its tool calls) to see."""
+        session = self._session
+        # Shallow copies: parts of earlier steps never change, this step's are not in yet.
+        self._seen = (
+            session.transcript,
+            [m.model_copy(update={"parts": list(m.parts)}) for m in session.tail],
+        )
+        return self._seen
+
+    async def cancellable(
+        self,
+        name: ActivityName,
+        params: BaseModel,
+        result_type: type[ResultT],
+        preset: policies.ActivityPreset,
+        *,
+        summary: str,
+    ) -> ResultT | None:
+        return await self._cancellable(name, params, result_type, preset, summary=summary)
+
+    async def publish(self, chunks: list[Chunk]) -> None:
+        await self._publish(chunks)
 
     async def _run_tools(self, result: ModelStepResult) -> None:
         """Run a step's calls in order. Each call is its part (by identity, never by the
@@ -486,6 +548,7 @@ class Turn:
         )
         try:
             await calls.local(ActivityName.PUBLISH, params, policies.PUBLISH, summary="publish")
+            self._started = True  # the publish activity wrote the answer's `start` first
         except ActivityError as err:
             workflow.logger.warning("could not publish %d chunks: %s", len(chunks), err)
 
