@@ -380,8 +380,23 @@ def _with_session_options(fn: Any) -> Any:
     default=None,
     help="From this turn on, stop a turn after this many model steps (the session keeps it).",
 )
+@click.option(
+    "--if-busy",
+    type=click.Choice(["enqueue", "reject", "interrupt", "rollback"]),
+    default="enqueue",
+    show_default=True,
+    help="If a turn runs: queue behind it, fail at once (exit 1, nothing queued), "
+    "interrupt it, or roll it back (stopped and taken out of history) first.",
+)
 @click.argument("text")
-def send(session_id: str, agent: str, tenant: str | None, max_steps: int | None, text: str) -> None:
+def send(
+    session_id: str,
+    agent: str,
+    tenant: str | None,
+    max_steps: int | None,
+    if_busy: str,
+    text: str,
+) -> None:
     """Send TEXT to a session and stream the answer; exit 1 if the turn failed."""
     from sessionflow.cli.terminal import TerminalRenderer
     from sessionflow.client.client import SessionClient
@@ -393,7 +408,7 @@ def send(session_id: str, agent: str, tenant: str | None, max_steps: int | None,
             session = client.session(full_id, agent=agent)
             if max_steps is not None:
                 await session.update(max_steps_per_turn=max_steps)
-            result = await session.send(text)
+            result = await session.send(text, if_busy=if_busy)
             renderer = TerminalRenderer()
             async for event in result.stream():
                 renderer.render(event)

@@ -22,6 +22,7 @@ from pydantic_core import PydanticSerializationError
 from temporalio.api.enums.v1 import EventType, TaskQueueType, WorkflowTaskFailedCause
 from temporalio.client import (
     Client,
+    WithStartWorkflowOperation,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
@@ -136,12 +137,7 @@ class SessionCalls:
         try:
             await services.temporal.start_workflow(
                 SessionWorkflow.run,
-                SessionInput(
-                    session_id=self._session_id,
-                    agent=self._agent,
-                    limits=self.limits(services),
-                    search_attributes=services.search_attributes,
-                ),
+                self._start_input(services),
                 id=self.workflow_id,
                 # The agent's own queue: only workers that serve the agent get it.
                 task_queue=services.queue_for(self._agent),
@@ -169,6 +165,60 @@ class SessionCalls:
             if err.status is RPCStatusCode.UNAVAILABLE:
                 raise self.rpc_error(err) from err
             raise
+
+    def _start_input(self, services: Services) -> SessionInput:
+        return SessionInput(
+            session_id=self._session_id,
+            agent=self._agent,
+            limits=self.limits(services),
+            search_attributes=services.search_attributes,
+        )
+
+    async def send_update(self, request: SendRequest, *, summary: str) -> None:
+        """Send a message through the `send_message` update, starting the session if it
+        does not run (update-with-start: as atomic as signal-with-start), so the session
+        itself can refuse it (`TurnRunning` for `if_busy="reject"`) or stop its turn
+        first. Asked again, after a pause, while the session moves between runs."""
+        services = await self._ref.get()
+        await self.served(services)
+        backoff = Backoff()
+        began = time.monotonic()
+        while True:
+            operation = WithStartWorkflowOperation(
+                SessionWorkflow.run,
+                self._start_input(services),
+                id=self.workflow_id,
+                task_queue=services.queue_for(self._agent),
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                static_summary=summary,
+                static_details=(
+                    f"Session `{self._session_id}` of agent `{self._agent}` (Sessionflow)."
+                ),
+            )
+            try:
+                await services.temporal.execute_update_with_start_workflow(
+                    SessionWorkflow.send_message, request, start_workflow_operation=operation
+                )
+                return
+            except WorkflowUpdateFailedError as err:
+                known = known_error(err)
+                if known is not None and not isinstance(known, errors.SessionContinuing):
+                    raise known from err
+                if known is None and not run_closed_first(err):
+                    raise
+                last: Exception = known or err
+            except RPCError as err:
+                if err.status is RPCStatusCode.UNAVAILABLE:
+                    raise self.rpc_error(err) from err
+                if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                    raise
+                last = err
+            # The run hands over to the next, or closed after taking the update (a
+            # repeat of the same message id is ignored by the session): again.
+            if time.monotonic() - began >= MOVE_PATIENCE_SECONDS:
+                raise self.gave_up(SessionWorkflow.send_message, MOVE_PATIENCE_SECONDS, last)
+            await backoff.pause()
 
     async def _runs_or_ended(self) -> bool:
         """True if the session runs; raise if it has ended; False if it never ran.

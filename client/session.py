@@ -21,6 +21,7 @@ from sessionflow.client.deletion import delete_session
 from sessionflow.client.inputs import (
     new_message_id,
     parse_approval,
+    parse_if_busy,
     parse_send_input,
     validate_context,
     validate_send_options,
@@ -31,6 +32,7 @@ from sessionflow.client.services import Services, ServicesRef
 from sessionflow.client.shared_waits import shared
 from sessionflow.contract import (
     ApprovalResponse,
+    IfBusy,
     LastPart,
     SendRequest,
     SessionInfo,
@@ -181,13 +183,18 @@ class Session:
         interrupt_if_streaming: bool | LastPart | Mapping[str, Any] = False,
         context: Any = None,
         sandbox_id: str | None = None,
+        if_busy: IfBusy | str | None = None,
     ) -> SendResult:
         """Send a user message or an approval; the first send starts the session.
 
         Messages sent while a turn runs queue and are answered in order, unless
         `interrupt_if_streaming` interrupts the running turn first (given as
         `{"last_part": {"index": i, "part": {...}}}`, the part the user last saw, the
-        interrupted answer is cut there). `context` is
+        interrupted answer is cut there). `if_busy` picks what happens when a turn
+        runs: `"enqueue"` (the default), `"reject"` (raise `TurnRunning`, nothing
+        queued), `"interrupt"` (as `interrupt_if_streaming=True`) or `"rollback"` (the
+        running turn is stopped and taken out of history, then this message runs); the
+        session decides, atomically against a turn that ends at that moment. `context` is
         validated against the agent's `context_schema` (when the client knows the
         agent) and kept in Redis, never in Temporal. An approval returns the result
         of the turn it belongs to.
@@ -196,6 +203,8 @@ class Session:
         if isinstance(parsed, ApprovalResponse):
             return await self.approve(parsed)
         interrupt, last_part = parse_interrupt(interrupt_if_streaming)
+        strategy = parse_if_busy(if_busy, interrupt)
+        interrupt = interrupt or strategy is IfBusy.INTERRUPT
         validate_send_options(interrupt, sandbox_id)
         schema = self._agent.context_schema if self._agent else None
         data = validate_context(schema, context)
@@ -208,6 +217,7 @@ class Session:
             sandbox_id=sandbox_id,
             interrupt=interrupt,
             last_part=last_part,
+            if_busy=strategy,
         )
         title = " ".join(parsed.text().split())[:80] or "(no text)"
         # Before the signal: a reader without a cursor follows this answer from now on,
@@ -215,12 +225,16 @@ class Session:
         reader, answer = services.reader, request.assistant_message_id
         previous = await reader.record_sent(self.workflow_id, answer)
         try:
-            await self._calls.start(request, summary=f"{self.agent}: {title}")
+            if strategy in (IfBusy.REJECT, IfBusy.ROLLBACK):
+                # An update, so the session can refuse it or confirm the rollback.
+                await self._calls.send_update(request, summary=f"{self.agent}: {title}")
+            else:
+                await self._calls.start(request, summary=f"{self.agent}: {title}")
         except BaseException:
             with contextlib.suppress(Exception):
                 await reader.unrecord_sent(self.workflow_id, answer, previous)
             raise
-        if interrupt:
+        if interrupt or strategy is IfBusy.ROLLBACK:
             await reader.announce_interrupt(self.workflow_id)
         return self._result(answer)
 

@@ -49,6 +49,13 @@ class SendBody(_Body):
         default=None, description="Transient context; validated, never persisted."
     )
     sandbox_id: str | None = None
+    if_busy: Literal["enqueue", "reject", "interrupt", "rollback"] | None = Field(
+        default=None,
+        description="What to do if a turn runs (or messages wait): 'enqueue' (the "
+        "default: answered in order), 'reject' (409 turn_running, nothing queued), "
+        "'interrupt' (as interruptIfStreaming: true) or 'rollback' (the running turn is "
+        "stopped and taken out of history, then this message runs).",
+    )
 
 
 class SendResponse(_Model):
@@ -60,7 +67,7 @@ class OutcomeResponse(_Model):
 
     message_id: str
     done: bool
-    status: Literal["finished", "step_limit", "interrupted", "failed"] | None = None
+    status: Literal["finished", "step_limit", "interrupted", "rolled_back", "failed"] | None = None
     error: str | None = None
     error_type: str | None = None
 

@@ -75,6 +75,7 @@ async def send_message(session: NamedSession, body: SendBody) -> SendResponse:
         interrupt_if_streaming=body.interrupt_if_streaming,
         context=body.context,
         sandbox_id=body.sandbox_id,
+        if_busy=body.if_busy,
     )
     return SendResponse(assistant_message_id=result.assistant_message_id)
 

@@ -18,6 +18,8 @@ from sessionflow.messages import Message, Part, ToolCall, Usage
 WORKFLOW_NAME = "SessionWorkflow"
 # What an interrupted turn and an interrupted tool call say, in history and the stream.
 INTERRUPTED_TEXT = "interrupted by the user"
+# The abort reason of a turn a send with if_busy="rollback" took out of history.
+ROLLED_BACK_TEXT = "rolled back: a new message replaced this turn"
 # What the model is told of a call that may or may not have acted (a tool that must not
 # run twice, whose worker was lost): it is not run again.
 OUTCOME_UNKNOWN_TEXT = (
@@ -64,6 +66,22 @@ class TurnStatus(StrEnum):
     # The turn ran `max_steps_per_turn` model steps and was stopped there: the answer
     # may be cut off (a `data-notice` part in it says so).
     STEP_LIMIT = "step_limit"
+    # A send with `if_busy="rollback"` stopped the turn and took it out of history (its
+    # user message and answer), as if it never happened.
+    ROLLED_BACK = "rolled_back"
+
+
+class IfBusy(StrEnum):
+    """What a send does when it arrives while a turn runs (or messages wait)."""
+
+    # Queue the message; it is answered after the messages before it (the default).
+    ENQUEUE = "enqueue"
+    # Refuse it at once (`TurnRunning`, HTTP 409); nothing is queued.
+    REJECT = "reject"
+    # Stop the running turn (its partial answer is kept, interrupted), then answer.
+    INTERRUPT = "interrupt"
+    # Stop the running turn and take it out of history, then answer.
+    ROLLBACK = "rollback"
 
 
 class FinishReason(StrEnum):
@@ -146,6 +164,9 @@ class SendRequest(BaseModel):
     interrupt: bool = False
     # With `interrupt`: where to cut the interrupted answer (None: keep all of it).
     last_part: LastPart | None = None
+    # What to do if a turn runs when the message arrives (`interrupt` above is the
+    # reference API's spelling of `IfBusy.INTERRUPT`); decided by the session.
+    if_busy: IfBusy = IfBusy.ENQUEUE
 
 
 class ApprovalResponse(BaseModel):

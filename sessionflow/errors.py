@@ -11,6 +11,7 @@
     │   ├── MessageNotFound     a message id the session does not have
     │   └── CursorOutOfRange    a stream cursor past the stream's newest chunk
     ├── SessionBusy             the operation needs an idle session
+    │   └── TurnRunning         a send with if_busy="reject" came while a turn ran
     ├── SessionEnded            the session's latest run has ended: writes are refused (409)
     │   ├── SessionClosed       it completed: the session was closed
     │   └── SessionFailed       it failed, was terminated, timed out or cancelled (cause named)
@@ -122,6 +123,14 @@ class SessionStuck(SessionflowError):
 class SessionBusy(SessionflowError):
     http_status = 409
     code = "session_busy"
+
+
+class TurnRunning(SessionBusy):
+    """A send with `if_busy="reject"` arrived while a turn ran or messages waited: the
+    message was not queued (decided by the session itself, so atomically against a
+    turn ending at that moment). Send again once the turn has ended."""
+
+    code = "turn_running"
 
 
 class SessionEnded(SessionflowError):

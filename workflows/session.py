@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         ExecRequest,
         ExecResult,
         ForgetContextParams,
+        IfBusy,
         ModelStepResult,
         RewindTranscriptParams,
         SandboxExecParams,
@@ -59,7 +60,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from sessionflow.fragments import count_messages
     from sessionflow.messages import Message
-    from sessionflow.workflows import calls, ending, policies, search
+    from sessionflow.workflows import busy, calls, ending, policies, search
     from sessionflow.workflows.turn import Turn
 
 
@@ -209,11 +210,15 @@ class SessionWorkflow:
         """Answer one message, and record the answer before anything else may change
         the conversation (the caller holds the lock)."""
         self.sandbox_paused = False  # the turn's first sandbox use resumes it
-        self.turn = Turn(self, request)
+        before = busy.BeforeTurn.of(self.transcript, self.tail, self.state)
+        self.turn = turn = Turn(self, request)
         try:
-            outcome = await self.turn.run()
+            outcome = await turn.run()
         finally:
             self.turn = None
+        if turn.rolled_back:
+            self.transcript, self.tail, self.state = before.transcript, before.tail, before.state
+            outcome = TurnOutcome(message_id=outcome.message_id, status=TurnStatus.ROLLED_BACK)
         await self.checkpoint(None)
         await self._forget_context(request)
         self._remember(outcome)
@@ -223,6 +228,7 @@ class SessionWorkflow:
                 TurnStatus.FINISHED: SessionStatus.IDLE,
                 TurnStatus.STEP_LIMIT: SessionStatus.IDLE,
                 TurnStatus.INTERRUPTED: SessionStatus.INTERRUPTED,
+                TurnStatus.ROLLED_BACK: SessionStatus.IDLE,
                 TurnStatus.FAILED: SessionStatus.FAILED,
             }[outcome.status]
         )
@@ -307,9 +313,32 @@ class SessionWorkflow:
         is any message while the session is being deleted."""
         if self._deleting or self._is_known(request.assistant_message_id):
             return
-        if request.interrupt and self.turn is not None:
-            self.turn.interrupt(request.last_part)
+        self._admit(request)
+
+    @workflow.update(name="send_message")
+    def send_message(self, request: SendRequest) -> None:
+        """Queue a message as the `send` signal does, applying its busy-session
+        strategy (`workflows.busy`): the validator refuses a `reject` while busy, and
+        this handler, run in the same step, interrupts or rolls back the running turn."""
+        if self._deleting or self._is_known(request.assistant_message_id):
+            return
+        self._admit(request)
+
+    def _admit(self, request: SendRequest) -> None:
+        """Queue a message, first stopping the running turn if its strategy says so."""
+        if self.turn is not None:
+            if request.if_busy is IfBusy.ROLLBACK:
+                self.turn.roll_back()
+            elif request.interrupt or request.if_busy is IfBusy.INTERRUPT:
+                self.turn.interrupt(request.last_part)
         self.inbox.append(request)
+
+    @send_message.validator
+    def _validate_send_message(self, request: SendRequest) -> None:
+        self._refuse_if_continuing()
+        if self._deleting or self._is_known(request.assistant_message_id):
+            return  # dropped, or a repeat of a message already taken
+        busy.refuse_if_rejected(request, turn_running=self.turn is not None, queued=len(self.inbox))
 
     @workflow.signal(name="interrupt")
     def interrupt(self) -> None:
