@@ -421,6 +421,30 @@ def send(
 
 @main.command()
 @_with_session_options
+@click.argument("new_id")
+@click.option("--at", "at_message_id", default=None, help="The last message the fork keeps.")
+def fork(
+    session_id: str, agent: str, tenant: str | None, new_id: str, at_message_id: str | None
+) -> None:
+    """Start session NEW_ID with SESSION_ID's history up to --at (default the newest
+    message), its agent and its state as of then; SESSION_ID is left as it was."""
+    from sessionflow.client.client import SessionClient
+
+    full_id = _session_id(session_id, tenant)
+    full_new_id = _session_id(new_id, tenant)
+
+    async def go() -> None:
+        async with await SessionClient.connect() as client:
+            forked = await client.session(full_id, agent=agent).fork(
+                full_new_id, at_message_id=at_message_id
+            )
+            click.echo(f"forked {session_id} into {new_id} ({forked.workflow_id})")
+
+    _run(go())
+
+
+@main.command()
+@_with_session_options
 def chat(session_id: str, agent: str, tenant: str | None) -> None:
     """Chat with a session: type messages, watch answers stream, answer approvals.
 

@@ -39,7 +39,7 @@ from sessionflow.client.backoff import Backoff
 from sessionflow.client.ended import ended_error
 from sessionflow.client.services import Services, ServicesRef
 from sessionflow.connections import task_queue_pollers
-from sessionflow.contract import SendRequest, SessionInput, SessionLimits
+from sessionflow.contract import SendRequest, SessionInput, SessionLimits, SessionSnapshot
 from sessionflow.workflows.session import SEND_SIGNAL, SessionWorkflow
 
 # A query answers in milliseconds from a healthy session; longer means something is wrong.
@@ -166,13 +166,43 @@ class SessionCalls:
                 raise self.rpc_error(err) from err
             raise
 
-    def _start_input(self, services: Services) -> SessionInput:
+    def _start_input(
+        self, services: Services, snapshot: SessionSnapshot | None = None
+    ) -> SessionInput:
         return SessionInput(
             session_id=self._session_id,
             agent=self._agent,
             limits=self.limits(services),
             search_attributes=services.search_attributes,
+            snapshot=snapshot,
         )
+
+    async def start_fork(self, snapshot: SessionSnapshot, *, summary: str) -> None:
+        """Start this session as a fork, from `snapshot`; `SessionExists` if a session
+        runs under its id (one that ended is replaced, as a `send` would)."""
+        services = await self._ref.get()
+        await self.served(services)
+        try:
+            await services.temporal.start_workflow(
+                SessionWorkflow.run,
+                self._start_input(services, snapshot),
+                id=self.workflow_id,
+                task_queue=services.queue_for(self._agent),
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                static_summary=summary,
+                static_details=(
+                    f"Session `{self._session_id}` of agent `{self._agent}` (Sessionflow)."
+                ),
+            )
+        except WorkflowAlreadyStartedError as err:
+            raise errors.SessionExists(
+                f"session {self._session_id!r} already exists: fork into a new id"
+            ) from err
+        except RPCError as err:
+            if err.status is RPCStatusCode.UNAVAILABLE:
+                raise self.rpc_error(err) from err
+            raise
 
     async def send_update(self, request: SendRequest, *, summary: str) -> None:
         """Send a message through the `send_message` update, starting the session if it

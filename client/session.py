@@ -32,10 +32,12 @@ from sessionflow.client.services import Services, ServicesRef
 from sessionflow.client.shared_waits import shared
 from sessionflow.contract import (
     ApprovalResponse,
+    ForkRequest,
     IfBusy,
     LastPart,
     SendRequest,
     SessionInfo,
+    SessionSnapshot,
     SessionUpdate,
     TranscriptView,
     TurnOutcome,
@@ -365,6 +367,27 @@ class Session:
         # Starts a session that never ran; an ended one raises rather than reopen empty.
         await self._calls.start(reopen=False)
         await self._calls.update(SessionWorkflow.update, change)
+
+    async def fork(self, new_id: str, *, at_message_id: str | None = None) -> Session:
+        """Start a new session, `new_id`, whose history is this one's up to
+        `at_message_id` (the newest message if None), with the same agent and the agent
+        state as of that message; returns its handle. This session is left as it was.
+
+        The fork refers to this session's stored transcript rather than copying it, so
+        it costs the same however long the conversation is, and deleting this session
+        later does not touch it (see `sessionflow.storage.namespaces`). It gets a fresh
+        sandbox of its own on its first tool call (no backend copies workspaces yet).
+        Only while idle (`SessionBusy`); `SessionExists` if `new_id` runs,
+        `MessageNotFound` for a message this session does not have."""
+        fork = Session(self._ref, new_id, self._agent or self.agent)
+        if fork.workflow_id == self.workflow_id:
+            raise errors.InvalidInput("a fork needs an id of its own")
+        if await fork._calls.running():
+            raise errors.SessionExists(f"session {new_id!r} already exists: fork into a new id")
+        request = ForkRequest(fork_workflow_id=fork.workflow_id, at_message_id=at_message_id)
+        snapshot: SessionSnapshot = await self._calls.update(SessionWorkflow.fork, request)
+        await fork._calls.start_fork(snapshot, summary=f"{self.agent}: fork of {self.id}")
+        return fork
 
     async def usage(self) -> UsageReport:
         """Tokens per step (recent steps) and totals, overall and by model."""

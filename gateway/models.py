@@ -84,6 +84,17 @@ class UpdateBody(_Body):
     max_steps_per_turn: int | None = Field(default=None, ge=1)
 
 
+class ForkBody(_Body):
+    new_id: str = Field(min_length=1, description="The fork's session id (the tenant's).")
+    at_message_id: str | None = Field(
+        default=None, description="The last message the fork keeps; default the newest."
+    )
+
+
+class ForkResponse(_Model):
+    session_id: str
+
+
 class HistoryResponse(_Model):
     messages: list[dict[str, Any]] = Field(
         description="AI SDK UIMessage objects, oldest first: {id, role, parts, metadata?}; "

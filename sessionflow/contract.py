@@ -42,6 +42,7 @@ class ActivityName(StrEnum):
     FORGET_CONTEXT = "sessionflow.forget_context"
     COMMIT_TRANSCRIPT = "sessionflow.commit_transcript"
     REWIND_TRANSCRIPT = "sessionflow.rewind_transcript"
+    FORK_TRANSCRIPT = "sessionflow.fork_transcript"
     FORGET_STREAM = "sessionflow.forget_stream"
     ERASE_SESSION = "sessionflow.erase_session"
 
@@ -264,10 +265,36 @@ class TranscriptRef(BaseModel):
     messages: int
     # The id of its last message: a next fragment with this id continues that message.
     last_id: str
+    # Only the segment's first `keep` fragments belong to this transcript (None: all):
+    # a fork at an earlier message refers to the segment that holds it, cut there,
+    # without writing anything.
+    keep: int | None = None
 
     def key(self) -> str:
         """A stable name for the segment (claims are small string maps)."""
         return self.driver + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.claim.items()))
+
+
+class ForkTranscriptParams(BaseModel):
+    """Hold the session's transcript for a fork, and find the fork's end in it."""
+
+    # The session forked (whose namespace, and those it borrows, the fork holds).
+    workflow_id: str
+    # The fork's workflow id.
+    fork_workflow_id: str
+    head: TranscriptRef
+    # Cut the transcript after this message (None: keep it all).
+    last_message_id: str | None = None
+    # Place the fork's holds (the last call for a fork, once it is known to go ahead).
+    hold: bool = True
+
+
+class ForkRequest(BaseModel):
+    """Payload of the `fork` update: where the new session's history ends."""
+
+    fork_workflow_id: str
+    # The last message the fork keeps (None: the newest).
+    at_message_id: str | None = None
 
 
 class TranscriptView(BaseModel):
@@ -306,6 +333,8 @@ class SessionSnapshot(BaseModel):
     model_activity: ActivitySettings | None = None
     # How many runs came before this one (continue-as-new count).
     runs: int = 0
+    # The agent state as of recent messages (`workflows.forks`): a fork takes it.
+    states: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
 
 
 class SessionEnd(StrEnum):

@@ -19,6 +19,7 @@
     ├── TooManyWaiting          a tenant holds as many long requests as it may (429)
     │   └── GatewayBusy         the gateway holds as many long requests as it may (503)
     ├── SessionNotFound         no session with that id (for that agent)
+    ├── SessionExists           a fork's new id names a session that runs
     ├── AgentNotRegistered      no worker serves the agent
     ├── AgentOptionFailed       a resolvable option (system, model, active_tools) raised
     ├── PayloadTooLarge         a step's result too large to record, even capped
@@ -131,6 +132,13 @@ class TurnRunning(SessionBusy):
     turn ending at that moment). Send again once the turn has ended."""
 
     code = "turn_running"
+
+
+class SessionExists(SessionflowError):
+    """A fork was asked to start under the id of a session that is running."""
+
+    http_status = 409
+    code = "session_exists"
 
 
 class SessionEnded(SessionflowError):

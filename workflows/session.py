@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         ExecRequest,
         ExecResult,
         ForgetContextParams,
+        ForkRequest,
         IfBusy,
         ModelStepResult,
         RewindTranscriptParams,
@@ -60,7 +61,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from sessionflow.fragments import count_messages
     from sessionflow.messages import Message
-    from sessionflow.workflows import busy, calls, ending, policies, search
+    from sessionflow.workflows import busy, calls, ending, forks, policies, search
     from sessionflow.workflows.turn import Turn
 
 
@@ -103,6 +104,8 @@ class SessionWorkflow:
         self.state = snapshot.state
         self.runs = snapshot.runs + 1
         self.model_activity = snapshot.model_activity
+        # The agent state as of recent messages, for forks (`workflows.forks`).
+        self._states = snapshot.states
         self._searchable = input.search_attributes
         # The model of the latest step, named in the next step's activity summary.
         self.last_model: str | None = None
@@ -211,6 +214,7 @@ class SessionWorkflow:
         the conversation (the caller holds the lock)."""
         self.sandbox_paused = False  # the turn's first sandbox use resumes it
         before = busy.BeforeTurn.of(self.transcript, self.tail, self.state)
+        self._remember_state(request.message.id)
         self.turn = turn = Turn(self, request)
         try:
             outcome = await turn.run()
@@ -219,6 +223,8 @@ class SessionWorkflow:
         if turn.rolled_back:
             self.transcript, self.tail, self.state = before.transcript, before.tail, before.state
             outcome = TurnOutcome(message_id=outcome.message_id, status=TurnStatus.ROLLED_BACK)
+        else:
+            self._remember_state(outcome.message_id)
         await self.checkpoint(None)
         await self._forget_context(request)
         self._remember(outcome)
@@ -421,6 +427,36 @@ class SessionWorkflow:
             raise ApplicationError(
                 f"no message {message_id!r} in this session", type=MessageNotFound.__name__
             )
+
+    @workflow.update(name="fork")
+    async def fork(self, request: ForkRequest) -> SessionSnapshot:
+        """What a fork of this session starts from: its history up to
+        `request.at_message_id` (the newest if None), by reference, and the agent state
+        as of that message (`workflows.forks`). The client starts the fork with it."""
+        async with self._lock:
+            self._refuse_if_closed()
+            self._refuse_if_unknown(request.at_message_id)
+            return await forks.fork_snapshot(
+                request,
+                transcript=self.transcript,
+                tail=self.tail,
+                states=self._states,
+                state=self.state,
+            )
+
+    @fork.validator
+    def _validate_fork(self, request: ForkRequest) -> None:
+        self._refuse_if_ending()
+        if self.turn is not None or self.inbox:
+            raise ApplicationError(
+                "cannot fork the session while a turn runs or messages are queued",
+                type=SessionBusy.__name__,
+            )
+        self._refuse_if_unknown(request.at_message_id)
+
+    def _remember_state(self, message_id: str) -> None:
+        limit = 2 * self.limits.remembered_outcomes
+        forks.remember_state(self._states, message_id, self.state, limit)
 
     @workflow.update(name="close")
     async def close(self) -> None:
@@ -770,6 +806,7 @@ class SessionWorkflow:
             state=self.state,
             model_activity=self.model_activity,
             runs=self.runs,
+            states=self._states,
         )
 
     async def _continue_as_new(self, snapshot: SessionSnapshot | None = None) -> None:
