@@ -7,6 +7,7 @@ as of that message; deleting the parent leaves the fork whole.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import time
@@ -184,3 +185,39 @@ async def test_fork_over_http_is_scoped_to_the_tenant(gateway: Gateway, unique_i
         )  # fmt: skip
         assert again.status_code == 409
         assert again.json()["error"]["code"] == "session_exists"
+
+
+async def test_the_cli_forks_at_a_message_and_send_if_busy_reject_exits_1(
+    stack: LocalStack, start_worker: StartWorker, task_queue: str, unique_id: str
+) -> None:
+    from tests.agents import approval_agent
+    from tests.test_cli_chat import spawn
+
+    client = await start_worker([counter_agent, approval_agent], limits=COMMIT_OFTEN)
+    parent = client.session(unique_id, agent=counter_agent)
+    for text in ("one", "two"):
+        await (await parent.send(text)).outcome
+    history = await parent.history()
+    proc = await spawn(
+        stack, task_queue, "fork", unique_id, f"{unique_id}-cli", "--agent", "counter",
+        "--at", history[1].id,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, err.decode()
+    assert f"forked {unique_id} into {unique_id}-cli" in out.decode()
+    fork = client.session(f"{unique_id}-cli", agent=counter_agent)
+    assert [m.id for m in await fork.history()] == [m.id for m in history[:2]]
+
+    # A turn waits for approval: `send --if-busy reject` refuses at once, exit 1.
+    waiting = client.session(f"{unique_id}-busy", agent=approval_agent)
+    await waiting.send("go")
+    while not (await waiting.info()).pending_approvals:
+        await asyncio.sleep(0.05)
+    proc = await spawn(
+        stack, task_queue, "send", f"{unique_id}-busy", "--agent", "approver",
+        "--if-busy", "reject", "hello?",
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 1, (out + err).decode()
+    assert "if_busy='reject'" in err.decode()
+    assert (await waiting.info()).queued == 0
