@@ -126,12 +126,13 @@ class FileStorageDriver(StorageDriver):
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        """The store's lock for holds and erasures (several processes share a store)."""
+        """The store's lock for holds and erasures (several processes share a store):
+        `flock` on the `sessions` directory itself, so no lock file is left behind."""
         sessions = self.root / SESSIONS_DIR
         if not sessions.is_dir():
             for made in _make_private_dirs(sessions):
                 _fsync_dir(made.parent)
-        fd = os.open(sessions / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(sessions, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -34,7 +34,7 @@ segments stay for the fork. When the last hold is removed from a namespace marke
 parent never breaks a fork, and deleting the fork finally frees the parent. A new
 session under a deleted one's id writes into the same namespace, which is then live
 again (its first write removes the mark): the old segments stay until it is deleted.
-Holds, erasures and releases take a lock on the store (`<root>/sessions/.lock`), so a
+Holds, erasures and releases take a lock on the store (`flock` on `<root>/sessions`), so a
 hold never slips between an erase's look for holds and its delete.
 """
 
