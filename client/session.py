@@ -44,7 +44,7 @@ from sessionflow.contract import (
     UsageReport,
 )
 from sessionflow.fragments import join_fragments
-from sessionflow.ids import session_workflow_id
+from sessionflow.ids import session_workflow_id, validate_session_id
 from sessionflow.messages import Message
 from sessionflow.streams.reader import StreamEvent, is_entry_id
 from sessionflow.validation import describe
@@ -379,6 +379,10 @@ class Session:
         sandbox of its own on its first tool call (no backend copies workspaces yet).
         Only while idle (`SessionBusy`); `SessionExists` if `new_id` runs,
         `MessageNotFound` for a message this session does not have."""
+        try:
+            validate_session_id(new_id)
+        except ValueError as err:
+            raise errors.InvalidInput(f"new_id: {err}") from None
         fork = Session(self._ref, new_id, self._agent or self.agent)
         if fork.workflow_id == self.workflow_id:
             raise errors.InvalidInput("a fork needs an id of its own")

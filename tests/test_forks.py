@@ -221,3 +221,23 @@ async def test_the_cli_forks_at_a_message_and_send_if_busy_reject_exits_1(
     assert proc.returncode == 1, (out + err).decode()
     assert "if_busy='reject'" in err.decode()
     assert (await waiting.info()).queued == 0
+
+
+async def test_a_fork_needs_a_valid_new_id_and_an_idle_parent(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    from sessionflow.errors import InvalidInput, SessionBusy
+    from tests.agents import approval_agent
+
+    client = await start_worker([approval_agent])
+    parent = client.session(unique_id, agent=approval_agent)
+    with pytest.raises(SessionNotFound):
+        await parent.fork(f"{unique_id}-never")
+    await parent.send("go")
+    while not (await parent.info()).pending_approvals:
+        await asyncio.sleep(0.05)
+    with pytest.raises(InvalidInput):
+        await parent.fork("has space")
+    with pytest.raises(SessionBusy):
+        await parent.fork(f"{unique_id}-busy")
+    assert not await client.session(f"{unique_id}-busy", agent=approval_agent).exists()

@@ -21,6 +21,14 @@ that took out an answer its caller was already told had finished.
 
 A turn that is only committing its finished answer (`SessionWorkflow.turn` is None
 already) counts as ended: its answer stays and the message runs next.
+
+Why not wait for the session's lock (the safe-message-handlers pattern), as `update`
+and `close` do: a turn holds it from taking its message to committing its answer, so a
+send waiting for it would wait for the turn's end, the opposite of `reject`, `interrupt`
+and `rollback`. The handler only reads and flags (no await, so nothing interleaves);
+the rollback itself, putting the conversation back, is done by the turn's own
+`_take_turn` while it still holds the lock, before anything else may change the
+conversation, so no other handler ever sees the rolled-back turn half undone.
 """
 
 from __future__ import annotations
