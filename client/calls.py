@@ -238,6 +238,12 @@ class SessionCalls:
                 if known is None and not run_closed_first(err):
                     raise
                 last: Exception = known or err
+            except WorkflowUpdateRPCTimeoutOrCancelledError:
+                # An update no workflow task accepts: say why when the task is failing.
+                stuck = await self.stuck()
+                if stuck is not None:
+                    raise stuck from None
+                raise
             except RPCError as err:
                 if err.status is RPCStatusCode.UNAVAILABLE:
                     raise self.rpc_error(err) from err
