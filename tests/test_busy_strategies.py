@@ -45,6 +45,7 @@ from tests.workflow_harness import (
     Session,
     eventually,
     send_request,
+    stop,
     update_error_type,
 )
 
@@ -350,6 +351,7 @@ async def test_reject_racing_the_end_sees_the_turn_running(
             (Role.ASSISTANT, "answer 1"),
         ]
         assert (await session.info()).queued == 0
+        await stop(session)  # while a worker runs: no task left for the test server
 
 
 async def test_rollback_racing_the_end_takes_out_the_turn_it_found_running(
@@ -366,6 +368,7 @@ async def test_rollback_racing_the_end_takes_out_the_turn_it_found_running(
             (Role.USER, "two"),
             (Role.ASSISTANT, "answer 2"),
         ]
+        await stop(session)
 
 
 @pytest.mark.parametrize("if_busy", [IfBusy.ENQUEUE, IfBusy.INTERRUPT])
@@ -388,6 +391,7 @@ async def test_enqueue_and_interrupt_racing_the_end_answer_both(
             (Role.USER, "two"),
             (Role.ASSISTANT, "answer 2"),
         ]
+        await stop(session)
 
 
 # -- racing the end: the send lands just after it -----------------------------------------
@@ -399,7 +403,8 @@ async def test_a_send_after_the_answer_is_complete_leaves_it_whatever_the_strate
 ) -> None:
     """The turn's answer is complete and being committed (the commit held) when the
     send lands: the turn counts as ended, so nothing is refused, interrupted or rolled
-    back, and the message is answered next."""
+    back, and the message is answered next. (A held local activity keeps the workflow
+    task open: the send is delivered at the task's heartbeat, some 8 s later.)"""
     fakes = harness.fakes
     passed = Hold(local=True)
     passed.release.set()
