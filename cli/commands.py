@@ -402,6 +402,14 @@ def _with_session_options(fn: Any) -> Any:
     default=None,
     help="Stop this turn once its cost reaches this many US dollars.",
 )
+@click.option(
+    "--if-busy",
+    type=click.Choice(["enqueue", "reject", "interrupt", "rollback"]),
+    default="enqueue",
+    show_default=True,
+    help="If a turn runs: queue behind it, fail at once (exit 1, nothing queued), "
+    "interrupt it, or roll it back (stopped and taken out of history) first.",
+)
 @click.argument("text")
 def send(
     session_id: str,
@@ -411,6 +419,7 @@ def send(
     budget_input_tokens: int | None,
     budget_output_tokens: int | None,
     budget_cost: float | None,
+    if_busy: str,
     text: str,
 ) -> None:
     """Send TEXT to a session and stream the answer; exit 1 if the turn failed.
@@ -433,13 +442,39 @@ def send(
                 "cost": budget_cost,
             }
             budget = {k: v for k, v in limits.items() if v is not None} or None
-            result = await session.send(text, budget=budget)
+            result = await session.send(text, budget=budget, if_busy=if_busy)
             renderer = TerminalRenderer()
             async for event in result.stream():
                 renderer.render(event)
             # The stream ends with the step's last chunk, a moment before the workflow
             # records the step: return once it has, so `history` right after shows it.
             (await result.outcome).raise_for_failure()
+
+    _run(go())
+
+
+@main.command()
+@_with_session_options
+@click.argument("new_id")
+@click.option("--at", "at_message_id", default=None, help="The last message the fork keeps.")
+def fork(
+    session_id: str, agent: str, tenant: str | None, new_id: str, at_message_id: str | None
+) -> None:
+    """Start session NEW_ID with SESSION_ID's history up to --at (default the newest
+    message), its agent and its state as of then; SESSION_ID is left as it was."""
+    from sessionflow.client.client import SessionClient
+
+    full_id = _session_id(session_id, tenant)
+    full_new_id = _session_id(new_id, tenant)
+
+    async def go() -> None:
+        async with await SessionClient.connect() as client:
+            forked = (
+                await client.agent(agent)
+                .session(full_id)
+                .fork(full_new_id, at_message_id=at_message_id)
+            )
+            click.echo(f"forked {session_id} into {new_id} ({forked.workflow_id})")
 
     _run(go())
 

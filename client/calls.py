@@ -22,6 +22,7 @@ from pydantic_core import PydanticSerializationError
 from temporalio.api.enums.v1 import EventType, TaskQueueType, WorkflowTaskFailedCause
 from temporalio.client import (
     Client,
+    WithStartWorkflowOperation,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
@@ -38,7 +39,7 @@ from sessionflow.client.backoff import Backoff
 from sessionflow.client.ended import ended_error
 from sessionflow.client.services import Services, ServicesRef
 from sessionflow.connections import task_queue_pollers
-from sessionflow.contract import SendRequest, SessionInput, SessionLimits
+from sessionflow.contract import SendRequest, SessionInput, SessionLimits, SessionSnapshot
 from sessionflow.workflows.session import SEND_SIGNAL, SessionWorkflow
 
 # A query answers in milliseconds from a healthy session; longer means something is wrong.
@@ -136,12 +137,7 @@ class SessionCalls:
         try:
             await services.temporal.start_workflow(
                 SessionWorkflow.run,
-                SessionInput(
-                    session_id=self._session_id,
-                    agent=self._agent,
-                    limits=self.limits(services),
-                    search_attributes=services.search_attributes,
-                ),
+                self._start_input(services),
                 id=self.workflow_id,
                 # The agent's own queue: only workers that serve the agent get it.
                 task_queue=services.queue_for(self._agent),
@@ -169,6 +165,96 @@ class SessionCalls:
             if err.status is RPCStatusCode.UNAVAILABLE:
                 raise self.rpc_error(err) from err
             raise
+
+    def _start_input(
+        self, services: Services, snapshot: SessionSnapshot | None = None
+    ) -> SessionInput:
+        return SessionInput(
+            session_id=self._session_id,
+            agent=self._agent,
+            limits=self.limits(services),
+            search_attributes=services.search_attributes,
+            snapshot=snapshot,
+        )
+
+    async def start_fork(self, snapshot: SessionSnapshot, *, summary: str) -> None:
+        """Start this session as a fork, from `snapshot`; `SessionExists` if a session
+        runs under its id (one that ended is replaced, as a `send` would)."""
+        services = await self._ref.get()
+        await self.served(services)
+        try:
+            await services.temporal.start_workflow(
+                SessionWorkflow.run,
+                self._start_input(services, snapshot),
+                id=self.workflow_id,
+                task_queue=services.queue_for(self._agent),
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                static_summary=summary,
+                static_details=(
+                    f"Session `{self._session_id}` of agent `{self._agent}` (Sessionflow)."
+                ),
+            )
+        except WorkflowAlreadyStartedError as err:
+            raise errors.SessionExists(
+                f"session {self._session_id!r} already exists: fork into a new id"
+            ) from err
+        except RPCError as err:
+            if err.status is RPCStatusCode.UNAVAILABLE:
+                raise self.rpc_error(err) from err
+            raise
+
+    async def send_update(self, request: SendRequest, *, summary: str) -> None:
+        """Send a message through the `send_message` update, starting the session if it
+        does not run (update-with-start: as atomic as signal-with-start), so the session
+        itself can refuse it (`TurnRunning` for `if_busy="reject"`) or stop its turn
+        first. Asked again, after a pause, while the session moves between runs."""
+        services = await self._ref.get()
+        await self.served(services)
+        backoff = Backoff()
+        began = time.monotonic()
+        while True:
+            operation = WithStartWorkflowOperation(
+                SessionWorkflow.run,
+                self._start_input(services),
+                id=self.workflow_id,
+                task_queue=services.queue_for(self._agent),
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                static_summary=summary,
+                static_details=(
+                    f"Session `{self._session_id}` of agent `{self._agent}` (Sessionflow)."
+                ),
+            )
+            try:
+                await services.temporal.execute_update_with_start_workflow(
+                    SessionWorkflow.send_message, request, start_workflow_operation=operation
+                )
+                return
+            except WorkflowUpdateFailedError as err:
+                known = known_error(err)
+                if known is not None and not isinstance(known, errors.SessionContinuing):
+                    raise known from err
+                if known is None and not run_closed_first(err):
+                    raise
+                last: Exception = known or err
+            except WorkflowUpdateRPCTimeoutOrCancelledError:
+                # An update no workflow task accepts: say why when the task is failing.
+                stuck = await self.stuck()
+                if stuck is not None:
+                    raise stuck from None
+                raise
+            except RPCError as err:
+                if err.status is RPCStatusCode.UNAVAILABLE:
+                    raise self.rpc_error(err) from err
+                if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                    raise
+                last = err
+            # The run hands over to the next, or closed after taking the update (a
+            # repeat of the same message id is ignored by the session): again.
+            if time.monotonic() - began >= MOVE_PATIENCE_SECONDS:
+                raise self.gave_up(SessionWorkflow.send_message, MOVE_PATIENCE_SECONDS, last)
+            await backoff.pause()
 
     async def _runs_or_ended(self) -> bool:
         """True if the session runs; raise if it has ended; False if it never ran.

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from sessionflow.budgets import Budget
-from sessionflow.contract import ApprovalResponse
+from sessionflow.contract import ApprovalResponse, IfBusy
 from sessionflow.errors import InvalidInput
 from sessionflow.json_limits import check_json_depth
 from sessionflow.messages import (
@@ -213,6 +213,24 @@ def parse_budget(budget: Any) -> Budget | None:
         return Budget.model_validate(dict(budget))
     except ValidationError as err:
         raise InvalidInput(f"budget: {describe(err, Budget)}") from None
+
+
+def parse_if_busy(value: Any, interrupt: bool) -> IfBusy:
+    """`send`'s `if_busy` (an `IfBusy` or its name; None: `enqueue`, or `interrupt`
+    when `interrupt_if_streaming` asks for it). Both options given must agree."""
+    if value is None:
+        return IfBusy.INTERRUPT if interrupt else IfBusy.ENQUEUE
+    try:
+        strategy = IfBusy(value)
+    except ValueError:
+        names = ", ".join(repr(s.value) for s in IfBusy)
+        raise InvalidInput(f"if_busy must be one of {names}, not {value!r}") from None
+    if interrupt and strategy is not IfBusy.INTERRUPT:
+        raise InvalidInput(
+            f"interrupt_if_streaming asks for if_busy='interrupt', but if_busy is "
+            f"{strategy.value!r}: give one of them"
+        )
+    return strategy
 
 
 def _is_utf8(text: str) -> bool:

@@ -23,6 +23,7 @@ from sessionflow.client.inputs import (
     new_message_id,
     parse_approval,
     parse_budget,
+    parse_if_busy,
     parse_send_input,
     validate_context,
     validate_send_options,
@@ -33,16 +34,19 @@ from sessionflow.client.services import Services, ServicesRef
 from sessionflow.client.shared_waits import shared
 from sessionflow.contract import (
     ApprovalResponse,
+    ForkRequest,
+    IfBusy,
     LastPart,
     SendRequest,
     SessionInfo,
+    SessionSnapshot,
     SessionUpdate,
     TranscriptView,
     TurnOutcome,
     UsageReport,
 )
 from sessionflow.fragments import join_fragments
-from sessionflow.ids import session_workflow_id
+from sessionflow.ids import session_workflow_id, validate_session_id
 from sessionflow.messages import Message
 from sessionflow.streams.reader import StreamEvent, is_entry_id
 from sessionflow.validation import describe
@@ -184,13 +188,18 @@ class Session:
         context: Any = None,
         sandbox_id: str | None = None,
         budget: Budget | Mapping[str, Any] | None = None,
+        if_busy: IfBusy | str | None = None,
     ) -> SendResult:
         """Send a user message or an approval; the first send starts the session.
 
         Messages sent while a turn runs queue and are answered in order, unless
         `interrupt_if_streaming` interrupts the running turn first (given as
         `{"last_part": {"index": i, "part": {...}}}`, the part the user last saw, the
-        interrupted answer is cut there). `context` is
+        interrupted answer is cut there). `if_busy` picks what happens when a turn
+        runs: `"enqueue"` (the default), `"reject"` (raise `TurnRunning`, nothing
+        queued), `"interrupt"` (as `interrupt_if_streaming=True`) or `"rollback"` (the
+        running turn is stopped and taken out of history, then this message runs); the
+        session decides, atomically against a turn that ends at that moment. `context` is
         validated against the agent's `context_schema` (when the client knows the
         agent) and kept in Redis, never in Temporal. `budget` (a `Budget` or a dict of
         `input_tokens`, `output_tokens`, `cost`) limits this turn's model use; it can
@@ -201,6 +210,8 @@ class Session:
         if isinstance(parsed, ApprovalResponse):
             return await self.approve(parsed)
         interrupt, last_part = parse_interrupt(interrupt_if_streaming)
+        strategy = parse_if_busy(if_busy, interrupt)
+        interrupt = interrupt or strategy is IfBusy.INTERRUPT
         validate_send_options(interrupt, sandbox_id)
         turn_budget = parse_budget(budget)
         schema = self._agent.context_schema if self._agent else None
@@ -215,6 +226,7 @@ class Session:
             interrupt=interrupt,
             last_part=last_part,
             budget=turn_budget,
+            if_busy=strategy,
         )
         title = " ".join(parsed.text().split())[:80] or "(no text)"
         # Before the signal: a reader without a cursor follows this answer from now on,
@@ -222,7 +234,11 @@ class Session:
         reader, answer = services.reader, request.assistant_message_id
         previous = await reader.record_sent(self.workflow_id, answer)
         try:
-            await self._calls.start(request, summary=f"{self.agent}: {title}")
+            if strategy in (IfBusy.REJECT, IfBusy.ROLLBACK):
+                # An update, so the session can refuse it or confirm the rollback.
+                await self._calls.send_update(request, summary=f"{self.agent}: {title}")
+            else:
+                await self._calls.start(request, summary=f"{self.agent}: {title}")
         except BaseException:
             with contextlib.suppress(Exception):
                 await reader.unrecord_sent(self.workflow_id, answer, previous)
@@ -356,6 +372,31 @@ class Session:
         # Starts a session that never ran; an ended one raises rather than reopen empty.
         await self._calls.start(reopen=False)
         await self._calls.update(SessionWorkflow.update, change)
+
+    async def fork(self, new_id: str, *, at_message_id: str | None = None) -> Session:
+        """Start a new session, `new_id`, whose history is this one's up to
+        `at_message_id` (the newest message if None), with the same agent and the agent
+        state as of that message; returns its handle. This session is left as it was.
+
+        The fork refers to this session's stored transcript rather than copying it, so
+        it costs the same however long the conversation is, and deleting this session
+        later does not touch it (see `sessionflow.storage.namespaces`). It gets a fresh
+        sandbox of its own on its first tool call (no backend copies workspaces yet).
+        Only while idle (`SessionBusy`); `SessionExists` if `new_id` runs,
+        `MessageNotFound` for a message this session does not have."""
+        try:
+            validate_session_id(new_id)
+        except ValueError as err:
+            raise errors.InvalidInput(f"new_id: {err}") from None
+        fork = Session(self._ref, new_id, self._agent or self.agent)
+        if fork.workflow_id == self.workflow_id:
+            raise errors.InvalidInput("a fork needs an id of its own")
+        if await fork._calls.running():
+            raise errors.SessionExists(f"session {new_id!r} already exists: fork into a new id")
+        request = ForkRequest(fork_workflow_id=fork.workflow_id, at_message_id=at_message_id)
+        snapshot: SessionSnapshot = await self._calls.update(SessionWorkflow.fork, request)
+        await fork._calls.start_fork(snapshot, summary=f"{self.agent}: fork of {self.id}")
+        return fork
 
     async def usage(self) -> UsageReport:
         """Tokens and cost (US dollars; None where a model has no price) per step and

@@ -65,6 +65,13 @@ class SendBody(_Body):
         default=None,
         description="This turn's budget; reaching it ends the turn as `budget_exceeded`.",
     )
+    if_busy: Literal["enqueue", "reject", "interrupt", "rollback"] | None = Field(
+        default=None,
+        description="What to do if a turn runs (or messages wait): 'enqueue' (the "
+        "default: answered in order), 'reject' (409 turn_running, nothing queued), "
+        "'interrupt' (as interruptIfStreaming: true) or 'rollback' (the running turn is "
+        "stopped and taken out of history, then this message runs).",
+    )
 
 
 class SendResponse(_Model):
@@ -76,9 +83,10 @@ class OutcomeResponse(_Model):
 
     message_id: str
     done: bool
-    status: Literal["finished", "step_limit", "budget_exceeded", "interrupted", "failed"] | None = (
-        None
-    )
+    status: (
+        Literal["finished", "step_limit", "budget_exceeded", "interrupted", "rolled_back", "failed"]
+        | None
+    ) = None
     error: str | None = None
     error_type: str | None = None
 
@@ -93,6 +101,17 @@ class UpdateBody(_Body):
     sandbox_id: str | None = None
     last_message_id: str | None = None
     max_steps_per_turn: int | None = Field(default=None, ge=1)
+
+
+class ForkBody(_Body):
+    new_id: str = Field(min_length=1, description="The fork's session id (the tenant's).")
+    at_message_id: str | None = Field(
+        default=None, description="The last message the fork keeps; default the newest."
+    )
+
+
+class ForkResponse(_Model):
+    session_id: str
 
 
 class HistoryResponse(_Model):

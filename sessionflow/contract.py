@@ -20,6 +20,8 @@ from sessionflow.messages import Message, Part, ToolCall, Usage
 WORKFLOW_NAME = "SessionWorkflow"
 # What an interrupted turn and an interrupted tool call say, in history and the stream.
 INTERRUPTED_TEXT = "interrupted by the user"
+# The abort reason of a turn a send with if_busy="rollback" took out of history.
+ROLLED_BACK_TEXT = "rolled back: a new message replaced this turn"
 # What the model is told of a call that may or may not have acted (a tool that must not
 # run twice, whose worker was lost): it is not run again.
 OUTCOME_UNKNOWN_TEXT = (
@@ -42,6 +44,7 @@ class ActivityName(StrEnum):
     FORGET_CONTEXT = "sessionflow.forget_context"
     COMMIT_TRANSCRIPT = "sessionflow.commit_transcript"
     REWIND_TRANSCRIPT = "sessionflow.rewind_transcript"
+    FORK_TRANSCRIPT = "sessionflow.fork_transcript"
     FORGET_STREAM = "sessionflow.forget_stream"
     ERASE_SESSION = "sessionflow.erase_session"
     ANNOUNCE_INTERRUPT = "sessionflow.announce_interrupt"
@@ -71,6 +74,22 @@ class TurnStatus(StrEnum):
     # A session or turn budget (tokens or cost) was reached before a model step: the
     # answer may be cut off (a `data-notice` part in it says which budget).
     BUDGET_EXCEEDED = "budget_exceeded"
+    # A send with `if_busy="rollback"` stopped the turn and took it out of history (its
+    # user message and answer), as if it never happened.
+    ROLLED_BACK = "rolled_back"
+
+
+class IfBusy(StrEnum):
+    """What a send does when it arrives while a turn runs (or messages wait)."""
+
+    # Queue the message; it is answered after the messages before it (the default).
+    ENQUEUE = "enqueue"
+    # Refuse it at once (`TurnRunning`, HTTP 409); nothing is queued.
+    REJECT = "reject"
+    # Stop the running turn (its partial answer is kept, interrupted), then answer.
+    INTERRUPT = "interrupt"
+    # Stop the running turn and take it out of history, then answer.
+    ROLLBACK = "rollback"
 
 
 class FinishReason(StrEnum):
@@ -155,6 +174,9 @@ class SendRequest(BaseModel):
     last_part: LastPart | None = None
     # This turn's budget, tightening the agent's `turn_budget` (sessionflow.budgets).
     budget: Budget | None = None
+    # What to do if a turn runs when the message arrives (`interrupt` above is the
+    # reference API's spelling of `IfBusy.INTERRUPT`); decided by the session.
+    if_busy: IfBusy = IfBusy.ENQUEUE
 
 
 class ApprovalResponse(BaseModel):
@@ -275,10 +297,36 @@ class TranscriptRef(BaseModel):
     messages: int
     # The id of its last message: a next fragment with this id continues that message.
     last_id: str
+    # Only the segment's first `keep` fragments belong to this transcript (None: all):
+    # a fork at an earlier message refers to the segment that holds it, cut there,
+    # without writing anything.
+    keep: int | None = None
 
     def key(self) -> str:
         """A stable name for the segment (claims are small string maps)."""
         return self.driver + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.claim.items()))
+
+
+class ForkTranscriptParams(BaseModel):
+    """Hold the session's transcript for a fork, and find the fork's end in it."""
+
+    # The session forked (whose namespace, and those it borrows, the fork holds).
+    workflow_id: str
+    # The fork's workflow id.
+    fork_workflow_id: str
+    head: TranscriptRef
+    # Cut the transcript after this message (None: keep it all).
+    last_message_id: str | None = None
+    # Place the fork's holds (the last call for a fork, once it is known to go ahead).
+    hold: bool = True
+
+
+class ForkRequest(BaseModel):
+    """Payload of the `fork` update: where the new session's history ends."""
+
+    fork_workflow_id: str
+    # The last message the fork keeps (None: the newest).
+    at_message_id: str | None = None
 
 
 class TranscriptView(BaseModel):
@@ -319,6 +367,8 @@ class SessionSnapshot(BaseModel):
     runs: int = 0
     # The compactions in force, newest last (`sessionflow.compaction`).
     compactions: list[CompactionRecord] = Field(default_factory=list)
+    # The agent state as of recent messages (`workflows.forks`): a fork takes it.
+    states: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
 
 
 class SessionEnd(StrEnum):

@@ -11,6 +11,7 @@
     │   ├── MessageNotFound     a message id the session does not have
     │   └── CursorOutOfRange    a stream cursor past the stream's newest chunk
     ├── SessionBusy             the operation needs an idle session
+    │   └── TurnRunning         a send with if_busy="reject" came while a turn ran
     ├── SessionEnded            the session's latest run has ended: writes are refused (409)
     │   ├── SessionClosed       it completed: the session was closed
     │   └── SessionFailed       it failed, was terminated, timed out or cancelled (cause named)
@@ -18,6 +19,7 @@
     ├── TooManyWaiting          a tenant holds as many long requests as it may (429)
     │   └── GatewayBusy         the gateway holds as many long requests as it may (503)
     ├── SessionNotFound         no session with that id (for that agent)
+    ├── SessionExists           a fork's new id names a session that runs
     ├── AgentNotRegistered      no worker serves the agent
     ├── AgentOptionFailed       a resolvable option (system, model, active_tools) raised
     ├── PayloadTooLarge         a step's result too large to record, even capped
@@ -124,6 +126,21 @@ class SessionStuck(SessionflowError):
 class SessionBusy(SessionflowError):
     http_status = 409
     code = "session_busy"
+
+
+class TurnRunning(SessionBusy):
+    """A send with `if_busy="reject"` arrived while a turn ran or messages waited: the
+    message was not queued (decided by the session itself, so atomically against a
+    turn ending at that moment). Send again once the turn has ended."""
+
+    code = "turn_running"
+
+
+class SessionExists(SessionflowError):
+    """A fork was asked to start under the id of a session that is running."""
+
+    http_status = 409
+    code = "session_exists"
 
 
 class SessionEnded(SessionflowError):

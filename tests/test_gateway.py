@@ -329,6 +329,7 @@ async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
         ("/v1/sessions/{session_id}/messages/{message_id}/outcome", "get"),
         ("/v1/sessions/{session_id}/usage", "get"),
         ("/v1/sessions/{session_id}", "patch"),
+        ("/v1/sessions/{session_id}/fork", "post"),
         ("/v1/sessions/{session_id}/stream", "get"),
         ("/api/chat", "post"),
         ("/api/chat/{chat_id}/stream", "get"),
@@ -339,8 +340,10 @@ async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
     # Bodies use the AI SDK's camelCase, in requests and answers.
     schemas = spec["components"]["schemas"]
     for name, fields in {
-        "SendBody": {"message", "interruptIfStreaming", "context", "sandboxId", "budget"},
+        "SendBody": {"message", "interruptIfStreaming", "ifBusy", "context", "sandboxId", "budget"},
         "BudgetBody": {"inputTokens", "outputTokens", "cost"},
+        "ForkBody": {"newId", "atMessageId"},
+        "ForkResponse": {"sessionId"},
         "SendResponse": {"assistantMessageId"},
         "ApprovalBody": {"approvalId", "approved", "reason"},
         "UpdateBody": {"sandboxId", "lastMessageId", "maxStepsPerTurn"},

@@ -393,6 +393,7 @@ def build_worker(
         forgetting.forget_context,
         committing.commit_transcript,
         committing.rewind_transcript,
+        committing.fork_transcript,
         erasing.forget_stream,
         erasing.erase_session,
         notices.announce_interrupt,

@@ -34,6 +34,8 @@ with workflow.unsafe.imports_passed_through():
         ExecRequest,
         ExecResult,
         ForgetContextParams,
+        ForkRequest,
+        IfBusy,
         ModelStepResult,
         RewindTranscriptParams,
         SandboxExecParams,
@@ -61,7 +63,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from sessionflow.fragments import count_messages
     from sessionflow.messages import Message
-    from sessionflow.workflows import calls, ending, policies, search
+    from sessionflow.workflows import busy, calls, ending, forks, policies, search
     from sessionflow.workflows.turn import Turn
 
 
@@ -106,6 +108,8 @@ class SessionWorkflow:
         self.model_activity = snapshot.model_activity
         # How the conversation is sent to the model (`sessionflow.compaction`).
         self.compactions = snapshot.compactions
+        # The agent state as of recent messages, for forks (`workflows.forks`).
+        self._states = snapshot.states
         self._searchable = input.search_attributes
         # The model of the latest step, named in the next step's activity summary.
         self.last_model: str | None = None
@@ -215,11 +219,18 @@ class SessionWorkflow:
         """Answer one message, and record the answer before anything else may change
         the conversation (the caller holds the lock)."""
         self.sandbox_paused = False  # the turn's first sandbox use resumes it
-        self.turn = Turn(self, request)
+        before = busy.BeforeTurn.of(self.transcript, self.tail, self.state)
+        self._remember_state(request.message.id)
+        self.turn = turn = Turn(self, request)
         try:
-            outcome = await self.turn.run()
+            outcome = await turn.run()
         finally:
             self.turn = None
+        if turn.rolled_back:
+            self.transcript, self.tail, self.state = before.transcript, before.tail, before.state
+            outcome = TurnOutcome(message_id=outcome.message_id, status=TurnStatus.ROLLED_BACK)
+        else:
+            self._remember_state(outcome.message_id)
         await self.checkpoint(None)
         await self._forget_context(request)
         self._remember(outcome)
@@ -230,6 +241,7 @@ class SessionWorkflow:
                 TurnStatus.STEP_LIMIT: SessionStatus.IDLE,
                 TurnStatus.BUDGET_EXCEEDED: SessionStatus.IDLE,
                 TurnStatus.INTERRUPTED: SessionStatus.INTERRUPTED,
+                TurnStatus.ROLLED_BACK: SessionStatus.IDLE,
                 TurnStatus.FAILED: SessionStatus.FAILED,
             }[outcome.status]
         )
@@ -314,9 +326,32 @@ class SessionWorkflow:
         is any message while the session is being deleted."""
         if self._deleting or self._is_known(request.assistant_message_id):
             return
-        if request.interrupt and self.turn is not None:
-            self.turn.interrupt(request.last_part)
+        self._admit(request)
+
+    @workflow.update(name="send_message")
+    def send_message(self, request: SendRequest) -> None:
+        """Queue a message as the `send` signal does, applying its busy-session
+        strategy (`workflows.busy`): the validator refuses a `reject` while busy, and
+        this handler, run in the same step, interrupts or rolls back the running turn."""
+        if self._deleting or self._is_known(request.assistant_message_id):
+            return
+        self._admit(request)
+
+    def _admit(self, request: SendRequest) -> None:
+        """Queue a message, first stopping the running turn if its strategy says so."""
+        if self.turn is not None:
+            if request.if_busy is IfBusy.ROLLBACK:
+                self.turn.roll_back()
+            elif request.interrupt or request.if_busy is IfBusy.INTERRUPT:
+                self.turn.interrupt(request.last_part)
         self.inbox.append(request)
+
+    @send_message.validator
+    def _validate_send_message(self, request: SendRequest) -> None:
+        self._refuse_if_continuing()
+        if self._deleting or self._is_known(request.assistant_message_id):
+            return  # dropped, or a repeat of a message already taken
+        busy.refuse_if_rejected(request, turn_running=self.turn is not None, queued=len(self.inbox))
 
     @workflow.signal(name="interrupt")
     def interrupt(self) -> None:
@@ -400,6 +435,36 @@ class SessionWorkflow:
             raise ApplicationError(
                 f"no message {message_id!r} in this session", type=MessageNotFound.__name__
             )
+
+    @workflow.update(name="fork")
+    async def fork(self, request: ForkRequest) -> SessionSnapshot:
+        """What a fork of this session starts from: its history up to
+        `request.at_message_id` (the newest if None), by reference, and the agent state
+        as of that message (`workflows.forks`). The client starts the fork with it."""
+        async with self._lock:
+            self._refuse_if_closed()
+            self._refuse_if_unknown(request.at_message_id)
+            return await forks.fork_snapshot(
+                request,
+                transcript=self.transcript,
+                tail=self.tail,
+                states=self._states,
+                state=self.state,
+            )
+
+    @fork.validator
+    def _validate_fork(self, request: ForkRequest) -> None:
+        self._refuse_if_ending()
+        if self.turn is not None or self.inbox:
+            raise ApplicationError(
+                "cannot fork the session while a turn runs or messages are queued",
+                type=SessionBusy.__name__,
+            )
+        self._refuse_if_unknown(request.at_message_id)
+
+    def _remember_state(self, message_id: str) -> None:
+        limit = 2 * self.limits.remembered_outcomes
+        forks.remember_state(self._states, message_id, self.state, limit)
 
     @workflow.update(name="close")
     async def close(self) -> None:
@@ -777,6 +842,7 @@ class SessionWorkflow:
             model_activity=self.model_activity,
             runs=self.runs,
             compactions=self.compactions,
+            states=self._states,
         )
 
     async def _continue_as_new(self, snapshot: SessionSnapshot | None = None) -> None:

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from sessionflow.compaction import CompactionRecord, exclude_turn
     from sessionflow.contract import (
         INTERRUPTED_TEXT,
+        ROLLED_BACK_TEXT,
         ActivityName,
         ActivitySettings,
         ApprovalResponse,
@@ -152,6 +153,9 @@ class Turn:
         # The transcript the latest model step saw; its tool calls see the same.
         self._seen: tuple[TranscriptRef | None, list[Message]] = (None, [])
         self._interrupting = False
+        # Set by a send with if_busy="rollback": the session takes this turn out of
+        # history once it has stopped (`workflows.busy`).
+        self.rolled_back = False
         # Where the client asked to cut the answer when it interrupted, if it did.
         self._cut: LastPart | None = None
         # Parts of the answer already committed (in earlier fragments of the message).
@@ -174,6 +178,11 @@ class Turn:
         if self._inflight is not None:
             self._inflight.cancel()
             self._session.announce_interrupt()
+
+    def roll_back(self) -> None:
+        """Stop the turn; the session then removes it from history."""
+        self.rolled_back = True
+        self.interrupt()
 
     def is_pending(self, approval_id: str) -> bool:
         return approval_id in self._pending
@@ -420,7 +429,8 @@ class Turn:
     async def _abort(self) -> TurnOutcome:
         self._cut_where_seen()
         self._close_open_tool_parts(INTERRUPTED_TEXT)
-        await self._publish([AbortChunk(reason=INTERRUPTED_TEXT)])
+        reason = ROLLED_BACK_TEXT if self.rolled_back else INTERRUPTED_TEXT
+        await self._publish([AbortChunk(reason=reason)])
         return self._end(TurnStatus.INTERRUPTED)
 
     async def _stop_at_step_limit(self, cap: int) -> TurnOutcome:
@@ -505,6 +515,7 @@ class Turn:
             TurnStatus.STEP_LIMIT: MessageStatus.COMPLETE,
             TurnStatus.BUDGET_EXCEEDED: MessageStatus.COMPLETE,
             TurnStatus.INTERRUPTED: MessageStatus.INTERRUPTED,
+            TurnStatus.ROLLED_BACK: MessageStatus.INTERRUPTED,
             TurnStatus.FAILED: MessageStatus.FAILED,
         }[status]
         return TurnOutcome(

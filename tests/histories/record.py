@@ -5,7 +5,7 @@
 Starts its own stack and a versioned worker, runs one session of every shape
 (`SHAPES`: a plain turn, tools, an approval answered and one still waiting, an
 interrupt, transcript commits and a rewind, continue-as-new, an idle sandbox paused, a
-close, an idle TTL, a delete) and writes each workflow history as JSON beside this file
+close, an idle TTL, a delete, a rollback, a fork and its first turn) and writes each workflow history as JSON beside this file
 (only the named ones, if names are given).
 
 Re-record when the workflow code changes on purpose: sessions are pinned to the build
@@ -56,6 +56,9 @@ SHAPES = (
     "close",
     "idle-ttl",
     "delete",
+    "rollback",
+    "fork",
+    "fork-child",
 )
 
 
@@ -122,6 +125,20 @@ async def record_sessions(
     await transcript.update(last_message_id=first_answer)
     await (await transcript.send("after the rewind")).done
 
+    # A send with if_busy="rollback" takes out the turn that waits for an approval.
+    rolled = client.agent("approver").session(f"{prefix}rollback")
+    replaced = await rolled.send("run it")
+    await _approval_id(replaced)
+    instead = await rolled.send("instead", if_busy="rollback")
+    await replaced.done
+    await _approval_id(instead)
+
+    # A fork in the middle of a committed transcript, and the fork's first turn.
+    parent = limited(commit_transcript_after_bytes=0).agent("tooling").session(f"{prefix}fork")
+    await (await parent.send("make a file and read it")).done
+    await (await parent.send("and a plain turn")).done
+    fork = await parent.fork(f"{prefix}fork-child", at_message_id=(await parent.history())[1].id)
+    await (await fork.send("in the fork")).done
     counter = (
         limited(continue_as_new_after_events=25)
         .agent("counter")
@@ -159,7 +176,8 @@ async def record_sessions(
         ("plain", plain), ("tools", tools), ("approval", approval),
         ("approval-waiting", waiting), ("interrupt", interrupted),
         ("transcript", transcript), ("idle-pause", idle), ("close", closed),
-        ("idle-ttl", expiring),
+        ("idle-ttl", expiring), ("rollback", rolled), ("fork", parent),
+        ("fork-child", fork),
     ):  # fmt: skip
         histories[name] = await _history(temporal, session.workflow_id)
     runs = [w async for w in temporal.list_workflows(f'WorkflowId = "{counter.workflow_id}"')]
