@@ -16,8 +16,10 @@ from sessionflow.agents.mcp import MCPServer, check_servers
 from sessionflow.agents.mcp_tools import toolset
 from sessionflow.agents.tools import NeedsApproval, Tool
 from sessionflow.contract import ActivitySettings
+from sessionflow.errors import InvalidInput
 from sessionflow.ids import validate_agent_name
 from sessionflow.providers.scripted import Script
+from sessionflow.webhooks import check_webhook_url
 
 ModelOption = str | Script
 # `agent(idle_ttl=...)` left out: the deployment's default (SESSIONFLOW_IDLE_TTL).
@@ -52,6 +54,8 @@ class Agent:
     # Seconds without a message after which a session closes itself (None: never;
     # "default": the client's default, SESSIONFLOW_IDLE_TTL).
     idle_ttl: IdleTTL = "default"
+    # Where this agent's sessions' events are POSTed (`sessionflow.webhooks`).
+    webhook_url: str | None = None
 
     def session(self, session_id: str) -> Any:
         """A handle on this agent's session `session_id` (a `sessionflow.client.Session`),
@@ -136,6 +140,7 @@ def agent(
     tool_activity: ActivitySettings | None = None,
     mcp_servers: Sequence[MCPServer] = (),
     idle_ttl: timedelta | float | Literal["default"] | None = "default",
+    webhook_url: str | None = None,
 ) -> Agent:
     """Define an agent.
 
@@ -168,6 +173,10 @@ def agent(
             session): a `timedelta` or seconds; None or 0 for never. Left out, the
             deployment's default applies (SESSIONFLOW_IDLE_TTL, 7 days). Set when a
             session starts: changing it later affects new sessions only.
+        webhook_url: an http(s) URL that gets a signed POST when one of this agent's
+            sessions finishes a turn, waits for an approval, or ends (see README,
+            Webhooks); a session may have its own (`send(..., webhook_url=...)`,
+            `update(webhook_url=...)`).
     """
     validate_agent_name(name)
     if isinstance(model, str) and "/" not in model:
@@ -198,7 +207,15 @@ def agent(
         tool_activity=tool_activity,
         mcp_servers=tuple(mcp_servers),
         idle_ttl=_idle_ttl(name, idle_ttl),
+        webhook_url=None if webhook_url is None else _webhook_url(name, webhook_url),
     )
+
+
+def _webhook_url(name: str, url: str) -> str:
+    try:
+        return check_webhook_url(url)
+    except InvalidInput as err:
+        raise ValueError(f"agent {name!r}: {err}") from None
 
 
 def _idle_ttl(name: str, value: timedelta | float | Literal["default"] | None) -> IdleTTL:

@@ -86,6 +86,7 @@ class SessionCalls:
         agent: str,
         workflow_id: str,
         idle_ttl: IdleTTL = "default",
+        webhook_url: str | None = None,
     ):
         self._ref = services
         self._session_id = session_id
@@ -93,6 +94,8 @@ class SessionCalls:
         self.workflow_id = workflow_id
         # The agent's `idle_ttl`, when the client knows the agent.
         self._idle_ttl = idle_ttl
+        # The agent's webhook URL, when the client knows the agent.
+        self._webhook_url = webhook_url
 
     def limits(self, services: Services) -> SessionLimits:
         """The new session's limits: the client's, with the agent's idle TTL (or the
@@ -141,6 +144,7 @@ class SessionCalls:
                     agent=self._agent,
                     limits=self.limits(services),
                     search_attributes=services.search_attributes,
+                    agent_webhook_url=self._webhook_url,
                 ),
                 id=self.workflow_id,
                 # The agent's own queue: only workers that serve the agent get it.

@@ -12,6 +12,7 @@ from temporalio.client import Client
 from sessionflow import bridge_exit
 from sessionflow.agents.definition import Agent
 from sessionflow.client.listing import SessionRow, list_sessions
+from sessionflow.client.schedules import Schedules
 from sessionflow.client.services import Services
 from sessionflow.client.session import Session
 from sessionflow.config import DEFAULT_IDLE_TTL_SECONDS, Settings
@@ -120,6 +121,11 @@ class SessionClient:
         )
         client._owns_temporal = True
         return client
+
+    @property
+    def schedules(self) -> Schedules:
+        """Every session's scheduled messages: `create`, `get`, `list`."""
+        return Schedules(self._services())
 
     def session(self, session_id: str, *, agent: str | Agent | None = None) -> Session:
         """A handle on a session; no network call until it is used.

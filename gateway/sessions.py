@@ -75,6 +75,7 @@ async def send_message(session: NamedSession, body: SendBody) -> SendResponse:
         interrupt_if_streaming=body.interrupt_if_streaming,
         context=body.context,
         sandbox_id=body.sandbox_id,
+        webhook_url=body.webhook_url,
     )
     return SendResponse(assistant_message_id=result.assistant_message_id)
 
@@ -165,6 +166,7 @@ async def update(session: ExistingSession, body: UpdateBody) -> dict[str, bool]:
         sandbox_id=body.sandbox_id,
         last_message_id=body.last_message_id,
         max_steps_per_turn=body.max_steps_per_turn,
+        webhook_url=body.webhook_url,
     )
     return {"updated": True}
 

@@ -42,6 +42,8 @@ class ActivityName(StrEnum):
     REWIND_TRANSCRIPT = "sessionflow.rewind_transcript"
     FORGET_STREAM = "sessionflow.forget_stream"
     ERASE_SESSION = "sessionflow.erase_session"
+    DELIVER_WEBHOOK = "sessionflow.deliver_webhook"
+    SCHEDULED_SEND = "sessionflow.scheduled_send"
 
 
 class SessionStatus(StrEnum):
@@ -146,6 +148,9 @@ class SendRequest(BaseModel):
     interrupt: bool = False
     # With `interrupt`: where to cut the interrupted answer (None: keep all of it).
     last_part: LastPart | None = None
+    # The session's webhook URL from this message on ("" turns the agent's off; None
+    # leaves it as it is; see `sessionflow.webhooks`).
+    webhook_url: str | None = None
 
 
 class ApprovalResponse(BaseModel):
@@ -163,6 +168,8 @@ class SessionUpdate(BaseModel):
     last_message_id: str | None = None
     # A new cap on model steps per turn, from the next turn on.
     max_steps_per_turn: int | None = Field(default=None, ge=1)
+    # The session's webhook URL ("" turns the agent's off; None leaves it as it is).
+    webhook_url: str | None = None
 
 
 class ExecRequest(BaseModel):
@@ -270,6 +277,71 @@ class RewindTranscriptParams(BaseModel):
     last_message_id: str
 
 
+class WebhookTargets(BaseModel):
+    """Where a session's events go: the agent's URL (as last learned) and the session's
+    own, which wins when set ("" for none)."""
+
+    agent_url: str | None = None
+    session_url: str | None = None
+
+    def url(self) -> str | None:
+        chosen = self.session_url if self.session_url is not None else self.agent_url
+        return chosen or None
+
+
+class WebhookEventType(StrEnum):
+    TURN_FINISHED = "turn.finished"
+    APPROVAL_REQUESTED = "approval.requested"
+    SESSION_ENDED = "session.ended"
+
+
+class WebhookEvent(BaseModel):
+    """One event for a session's webhook, fixed by the workflow: every retry of its
+    delivery sends the same body (`sessionflow.webhooks.event_body`)."""
+
+    id: str
+    type: WebhookEventType
+    # The session as its owner names it (without the tenant's prefix).
+    session_id: str
+    outcome: str | None = None
+    assistant_message_id: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    created_at: str
+
+
+class WebhookDelivery(BaseModel):
+    """Input of `WebhookDeliveryWorkflow` and of the delivery activity."""
+
+    url: str
+    event: WebhookEvent
+    # The full session id (`<tenant>:<id>`): which tenant's secret signs it.
+    session_id: str
+    agent: str
+
+
+class IfBusy(StrEnum):
+    """What a scheduled message does when its session is in a turn (see README)."""
+
+    ENQUEUE = "enqueue"
+    REJECT = "reject"
+    INTERRUPT = "interrupt"
+    ROLLBACK = "rollback"
+
+
+class ScheduledSend(BaseModel):
+    """Input of `ScheduledSendWorkflow` (a schedule's action) and of its activity."""
+
+    session_id: str
+    agent: str
+    schedule: str
+    message: str
+    if_busy: IfBusy = IfBusy.ENQUEUE
+
+
+class ScheduledSendResult(BaseModel):
+    assistant_message_id: str
+
+
 class SessionSnapshot(BaseModel):
     """Everything a session carries across continue-as-new."""
 
@@ -285,6 +357,8 @@ class SessionSnapshot(BaseModel):
     model_activity: ActivitySettings | None = None
     # How many runs came before this one (continue-as-new count).
     runs: int = 0
+    # Where the session's events go (`workflows.webhooks.Webhooks`).
+    webhooks: WebhookTargets | None = None
 
 
 class SessionEnd(StrEnum):
@@ -311,6 +385,9 @@ class SessionInput(BaseModel):
     search_attributes: bool = True
     # Set: this run erases the session (whose run has ended) and completes.
     erase: EraseOrder | None = None
+    # The agent's webhook URL, when the client starting the session knows the agent
+    # (the workers say it again with every model step).
+    agent_webhook_url: str | None = None
 
 
 class SessionInfo(BaseModel):
@@ -369,6 +446,8 @@ class ModelStepResult(BaseModel):
     tool_activity: list[ActivitySettings | None] = Field(default_factory=list)
     # The agent's settings for its model steps, used from the session's next step on.
     model_activity: ActivitySettings | None = None
+    # The agent's webhook URL (`agent(..., webhook_url=...)`), as the worker knows it.
+    webhook_url: str | None = None
 
 
 class RunToolParams(BaseModel):
