@@ -30,6 +30,7 @@ from typing import Any
 
 from sessionflow.contract import WebhookEvent, WebhookEventType
 from sessionflow.errors import WebhookSignatureInvalid
+from sessionflow.ids import webhook_event_id
 from sessionflow.messages import Usage
 
 EVENT_ID_HEADER = "Sessionflow-Event-Id"
@@ -40,11 +41,8 @@ DEFAULT_TOLERANCE_SECONDS = 300
 
 
 def event_id(workflow_id: str, event_type: WebhookEventType, key: str) -> str:
-    """The idempotency key of one event: the same for the same session, type and `key`
-    (a turn's message id, an approval request's first approval id, a session run's
-    first run id), so retries and replays never make a second one."""
-    digest = hashlib.sha256(f"{workflow_id}\n{event_type.value}\n{key}".encode()).hexdigest()
-    return f"evt_{digest[:32]}"
+    """The idempotency key of one event (`sessionflow.ids.webhook_event_id`)."""
+    return webhook_event_id(workflow_id, event_type.value, key)
 
 
 def usage_body(usage: Usage) -> dict[str, int]:

@@ -327,6 +327,10 @@ async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
         ("/v1/sessions/{session_id}/stream", "get"),
         ("/api/chat", "post"),
         ("/api/chat/{chat_id}/stream", "get"),
+        ("/v1/sessions/{session_id}/schedules", "post"),
+        ("/v1/sessions/{session_id}/schedules/{name}", "delete"),
+        ("/v1/sessions/{session_id}/schedules/{name}/pause", "post"),
+        ("/v1/schedules", "get"),
     ):
         assert method in paths[path], path
     assert "ErrorResponse" in spec["components"]["schemas"]
@@ -334,10 +338,10 @@ async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
     # Bodies use the AI SDK's camelCase, in requests and answers.
     schemas = spec["components"]["schemas"]
     for name, fields in {
-        "SendBody": {"message", "interruptIfStreaming", "context", "sandboxId"},
+        "SendBody": {"message", "interruptIfStreaming", "context", "sandboxId", "webhookUrl"},
         "SendResponse": {"assistantMessageId"},
         "ApprovalBody": {"approvalId", "approved", "reason"},
-        "UpdateBody": {"sandboxId", "lastMessageId", "maxStepsPerTurn"},
+        "UpdateBody": {"sandboxId", "lastMessageId", "maxStepsPerTurn", "webhookUrl"},
         "OutcomeResponse": {"messageId", "done", "status", "error", "errorType"},
         "TokenUsage": {
             "inputTokens", "outputTokens", "cacheReadTokens", "cacheWriteTokens", "totalTokens",

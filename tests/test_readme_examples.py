@@ -34,6 +34,8 @@ BLOCK = re.compile(r"(?:<!-- (example|walk):([\w-]+) -->\n)?( *)```python\n(.*?)
 RUN_ELSEWHERE = {
     "example:client": REPO / "tests" / "test_packaging.py",
     "walk:agents": REPO / "tests" / "test_newcomer.py",
+    "example:webhooks": REPO / "tests" / "test_webhooks.py",
+    "example:schedules": REPO / "tests" / "test_schedules.py",
 }
 RUN_HERE = {"example:agent", "example:script", "example:session", "example:mcp"}
 

@@ -14,6 +14,7 @@ from sessionflow.agents.definition import agent
 from sessionflow.cli.localstack import LocalStack
 from sessionflow.client.schedules import parse_every
 from sessionflow.client.session import Session
+from sessionflow.contract import TurnStatus
 from sessionflow.errors import InvalidInput, ScheduleNotFound
 from sessionflow.messages import Role
 from sessionflow.providers.scripted import Script, ScriptStep
@@ -210,3 +211,56 @@ async def test_the_cli_creates_lists_pauses_and_deletes_a_schedule(
     assert code == 1 and "has no schedule" in out, out
     code, out = await cli("create", unique_id, "--agent", "ticker", "-m", "x")
     assert code == 2 and "`every` or `cron`" in out, out
+
+
+slow_talker = agent(
+    "slowtalk",
+    model=Script(
+        name="slowtalk",
+        delay=0.05,
+        chunk_size=2,
+        turns=[[ScriptStep(text="Let me think about that slowly, " * 10 + "{last_user_text}")]],
+    ),
+)
+
+
+async def test_a_firing_with_if_busy_interrupt_stops_the_running_turn(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([slow_talker])
+    session = client.session(unique_id, agent=slow_talker)
+    running = await session.send("first")
+    await _until(lambda: session.is_streaming(), timeout=30)
+    handle = await session.schedule("second", every="1h", paused=True, if_busy="interrupt")
+    try:
+        await handle.trigger()
+        assert (await running.outcome).status is TurnStatus.INTERRUPTED
+        await _until(lambda: _has_at_least(session, 2))
+    finally:
+        await handle.delete()
+    assert (await _user_texts(session))[:2] == ["first", "second"]
+
+
+async def test_the_readme_schedules_block_runs_as_it_stands(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    """README.md's `<!-- example:schedules -->` block, against a real session."""
+    from tests.test_readme_examples import run_async
+
+    client = await start_worker([ticker])
+    session = client.session(unique_id, agent=ticker)
+    done = await run_async("example:schedules", {"session": session, "client": client})
+    try:
+        info = done["info"]
+        assert (info.message, info.every, info.paused) == (
+            "Summarise the new tickets",
+            timedelta(hours=1),
+            False,
+        )
+        with pytest.raises(ScheduleNotFound):
+            await session.get_schedule("morning").describe()
+        # `trigger` fired once: the message reaches the session.
+        await _until(lambda: _has_at_least(session, 1))
+        assert await _user_texts(session) == ["Summarise the new tickets"]
+    finally:
+        await done["handle"].delete()

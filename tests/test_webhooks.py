@@ -335,3 +335,18 @@ class _gateway:
     async def __aexit__(self, *exc: object) -> None:
         self._stop.set()
         await self._task
+
+
+def test_the_readme_webhooks_block_defines_an_agent_and_a_receiver_that_checks() -> None:
+    """README.md's `<!-- example:webhooks -->` block, run as it stands."""
+    from tests.test_readme_examples import run
+
+    defined = run("example:webhooks", {})
+    assert defined["assistant"].webhook_url == "https://api.example.com/hooks/sessionflow"
+    receive, secret = defined["receive"], defined["SECRET"]
+    body = b'{"id":"evt_1","type":"turn.finished","assistantMessageId":"msg_1"}'
+    headers = {"Sessionflow-Signature": signature_header(secret, body)}
+    assert receive(body, headers) == 200
+    assert receive(body, headers) == 200  # the same id again: deduplicated
+    assert defined["seen"] == {"evt_1"}
+    assert receive(body.replace(b"evt_1", b"evt_2"), headers) == 400

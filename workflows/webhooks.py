@@ -33,9 +33,8 @@ with workflow.unsafe.imports_passed_through():
         WebhookEventType,
         WebhookTargets,
     )
-    from sessionflow.ids import tenant_of
+    from sessionflow.ids import tenant_of, webhook_event_id
     from sessionflow.messages import Usage
-    from sessionflow.webhooks import event_id
     from sessionflow.workflows.webhook_delivery import WEBHOOK_WORKFLOW_NAME
 
 
@@ -96,7 +95,7 @@ class Webhooks:
         info = workflow.info()
         tenant = tenant_of(self._session_id)
         event = WebhookEvent(
-            id=event_id(info.workflow_id, kind, key),
+            id=webhook_event_id(info.workflow_id, kind.value, key),
             type=kind,
             session_id=self._session_id[len(tenant) + 1 :] if tenant else self._session_id,
             outcome=outcome,
