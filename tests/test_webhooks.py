@@ -18,7 +18,7 @@ import sessionflow
 from sessionflow.activities.webhooks import WebhookConfig, post_pinned
 from sessionflow.agents.builtin import bash_tool
 from sessionflow.agents.definition import Agent, agent
-from sessionflow.contract import TurnStatus, WebhookEventType
+from sessionflow.contract import SessionLimits, TurnStatus, WebhookEventType
 from sessionflow.errors import WebhookRefused, WebhookSignatureInvalid
 from sessionflow.ids import session_workflow_id
 from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
@@ -167,10 +167,16 @@ async def test_each_event_reaches_a_loopback_receiver_once_per_idempotency_key_s
 async def test_a_receiver_down_for_a_minute_still_gets_the_event_and_the_session_goes_on(
     start_worker: StartWorker, unique_id: str
 ) -> None:
+    """Deliveries outlive the runs that started them: every turn here continues the
+    session as new, and the session is closed, all while the receiver is down."""
     receiver = Receiver()  # its port is chosen, but nothing listens on it yet
-    client = await start_worker([hooked_agent(receiver.url)], webhooks=allow_loopback())
+    client = await start_worker(
+        [hooked_agent(None)],
+        webhooks=allow_loopback(),
+        limits=SessionLimits(continue_as_new_after_events=1),
+    )
     session = client.session(unique_id, agent="hooked")
-    # The session's own URL: no approval step, the agent's URL is not used.
+    # The session's own URL (its agent has none).
     first = await session.send("run it", webhook_url=receiver.url)
     approval_id = await _pending_approval(session)
     await session.approve({"approval_id": approval_id, "approved": False})
@@ -178,14 +184,22 @@ async def test_a_receiver_down_for_a_minute_still_gets_the_event_and_the_session
     # Not blocked by the receiver: the next turn runs and ends while it is down.
     second = await session.send("again")
     assert (await second.outcome).status is TurnStatus.FINISHED
+    assert (await session.info()).run_count >= 2  # continued as new (after each turn)
+    await session.close()
     assert receiver.requests == []
 
     await asyncio.sleep(60)
     await receiver.start()
     try:
-        delivered = await receiver.wait_for(3, timeout=30)
+        delivered = await receiver.wait_for(4, timeout=30)
     finally:
         await receiver.stop()
+    assert sorted(r.event["type"] for r in delivered) == [
+        "approval.requested",
+        "session.ended",
+        "turn.finished",
+        "turn.finished",
+    ]
     turns = {r.event["assistantMessageId"] for r in delivered if r.event["type"] == "turn.finished"}
     assert turns == {first.assistant_message_id, second.assistant_message_id}
     for received in delivered:

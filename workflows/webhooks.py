@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
         WebhookEventType,
         WebhookTargets,
     )
-    from sessionflow.ids import tenant_of, webhook_event_id
+    from sessionflow.ids import session_workflow_id, tenant_of, webhook_event_id
     from sessionflow.messages import Usage
     from sessionflow.workflows.webhook_delivery import WEBHOOK_WORKFLOW_NAME
 
@@ -49,6 +49,9 @@ class Webhooks:
     ) -> None:
         self._session_id = session_id
         self._agent = agent
+        # The session's workflow id, from its input rather than `workflow.info()`: the
+        # same, but a replay (which runs under another id) derives the same child ids.
+        self._workflow_id = session_workflow_id(agent, session_id)
         self.targets = targets or WebhookTargets(agent_url=agent_url)
         # Child starts scheduled and not yet acknowledged by the server.
         self._starting: set[asyncio.Task[None]] = set()
@@ -92,10 +95,9 @@ class Webhooks:
         url = self.targets.url()
         if url is None:
             return
-        info = workflow.info()
         tenant = tenant_of(self._session_id)
         event = WebhookEvent(
-            id=webhook_event_id(info.workflow_id, kind.value, key),
+            id=webhook_event_id(self._workflow_id, kind.value, key),
             type=kind,
             session_id=self._session_id[len(tenant) + 1 :] if tenant else self._session_id,
             outcome=outcome,
@@ -116,7 +118,7 @@ class Webhooks:
             await workflow.start_child_workflow(
                 WEBHOOK_WORKFLOW_NAME,
                 delivery,
-                id=f"webhook:{workflow.info().workflow_id}:{event.id}",
+                id=f"webhook:{self._workflow_id}:{event.id}",
                 task_queue=workflow.info().task_queue,
                 parent_close_policy=ParentClosePolicy.ABANDON,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
