@@ -82,7 +82,15 @@ async def test_a_schedule_fires_repeatedly_into_history_pauses_resumes_and_is_de
 
     await handle.pause()
     assert (await handle.describe()).paused
-    await asyncio.sleep(2)  # a firing already under way may still land
+    # A firing already under way still lands: wait for it, and for its answer.
+    raw = client.temporal.get_schedule_handle(handle.schedule_id)
+
+    async def settled() -> bool:
+        info = await session.info()
+        running = (await raw.describe()).info.running_actions
+        return not running and not info.busy and info.queued == 0
+
+    await _until(settled)
     paused_at = len(await _user_texts(session))
     await asyncio.sleep(3)
     assert len(await _user_texts(session)) == paused_at  # paused: nothing more
@@ -219,7 +227,7 @@ slow_talker = agent(
         name="slowtalk",
         delay=0.05,
         chunk_size=2,
-        turns=[[ScriptStep(text="Let me think about that slowly, " * 10 + "{last_user_text}")]],
+        turns=[[ScriptStep(text="Let me think about that slowly, " * 40 + "{last_user_text}")]],
     ),
 )
 
