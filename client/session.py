@@ -271,7 +271,9 @@ class Session:
         queued messages dropped, its sandbox killed, its Redis keys, payload store
         objects and every Temporal run deleted. Afterwards it is unknown
         (`SessionNotFound`), and a `send` starts a new, empty session under the same
-        id. `SessionNotFound` if there is no such session."""
+        id. Its schedules are deleted first, so none starts it again.
+        `SessionNotFound` if there is no such session."""
+        await Schedules(self._ref).delete_all(self.id, agent=self.agent)
         await delete_session(self._calls, await self._ref.get(), self.id)
 
     def stream(

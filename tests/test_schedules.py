@@ -272,3 +272,25 @@ async def test_the_readme_schedules_block_runs_as_it_stands(
         assert await _user_texts(session) == ["Summarise the new tickets"]
     finally:
         await done["handle"].delete()
+
+
+async def test_deleting_a_session_deletes_its_schedules(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([ticker])
+    session = client.session(unique_id, agent=ticker)
+    await (await session.send("hello")).done
+    handle = await session.schedule("tick", every="1h", name="hourly")
+    other = await client.schedules.create(f"{unique_id}-other", "tick", agent="ticker", every="1h")
+    try:
+
+        async def listed() -> bool:
+            return bool(await session.schedules())
+
+        await _until(listed)  # the delete finds schedules as Temporal lists them
+        await session.delete()
+        with pytest.raises(ScheduleNotFound):
+            await handle.describe()
+        assert (await other.describe()).session_id == f"{unique_id}-other"  # not its own
+    finally:
+        await other.delete()
