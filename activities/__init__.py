@@ -6,8 +6,10 @@ from sessionflow.activities.erase import EraseActivities
 from sessionflow.activities.model_step import ModelStepActivities
 from sessionflow.activities.publish import PublishActivities
 from sessionflow.activities.sandbox import SandboxActivities
+from sessionflow.activities.scheduled_send import ScheduledSendActivities
 from sessionflow.activities.tools import ToolActivities
 from sessionflow.activities.transcript import TranscriptActivities
+from sessionflow.activities.webhooks import WebhookActivities, WebhookConfig
 
 __all__ = [
     "CompactActivities",
@@ -16,6 +18,9 @@ __all__ = [
     "ModelStepActivities",
     "PublishActivities",
     "SandboxActivities",
+    "ScheduledSendActivities",
     "ToolActivities",
     "TranscriptActivities",
+    "WebhookActivities",
+    "WebhookConfig",
 ]

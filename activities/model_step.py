@@ -179,6 +179,7 @@ async def _settle(
     result.refused = [refused for _, refused in decided]
     result.tool_activity = [agent.activity_for(agent.tool(c.tool_name)) for c in result.tool_calls]
     result.model_activity = agent.model_activity
+    result.webhook_url = agent.webhook_url
 
 
 async def _decide(agent: Agent, call: ToolCall, offered: list[str]) -> tuple[bool, str | None]:

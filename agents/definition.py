@@ -18,10 +18,12 @@ from sessionflow.agents.tools import NeedsApproval, Tool
 from sessionflow.budgets import Budget
 from sessionflow.compaction import Compaction
 from sessionflow.contract import ActivitySettings
+from sessionflow.errors import InvalidInput
 from sessionflow.ids import validate_agent_name
 from sessionflow.prices import Price, PriceMap, prices_from
 from sessionflow.providers.scripted import Script
 from sessionflow.validation import describe
+from sessionflow.webhooks import check_webhook_url
 
 ModelOption = str | Script
 # `agent(idle_ttl=...)` left out: the deployment's default (SESSIONFLOW_IDLE_TTL).
@@ -67,6 +69,8 @@ class Agent:
     # window `sessionflow.providers.windows` knows for the model, if any).
     compaction: Compaction | None = field(default_factory=Compaction)
     context_window: int | None = None
+    # Where this agent's sessions' events are POSTed (`sessionflow.webhooks`).
+    webhook_url: str | None = None
 
     def session(self, session_id: str) -> Any:
         """A handle on this agent's session `session_id` (a `sessionflow.client.Session`),
@@ -157,6 +161,7 @@ def agent(
     max_output_tokens: int | None = None,
     compaction: Compaction | bool = True,
     context_window: int | None = None,
+    webhook_url: str | None = None,
 ) -> Agent:
     """Define an agent.
 
@@ -210,6 +215,10 @@ def agent(
         context_window: the model's window in tokens, for models the built-in table
             (`sessionflow.providers.windows`) does not know or to use less of it. With
             no window known, sessions never compact.
+        webhook_url: an http(s) URL that gets a signed POST when one of this agent's
+            sessions finishes a turn, waits for an approval, or ends (see README,
+            Webhooks); a session may have its own (`send(..., webhook_url=...)`,
+            `update(webhook_url=...)`).
     """
     validate_agent_name(name)
     if isinstance(model, str) and "/" not in model:
@@ -246,6 +255,7 @@ def agent(
         max_output_tokens=_max_output_tokens(name, max_output_tokens),
         compaction=_compaction(name, compaction),
         context_window=_window(name, context_window),
+        webhook_url=None if webhook_url is None else _webhook_url(name, webhook_url),
     )
 
 
@@ -281,6 +291,13 @@ def _window(name: str, value: int | None) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"agent {name!r}: context_window must be a number of tokens")
     return value
+
+
+def _webhook_url(name: str, url: str) -> str:
+    try:
+        return check_webhook_url(url)
+    except InvalidInput as err:
+        raise ValueError(f"agent {name!r}: {err}") from None
 
 
 def _idle_ttl(name: str, value: timedelta | float | Literal["default"] | None) -> IdleTTL:

@@ -680,5 +680,14 @@ def history(session_id: str, agent: str, tenant: str | None, as_json: bool) -> N
     _run(go())
 
 
+def _register_schedules() -> None:
+    from sessionflow.cli.schedules import schedule_group
+
+    main.add_command(schedule_group(_run, _tenant), "schedule")
+
+
+_register_schedules()
+
+
 if __name__ == "__main__":
     main()

@@ -87,6 +87,7 @@ class SessionCalls:
         agent: str,
         workflow_id: str,
         idle_ttl: IdleTTL = "default",
+        webhook_url: str | None = None,
     ):
         self._ref = services
         self._session_id = session_id
@@ -94,6 +95,8 @@ class SessionCalls:
         self.workflow_id = workflow_id
         # The agent's `idle_ttl`, when the client knows the agent.
         self._idle_ttl = idle_ttl
+        # The agent's webhook URL, when the client knows the agent.
+        self._webhook_url = webhook_url
 
     def limits(self, services: Services) -> SessionLimits:
         """The new session's limits: the client's, with the agent's idle TTL (or the
@@ -175,6 +178,7 @@ class SessionCalls:
             limits=self.limits(services),
             search_attributes=services.search_attributes,
             snapshot=snapshot,
+            agent_webhook_url=self._webhook_url,
         )
 
     async def start_fork(self, snapshot: SessionSnapshot, *, summary: str) -> None:

@@ -13,6 +13,7 @@ from temporalio.client import Client
 from sessionflow import bridge_exit
 from sessionflow.agents.definition import Agent
 from sessionflow.client.listing import SessionRow, list_sessions
+from sessionflow.client.schedules import Schedules
 from sessionflow.client.services import Services
 from sessionflow.client.session import Session
 from sessionflow.config import DEFAULT_IDLE_TTL_SECONDS, Settings
@@ -121,6 +122,11 @@ class SessionClient:
         )
         client._owns_temporal = True
         return client
+
+    @property
+    def schedules(self) -> Schedules:
+        """Every session's scheduled messages: `create`, `get`, `list`."""
+        return Schedules(self._services())
 
     def agent(self, agent: str | Agent | None = None) -> ClientAgent:
         """An agent on this client, by name or the `Agent` itself (which also teaches

@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Generator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,6 +31,7 @@ from sessionflow.client.inputs import (
 )
 from sessionflow.client.interrupts import parse_interrupt
 from sessionflow.client.sandbox import SessionSandbox
+from sessionflow.client.schedules import ScheduleHandle, ScheduleInfo, Schedules
 from sessionflow.client.services import Services, ServicesRef
 from sessionflow.client.shared_waits import shared
 from sessionflow.contract import (
@@ -50,6 +52,7 @@ from sessionflow.ids import session_workflow_id, validate_session_id
 from sessionflow.messages import Message
 from sessionflow.streams.reader import StreamEvent, is_entry_id
 from sessionflow.validation import describe
+from sessionflow.webhooks import check_webhook_url
 from sessionflow.workflows.session import SessionWorkflow
 
 # How long `await result.outcome` keeps asking a Temporal server that does not answer.
@@ -177,6 +180,7 @@ class Session:
             agent=self.agent,
             workflow_id=self.workflow_id,
             idle_ttl=self._agent.idle_ttl if self._agent is not None else "default",
+            webhook_url=self._agent.webhook_url if self._agent is not None else None,
         )
         self.sandbox = SessionSandbox(self._calls)
 
@@ -189,6 +193,7 @@ class Session:
         sandbox_id: str | None = None,
         budget: Budget | Mapping[str, Any] | None = None,
         if_busy: IfBusy | str | None = None,
+        webhook_url: str | None = None,
     ) -> SendResult:
         """Send a user message or an approval; the first send starts the session.
 
@@ -204,7 +209,9 @@ class Session:
         agent) and kept in Redis, never in Temporal. `budget` (a `Budget` or a dict of
         `input_tokens`, `output_tokens`, `cost`) limits this turn's model use; it can
         only tighten the agent's `turn_budget`. A turn that reaches it ends with outcome
-        `budget_exceeded`. An approval returns the result of the turn it belongs to.
+        `budget_exceeded`. `webhook_url` gives the session a webhook URL of its own from
+        this message on, instead of its agent's ("" for none). An approval returns the
+        result of the turn it belongs to.
         """
         parsed = parse_send_input(input)
         if isinstance(parsed, ApprovalResponse):
@@ -214,6 +221,8 @@ class Session:
         interrupt = interrupt or strategy is IfBusy.INTERRUPT
         validate_send_options(interrupt, sandbox_id)
         turn_budget = parse_budget(budget)
+        if webhook_url is not None:
+            check_webhook_url(webhook_url, allow_empty=True)
         schema = self._agent.context_schema if self._agent else None
         data = validate_context(schema, context)
         services = await self._ref.get()
@@ -227,6 +236,7 @@ class Session:
             last_part=last_part,
             budget=turn_budget,
             if_busy=strategy,
+            webhook_url=webhook_url,
         )
         title = " ".join(parsed.text().split())[:80] or "(no text)"
         # Before the signal: a reader without a cursor follows this answer from now on,
@@ -282,7 +292,9 @@ class Session:
         queued messages dropped, its sandbox killed, its Redis keys, payload store
         objects and every Temporal run deleted. Afterwards it is unknown
         (`SessionNotFound`), and a `send` starts a new, empty session under the same
-        id. `SessionNotFound` if there is no such session."""
+        id. Its schedules are deleted first, so none starts it again.
+        `SessionNotFound` if there is no such session."""
+        await Schedules(self._ref).delete_all(self.id, agent=self.agent)
         await delete_session(self._calls, await self._ref.get(), self.id)
 
     def stream(
@@ -356,16 +368,23 @@ class Session:
         sandbox_id: str | None = None,
         last_message_id: str | None = None,
         max_steps_per_turn: int | None = None,
+        webhook_url: str | None = None,
     ) -> None:
         """Point the session at an existing sandbox, rewind its history so that
         `last_message_id` is the last message kept, and/or set the most model steps a
         turn may take from the next turn on (at least 1). Only while idle: a message
-        sent meanwhile is answered after the change."""
+        sent meanwhile is answered after the change.
+
+        `webhook_url` sets the URL this session's events go to instead of its agent's
+        ("" for none); changed alone, it takes effect at once, busy or not."""
+        if webhook_url is not None:
+            check_webhook_url(webhook_url, allow_empty=True)
         try:
             change = SessionUpdate(
                 sandbox_id=sandbox_id,
                 last_message_id=last_message_id,
                 max_steps_per_turn=max_steps_per_turn,
+                webhook_url=webhook_url,
             )
         except ValidationError as err:
             raise errors.InvalidInput(f"update: {describe(err, SessionUpdate)}") from None
@@ -397,6 +416,41 @@ class Session:
         snapshot: SessionSnapshot = await self._calls.update(SessionWorkflow.fork, request)
         await fork._calls.start_fork(snapshot, summary=f"{self.agent}: fork of {self.id}")
         return fork
+
+    # -- schedules --------------------------------------------------------------------
+
+    async def schedule(
+        self,
+        message: str,
+        *,
+        every: timedelta | float | str | None = None,
+        cron: str | None = None,
+        name: str | None = None,
+        if_busy: IfBusy | str = IfBusy.ENQUEUE,
+        paused: bool = False,
+    ) -> ScheduleHandle:
+        """Send `message` to this session every `every` (`"15m"`, `"1h"`, seconds or
+        a `timedelta`) or on a `cron` expression (UTC), with a Temporal Schedule;
+        returns its handle (`pause`, `resume`, `trigger`, `delete`, `describe`). See
+        `Schedules.create`."""
+        return await Schedules(self._ref).create(
+            self.id,
+            message,
+            agent=self.agent,
+            every=every,
+            cron=cron,
+            name=name,
+            if_busy=if_busy,
+            paused=paused,
+        )
+
+    def get_schedule(self, name: str) -> ScheduleHandle:
+        """This session's schedule `name` (no network call)."""
+        return Schedules(self._ref).get(self.id, name, agent=self.agent)
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """This session's schedules (Temporal's listing lags a change by a moment)."""
+        return await Schedules(self._ref).list(session_id=self.id, agent=self.agent)
 
     async def usage(self) -> UsageReport:
         """Tokens and cost (US dollars; None where a model has no price) per step and

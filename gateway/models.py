@@ -72,6 +72,11 @@ class SendBody(_Body):
         "'interrupt' (as interruptIfStreaming: true) or 'rollback' (the running turn is "
         "stopped and taken out of history, then this message runs).",
     )
+    webhook_url: str | None = Field(
+        default=None,
+        description="The session's webhook URL from this message on, instead of its "
+        "agent's ('' for none).",
+    )
 
 
 class SendResponse(_Model):
@@ -101,6 +106,11 @@ class UpdateBody(_Body):
     sandbox_id: str | None = None
     last_message_id: str | None = None
     max_steps_per_turn: int | None = Field(default=None, ge=1)
+    webhook_url: str | None = Field(
+        default=None,
+        description="The session's webhook URL instead of its agent's ('' for none); "
+        "changed alone, it applies at once, even while a turn runs.",
+    )
 
 
 class ForkBody(_Body):
@@ -205,3 +215,38 @@ class ChatRequest(_Model):
     messages: list[dict[str, Any]] = Field(min_length=1)
     trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
     message_id: str | None = None
+
+
+class ScheduleBody(_Body):
+    message: str = Field(description="The text sent to the session each time.")
+    every: float | str | None = Field(
+        default=None, description="An interval: seconds, or text like '90s', '15m', '1h', '1d'."
+    )
+    cron: str | None = Field(default=None, description="A cron expression (UTC); or `every`.")
+    name: str | None = Field(
+        default=None, description="The schedule's name in the session (default: a new one)."
+    )
+    if_busy: Literal["enqueue", "reject", "interrupt", "rollback"] = Field(
+        default="enqueue",
+        description="What a firing does while a turn runs: enqueue (answered after it) or "
+        "interrupt (stops it first); reject and rollback queue like enqueue for now.",
+    )
+    paused: bool = False
+
+
+class ScheduleResponse(_Model):
+    name: str
+    session_id: str
+    agent: str
+    message: str
+    every: float | None
+    cron: str | None
+    if_busy: str
+    paused: bool
+    note: str | None
+    next_runs: list[str]
+    last_run: str | None
+
+
+class SchedulesResponse(_Model):
+    schedules: list[ScheduleResponse]

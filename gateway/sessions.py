@@ -80,6 +80,7 @@ async def send_message(session: NamedSession, body: SendBody) -> SendResponse:
         sandbox_id=body.sandbox_id,
         budget=body.budget.model_dump(by_alias=False) if body.budget else None,
         if_busy=body.if_busy,
+        webhook_url=body.webhook_url,
     )
     return SendResponse(assistant_message_id=result.assistant_message_id)
 
@@ -170,6 +171,7 @@ async def update(session: ExistingSession, body: UpdateBody) -> dict[str, bool]:
         sandbox_id=body.sandbox_id,
         last_message_id=body.last_message_id,
         max_steps_per_turn=body.max_steps_per_turn,
+        webhook_url=body.webhook_url,
     )
     return {"updated": True}
 

@@ -51,6 +51,8 @@ _EXPORTS = {
     "ConnectionFailed": "sessionflow.errors",
     "StreamUnavailable": "sessionflow.errors",
     "TemporalUnavailable": "sessionflow.errors",
+    "WebhookSignatureInvalid": "sessionflow.errors",
+    "verify_webhook": "sessionflow.webhooks",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -104,8 +106,10 @@ if TYPE_CHECKING:
         SessionNotFound,
         StreamUnavailable,
         TemporalUnavailable,
+        WebhookSignatureInvalid,
     )
     from sessionflow.messages import Message, Usage
     from sessionflow.prices import Price
     from sessionflow.providers import Script, ScriptedToolCall, ScriptStep
     from sessionflow.streams.reader import StreamEvent, StreamReader
+    from sessionflow.webhooks import verify_webhook

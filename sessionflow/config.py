@@ -80,6 +80,7 @@ from sessionflow._setting_values import (
     parse_tenant,
     parse_whole,
 )
+from sessionflow.ids import TENANT as TENANT_NAME
 from sessionflow.prices import Price, parse_prices, prices_from
 
 __all__ = [
@@ -206,6 +207,22 @@ def _payload_store(raw: str | None, name: str) -> str | None:
 
 def _api_keys(raw: str | Mapping[str, str], name: str) -> dict[str, str]:
     return parse_api_keys(raw, name) if isinstance(raw, str) else dict(raw)
+
+
+def _webhook_secrets(raw: str | Mapping[str, str], name: str) -> dict[str, str]:
+    """`tenant:secret,tenant:secret` -> {tenant: secret}; never repeats a secret."""
+    if not isinstance(raw, str):
+        return dict(raw)
+    secrets: dict[str, str] = {}
+    for entry in filter(None, (e.strip() for e in raw.split(","))):
+        tenant, sep, secret = entry.partition(":")
+        if not sep or len(secret) < 8 or not TENANT_NAME.match(tenant):
+            raise ConfigError(
+                f"{name} entries must look like '<tenant>:<secret of 8+ characters>' "
+                "with a tenant of letters, digits, '_' or '-'"
+            )
+        secrets[tenant] = secret
+    return secrets
 
 
 def _names(raw: str | tuple[str, ...] | list[str], name: str) -> tuple[str, ...]:
@@ -504,6 +521,43 @@ class Settings(BaseSettings):
         description="the gateway's agent when a request names none; `sessionflow "
         "gateway`/`dev` refuse to start when it is not among the agents they serve",
         json_schema_extra=_shown("`demo` (else the first agent served)"),
+    )
+    # -- webhooks ------------------------------------------------------------------------
+    webhook_secret: Annotated[str | None, _Parse(_optional_stripped)] = Field(
+        None,
+        repr=False,
+        description="the secret webhooks are signed with (HMAC-SHA256, header "
+        "`Sessionflow-Signature`) for sessions without a tenant and for tenants "
+        "`SESSIONFLOW_WEBHOOK_SECRETS` gives none; without one such webhooks are not sent "
+        "(the delivery fails, saying so); never logged",
+        json_schema_extra=_shown("(none)"),
+    )
+    webhook_secrets: Annotated[dict[str, str], _Parse(_webhook_secrets)] = Field(
+        default_factory=dict,
+        repr=False,
+        description="a webhook secret per tenant: `tenant:secret,tenant:secret` (secrets of "
+        "8+ characters; a tenant's sessions are `<tenant>:<id>`, as the gateway names "
+        "them); never logged",
+        json_schema_extra=_shown("(none)"),
+    )
+    webhook_allow_private: Annotated[bool, _Parse(_switch)] = Field(
+        False,
+        description="`on`: webhooks may go to private, loopback and link-local addresses "
+        "(off: a URL whose host resolves to any such address, or a redirect to one, is "
+        "refused, against server-side request forgery)",
+        json_schema_extra=_shown("`off`"),
+    )
+    webhook_timeout: Annotated[float, _positive(float)] = Field(
+        10.0, description="seconds one webhook attempt may take (connect, send, answer)"
+    )
+    webhook_max_retry_interval: Annotated[float, _positive(float)] = Field(
+        300.0,
+        description="the longest pause between webhook attempts (s); pauses double from 1 s",
+    )
+    webhook_retry_for: Annotated[int, _whole()] = Field(
+        3 * 24 * 3600,
+        description="seconds after its event a webhook is still retried; then it is dropped "
+        "(the delivery workflow fails, saying so)",
     )
     gateway_host: Annotated[str, _Parse(_stripped)] = Field(
         "127.0.0.1", description="address the gateway listens on"

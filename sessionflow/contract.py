@@ -49,6 +49,8 @@ class ActivityName(StrEnum):
     ERASE_SESSION = "sessionflow.erase_session"
     ANNOUNCE_INTERRUPT = "sessionflow.announce_interrupt"
     COMPACT = "sessionflow.compact"
+    DELIVER_WEBHOOK = "sessionflow.deliver_webhook"
+    SCHEDULED_SEND = "sessionflow.scheduled_send"
 
 
 class SessionStatus(StrEnum):
@@ -177,6 +179,9 @@ class SendRequest(BaseModel):
     # What to do if a turn runs when the message arrives (`interrupt` above is the
     # reference API's spelling of `IfBusy.INTERRUPT`); decided by the session.
     if_busy: IfBusy = IfBusy.ENQUEUE
+    # The session's webhook URL from this message on ("" turns the agent's off; None
+    # leaves it as it is; see `sessionflow.webhooks`).
+    webhook_url: str | None = None
 
 
 class ApprovalResponse(BaseModel):
@@ -194,6 +199,8 @@ class SessionUpdate(BaseModel):
     last_message_id: str | None = None
     # A new cap on model steps per turn, from the next turn on.
     max_steps_per_turn: int | None = Field(default=None, ge=1)
+    # The session's webhook URL ("" turns the agent's off; None leaves it as it is).
+    webhook_url: str | None = None
 
 
 class ExecRequest(BaseModel):
@@ -350,6 +357,63 @@ class RewindTranscriptParams(BaseModel):
     last_message_id: str
 
 
+class WebhookTargets(BaseModel):
+    """Where a session's events go: the agent's URL (as last learned) and the session's
+    own, which wins when set ("" for none)."""
+
+    agent_url: str | None = None
+    session_url: str | None = None
+
+    def url(self) -> str | None:
+        chosen = self.session_url if self.session_url is not None else self.agent_url
+        return chosen or None
+
+
+class WebhookEventType(StrEnum):
+    TURN_FINISHED = "turn.finished"
+    APPROVAL_REQUESTED = "approval.requested"
+    SESSION_ENDED = "session.ended"
+
+
+class WebhookEvent(BaseModel):
+    """One event for a session's webhook, fixed by the workflow: every retry of its
+    delivery sends the same body (`sessionflow.webhooks.event_body`)."""
+
+    id: str
+    type: WebhookEventType
+    # The session as its owner names it (without the tenant's prefix).
+    session_id: str
+    outcome: str | None = None
+    assistant_message_id: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    created_at: str
+
+
+class WebhookDelivery(BaseModel):
+    """Input of `WebhookDeliveryWorkflow` and of the delivery activity."""
+
+    url: str
+    event: WebhookEvent
+    # The full session id (`<tenant>:<id>`): which tenant's secret signs it.
+    session_id: str
+    agent: str
+
+
+class ScheduledSend(BaseModel):
+    """Input of `ScheduledSendWorkflow` (a schedule's action) and of its activity."""
+
+    session_id: str
+    agent: str
+    schedule: str
+    message: str
+    if_busy: IfBusy = IfBusy.ENQUEUE
+
+
+class ScheduledSendResult(BaseModel):
+    # None: not sent, the session was in a turn and the schedule's if_busy is reject.
+    assistant_message_id: str | None
+
+
 class SessionSnapshot(BaseModel):
     """Everything a session carries across continue-as-new."""
 
@@ -369,6 +433,8 @@ class SessionSnapshot(BaseModel):
     compactions: list[CompactionRecord] = Field(default_factory=list)
     # The agent state as of recent messages (`workflows.forks`): a fork takes it.
     states: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+    # Where the session's events go (`workflows.webhooks.Webhooks`).
+    webhooks: WebhookTargets | None = None
 
 
 class SessionEnd(StrEnum):
@@ -395,6 +461,9 @@ class SessionInput(BaseModel):
     search_attributes: bool = True
     # Set: this run erases the session (whose run has ended) and completes.
     erase: EraseOrder | None = None
+    # The agent's webhook URL, when the client starting the session knows the agent
+    # (the workers say it again with every model step).
+    agent_webhook_url: str | None = None
 
 
 class SessionInfo(BaseModel):
@@ -482,6 +551,8 @@ class ModelStepResult(BaseModel):
     # Set instead of an answer: the request would pass the agent's compaction threshold,
     # and this is the compaction to make first (the model was not called).
     compact: CompactionRecord | None = None
+    # The agent's webhook URL (`agent(..., webhook_url=...)`), as the worker knows it.
+    webhook_url: str | None = None
 
 
 class RunToolParams(BaseModel):

@@ -9,7 +9,8 @@
     │   ├── JsonTooDeep         JSON nested deeper than sessions accept (json_limits)
     │   ├── ApprovalNotPending  an approval for an unknown or already-answered request
     │   ├── MessageNotFound     a message id the session does not have
-    │   └── CursorOutOfRange    a stream cursor past the stream's newest chunk
+    │   ├── CursorOutOfRange    a stream cursor past the stream's newest chunk
+    │   └── WebhookSignatureInvalid  a webhook's signature does not verify (or is too old)
     ├── SessionBusy             the operation needs an idle session
     │   └── TurnRunning         a send with if_busy="reject" came while a turn ran
     ├── SessionEnded            the session's latest run has ended: writes are refused (409)
@@ -20,6 +21,8 @@
     │   └── GatewayBusy         the gateway holds as many long requests as it may (503)
     ├── SessionNotFound         no session with that id (for that agent)
     ├── SessionExists           a fork's new id names a session that runs
+    ├── ScheduleNotFound        no schedule with that name (for that session)
+    ├── WebhookRefused          a webhook URL the worker will not call (not retried)
     ├── AgentNotRegistered      no worker serves the agent
     ├── AgentOptionFailed       a resolvable option (system, model, active_tools) raised
     ├── PayloadTooLarge         a step's result too large to record, even capped
@@ -115,6 +118,14 @@ class CursorOutOfRange(InvalidInput):
     code = "cursor_out_of_range"
 
 
+class WebhookSignatureInvalid(InvalidInput):
+    """A webhook request whose `Sessionflow-Signature` does not match its body and
+    secret, is malformed, or was signed longer ago than the tolerance allows."""
+
+    http_status = 400
+    code = "webhook_signature_invalid"
+
+
 class SessionStuck(SessionflowError):
     """Temporal keeps failing the session's workflow task (a bug or a payload it cannot
     record): workers are there, retrying will not help until the cause is fixed."""
@@ -208,6 +219,19 @@ class GatewayBusy(TooManyWaiting):
 class SessionNotFound(SessionflowError):
     http_status = 404
     code = "session_not_found"
+
+
+class ScheduleNotFound(SessionflowError):
+    http_status = 404
+    code = "schedule_not_found"
+
+
+class WebhookRefused(SessionflowError):
+    """A webhook URL the worker will not call: not http(s), or one that resolves to a
+    private, loopback or link-local address (unless SESSIONFLOW_WEBHOOK_ALLOW_PRIVATE),
+    or no secret to sign with. Its delivery is not retried."""
+
+    code = "webhook_refused"
 
 
 class AgentNotRegistered(SessionflowError):

@@ -333,6 +333,10 @@ async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
         ("/v1/sessions/{session_id}/stream", "get"),
         ("/api/chat", "post"),
         ("/api/chat/{chat_id}/stream", "get"),
+        ("/v1/sessions/{session_id}/schedules", "post"),
+        ("/v1/sessions/{session_id}/schedules/{name}", "delete"),
+        ("/v1/sessions/{session_id}/schedules/{name}/pause", "post"),
+        ("/v1/schedules", "get"),
     ):
         assert method in paths[path], path
     assert "ErrorResponse" in spec["components"]["schemas"]
@@ -340,13 +344,15 @@ async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
     # Bodies use the AI SDK's camelCase, in requests and answers.
     schemas = spec["components"]["schemas"]
     for name, fields in {
-        "SendBody": {"message", "interruptIfStreaming", "ifBusy", "context", "sandboxId", "budget"},
+        "SendBody": {
+            "message", "interruptIfStreaming", "ifBusy", "context", "sandboxId", "budget", "webhookUrl",
+        },
         "BudgetBody": {"inputTokens", "outputTokens", "cost"},
         "ForkBody": {"newId", "atMessageId"},
         "ForkResponse": {"sessionId"},
         "SendResponse": {"assistantMessageId"},
         "ApprovalBody": {"approvalId", "approved", "reason"},
-        "UpdateBody": {"sandboxId", "lastMessageId", "maxStepsPerTurn"},
+        "UpdateBody": {"sandboxId", "lastMessageId", "maxStepsPerTurn", "webhookUrl"},
         "OutcomeResponse": {"messageId", "done", "status", "error", "errorType"},
         "TokenUsage": {
             "inputTokens", "outputTokens", "cacheReadTokens", "cacheWriteTokens", "totalTokens",

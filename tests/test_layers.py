@@ -49,6 +49,7 @@ GROUND = (
     "bridge_exit",
     "prices",
     "budgets",
+    "webhooks",
 )
 # `sessionflow` itself (the lazy public face) and `python -m sessionflow`.
 PUBLIC = ("sessionflow", "sessionflow.__main__")

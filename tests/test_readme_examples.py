@@ -35,6 +35,8 @@ RUN_ELSEWHERE = {
     "example:client": REPO / "tests" / "test_packaging.py",
     "walk:agents": REPO / "tests" / "test_newcomer.py",
     "example:compaction": REPO / "tests" / "test_context_window.py",
+    "example:webhooks": REPO / "tests" / "test_webhooks.py",
+    "example:schedules": REPO / "tests" / "test_schedules.py",
 }
 RUN_HERE = {"example:agent", "example:script", "example:session", "example:mcp"}
 

@@ -40,6 +40,7 @@ ALLOWED = {
     "sessionflow.contract",
     "sessionflow.errors",
     "sessionflow.fragments",
+    "sessionflow.ids",  # id rules and derivations: `re` and `hashlib`, no I/O
     "sessionflow.messages",
     "sessionflow.workflows",
 }

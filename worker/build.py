@@ -42,8 +42,11 @@ from sessionflow.activities import (
     ModelStepActivities,
     PublishActivities,
     SandboxActivities,
+    ScheduledSendActivities,
     ToolActivities,
     TranscriptActivities,
+    WebhookActivities,
+    WebhookConfig,
     metrics,
 )
 from sessionflow.activities.heartbeat import NOTICED_INTERVAL
@@ -52,6 +55,7 @@ from sessionflow.agents.definition import Agent
 from sessionflow.agents.registry import AgentRegistry
 from sessionflow.config import Settings, WorkerRole, agent_task_queue
 from sessionflow.connections import task_queue_pollers
+from sessionflow.logs import remember_secret
 from sessionflow.prices import Price, PriceTable
 from sessionflow.providers.base import ModelProvider
 from sessionflow.providers.registry import ModelRegistry, with_registered_providers
@@ -63,9 +67,12 @@ from sessionflow.streams.budget import StreamBudget
 from sessionflow.streams.context import ContextStore
 from sessionflow.streams.interrupts import InterruptWatch
 from sessionflow.streams.publisher import Retention, StreamPublisher
+from sessionflow.streams.reader import StreamReader
 from sessionflow.worker.interceptors import BoundLogs
 from sessionflow.worker.versions import claim_current, deployment_version, unversioned_pollers
+from sessionflow.workflows.scheduled_send import ScheduledSendWorkflow
 from sessionflow.workflows.session import SessionWorkflow
+from sessionflow.workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 # Activities share the process with the workflow sandbox, and these libraries import
 # submodules lazily on first use; letting them pass through keeps such an import,
@@ -125,6 +132,12 @@ class WorkerOptions:
     # Bytes of tool progress a call, and a turn, may stream (sessionflow.streams.budget).
     stream_budget: StreamBudget = field(default_factory=StreamBudget)
     context_ttl_seconds: int = _DEFAULT.context_ttl_seconds
+    # Signing, address checks and retries of webhooks (`activities.webhooks`).
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
+    # Sessions a schedule starts: the idle TTL of agents that set none, and whether
+    # they upsert the Session* search attributes.
+    idle_ttl_seconds: int | None = _DEFAULT.idle_ttl_seconds
+    search_attributes: bool = True
     # The limits below hold for each task queue polled (one per agent).
     max_concurrent_activities: int = _DEFAULT.max_concurrent_activities
     max_concurrent_workflow_tasks: int = _DEFAULT.max_concurrent_workflow_tasks
@@ -153,6 +166,7 @@ class WorkerOptions:
     ) -> WorkerOptions:
         """The options `settings` give, with the providers and sandbox backend built
         from them (`providers_from_settings`, `backend_from_settings`)."""
+        remember_secret(settings.webhook_secret, *settings.webhook_secrets.values())
         return cls(
             task_queue=settings.task_queue,
             deployment=settings.deployment,
@@ -172,6 +186,15 @@ class WorkerOptions:
                 per_turn_bytes=settings.stream_turn_budget,
             ),
             context_ttl_seconds=settings.context_ttl_seconds,
+            webhooks=WebhookConfig(
+                secret=settings.webhook_secret,
+                tenant_secrets=settings.webhook_secrets,
+                allow_private=settings.webhook_allow_private,
+                timeout_seconds=settings.webhook_timeout,
+                max_retry_interval_seconds=settings.webhook_max_retry_interval,
+                retry_for_seconds=settings.webhook_retry_for,
+            ),
+            idle_ttl_seconds=settings.idle_ttl_seconds,
             providers=providers,
             sandboxes=sandboxes,
             prices=settings.prices,
@@ -380,6 +403,15 @@ def build_worker(
     committing = TranscriptActivities(transcripts)
     erasing = EraseActivities(publisher, transcripts)
     notices = InterruptNotices(redis, prefix=publisher.prefix)
+    webhooks = WebhookActivities(options.webhooks)
+    scheduled = ScheduledSendActivities(
+        client,
+        StreamReader(redis, prefix=publisher.prefix),
+        registry,
+        options.task_queue,
+        default_idle_ttl=options.idle_ttl_seconds,
+        search_attributes=options.search_attributes,
+    )
     activities: list[Callable[..., Any]] = [
         model_steps.model_step,
         compacting.compact,
@@ -397,13 +429,17 @@ def build_worker(
         erasing.forget_stream,
         erasing.erase_session,
         notices.announce_interrupt,
+        webhooks.deliver_webhook,
+        scheduled.scheduled_send,
     ]
     version = deployment_version(options.deployment, options.build_id)
     workers = {
         queue: Worker(
             client,
             task_queue=queue,
-            workflows=[] if options.role is WorkerRole.ACTIVITIES else [SessionWorkflow],
+            workflows=[]
+            if options.role is WorkerRole.ACTIVITIES
+            else [SessionWorkflow, WebhookDeliveryWorkflow, ScheduledSendWorkflow],
             workflow_runner=_WORKFLOW_RUNNER,
             # Sessions are pinned (`SessionWorkflow`'s versioning behavior): each runs on
             # the build it started on, so no build replays another's history.

@@ -62,9 +62,10 @@ with workflow.unsafe.imports_passed_through():
         SessionBusy,
     )
     from sessionflow.fragments import count_messages
-    from sessionflow.messages import Message
+    from sessionflow.messages import Message, Usage
     from sessionflow.workflows import busy, calls, ending, forks, policies, search
     from sessionflow.workflows.turn import Turn
+    from sessionflow.workflows.webhooks import Webhooks
 
 
 # The first `send` starts the session with signal-with-start, whose API takes the
@@ -79,6 +80,15 @@ _CLOSED = "SessionClosed"
 # A tool starting or ending flips the status between these two: the UI's details show
 # it, while search attributes (a visibility write each) keep the turn's status.
 _TOOL_FLIP = frozenset({SessionStatus.STREAMING, SessionStatus.RUNNING_TOOL})
+
+
+def _webhook_only(change: SessionUpdate) -> bool:
+    """An update that changes the webhook URL and nothing else."""
+    return change.webhook_url is not None and (
+        change.sandbox_id is None
+        and change.last_message_id is None
+        and change.max_steps_per_turn is None
+    )
 
 
 def _ready_or_done(ready: Callable[[], bool], timer: asyncio.Task[None]) -> bool:
@@ -111,6 +121,9 @@ class SessionWorkflow:
         # The agent state as of recent messages, for forks (`workflows.forks`).
         self._states = snapshot.states
         self._searchable = input.search_attributes
+        self.webhooks = Webhooks(
+            input.session_id, input.agent, snapshot.webhooks, input.agent_webhook_url
+        )
         # The model of the latest step, named in the next step's activity summary.
         self.last_model: str | None = None
         self._indexed: dict[str, object] = {}
@@ -145,6 +158,12 @@ class SessionWorkflow:
 
     def set_status(self, value: SessionStatus) -> None:
         previous, self._status = self._status, value
+        if value is SessionStatus.NEEDS_APPROVAL and self.turn is not None:
+            # A turn asks for approvals (`Turn._ask_approval`, its pending ids set).
+            reply = self.turn.reply.id
+            self.webhooks.approval_requested(
+                reply, self.turn.pending_ids(), self._turn_usage(reply)
+            )
         if {previous, value} == _TOOL_FLIP:
             self._describe()
             return
@@ -204,6 +223,7 @@ class SessionWorkflow:
                 await self._take_turn(self.inbox.pop(0))
             if self._history_is_long() and not self._closing:
                 await self._continue_as_new()
+        await self.webhooks.settled()
         # The run ends: it completes, or carries messages sent meanwhile to the next.
         # Waits for answers hear so (and ask the next run): a wait for a message still
         # queued here would otherwise keep its handler, and so this run, open for good.
@@ -245,6 +265,8 @@ class SessionWorkflow:
                 TurnStatus.FAILED: SessionStatus.FAILED,
             }[outcome.status]
         )
+        reply = outcome.message_id
+        self.webhooks.turn_finished(reply, outcome.status.value, self._turn_usage(reply))
 
     async def _wait_for_message(self) -> None:
         """Wait for the next message; pause the sandbox if none comes for a while, and
@@ -339,6 +361,7 @@ class SessionWorkflow:
 
     def _admit(self, request: SendRequest) -> None:
         """Queue a message, first stopping the running turn if its strategy says so."""
+        self.webhooks.set_session_url(request.webhook_url)
         if self.turn is not None:
             if request.if_busy is IfBusy.ROLLBACK:
                 self.turn.roll_back()
@@ -401,7 +424,11 @@ class SessionWorkflow:
     async def update(self, change: SessionUpdate) -> None:
         """Point the session at another (existing) sandbox, rewind its history so that
         `last_message_id` is the last message kept, and/or change its step cap. A
-        message sent meanwhile waits and is answered after it."""
+        message sent meanwhile waits and is answered after it. A change of the webhook
+        URL alone takes effect at once, busy or not."""
+        self.webhooks.set_session_url(change.webhook_url)
+        if _webhook_only(change):
+            return
         async with self._lock:
             # Checked again: validated before it waited for the lock, while a close or
             # another rewind holding it may have ended the session or cut the message
@@ -419,7 +446,7 @@ class SessionWorkflow:
     @update.validator
     def _validate_update(self, change: SessionUpdate) -> None:
         self._refuse_if_ending()
-        if self.turn is not None or self.inbox:
+        if (self.turn is not None or self.inbox) and not _webhook_only(change):
             raise ApplicationError(
                 "cannot update the session while a turn runs or messages are queued",
                 type=SessionBusy.__name__,
@@ -487,6 +514,7 @@ class SessionWorkflow:
                 self._closing = False
                 raise
         await ending.end_stream(self.session_id, self.agent, reason)
+        await self.webhooks.session_ended(reason.value, self.usage.total)
         self._closed = True
 
     @close.validator
@@ -520,6 +548,7 @@ class SessionWorkflow:
             except ApplicationError:
                 self._closing = self._deleting = False
                 raise
+            await self.webhooks.session_ended(SessionEnd.DELETED.value, self.usage.total)
             self._closed = True
 
     @delete.validator
@@ -718,6 +747,7 @@ class SessionWorkflow:
         self.last_model = result.model
         self.usage.add(usage, self.limits.remembered_step_usage, self.limits.remembered_outcomes)
         self.save_state(result.state)
+        self.webhooks.learn_agent_url(result.webhook_url)
         if result.model_activity is not None:
             self.model_activity = result.model_activity
 
@@ -817,6 +847,14 @@ class SessionWorkflow:
             or any(r.assistant_message_id == message_id for r in self.inbox)
         )
 
+    def _turn_usage(self, message_id: str) -> Usage:
+        """Tokens the steps of one answer used (of the steps remembered)."""
+        total = Usage()
+        for step in self.usage.steps:
+            if step.message_id == message_id:
+                total = total + step.usage
+        return total
+
     def _remember(self, outcome: TurnOutcome) -> None:
         self._outcomes[outcome.message_id] = outcome
         while len(self._outcomes) > self.limits.remembered_outcomes:
@@ -843,6 +881,7 @@ class SessionWorkflow:
             runs=self.runs,
             compactions=self.compactions,
             states=self._states,
+            webhooks=self.webhooks.targets,
         )
 
     async def _continue_as_new(self, snapshot: SessionSnapshot | None = None) -> None:
@@ -852,6 +891,7 @@ class SessionWorkflow:
         self._continuing = True
         # Let `wait_turn` callers hear "continued" before this run closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self.webhooks.settled()
         if self._deleting:
             return  # deleted meanwhile: nothing is carried on
         if snapshot is None:

@@ -5,7 +5,7 @@
 Starts its own stack and a versioned worker, runs one session of every shape
 (`SHAPES`: a plain turn, tools, an approval answered and one still waiting, an
 interrupt, transcript commits and a rewind, continue-as-new, an idle sandbox paused, a
-close, an idle TTL, a delete, a rollback, a fork and its first turn) and writes each workflow history as JSON beside this file
+close, an idle TTL, a delete, a rollback, a fork and its first turn, webhooks) and writes each workflow history as JSON beside this file
 (only the named ones, if names are given).
 
 Re-record when the workflow code changes on purpose: sessions are pinned to the build
@@ -59,6 +59,7 @@ SHAPES = (
     "rollback",
     "fork",
     "fork-child",
+    "webhooks",
 )
 
 
@@ -164,6 +165,15 @@ async def record_sessions(
     handle = temporal.get_workflow_handle(expiring.workflow_id)
     await asyncio.wait_for(handle.result(), 30)
 
+    # A session with a webhook URL: each event (an approval asked for, the turn's end,
+    # the close) starts an abandoned delivery workflow; refused at once here (the
+    # worker has no webhook secret), so nothing is sent anywhere.
+    hooked = client.agent("approver").session(f"{prefix}webhooks")
+    asked = await hooked.send("run it", webhook_url="http://127.0.0.1:9/hook")
+    await hooked.approve({"approval_id": await _approval_id(asked), "approved": False})
+    await asked.done
+    await hooked.close()
+
     # The delete update erases and completes the run; the client would then delete the
     # runs from Temporal, so its history is read first, and the session deleted after.
     deleted = client.agent("tooling").session(f"{prefix}delete")
@@ -177,7 +187,7 @@ async def record_sessions(
         ("approval-waiting", waiting), ("interrupt", interrupted),
         ("transcript", transcript), ("idle-pause", idle), ("close", closed),
         ("idle-ttl", expiring), ("rollback", rolled), ("fork", parent),
-        ("fork-child", fork),
+        ("fork-child", fork), ("webhooks", hooked),
     ):  # fmt: skip
         histories[name] = await _history(temporal, session.workflow_id)
     runs = [w async for w in temporal.list_workflows(f'WorkflowId = "{counter.workflow_id}"')]
