@@ -62,6 +62,9 @@ class Agent:
     prices: Mapping[str, Price] = field(default_factory=dict)
     # The most tokens one model step may write (None: the provider's setting).
     max_output_tokens: int | None = None
+    # Sessions move to the deployment's current build at continue-as-new (None: the
+    # client's default, SESSIONFLOW_UPGRADE_ON_NEW_BUILD).
+    upgrade_on_new_build: bool | None = None
 
     def session(self, session_id: str) -> Any:
         """A handle on this agent's session `session_id` (a `sessionflow.client.Session`),
@@ -150,6 +153,7 @@ def agent(
     turn_budget: Budget | Mapping[str, Any] | None = None,
     prices: PriceMap | None = None,
     max_output_tokens: int | None = None,
+    upgrade_on_new_build: bool | None = None,
 ) -> Agent:
     """Define an agent.
 
@@ -196,6 +200,13 @@ def agent(
         max_output_tokens: the most tokens one model step may write (`max_tokens`, or
             `max_completion_tokens` on OpenAI's API); left out, the provider's
             setting (`SESSIONFLOW_ANTHROPIC_MAX_TOKENS`, `SESSIONFLOW_OPENAI_MAX_TOKENS`).
+        upgrade_on_new_build: True: a session pinned to an older build moves to the
+            deployment's current build when its next message comes (it continues as
+            new there, carrying its state), so long idle sessions run new code; every
+            build deployed must then accept the state older builds carry over (see the
+            README, "Moving long idle sessions to new code"). False: sessions finish on
+            the build they started on. Left out, the deployment's default applies
+            (SESSIONFLOW_UPGRADE_ON_NEW_BUILD, off). Set when a session starts.
     """
     validate_agent_name(name)
     if isinstance(model, str) and "/" not in model:
@@ -230,6 +241,7 @@ def agent(
         turn_budget=_budget(name, "turn_budget", turn_budget),
         prices=prices_from(prices, f"agent {name!r}: prices"),
         max_output_tokens=_max_output_tokens(name, max_output_tokens),
+        upgrade_on_new_build=_switch(name, "upgrade_on_new_build", upgrade_on_new_build),
     )
 
 
@@ -241,6 +253,12 @@ def _budget(name: str, option: str, value: Budget | Mapping[str, Any] | None) ->
     except ValidationError as err:
         problems = describe(err, Budget)
         raise ValueError(f"agent {name!r}: {option} is not a valid Budget ({problems})") from None
+
+
+def _switch(name: str, option: str, value: bool | None) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"agent {name!r}: {option} must be True, False or None, got {value!r}")
+    return value
 
 
 def _max_output_tokens(name: str, value: int | None) -> int | None:

@@ -173,6 +173,9 @@ class Session:
             agent=self.agent,
             workflow_id=self.workflow_id,
             idle_ttl=self._agent.idle_ttl if self._agent is not None else "default",
+            upgrade_on_new_build=(
+                self._agent.upgrade_on_new_build if self._agent is not None else None
+            ),
         )
         self.sandbox = SessionSandbox(self._calls)
 
