@@ -20,6 +20,7 @@ from temporalio.api.enums.v1 import EventType, RoutingConfigUpdateState
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import DescribeWorkerDeploymentRequest
 from temporalio.client import Client
+from temporalio.common import VersioningBehavior
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
@@ -33,7 +34,6 @@ from sessionflow.worker import build as build_module
 from sessionflow.worker import versions
 from sessionflow.worker.build import _WORKFLOW_RUNNER, WorkerOptions, build_worker
 from tests.conftest import StartWorker
-from tests.test_versioning import build_of, scheduled, task_failures
 from tests.upgrade_variants import SandboxAfterSession
 
 ECHO = Script(
@@ -43,6 +43,30 @@ ECHO = Script(
 )
 upgrading_agent = agent("upgrading", model=ECHO, upgrade_on_new_build=True)
 pinned_agent = agent("pinned", model=ECHO)
+
+
+def scheduled(events: list[HistoryEvent]) -> list[str]:
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+def task_failures(events: list[HistoryEvent]) -> list[str]:
+    return [
+        e.workflow_task_failed_event_attributes.failure.message
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+    ]
+
+
+async def build_of(temporal: Client, workflow_id: str) -> str:
+    """The build the session's newest run is pinned to."""
+    described = await temporal.get_workflow_handle(workflow_id).describe()
+    info = described.raw_description.workflow_execution_info.versioning_info
+    assert info.behavior == VersioningBehavior.PINNED.value
+    return info.deployment_version.build_id
 
 
 async def run_events(temporal: Client, workflow_id: str, run_id: str) -> list[HistoryEvent]:
