@@ -71,6 +71,9 @@ class Agent:
     context_window: int | None = None
     # Where this agent's sessions' events are POSTed (`sessionflow.webhooks`).
     webhook_url: str | None = None
+    # Sessions move to the deployment's current build at continue-as-new (None: the
+    # client's default, SESSIONFLOW_UPGRADE_ON_NEW_BUILD).
+    upgrade_on_new_build: bool | None = None
 
     def session(self, session_id: str) -> Any:
         """A handle on this agent's session `session_id` (a `sessionflow.client.Session`),
@@ -162,6 +165,7 @@ def agent(
     compaction: Compaction | bool = True,
     context_window: int | None = None,
     webhook_url: str | None = None,
+    upgrade_on_new_build: bool | None = None,
 ) -> Agent:
     """Define an agent.
 
@@ -219,6 +223,13 @@ def agent(
             sessions finishes a turn, waits for an approval, or ends (see README,
             Webhooks); a session may have its own (`send(..., webhook_url=...)`,
             `update(webhook_url=...)`).
+        upgrade_on_new_build: True: a session pinned to an older build moves to the
+            deployment's current build when its next message comes (it continues as
+            new there, carrying its state), so long idle sessions run new code; every
+            build deployed must then accept the state older builds carry over (see the
+            README, "Moving long idle sessions to new code"). False: sessions finish on
+            the build they started on. Left out, the deployment's default applies
+            (SESSIONFLOW_UPGRADE_ON_NEW_BUILD, off). Set when a session starts.
     """
     validate_agent_name(name)
     if isinstance(model, str) and "/" not in model:
@@ -256,6 +267,7 @@ def agent(
         compaction=_compaction(name, compaction),
         context_window=_window(name, context_window),
         webhook_url=None if webhook_url is None else _webhook_url(name, webhook_url),
+        upgrade_on_new_build=_switch(name, "upgrade_on_new_build", upgrade_on_new_build),
     )
 
 
@@ -267,6 +279,12 @@ def _budget(name: str, option: str, value: Budget | Mapping[str, Any] | None) ->
     except ValidationError as err:
         problems = describe(err, Budget)
         raise ValueError(f"agent {name!r}: {option} is not a valid Budget ({problems})") from None
+
+
+def _switch(name: str, option: str, value: bool | None) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"agent {name!r}: {option} must be True, False or None, got {value!r}")
+    return value
 
 
 def _max_output_tokens(name: str, value: int | None) -> int | None:

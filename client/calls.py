@@ -88,6 +88,7 @@ class SessionCalls:
         workflow_id: str,
         idle_ttl: IdleTTL = "default",
         webhook_url: str | None = None,
+        upgrade_on_new_build: bool | None = None,
     ):
         self._ref = services
         self._session_id = session_id
@@ -97,15 +98,24 @@ class SessionCalls:
         self._idle_ttl = idle_ttl
         # The agent's webhook URL, when the client knows the agent.
         self._webhook_url = webhook_url
+        # The agent's `upgrade_on_new_build`, when the client knows the agent.
+        self._upgrade_on_new_build = upgrade_on_new_build
 
     def limits(self, services: Services) -> SessionLimits:
-        """The new session's limits: the client's, with the agent's idle TTL (or the
-        client's default for agents that set none), unless the limits set one."""
+        """The new session's limits: the client's, with the agent's idle TTL and
+        `upgrade_on_new_build` (or the client's defaults for agents that set none),
+        unless the limits set them."""
         limits = services.limits
-        if "close_after_idle_seconds" in limits.model_fields_set:
-            return limits
-        ttl = services.idle_ttl if self._idle_ttl == "default" else self._idle_ttl
-        return limits.model_copy(update={"close_after_idle_seconds": ttl})
+        chosen: dict[str, Any] = {}
+        if "close_after_idle_seconds" not in limits.model_fields_set:
+            ttl = services.idle_ttl if self._idle_ttl == "default" else self._idle_ttl
+            chosen["close_after_idle_seconds"] = ttl
+        if "upgrade_on_new_build" not in limits.model_fields_set:
+            upgrade = self._upgrade_on_new_build
+            chosen["upgrade_on_new_build"] = (
+                services.upgrade_on_new_build if upgrade is None else upgrade
+            )
+        return limits.model_copy(update=chosen)
 
     @property
     def agent(self) -> str:

@@ -46,6 +46,7 @@ class SessionClient:
         context_ttl_seconds: int = DEFAULT_CONTEXT_TTL,
         search_attributes: bool = True,
         idle_ttl: timedelta | float | None = DEFAULT_IDLE_TTL_SECONDS,
+        upgrade_on_new_build: bool = False,
     ) -> None:
         self.temporal = temporal
         self.redis = redis
@@ -66,6 +67,9 @@ class SessionClient:
         # (None or 0: never), unless their agent sets `idle_ttl`.
         seconds = idle_ttl.total_seconds() if isinstance(idle_ttl, timedelta) else idle_ttl
         self.idle_ttl = float(seconds) if seconds else None
+        # Whether the sessions it starts move to the deployment's current build at
+        # continue-as-new, unless their agent sets `upgrade_on_new_build`.
+        self.upgrade_on_new_build = upgrade_on_new_build
         # Made by `connect`: `close` closes its payload store's connections too.
         self._owns_temporal = False
 
@@ -80,6 +84,7 @@ class SessionClient:
             agents=self.agents,
             transcripts=self.transcripts,
             idle_ttl=self.idle_ttl,
+            upgrade_on_new_build=self.upgrade_on_new_build,
         )
 
     @classmethod
@@ -119,6 +124,7 @@ class SessionClient:
             agents=agents,
             context_ttl_seconds=settings.context_ttl_seconds,
             idle_ttl=settings.idle_ttl_seconds,
+            upgrade_on_new_build=settings.upgrade_on_new_build,
         )
         client._owns_temporal = True
         return client

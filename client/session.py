@@ -181,6 +181,9 @@ class Session:
             workflow_id=self.workflow_id,
             idle_ttl=self._agent.idle_ttl if self._agent is not None else "default",
             webhook_url=self._agent.webhook_url if self._agent is not None else None,
+            upgrade_on_new_build=(
+                self._agent.upgrade_on_new_build if self._agent is not None else None
+            ),
         )
         self.sandbox = SessionSandbox(self._calls)
 

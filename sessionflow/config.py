@@ -507,6 +507,13 @@ class Settings(BaseSettings):
         description="seconds a session may go without a message before it closes itself, "
         "for agents that set no `idle_ttl` (`off` or `0`: never)",
     )
+    upgrade_on_new_build: Annotated[bool, _Parse(_switch)] = Field(
+        False,
+        description="`on`/`off` (clients): sessions of agents that set no "
+        "`upgrade_on_new_build` move to the deployment's current build when a message finds "
+        "them pinned to an older one (continue-as-new); every build must then accept what "
+        "older builds carry over (see Moving long idle sessions to new code under Operations)",
+    )
     # -- the gateway ---------------------------------------------------------------------
     api_keys: Annotated[dict[str, str], _Parse(_api_keys)] = Field(
         default_factory=dict,

@@ -128,6 +128,11 @@ class SessionLimits(BaseModel):
     # does. The client sets it at start from the agent's `idle_ttl`, else from
     # SESSIONFLOW_IDLE_TTL; None here, so runs started before it never expire.
     close_after_idle_seconds: float | None = Field(default=None, gt=0)
+    # Move to the deployment's current build at continue-as-new (a message that finds
+    # the session pinned to an older build continues it as new first): opted in by the
+    # agent's `upgrade_on_new_build`, else SESSIONFLOW_UPGRADE_ON_NEW_BUILD; off here, so
+    # runs started before it stay pinned (`sessionflow.workflows.upgrade`).
+    upgrade_on_new_build: bool = False
 
 
 class ActivitySettings(BaseModel):

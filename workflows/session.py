@@ -63,7 +63,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from sessionflow.fragments import count_messages
     from sessionflow.messages import Message, Usage
-    from sessionflow.workflows import busy, calls, ending, forks, policies, search
+    from sessionflow.workflows import busy, calls, ending, forks, policies, search, upgrade
     from sessionflow.workflows.turn import Turn
     from sessionflow.workflows.webhooks import Webhooks
 
@@ -135,6 +135,10 @@ class SessionWorkflow:
         self.turn: Turn | None = None
         self._outcomes = {o.message_id: o for o in snapshot.outcomes}
         self._continuing = False
+        # Messages handed over by the previous run are answered here before this run may
+        # move to another build (`workflows.upgrade`): a run that could not move (an
+        # operator's pinned override) never hands its messages on in a loop.
+        self._may_move = not snapshot.inbox
         self._closed = False
         # Set while `close` kills the sandbox: no new turn may start in it meanwhile.
         self._closing = False
@@ -216,11 +220,14 @@ class SessionWorkflow:
             await self._wait_for_message()
             if self._closed:
                 break
+            if self._may_move and upgrade.due(self.limits):
+                await self._continue_as_new()  # the next run, on the new build, answers
             async with self._lock:
                 # An update or close that held the lock may have changed things meanwhile.
                 if self._closed or self._closing or not self.inbox:
                     continue
                 await self._take_turn(self.inbox.pop(0))
+                self._may_move = True
             if self._history_is_long() and not self._closing:
                 await self._continue_as_new()
         await self.webhooks.settled()
@@ -905,5 +912,6 @@ class SessionWorkflow:
                 limits=self.limits,
                 snapshot=snapshot,
                 search_attributes=self._searchable,
-            )
+            ),
+            initial_versioning_behavior=upgrade.behavior(self.limits),
         )
