@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from temporalio import activity
 
 from sessionflow.chunks import Chunk, StartChunk, parse_chunk
-from sessionflow.contract import ActivityName, PublishParams
+from sessionflow.contract import ActivityName, InterruptNoticeParams, PublishParams
+from sessionflow.streams.interrupts import announce_interrupt
 from sessionflow.streams.publisher import StepStream, StreamPublisher
 
 
@@ -30,3 +31,11 @@ class PublishActivities:
         if not await self.publisher.has_started(ref.workflow_id, ref.message_id):
             chunks.insert(0, StartChunk(message_id=ref.message_id))
         await self.publisher.publish(where, chunks)
+
+    @activity.defn(name=ActivityName.ANNOUNCE_INTERRUPT)
+    async def announce_interrupt(self, params: InterruptNoticeParams) -> None:
+        """The interrupt notice a client writes after its `interrupt` signal, written by
+        the workflow for a cancel request (`workflows.cancels`)."""
+        await announce_interrupt(
+            self.publisher.redis, params.workflow_id, prefix=self.publisher.prefix
+        )

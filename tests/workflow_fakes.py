@@ -37,6 +37,7 @@ from sessionflow.contract import (
     EraseSessionParams,
     ExecResult,
     FinishReason,
+    InterruptNoticeParams,
     ModelStepParams,
     ModelStepResult,
     PublishParams,
@@ -179,6 +180,7 @@ class Fakes:
         self.paused: list[str] = []
         self.killed: list[str] = []
         self.published: list[PublishParams] = []
+        self.interrupt_notices: list[InterruptNoticeParams] = []
         self.ended: list[EndStreamParams] = []
         self.erased: list[EraseSessionParams] = []
         self.commits: list[CommitTranscriptParams] = []
@@ -201,6 +203,7 @@ class Fakes:
             self.sandbox_pause,
             self.sandbox_kill,
             self.publish,
+            self.announce_interrupt,
             self.forget_stream,
             self.erase_session,
             self.commit_transcript,
@@ -302,6 +305,10 @@ class Fakes:
     @activity.defn(name=ActivityName.PUBLISH.value)
     async def publish(self, params: PublishParams) -> None:
         await self._record(self.published, params)
+
+    @activity.defn(name=ActivityName.ANNOUNCE_INTERRUPT.value)
+    async def announce_interrupt(self, params: InterruptNoticeParams) -> None:
+        await self._record(self.interrupt_notices, params)
 
     @activity.defn(name=ActivityName.FORGET_STREAM.value)
     async def forget_stream(self, params: EndStreamParams) -> None:

@@ -375,6 +375,7 @@ def build_worker(
         lifecycle.sandbox_pause,
         lifecycle.sandbox_kill,
         publishing.publish,
+        publishing.announce_interrupt,
         forgetting.forget_context,
         committing.commit_transcript,
         committing.rewind_transcript,

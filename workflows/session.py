@@ -59,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from sessionflow.fragments import count_messages
     from sessionflow.messages import Message
-    from sessionflow.workflows import calls, ending, policies, search
+    from sessionflow.workflows import calls, cancels, ending, policies, search
     from sessionflow.workflows.turn import Turn
 
 
@@ -106,7 +106,10 @@ class SessionWorkflow:
         # The model of the latest step, named in the next step's activity summary.
         self.last_model: str | None = None
         self._indexed: dict[str, object] = {}
-        self._status = SessionStatus.IDLE
+        self._status = snapshot.status
+        # Set once a cancel request (Temporal UI, `temporal workflow cancel`) was handled
+        # as an interrupt: the run then continues as new (`workflows.cancels`).
+        self._cancel_handled = False
         # The timer that pauses an idle sandbox or closes an idle session, and when it
         # fires; left running while turns come and go.
         self._idle_timer: asyncio.Task[None] | None = None
@@ -181,18 +184,33 @@ class SessionWorkflow:
         if input.erase is not None:
             await self._erase_ended(input.erase)
             return
+        await cancels.serve_through_cancels(self._serve(), self._on_cancel_request)
+
+    async def _on_cancel_request(self) -> None:
+        """A cancel request is an interrupt; the run then continues as new, so the next
+        cancel request reaches a fresh run (`workflows.cancels`)."""
+        workflow.logger.info("cancel requested: interrupting the running turn, if any")
+        self._cancel_handled = True
+        if self.turn is not None:
+            self.turn.interrupt()
+            await cancels.announce_interrupt()
+
+    async def _serve(self) -> None:
         if not self.inbox:
             self._index()  # else the turn that starts at once indexes the session
         while not self._closed:
             await self._wait_for_message()
             if self._closed:
                 break
+            if self._cancel_handled and not self._closing:
+                await self._continue_as_new()  # a cancel request came while idle
+                continue
             async with self._lock:
                 # An update or close that held the lock may have changed things meanwhile.
                 if self._closed or self._closing or not self.inbox:
                     continue
                 await self._take_turn(self.inbox.pop(0))
-            if self._history_is_long() and not self._closing:
+            if (self._history_is_long() or self._cancel_handled) and not self._closing:
                 await self._continue_as_new()
         # The run ends: it completes, or carries messages sent meanwhile to the next.
         # Waits for answers hear so (and ask the next run): a wait for a message still
@@ -232,7 +250,8 @@ class SessionWorkflow:
         close the session if none comes for `limits.close_after_idle_seconds`."""
 
         def ready() -> bool:
-            return (bool(self.inbox) and not self._closing) or self._closed
+            waiting = bool(self.inbox) and not self._closing
+            return waiting or self._closed or self._cancel_handled
 
         since = workflow.now()
         idle = self.limits.pause_sandbox_after_seconds
@@ -741,6 +760,7 @@ class SessionWorkflow:
             state=self.state,
             model_activity=self.model_activity,
             runs=self.runs,
+            status=self._status,
         )
 
     async def _continue_as_new(self, snapshot: SessionSnapshot | None = None) -> None:
