@@ -212,6 +212,60 @@ def gateway(agent_specs: tuple[str, ...]) -> None:
     _run(serve(), explain=exit_reason)
 
 
+@main.command("codec-server")
+def codec_server() -> None:
+    """Serve the Temporal UI's remote codec endpoint until SIGINT or SIGTERM.
+
+    Resolves payload and transcript references, so the UI and `temporal workflow show
+    --codec-endpoint` show every message of a session. Listens on
+    SESSIONFLOW_CODEC_HOST:SESSIONFLOW_CODEC_PORT; reads SESSIONFLOW_PAYLOAD_STORE;
+    with SESSIONFLOW_CODEC_TOKEN set every request needs that bearer token, and without
+    it the server listens on a loopback address only.
+    """
+    import ipaddress
+
+    from sessionflow.cli.dev import check_port_free, exit_reason, hear_uvicorn
+    from sessionflow.gateway.codec import create_codec_app
+    from sessionflow.gateway.main import serve_gateway
+    from sessionflow.logs import remember_secret
+    from sessionflow.storage import external_storage_from_settings
+    from sessionflow.storage.resolving import PayloadResolver
+    from sessionflow.worker.main import stop_on_signals
+
+    settings = Settings.from_env()
+    host, port = settings.codec_host, settings.codec_port
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not settings.codec_token and not loopback:
+        _fail(
+            ConfigError(
+                f"SESSIONFLOW_CODEC_TOKEN is not set: the codec server shows every "
+                f"message, so it listens on {host} only with a token (or on 127.0.0.1)"
+            )
+        )
+    remember_secret(settings.codec_token)
+    try:
+        storage = external_storage_from_settings(settings)
+    except SessionflowError as err:
+        _fail(err)
+    app = create_codec_app(
+        PayloadResolver(storage).decode,
+        token=settings.codec_token,
+        origins=list(settings.codec_cors_origins),
+    )
+
+    async def serve() -> None:
+        stop = stop_on_signals()
+        hear_uvicorn()
+        check_port_free(host, port, "the codec server", "SESSIONFLOW_CODEC_PORT")
+        click.echo(f"Codec server on http://{host}:{port}", err=True)
+        await serve_gateway(app, host, port, stop)
+
+    _run(serve(), explain=exit_reason)
+
+
 @main.command()
 @_agents_option
 @click.option(

@@ -589,6 +589,33 @@ class Settings(BaseSettings):
         description="an OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp, OpenRouter)",
         json_schema_extra=_shown("OpenAI's"),
     )
+    # -- the codec server (`sessionflow codec-server`) ------------------------------------
+    codec_host: Annotated[str, _Parse(_stripped)] = Field(
+        "127.0.0.1",
+        description="address the codec server listens on; anything but a loopback address "
+        "needs `SESSIONFLOW_CODEC_TOKEN`",
+    )
+    codec_port: Annotated[int, _whole(1, 65535)] = Field(
+        8081, description="port the codec server listens on"
+    )
+    codec_token: str | None = Field(
+        None,
+        repr=False,
+        description="bearer token the codec server requires of every request "
+        "(`Authorization: Bearer <token>`); never logged",
+        json_schema_extra=_shown("(none: loopback only)"),
+    )
+    codec_cors_origins: Annotated[tuple[str, ...], _Parse(_names)] = Field(
+        (
+            "http://localhost:8233",
+            "http://127.0.0.1:8233",
+            "http://localhost:8080",
+            "http://127.0.0.1:8080",
+        ),
+        description="origins of the Temporal UI that may call the codec server from the "
+        "browser, comma-separated",
+        json_schema_extra=_shown("the dev server's UI (`:8233`) and compose's (`:8080`)"),
+    )
     # -- workers -------------------------------------------------------------------------
     metrics_address: Annotated[str, _Parse(_metrics_address)] = Field(
         "127.0.0.1:9464",

@@ -264,6 +264,36 @@ class TranscriptView(BaseModel):
     message_count: int
 
 
+# The most messages one page of the `messages` query holds.
+MAX_PAGE_MESSAGES = 200
+
+
+class PageRequest(BaseModel):
+    """Which messages the `messages` query answers: `limit` of them from `offset`."""
+
+    offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE_MESSAGES)
+
+
+class MessagePage(BaseModel):
+    """One page of a session's messages, as the `messages` query answers it.
+
+    A query cannot read the payload store, so messages already committed to the
+    transcript store are not in the answer: `complete` is then False, and `transcript`
+    and `tail` say where the page is. The codec server (`sessionflow codec-server`,
+    `gateway.codec`) reads them as it decodes the answer for the Temporal UI or CLI,
+    and fills `messages`; the Python client reads pages with `Session.history`.
+    """
+
+    offset: int
+    limit: int
+    total: int
+    messages: list[Message] = Field(default_factory=list)
+    complete: bool = True
+    transcript: TranscriptRef | None = None
+    tail: list[Message] = Field(default_factory=list)
+
+
 class CommitTranscriptParams(BaseModel):
     workflow_id: str
     head: TranscriptRef | None

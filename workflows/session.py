@@ -32,7 +32,9 @@ with workflow.unsafe.imports_passed_through():
         ExecRequest,
         ExecResult,
         ForgetContextParams,
+        MessagePage,
         ModelStepResult,
+        PageRequest,
         RewindTranscriptParams,
         SandboxExecParams,
         SandboxRef,
@@ -59,7 +61,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from sessionflow.fragments import count_messages
     from sessionflow.messages import Message
-    from sessionflow.workflows import calls, cancels, ending, policies, search
+    from sessionflow.workflows import calls, cancels, ending, pages, policies, search
     from sessionflow.workflows.turn import Turn
 
 
@@ -528,6 +530,12 @@ class SessionWorkflow:
         fragments after it (clients read pages from the payload store)."""
         return TranscriptView(
             transcript=self.transcript, tail=self.tail, message_count=self.message_count()
+        )
+
+    @workflow.query(name="messages")
+    def messages(self, request: PageRequest | None = None) -> MessagePage:
+        return pages.page(
+            self.transcript, self.tail, self.message_count(), request or PageRequest()
         )
 
     @workflow.query(name="info")
