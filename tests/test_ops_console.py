@@ -21,10 +21,12 @@ from sessionflow.cli.localstack import LocalStack, temporal_binary
 from sessionflow.client.session import Session
 from sessionflow.contract import SessionStatus, TurnStatus
 from sessionflow.errors import SessionFailed
+from sessionflow.ids import tenant_session_id
 from sessionflow.messages import MessageStatus
 from sessionflow.providers.scripted import Script, ScriptStep
 from tests.conftest import StartWorker
 from tests.test_cli_chat import spawn
+from tests.test_operations import find
 
 LONG = " ".join(f"word{i}" for i in range(300))
 # Two long answers to cut off, then short ones.
@@ -200,3 +202,36 @@ async def test_after_reset_the_session_runs_on_from_the_reset_point(
     texts = [m.text() for m in await session.history()]
     assert texts == ["one", "Answer to one.", "two", "Answer to two.", "three", "Answer to three."]
     assert info.message_count == 6
+
+
+async def test_handlers_are_described_and_tenant_and_agent_are_searchable(
+    start_worker: StartWorker, unique_id: str
+) -> None:
+    client = await start_worker([echo_agent])
+    session = client.session(tenant_session_id("acme", unique_id), agent="echoing")
+    await (await session.send("hello")).done
+    handle = client.temporal.get_workflow_handle(session.workflow_id)
+
+    # What the UI lists where an operator sends a signal, update or query.
+    metadata = await handle.query("__temporal_workflow_metadata")
+    definition = metadata.definition
+    described = {
+        kind: {d.name: d.description for d in defs}
+        for kind, defs in (
+            ("signal", definition.signal_definitions),
+            ("update", definition.update_definitions),
+            ("query", definition.query_definitions),
+        )
+    }
+    assert set(described["signal"]) == {"send", "interrupt"}
+    assert {"approve", "close", "update", "delete", "wait_turn"} <= set(described["update"])
+    assert {"messages", "info", "transcript", "usage", "state"} <= set(described["query"])
+    for kind, handlers in described.items():
+        for name, text in handlers.items():
+            assert name.startswith("__") or len(text) > 20, (kind, name, text)
+
+    query = (
+        f'WorkflowId = "{session.workflow_id}" AND SessionTenant = "acme" '
+        'AND SessionAgent = "echoing"'
+    )
+    assert [w.id for w in await find(client.temporal, query)] == [session.workflow_id]

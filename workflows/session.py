@@ -60,8 +60,17 @@ with workflow.unsafe.imports_passed_through():
         SessionBusy,
     )
     from sessionflow.fragments import count_messages
+    from sessionflow.ids import tenant_of
     from sessionflow.messages import Message
-    from sessionflow.workflows import calls, cancels, ending, pages, policies, search
+    from sessionflow.workflows import (
+        calls,
+        cancels,
+        descriptions,
+        ending,
+        pages,
+        policies,
+        search,
+    )
     from sessionflow.workflows.turn import Turn
 
 
@@ -161,9 +170,11 @@ class SessionWorkflow:
         self._indexed = values
         self._describe()
         if self._searchable:
+            tenant = tenant_of(self.session_id)
             workflow.upsert_search_attributes(
                 [
                     search.AGENT.value_set(self.agent),
+                    *([search.TENANT.value_set(tenant)] if tenant else []),
                     search.STATUS.value_set(self._status.value),
                     search.TOKENS.value_set(self.usage.total.total_tokens),
                     search.PENDING_APPROVALS.value_set(pending),
@@ -322,7 +333,7 @@ class SessionWorkflow:
 
     # -- signals --------------------------------------------------------------------
 
-    @workflow.signal(name=SEND_SIGNAL)
+    @workflow.signal(name=SEND_SIGNAL, description=descriptions.SEND)
     def send(self, request: SendRequest) -> None:
         """Queue a message; a duplicate delivery of the same message is ignored, and so
         is any message while the session is being deleted."""
@@ -332,7 +343,7 @@ class SessionWorkflow:
             self.turn.interrupt(request.last_part)
         self.inbox.append(request)
 
-    @workflow.signal(name="interrupt")
+    @workflow.signal(name="interrupt", description=descriptions.INTERRUPT)
     def interrupt(self) -> None:
         """Stop the running turn, keeping what it produced; queued messages still run."""
         if self.turn is not None:
@@ -340,7 +351,7 @@ class SessionWorkflow:
 
     # -- updates --------------------------------------------------------------------
 
-    @workflow.update(name="wait_turn")
+    @workflow.update(name="wait_turn", description=descriptions.WAIT_TURN)
     async def wait_turn(self, message_id: str) -> TurnOutcome | None:
         """Resolve when the turn answering `message_id` ends.
 
@@ -360,7 +371,7 @@ class SessionWorkflow:
                 f"no message {message_id!r} in this session", type=MessageNotFound.__name__
             )
 
-    @workflow.update(name="approve")
+    @workflow.update(name="approve", description=descriptions.APPROVE)
     def approve(self, response: ApprovalResponse) -> str:
         """Answer a pending tool approval; returns the id of the message it belongs to."""
         assert self.turn is not None  # the validator saw the approval pending
@@ -376,7 +387,7 @@ class SessionWorkflow:
                 type=ApprovalNotPending.__name__,
             )
 
-    @workflow.update(name="update")
+    @workflow.update(name="update", description=descriptions.UPDATE)
     async def update(self, change: SessionUpdate) -> None:
         """Point the session at another (existing) sandbox, rewind its history so that
         `last_message_id` is the last message kept, and/or change its step cap. A
@@ -414,7 +425,7 @@ class SessionWorkflow:
                 f"no message {message_id!r} in this session", type=MessageNotFound.__name__
             )
 
-    @workflow.update(name="close")
+    @workflow.update(name="close", description=descriptions.CLOSE)
     async def close(self) -> None:
         """End the session: its sandbox is killed, its stream ends and the workflow
         completes. If the sandbox cannot be killed the session stays open, and closing
@@ -446,7 +457,7 @@ class SessionWorkflow:
                 type=SessionBusy.__name__,
             )
 
-    @workflow.update(name="delete")
+    @workflow.update(name="delete", description=descriptions.DELETE)
     async def delete(self) -> None:
         """Erase the session: stop its turn (queued messages are dropped), kill its
         sandbox, erase its Redis keys and payload store objects, and complete; the
@@ -480,7 +491,7 @@ class SessionWorkflow:
             await ending.kill_sandbox(order.sandbox_id, what="delete")
         await ending.erase(self.session_id, self.agent)
 
-    @workflow.update(name="sandbox_exec")
+    @workflow.update(name="sandbox_exec", description=descriptions.SANDBOX_EXEC)
     async def sandbox_exec(self, request: ExecRequest) -> ExecResult:
         """Run a command in the session's sandbox, creating the sandbox if needed."""
         self._execs += 1
@@ -513,7 +524,7 @@ class SessionWorkflow:
         if self._closing or self._closed:
             raise ApplicationError("the session is closing", type=_CLOSED)
 
-    @workflow.update(name="sandbox_status")
+    @workflow.update(name="sandbox_status", description=descriptions.SANDBOX_STATUS)
     async def sandbox_status(self) -> SandboxStatus | None:
         if self.sandbox_id is None:
             return None
@@ -524,7 +535,7 @@ class SessionWorkflow:
 
     # -- queries --------------------------------------------------------------------
 
-    @workflow.query(name="transcript")
+    @workflow.query(name="transcript", description=descriptions.TRANSCRIPT)
     def transcript_view(self) -> TranscriptView:
         """Where the messages are: a reference to the committed transcript and the
         fragments after it (clients read pages from the payload store)."""
@@ -532,13 +543,13 @@ class SessionWorkflow:
             transcript=self.transcript, tail=self.tail, message_count=self.message_count()
         )
 
-    @workflow.query(name="messages")
+    @workflow.query(name="messages", description=descriptions.MESSAGES)
     def messages(self, request: PageRequest | None = None) -> MessagePage:
         return pages.page(
             self.transcript, self.tail, self.message_count(), request or PageRequest()
         )
 
-    @workflow.query(name="info")
+    @workflow.query(name="info", description=descriptions.INFO)
     def info(self) -> SessionInfo:
         return SessionInfo(
             session_id=self.session_id,
@@ -553,11 +564,11 @@ class SessionWorkflow:
             run_count=self.runs,
         )
 
-    @workflow.query(name="usage")
+    @workflow.query(name="usage", description=descriptions.USAGE)
     def usage_report(self) -> UsageReport:
         return self.usage
 
-    @workflow.query(name="state")
+    @workflow.query(name="state", description=descriptions.STATE)
     def state_query(self) -> dict[str, Any] | None:
         return self.state
 
