@@ -616,6 +616,33 @@ class Settings(BaseSettings):
         "browser, comma-separated",
         json_schema_extra=_shown("the dev server's UI (`:8233`) and compose's (`:8080`)"),
     )
+    # -- traces (OpenTelemetry's own variables, `sessionflow.worker.tracing`) --------------
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="where workers send OpenTelemetry traces (OTLP); set (or the traces "
+        "endpoint), workers trace turns, model steps and tool calls, with the `otel` extra. "
+        "The exporter reads the other `OTEL_*` variables itself",
+        json_schema_extra=_shown("(none: no traces)"),
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        description="the OTLP endpoint for traces alone (the full URL, `.../v1/traces`)",
+        json_schema_extra=_shown("(none)"),
+    )
+    otel_exporter_otlp_protocol: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_PROTOCOL"),
+        description="`http/protobuf`, or `grpc` (needs opentelemetry-exporter-otlp-proto-grpc)",
+        json_schema_extra=_shown("`http/protobuf`"),
+    )
+    otel_traces_exporter: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_TRACES_EXPORTER"),
+        description="`none` turns traces off even with an endpoint set",
+        json_schema_extra=_shown("(otlp)"),
+    )
     # -- workers -------------------------------------------------------------------------
     metrics_address: Annotated[str, _Parse(_metrics_address)] = Field(
         "127.0.0.1:9464",

@@ -30,6 +30,8 @@ ALLOWED = {
     "typing",
     "temporalio",
     "temporalio.common",
+    # The tracing interceptor's workflow side, imported only where a tracing worker runs it.
+    "temporalio.contrib.opentelemetry",
     "temporalio.exceptions",
     "temporalio.workflow",
     "pydantic",
@@ -38,6 +40,7 @@ ALLOWED = {
     "sessionflow.contract",
     "sessionflow.errors",
     "sessionflow.fragments",
+    "sessionflow.ids",  # names only: the tenant of a session id (a search attribute)
     "sessionflow.messages",
     "sessionflow.workflows",
 }

@@ -70,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
         pages,
         policies,
         search,
+        tracing,
     )
     from sessionflow.workflows.turn import Turn
 
@@ -241,10 +242,20 @@ class SessionWorkflow:
         the conversation (the caller holds the lock)."""
         self.sandbox_paused = False  # the turn's first sandbox use resumes it
         self.turn = Turn(self, request)
+        started = workflow.time_ns()
         try:
             outcome = await self.turn.run()
         finally:
+            steps = self.turn.steps
             self.turn = None
+        tracing.report_turn(
+            started,
+            agent=self.agent,
+            session_id=self.session_id,
+            message_id=outcome.message_id,
+            status=outcome.status.value,
+            steps=steps,
+        )
         await self.checkpoint(None)
         await self._forget_context(request)
         self._remember(outcome)

@@ -156,6 +156,11 @@ class Turn:
     def is_pending(self, approval_id: str) -> bool:
         return approval_id in self._pending
 
+    @property
+    def steps(self) -> int:
+        """Model steps taken so far."""
+        return self._step + 1
+
     def pending_ids(self) -> list[str]:
         return list(self._pending)
 
