@@ -224,12 +224,10 @@ def codec_server() -> None:
     """
     import ipaddress
 
+    from sessionflow.cli.codec import serve_codec
     from sessionflow.cli.dev import check_port_free, exit_reason, hear_uvicorn
-    from sessionflow.gateway.codec import create_codec_app
-    from sessionflow.gateway.main import serve_gateway
     from sessionflow.logs import remember_secret
     from sessionflow.storage import external_storage_from_settings
-    from sessionflow.storage.resolving import PayloadResolver
     from sessionflow.worker.main import stop_on_signals
 
     settings = Settings.from_env()
@@ -247,21 +245,16 @@ def codec_server() -> None:
         )
     remember_secret(settings.codec_token)
     try:
-        storage = external_storage_from_settings(settings)
+        external_storage_from_settings(settings)  # a bad payload store: one line, at once
     except SessionflowError as err:
         _fail(err)
-    app = create_codec_app(
-        PayloadResolver(storage).decode,
-        token=settings.codec_token,
-        origins=list(settings.codec_cors_origins),
-    )
 
     async def serve() -> None:
         stop = stop_on_signals()
         hear_uvicorn()
         check_port_free(host, port, "the codec server", "SESSIONFLOW_CODEC_PORT")
         click.echo(f"Codec server on http://{host}:{port}", err=True)
-        await serve_gateway(app, host, port, stop)
+        await serve_codec(settings, host, port, settings.codec_token, stop)
 
     _run(serve(), explain=exit_reason)
 

@@ -235,6 +235,9 @@ class StackConfig:
     metrics_port: int | None = None
     # Registered at start so `temporal workflow list --query` can use them.
     search_attributes: dict[str, str] = field(default_factory=lambda: dict(REGISTRATION))
+    # The UI's remote codec endpoint (`sessionflow codec-server`), so the UI shows every
+    # message of a long session without a setting in the browser.
+    codec_endpoint: str | None = None
 
     @classmethod
     def on_free_ports(cls, data_dir: Path, *, ui: bool = False) -> StackConfig:
@@ -439,6 +442,8 @@ class LocalStack:
         ]
         if cfg.ui:
             command += ["--ui-port", str(cfg.ui_port), "--ui-ip", cfg.host]
+            if cfg.codec_endpoint:
+                command += ["--ui-codec-endpoint", cfg.codec_endpoint]
         else:
             command.append("--headless")
         if cfg.http_port is not None:

@@ -13,6 +13,8 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +29,7 @@ from temporalio.client import Client
 from temporalio.converter import ExternalStorage
 
 from sessionflow.agents.definition import agent
-from sessionflow.cli.localstack import LocalStack, free_port
+from sessionflow.cli.localstack import LocalStack, StackConfig, free_port
 from sessionflow.client.client import SessionClient
 from sessionflow.config import Settings
 from sessionflow.connections import connect_temporal
@@ -236,3 +238,18 @@ def test_the_command_refuses_to_listen_beyond_loopback_without_a_token() -> None
     )
     assert done.returncode == 2
     assert "SESSIONFLOW_CODEC_TOKEN is not set" in done.stderr
+
+
+async def test_the_dev_ui_decodes_through_the_codec_server(tmp_path: Path) -> None:
+    """`sessionflow dev` points its Temporal UI at the codec server it runs."""
+    config = replace(
+        StackConfig.on_free_ports(tmp_path, ui=True), codec_endpoint="http://127.0.0.1:8081"
+    )
+    async with LocalStack(config), httpx.AsyncClient() as http:
+        for _ in range(100):
+            try:
+                settings = (await http.get(f"{config.ui_url}/api/v1/settings")).json()
+                break
+            except (httpx.TransportError, ValueError):
+                await asyncio.sleep(0.1)
+        assert settings["Codec"]["Endpoint"] == "http://127.0.0.1:8081"
