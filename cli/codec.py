@@ -51,4 +51,11 @@ def dev_codec_port(host: str, port: int) -> int | None:
     then runs without one rather than fail: it is a convenience of the UI's)."""
     from sessionflow.cli.localstack import port_open
 
-    return None if port_open(host, port) else port
+    if not port_open(host, port):
+        return port
+    click.echo(
+        f"Port {port} on {host} is taken: no codec server (SESSIONFLOW_CODEC_PORT), so the "
+        "UI shows references where long sessions keep their messages",
+        err=True,
+    )
+    return None
