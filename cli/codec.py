@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+import click
+
 from sessionflow.config import Settings
 
 
@@ -38,10 +40,10 @@ async def serve_codec_for_dev(
     try:
         await serve_codec(settings, host, port, None, stop)
     except (SystemExit, OSError) as err:
-        print(
-            f"The codec server could not listen on {host}:{port} ({err}); the UI shows "
-            "references for long sessions",
-            flush=True,
+        click.echo(
+            f"The codec server could not listen on {host}:{port} ({err}); the UI "
+            "shows references where long sessions keep their messages",
+            err=True,
         )
         await stop.wait()
 
