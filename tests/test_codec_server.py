@@ -90,12 +90,12 @@ async def decode(http: httpx.AsyncClient, url: str, payloads: list[Payload]) -> 
 
 async def query_payloads(temporal: Client, workflow_id: str, arg: Any) -> list[Payload]:
     """The `messages` query's answer as the UI gets it: raw payloads from the server."""
-    [argument] = await temporal.data_converter.encode([arg])
+    arguments = await temporal.data_converter.encode([arg]) if arg is not None else []
     response = await temporal.workflow_service.query_workflow(
         QueryWorkflowRequest(
             namespace="default",
             execution=WorkflowExecution(workflow_id=workflow_id),
-            query=WorkflowQuery(query_type="messages", query_args={"payloads": [argument]}),
+            query=WorkflowQuery(query_type="messages", query_args={"payloads": arguments}),
         )
     )
     return list(response.query_result.payloads)
@@ -146,6 +146,11 @@ async def test_the_codec_server_shows_every_message_of_a_long_session(
             seen += page["messages"]
             offset += 7
         assert [m["id"] for m in seen] == [m.id for m in history]
+        # Asked with no input, as the UI's Queries tab does by default: the first page.
+        [first] = await decode(
+            http, codec, await query_payloads(temporal, session.workflow_id, None)
+        )
+        assert first["offset"] == 0 and first["limit"] == 50 and len(first["messages"]) == 30
         assert [
             "".join(p.get("text", "") for p in m["parts"] if p["type"] == "text") for m in seen
         ] == [m.text() for m in history]
