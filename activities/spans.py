@@ -3,7 +3,7 @@
 the finish reason; `execute_tool <name>` around a tool call.
 
 They nest under the `RunActivity:*` spans of Temporal's tracing interceptor, which a
-worker installs when tracing is configured (`sessionflow.worker.tracing`). Without it
+worker installs when tracing is configured (`sessionflow.tracing`). Without it
 the OpenTelemetry API's no-op tracer makes them cost next to nothing; without the
 `opentelemetry` package there are none.
 """

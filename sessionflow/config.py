@@ -616,7 +616,7 @@ class Settings(BaseSettings):
         "browser, comma-separated",
         json_schema_extra=_shown("the dev server's UI (`:8233`) and compose's (`:8080`)"),
     )
-    # -- traces (OpenTelemetry's own variables, `sessionflow.worker.tracing`) --------------
+    # -- traces (OpenTelemetry's own variables, `sessionflow.tracing`) --------------
     otel_exporter_otlp_endpoint: str | None = Field(
         None,
         validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),

@@ -16,6 +16,8 @@ from pydantic import BaseModel, Field
 from sessionflow.messages import Message, Part, ToolCall, Usage
 
 WORKFLOW_NAME = "SessionWorkflow"
+# The function a tracing worker lends the workflow for a turn's span (`sessionflow.tracing`).
+TURN_SPAN = "__sessionflow_turn_span"
 # What an interrupted turn and an interrupted tool call say, in history and the stream.
 INTERRUPTED_TEXT = "interrupted by the user"
 # What the model is told of a call that may or may not have acted (a tool that must not

@@ -46,6 +46,7 @@ GROUND = (
     "connections",
     "logs",
     "bridge_exit",
+    "tracing",
 )
 # `sessionflow` itself (the lazy public face) and `python -m sessionflow`.
 PUBLIC = ("sessionflow", "sessionflow.__main__")

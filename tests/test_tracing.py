@@ -19,7 +19,7 @@ from sessionflow.cli.localstack import LocalStack, StackConfig
 from sessionflow.client.client import SessionClient
 from sessionflow.config import Settings
 from sessionflow.contract import TurnStatus
-from sessionflow.worker.tracing import SessionTracing, tracing_configured, tracing_from_settings
+from sessionflow.tracing import SessionTracing, tracing_configured, tracing_from_settings
 from tests.agents import tool_agent
 from tests.conftest import StartWorker
 

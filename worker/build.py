@@ -141,7 +141,7 @@ class WorkerOptions:
     scripts: Sequence[Script] = ()
     # The sandbox backend; by default, local workspaces under `sandbox_root`.
     sandboxes: SandboxBackend | None = None
-    # Temporal's tracing interceptor, when traces are on (`sessionflow.worker.tracing`).
+    # Temporal's tracing interceptor, when traces are on (`sessionflow.tracing`).
     tracing: Interceptor | None = None
 
     @classmethod

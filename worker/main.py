@@ -24,9 +24,9 @@ from sessionflow.providers.registry import providers_from_settings
 from sessionflow.sandbox.base import SandboxBackend
 from sessionflow.sandbox.registry import backend_from_settings
 from sessionflow.storage import close_external_storage, external_storage_from_settings
+from sessionflow.tracing import flush_tracing, tracing_from_settings
 from sessionflow.worker.build import MakeCurrent, SessionWorker, WorkerOptions, build_worker
 from sessionflow.worker.metrics_endpoint import metrics_endpoint
-from sessionflow.worker.tracing import shutdown_tracing, tracing_from_settings
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +91,7 @@ async def run_worker(
             tracing,
         )
     finally:
-        shutdown_tracing()
+        flush_tracing()
         # MCP servers the tools talked to: their stdio processes end with the worker.
         await close_mcp_connections()
         await redis.aclose()

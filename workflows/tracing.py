@@ -1,4 +1,4 @@
-"""The turn's span, told from workflow code (`sessionflow.worker.tracing`).
+"""The turn's span, told from workflow code (`sessionflow.tracing`).
 
 Temporal's tracing interceptor ends every span that workflow code makes at once (a
 span left open is not replay-safe), so a turn is reported as it ends: one span with the
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-# The name under which `worker.tracing.SessionTracing` lends the function.
-TURN_SPAN = "__sessionflow_turn_span"
+with workflow.unsafe.imports_passed_through():
+    from sessionflow.contract import TURN_SPAN
 
 
 def report_turn(

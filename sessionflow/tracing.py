@@ -3,7 +3,9 @@ variables configure an exporter (`OTEL_EXPORTER_OTLP_ENDPOINT` or
 `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; `OTEL_TRACES_EXPORTER=none` keeps them off).
 
 A worker then installs Temporal's tracing interceptor
-(`temporalio.contrib.opentelemetry.TracingInterceptor`), which makes spans of what the
+(`temporalio.contrib.opentelemetry.TracingInterceptor`), and so does a client
+connected with `SessionClient.connect` (the gateway's, the CLI's): a session started
+by a traced client runs in the trace of that start. The interceptor makes spans of what the
 workflow does (`RunWorkflow`, `HandleSignal:send`, `StartActivity:*`, zero-length by
 its design) and of each activity's run (`RunActivity:*`, with real durations), and
 carries the trace from workflow to activity in Temporal headers. Within those:
@@ -27,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from sessionflow.config import ConfigError, Settings
+from sessionflow.contract import TURN_SPAN
 
 try:
     import opentelemetry.trace
@@ -35,7 +38,9 @@ try:
 except ImportError:  # pragma: no cover - the `otel` extra is not installed
     TracingInterceptor = None  # type: ignore[assignment,misc]
 
-from sessionflow.workflows.tracing import TURN_SPAN
+# The provider made from the settings, once per process (a worker and a gateway may
+# share one, as in `sessionflow dev`).
+_made: list[Any] = []
 
 
 def tracing_configured(settings: Settings) -> bool:
@@ -75,22 +80,19 @@ def tracing_from_settings(settings: Settings) -> Any | None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
             OTLPSpanExporter,
         )
-    # The service name and other resource attributes come from OTEL_SERVICE_NAME and
-    # OTEL_RESOURCE_ATTRIBUTES when set.
-    provider = TracerProvider(resource=Resource.create({"service.name": "sessionflow-worker"}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    opentelemetry.trace.set_tracer_provider(provider)
-    return SessionTracing(provider.get_tracer("sessionflow"))
+    if not _made:
+        # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, when set, name the service.
+        provider = TracerProvider(resource=Resource.create({"service.name": "sessionflow"}))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        opentelemetry.trace.set_tracer_provider(provider)
+        _made.append(provider)
+    return SessionTracing(_made[0].get_tracer("sessionflow"))
 
 
-def shutdown_tracing() -> None:
+def flush_tracing() -> None:
     """Send the spans still buffered (a worker stopping)."""
-    if TracingInterceptor is None:
-        return
-    provider = opentelemetry.trace.get_tracer_provider()
-    shutdown = getattr(provider, "shutdown", None)
-    if shutdown is not None:
-        shutdown()
+    for provider in _made:
+        provider.force_flush()
 
 
 if TracingInterceptor is not None:
