@@ -28,19 +28,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sessionflow.config import ConfigError, Settings
-from sessionflow.contract import TURN_SPAN
+import structlog
 
-try:
-    import opentelemetry.trace
-    from temporalio.contrib.opentelemetry import TracingInterceptor
-    from temporalio.worker import WorkflowInterceptorClassInput
-except ImportError:  # pragma: no cover - the `otel` extra is not installed
-    TracingInterceptor = None  # type: ignore[assignment,misc]
+from sessionflow.config import ConfigError, Settings
 
 # The provider made from the settings, once per process (a worker and a gateway may
 # share one, as in `sessionflow dev`).
 _made: list[Any] = []
+_warned: list[bool] = []
 
 
 def tracing_configured(settings: Settings) -> bool:
@@ -51,16 +46,26 @@ def tracing_configured(settings: Settings) -> bool:
 
 
 def tracing_from_settings(settings: Settings) -> Any | None:
-    """The worker interceptor that traces sessions, exporting with OTLP as the `OTEL_*`
-    variables say; None when they configure no exporter. `ConfigError` when they do but
-    the `otel` extra is not installed."""
+    """The interceptor that traces sessions (for a worker or a client), exporting with
+    OTLP as the `OTEL_*` variables say; None when they configure no exporter, or when
+    the `otel` extra is not installed (a warning says so)."""
     if not tracing_configured(settings):
         return None
-    if TracingInterceptor is None:
-        raise ConfigError(
-            "OTEL_EXPORTER_OTLP_ENDPOINT is set, but OpenTelemetry is not installed: "
-            "pip install 'sessionflow[otel]' (or unset it)"
-        )
+    # Imported only now: OpenTelemetry's and the interceptor's modules cost every
+    # `SessionClient` user an import otherwise.
+    try:
+        import opentelemetry.trace
+
+        from sessionflow.tracing_interceptor import SessionTracing
+    except ImportError:
+        # Not an error: the variables may be meant for another program in this shell.
+        if not _warned:
+            _warned.append(True)
+            structlog.get_logger(__name__).warning(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set, but OpenTelemetry is not installed: no "
+                "traces (pip install 'sessionflow[otel]')"
+            )
+        return None
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -93,43 +98,3 @@ def flush_tracing() -> None:
     """Send the spans still buffered (a worker stopping)."""
     for provider in _made:
         provider.force_flush()
-
-
-if TracingInterceptor is not None:
-
-    class SessionTracing(TracingInterceptor):
-        """Temporal's tracing interceptor, lending the workflow the turn's span too.
-
-        Workflow spans are made whether or not the session's starter traced its call
-        (`always_create_workflow_spans`): a session is started by whoever sends first,
-        and the turns are what an operator wants to see."""
-
-        def __init__(self, tracer: opentelemetry.trace.Tracer | None = None) -> None:
-            super().__init__(tracer, always_create_workflow_spans=True)
-
-        def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput) -> Any:
-            interceptor = super().workflow_interceptor_class(input)
-            input.unsafe_extern_functions[TURN_SPAN] = self._turn_span
-            return interceptor
-
-        def _turn_span(self, turn: dict[str, Any]) -> None:
-            """The turn's span (`workflows.tracing.report_turn`), in the trace of the
-            run it belongs to when that run's span is current here."""
-            span = self.tracer.start_span(
-                f"invoke_agent {turn['agent']}",
-                self.text_map_propagator.extract(turn["carrier"]),
-                attributes={
-                    "gen_ai.operation.name": "invoke_agent",
-                    "gen_ai.agent.name": turn["agent"],
-                    "gen_ai.conversation.id": turn["session_id"],
-                    "sessionflow.message_id": turn["message_id"],
-                    "sessionflow.turn.status": turn["status"],
-                    "sessionflow.turn.steps": turn["steps"],
-                    "temporalWorkflowID": turn["workflow_id"],
-                    "temporalRunID": turn["run_id"],
-                },
-                start_time=turn["start_ns"],
-            )
-            if turn["status"] == "failed":
-                span.set_status(opentelemetry.trace.Status(opentelemetry.trace.StatusCode.ERROR))
-            span.end(end_time=turn["end_ns"])

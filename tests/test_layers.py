@@ -47,6 +47,7 @@ GROUND = (
     "logs",
     "bridge_exit",
     "tracing",
+    "tracing_interceptor",
 )
 # `sessionflow` itself (the lazy public face) and `python -m sessionflow`.
 PUBLIC = ("sessionflow", "sessionflow.__main__")

@@ -19,7 +19,8 @@ from sessionflow.cli.localstack import LocalStack, StackConfig
 from sessionflow.client.client import SessionClient
 from sessionflow.config import Settings
 from sessionflow.contract import TurnStatus
-from sessionflow.tracing import SessionTracing, tracing_configured, tracing_from_settings
+from sessionflow.tracing import tracing_configured, tracing_from_settings
+from sessionflow.tracing_interceptor import SessionTracing
 from tests.agents import tool_agent
 from tests.conftest import StartWorker
 
