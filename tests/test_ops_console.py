@@ -14,19 +14,21 @@ import subprocess
 import time
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from sessionflow.agents.definition import agent
 from sessionflow.cli.localstack import LocalStack, temporal_binary
 from sessionflow.client.session import Session
-from sessionflow.contract import SessionStatus, TurnStatus
+from sessionflow.config import agent_task_queue
+from sessionflow.contract import WORKFLOW_NAME, SessionInput, SessionStatus, TurnStatus
 from sessionflow.errors import SessionFailed
-from sessionflow.ids import tenant_session_id
+from sessionflow.ids import session_workflow_id, tenant_session_id
 from sessionflow.messages import MessageStatus
 from sessionflow.providers.scripted import Script, ScriptStep
 from tests.conftest import StartWorker
 from tests.test_cli_chat import spawn
 from tests.test_operations import find
+from tests.workflow_harness import send_request
 
 LONG = " ".join(f"word{i}" for i in range(300))
 # Two long answers to cut off, then short ones.
@@ -235,3 +237,33 @@ async def test_handlers_are_described_and_tenant_and_agent_are_searchable(
         'AND SessionAgent = "echoing"'
     )
     assert [w.id for w in await find(client.temporal, query)] == [session.workflow_id]
+
+
+async def test_a_cancel_request_that_comes_with_the_first_message(
+    start_worker: StartWorker, temporal: Client, task_queue: str, unique_id: str
+) -> None:
+    """Started and cancelled before any worker ran it: the run's first workflow task
+    holds the message and the cancel request together. The cancel interrupts the turn
+    if it had begun (before its model step was even scheduled) or, handled first, only
+    hands over to a fresh run that answers the message; either way the session goes
+    on (it once ended `cancelled` here)."""
+    session_id = unique_id
+    workflow_id = session_workflow_id("echoing", session_id)
+    request = send_request("one")
+    handle = await temporal.start_workflow(
+        WORKFLOW_NAME,
+        SessionInput(session_id=session_id, agent="echoing"),
+        id=workflow_id,
+        task_queue=agent_task_queue(task_queue, "echoing"),
+        start_signal="send",
+        start_signal_args=[request],
+    )
+    await handle.cancel()
+    client = await start_worker([echo_agent])
+    session = client.session(session_id, agent="echoing")
+    outcome = await session.answer(request.assistant_message_id).outcome
+    assert outcome.status in (TurnStatus.INTERRUPTED, TurnStatus.FINISHED)
+    after = await session.send("two")
+    assert (await after.outcome).status is TurnStatus.FINISHED
+    assert (await session.history())[-1].text() == "Answer to two."
+    assert (await session.info()).ended is None
