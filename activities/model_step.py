@@ -10,7 +10,7 @@ import structlog
 from pydantic import ValidationError
 from temporalio import activity
 
-from sessionflow.activities import metrics
+from sessionflow.activities import metrics, spans
 from sessionflow.activities.context_window import fit_to_window
 from sessionflow.activities.failures import to_application_error
 from sessionflow.activities.heartbeat import heartbeating
@@ -59,10 +59,13 @@ class ModelStepActivities:
         announced (see `StreamPublisher.writer`). An interrupt ends the step early and returns what
         was produced so far, so the partial answer is kept in history.
         """
-        try:
-            return await self._step(params)
-        except SessionflowError as err:
-            raise to_application_error(err) from err
+        with spans.model_step(params.ref) as span:
+            try:
+                result = await self._step(params)
+            except SessionflowError as err:
+                raise to_application_error(err) from err
+            spans.record_step(span, result)
+            return result
 
     async def _step(self, params: ModelStepParams) -> ModelStepResult:
         ref = params.ref

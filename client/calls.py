@@ -26,20 +26,28 @@ from temporalio.client import (
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import QueryRejectCondition, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sessionflow import errors
 from sessionflow.agents.definition import IdleTTL
 from sessionflow.client.backoff import Backoff
-from sessionflow.client.ended import ended_error
+from sessionflow.client.ended import ended_error, how_it_ended
 from sessionflow.client.services import Services, ServicesRef
 from sessionflow.connections import task_queue_pollers
-from sessionflow.contract import SendRequest, SessionInput, SessionLimits, SessionSnapshot
+from sessionflow.contract import (
+    SendRequest,
+    SessionInfo,
+    SessionInput,
+    SessionLimits,
+    SessionSnapshot,
+    SessionStatus,
+)
 from sessionflow.workflows.session import SEND_SIGNAL, SessionWorkflow
 
 # A query answers in milliseconds from a healthy session; longer means something is wrong.
@@ -139,7 +147,9 @@ class SessionCalls:
 
         With `reopen=False` (calls that change a session but send no message) a session
         that never ran is started, but an ended one is not replaced by a new, empty run:
-        that raises `SessionClosed` or `SessionFailed`. A `send` does reopen it."""
+        that raises `SessionClosed` or `SessionFailed`. A `send` reopens a closed one
+        (its run completed), never one that was terminated, failed or timed out
+        (`SessionFailed`: delete it to start over)."""
         services = await self._ref.get()
         signal: dict[str, Any] = (
             {"start_signal": SEND_SIGNAL, "start_signal_args": [send]} if send else {}
@@ -147,6 +157,34 @@ class SessionCalls:
         if not reopen and await self._runs_or_ended():
             return
         await self.served(services)
+        # A closed run is replaced only once it is known to have completed (a close, the
+        # idle TTL): one terminated, failed or timed out is not silently replaced by an
+        # empty session (`SessionFailed`). The common case (a running or new session)
+        # costs the one call, as before.
+        policy = WorkflowIDReusePolicy.REJECT_DUPLICATE
+        for attempt in range(SIGNAL_ATTEMPTS):
+            try:
+                await self._start(services, signal, summary, policy)
+                return
+            except WorkflowAlreadyStartedError as err:
+                ended = await self.ended()
+                if ended is None:
+                    if not reopen:
+                        return  # a `send` reopened the session meanwhile, and it runs
+                elif reopen and isinstance(ended, errors.SessionClosed):
+                    policy = WorkflowIDReusePolicy.ALLOW_DUPLICATE  # reopen the closed one
+                else:
+                    raise ended from err
+                if attempt == SIGNAL_ATTEMPTS - 1:
+                    raise
+
+    async def _start(
+        self,
+        services: Services,
+        signal: dict[str, Any],
+        summary: str | None,
+        policy: WorkflowIDReusePolicy,
+    ) -> None:
         try:
             await services.temporal.start_workflow(
                 SessionWorkflow.run,
@@ -156,24 +194,13 @@ class SessionCalls:
                 task_queue=services.queue_for(self._agent),
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 # Decided by the server, so no close can slip between a check and this.
-                id_reuse_policy=(
-                    WorkflowIDReusePolicy.ALLOW_DUPLICATE
-                    if reopen
-                    else WorkflowIDReusePolicy.REJECT_DUPLICATE
-                ),
+                id_reuse_policy=policy,
                 static_summary=summary or f"{self._agent}: session {self._session_id}",
                 static_details=(
                     f"Session `{self._session_id}` of agent `{self._agent}` (Sessionflow)."
                 ),
                 **signal,
             )
-        except WorkflowAlreadyStartedError as err:
-            if reopen:
-                raise
-            ended = await self.ended()
-            if ended is not None:
-                raise ended from err
-            # Not ended after all: a `send` reopened the session meanwhile, and it runs.
         except RPCError as err:
             if err.status is RPCStatusCode.UNAVAILABLE:
                 raise self.rpc_error(err) from err
@@ -429,6 +456,29 @@ class SessionCalls:
                 if stuck is not None:
                     raise stuck from err
             raise self.rpc_error(err) from err
+
+    async def query_info(self, method: Any) -> SessionInfo:
+        """The `info` query, true to how the session's run ended: asked of an open run
+        only (one call, as any query), and of a closed one again, its status then
+        `closed` or `ended` and `ended` saying how (`client.ended`)."""
+        try:
+            async with asyncio.timeout(QUERY_PATIENCE_SECONDS):
+                info: SessionInfo = await (await self.handle()).query(
+                    method, reject_condition=QueryRejectCondition.NOT_OPEN
+                )
+                return info
+        except WorkflowQueryRejectedError:
+            pass
+        except (TimeoutError, RPCError):
+            info = await self.query(method)  # the same call, with the errors told as usual
+            return info
+        description = await self.describe()
+        how = await how_it_ended((await self._ref.get()).temporal, description)
+        info = await self.query(method)
+        if how is None:
+            return info  # running again: a `send` reopened it meanwhile
+        status = SessionStatus.CLOSED if how == "closed" else SessionStatus.ENDED
+        return info.model_copy(update={"status": status, "ended": how, "busy": False})
 
     async def describe(self) -> WorkflowExecutionDescription:
         """The newest run (`SessionNotFound` when the session never ran)."""

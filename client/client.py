@@ -29,6 +29,7 @@ from sessionflow.storage import (
 from sessionflow.streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
 from sessionflow.streams.context import ContextStore
 from sessionflow.streams.reader import StreamReader
+from sessionflow.tracing import tracing_from_settings
 
 
 class SessionClient:
@@ -108,11 +109,15 @@ class SessionClient:
         workers' own.
         """
         settings = settings or Settings.from_env()
+        # Traced when the OTEL_* variables ask for it: sessions it starts run in the
+        # trace of their start (`sessionflow.tracing`).
+        tracing = tracing_from_settings(settings)
         temporal = await connect_temporal(
             temporal_address or settings.temporal_address,
             namespace or settings.temporal_namespace,
             settings=settings,
             external_storage=external_storage_from_settings(settings),
+            interceptors=[tracing] if tracing is not None else [],
         )
         redis = await connect_redis(redis_url or settings.redis_url)
         client = cls(

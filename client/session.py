@@ -469,7 +469,10 @@ class Session:
         return schema.model_validate(raw) if schema is not None and raw is not None else raw
 
     async def info(self) -> SessionInfo:
-        result: SessionInfo = await self._calls.query(SessionWorkflow.info)
+        """The session at a glance. A session whose run has ended reports it: status
+        `closed` (its run completed) or `ended` (terminated, failed, timed out), and
+        `ended` says how, e.g. `terminated: runaway costs (by ops@example.com)`."""
+        result: SessionInfo = await self._calls.query_info(SessionWorkflow.info)
         return result
 
     # -- plumbing -------------------------------------------------------------------

@@ -672,6 +672,60 @@ class Settings(BaseSettings):
         "holding one; an agent's `prices=` override these",
         json_schema_extra=_shown("(none: the built-in table, `sessionflow.prices`)"),
     )
+    # -- the codec server (`sessionflow codec-server`) ------------------------------------
+    codec_host: Annotated[str, _Parse(_stripped)] = Field(
+        "127.0.0.1",
+        description="address the codec server listens on; anything but a loopback address "
+        "needs `SESSIONFLOW_CODEC_TOKEN`",
+    )
+    codec_port: Annotated[int, _whole(1, 65535)] = Field(
+        8081, description="port the codec server listens on"
+    )
+    codec_token: str | None = Field(
+        None,
+        repr=False,
+        description="bearer token the codec server requires of every request "
+        "(`Authorization: Bearer <token>`); never logged",
+        json_schema_extra=_shown("(none: loopback only)"),
+    )
+    codec_cors_origins: Annotated[tuple[str, ...], _Parse(_names)] = Field(
+        (
+            "http://localhost:8233",
+            "http://127.0.0.1:8233",
+            "http://localhost:8080",
+            "http://127.0.0.1:8080",
+        ),
+        description="origins of the Temporal UI that may call the codec server from the "
+        "browser, comma-separated",
+        json_schema_extra=_shown("the dev server's UI (`:8233`) and compose's (`:8080`)"),
+    )
+    # -- traces (OpenTelemetry's own variables, `sessionflow.tracing`) --------------
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="where workers send OpenTelemetry traces (OTLP); set (or the traces "
+        "endpoint), workers trace turns, model steps and tool calls, with the `otel` extra. "
+        "The exporter reads the other `OTEL_*` variables itself",
+        json_schema_extra=_shown("(none: no traces)"),
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        description="the OTLP endpoint for traces alone (the full URL, `.../v1/traces`)",
+        json_schema_extra=_shown("(none)"),
+    )
+    otel_exporter_otlp_protocol: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_PROTOCOL"),
+        description="`http/protobuf`, or `grpc` (needs opentelemetry-exporter-otlp-proto-grpc)",
+        json_schema_extra=_shown("`http/protobuf`"),
+    )
+    otel_traces_exporter: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_TRACES_EXPORTER"),
+        description="`none` turns traces off even with an endpoint set",
+        json_schema_extra=_shown("(otlp)"),
+    )
     # -- workers -------------------------------------------------------------------------
     metrics_address: Annotated[str, _Parse(_metrics_address)] = Field(
         "127.0.0.1:9464",

@@ -18,6 +18,8 @@ from sessionflow.compaction import CompactionRecord
 from sessionflow.messages import Message, Part, ToolCall, Usage
 
 WORKFLOW_NAME = "SessionWorkflow"
+# The function a tracing worker lends the workflow for a turn's span (`sessionflow.tracing`).
+TURN_SPAN = "__sessionflow_turn_span"
 # What an interrupted turn and an interrupted tool call say, in history and the stream.
 INTERRUPTED_TEXT = "interrupted by the user"
 # The abort reason of a turn a send with if_busy="rollback" took out of history.
@@ -62,6 +64,11 @@ class SessionStatus(StrEnum):
     NEEDS_APPROVAL = "needs-approval"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
+    # Reported by the client only (`Session.info()`), never by a running session: its
+    # run completed (closed), or ended otherwise (terminated, failed, timed out;
+    # `SessionInfo.ended` says how).
+    CLOSED = "closed"
+    ENDED = "ended"
 
 
 class TurnStatus(StrEnum):
@@ -350,6 +357,36 @@ class TranscriptView(BaseModel):
     message_count: int
 
 
+# The most messages one page of the `messages` query holds.
+MAX_PAGE_MESSAGES = 200
+
+
+class PageRequest(BaseModel):
+    """Which messages the `messages` query answers: `limit` of them from `offset`."""
+
+    offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE_MESSAGES)
+
+
+class MessagePage(BaseModel):
+    """One page of a session's messages, as the `messages` query answers it.
+
+    A query cannot read the payload store, so messages already committed to the
+    transcript store are not in the answer: `complete` is then False, and `transcript`
+    and `tail` say where the page is. The codec server (`sessionflow codec-server`,
+    `gateway.codec`) reads them as it decodes the answer for the Temporal UI or CLI,
+    and fills `messages`; the Python client reads pages with `Session.history`.
+    """
+
+    offset: int
+    limit: int
+    total: int
+    messages: list[Message] = Field(default_factory=list)
+    complete: bool = True
+    transcript: TranscriptRef | None = None
+    tail: list[Message] = Field(default_factory=list)
+
+
 class CommitTranscriptParams(BaseModel):
     workflow_id: str
     head: TranscriptRef | None
@@ -440,6 +477,8 @@ class SessionSnapshot(BaseModel):
     states: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
     # Where the session's events go (`workflows.webhooks.Webhooks`).
     webhooks: WebhookTargets | None = None
+    # The session's status as the run ended (`interrupted` after a cancel request).
+    status: SessionStatus = SessionStatus.IDLE
 
 
 class SessionEnd(StrEnum):
@@ -484,6 +523,10 @@ class SessionInfo(BaseModel):
     sandbox_id: str | None
     pending_approvals: list[str]
     run_count: int = 1
+    # None while the session runs; else how its run ended, from Temporal: `closed`, or
+    # `terminated: <reason> (by <who>)`, `failed: ...`, `timed out: ...` (`status` is
+    # then `closed` or `ended`, and the rest is what the run held as it ended).
+    ended: str | None = None
 
 
 class StepRef(BaseModel):

@@ -50,6 +50,8 @@ GROUND = (
     "prices",
     "budgets",
     "webhooks",
+    "tracing",
+    "tracing_interceptor",
 )
 # `sessionflow` itself (the lazy public face) and `python -m sessionflow`.
 PUBLIC = ("sessionflow", "sessionflow.__main__")

@@ -30,6 +30,8 @@ ALLOWED = {
     "typing",
     "temporalio",
     "temporalio.common",
+    # The tracing interceptor's workflow side, imported only where a tracing worker runs it.
+    "temporalio.contrib.opentelemetry",
     "temporalio.exceptions",
     "temporalio.workflow",
     "pydantic",

@@ -32,7 +32,12 @@ from redis.asyncio import Redis
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.client import Client
 from temporalio.common import WorkerDeploymentVersion
-from temporalio.worker import PollerBehaviorAutoscaling, Worker, WorkerDeploymentConfig
+from temporalio.worker import (
+    Interceptor,
+    PollerBehaviorAutoscaling,
+    Worker,
+    WorkerDeploymentConfig,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from sessionflow.activities import (
@@ -154,6 +159,8 @@ class WorkerOptions:
     sandboxes: SandboxBackend | None = None
     # Model prices over the built-in table (SESSIONFLOW_PRICES); agents add their own.
     prices: Mapping[str, Price] = field(default_factory=dict)
+    # Temporal's tracing interceptor, when traces are on (`sessionflow.tracing`).
+    tracing: Interceptor | None = None
 
     @classmethod
     def from_settings(
@@ -444,7 +451,7 @@ def build_worker(
             # Sessions are pinned (`SessionWorkflow`'s versioning behavior): each runs on
             # the build it started on, so no build replays another's history.
             deployment_config=WorkerDeploymentConfig(version=version, use_worker_versioning=True),
-            interceptors=[BoundLogs()],
+            interceptors=[BoundLogs(), *([options.tracing] if options.tracing else [])],
             # A workflows-only worker polls no activity tasks, but runs its sessions'
             # local activities (publish, transcript and context writes) itself.
             activities=activities,

@@ -36,7 +36,9 @@ with workflow.unsafe.imports_passed_through():
         ForgetContextParams,
         ForkRequest,
         IfBusy,
+        MessagePage,
         ModelStepResult,
+        PageRequest,
         RewindTranscriptParams,
         SandboxExecParams,
         SandboxRef,
@@ -62,8 +64,21 @@ with workflow.unsafe.imports_passed_through():
         SessionBusy,
     )
     from sessionflow.fragments import count_messages
+    from sessionflow.ids import tenant_of
     from sessionflow.messages import Message, Usage
-    from sessionflow.workflows import busy, calls, ending, forks, policies, search, upgrade
+    from sessionflow.workflows import (
+        busy,
+        calls,
+        cancels,
+        descriptions,
+        ending,
+        forks,
+        pages,
+        policies,
+        search,
+        tracing,
+        upgrade,
+    )
     from sessionflow.workflows.turn import Turn
     from sessionflow.workflows.webhooks import Webhooks
 
@@ -127,7 +142,10 @@ class SessionWorkflow:
         # The model of the latest step, named in the next step's activity summary.
         self.last_model: str | None = None
         self._indexed: dict[str, object] = {}
-        self._status = SessionStatus.IDLE
+        self._status = snapshot.status
+        # Set once a cancel request (Temporal UI, `temporal workflow cancel`) was handled
+        # as an interrupt: the run then continues as new (`workflows.cancels`).
+        self._cancel_handled = False
         # The timer that pauses an idle sandbox or closes an idle session, and when it
         # fires; left running while turns come and go.
         self._idle_timer: asyncio.Task[None] | None = None
@@ -189,9 +207,11 @@ class SessionWorkflow:
         self._indexed = values
         self._describe()
         if self._searchable:
+            tenant = tenant_of(self.session_id)
             workflow.upsert_search_attributes(
                 [
                     search.AGENT.value_set(self.agent),
+                    *([search.TENANT.value_set(tenant)] if tenant else []),
                     search.STATUS.value_set(self._status.value),
                     search.TOKENS.value_set(self.usage.total.total_tokens),
                     search.PENDING_APPROVALS.value_set(pending),
@@ -214,6 +234,17 @@ class SessionWorkflow:
         if input.erase is not None:
             await self._erase_ended(input.erase)
             return
+        await cancels.serve_through_cancels(self._serve(), self._on_cancel_request)
+
+    async def _on_cancel_request(self) -> None:
+        """A cancel request is an interrupt; the run then continues as new, so the next
+        cancel request reaches a fresh run (`workflows.cancels`)."""
+        workflow.logger.info("cancel requested: interrupting the running turn, if any")
+        self._cancel_handled = True
+        if self.turn is not None:
+            self.turn.interrupt()  # tells the running step's worker, as every interrupt
+
+    async def _serve(self) -> None:
         if not self.inbox:
             self._index()  # else the turn that starts at once indexes the session
         while not self._closed:
@@ -222,13 +253,16 @@ class SessionWorkflow:
                 break
             if self._may_move and upgrade.due(self.limits):
                 await self._continue_as_new()  # the next run, on the new build, answers
+            if self._cancel_handled and not self._closing:
+                await self._continue_as_new()  # a cancel request came while idle
+                continue
             async with self._lock:
                 # An update or close that held the lock may have changed things meanwhile.
                 if self._closed or self._closing or not self.inbox:
                     continue
                 await self._take_turn(self.inbox.pop(0))
                 self._may_move = True
-            if self._history_is_long() and not self._closing:
+            if (self._history_is_long() or self._cancel_handled) and not self._closing:
                 await self._continue_as_new()
         await self.webhooks.settled()
         # The run ends: it completes, or carries messages sent meanwhile to the next.
@@ -249,15 +283,25 @@ class SessionWorkflow:
         before = busy.BeforeTurn.of(self.transcript, self.tail, self.state)
         self._remember_state(request.message.id)
         self.turn = turn = Turn(self, request)
+        started = workflow.time_ns()
         try:
             outcome = await turn.run()
         finally:
+            steps = turn.steps
             self.turn = None
         if turn.rolled_back:
             self.transcript, self.tail, self.state = before.transcript, before.tail, before.state
             outcome = TurnOutcome(message_id=outcome.message_id, status=TurnStatus.ROLLED_BACK)
         else:
             self._remember_state(outcome.message_id)
+        tracing.report_turn(
+            started,
+            agent=self.agent,
+            session_id=self.session_id,
+            message_id=outcome.message_id,
+            status=outcome.status.value,
+            steps=steps,
+        )
         await self.checkpoint(None)
         await self._forget_context(request)
         self._remember(outcome)
@@ -280,7 +324,8 @@ class SessionWorkflow:
         close the session if none comes for `limits.close_after_idle_seconds`."""
 
         def ready() -> bool:
-            return (bool(self.inbox) and not self._closing) or self._closed
+            waiting = bool(self.inbox) and not self._closing
+            return waiting or self._closed or self._cancel_handled
 
         since = workflow.now()
         idle = self.limits.pause_sandbox_after_seconds
@@ -349,7 +394,7 @@ class SessionWorkflow:
 
     # -- signals --------------------------------------------------------------------
 
-    @workflow.signal(name=SEND_SIGNAL)
+    @workflow.signal(name=SEND_SIGNAL, description=descriptions.SEND)
     def send(self, request: SendRequest) -> None:
         """Queue a message; a duplicate delivery of the same message is ignored, and so
         is any message while the session is being deleted."""
@@ -357,7 +402,7 @@ class SessionWorkflow:
             return
         self._admit(request)
 
-    @workflow.update(name="send_message")
+    @workflow.update(name="send_message", description=descriptions.SEND_MESSAGE)
     def send_message(self, request: SendRequest) -> None:
         """Queue a message as the `send` signal does, applying its busy-session
         strategy (`workflows.busy`): the validator refuses a `reject` while busy, and
@@ -383,7 +428,7 @@ class SessionWorkflow:
             return  # dropped, or a repeat of a message already taken
         busy.refuse_if_rejected(request, turn_running=self.turn is not None, queued=len(self.inbox))
 
-    @workflow.signal(name="interrupt")
+    @workflow.signal(name="interrupt", description=descriptions.INTERRUPT)
     def interrupt(self) -> None:
         """Stop the running turn, keeping what it produced; queued messages still run."""
         if self.turn is not None:
@@ -391,7 +436,7 @@ class SessionWorkflow:
 
     # -- updates --------------------------------------------------------------------
 
-    @workflow.update(name="wait_turn")
+    @workflow.update(name="wait_turn", description=descriptions.WAIT_TURN)
     async def wait_turn(self, message_id: str) -> TurnOutcome | None:
         """Resolve when the turn answering `message_id` ends.
 
@@ -411,7 +456,7 @@ class SessionWorkflow:
                 f"no message {message_id!r} in this session", type=MessageNotFound.__name__
             )
 
-    @workflow.update(name="approve")
+    @workflow.update(name="approve", description=descriptions.APPROVE)
     def approve(self, response: ApprovalResponse) -> str:
         """Answer a pending tool approval; returns the id of the message it belongs to."""
         assert self.turn is not None  # the validator saw the approval pending
@@ -427,7 +472,7 @@ class SessionWorkflow:
                 type=ApprovalNotPending.__name__,
             )
 
-    @workflow.update(name="update")
+    @workflow.update(name="update", description=descriptions.UPDATE)
     async def update(self, change: SessionUpdate) -> None:
         """Point the session at another (existing) sandbox, rewind its history so that
         `last_message_id` is the last message kept, and/or change its step cap. A
@@ -470,7 +515,7 @@ class SessionWorkflow:
                 f"no message {message_id!r} in this session", type=MessageNotFound.__name__
             )
 
-    @workflow.update(name="fork")
+    @workflow.update(name="fork", description=descriptions.FORK)
     async def fork(self, request: ForkRequest) -> SessionSnapshot:
         """What a fork of this session starts from: its history up to
         `request.at_message_id` (the newest if None), by reference, and the agent state
@@ -500,7 +545,7 @@ class SessionWorkflow:
         limit = 2 * self.limits.remembered_outcomes
         forks.remember_state(self._states, message_id, self.state, limit)
 
-    @workflow.update(name="close")
+    @workflow.update(name="close", description=descriptions.CLOSE)
     async def close(self) -> None:
         """End the session: its sandbox is killed, its stream ends and the workflow
         completes. If the sandbox cannot be killed the session stays open, and closing
@@ -533,7 +578,7 @@ class SessionWorkflow:
                 type=SessionBusy.__name__,
             )
 
-    @workflow.update(name="delete")
+    @workflow.update(name="delete", description=descriptions.DELETE)
     async def delete(self) -> None:
         """Erase the session: stop its turn (queued messages are dropped), kill its
         sandbox, erase its Redis keys and payload store objects, and complete; the
@@ -568,7 +613,7 @@ class SessionWorkflow:
             await ending.kill_sandbox(order.sandbox_id, what="delete")
         await ending.erase(self.session_id, self.agent)
 
-    @workflow.update(name="sandbox_exec")
+    @workflow.update(name="sandbox_exec", description=descriptions.SANDBOX_EXEC)
     async def sandbox_exec(self, request: ExecRequest) -> ExecResult:
         """Run a command in the session's sandbox, creating the sandbox if needed."""
         self._execs += 1
@@ -601,7 +646,7 @@ class SessionWorkflow:
         if self._closing or self._closed:
             raise ApplicationError("the session is closing", type=_CLOSED)
 
-    @workflow.update(name="sandbox_status")
+    @workflow.update(name="sandbox_status", description=descriptions.SANDBOX_STATUS)
     async def sandbox_status(self) -> SandboxStatus | None:
         if self.sandbox_id is None:
             return None
@@ -612,7 +657,7 @@ class SessionWorkflow:
 
     # -- queries --------------------------------------------------------------------
 
-    @workflow.query(name="transcript")
+    @workflow.query(name="transcript", description=descriptions.TRANSCRIPT)
     def transcript_view(self) -> TranscriptView:
         """Where the messages are: a reference to the committed transcript and the
         fragments after it (clients read pages from the payload store)."""
@@ -620,7 +665,13 @@ class SessionWorkflow:
             transcript=self.transcript, tail=self.tail, message_count=self.message_count()
         )
 
-    @workflow.query(name="info")
+    @workflow.query(name="messages", description=descriptions.MESSAGES)
+    def messages(self, request: PageRequest | None = None) -> MessagePage:
+        return pages.page(
+            self.transcript, self.tail, self.message_count(), request or PageRequest()
+        )
+
+    @workflow.query(name="info", description=descriptions.INFO)
     def info(self) -> SessionInfo:
         return SessionInfo(
             session_id=self.session_id,
@@ -635,11 +686,11 @@ class SessionWorkflow:
             run_count=self.runs,
         )
 
-    @workflow.query(name="usage")
+    @workflow.query(name="usage", description=descriptions.USAGE)
     def usage_report(self) -> UsageReport:
         return self.usage
 
-    @workflow.query(name="state")
+    @workflow.query(name="state", description=descriptions.STATE)
     def state_query(self) -> dict[str, Any] | None:
         return self.state
 
@@ -889,6 +940,7 @@ class SessionWorkflow:
             compactions=self.compactions,
             states=self._states,
             webhooks=self.webhooks.targets,
+            status=self._status,
         )
 
     async def _continue_as_new(self, snapshot: SessionSnapshot | None = None) -> None:

@@ -9,6 +9,7 @@ returns what it produced so far, which is kept, and the turn ends with `abort`.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol, TypeVar
 
 from temporalio import workflow
@@ -186,6 +187,11 @@ class Turn:
 
     def is_pending(self, approval_id: str) -> bool:
         return approval_id in self._pending
+
+    @property
+    def steps(self) -> int:
+        """Model steps taken so far."""
+        return self._step + 1
 
     def pending_ids(self) -> list[str]:
         return list(self._pending)
@@ -546,6 +552,14 @@ class Turn:
             return result
         except ActivityError as err:
             if self._interrupting and isinstance(err.cause, CancelledError):
+                return None
+            raise
+        except asyncio.CancelledError:
+            # Interrupted before the activity was even scheduled (an interrupt or cancel
+            # request in the same workflow task as the message): nothing ran. A worker
+            # evicting the run cancels this task too, and that goes through.
+            task = asyncio.current_task()
+            if self._interrupting and handle.cancelled() and not (task and task.cancelling()):
                 return None
             raise
         finally:

@@ -4,8 +4,9 @@
 
 Starts its own stack and a versioned worker, runs one session of every shape
 (`SHAPES`: a plain turn, tools, an approval answered and one still waiting, an
-interrupt, transcript commits and a rewind, continue-as-new, an idle sandbox paused, a
-close, an idle TTL, a delete, a rollback, a fork and its first turn, webhooks) and writes each workflow history as JSON beside this file
+interrupt, a cancel request, transcript commits and a rewind, continue-as-new, an
+idle sandbox paused, a close, an idle TTL, a delete, a rollback, a fork and its first
+turn, webhooks) and writes each workflow history as JSON beside this file
 (only the named ones, if names are given).
 
 Re-record when the workflow code changes on purpose: sessions are pinned to the build
@@ -49,6 +50,7 @@ SHAPES = (
     "approval",
     "approval-waiting",
     "interrupt",
+    "cancel",
     "transcript",
     "continue-as-new-run1",
     "continue-as-new-run2",
@@ -115,6 +117,17 @@ async def record_sessions(
             break
     await long.done
     await (await interrupted.send("short")).done
+
+    # A cancel request from the Temporal UI mid-answer: an interrupt, then the run
+    # continues as new (its history, the one with the request, is the shape).
+    cancelled = client.agent("streamer").session(f"{prefix}cancel")
+    cut = await cancelled.send("long")
+    async for event in cut.stream():
+        if event.type == "text-delta":
+            await temporal.get_workflow_handle(cancelled.workflow_id).cancel()
+            break
+    await cut.done
+    await (await cancelled.send("short")).done
 
     # Every step commits to the transcript store; then a rewind into it.
     transcript = (
@@ -195,6 +208,9 @@ async def record_sessions(
         histories[f"continue-as-new-run{n + 1}"] = await _history(
             temporal, counter.workflow_id, run.run_id
         )
+    runs = [w async for w in temporal.list_workflows(f'WorkflowId = "{cancelled.workflow_id}"')]
+    first = min(runs, key=lambda r: r.start_time)
+    histories["cancel"] = await _history(temporal, cancelled.workflow_id, first.run_id)
     assert set(histories) == set(SHAPES), sorted(histories)
     return histories
 
