@@ -2,64 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import click
 
+from sessionflow.cli.running import fail as _fail
+from sessionflow.cli.running import run as _run
 from sessionflow.config import ConfigError, Settings, WorkerRole
-from sessionflow.errors import InvalidInput, SessionflowError
 from sessionflow.logs import configure_logging
-
-T = TypeVar("T")
 
 DEFAULT_AGENTS = "sessionflow.agents.demo:demo_agent"
 DEMO_MESSAGE = "Show me what you can do: look around, write a small program and run it."
-
-
-def _run(coro: Awaitable[T], explain: Callable[[], str | None] | None = None) -> NoReturn:
-    """Run a command's coroutine to completion, then exit the process at once.
-
-    Exit status: 0 when done, 2 for bad input (a setting, an argument), 1 for other
-    failures, each told in one line; 130 after Ctrl-C. `explain` says why, if it can,
-    when something exits the process from inside (uvicorn does, when it cannot listen).
-
-    The Temporal SDK's native runtime keeps threads that may call into Python while
-    the interpreter finalizes, which can abort the process after a successful run;
-    once the command's own work is done and flushed, nothing is left to finalize.
-    """
-    from sessionflow.cli.safe_text import body_text
-
-    code = 0
-    try:
-        asyncio.run(coro)  # type: ignore[arg-type]
-    except InvalidInput as err:
-        click.echo(f"Error: {body_text(str(err))}", err=True)
-        code = 2
-    except SessionflowError as err:
-        # A turn's failure may quote what a model or tool wrote.
-        click.echo(f"Error: {body_text(str(err))}", err=True)
-        code = 1
-    except click.ClickException as err:
-        err.show()
-        code = err.exit_code
-    except KeyboardInterrupt:
-        code = 130
-    except SystemExit as exit:
-        reason = explain() if explain else None
-        if reason:
-            click.echo(f"Error: {reason}", err=True)
-        code = exit.code if isinstance(exit.code, int) else 1
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def _load(specs: Sequence[str]) -> list[Any]:
@@ -69,14 +26,6 @@ def _load(specs: Sequence[str]) -> list[Any]:
         return load_agents(specs, DEFAULT_AGENTS)
     except ConfigError as err:
         _fail(err)
-
-
-def _fail(err: Exception, code: int = 2) -> NoReturn:
-    """Say what is wrong in one line and exit (2: bad input)."""
-    click.echo(f"Error: {err}", err=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 @click.group()
@@ -336,271 +285,10 @@ def demo(message: str, keep: bool | None, timeout: float, model: str | None) -> 
     _run(run_demo(message, sys.stdin.isatty() if keep is None else keep, timeout, model))
 
 
-_tenant_option = click.option(
-    "--tenant",
-    default=None,
-    help="Whose session: the id becomes <tenant>:<id>, as the gateway names a tenant's "
-    "sessions. Default SESSIONFLOW_TENANT, else 'dev' with the local stack (what the web "
-    "page of `sessionflow dev` shows); '' for none.",
-)
-_session_options = [
-    click.argument("session_id"),
-    click.option("--agent", default="demo", show_default=True, help="The session's agent."),
-    _tenant_option,
-]
+from sessionflow.cli.session_commands import SESSION_COMMANDS  # noqa: E402
 
-
-def _tenant(option: str | None) -> str | None:
-    """The tenant `--tenant` names, else the settings' (SESSIONFLOW_TENANT or the default)."""
-    from sessionflow.config import parse_tenant
-
-    try:
-        return Settings.from_env().tenant if option is None else parse_tenant(option, "--tenant")
-    except ConfigError as err:
-        _fail(err)
-
-
-def _session_id(session_id: str, tenant: str | None) -> str:
-    from sessionflow.ids import tenant_session_id
-
-    return tenant_session_id(_tenant(tenant), session_id)
-
-
-def _with_session_options(fn: Any) -> Any:
-    for option in reversed(_session_options):
-        fn = option(fn)
-    return fn
-
-
-@main.command()
-@_with_session_options
-@click.option(
-    "--max-steps",
-    type=click.IntRange(min=1),
-    default=None,
-    help="From this turn on, stop a turn after this many model steps (the session keeps it).",
-)
-@click.argument("text")
-def send(session_id: str, agent: str, tenant: str | None, max_steps: int | None, text: str) -> None:
-    """Send TEXT to a session and stream the answer; exit 1 if the turn failed."""
-    from sessionflow.cli.terminal import TerminalRenderer
-    from sessionflow.client.client import SessionClient
-
-    full_id = _session_id(session_id, tenant)
-
-    async def go() -> None:
-        async with await SessionClient.connect() as client:
-            session = client.session(full_id, agent=agent)
-            if max_steps is not None:
-                await session.update(max_steps_per_turn=max_steps)
-            result = await session.send(text)
-            renderer = TerminalRenderer()
-            async for event in result.stream():
-                renderer.render(event)
-            # The stream ends with the step's last chunk, a moment before the workflow
-            # records the step: return once it has, so `history` right after shows it.
-            (await result.outcome).raise_for_failure()
-
-    _run(go())
-
-
-@main.command()
-@_with_session_options
-def chat(session_id: str, agent: str, tenant: str | None) -> None:
-    """Chat with a session: type messages, watch answers stream, answer approvals.
-
-    Ctrl-C interrupts the running answer; Ctrl-C again, or Ctrl-D, quits.
-    """
-    from sessionflow.cli.chat import Chat
-    from sessionflow.client.client import SessionClient
-
-    full_id = _session_id(session_id, tenant)
-
-    async def go() -> None:
-        async with await SessionClient.connect() as client:
-            await Chat(client.session(full_id, agent=agent)).run()
-
-    _run(go())
-
-
-@main.command()
-@click.argument("workflow_id")
-@click.option("--after", default=None, help="Resume after this event id.")
-@click.option("--json", "as_json", is_flag=True, help="Print events as JSON lines.")
-def tail(workflow_id: str, after: str | None, as_json: bool) -> None:
-    """Follow a session's stream by workflow id, surviving Redis disconnects."""
-    from sessionflow.cli.chat import tail as follow
-    from sessionflow.cli.terminal import TerminalRenderer
-    from sessionflow.connections import redis_client
-    from sessionflow.streams.reader import StreamReader
-
-    async def go() -> None:
-        redis = redis_client(Settings.from_env().redis_url)
-        renderer = TerminalRenderer()
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
-        events = follow(StreamReader(redis), workflow_id, after)
-        reading = asyncio.ensure_future(_print(events, renderer, as_json))
-        await asyncio.wait(
-            {reading, asyncio.ensure_future(stop.wait())}, return_when="FIRST_COMPLETED"
-        )
-        reading.cancel()
-
-    _run(go())
-
-
-async def _print(events: Any, renderer: Any, as_json: bool) -> None:
-    from sessionflow.cli.safe_text import json_text
-
-    async for event in events:
-        if as_json:
-            line = {"id": event.id, "message_id": event.message_id, "step": event.step,
-                    "attempt": event.attempt, "chunk": event.chunk.to_wire()}  # fmt: skip
-            click.echo(json_text(json.dumps(line)))
-        else:
-            renderer.render(event)
-
-
-@main.command()
-@click.option("--status", default=None, help="Only sessions with this status, e.g. needs-approval.")
-@click.option("--agent", "agent_name", default=None, help="Only this agent's sessions.")
-@click.option("--limit", type=int, default=50, show_default=True)
-@_tenant_option
-def sessions(status: str | None, agent_name: str | None, limit: int, tenant: str | None) -> None:
-    """List sessions, newest first, with their status (a Temporal visibility query).
-
-    With a tenant, only its sessions, by the ids it gives them (as the web page lists
-    them); with --tenant '', every session by its full id."""
-    from sessionflow.cli.safe_text import line_text
-    from sessionflow.client.listing import list_sessions
-
-    owner = _tenant(tenant)
-    prefix = f"{owner}:" if owner else None
-
-    async def go() -> None:
-        settings = Settings.from_env()
-        from sessionflow.connections import connect_temporal
-        from sessionflow.storage import external_storage_from_settings
-
-        temporal = await connect_temporal(
-            settings.temporal_address,
-            settings.temporal_namespace,
-            settings=settings,
-            external_storage=external_storage_from_settings(settings),
-        )
-        rows = await list_sessions(
-            temporal, status=status, agent=agent_name, prefix=prefix, limit=limit
-        )
-        if owner:
-            click.echo(f"Tenant {owner}")
-        click.echo(f"{'SESSION':<32} {'AGENT':<12} {'STATUS':<15} {'TOKENS':>8}  LAST ACTIVITY")
-        for row in rows:
-            shown = line_text(row.session_id.removeprefix(prefix or ""))
-            click.echo(
-                f"{shown:<32} {line_text(row.agent):<12} {row.status:<15} {row.tokens:>8}  "
-                f"{row.last_activity or '-'}"
-            )
-        if not rows:
-            click.echo("(no sessions)")
-
-    _run(go())
-
-
-@main.command()
-@_with_session_options
-def inspect(session_id: str, agent: str, tenant: str | None) -> None:
-    """Show one session: status, usage, pending approvals and its last messages."""
-    from sessionflow.cli.safe_text import line_text as safe
-    from sessionflow.client.client import SessionClient
-    from sessionflow.ids import tenant_session_id
-
-    owner = _tenant(tenant)
-    full_id = tenant_session_id(owner, session_id)
-
-    async def go() -> None:
-        async with await SessionClient.connect() as client:
-            session = client.session(full_id, agent=agent)
-            info = await session.info()
-            usage = await session.usage()
-            settings = Settings.from_env()
-            whose = f"tenant {owner}, " if owner else ""
-            # Ids, names and text below may be anyone's: each is printed on one line,
-            # its control characters escaped (sessionflow.cli.safe_text).
-            click.echo(f"Session     {safe(session_id)} ({whose}agent {safe(session.agent)})")
-            click.echo(f"Workflow    {safe(session.workflow_id)}  (run {info.run_count})")
-            click.echo(f"Temporal UI {settings.workflow_url(session.workflow_id)}")
-            click.echo(f"Status      {info.status.value}; {info.queued} queued")
-            click.echo(f"Sandbox     {safe(info.sandbox_id or '-')}")
-            pending = safe(", ".join(info.pending_approvals) or "none")
-            click.echo(f"Approvals   {pending}")
-            total = usage.total
-            click.echo(
-                f"Usage       {total.input_tokens} in, {total.output_tokens} out, "
-                f"{total.cache_read_tokens} cache read, {total.cache_write_tokens} cache write"
-            )
-            for model, used in usage.by_model.items():
-                click.echo(
-                    f"            {safe(model)}: {used.input_tokens} in, {used.output_tokens} out"
-                )
-            click.echo(f"Messages    {info.message_count}; the last ones:")
-            offset = max(info.message_count - 6, 0)
-            for message in await session.history(offset=offset):
-                text = " ".join(message.text().split())
-                text = safe(text if len(text) <= 100 else text[:99] + "…")
-                tools = ", ".join(
-                    f"{safe(p.tool_name)} ({p.state.value})" for p in message.tool_parts()
-                )
-                extra = f" [{tools}]" if tools else ""
-                click.echo(f"  {message.role.value:>9} {message.status.value:<11} {text}{extra}")
-
-    _run(go())
-
-
-@main.command()
-@_with_session_options
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def delete(session_id: str, agent: str, tenant: str | None, yes: bool) -> None:
-    """Erase a session everywhere: stop it, kill its sandbox, delete its stream, its
-    stored payloads and its Temporal history. It cannot be undone."""
-    from sessionflow.cli.safe_text import line_text
-    from sessionflow.client.client import SessionClient
-
-    full_id = _session_id(session_id, tenant)
-    if not yes:
-        click.confirm(f"Delete session {line_text(session_id)} for good?", abort=True)
-
-    async def go() -> None:
-        async with await SessionClient.connect() as client:
-            await client.session(full_id, agent=agent).delete()
-        click.echo(f"Deleted session {line_text(session_id)}")
-
-    _run(go())
-
-
-@main.command()
-@_with_session_options
-@click.option("--json", "as_json", is_flag=True, help="Print messages as JSON lines.")
-def history(session_id: str, agent: str, tenant: str | None, as_json: bool) -> None:
-    """Print a session's messages: each one's text, reasoning, tool calls (with their
-    state and a short output) and files, in the order they happened."""
-    from sessionflow.cli.safe_text import json_text
-    from sessionflow.cli.terminal import message_pieces
-    from sessionflow.client.client import SessionClient
-
-    full_id = _session_id(session_id, tenant)
-
-    async def go() -> None:
-        async with await SessionClient.connect() as client:
-            for i, message in enumerate(await client.session(full_id, agent=agent).history()):
-                if as_json:
-                    click.echo(json_text(message.model_dump_json()))
-                    continue
-                if i:
-                    click.echo()
-                for text, style in message_pieces(message):
-                    click.echo(click.style(text, **style) if style else text, nl=False)
-
-    _run(go())
+for _command in SESSION_COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":
