@@ -86,11 +86,16 @@ async def test_the_page_streams_resumes_approves_and_interrupts(
         approve = page.locator("button.approve")
         await expect(approve).to_be_visible(timeout=20_000)
         await expect(page.locator(".tool .input")).to_contain_text("echo approved-run")
+        # Reloaded while it waits: the request comes back from history, and approving
+        # it streams the rest of the answer into the same message.
+        await page.reload()
+        await expect(approve).to_be_visible(timeout=20_000)
         await approve.click()
         await expect(page.locator(".message.assistant .text").last).to_contain_text(
             "Result: approved-run", timeout=20_000
         )
         await expect(page.locator(".tool .output")).to_contain_text("approved-run")
+        await expect(page.locator(".message.assistant")).to_have_count(1)
 
         # Interrupt a turn.
         await page.fill("#agent", "streamer")
