@@ -122,6 +122,7 @@ async def record_sessions(
     await transcript.update(last_message_id=first_answer)
     await (await transcript.send("after the rewind")).done
 
+    # Its tool is plain Python (no `sandbox=True`): the session never makes a sandbox.
     counter = limited(continue_as_new_after_events=25).session(
         f"{prefix}continue-as-new", agent="counter"
     )
