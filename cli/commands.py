@@ -12,6 +12,7 @@ import click
 
 from sessionflow.cli.running import fail as _fail
 from sessionflow.cli.running import run as _run
+from sessionflow.cli.session_commands import SESSION_COMMANDS
 from sessionflow.config import ConfigError, Settings, WorkerRole
 from sessionflow.logs import configure_logging
 
@@ -285,8 +286,8 @@ def demo(message: str, keep: bool | None, timeout: float, model: str | None) -> 
     _run(run_demo(message, sys.stdin.isatty() if keep is None else keep, timeout, model))
 
 
-from sessionflow.cli.session_commands import SESSION_COMMANDS  # noqa: E402
-
+# The session commands: send, chat, tail, approve, deny, interrupt, close, delete,
+# history, export, rewind, inspect, sessions.
 for _command in SESSION_COMMANDS:
     main.add_command(_command)
 
