@@ -15,13 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from sessionflow.agents.builtin import bash_tool
+from sessionflow.agents.definition import agent
 from sessionflow.cli.localstack import LocalStack
 from sessionflow.client.client import SessionClient
 from sessionflow.config import Settings
 from sessionflow.contract import SessionStatus, TurnStatus
 from sessionflow.messages import ToolState
+from sessionflow.providers.scripted import Script, ScriptStep
 from sessionflow.ui_messages import to_ui_messages
-from tests.agents import approval_agent, sleeper_agent, streaming_agent, tool_agent
+from tests.agents import approval_agent, bash, streaming_agent, tool_agent
 from tests.conftest import RUNNING_WORKERS, StartWorker
 from tests.processes import REPO
 from tests.test_cli import cli_env
@@ -29,6 +32,15 @@ from tests.test_cli import cli_env
 pytestmark = pytest.mark.slow
 
 TENANT = "acme"
+
+# A tool call that runs until interrupted. Its own command (not tests.agents' sleeper's
+# `sleep 1000`): tests that look for that one on the host run beside this one.
+NAP_SCRIPT = Script(
+    name="napper",
+    delay=0,
+    turns=[[ScriptStep(text="Napping.", tool_calls=[bash("sleep 777")]), ScriptStep(text="Up.")]],
+)
+napper_agent = agent("napper", model=NAP_SCRIPT, tools=[bash_tool()])
 
 
 @dataclass
@@ -148,25 +160,25 @@ async def test_send_says_how_to_answer_its_approval_and_approve_and_deny_answer_
 async def test_interrupt_close_and_the_agent_an_existing_session_has(
     stack: LocalStack, start_worker: StartWorker, task_queue: str, unique_id: str
 ) -> None:
-    client = await start_worker([sleeper_agent, tool_agent])
+    client = await start_worker([napper_agent, tool_agent])
     cli = Cli(stack, task_queue)
-    await until_served(client, task_queue, {"sleeper", "tooling"})
+    await until_served(client, task_queue, {"napper", "tooling"})
 
     # Two agents served: a new session needs --agent, and the error names them.
     refused = await cli("send", unique_id, "hello")
     assert refused.code == 2
-    assert refused.err == "Error: pass --agent: several agents are served (sleeper, tooling)\n"
+    assert refused.err == "Error: pass --agent: several agents are served (napper, tooling)\n"
 
-    sender = await cli.start("send", unique_id, "take a nap", "--agent", "sleeper")
+    sender = await cli.start("send", unique_id, "take a nap", "--agent", "napper")
     assert sender.stdout is not None
-    await read_until(sender.stdout, "sleep 1000", bytearray())  # the tool runs
+    await read_until(sender.stdout, "sleep 777", bytearray())  # the tool runs
     # The session exists for one of them only: that is its agent, no --agent needed.
     stopped = await cli("interrupt", unique_id)
     assert stopped.code == 0, stopped
     assert stopped.out == f"Interrupted the answer of session {unique_id}\n"
     out, _ = await asyncio.wait_for(sender.communicate(), timeout=60)
     assert sender.returncode == 0 and "[interrupted" in out.decode()
-    session = client.session(f"{TENANT}:{unique_id}", agent="sleeper")
+    session = client.session(f"{TENANT}:{unique_id}", agent="napper")
     assert (await session.info()).status is SessionStatus.INTERRUPTED
     idle = await cli("interrupt", unique_id)
     assert idle.out == f"Session {unique_id} is interrupted: no answer to stop\n", idle
