@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
 from temporalio import activity
 
-from sessionflow.activities import metrics
+from sessionflow.activities import metrics, spans
+from sessionflow.activities.context_window import fit_to_window
 from sessionflow.activities.failures import to_application_error
 from sessionflow.activities.heartbeat import heartbeating
 from sessionflow.activities.limits import capped_text, ensure_recordable, state_size_problem
 from sessionflow.activities.session_view import dump_state, interrupted, load_context, load_state
+from sessionflow.activities.spending import budget_reached, priced
 from sessionflow.activities.step_recorder import StepRecorder
 from sessionflow.activities.transcript import read_transcript
 from sessionflow.agents.context import AgentContext, resolve
 from sessionflow.agents.definition import Agent
 from sessionflow.agents.registry import AgentRegistry
 from sessionflow.chunks import status_chunk
-from sessionflow.contract import ActivityName, ModelStepParams, ModelStepResult
+from sessionflow.compaction import CompactionRecord
+from sessionflow.contract import ActivityName, FinishReason, ModelStepParams, ModelStepResult
 from sessionflow.errors import PayloadTooLarge, SessionflowError
-from sessionflow.messages import ToolCall
+from sessionflow.messages import ToolCall, Usage
+from sessionflow.prices import PriceTable
 from sessionflow.providers.base import ModelRequest, ToolSpec
 from sessionflow.providers.registry import ModelRegistry
 from sessionflow.providers.scripted import Script
@@ -44,6 +48,8 @@ class ModelStepActivities:
     transcripts: TranscriptStore | None = None
     # Interrupt notices through Redis: steps heartbeat slowly between interrupts.
     interrupts: InterruptWatch | None = None
+    # The deployment's prices (built in, then SESSIONFLOW_PRICES); agents add theirs.
+    prices: PriceTable = field(default_factory=PriceTable)
 
     @activity.defn(name=ActivityName.MODEL_STEP)
     async def model_step(self, params: ModelStepParams) -> ModelStepResult:
@@ -53,10 +59,13 @@ class ModelStepActivities:
         announced (see `StreamPublisher.writer`). An interrupt ends the step early and returns what
         was produced so far, so the partial answer is kept in history.
         """
-        try:
-            return await self._step(params)
-        except SessionflowError as err:
-            raise to_application_error(err) from err
+        with spans.model_step(params.ref) as span:
+            try:
+                result = await self._step(params)
+            except SessionflowError as err:
+                raise to_application_error(err) from err
+            spans.record_step(span, result)
+            return result
 
     async def _step(self, params: ModelStepParams) -> ModelStepResult:
         ref = params.ref
@@ -73,6 +82,19 @@ class ModelStepActivities:
         chosen = await agent.model_for(view)
         model_id = chosen.model_id if isinstance(chosen, Script) else chosen
         provider, model = self.models.resolve(chosen)
+        prices = self.prices.with_overrides(agent.prices)
+        stop = budget_reached(agent, params, model_id, prices)
+        if stop is not None:
+            # Not called: the workflow ends the turn and says so in the stream.
+            log.info("model step not taken: budget reached", step=ref.step, budget=stop.kind)
+            return ModelStepResult(
+                parts=[],
+                tool_calls=[],
+                usage=Usage(),
+                model=model_id,
+                finish_reason=FinishReason.LENGTH,
+                budget_reached=stop,
+            )
         tools = await agent.tools_for(view)
         request = ModelRequest(
             model=model,
@@ -83,7 +105,21 @@ class ModelStepActivities:
                 for t in tools
             ],
             attempt=attempt,
+            max_output_tokens=agent.max_output_tokens,
         )
+        fits = fit_to_window(agent, model_id, request, params.compaction)
+        if isinstance(fits, CompactionRecord):
+            log.info("compaction needed", step=ref.step, model=model_id, stage=fits.stage)
+            return ModelStepResult(
+                parts=[],
+                tool_calls=[],
+                usage=Usage(),
+                model=model_id,
+                finish_reason=FinishReason.OTHER,
+                model_activity=agent.model_activity,
+                compact=fits,
+            )
+        request.messages = fits
         where = StepStream(ref.workflow_id, ref.message_id, ref.step, attempt)
         async with (
             heartbeating(self.interrupts, ref.workflow_id),
@@ -96,7 +132,7 @@ class ModelStepActivities:
                 attempt=attempt,
                 model=model_id,
             )
-            recorder.begin()
+            recorder.begin(started=params.started)
             writer.emit(status_chunk("thinking"))
             try:
                 async for event in provider.stream(request):
@@ -105,8 +141,11 @@ class ModelStepActivities:
                 if not interrupted():
                     raise
                 log.info("model step interrupted", step=ref.step, model=model_id)
-                return recorder.interrupted()
+                cut = recorder.interrupted()
+                cut.usage = priced(cut.usage, model_id, prices)
+                return cut
             result = recorder.end()
+            result.usage = priced(result.usage, model_id, prices)
             await _settle(result, agent, recorder, [t.name for t in tools])
             if fresh_state:
                 result.state = dump_state(view.state)
@@ -124,6 +163,7 @@ class ModelStepActivities:
             tool_calls=len(result.tool_calls),
             input_tokens=result.usage.input_tokens,
             output_tokens=result.usage.output_tokens,
+            cost=result.usage.cost,
         )
         metrics.model_step(model_id, result)
         return result
@@ -144,6 +184,7 @@ async def _settle(
     result.tool_activity = [agent.activity_for(t) for t in tools]
     result.uses_sandbox = [t is not None and t.sandbox for t in tools]
     result.model_activity = agent.model_activity
+    result.webhook_url = agent.webhook_url
 
 
 async def _decide(agent: Agent, call: ToolCall, offered: list[str]) -> tuple[bool, str | None]:

@@ -96,8 +96,10 @@ class StepRecorder:
         # Aligned with the tool calls: why a call's input was unusable, or None.
         self.input_problems: list[str | None] = []
 
-    def begin(self) -> None:
-        if self._step == 0:
+    def begin(self, *, started: bool = False) -> None:
+        """Open the step; the answer's first step opens the message too, unless the
+        workflow already did (`started`)."""
+        if self._step == 0 and not started:
             self._emit(StartChunk(message_id=self._message_id))
         self._emit(StartStepChunk())
 

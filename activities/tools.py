@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 from temporalio import activity
 
-from sessionflow.activities import metrics
+from sessionflow.activities import metrics, spans
 from sessionflow.activities.call_starts import first_start, idempotency_key
 from sessionflow.activities.failures import to_application_error
 from sessionflow.activities.heartbeat import heartbeating
@@ -90,6 +90,15 @@ class ToolActivities:
             source=f"tool:{params.call.tool_call_id}",
         )
         started = time.monotonic()
+        with spans.tool_call(ref, params.call) as span:
+            result = await self._run_tool(params, where, started)
+            spans.record_tool(span, result)
+            return result
+
+    async def _run_tool(
+        self, params: RunToolParams, where: StepStream, started: float
+    ) -> RunToolResult:
+        ref = params.ref
         async with (
             heartbeating(self.interrupts, ref.workflow_id),
             self.publisher.writer(where) as writer,

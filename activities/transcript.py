@@ -17,6 +17,7 @@ from sessionflow.activities.failures import to_application_error
 from sessionflow.contract import (
     ActivityName,
     CommitTranscriptParams,
+    ForkTranscriptParams,
     RewindTranscriptParams,
     TranscriptRef,
 )
@@ -52,6 +53,22 @@ class TranscriptActivities:
                 workflow_id=params.workflow_id,
                 namespace=activity.info().namespace,
             )
+        except SessionflowError as err:
+            raise to_application_error(err) from err
+
+    @activity.defn(name=ActivityName.FORK_TRANSCRIPT)
+    async def fork_transcript(self, params: ForkTranscriptParams) -> TranscriptRef:
+        """The fork's transcript (the same reference, or one cut after
+        `last_message_id`), and/or the hold that keeps the session's segments for the
+        fork (`params.hold`). Nothing is copied."""
+        try:
+            store = _need(self.store)
+            ref = params.head
+            if params.last_message_id is not None:
+                ref = await store.cut(params.head, params.last_message_id)
+            if params.hold:
+                await store.hold(params.workflow_id, params.fork_workflow_id)
+            return ref
         except SessionflowError as err:
             raise to_application_error(err) from err
 

@@ -9,15 +9,21 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from sessionflow.agents.context import AgentContext, Resolvable, resolve
 from sessionflow.agents.mcp import MCPServer, check_servers
 from sessionflow.agents.mcp_tools import toolset
 from sessionflow.agents.tools import NeedsApproval, Tool
+from sessionflow.budgets import Budget
+from sessionflow.compaction import Compaction
 from sessionflow.contract import ActivitySettings
+from sessionflow.errors import InvalidInput
 from sessionflow.ids import validate_agent_name
+from sessionflow.prices import Price, PriceMap, prices_from
 from sessionflow.providers.scripted import Script
+from sessionflow.validation import describe
+from sessionflow.webhooks import check_webhook_url
 
 ModelOption = str | Script
 # `agent(idle_ttl=...)` left out: the deployment's default (SESSIONFLOW_IDLE_TTL).
@@ -52,6 +58,22 @@ class Agent:
     # Seconds without a message after which a session closes itself (None: never;
     # "default": the client's default, SESSIONFLOW_IDLE_TTL).
     idle_ttl: IdleTTL = "default"
+    # Limits on model use for the whole session and for each turn (sessionflow.budgets).
+    session_budget: Budget | None = None
+    turn_budget: Budget | None = None
+    # Prices of models (id -> USD per million tokens) over the deployment's.
+    prices: Mapping[str, Price] = field(default_factory=dict)
+    # The most tokens one model step may write (None: the provider's setting).
+    max_output_tokens: int | None = None
+    # How sessions compact (None: never), and the model's window in tokens (None: the
+    # window `sessionflow.providers.windows` knows for the model, if any).
+    compaction: Compaction | None = field(default_factory=Compaction)
+    context_window: int | None = None
+    # Where this agent's sessions' events are POSTed (`sessionflow.webhooks`).
+    webhook_url: str | None = None
+    # Sessions move to the deployment's current build at continue-as-new (None: the
+    # client's default, SESSIONFLOW_UPGRADE_ON_NEW_BUILD).
+    upgrade_on_new_build: bool | None = None
 
     def session(self, session_id: str) -> Any:
         """A handle on this agent's session `session_id` (a `sessionflow.client.Session`),
@@ -63,7 +85,7 @@ class Agent:
         if _session_opener is None:
             raise RuntimeError(
                 "agent.session(id) needs the client: import sessionflow.client (or use "
-                "`from sessionflow import agent`), or call SessionClient.session(id, agent=...)"
+                "`from sessionflow import agent`), or call SessionClient.agent(...).session(id)"
             )
         return _session_opener(self, session_id)
 
@@ -136,6 +158,14 @@ def agent(
     tool_activity: ActivitySettings | None = None,
     mcp_servers: Sequence[MCPServer] = (),
     idle_ttl: timedelta | float | Literal["default"] | None = "default",
+    session_budget: Budget | Mapping[str, Any] | None = None,
+    turn_budget: Budget | Mapping[str, Any] | None = None,
+    prices: PriceMap | None = None,
+    max_output_tokens: int | None = None,
+    compaction: Compaction | bool = True,
+    context_window: int | None = None,
+    webhook_url: str | None = None,
+    upgrade_on_new_build: bool | None = None,
 ) -> Agent:
     """Define an agent.
 
@@ -168,6 +198,38 @@ def agent(
             session): a `timedelta` or seconds; None or 0 for never. Left out, the
             deployment's default applies (SESSIONFLOW_IDLE_TTL, 7 days). Set when a
             session starts: changing it later affects new sessions only.
+        session_budget: limits on the whole session's model use, a `Budget` (or the
+            same as a dict): `input_tokens` (every prompt token, cache reads and
+            writes included), `output_tokens` and `cost` (US dollars at the price
+            table's prices). Checked before every model step; once one is reached,
+            each turn ends with outcome `budget_exceeded` before calling the model.
+        turn_budget: the same limits for each turn; `send(..., budget=...)` can
+            tighten them for one turn, never loosen them.
+        prices: model id -> `Price` (or a dict of `input`, `output`, `cache_write`,
+            `cache_read`, US dollars per million tokens), over `SESSIONFLOW_PRICES`
+            and the built-in table (`sessionflow.prices`); `usage()` reports costs by
+            them. A model with no price has cost None.
+        max_output_tokens: the most tokens one model step may write (`max_tokens`, or
+            `max_completion_tokens` on OpenAI's API); left out, the provider's
+            setting (`SESSIONFLOW_ANTHROPIC_MAX_TOKENS`, `SESSIONFLOW_OPENAI_MAX_TOKENS`).
+        compaction: how a session keeps what it sends inside the model's window
+            (`Compaction(threshold=0.8, ...)`; True: the defaults; False: never compact,
+            and a request over the window fails its turn). History keeps every message
+            either way.
+        context_window: the model's window in tokens, for models the built-in table
+            (`sessionflow.providers.windows`) does not know or to use less of it. With
+            no window known, sessions never compact.
+        webhook_url: an http(s) URL that gets a signed POST when one of this agent's
+            sessions finishes a turn, waits for an approval, or ends (see README,
+            Webhooks); a session may have its own (`send(..., webhook_url=...)`,
+            `update(webhook_url=...)`).
+        upgrade_on_new_build: True: a session pinned to an older build moves to the
+            deployment's current build when its next message comes (it continues as
+            new there, carrying its state), so long idle sessions run new code; every
+            build deployed must then accept the state older builds carry over (see the
+            README, "Moving long idle sessions to new code"). False: sessions finish on
+            the build they started on. Left out, the deployment's default applies
+            (SESSIONFLOW_UPGRADE_ON_NEW_BUILD, off). Set when a session starts.
     """
     validate_agent_name(name)
     if isinstance(model, str) and "/" not in model:
@@ -198,7 +260,62 @@ def agent(
         tool_activity=tool_activity,
         mcp_servers=tuple(mcp_servers),
         idle_ttl=_idle_ttl(name, idle_ttl),
+        session_budget=_budget(name, "session_budget", session_budget),
+        turn_budget=_budget(name, "turn_budget", turn_budget),
+        prices=prices_from(prices, f"agent {name!r}: prices"),
+        max_output_tokens=_max_output_tokens(name, max_output_tokens),
+        compaction=_compaction(name, compaction),
+        context_window=_window(name, context_window),
+        webhook_url=None if webhook_url is None else _webhook_url(name, webhook_url),
+        upgrade_on_new_build=_switch(name, "upgrade_on_new_build", upgrade_on_new_build),
     )
+
+
+def _budget(name: str, option: str, value: Budget | Mapping[str, Any] | None) -> Budget | None:
+    if value is None or isinstance(value, Budget):
+        return value
+    try:
+        return Budget.model_validate(value)
+    except ValidationError as err:
+        problems = describe(err, Budget)
+        raise ValueError(f"agent {name!r}: {option} is not a valid Budget ({problems})") from None
+
+
+def _switch(name: str, option: str, value: bool | None) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"agent {name!r}: {option} must be True, False or None, got {value!r}")
+    return value
+
+
+def _max_output_tokens(name: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"agent {name!r}: max_output_tokens must be a whole number of at least 1")
+    return value
+
+
+def _compaction(name: str, value: Compaction | bool) -> Compaction | None:
+    if isinstance(value, Compaction):
+        return value
+    if isinstance(value, bool):
+        return Compaction() if value else None
+    raise TypeError(f"agent {name!r}: compaction must be a Compaction, True or False")
+
+
+def _window(name: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"agent {name!r}: context_window must be a number of tokens")
+    return value
+
+
+def _webhook_url(name: str, url: str) -> str:
+    try:
+        return check_webhook_url(url)
+    except InvalidInput as err:
+        raise ValueError(f"agent {name!r}: {err}") from None
 
 
 def _idle_ttl(name: str, value: timedelta | float | Literal["default"] | None) -> IdleTTL:

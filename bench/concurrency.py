@@ -50,7 +50,7 @@ async def main(sessions: int, rate: int, tokens: int) -> dict[str, Any]:
         client = stack.client
         baseline_rss = rss_mb(worker.pid)
         run = uuid.uuid4().hex[:6]
-        handles = [client.session(f"load-{run}-{i}", agent="clock") for i in range(sessions)]
+        handles = [client.agent("clock").session(f"load-{run}-{i}") for i in range(sessions)]
 
         async def read(workflow_id: str) -> list[tuple[StreamEvent, int]]:
             return [(e, time.time_ns()) async for e in client.reader.read(workflow_id)]

@@ -51,7 +51,7 @@ async def main(sessions: int, cache: int, probes: int) -> dict[str, Any]:
         worker = await stack.start_worker(RATE, TOKENS, SESSIONFLOW_MAX_CACHED_WORKFLOWS=str(cache))
         client = stack.client
         run = uuid.uuid4().hex[:6]
-        handles = [client.session(f"idle-{run}-{i}", agent="clock") for i in range(sessions)]
+        handles = [client.agent("clock").session(f"idle-{run}-{i}") for i in range(sessions)]
         rss: dict[int, float] = {0: rss_mb(worker.pid)}
         gate = asyncio.Semaphore(IN_FLIGHT)
         failed = 0
@@ -77,7 +77,7 @@ async def main(sessions: int, cache: int, probes: int) -> dict[str, Any]:
         evicted = random.Random(7).sample(handles[: max(sessions - cache, 1)], probes)
         fresh, woken = [], []
         for i, session in enumerate(evicted):
-            new = client.session(f"fresh-{run}-{i}", agent="clock")
+            new = client.agent("clock").session(f"fresh-{run}-{i}")
             fresh.append(await first_chunk_seconds(new, "hello"))
             woken.append(await first_chunk_seconds(session, "wake up"))
         histories_ok = all([len(await s.history()) == 4 for s in evicted])

@@ -52,7 +52,7 @@ async def history_of(temporal: Client, workflow_id: str) -> tuple[str, list[Any]
 
 async def probe(client: SessionClient, session_id: str, store: Path) -> dict[str, float] | None:
     """One probe turn's figures, or None if the session continued as new during it."""
-    session = client.session(session_id, agent="long")
+    session = client.agent("long").session(session_id)
     temporal = client.temporal
     run, before = await history_of(temporal, session.workflow_id)
     stored = store_bytes(store)
@@ -79,7 +79,7 @@ async def probe(client: SessionClient, session_id: str, store: Path) -> dict[str
 
 async def grow(client: SessionClient, session_id: str, have: float, want: float) -> float:
     """Fill the transcript from `have` to at least `want` MB; the size reached."""
-    session = client.session(session_id, agent="long")
+    session = client.agent("long").session(session_id)
     while have < want:
         order = FILL if want - have >= 1 else "calls=1 size=100000"
         outcome = await (await session.send(order)).outcome

@@ -72,7 +72,7 @@ async def main(steps: int, turns: int) -> dict[str, Any]:
             )
             async with sessionflow, baseline:
                 client = SessionClient(temporal, redis, task_queue="overhead")
-                session = client.session(f"overhead-{uuid.uuid4().hex[:6]}", agent="overhead")
+                session = client.agent("overhead").session(f"overhead-{uuid.uuid4().hex[:6]}")
                 await (await session.send("warm up")).done
                 ours: list[float] = []
                 for _ in range(turns):

@@ -78,7 +78,7 @@ async def one_round(
     """Sessions stream, the busiest worker dies; returns it, the kill-to-next-chunk gap
     of every session it was serving, and whether every stream equals its history."""
     run = uuid.uuid4().hex[:6]
-    handles = [client.session(f"rec-{run}-{i}", agent="clock") for i in range(sessions)]
+    handles = [client.agent("clock").session(f"rec-{run}-{i}") for i in range(sessions)]
     received: list[Received] = [[] for _ in handles]
     streaming = [asyncio.Event() for _ in handles]
 

@@ -166,7 +166,7 @@ async def settled_history(client: SessionClient, workflow_id: str) -> list[Histo
 async def turns_of(
     client: SessionClient, agent_name: str, server: ServerWrites, beats: HeartbeatCounter
 ) -> dict[str, dict[str, int]]:
-    session = client.session(f"work-{agent_name}-{uuid.uuid4().hex[:6]}", agent=agent_name)
+    session = client.agent(agent_name).session(f"work-{agent_name}-{uuid.uuid4().hex[:6]}")
     figures: dict[str, dict[str, int]] = {}
     seen = 0
     for turn in ("first turn", "second turn"):

@@ -82,7 +82,7 @@ TOPOLOGIES = {
 
 async def client_phase(client: SessionClient, sessions: int) -> Samples:
     run = uuid.uuid4().hex[:6]
-    handles = [client.session(f"c-{run}-{i}", agent="clock") for i in range(sessions)]
+    handles = [client.agent("clock").session(f"c-{run}-{i}") for i in range(sessions)]
 
     async def read(workflow_id: str) -> list[tuple[str, int]]:
         got: list[tuple[str, int]] = []

@@ -13,7 +13,9 @@ import click
 from sessionflow.cli.running import fail as _fail
 from sessionflow.cli.running import run as _run
 from sessionflow.cli.session_commands import SESSION_COMMANDS
+from sessionflow.cli.session_commands import tenant_of as _tenant
 from sessionflow.config import ConfigError, Settings, WorkerRole
+from sessionflow.errors import SessionflowError
 from sessionflow.logs import configure_logging
 
 DEFAULT_AGENTS = "sessionflow.agents.demo:demo_agent"
@@ -162,6 +164,53 @@ def gateway(agent_specs: tuple[str, ...]) -> None:
     _run(serve(), explain=exit_reason)
 
 
+@main.command("codec-server")
+def codec_server() -> None:
+    """Serve the Temporal UI's remote codec endpoint until SIGINT or SIGTERM.
+
+    Resolves payload and transcript references, so the UI and `temporal workflow show
+    --codec-endpoint` show every message of a session. Listens on
+    SESSIONFLOW_CODEC_HOST:SESSIONFLOW_CODEC_PORT; reads SESSIONFLOW_PAYLOAD_STORE;
+    with SESSIONFLOW_CODEC_TOKEN set every request needs that bearer token, and without
+    it the server listens on a loopback address only.
+    """
+    import ipaddress
+
+    from sessionflow.cli.codec import serve_codec
+    from sessionflow.cli.dev import check_port_free, exit_reason, hear_uvicorn
+    from sessionflow.logs import remember_secret
+    from sessionflow.storage import external_storage_from_settings
+    from sessionflow.worker.main import stop_on_signals
+
+    settings = Settings.from_env()
+    host, port = settings.codec_host, settings.codec_port
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not settings.codec_token and not loopback:
+        _fail(
+            ConfigError(
+                f"SESSIONFLOW_CODEC_TOKEN is not set: the codec server shows every "
+                f"message, so it listens on {host} only with a token (or on 127.0.0.1)"
+            )
+        )
+    remember_secret(settings.codec_token)
+    try:
+        external_storage_from_settings(settings)  # a bad payload store: one line, at once
+    except SessionflowError as err:
+        _fail(err)
+
+    async def serve() -> None:
+        stop = stop_on_signals()
+        hear_uvicorn()
+        check_port_free(host, port, "the codec server", "SESSIONFLOW_CODEC_PORT")
+        click.echo(f"Codec server on http://{host}:{port}", err=True)
+        await serve_codec(settings, host, port, settings.codec_token, stop)
+
+    _run(serve(), explain=exit_reason)
+
+
 @main.command()
 @_agents_option
 @click.option(
@@ -287,9 +336,18 @@ def demo(message: str, keep: bool | None, timeout: float, model: str | None) -> 
 
 
 # The session commands: send, chat, tail, approve, deny, interrupt, close, delete,
-# history, export, rewind, inspect, sessions.
+# fork, history, export, rewind, inspect, sessions.
 for _command in SESSION_COMMANDS:
     main.add_command(_command)
+
+
+def _register_schedules() -> None:
+    from sessionflow.cli.schedules import schedule_group
+
+    main.add_command(schedule_group(_run, _tenant), "schedule")
+
+
+_register_schedules()
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ async def run_demo(message: str, keep: bool, timeout: float, model: str | None) 
     stop = stop_on_signals()
     serving = asyncio.create_task(run_worker(settings, [demo_agent], stop))
     try:
-        session = client.session(f"demo-{uuid.uuid4().hex[:8]}", agent=demo_agent.name)
+        session = client.agent(demo_agent.name).session(f"demo-{uuid.uuid4().hex[:8]}")
         click.echo(click.style(f"\nyou: {body_text(message)}\n", bold=True))
         async with asyncio.timeout(timeout):
             result = await session.send(message)

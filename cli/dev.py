@@ -204,6 +204,7 @@ async def _first_failure(
 
 async def run_dev(options: DevOptions) -> None:
     """Run the stack, a worker and the gateway until SIGINT or SIGTERM."""
+    from sessionflow.cli.codec import dev_codec_port, serve_codec_for_dev
     from sessionflow.cli.localstack import LocalStack
     from sessionflow.providers.registry import providers_from_settings
     from sessionflow.sandbox.registry import backend_from_settings
@@ -218,6 +219,10 @@ async def run_dev(options: DevOptions) -> None:
     )
     providers_from_settings(options.settings)
     check_port_free(gateway.host, gateway.port, "the gateway", "--gateway-port")
+    # The UI decodes through the codec server (`cli.codec`), when its port is free.
+    codec_port = dev_codec_port(config.host, options.settings.codec_port)
+    if codec_port is not None:
+        config = replace(config, codec_endpoint=f"http://{config.host}:{codec_port}")
     click.echo(f"Starting Temporal and Redis (data in {config.data_dir}) ...")
     async with LocalStack(config, say=lambda line: click.echo(line, err=True)) as stack:
         local = config.point(options.settings)
@@ -233,6 +238,10 @@ async def run_dev(options: DevOptions) -> None:
             ),
             "the gateway": asyncio.create_task(serve_gateway(local, gateway, stop, options.agents)),
         }
+        if codec_port is not None:
+            services["the codec server"] = asyncio.create_task(
+                serve_codec_for_dev(local, config.host, codec_port, stop)
+            )
         ready = asyncio.create_task(_ready(options, worker_ready))
         forever: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
@@ -246,7 +255,7 @@ async def run_dev(options: DevOptions) -> None:
                 ) from None
             if not stop.is_set():
                 isolation = getattr(backend, "effective_isolation", None) or backend.name
-                click.echo(_banner(options, local, isolation))
+                click.echo(_banner(replace(options, stack=config), local, isolation))
                 await _first_failure(services, forever, stop)
         finally:
             ready.cancel()
@@ -280,7 +289,9 @@ def _banner(options: DevOptions, local: Settings, isolation: str) -> str:
     tenant = f" SESSIONFLOW_TENANT={LOCAL_TENANT}" if options.own_keys else ""
     return (
         f"\n  Temporal      {config.temporal_address}\n"
-        f"  Temporal UI   {config.ui_url}\n"
+        f"  Temporal UI   {config.ui_url}"
+        + (f"  (decodes through {config.codec_endpoint})" if config.codec_endpoint else "")
+        + "\n"
         f"  Redis         {redact_url(config.redis_url)}\n"
         f"  Gateway       http://{gateway.host}:{gateway.port}"
         f"  (API keys: {keys})\n"

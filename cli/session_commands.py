@@ -41,7 +41,7 @@ _agent_option = click.option(
 _session_options = [click.argument("session_id"), _agent_option, _tenant_option]
 
 
-def _tenant(option: str | None) -> str | None:
+def tenant_of(option: str | None) -> str | None:
     """The tenant `--tenant` names, else the settings' (SESSIONFLOW_TENANT or the default)."""
     from sessionflow.config import parse_tenant
 
@@ -65,7 +65,7 @@ def _on_session(
 ) -> Callable[[Body], None]:
     """Decorate a command's body, `async def body(client, target)`, to run it on the
     session the arguments name; a `SessionNotFound` says where it looked."""
-    owner = _tenant(tenant)
+    owner = tenant_of(tenant)
 
     def runner(body: Body) -> None:
         from sessionflow.cli.targets import not_found, resolve
@@ -104,11 +104,48 @@ def _on_session(
     default=None,
     help="From this turn on, stop a turn after this many model steps (the session keeps it).",
 )
+@click.option(
+    "--budget-input-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop this turn once its prompt tokens (cache reads and writes included) reach this.",
+)
+@click.option(
+    "--budget-output-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop this turn once its output tokens reach this.",
+)
+@click.option(
+    "--budget-cost",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop this turn once its cost reaches this many US dollars.",
+)
+@click.option(
+    "--if-busy",
+    type=click.Choice(["enqueue", "reject", "interrupt", "rollback"]),
+    default="enqueue",
+    show_default=True,
+    help="If a turn runs: queue behind it, fail at once (exit 1, nothing queued), "
+    "interrupt it, or roll it back (stopped and taken out of history) first.",
+)
 @click.argument("text")
 def send(
-    session_id: str, agent: str | None, tenant: str | None, max_steps: int | None, text: str
+    session_id: str,
+    agent: str | None,
+    tenant: str | None,
+    max_steps: int | None,
+    budget_input_tokens: int | None,
+    budget_output_tokens: int | None,
+    budget_cost: float | None,
+    if_busy: str,
+    text: str,
 ) -> None:
     """Send TEXT to a session and stream the answer; exit 1 if the turn failed.
+
+    The --budget-* options limit this turn's model use (they only tighten the agent's
+    turn budget); a turn that reaches one ends as budget_exceeded, with a note.
 
     When the answer asks for an approval it says how to answer it (`sessionflow
     approve` or `deny`, from another shell) and waits; the answer goes on here."""
@@ -119,10 +156,16 @@ def send(
     async def _(client: SessionClient, target: Target) -> None:
         from sessionflow.chunks import is_approval_status
 
-        session = client.session(target.session_id, agent=target.agent)
+        session = client.agent(target.agent).session(target.session_id)
         if max_steps is not None:
             await session.update(max_steps_per_turn=max_steps)
-        result = await session.send(text)
+        limits = {
+            "input_tokens": budget_input_tokens,
+            "output_tokens": budget_output_tokens,
+            "cost": budget_cost,
+        }
+        budget = {k: v for k, v in limits.items() if v is not None} or None
+        result = await session.send(text, budget=budget, if_busy=if_busy)
         renderer = TerminalRenderer()
         calls: dict[str, ToolInputAvailableChunk] = {}
         asked: list[ToolApprovalRequestChunk] = []
@@ -173,7 +216,7 @@ def chat(session_id: str, agent: str | None, tenant: str | None) -> None:
 
     @_on_session("chat", session_id, agent, tenant)
     async def _(client: SessionClient, target: Target) -> None:
-        await Chat(client.session(target.session_id, agent=target.agent)).run()
+        await Chat(client.agent(target.agent).session(target.session_id)).run()
 
 
 @click.command()
@@ -231,7 +274,7 @@ def _answer_approval(
 
     @_on_session(name, session_id, agent, tenant)
     async def _(client: SessionClient, target: Target) -> None:
-        session = client.session(target.session_id, agent=target.agent)
+        session = client.agent(target.agent).session(target.session_id)
         info = await session.info()
         chosen = approval_id
         if chosen is None:
@@ -307,7 +350,7 @@ def interrupt(session_id: str, agent: str | None, tenant: str | None) -> None:
 
     @_on_session("interrupt", session_id, agent, tenant)
     async def _(client: SessionClient, target: Target) -> None:
-        session = client.session(target.session_id, agent=target.agent)
+        session = client.agent(target.agent).session(target.session_id)
         info = await session.info()
         # Sent either way (an idle session ignores it): an ended one says so.
         await session.interrupt()
@@ -328,7 +371,7 @@ def close(session_id: str, agent: str | None, tenant: str | None) -> None:
 
     @_on_session("close", session_id, agent, tenant)
     async def _(client: SessionClient, target: Target) -> None:
-        await client.session(target.session_id, agent=target.agent).close()
+        await client.agent(target.agent).session(target.session_id).close()
         click.echo(f"Closed session {line_text(target.shown)}")
 
 
@@ -342,7 +385,7 @@ def delete(session_id: str, agent: str | None, tenant: str | None, yes: bool) ->
 
     @_on_session("delete", session_id, agent, tenant)
     async def _(client: SessionClient, target: Target) -> None:
-        session = client.session(target.session_id, agent=target.agent)
+        session = client.agent(target.agent).session(target.session_id)
         if not await session.exists():
             from sessionflow.errors import SessionNotFound
 
@@ -370,7 +413,7 @@ def history(
 
     @_on_session("history", session_id, agent, tenant)
     async def _(client: SessionClient, target: Target) -> None:
-        session = client.session(target.session_id, agent=target.agent)
+        session = client.agent(target.agent).session(target.session_id)
         for i, message in enumerate(await session.history()):
             if as_json:
                 click.echo(json_text(message.model_dump_json()))
@@ -401,7 +444,7 @@ def export(session_id: str, agent: str | None, tenant: str | None, output: Path 
 
     @_on_session("export", session_id, agent, tenant)
     async def _(client: SessionClient, target: Target) -> None:
-        session = client.session(target.session_id, agent=target.agent)
+        session = client.agent(target.agent).session(target.session_id)
         messages = to_ui_messages(await session.history())
         exported = {
             "sessionId": target.shown,
@@ -432,7 +475,7 @@ def rewind(
 
     @_on_session("rewind", session_id, agent, tenant)
     async def _(client: SessionClient, target: Target) -> None:
-        session = client.session(target.session_id, agent=target.agent)
+        session = client.agent(target.agent).session(target.session_id)
         messages = await session.history()
         index = next((i for i, m in enumerate(messages) if m.id == message_id), None)
         if index is None:
@@ -456,13 +499,37 @@ def rewind(
 
 @click.command()
 @_with_session_options
+@click.argument("new_id")
+@click.option("--at", "at_message_id", default=None, help="The last message the fork keeps.")
+def fork(
+    session_id: str, agent: str | None, tenant: str | None, new_id: str, at_message_id: str | None
+) -> None:
+    """Start session NEW_ID with SESSION_ID's history up to --at (default the newest
+    message), its agent and its state as of then; SESSION_ID is left as it was."""
+    from sessionflow.ids import tenant_session_id
+
+    @_on_session("fork", session_id, agent, tenant)
+    async def _(client: SessionClient, target: Target) -> None:
+        session = client.agent(target.agent).session(target.session_id)
+        # The fork is the same tenant's: named as the CLI names the session.
+        full_new_id = tenant_session_id(target.tenant, new_id)
+        forked = await session.fork(full_new_id, at_message_id=at_message_id)
+        click.echo(f"forked {target.shown} into {new_id} ({forked.workflow_id})")
+
+
+def _cost(cost: float | None) -> str:
+    return "cost unknown (no price)" if cost is None else f"${cost:.4f}"
+
+
+@click.command()
+@_with_session_options
 def inspect(session_id: str, agent: str | None, tenant: str | None) -> None:
     """Show one session: status, usage, pending approvals and its last messages."""
     from sessionflow.cli.safe_text import line_text as safe
 
     @_on_session("inspect", session_id, agent, tenant)
     async def _(client: SessionClient, target: Target) -> None:
-        session = client.session(target.session_id, agent=target.agent)
+        session = client.agent(target.agent).session(target.session_id)
         info = await session.info()
         usage = await session.usage()
         settings = Settings.from_env()
@@ -472,18 +539,23 @@ def inspect(session_id: str, agent: str | None, tenant: str | None) -> None:
         click.echo(f"Session     {safe(target.shown)} ({whose}agent {safe(session.agent)})")
         click.echo(f"Workflow    {safe(session.workflow_id)}  (run {info.run_count})")
         click.echo(f"Temporal UI {settings.workflow_url(session.workflow_id)}")
-        click.echo(f"Status      {info.status.value}; {info.queued} queued")
+        if info.ended is not None:
+            click.echo(f"Status      {info.status.value} ({safe(info.ended)})")
+        else:
+            click.echo(f"Status      {info.status.value}; {info.queued} queued")
         click.echo(f"Sandbox     {safe(info.sandbox_id or '-')}")
         pending = safe(", ".join(info.pending_approvals) or "none")
         click.echo(f"Approvals   {pending}")
         total = usage.total
         click.echo(
             f"Usage       {total.input_tokens} in, {total.output_tokens} out, "
-            f"{total.cache_read_tokens} cache read, {total.cache_write_tokens} cache write"
+            f"{total.cache_read_tokens} cache read, {total.cache_write_tokens} cache write, "
+            f"{_cost(total.known_cost())}"
         )
         for model, used in usage.by_model.items():
             click.echo(
-                f"            {safe(model)}: {used.input_tokens} in, {used.output_tokens} out"
+                f"            {safe(model)}: {used.input_tokens} in, {used.output_tokens} out, "
+                f"{_cost(used.known_cost())}"
             )
         click.echo(f"Messages    {info.message_count}; the last ones:")
         offset = max(info.message_count - 6, 0)
@@ -511,7 +583,7 @@ def sessions(status: str | None, agent_name: str | None, limit: int, tenant: str
     from sessionflow.cli.safe_text import line_text
     from sessionflow.client.listing import list_sessions
 
-    owner = _tenant(tenant)
+    owner = tenant_of(tenant)
     prefix = f"{owner}:" if owner else None
 
     async def go() -> None:
@@ -555,6 +627,7 @@ SESSION_COMMANDS = [
     history,
     export,
     rewind,
+    fork,
     inspect,
     sessions,
 ]

@@ -116,7 +116,7 @@ async def served_agents(temporal: Client, settings: Settings) -> list[str]:
 
 async def _exists(client: SessionClient, agent: str, session_id: str) -> bool:
     try:
-        return await client.session(session_id, agent=agent).exists()
+        return await client.agent(agent).session(session_id).exists()
     except InvalidInput:
         return False
 
@@ -211,8 +211,8 @@ async def not_found(client: SessionClient, target: Target, command: str) -> Sess
         lines.append(f"there is a session of agent {row.agent!r}: {other.command(command)}")
     if target.tenant:
         lines.append(
-            f"in Python that is SessionClient.session({target.session_id!r}, "
-            f"agent={target.agent!r}); `sessionflow sessions` lists tenant "
+            f"in Python that is client.agent({target.agent!r}).session("
+            f"{target.session_id!r}); `sessionflow sessions` lists tenant "
             f"{target.tenant}'s sessions by the ids the CLI takes"
         )
     else:

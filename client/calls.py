@@ -22,23 +22,32 @@ from pydantic_core import PydanticSerializationError
 from temporalio.api.enums.v1 import EventType, TaskQueueType, WorkflowTaskFailedCause
 from temporalio.client import (
     Client,
+    WithStartWorkflowOperation,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import QueryRejectCondition, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from sessionflow import errors
 from sessionflow.agents.definition import IdleTTL
 from sessionflow.client.backoff import Backoff
-from sessionflow.client.ended import ended_error
+from sessionflow.client.ended import ended_error, how_it_ended
 from sessionflow.client.services import Services, ServicesRef
 from sessionflow.connections import task_queue_pollers
-from sessionflow.contract import SendRequest, SessionInput, SessionLimits
+from sessionflow.contract import (
+    SendRequest,
+    SessionInfo,
+    SessionInput,
+    SessionLimits,
+    SessionSnapshot,
+    SessionStatus,
+)
 from sessionflow.workflows.session import SEND_SIGNAL, SessionWorkflow
 
 # A query answers in milliseconds from a healthy session; longer means something is wrong.
@@ -86,6 +95,8 @@ class SessionCalls:
         agent: str,
         workflow_id: str,
         idle_ttl: IdleTTL = "default",
+        webhook_url: str | None = None,
+        upgrade_on_new_build: bool | None = None,
     ):
         self._ref = services
         self._session_id = session_id
@@ -93,15 +104,26 @@ class SessionCalls:
         self.workflow_id = workflow_id
         # The agent's `idle_ttl`, when the client knows the agent.
         self._idle_ttl = idle_ttl
+        # The agent's webhook URL, when the client knows the agent.
+        self._webhook_url = webhook_url
+        # The agent's `upgrade_on_new_build`, when the client knows the agent.
+        self._upgrade_on_new_build = upgrade_on_new_build
 
     def limits(self, services: Services) -> SessionLimits:
-        """The new session's limits: the client's, with the agent's idle TTL (or the
-        client's default for agents that set none), unless the limits set one."""
+        """The new session's limits: the client's, with the agent's idle TTL and
+        `upgrade_on_new_build` (or the client's defaults for agents that set none),
+        unless the limits set them."""
         limits = services.limits
-        if "close_after_idle_seconds" in limits.model_fields_set:
-            return limits
-        ttl = services.idle_ttl if self._idle_ttl == "default" else self._idle_ttl
-        return limits.model_copy(update={"close_after_idle_seconds": ttl})
+        chosen: dict[str, Any] = {}
+        if "close_after_idle_seconds" not in limits.model_fields_set:
+            ttl = services.idle_ttl if self._idle_ttl == "default" else self._idle_ttl
+            chosen["close_after_idle_seconds"] = ttl
+        if "upgrade_on_new_build" not in limits.model_fields_set:
+            upgrade = self._upgrade_on_new_build
+            chosen["upgrade_on_new_build"] = (
+                services.upgrade_on_new_build if upgrade is None else upgrade
+            )
+        return limits.model_copy(update=chosen)
 
     @property
     def agent(self) -> str:
@@ -125,7 +147,9 @@ class SessionCalls:
 
         With `reopen=False` (calls that change a session but send no message) a session
         that never ran is started, but an ended one is not replaced by a new, empty run:
-        that raises `SessionClosed` or `SessionFailed`. A `send` does reopen it."""
+        that raises `SessionClosed` or `SessionFailed`. A `send` reopens a closed one
+        (its run completed), never one that was terminated, failed or timed out
+        (`SessionFailed`: delete it to start over)."""
         services = await self._ref.get()
         signal: dict[str, Any] = (
             {"start_signal": SEND_SIGNAL, "start_signal_args": [send]} if send else {}
@@ -133,42 +157,145 @@ class SessionCalls:
         if not reopen and await self._runs_or_ended():
             return
         await self.served(services)
+        # A closed run is replaced only once it is known to have completed (a close, the
+        # idle TTL): one terminated, failed or timed out is not silently replaced by an
+        # empty session (`SessionFailed`). The common case (a running or new session)
+        # costs the one call, as before.
+        policy = WorkflowIDReusePolicy.REJECT_DUPLICATE
+        for attempt in range(SIGNAL_ATTEMPTS):
+            try:
+                await self._start(services, signal, summary, policy)
+                return
+            except WorkflowAlreadyStartedError as err:
+                ended = await self.ended()
+                if ended is None:
+                    if not reopen:
+                        return  # a `send` reopened the session meanwhile, and it runs
+                elif reopen and isinstance(ended, errors.SessionClosed):
+                    policy = WorkflowIDReusePolicy.ALLOW_DUPLICATE  # reopen the closed one
+                else:
+                    raise ended from err
+                if attempt == SIGNAL_ATTEMPTS - 1:
+                    raise
+
+    async def _start(
+        self,
+        services: Services,
+        signal: dict[str, Any],
+        summary: str | None,
+        policy: WorkflowIDReusePolicy,
+    ) -> None:
         try:
             await services.temporal.start_workflow(
                 SessionWorkflow.run,
-                SessionInput(
-                    session_id=self._session_id,
-                    agent=self._agent,
-                    limits=self.limits(services),
-                    search_attributes=services.search_attributes,
-                ),
+                self._start_input(services),
                 id=self.workflow_id,
                 # The agent's own queue: only workers that serve the agent get it.
                 task_queue=services.queue_for(self._agent),
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 # Decided by the server, so no close can slip between a check and this.
-                id_reuse_policy=(
-                    WorkflowIDReusePolicy.ALLOW_DUPLICATE
-                    if reopen
-                    else WorkflowIDReusePolicy.REJECT_DUPLICATE
-                ),
+                id_reuse_policy=policy,
                 static_summary=summary or f"{self._agent}: session {self._session_id}",
                 static_details=(
                     f"Session `{self._session_id}` of agent `{self._agent}` (Sessionflow)."
                 ),
                 **signal,
             )
-        except WorkflowAlreadyStartedError as err:
-            if reopen:
-                raise
-            ended = await self.ended()
-            if ended is not None:
-                raise ended from err
-            # Not ended after all: a `send` reopened the session meanwhile, and it runs.
         except RPCError as err:
             if err.status is RPCStatusCode.UNAVAILABLE:
                 raise self.rpc_error(err) from err
             raise
+
+    def _start_input(
+        self, services: Services, snapshot: SessionSnapshot | None = None
+    ) -> SessionInput:
+        return SessionInput(
+            session_id=self._session_id,
+            agent=self._agent,
+            limits=self.limits(services),
+            search_attributes=services.search_attributes,
+            snapshot=snapshot,
+            agent_webhook_url=self._webhook_url,
+        )
+
+    async def start_fork(self, snapshot: SessionSnapshot, *, summary: str) -> None:
+        """Start this session as a fork, from `snapshot`; `SessionExists` if a session
+        runs under its id (one that ended is replaced, as a `send` would)."""
+        services = await self._ref.get()
+        await self.served(services)
+        try:
+            await services.temporal.start_workflow(
+                SessionWorkflow.run,
+                self._start_input(services, snapshot),
+                id=self.workflow_id,
+                task_queue=services.queue_for(self._agent),
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                static_summary=summary,
+                static_details=(
+                    f"Session `{self._session_id}` of agent `{self._agent}` (Sessionflow)."
+                ),
+            )
+        except WorkflowAlreadyStartedError as err:
+            raise errors.SessionExists(
+                f"session {self._session_id!r} already exists: fork into a new id"
+            ) from err
+        except RPCError as err:
+            if err.status is RPCStatusCode.UNAVAILABLE:
+                raise self.rpc_error(err) from err
+            raise
+
+    async def send_update(self, request: SendRequest, *, summary: str) -> None:
+        """Send a message through the `send_message` update, starting the session if it
+        does not run (update-with-start: as atomic as signal-with-start), so the session
+        itself can refuse it (`TurnRunning` for `if_busy="reject"`) or stop its turn
+        first. Asked again, after a pause, while the session moves between runs."""
+        services = await self._ref.get()
+        await self.served(services)
+        backoff = Backoff()
+        began = time.monotonic()
+        while True:
+            operation = WithStartWorkflowOperation(
+                SessionWorkflow.run,
+                self._start_input(services),
+                id=self.workflow_id,
+                task_queue=services.queue_for(self._agent),
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                static_summary=summary,
+                static_details=(
+                    f"Session `{self._session_id}` of agent `{self._agent}` (Sessionflow)."
+                ),
+            )
+            try:
+                await services.temporal.execute_update_with_start_workflow(
+                    SessionWorkflow.send_message, request, start_workflow_operation=operation
+                )
+                return
+            except WorkflowUpdateFailedError as err:
+                known = known_error(err)
+                if known is not None and not isinstance(known, errors.SessionContinuing):
+                    raise known from err
+                if known is None and not run_closed_first(err):
+                    raise
+                last: Exception = known or err
+            except WorkflowUpdateRPCTimeoutOrCancelledError:
+                # An update no workflow task accepts: say why when the task is failing.
+                stuck = await self.stuck()
+                if stuck is not None:
+                    raise stuck from None
+                raise
+            except RPCError as err:
+                if err.status is RPCStatusCode.UNAVAILABLE:
+                    raise self.rpc_error(err) from err
+                if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                    raise
+                last = err
+            # The run hands over to the next, or closed after taking the update (a
+            # repeat of the same message id is ignored by the session): again.
+            if time.monotonic() - began >= MOVE_PATIENCE_SECONDS:
+                raise self.gave_up(SessionWorkflow.send_message, MOVE_PATIENCE_SECONDS, last)
+            await backoff.pause()
 
     async def _runs_or_ended(self) -> bool:
         """True if the session runs; raise if it has ended; False if it never ran.
@@ -329,6 +456,29 @@ class SessionCalls:
                 if stuck is not None:
                     raise stuck from err
             raise self.rpc_error(err) from err
+
+    async def query_info(self, method: Any) -> SessionInfo:
+        """The `info` query, true to how the session's run ended: asked of an open run
+        only (one call, as any query), and of a closed one again, its status then
+        `closed` or `ended` and `ended` saying how (`client.ended`)."""
+        try:
+            async with asyncio.timeout(QUERY_PATIENCE_SECONDS):
+                info: SessionInfo = await (await self.handle()).query(
+                    method, reject_condition=QueryRejectCondition.NOT_OPEN
+                )
+                return info
+        except WorkflowQueryRejectedError:
+            pass
+        except (TimeoutError, RPCError):
+            info = await self.query(method)  # the same call, with the errors told as usual
+            return info
+        description = await self.describe()
+        how = await how_it_ended((await self._ref.get()).temporal, description)
+        info = await self.query(method)
+        if how is None:
+            return info  # running again: a `send` reopened it meanwhile
+        status = SessionStatus.CLOSED if how == "closed" else SessionStatus.ENDED
+        return info.model_copy(update={"status": status, "ended": how, "busy": False})
 
     async def describe(self) -> WorkflowExecutionDescription:
         """The newest run (`SessionNotFound` when the session never ran)."""

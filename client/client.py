@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 
@@ -12,6 +13,7 @@ from temporalio.client import Client
 from sessionflow import bridge_exit
 from sessionflow.agents.definition import Agent
 from sessionflow.client.listing import SessionRow, list_sessions
+from sessionflow.client.schedules import Schedules
 from sessionflow.client.services import Services
 from sessionflow.client.session import Session
 from sessionflow.config import DEFAULT_IDLE_TTL_SECONDS, Settings
@@ -27,6 +29,7 @@ from sessionflow.storage import (
 from sessionflow.streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
 from sessionflow.streams.context import ContextStore
 from sessionflow.streams.reader import StreamReader
+from sessionflow.tracing import tracing_from_settings
 
 
 class SessionClient:
@@ -44,6 +47,7 @@ class SessionClient:
         context_ttl_seconds: int = DEFAULT_CONTEXT_TTL,
         search_attributes: bool = True,
         idle_ttl: timedelta | float | None = DEFAULT_IDLE_TTL_SECONDS,
+        upgrade_on_new_build: bool = False,
     ) -> None:
         self.temporal = temporal
         self.redis = redis
@@ -64,6 +68,9 @@ class SessionClient:
         # (None or 0: never), unless their agent sets `idle_ttl`.
         seconds = idle_ttl.total_seconds() if isinstance(idle_ttl, timedelta) else idle_ttl
         self.idle_ttl = float(seconds) if seconds else None
+        # Whether the sessions it starts move to the deployment's current build at
+        # continue-as-new, unless their agent sets `upgrade_on_new_build`.
+        self.upgrade_on_new_build = upgrade_on_new_build
         # Made by `connect`: `close` closes its payload store's connections too.
         self._owns_temporal = False
 
@@ -78,6 +85,7 @@ class SessionClient:
             agents=self.agents,
             transcripts=self.transcripts,
             idle_ttl=self.idle_ttl,
+            upgrade_on_new_build=self.upgrade_on_new_build,
         )
 
     @classmethod
@@ -101,11 +109,15 @@ class SessionClient:
         workers' own.
         """
         settings = settings or Settings.from_env()
+        # Traced when the OTEL_* variables ask for it: sessions it starts run in the
+        # trace of their start (`sessionflow.tracing`).
+        tracing = tracing_from_settings(settings)
         temporal = await connect_temporal(
             temporal_address or settings.temporal_address,
             namespace or settings.temporal_namespace,
             settings=settings,
             external_storage=external_storage_from_settings(settings),
+            interceptors=[tracing] if tracing is not None else [],
         )
         redis = await connect_redis(redis_url or settings.redis_url)
         client = cls(
@@ -117,25 +129,30 @@ class SessionClient:
             agents=agents,
             context_ttl_seconds=settings.context_ttl_seconds,
             idle_ttl=settings.idle_ttl_seconds,
+            upgrade_on_new_build=settings.upgrade_on_new_build,
         )
         client._owns_temporal = True
         return client
 
-    def session(self, session_id: str, *, agent: str | Agent | None = None) -> Session:
-        """A handle on a session; no network call until it is used.
+    @property
+    def schedules(self) -> Schedules:
+        """Every session's scheduled messages: `create`, `get`, `list`."""
+        return Schedules(self._services())
 
-        `agent` is an agent's name or the `Agent` itself (which also teaches the
-        client its context and state schemas).
+    def agent(self, agent: str | Agent | None = None) -> ClientAgent:
+        """An agent on this client, by name or the `Agent` itself (which also teaches
+        the client its context and state schemas); None: the client's default agent.
+        `client.agent(x).session(id)` is the reference's `myAgent.session(id)` on a
+        client of your own: the one way to open a session besides `my_agent.session(id)`.
         """
         chosen = agent or self.default_agent
         if chosen is None:
             raise InvalidInput("no agent given: pass agent=... or set default_agent on the client")
         try:
-            validate_session_id(session_id)
             validate_agent_name(chosen if isinstance(chosen, str) else chosen.name)
         except ValueError as err:
             raise InvalidInput(str(err)) from err
-        return Session(self._services(), session_id, chosen)
+        return ClientAgent(self, chosen)
 
     async def list_sessions(
         self,
@@ -168,3 +185,25 @@ class SessionClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+@dataclass(frozen=True)
+class ClientAgent:
+    """An agent as one client sees it (`SessionClient.agent`): it opens that agent's
+    sessions on that client, as `my_agent.session(id)` does on the default one."""
+
+    client: SessionClient
+    agent: str | Agent
+
+    @property
+    def name(self) -> str:
+        return self.agent if isinstance(self.agent, str) else self.agent.name
+
+    def session(self, session_id: str) -> Session:
+        """A handle on the agent's session `session_id`; no network call until it is
+        used."""
+        try:
+            validate_session_id(session_id)
+        except ValueError as err:
+            raise InvalidInput(str(err)) from err
+        return Session(self.client._services(), session_id, self.agent)

@@ -19,7 +19,7 @@ _from_env: dict[asyncio.AbstractEventLoop, asyncio.Task[SessionClient]] = {}
 
 
 def use_client(client: SessionClient | None) -> None:
-    """Make `client` the one `agent.session(id)` and `agent_session(agent, id)` use (None:
+    """Make `client` the one `agent.session(id)` uses (None:
     back to connecting from the environment). Handles made earlier that have not been
     used yet take it too. Either way, clients connected from the environment so far are
     forgotten (not closed)."""
@@ -42,9 +42,9 @@ async def default_client() -> SessionClient:
     return await asyncio.shield(task)
 
 
-def agent_session(agent: Agent, session_id: str) -> Session:
-    """A handle on `agent`'s session `session_id`; no network call until it is used
-    (it then uses `default_client()`). `agent.session(session_id)` is the same."""
+def _open_session(agent: Agent, session_id: str) -> Session:
+    """What `agent.session(session_id)` returns: a handle on `agent`'s session; no
+    network call until it is used (it then uses `default_client()`)."""
     try:
         validate_session_id(session_id)
     except ValueError as err:
@@ -58,4 +58,4 @@ def agent_session(agent: Agent, session_id: str) -> Session:
     return Session(ServicesRef(make=services), session_id, agent)
 
 
-install_session_opener(agent_session)
+install_session_opener(_open_session)

@@ -33,7 +33,14 @@ _FAILED = {
 CAUSE_CHARS = 2000
 _AFTERWARDS = (
     "it takes no more approvals, interrupts, updates, sandbox commands or waits; its "
-    "history can still be read, and a `send` starts a new, empty session under the same id"
+    "history can still be read"
+)
+_REOPENS = ", and a `send` starts a new, empty session under the same id"
+# A run that did not complete is not silently replaced by an empty one: whoever ended
+# it (an operator's Terminate, say) decides whether the conversation goes on.
+_STAYS = (
+    ", and a `send` is refused too: `delete` the session to start a new, empty one "
+    "under the same id"
 )
 
 
@@ -41,13 +48,24 @@ async def ended_error(
     temporal: Client, description: WorkflowExecutionDescription, session_id: str
 ) -> errors.SessionEnded | None:
     """`SessionClosed` or `SessionFailed` for a run that has ended, else None."""
+    how = await how_it_ended(temporal, description)
+    if how is None:
+        return None
+    if how == "closed":
+        return errors.SessionClosed(f"session {session_id!r} is closed: {_AFTERWARDS}{_REOPENS}")
+    return errors.SessionFailed(f"session {session_id!r} ended ({how}): {_AFTERWARDS}{_STAYS}")
+
+
+async def how_it_ended(temporal: Client, description: WorkflowExecutionDescription) -> str | None:
+    """None while the session runs; `closed` for a run that completed; else how it
+    ended, from its close event: `terminated: <reason> (by <identity>)`, `failed: ...`,
+    `timed out: ...`, `cancelled`."""
     status = description.status
     if status is WorkflowExecutionStatus.COMPLETED:
-        return errors.SessionClosed(f"session {session_id!r} is closed: {_AFTERWARDS}")
+        return "closed"
     if status not in _FAILED:
         return None  # running, or continued as new (its successor runs)
-    cause = await _close_cause(temporal, description) or _FAILED[status]
-    return errors.SessionFailed(f"session {session_id!r} ended ({cause}): {_AFTERWARDS}")
+    return await _close_cause(temporal, description) or _FAILED[status]
 
 
 async def _close_cause(temporal: Client, description: WorkflowExecutionDescription) -> str | None:

@@ -16,12 +16,14 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from sessionflow.contract import ApprovalResponse
+from sessionflow.budgets import Budget
+from sessionflow.contract import ApprovalResponse, IfBusy
 from sessionflow.errors import InvalidInput
 from sessionflow.json_limits import check_json_depth
 from sessionflow.messages import (
@@ -199,6 +201,36 @@ def validate_send_options(interrupt_if_streaming: Any, sandbox_id: Any) -> None:
         raise InvalidInput(
             f"sandbox_id must be valid text of at most {MAX_SANDBOX_ID_LENGTH} characters"
         )
+
+
+def parse_budget(budget: Any) -> Budget | None:
+    """`send(budget=...)`: a `Budget`, a dict of its fields, or None."""
+    if budget is None or isinstance(budget, Budget):
+        return budget
+    if not isinstance(budget, Mapping):
+        raise InvalidInput(f"budget must be a Budget or a dict, not {type(budget).__name__}")
+    try:
+        return Budget.model_validate(dict(budget))
+    except ValidationError as err:
+        raise InvalidInput(f"budget: {describe(err, Budget)}") from None
+
+
+def parse_if_busy(value: Any, interrupt: bool) -> IfBusy:
+    """`send`'s `if_busy` (an `IfBusy` or its name; None: `enqueue`, or `interrupt`
+    when `interrupt_if_streaming` asks for it). Both options given must agree."""
+    if value is None:
+        return IfBusy.INTERRUPT if interrupt else IfBusy.ENQUEUE
+    try:
+        strategy = IfBusy(value)
+    except ValueError:
+        names = ", ".join(repr(s.value) for s in IfBusy)
+        raise InvalidInput(f"if_busy must be one of {names}, not {value!r}") from None
+    if interrupt and strategy is not IfBusy.INTERRUPT:
+        raise InvalidInput(
+            f"interrupt_if_streaming asks for if_busy='interrupt', but if_busy is "
+            f"{strategy.value!r}: give one of them"
+        )
+    return strategy
 
 
 def _is_utf8(text: str) -> bool:

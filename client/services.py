@@ -35,6 +35,9 @@ class Services:
     # Seconds without a message before a session closes itself, for agents that set no
     # `idle_ttl` of their own (None: never).
     idle_ttl: float | None = None
+    # Sessions move to the current build at continue-as-new, for agents that set no
+    # `upgrade_on_new_build` of their own.
+    upgrade_on_new_build: bool = False
 
     def queue_for(self, agent: str) -> str:
         """The task queue `agent`'s sessions start on: `<task_queue>.<agent>`, which

@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,6 +16,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from sessionflow import errors
 from sessionflow.agents.definition import Agent
+from sessionflow.budgets import Budget
 from sessionflow.chunks import is_approval_status
 from sessionflow.client.backoff import Backoff
 from sessionflow.client.calls import SessionCalls
@@ -22,29 +24,36 @@ from sessionflow.client.deletion import delete_session
 from sessionflow.client.inputs import (
     new_message_id,
     parse_approval,
+    parse_budget,
+    parse_if_busy,
     parse_send_input,
     validate_context,
     validate_send_options,
 )
 from sessionflow.client.interrupts import parse_interrupt
 from sessionflow.client.sandbox import SessionSandbox
+from sessionflow.client.schedules import ScheduleHandle, ScheduleInfo, Schedules
 from sessionflow.client.services import Services, ServicesRef
 from sessionflow.client.shared_waits import shared
 from sessionflow.contract import (
     ApprovalResponse,
+    ForkRequest,
+    IfBusy,
     LastPart,
     SendRequest,
     SessionInfo,
+    SessionSnapshot,
     SessionUpdate,
     TranscriptView,
     TurnOutcome,
     UsageReport,
 )
 from sessionflow.fragments import join_fragments
-from sessionflow.ids import session_workflow_id
+from sessionflow.ids import session_workflow_id, validate_session_id
 from sessionflow.messages import Message
 from sessionflow.streams.reader import StreamEvent, is_entry_id
 from sessionflow.validation import describe
+from sessionflow.webhooks import check_webhook_url
 from sessionflow.workflows.session import SessionWorkflow
 
 # How long `await result.outcome` keeps asking a Temporal server that does not answer.
@@ -172,6 +181,10 @@ class Session:
             agent=self.agent,
             workflow_id=self.workflow_id,
             idle_ttl=self._agent.idle_ttl if self._agent is not None else "default",
+            webhook_url=self._agent.webhook_url if self._agent is not None else None,
+            upgrade_on_new_build=(
+                self._agent.upgrade_on_new_build if self._agent is not None else None
+            ),
         )
         self.sandbox = SessionSandbox(self._calls)
 
@@ -182,22 +195,38 @@ class Session:
         interrupt_if_streaming: bool | LastPart | Mapping[str, Any] = False,
         context: Any = None,
         sandbox_id: str | None = None,
+        budget: Budget | Mapping[str, Any] | None = None,
+        if_busy: IfBusy | str | None = None,
+        webhook_url: str | None = None,
     ) -> SendResult:
         """Send a user message or an approval; the first send starts the session.
 
         Messages sent while a turn runs queue and are answered in order, unless
         `interrupt_if_streaming` interrupts the running turn first (given as
         `{"last_part": {"index": i, "part": {...}}}`, the part the user last saw, the
-        interrupted answer is cut there). `context` is
+        interrupted answer is cut there). `if_busy` picks what happens when a turn
+        runs: `"enqueue"` (the default), `"reject"` (raise `TurnRunning`, nothing
+        queued), `"interrupt"` (as `interrupt_if_streaming=True`) or `"rollback"` (the
+        running turn is stopped and taken out of history, then this message runs); the
+        session decides, atomically against a turn that ends at that moment. `context` is
         validated against the agent's `context_schema` (when the client knows the
-        agent) and kept in Redis, never in Temporal. An approval returns the result
-        of the turn it belongs to.
+        agent) and kept in Redis, never in Temporal. `budget` (a `Budget` or a dict of
+        `input_tokens`, `output_tokens`, `cost`) limits this turn's model use; it can
+        only tighten the agent's `turn_budget`. A turn that reaches it ends with outcome
+        `budget_exceeded`. `webhook_url` gives the session a webhook URL of its own from
+        this message on, instead of its agent's ("" for none). An approval returns the
+        result of the turn it belongs to.
         """
         parsed = parse_send_input(input)
         if isinstance(parsed, ApprovalResponse):
             return await self.approve(parsed)
         interrupt, last_part = parse_interrupt(interrupt_if_streaming)
+        strategy = parse_if_busy(if_busy, interrupt)
+        interrupt = interrupt or strategy is IfBusy.INTERRUPT
         validate_send_options(interrupt, sandbox_id)
+        turn_budget = parse_budget(budget)
+        if webhook_url is not None:
+            check_webhook_url(webhook_url, allow_empty=True)
         schema = self._agent.context_schema if self._agent else None
         data = validate_context(schema, context)
         services = await self._ref.get()
@@ -209,6 +238,9 @@ class Session:
             sandbox_id=sandbox_id,
             interrupt=interrupt,
             last_part=last_part,
+            budget=turn_budget,
+            if_busy=strategy,
+            webhook_url=webhook_url,
         )
         title = " ".join(parsed.text().split())[:80] or "(no text)"
         # Before the signal: a reader without a cursor follows this answer from now on,
@@ -216,13 +248,15 @@ class Session:
         reader, answer = services.reader, request.assistant_message_id
         previous = await reader.record_sent(self.workflow_id, answer)
         try:
-            await self._calls.start(request, summary=f"{self.agent}: {title}")
+            if strategy in (IfBusy.REJECT, IfBusy.ROLLBACK):
+                # An update, so the session can refuse it or confirm the rollback.
+                await self._calls.send_update(request, summary=f"{self.agent}: {title}")
+            else:
+                await self._calls.start(request, summary=f"{self.agent}: {title}")
         except BaseException:
             with contextlib.suppress(Exception):
                 await reader.unrecord_sent(self.workflow_id, answer, previous)
             raise
-        if interrupt:
-            await reader.announce_interrupt(self.workflow_id)
         return self._result(answer)
 
     async def approve(self, response: ApprovalResponse | dict[str, Any]) -> SendResult:
@@ -243,9 +277,9 @@ class Session:
 
     async def interrupt(self) -> None:
         """Stop the running turn; its partial answer is kept, marked interrupted."""
+        # One way, whoever interrupts: the workflow cancels the running step and tells
+        # its worker to heartbeat now (`activities.interrupt_notice`).
         await self._calls.signal(SessionWorkflow.interrupt)
-        # After the signal: the running step heartbeats at once, and its cancel follows.
-        await (await self._ref.get()).reader.announce_interrupt(self.workflow_id)
 
     async def close(self) -> None:
         """End the session: kills its sandbox and completes its workflow. A later
@@ -262,7 +296,9 @@ class Session:
         queued messages dropped, its sandbox killed, its Redis keys, payload store
         objects and every Temporal run deleted. Afterwards it is unknown
         (`SessionNotFound`), and a `send` starts a new, empty session under the same
-        id. `SessionNotFound` if there is no such session."""
+        id. Its schedules are deleted first, so none starts it again.
+        `SessionNotFound` if there is no such session."""
+        await Schedules(self._ref).delete_all(self.id, agent=self.agent)
         await delete_session(self._calls, await self._ref.get(), self.id)
 
     def stream(
@@ -354,16 +390,23 @@ class Session:
         sandbox_id: str | None = None,
         last_message_id: str | None = None,
         max_steps_per_turn: int | None = None,
+        webhook_url: str | None = None,
     ) -> None:
         """Point the session at an existing sandbox, rewind its history so that
         `last_message_id` is the last message kept, and/or set the most model steps a
         turn may take from the next turn on (at least 1). Only while idle: a message
-        sent meanwhile is answered after the change."""
+        sent meanwhile is answered after the change.
+
+        `webhook_url` sets the URL this session's events go to instead of its agent's
+        ("" for none); changed alone, it takes effect at once, busy or not."""
+        if webhook_url is not None:
+            check_webhook_url(webhook_url, allow_empty=True)
         try:
             change = SessionUpdate(
                 sandbox_id=sandbox_id,
                 last_message_id=last_message_id,
                 max_steps_per_turn=max_steps_per_turn,
+                webhook_url=webhook_url,
             )
         except ValidationError as err:
             raise errors.InvalidInput(f"update: {describe(err, SessionUpdate)}") from None
@@ -371,8 +414,69 @@ class Session:
         await self._calls.start(reopen=False)
         await self._calls.update(SessionWorkflow.update, change)
 
+    async def fork(self, new_id: str, *, at_message_id: str | None = None) -> Session:
+        """Start a new session, `new_id`, whose history is this one's up to
+        `at_message_id` (the newest message if None), with the same agent and the agent
+        state as of that message; returns its handle. This session is left as it was.
+
+        The fork refers to this session's stored transcript rather than copying it, so
+        it costs the same however long the conversation is, and deleting this session
+        later does not touch it (see `sessionflow.storage.namespaces`). It gets a fresh
+        sandbox of its own on its first tool call (no backend copies workspaces yet).
+        Only while idle (`SessionBusy`); `SessionExists` if `new_id` runs,
+        `MessageNotFound` for a message this session does not have."""
+        try:
+            validate_session_id(new_id)
+        except ValueError as err:
+            raise errors.InvalidInput(f"new_id: {err}") from None
+        fork = Session(self._ref, new_id, self._agent or self.agent)
+        if fork.workflow_id == self.workflow_id:
+            raise errors.InvalidInput("a fork needs an id of its own")
+        if await fork._calls.running():
+            raise errors.SessionExists(f"session {new_id!r} already exists: fork into a new id")
+        request = ForkRequest(fork_workflow_id=fork.workflow_id, at_message_id=at_message_id)
+        snapshot: SessionSnapshot = await self._calls.update(SessionWorkflow.fork, request)
+        await fork._calls.start_fork(snapshot, summary=f"{self.agent}: fork of {self.id}")
+        return fork
+
+    # -- schedules --------------------------------------------------------------------
+
+    async def schedule(
+        self,
+        message: str,
+        *,
+        every: timedelta | float | str | None = None,
+        cron: str | None = None,
+        name: str | None = None,
+        if_busy: IfBusy | str = IfBusy.ENQUEUE,
+        paused: bool = False,
+    ) -> ScheduleHandle:
+        """Send `message` to this session every `every` (`"15m"`, `"1h"`, seconds or
+        a `timedelta`) or on a `cron` expression (UTC), with a Temporal Schedule;
+        returns its handle (`pause`, `resume`, `trigger`, `delete`, `describe`). See
+        `Schedules.create`."""
+        return await Schedules(self._ref).create(
+            self.id,
+            message,
+            agent=self.agent,
+            every=every,
+            cron=cron,
+            name=name,
+            if_busy=if_busy,
+            paused=paused,
+        )
+
+    def get_schedule(self, name: str) -> ScheduleHandle:
+        """This session's schedule `name` (no network call)."""
+        return Schedules(self._ref).get(self.id, name, agent=self.agent)
+
+    async def schedules(self) -> list[ScheduleInfo]:
+        """This session's schedules (Temporal's listing lags a change by a moment)."""
+        return await Schedules(self._ref).list(session_id=self.id, agent=self.agent)
+
     async def usage(self) -> UsageReport:
-        """Tokens per step (recent steps) and totals, overall and by model."""
+        """Tokens and cost (US dollars; None where a model has no price) per step and
+        per turn (the recent ones), and totals, overall and by model."""
         result: UsageReport = await self._calls.query(SessionWorkflow.usage_report)
         return result
 
@@ -384,7 +488,10 @@ class Session:
         return schema.model_validate(raw) if schema is not None and raw is not None else raw
 
     async def info(self) -> SessionInfo:
-        result: SessionInfo = await self._calls.query(SessionWorkflow.info)
+        """The session at a glance. A session whose run has ended reports it: status
+        `closed` (its run completed) or `ended` (terminated, failed, timed out), and
+        `ended` says how, e.g. `terminated: runaway costs (by ops@example.com)`."""
+        result: SessionInfo = await self._calls.query_info(SessionWorkflow.info)
         return result
 
     # -- plumbing -------------------------------------------------------------------

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from sessionflow.client import SessionClient
-from sessionflow.gateway import chat, page, problems, sessions
+from sessionflow.gateway import chat, page, problems, schedules, sessions
 from sessionflow.gateway.config import GatewayConfig
 from sessionflow.gateway.limits import BodyLimit, Utf8Only
 from sessionflow.gateway.problems import ErrorResponse
@@ -47,5 +47,6 @@ def create_app(client: SessionClient, config: GatewayConfig) -> FastAPI:
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
     app.include_router(page.router)
     app.include_router(sessions.router)
+    app.include_router(schedules.router)
     app.include_router(chat.router)
     return app

@@ -31,6 +31,18 @@ class _Body(_Model):
     model_config = ConfigDict(**_CAMEL, extra="forbid")
 
 
+class BudgetBody(_Body):
+    """Limits on one turn's model use; it can only tighten the agent's turn budget."""
+
+    input_tokens: int | None = Field(
+        default=None, ge=1, description="Prompt tokens, cache reads and writes included."
+    )
+    output_tokens: int | None = Field(default=None, ge=1)
+    cost: float | None = Field(
+        default=None, gt=0, description="US dollars, at the worker's model prices."
+    )
+
+
 class SendBody(_Body):
     message: str | dict[str, Any] | list[dict[str, Any]] = Field(
         description="Text, a UI message {role: 'user', parts}, or a list of parts. Parts: "
@@ -49,6 +61,22 @@ class SendBody(_Body):
         default=None, description="Transient context; validated, never persisted."
     )
     sandbox_id: str | None = None
+    budget: BudgetBody | None = Field(
+        default=None,
+        description="This turn's budget; reaching it ends the turn as `budget_exceeded`.",
+    )
+    if_busy: Literal["enqueue", "reject", "interrupt", "rollback"] | None = Field(
+        default=None,
+        description="What to do if a turn runs (or messages wait): 'enqueue' (the "
+        "default: answered in order), 'reject' (409 turn_running, nothing queued), "
+        "'interrupt' (as interruptIfStreaming: true) or 'rollback' (the running turn is "
+        "stopped and taken out of history, then this message runs).",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        description="The session's webhook URL from this message on, instead of its "
+        "agent's ('' for none).",
+    )
 
 
 class SendResponse(_Model):
@@ -60,7 +88,10 @@ class OutcomeResponse(_Model):
 
     message_id: str
     done: bool
-    status: Literal["finished", "step_limit", "interrupted", "failed"] | None = None
+    status: (
+        Literal["finished", "step_limit", "budget_exceeded", "interrupted", "rolled_back", "failed"]
+        | None
+    ) = None
     error: str | None = None
     error_type: str | None = None
 
@@ -75,6 +106,22 @@ class UpdateBody(_Body):
     sandbox_id: str | None = None
     last_message_id: str | None = None
     max_steps_per_turn: int | None = Field(default=None, ge=1)
+    webhook_url: str | None = Field(
+        default=None,
+        description="The session's webhook URL instead of its agent's ('' for none); "
+        "changed alone, it applies at once, even while a turn runs.",
+    )
+
+
+class ForkBody(_Body):
+    new_id: str = Field(min_length=1, description="The fork's session id (the tenant's).")
+    at_message_id: str | None = Field(
+        default=None, description="The last message the fork keeps; default the newest."
+    )
+
+
+class ForkResponse(_Model):
+    session_id: str
 
 
 class HistoryResponse(_Model):
@@ -92,11 +139,20 @@ class TokenUsage(_Model):
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cost: float | None = Field(
+        default=None, description="US dollars; null when the model has no known price."
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
+        """Every token, cache reads and writes included."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+        )
 
 
 class StepUsageBody(_Model):
@@ -106,12 +162,20 @@ class StepUsageBody(_Model):
     usage: TokenUsage
 
 
+class TurnUsageBody(_Model):
+    message_id: str
+    steps: int
+    usage: TokenUsage
+
+
 class UsageResponse(_Model):
-    """Token use per step (the most recent steps), in total and by model."""
+    """Token use and cost per step and per turn (the most recent ones), in total and by
+    model."""
 
     total: TokenUsage
     by_model: dict[str, TokenUsage]
     steps: list[StepUsageBody]
+    turns: list[TurnUsageBody]
 
 
 class InfoResponse(_Model):
@@ -151,3 +215,38 @@ class ChatRequest(_Model):
     messages: list[dict[str, Any]] = Field(min_length=1)
     trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
     message_id: str | None = None
+
+
+class ScheduleBody(_Body):
+    message: str = Field(description="The text sent to the session each time.")
+    every: float | str | None = Field(
+        default=None, description="An interval: seconds, or text like '90s', '15m', '1h', '1d'."
+    )
+    cron: str | None = Field(default=None, description="A cron expression (UTC); or `every`.")
+    name: str | None = Field(
+        default=None, description="The schedule's name in the session (default: a new one)."
+    )
+    if_busy: Literal["enqueue", "reject", "interrupt", "rollback"] = Field(
+        default="enqueue",
+        description="What a firing does while a turn runs: enqueue (answered after it) or "
+        "interrupt (stops it first); reject and rollback queue like enqueue for now.",
+    )
+    paused: bool = False
+
+
+class ScheduleResponse(_Model):
+    name: str
+    session_id: str
+    agent: str
+    message: str
+    every: float | None
+    cron: str | None
+    if_busy: str
+    paused: bool
+    note: str | None
+    next_runs: list[str]
+    last_run: str | None
+
+
+class SchedulesResponse(_Model):
+    schedules: list[ScheduleResponse]

@@ -12,6 +12,8 @@ from sessionflow.contract import ApprovalResponse
 from sessionflow.gateway.bodies import JsonBodyRoute
 from sessionflow.gateway.models import (
     ApprovalBody,
+    ForkBody,
+    ForkResponse,
     HistoryResponse,
     InfoResponse,
     OutcomeResponse,
@@ -31,6 +33,7 @@ from sessionflow.gateway.tenancy import (
     Slots,
     Tenant,
 )
+from sessionflow.ids import tenant_session_id
 from sessionflow.ui_messages import to_ui_messages
 
 router = APIRouter(prefix="/v1/sessions", route_class=JsonBodyRoute)
@@ -75,6 +78,9 @@ async def send_message(session: NamedSession, body: SendBody) -> SendResponse:
         interrupt_if_streaming=body.interrupt_if_streaming,
         context=body.context,
         sandbox_id=body.sandbox_id,
+        budget=body.budget.model_dump(by_alias=False) if body.budget else None,
+        if_busy=body.if_busy,
+        webhook_url=body.webhook_url,
     )
     return SendResponse(assistant_message_id=result.assistant_message_id)
 
@@ -145,7 +151,7 @@ async def history(
 
 @router.get("/{session_id}/usage")
 async def usage(session: ExistingSession) -> UsageResponse:
-    """Token use per step, in total and by model."""
+    """Token use and cost per step and per turn, in total and by model."""
     report = await session.usage()
     return UsageResponse.model_validate(report.model_dump())
 
@@ -165,8 +171,19 @@ async def update(session: ExistingSession, body: UpdateBody) -> dict[str, bool]:
         sandbox_id=body.sandbox_id,
         last_message_id=body.last_message_id,
         max_steps_per_turn=body.max_steps_per_turn,
+        webhook_url=body.webhook_url,
     )
     return {"updated": True}
+
+
+@router.post("/{session_id}/fork", status_code=201)
+async def fork(session: ExistingSession, owner: Tenant, body: ForkBody) -> ForkResponse:
+    """Start session `newId` (this tenant's) with this one's history up to
+    `atMessageId` (the newest if absent), the same agent and the state as of that
+    message; this session is left as it was. 409 `session_busy` while a turn runs,
+    409 `session_exists` if `newId` runs, 404 `message_not_found`."""
+    await session.fork(tenant_session_id(owner, body.new_id), at_message_id=body.at_message_id)
+    return ForkResponse(session_id=body.new_id)
 
 
 @router.delete("/{session_id}", status_code=204, response_class=Response)

@@ -77,7 +77,7 @@ def tenant_session(
         # started a session that no /v1/sessions/{id} route can address.
         raise InvalidInput("session id is empty")
     name = tenant_session_id(owner, session_id)
-    session = client.session(name, agent=agent or config.default_agent)
+    session = client.agent(agent or config.default_agent).session(name)
     if client.agents and session.agent not in client.agents:
         raise AgentNotRegistered(f"this gateway serves no agent {session.agent!r}")
     return session

@@ -18,7 +18,7 @@ from typing import Any
 import anthropic
 
 from sessionflow.contract import FinishReason
-from sessionflow.errors import InvalidModelRequest, ModelUnavailable
+from sessionflow.errors import ContextTooLarge, InvalidModelRequest, ModelUnavailable
 from sessionflow.messages import (
     FilePart,
     Message,
@@ -94,9 +94,10 @@ class AnthropicProvider:
         """The Messages API request for one step."""
         messages = to_anthropic_messages(request.messages)
         _mark_newest(messages)
+        max_tokens = request.max_output_tokens or self._max_tokens
         body: dict[str, Any] = {
             "model": request.model,
-            "max_tokens": self._max_tokens,
+            "max_tokens": max_tokens,
             "messages": messages,
         }
         if request.system:
@@ -109,6 +110,12 @@ class AnthropicProvider:
             tools[-1]["cache_control"] = _CACHE
             body["tools"] = tools
         if self._thinking_budget:
+            if self._thinking_budget >= max_tokens:
+                raise InvalidModelRequest(
+                    f"the thinking budget ({self._thinking_budget} tokens, "
+                    "SESSIONFLOW_ANTHROPIC_THINKING_BUDGET) must be below the step's output "
+                    f"limit ({max_tokens}, the agent's max_output_tokens)"
+                )
             body["thinking"] = {"type": "enabled", "budget_tokens": self._thinking_budget}
         return body
 
@@ -190,6 +197,10 @@ def _status_error(err: anthropic.APIStatusError) -> Exception:
     message = f"Anthropic API {status}: {_message(err)}"
     if status in (408, 409, 429) or status >= 500:
         return ModelUnavailable(message, retry_after=_retry_after(err))
+    if "prompt is too long" in message:
+        # Over the window though the estimate said it fit: the turn is left out of what
+        # later turns send (`sessionflow.compaction.exclude_turn`).
+        return ContextTooLarge(message)
     return InvalidModelRequest(message)
 
 

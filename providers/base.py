@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
@@ -31,6 +31,12 @@ class ModelRequest(BaseModel):
     messages: list[Message]
     tools: list[ToolSpec]
     attempt: int = 1
+    # The most tokens the step may write (the agent's `max_output_tokens`); None: the
+    # provider's own default. Every built-in provider sends a limit.
+    max_output_tokens: int | None = None
+    # "compaction": a summarising step of the runtime's own (`sessionflow.compaction`);
+    # the messages are one user message holding the transcript to summarise.
+    purpose: Literal["step", "compaction"] = "step"
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,9 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Sent when a base URL is set without a key: local servers ignore it, and a hosted one
 # answers 401, which fails the turn with the server's own words.
 PLACEHOLDER_KEY = "sessionflow-no-key"
+# OpenAI's own API (and Azure's) takes `max_completion_tokens`, and its reasoning
+# models refuse `max_tokens`; every other compatible server reads `max_tokens`.
+_OPENAI_HOSTS = ("api.openai.com", ".openai.azure.com")
 _FINISH_REASONS = {
     "stop": FinishReason.STOP,
     "tool_calls": FinishReason.TOOL_CALLS,
@@ -77,14 +80,22 @@ class OpenAIProvider:
         api_key: str | None = None,
         base_url: str | None = None,
         timeout: float = 600.0,
+        max_tokens: int = 8192,
     ) -> None:
-        # From the settings (OPENAI_API_KEY, OPENAI_BASE_URL) through the registry.
+        # From the settings (OPENAI_API_KEY, OPENAI_BASE_URL, SESSIONFLOW_OPENAI_MAX_TOKENS)
+        # through the registry.
         self._api_key = api_key or None
         self._base_url = base_url or None
         self._timeout = timeout
+        self._max_tokens = max_tokens
         self._client: openai.AsyncOpenAI | None = None
         host = urlsplit(self._base_url).netloc.rpartition("@")[2] if self._base_url else ""
         self._label = f"OpenAI-compatible API at {host}" if host else "OpenAI API"
+        hostname = (urlsplit(self._base_url).hostname or "") if self._base_url else ""
+        is_openai = not hostname or any(
+            hostname == h or (h.startswith(".") and hostname.endswith(h)) for h in _OPENAI_HOSTS
+        )
+        self._limit_field = "max_completion_tokens" if is_openai else "max_tokens"
 
     def _api(self) -> openai.AsyncOpenAI:
         if self._client is None:
@@ -113,6 +124,7 @@ class OpenAIProvider:
             "stream": True,
             # Without it a stream carries no token counts at all.
             "stream_options": {"include_usage": True},
+            self._limit_field: request.max_output_tokens or self._max_tokens,
         }
         if request.tools:
             body["tools"] = [
@@ -247,15 +259,32 @@ def _arguments(raw: str) -> dict[str, Any]:
 
 def _usage(reported: Any) -> StepUsage:
     """Counts as Anthropic's are counted: `input_tokens` is the prompt less what was
-    read from the cache, so totals across providers add up the same way."""
-    prompt = int(getattr(reported, "prompt_tokens", 0) or 0)
+    read from the cache and what was written to it, so totals across providers add up
+    the same way. Cache writes are counted where the server reports them: OpenRouter
+    as `prompt_tokens_details.cache_write_tokens`, LiteLLM's proxy as Anthropic's
+    `cache_creation_input_tokens` (OpenAI itself charges nothing for them and says
+    nothing)."""
+    prompt = _count(reported, "prompt_tokens")
     details = getattr(reported, "prompt_tokens_details", None)
-    cached = int(getattr(details, "cached_tokens", 0) or 0)
-    return StepUsage(
-        input_tokens=max(prompt - cached, 0),
-        output_tokens=int(getattr(reported, "completion_tokens", 0) or 0),
-        cache_read_tokens=cached,
+    cached = _count(details, "cached_tokens") or _count(reported, "cache_read_input_tokens")
+    written = _count(details, "cache_write_tokens") or _count(
+        reported, "cache_creation_input_tokens"
     )
+    return StepUsage(
+        input_tokens=max(prompt - cached - written, 0),
+        output_tokens=_count(reported, "completion_tokens"),
+        cache_read_tokens=cached,
+        cache_write_tokens=written,
+    )
+
+
+def _count(source: Any, name: str) -> int:
+    """A token count the server may leave out, send as null or (the SDK does not
+    validate) as something else: 0 for all of those."""
+    value = getattr(source, name, None) if source is not None else None
+    if value is None and isinstance(source, dict):
+        value = source.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _status_error(err: openai.APIStatusError, label: str) -> Exception:

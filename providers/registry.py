@@ -48,7 +48,11 @@ def _openai(settings: Settings) -> ModelProvider:
     from sessionflow.providers.openai import OpenAIProvider
 
     # Needs OPENAI_API_KEY or OPENAI_BASE_URL only when used.
-    return OpenAIProvider(api_key=settings.openai_api_key, base_url=settings.openai_base_url)
+    return OpenAIProvider(
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        max_tokens=settings.openai_max_tokens,
+    )
 
 
 _PROVIDERS: dict[str, ProviderFactory] = {"anthropic": _anthropic, "openai": _openai}

@@ -61,17 +61,35 @@ class Script(BaseModel):
     turns: list[list[ScriptStep]]
     delay: float = 0.02
     chunk_size: int = 6
+    # What it answers when asked to summarise a conversation (compaction);
+    # `{message_count}` is how many characters of transcript it was given.
+    summary: str = "Summary of the conversation so far ({message_count} characters)."
 
     @property
     def model_id(self) -> str:
         return f"{PROVIDER}/{self.name}"
 
     def step_for(self, messages: list[Message]) -> ScriptStep:
-        user_turns = sum(1 for m in messages if m.role is Role.USER)
+        user_turns = _user_turns(messages)
         steps = self.turns[max(user_turns - 1, 0) % len(self.turns)]
         current = messages[-1] if messages and messages[-1].role is Role.ASSISTANT else None
         index = current.step_count() if current else 0
         return steps[index] if index < len(steps) else ScriptStep()
+
+
+def _earlier(messages: list[Message], key: str) -> int:
+    """Messages a compaction summary stands for (`sessionflow.compaction`), so turns
+    are counted as if every message had been sent."""
+    total = 0
+    for message in messages:
+        counts = (message.metadata or {}).get("compaction")
+        if isinstance(counts, dict):
+            total += int(counts.get(key, 0)) - 1  # the summary itself is one message
+    return total
+
+
+def _user_turns(messages: list[Message]) -> int:
+    return sum(1 for m in messages if m.role is Role.USER) + _earlier(messages, "userMessages")
 
 
 def _last_tool_output(messages: list[Message]) -> str:
@@ -90,8 +108,8 @@ def _fill(text: str, messages: list[Message], system: str | None) -> str:
         "{system}": system or "",
         "{last_user_text}": users[-1].text() if users else "",
         "{last_tool_output}": _last_tool_output(messages),
-        "{turn}": str(len(users)),
-        "{message_count}": str(len(messages)),
+        "{turn}": str(_user_turns(messages)),
+        "{message_count}": str(len(messages) + _earlier(messages, "messages")),
     }
     for placeholder, value in values.items():
         text = text.replace(placeholder, value)
@@ -140,8 +158,23 @@ class ScriptedProvider:
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelEvent]:
         script = self.script(request.model)
+        if request.purpose == "compaction":
+            given = sum(len(m.text()) for m in request.messages)
+            summary = script.summary.replace("{message_count}", str(given))
+            for piece in _pieces(summary, script.chunk_size):
+                yield TextDelta(piece)
+                if script.delay > 0:
+                    await asyncio.sleep(script.delay)
+            yield StepFinished(
+                reason=FinishReason.STOP,
+                usage=Usage(
+                    input_tokens=(given + 3) // 4,
+                    output_tokens=_estimate_tokens(summary),
+                ),
+            )
+            return
         step = script.step_for(request.messages)
-        turn = sum(1 for m in request.messages if m.role is Role.USER)
+        turn = _user_turns(request.messages)
         index = request.messages[-1].step_count() if request.messages else 0
         text = _fill(step.text, request.messages, request.system)
         output = ""

@@ -24,15 +24,16 @@ _EXPORTS = {
     "SessionClient": "sessionflow.client",
     "Session": "sessionflow.client",
     "SendResult": "sessionflow.client",
-    "agent_session": "sessionflow.client",
-    "session": "sessionflow.client",  # `agent_session`, by the reference's name
     "use_client": "sessionflow.client",
     "Script": "sessionflow.providers",
     "ScriptStep": "sessionflow.providers",
     "ScriptedToolCall": "sessionflow.providers",
     "Message": "sessionflow.messages",
     "Usage": "sessionflow.messages",
+    "Budget": "sessionflow.budgets",
+    "Price": "sessionflow.prices",
     "ActivitySettings": "sessionflow.contract",
+    "Compaction": "sessionflow.compaction",
     "TurnOutcome": "sessionflow.contract",
     "TurnStatus": "sessionflow.contract",
     "StreamEvent": "sessionflow.streams.reader",
@@ -50,6 +51,8 @@ _EXPORTS = {
     "ConnectionFailed": "sessionflow.errors",
     "StreamUnavailable": "sessionflow.errors",
     "TemporalUnavailable": "sessionflow.errors",
+    "WebhookSignatureInvalid": "sessionflow.errors",
+    "verify_webhook": "sessionflow.webhooks",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -58,7 +61,7 @@ __all__ = sorted(_EXPORTS)
 # Names whose users call `agent.session(id)`, which the client layer provides.
 _WITH_CLIENT = ("Agent", "agent")
 # Public names that are another name in their module.
-_ALIASES = {"session": "agent_session"}
+_ALIASES: dict[str, str] = {}
 
 
 def __getattr__(name: str) -> Any:
@@ -80,14 +83,14 @@ if TYPE_CHECKING:
         agent,
         tool,
     )
+    from sessionflow.budgets import Budget
     from sessionflow.client import (
         SendResult,
         Session,
         SessionClient,
-        agent_session,
         use_client,
     )
-    from sessionflow.client import agent_session as session
+    from sessionflow.compaction import Compaction
     from sessionflow.contract import ActivitySettings, TurnOutcome, TurnStatus
     from sessionflow.errors import (
         AgentNotRegistered,
@@ -103,7 +106,10 @@ if TYPE_CHECKING:
         SessionNotFound,
         StreamUnavailable,
         TemporalUnavailable,
+        WebhookSignatureInvalid,
     )
     from sessionflow.messages import Message, Usage
+    from sessionflow.prices import Price
     from sessionflow.providers import Script, ScriptedToolCall, ScriptStep
     from sessionflow.streams.reader import StreamEvent, StreamReader
+    from sessionflow.webhooks import verify_webhook

@@ -80,6 +80,8 @@ from sessionflow._setting_values import (
     parse_tenant,
     parse_whole,
 )
+from sessionflow.ids import TENANT as TENANT_NAME
+from sessionflow.prices import Price, parse_prices, prices_from
 
 __all__ = [
     "DEFAULT_IDLE_TTL_SECONDS",
@@ -189,6 +191,13 @@ def _idle_ttl(raw: str | int | None, name: str) -> int | None:
     return parse_idle_ttl(raw, name)
 
 
+def _prices(raw: str | Mapping[str, Any], name: str) -> dict[str, Price]:
+    try:
+        return parse_prices(raw, name) if isinstance(raw, str) else prices_from(raw, name)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
 def _payload_store(raw: str | None, name: str) -> str | None:
     value = (raw or "").strip() or None
     if value is not None:
@@ -198,6 +207,22 @@ def _payload_store(raw: str | None, name: str) -> str | None:
 
 def _api_keys(raw: str | Mapping[str, str], name: str) -> dict[str, str]:
     return parse_api_keys(raw, name) if isinstance(raw, str) else dict(raw)
+
+
+def _webhook_secrets(raw: str | Mapping[str, str], name: str) -> dict[str, str]:
+    """`tenant:secret,tenant:secret` -> {tenant: secret}; never repeats a secret."""
+    if not isinstance(raw, str):
+        return dict(raw)
+    secrets: dict[str, str] = {}
+    for entry in filter(None, (e.strip() for e in raw.split(","))):
+        tenant, sep, secret = entry.partition(":")
+        if not sep or len(secret) < 8 or not TENANT_NAME.match(tenant):
+            raise ConfigError(
+                f"{name} entries must look like '<tenant>:<secret of 8+ characters>' "
+                "with a tenant of letters, digits, '_' or '-'"
+            )
+        secrets[tenant] = secret
+    return secrets
 
 
 def _names(raw: str | tuple[str, ...] | list[str], name: str) -> tuple[str, ...]:
@@ -482,6 +507,13 @@ class Settings(BaseSettings):
         description="seconds a session may go without a message before it closes itself, "
         "for agents that set no `idle_ttl` (`off` or `0`: never)",
     )
+    upgrade_on_new_build: Annotated[bool, _Parse(_switch)] = Field(
+        False,
+        description="`on`/`off` (clients): sessions of agents that set no "
+        "`upgrade_on_new_build` move to the deployment's current build when a message finds "
+        "them pinned to an older one (continue-as-new); every build must then accept what "
+        "older builds carry over (see Moving long idle sessions to new code under Operations)",
+    )
     # -- the gateway ---------------------------------------------------------------------
     api_keys: Annotated[dict[str, str], _Parse(_api_keys)] = Field(
         default_factory=dict,
@@ -496,6 +528,43 @@ class Settings(BaseSettings):
         description="the gateway's agent when a request names none; `sessionflow "
         "gateway`/`dev` refuse to start when it is not among the agents they serve",
         json_schema_extra=_shown("`demo` (else the first agent served)"),
+    )
+    # -- webhooks ------------------------------------------------------------------------
+    webhook_secret: Annotated[str | None, _Parse(_optional_stripped)] = Field(
+        None,
+        repr=False,
+        description="the secret webhooks are signed with (HMAC-SHA256, header "
+        "`Sessionflow-Signature`) for sessions without a tenant and for tenants "
+        "`SESSIONFLOW_WEBHOOK_SECRETS` gives none; without one such webhooks are not sent "
+        "(the delivery fails, saying so); never logged",
+        json_schema_extra=_shown("(none)"),
+    )
+    webhook_secrets: Annotated[dict[str, str], _Parse(_webhook_secrets)] = Field(
+        default_factory=dict,
+        repr=False,
+        description="a webhook secret per tenant: `tenant:secret,tenant:secret` (secrets of "
+        "8+ characters; a tenant's sessions are `<tenant>:<id>`, as the gateway names "
+        "them); never logged",
+        json_schema_extra=_shown("(none)"),
+    )
+    webhook_allow_private: Annotated[bool, _Parse(_switch)] = Field(
+        False,
+        description="`on`: webhooks may go to private, loopback and link-local addresses "
+        "(off: a URL whose host resolves to any such address, or a redirect to one, is "
+        "refused, against server-side request forgery)",
+        json_schema_extra=_shown("`off`"),
+    )
+    webhook_timeout: Annotated[float, _positive(float)] = Field(
+        10.0, description="seconds one webhook attempt may take (connect, send, answer)"
+    )
+    webhook_max_retry_interval: Annotated[float, _positive(float)] = Field(
+        300.0,
+        description="the longest pause between webhook attempts (s); pauses double from 1 s",
+    )
+    webhook_retry_for: Annotated[int, _whole()] = Field(
+        3 * 24 * 3600,
+        description="seconds after its event a webhook is still retried; then it is dropped "
+        "(the delivery workflow fails, saying so)",
     )
     gateway_host: Annotated[str, _Parse(_stripped)] = Field(
         "127.0.0.1", description="address the gateway listens on"
@@ -588,6 +657,74 @@ class Settings(BaseSettings):
         validation_alias=_env("OPENAI_BASE_URL"),
         description="an OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp, OpenRouter)",
         json_schema_extra=_shown("OpenAI's"),
+    )
+    openai_max_tokens: Annotated[int, _whole()] = Field(
+        8192,
+        description="the output-token limit of each `openai/` model step (for agents that "
+        "set no `max_output_tokens`): `max_completion_tokens` to OpenAI's own API, "
+        "`max_tokens` to any other server",
+    )
+    prices: Annotated[dict[str, Price], _Parse(_prices)] = Field(
+        default_factory=dict,
+        description="model prices over the built-in table, in US dollars per million tokens: "
+        'a JSON object `{"openai/llama3.1": {"input": 0, "output": 0}, ...}` (also '
+        "`cache_write`, `cache_read`; unset, they cost as input) or the path of a file "
+        "holding one; an agent's `prices=` override these",
+        json_schema_extra=_shown("(none: the built-in table, `sessionflow.prices`)"),
+    )
+    # -- the codec server (`sessionflow codec-server`) ------------------------------------
+    codec_host: Annotated[str, _Parse(_stripped)] = Field(
+        "127.0.0.1",
+        description="address the codec server listens on; anything but a loopback address "
+        "needs `SESSIONFLOW_CODEC_TOKEN`",
+    )
+    codec_port: Annotated[int, _whole(1, 65535)] = Field(
+        8081, description="port the codec server listens on"
+    )
+    codec_token: str | None = Field(
+        None,
+        repr=False,
+        description="bearer token the codec server requires of every request "
+        "(`Authorization: Bearer <token>`); never logged",
+        json_schema_extra=_shown("(none: loopback only)"),
+    )
+    codec_cors_origins: Annotated[tuple[str, ...], _Parse(_names)] = Field(
+        (
+            "http://localhost:8233",
+            "http://127.0.0.1:8233",
+            "http://localhost:8080",
+            "http://127.0.0.1:8080",
+        ),
+        description="origins of the Temporal UI that may call the codec server from the "
+        "browser, comma-separated",
+        json_schema_extra=_shown("the dev server's UI (`:8233`) and compose's (`:8080`)"),
+    )
+    # -- traces (OpenTelemetry's own variables, `sessionflow.tracing`) --------------
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="where workers send OpenTelemetry traces (OTLP); set (or the traces "
+        "endpoint), workers trace turns, model steps and tool calls, with the `otel` extra. "
+        "The exporter reads the other `OTEL_*` variables itself",
+        json_schema_extra=_shown("(none: no traces)"),
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        description="the OTLP endpoint for traces alone (the full URL, `.../v1/traces`)",
+        json_schema_extra=_shown("(none)"),
+    )
+    otel_exporter_otlp_protocol: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_PROTOCOL"),
+        description="`http/protobuf`, or `grpc` (needs opentelemetry-exporter-otlp-proto-grpc)",
+        json_schema_extra=_shown("`http/protobuf`"),
+    )
+    otel_traces_exporter: str | None = Field(
+        None,
+        validation_alias=_env("OTEL_TRACES_EXPORTER"),
+        description="`none` turns traces off even with an endpoint set",
+        json_schema_extra=_shown("(otlp)"),
     )
     # -- workers -------------------------------------------------------------------------
     metrics_address: Annotated[str, _Parse(_metrics_address)] = Field(

@@ -16,7 +16,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from temporalio.api.enums.v1 import DescribeTaskQueueMode, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue, TaskQueueVersionSelection
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.common import WorkerDeploymentVersion
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, ExternalStorage
@@ -101,6 +101,7 @@ async def connect_temporal(
     *,
     settings: Settings | None = None,
     external_storage: ExternalStorage | None = None,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Client:
     """A client of the Temporal frontend at `address`; with `settings`, over the TLS
     and with the API key they configure (`temporal_tls`).
@@ -121,6 +122,7 @@ async def connect_temporal(
             runtime=runtime,
             tls=tls if tls is not None else False,
             api_key=api_key,
+            interceptors=interceptors,
         )
     except RuntimeError as err:
         over = " over TLS" if tls else ""

@@ -13,11 +13,17 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from sessionflow.budgets import Budget, BudgetReached, Spent
+from sessionflow.compaction import CompactionRecord
 from sessionflow.messages import Message, Part, ToolCall, Usage
 
 WORKFLOW_NAME = "SessionWorkflow"
+# The function a tracing worker lends the workflow for a turn's span (`sessionflow.tracing`).
+TURN_SPAN = "__sessionflow_turn_span"
 # What an interrupted turn and an interrupted tool call say, in history and the stream.
 INTERRUPTED_TEXT = "interrupted by the user"
+# The abort reason of a turn a send with if_busy="rollback" took out of history.
+ROLLED_BACK_TEXT = "rolled back: a new message replaced this turn"
 # What the model is told of a call that may or may not have acted (a tool that must not
 # run twice, whose worker was lost): it is not run again.
 OUTCOME_UNKNOWN_TEXT = (
@@ -40,8 +46,13 @@ class ActivityName(StrEnum):
     FORGET_CONTEXT = "sessionflow.forget_context"
     COMMIT_TRANSCRIPT = "sessionflow.commit_transcript"
     REWIND_TRANSCRIPT = "sessionflow.rewind_transcript"
+    FORK_TRANSCRIPT = "sessionflow.fork_transcript"
     FORGET_STREAM = "sessionflow.forget_stream"
     ERASE_SESSION = "sessionflow.erase_session"
+    ANNOUNCE_INTERRUPT = "sessionflow.announce_interrupt"
+    COMPACT = "sessionflow.compact"
+    DELIVER_WEBHOOK = "sessionflow.deliver_webhook"
+    SCHEDULED_SEND = "sessionflow.scheduled_send"
 
 
 class SessionStatus(StrEnum):
@@ -53,6 +64,11 @@ class SessionStatus(StrEnum):
     NEEDS_APPROVAL = "needs-approval"
     INTERRUPTED = "interrupted"
     FAILED = "failed"
+    # Reported by the client only (`Session.info()`), never by a running session: its
+    # run completed (closed), or ended otherwise (terminated, failed, timed out;
+    # `SessionInfo.ended` says how).
+    CLOSED = "closed"
+    ENDED = "ended"
 
 
 class TurnStatus(StrEnum):
@@ -64,6 +80,25 @@ class TurnStatus(StrEnum):
     # The turn ran `max_steps_per_turn` model steps and was stopped there: the answer
     # may be cut off (a `data-notice` part in it says so).
     STEP_LIMIT = "step_limit"
+    # A session or turn budget (tokens or cost) was reached before a model step: the
+    # answer may be cut off (a `data-notice` part in it says which budget).
+    BUDGET_EXCEEDED = "budget_exceeded"
+    # A send with `if_busy="rollback"` stopped the turn and took it out of history (its
+    # user message and answer), as if it never happened.
+    ROLLED_BACK = "rolled_back"
+
+
+class IfBusy(StrEnum):
+    """What a send does when it arrives while a turn runs (or messages wait)."""
+
+    # Queue the message; it is answered after the messages before it (the default).
+    ENQUEUE = "enqueue"
+    # Refuse it at once (`TurnRunning`, HTTP 409); nothing is queued.
+    REJECT = "reject"
+    # Stop the running turn (its partial answer is kept, interrupted), then answer.
+    INTERRUPT = "interrupt"
+    # Stop the running turn and take it out of history, then answer.
+    ROLLBACK = "rollback"
 
 
 class FinishReason(StrEnum):
@@ -100,6 +135,11 @@ class SessionLimits(BaseModel):
     # does. The client sets it at start from the agent's `idle_ttl`, else from
     # SESSIONFLOW_IDLE_TTL; None here, so runs started before it never expire.
     close_after_idle_seconds: float | None = Field(default=None, gt=0)
+    # Move to the deployment's current build at continue-as-new (a message that finds
+    # the session pinned to an older build continues it as new first): opted in by the
+    # agent's `upgrade_on_new_build`, else SESSIONFLOW_UPGRADE_ON_NEW_BUILD; off here, so
+    # runs started before it stay pinned (`sessionflow.workflows.upgrade`).
+    upgrade_on_new_build: bool = False
 
 
 class ActivitySettings(BaseModel):
@@ -146,6 +186,14 @@ class SendRequest(BaseModel):
     interrupt: bool = False
     # With `interrupt`: where to cut the interrupted answer (None: keep all of it).
     last_part: LastPart | None = None
+    # This turn's budget, tightening the agent's `turn_budget` (sessionflow.budgets).
+    budget: Budget | None = None
+    # What to do if a turn runs when the message arrives (`interrupt` above is the
+    # reference API's spelling of `IfBusy.INTERRUPT`); decided by the session.
+    if_busy: IfBusy = IfBusy.ENQUEUE
+    # The session's webhook URL from this message on ("" turns the agent's off; None
+    # leaves it as it is; see `sessionflow.webhooks`).
+    webhook_url: str | None = None
 
 
 class ApprovalResponse(BaseModel):
@@ -163,6 +211,8 @@ class SessionUpdate(BaseModel):
     last_message_id: str | None = None
     # A new cap on model steps per turn, from the next turn on.
     max_steps_per_turn: int | None = Field(default=None, ge=1)
+    # The session's webhook URL ("" turns the agent's off; None leaves it as it is).
+    webhook_url: str | None = None
 
 
 class ExecRequest(BaseModel):
@@ -219,18 +269,41 @@ class StepUsage(BaseModel):
     usage: Usage
 
 
+class TurnUsage(BaseModel):
+    """What one turn used: its answer's id, its model steps and their usage summed."""
+
+    message_id: str
+    steps: int = 0
+    usage: Usage = Field(default_factory=Usage)
+
+
 class UsageReport(BaseModel):
-    """Token use per step (most recent steps), and totals overall and by model."""
+    """Token use and cost per step (most recent steps) and per turn (most recent
+    turns), and totals overall and by model. A cost is None where a model had no price."""
 
     total: Usage = Field(default_factory=Usage)
     by_model: dict[str, Usage] = Field(default_factory=dict)
     steps: list[StepUsage] = Field(default_factory=list)
+    turns: list[TurnUsage] = Field(default_factory=list)
 
-    def add(self, record: StepUsage, keep_steps: int) -> None:
+    def add(self, record: StepUsage, keep_steps: int, keep_turns: int = 256) -> None:
         self.total = self.total + record.usage
         self.by_model[record.model] = self.by_model.get(record.model, Usage()) + record.usage
         self.steps.append(record)
         del self.steps[:-keep_steps]
+        if not self.turns or self.turns[-1].message_id != record.message_id:
+            self.turns.append(TurnUsage(message_id=record.message_id))
+        turn = self.turns[-1]
+        turn.steps += 1
+        turn.usage = turn.usage + record.usage
+        del self.turns[:-keep_turns]
+
+    def spent(self) -> Spent:
+        """The session's use as a budget counts it (costs of unpriced models left out)."""
+        spent = Spent()
+        for usage in self.by_model.values():
+            spent = spent.add(usage)
+        return spent
 
 
 class TranscriptRef(BaseModel):
@@ -243,10 +316,36 @@ class TranscriptRef(BaseModel):
     messages: int
     # The id of its last message: a next fragment with this id continues that message.
     last_id: str
+    # Only the segment's first `keep` fragments belong to this transcript (None: all):
+    # a fork at an earlier message refers to the segment that holds it, cut there,
+    # without writing anything.
+    keep: int | None = None
 
     def key(self) -> str:
         """A stable name for the segment (claims are small string maps)."""
         return self.driver + ":" + ",".join(f"{k}={v}" for k, v in sorted(self.claim.items()))
+
+
+class ForkTranscriptParams(BaseModel):
+    """Hold the session's transcript for a fork, and find the fork's end in it."""
+
+    # The session forked (whose namespace, and those it borrows, the fork holds).
+    workflow_id: str
+    # The fork's workflow id.
+    fork_workflow_id: str
+    head: TranscriptRef
+    # Cut the transcript after this message (None: keep it all).
+    last_message_id: str | None = None
+    # Place the fork's holds (the last call for a fork, once it is known to go ahead).
+    hold: bool = True
+
+
+class ForkRequest(BaseModel):
+    """Payload of the `fork` update: where the new session's history ends."""
+
+    fork_workflow_id: str
+    # The last message the fork keeps (None: the newest).
+    at_message_id: str | None = None
 
 
 class TranscriptView(BaseModel):
@@ -256,6 +355,36 @@ class TranscriptView(BaseModel):
     # Fragments not committed yet, oldest first (they follow the transcript).
     tail: list[Message]
     message_count: int
+
+
+# The most messages one page of the `messages` query holds.
+MAX_PAGE_MESSAGES = 200
+
+
+class PageRequest(BaseModel):
+    """Which messages the `messages` query answers: `limit` of them from `offset`."""
+
+    offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE_MESSAGES)
+
+
+class MessagePage(BaseModel):
+    """One page of a session's messages, as the `messages` query answers it.
+
+    A query cannot read the payload store, so messages already committed to the
+    transcript store are not in the answer: `complete` is then False, and `transcript`
+    and `tail` say where the page is. The codec server (`sessionflow codec-server`,
+    `gateway.codec`) reads them as it decodes the answer for the Temporal UI or CLI,
+    and fills `messages`; the Python client reads pages with `Session.history`.
+    """
+
+    offset: int
+    limit: int
+    total: int
+    messages: list[Message] = Field(default_factory=list)
+    complete: bool = True
+    transcript: TranscriptRef | None = None
+    tail: list[Message] = Field(default_factory=list)
 
 
 class CommitTranscriptParams(BaseModel):
@@ -268,6 +397,63 @@ class RewindTranscriptParams(BaseModel):
     workflow_id: str
     head: TranscriptRef
     last_message_id: str
+
+
+class WebhookTargets(BaseModel):
+    """Where a session's events go: the agent's URL (as last learned) and the session's
+    own, which wins when set ("" for none)."""
+
+    agent_url: str | None = None
+    session_url: str | None = None
+
+    def url(self) -> str | None:
+        chosen = self.session_url if self.session_url is not None else self.agent_url
+        return chosen or None
+
+
+class WebhookEventType(StrEnum):
+    TURN_FINISHED = "turn.finished"
+    APPROVAL_REQUESTED = "approval.requested"
+    SESSION_ENDED = "session.ended"
+
+
+class WebhookEvent(BaseModel):
+    """One event for a session's webhook, fixed by the workflow: every retry of its
+    delivery sends the same body (`sessionflow.webhooks.event_body`)."""
+
+    id: str
+    type: WebhookEventType
+    # The session as its owner names it (without the tenant's prefix).
+    session_id: str
+    outcome: str | None = None
+    assistant_message_id: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    created_at: str
+
+
+class WebhookDelivery(BaseModel):
+    """Input of `WebhookDeliveryWorkflow` and of the delivery activity."""
+
+    url: str
+    event: WebhookEvent
+    # The full session id (`<tenant>:<id>`): which tenant's secret signs it.
+    session_id: str
+    agent: str
+
+
+class ScheduledSend(BaseModel):
+    """Input of `ScheduledSendWorkflow` (a schedule's action) and of its activity."""
+
+    session_id: str
+    agent: str
+    schedule: str
+    message: str
+    if_busy: IfBusy = IfBusy.ENQUEUE
+
+
+class ScheduledSendResult(BaseModel):
+    # None: not sent, the session was in a turn and the schedule's if_busy is reject.
+    assistant_message_id: str | None
 
 
 class SessionSnapshot(BaseModel):
@@ -285,6 +471,14 @@ class SessionSnapshot(BaseModel):
     model_activity: ActivitySettings | None = None
     # How many runs came before this one (continue-as-new count).
     runs: int = 0
+    # The compactions in force, newest last (`sessionflow.compaction`).
+    compactions: list[CompactionRecord] = Field(default_factory=list)
+    # The agent state as of recent messages (`workflows.forks`): a fork takes it.
+    states: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+    # Where the session's events go (`workflows.webhooks.Webhooks`).
+    webhooks: WebhookTargets | None = None
+    # The session's status as the run ended (`interrupted` after a cancel request).
+    status: SessionStatus = SessionStatus.IDLE
 
 
 class SessionEnd(StrEnum):
@@ -311,6 +505,9 @@ class SessionInput(BaseModel):
     search_attributes: bool = True
     # Set: this run erases the session (whose run has ended) and completes.
     erase: EraseOrder | None = None
+    # The agent's webhook URL, when the client starting the session knows the agent
+    # (the workers say it again with every model step).
+    agent_webhook_url: str | None = None
 
 
 class SessionInfo(BaseModel):
@@ -326,6 +523,10 @@ class SessionInfo(BaseModel):
     sandbox_id: str | None
     pending_approvals: list[str]
     run_count: int = 1
+    # None while the session runs; else how its run ended, from Temporal: `closed`, or
+    # `terminated: <reason> (by <who>)`, `failed: ...`, `timed out: ...` (`status` is
+    # then `closed` or `ended`, and the rest is what the run held as it ended).
+    ended: str | None = None
 
 
 class StepRef(BaseModel):
@@ -349,6 +550,29 @@ class ModelStepParams(BaseModel):
     sandbox_id: str | None = None
     state: dict[str, Any] | None = None
     context_ref: str | None = None
+    # What the session and the turn have spent before this step, and the send's own
+    # budget for the turn: the step checks them against the agent's budgets.
+    session_spent: Spent = Field(default_factory=Spent)
+    turn_spent: Spent = Field(default_factory=Spent)
+    turn_budget: Budget | None = None
+    # How the conversation is sent (None: as it is); see `sessionflow.compaction`.
+    compaction: CompactionRecord | None = None
+    # The answer's `start` chunk is in the stream already (the workflow published
+    # something of it first, a compaction's start).
+    started: bool = False
+
+
+class CompactParams(BaseModel):
+    """The summarising step's input: the transcript (as a model step's) and the
+    compaction the model step proposed, whose summary it writes."""
+
+    ref: StepRef
+    messages: list[Message]
+    transcript: TranscriptRef | None = None
+    state: dict[str, Any] | None = None
+    context_ref: str | None = None
+    current: CompactionRecord | None = None
+    proposal: CompactionRecord
 
 
 class ModelStepResult(BaseModel):
@@ -373,6 +597,14 @@ class ModelStepResult(BaseModel):
     uses_sandbox: list[bool] = Field(default_factory=list)
     # The agent's settings for its model steps, used from the session's next step on.
     model_activity: ActivitySettings | None = None
+    # Set when a budget was reached before the step: the model was not called, and
+    # the turn ends `budget_exceeded`.
+    budget_reached: BudgetReached | None = None
+    # Set instead of an answer: the request would pass the agent's compaction threshold,
+    # and this is the compaction to make first (the model was not called).
+    compact: CompactionRecord | None = None
+    # The agent's webhook URL (`agent(..., webhook_url=...)`), as the worker knows it.
+    webhook_url: str | None = None
 
 
 class RunToolParams(BaseModel):

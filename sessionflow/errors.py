@@ -9,8 +9,10 @@
     │   ├── JsonTooDeep         JSON nested deeper than sessions accept (json_limits)
     │   ├── ApprovalNotPending  an approval for an unknown or already-answered request
     │   ├── MessageNotFound     a message id the session does not have
-    │   └── CursorOutOfRange    a stream cursor past the stream's newest chunk
+    │   ├── CursorOutOfRange    a stream cursor past the stream's newest chunk
+    │   └── WebhookSignatureInvalid  a webhook's signature does not verify (or is too old)
     ├── SessionBusy             the operation needs an idle session
+    │   └── TurnRunning         a send with if_busy="reject" came while a turn ran
     ├── SessionEnded            the session's latest run has ended: writes are refused (409)
     │   ├── SessionClosed       it completed: the session was closed
     │   └── SessionFailed       it failed, was terminated, timed out or cancelled (cause named)
@@ -18,13 +20,18 @@
     ├── TooManyWaiting          a tenant holds as many long requests as it may (429)
     │   └── GatewayBusy         the gateway holds as many long requests as it may (503)
     ├── SessionNotFound         no session with that id (for that agent)
+    ├── SessionExists           a fork's new id names a session that runs
+    ├── ScheduleNotFound        no schedule with that name (for that session)
+    ├── WebhookRefused          a webhook URL the worker will not call (not retried)
     ├── AgentNotRegistered      no worker serves the agent
     ├── AgentOptionFailed       a resolvable option (system, model, active_tools) raised
     ├── PayloadTooLarge         a step's result too large to record, even capped
     ├── ModelNotFound           the agent's model names an unknown provider or script
+    ├── PriceUnknown            a cost budget applies and the model has no price
     ├── ModelError              the model call failed
     │   ├── ModelUnavailable    transient: rate limited, overloaded, cut off (retried)
     │   └── InvalidModelRequest the provider refused the request (not retried)
+    │       └── ContextTooLarge the request does not fit the model's window, even compacted
     ├── MCPServerRefused        an MCP server cannot be used as configured (not retried)
     ├── TurnFailed              a turn ended in failure (`TurnOutcome.raise_for_failure()`)
     └── SandboxError            a sandbox could not do what was asked (retried)
@@ -111,6 +118,14 @@ class CursorOutOfRange(InvalidInput):
     code = "cursor_out_of_range"
 
 
+class WebhookSignatureInvalid(InvalidInput):
+    """A webhook request whose `Sessionflow-Signature` does not match its body and
+    secret, is malformed, or was signed longer ago than the tolerance allows."""
+
+    http_status = 400
+    code = "webhook_signature_invalid"
+
+
 class SessionStuck(SessionflowError):
     """Temporal keeps failing the session's workflow task (a bug or a payload it cannot
     record): workers are there, retrying will not help until the cause is fixed."""
@@ -122,6 +137,21 @@ class SessionStuck(SessionflowError):
 class SessionBusy(SessionflowError):
     http_status = 409
     code = "session_busy"
+
+
+class TurnRunning(SessionBusy):
+    """A send with `if_busy="reject"` arrived while a turn ran or messages waited: the
+    message was not queued (decided by the session itself, so atomically against a
+    turn ending at that moment). Send again once the turn has ended."""
+
+    code = "turn_running"
+
+
+class SessionExists(SessionflowError):
+    """A fork was asked to start under the id of a session that is running."""
+
+    http_status = 409
+    code = "session_exists"
 
 
 class SessionEnded(SessionflowError):
@@ -191,6 +221,19 @@ class SessionNotFound(SessionflowError):
     code = "session_not_found"
 
 
+class ScheduleNotFound(SessionflowError):
+    http_status = 404
+    code = "schedule_not_found"
+
+
+class WebhookRefused(SessionflowError):
+    """A webhook URL the worker will not call: not http(s), or one that resolves to a
+    private, loopback or link-local address (unless SESSIONFLOW_WEBHOOK_ALLOW_PRIVATE),
+    or no secret to sign with. Its delivery is not retried."""
+
+    code = "webhook_refused"
+
+
 class AgentNotRegistered(SessionflowError):
     http_status = 404
     code = "agent_not_registered"
@@ -216,6 +259,15 @@ class ModelNotFound(SessionflowError):
     code = "model_not_found"
 
 
+class PriceUnknown(SessionflowError):
+    """A cost budget applies to the turn, and the step's model has no price to count
+    its cost by (`agent(prices=...)`, `SESSIONFLOW_PRICES`): the model is not called,
+    since a budget that cannot be counted would not stop anything."""
+
+    http_status = 422
+    code = "price_unknown"
+
+
 class ModelError(SessionflowError):
     http_status = 502
     code = "model_error"
@@ -232,6 +284,14 @@ class ModelUnavailable(ModelError):
 
 class InvalidModelRequest(ModelError):
     pass
+
+
+class ContextTooLarge(InvalidModelRequest):
+    """A request larger than the model's context window even after compaction (one
+    giant message): its turn fails at once and is left out of what later turns send."""
+
+    http_status = 413
+    code = "context_too_large"
 
 
 class MCPServerRefused(SessionflowError):

@@ -10,6 +10,7 @@ workflow id is the Redis Cluster hash tag of the session's stream keys.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 PREFIX = "session:"
@@ -77,3 +78,12 @@ def sandbox_owner(session_id: str) -> str:
     `update(sandbox_id=...)` can hand one to another of the tenant's sessions), and
     nobody else."""
     return f"tenant:{tenant_of(session_id)}"
+
+
+def webhook_event_id(workflow_id: str, event_type: str, key: str) -> str:
+    """The idempotency key of one webhook event (`sessionflow.webhooks`): the same for
+    the same session, event type and `key` (a turn's message id, an approval request's
+    first approval id, a session run's first run id), so retries and replays of the
+    workflow never make a second one. Pure: workflow code derives it."""
+    digest = hashlib.sha256(f"{workflow_id}\n{event_type}\n{key}".encode()).hexdigest()
+    return f"evt_{digest[:32]}"

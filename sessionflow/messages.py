@@ -174,12 +174,19 @@ class ToolCall(BaseModel):
 
 
 class Usage(BaseModel):
-    """Token counts, as providers report them."""
+    """Token counts, as providers report them, and what they cost.
+
+    `input_tokens` is the prompt less what the cache served or took in (as Anthropic
+    counts it; the OpenAI-compatible provider counts the same way), so the four counts
+    never overlap. `cost` is in US dollars at the model's price (`sessionflow.prices`),
+    None when the model has no known price: unknown, never 0.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cost: float | None = None
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -187,8 +194,29 @@ class Usage(BaseModel):
             output_tokens=self.output_tokens + other.output_tokens,
             cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cost=_add_costs(self, other),
         )
 
     @property
+    def total_input_tokens(self) -> int:
+        """Every prompt token: uncached input, cache writes and cache reads."""
+        return self.input_tokens + self.cache_write_tokens + self.cache_read_tokens
+
+    @property
     def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
+        """Every token, cache reads and writes included."""
+        return self.total_input_tokens + self.output_tokens
+
+    def known_cost(self) -> float | None:
+        """The cost, where usage with no tokens at all costs 0 even unpriced."""
+        if self.cost is None and self.total_tokens == 0:
+            return 0.0
+        return self.cost
+
+
+def _add_costs(a: Usage, b: Usage) -> float | None:
+    """A sum is only as known as its parts: unknown if either part (with tokens) is."""
+    first, second = a.known_cost(), b.known_cost()
+    if first is None or second is None:
+        return None
+    return first + second

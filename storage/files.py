@@ -14,11 +14,13 @@ makes them) 0700, since they hold sessions' messages and tool output.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from temporalio.api.common.v1 import Payload
@@ -30,6 +32,7 @@ from temporalio.converter import (
 )
 
 from sessionflow.storage.namespaces import (
+    BORROWS_DIR,
     ERASED_MARK,
     HOLDS_DIR,
     NAMESPACE_CLAIM,
@@ -87,16 +90,60 @@ class FileStorageDriver(StorageDriver):
         instead and return False (see `storage.namespaces`)."""
         return await asyncio.to_thread(self._erase, session_namespace(workflow_id))
 
+    async def hold(self, workflow_id: str, fork_workflow_id: str) -> None:
+        """Hold the session's namespace, and every namespace it borrows, for the fork
+        (`storage.namespaces`)."""
+        await asyncio.to_thread(
+            self._hold, session_namespace(workflow_id), session_namespace(fork_workflow_id)
+        )
+
+    def _hold(self, namespace: str, fork: str) -> None:
+        with self._locked():
+            directory = self.namespace_dir(namespace)
+            held = [namespace, *_names(directory / BORROWS_DIR)]
+            for other in held:
+                _mark(self.namespace_dir(other) / HOLDS_DIR / fork)
+                _mark(self.namespace_dir(fork) / BORROWS_DIR / other)
+
     def _erase(self, namespace: str) -> bool:
+        with self._locked():
+            return self._erase_unlocked(namespace)
+
+    def _erase_unlocked(self, namespace: str) -> bool:
         directory = self.namespace_dir(namespace)
-        holds = directory / HOLDS_DIR
-        if holds.is_dir() and any(holds.iterdir()):
+        if _names(directory / HOLDS_DIR):
             (directory / ERASED_MARK).touch(mode=0o600)
             return False
+        borrowed = _names(directory / BORROWS_DIR)
         shutil.rmtree(directory, ignore_errors=True)
+        for other in borrowed:
+            # Release this session's hold; a namespace erased while held goes now.
+            held = self.namespace_dir(other)
+            (held / HOLDS_DIR / namespace).unlink(missing_ok=True)
+            if (held / ERASED_MARK).exists() and not _names(held / HOLDS_DIR):
+                self._erase_unlocked(other)
         return True
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The store's lock for holds and erasures (several processes share a store):
+        `flock` on the `sessions` directory itself, so no lock file is left behind."""
+        sessions = self.root / SESSIONS_DIR
+        if not sessions.is_dir():
+            for made in _make_private_dirs(sessions):
+                _fsync_dir(made.parent)
+        fd = os.open(sessions, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def _write(self, blob: bytes, namespace: str | None = None) -> StorageDriverClaim:
+        if namespace is not None:
+            # A new session under the id of one deleted while a fork held it: the
+            # namespace is live again, so the fork's release must not delete it.
+            (self.namespace_dir(namespace) / ERASED_MARK).unlink(missing_ok=True)
         digest = hashlib.sha256(blob).hexdigest()
         target = self.path_of(digest, namespace)
         if not _holds(target, len(blob)):
@@ -160,6 +207,23 @@ def _make_private_dirs(path: Path) -> list[Path]:
         except FileExistsError:
             pass
     return made
+
+
+def _names(directory: Path) -> list[str]:
+    """The namespaces named by the markers in `directory` (none if it is missing)."""
+    try:
+        return sorted(p.name for p in directory.iterdir() if is_namespace(p.name))
+    except FileNotFoundError:
+        return []
+
+
+def _mark(path: Path) -> None:
+    """An empty marker file, durably (its directories made private)."""
+    if not path.parent.is_dir():
+        for made in _make_private_dirs(path.parent):
+            _fsync_dir(made.parent)
+    path.touch(mode=0o600)
+    _fsync_dir(path.parent)
 
 
 def _holds(path: Path, size: int) -> bool:

@@ -19,16 +19,23 @@ Layout (file store; the S3 store uses the same keys under its prefix):
     <root>/sessions/<ns>/sha256/<2 hex>/<64 hex>      the session's payloads
     <root>/sessions/<ns>/holds/<other ns>             another session's hold on them
     <root>/sessions/<ns>/erased                       erased while held (see below)
+    <root>/sessions/<ns>/borrows/<other ns>           a hold this session placed
 
-Forks (not built yet): a fork is a new session whose transcript starts from its
-parent's segments, by reference, without copying them. Before its first reference
-to them is written, the fork places a hold on the parent's namespace
-(`holds/<fork's ns>`, an empty marker), and it removes that hold when it is erased
-itself. Erasing a namespace that holds markers deletes nothing but marks it `erased`:
-the parent is gone for its users (its workflow, Redis keys and every reference but
-the fork's), while its segments stay for the fork. When the last hold is removed from
-a namespace marked `erased`, the namespace is deleted then (`release_hold`). So
-deleting a parent never breaks a fork, and deleting the fork finally frees the parent.
+Forks: a fork is a new session whose transcript starts from its parent's segments, by
+reference, without copying them (`TranscriptStore.cut`, `workflows.forks`). Before its
+first reference to them is written, the fork places a hold on the parent's namespace
+(`holds/<fork's ns>`, an empty marker), and on every namespace the parent itself
+borrows from (a fork of a fork refers to its grandparent's segments too), recording
+each in its own `borrows/`; it removes those holds when it is erased itself. Erasing a
+namespace that holds markers deletes nothing but marks it `erased`: the parent is gone
+for its users (its workflow, Redis keys and every reference but the fork's), while its
+segments stay for the fork. When the last hold is removed from a namespace marked
+`erased`, the namespace is deleted then (`FileStorageDriver._erase`). So deleting a
+parent never breaks a fork, and deleting the fork finally frees the parent. A new
+session under a deleted one's id writes into the same namespace, which is then live
+again (its first write removes the mark): the old segments stay until it is deleted.
+Holds, erasures and releases take a lock on the store (`flock` on `<root>/sessions`), so a
+hold never slips between an erase's look for holds and its delete.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from temporalio.converter import StorageDriverStoreContext, StorageDriverWorkflo
 
 SESSIONS_DIR = "sessions"
 HOLDS_DIR = "holds"
+BORROWS_DIR = "borrows"
 ERASED_MARK = "erased"
 # The claim field naming a payload's namespace (absent: the global layout).
 NAMESPACE_CLAIM = "session"
@@ -68,6 +76,15 @@ def session_context(workflow_id: str, namespace: str = "") -> StorageDriverStore
     return StorageDriverStoreContext(
         target=StorageDriverWorkflowInfo(namespace=namespace, id=workflow_id)
     )
+
+
+@runtime_checkable
+class SessionHolds(Protocol):
+    """A payload store driver that keeps a session's payloads for its forks."""
+
+    async def hold(self, workflow_id: str, fork_workflow_id: str) -> None:
+        """Hold the session's namespace and those it borrows for the fork."""
+        ...
 
 
 @runtime_checkable

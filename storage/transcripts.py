@@ -40,6 +40,7 @@ from sessionflow.messages import Message
 from sessionflow.storage.namespaces import (
     NAMESPACE_CLAIM,
     SessionErasure,
+    SessionHolds,
     session_context,
     session_namespace,
 )
@@ -102,6 +103,36 @@ class TranscriptStore:
         segment = Segment(parent=head, first=first, fragments=fragments)
         return await self._write(segment, _context(workflow_id, namespace))
 
+    async def cut(self, head: TranscriptRef, last_id: str) -> TranscriptRef:
+        """A transcript that ends with message `last_id` (`MessageNotFound` if it has
+        none), written nowhere: the reference of the segment that holds the message,
+        with only the fragments up to it kept (`TranscriptRef.keep`). Reads the
+        segments after it, writes nothing: a fork's cost does not grow with the
+        transcript."""
+        ref: TranscriptRef | None = head
+        while ref is not None:
+            segment = await self._view(ref)
+            for index in range(len(segment.fragments) - 1, -1, -1):
+                if segment.fragments[index].id == last_id:
+                    kept = segment.fragments[: index + 1]
+                    return ref.model_copy(
+                        update={
+                            "keep": index + 1,
+                            "messages": segment.first + len(join_fragments(kept)),
+                            "last_id": last_id,
+                        }
+                    )
+            ref = segment.parent
+        raise MessageNotFound(f"no message {last_id!r} in this session")
+
+    async def hold(self, workflow_id: str, fork_workflow_id: str) -> None:
+        """Keep the session's segments (and those it refers to in other sessions')
+        for the fork `fork_workflow_id` until the fork is erased (`storage.namespaces`).
+        Drivers that never delete (S3, so far) need no hold."""
+        for driver in self._drivers.values():
+            if isinstance(driver, SessionHolds):
+                await driver.hold(workflow_id, fork_workflow_id)
+
     async def rewind(
         self,
         head: TranscriptRef,
@@ -114,7 +145,7 @@ class TranscriptStore:
         none); nothing is deleted, the new head shares every older segment."""
         ref: TranscriptRef | None = head
         while ref is not None:
-            segment = await self._read(ref)
+            segment = await self._view(ref)
             for index in range(len(segment.fragments) - 1, -1, -1):
                 if segment.fragments[index].id == last_id:
                     kept = segment.fragments[: index + 1]
@@ -174,7 +205,7 @@ class TranscriptStore:
         segments: list[Segment] = []
         ref = head
         while ref is not None:
-            segment = await self._read(ref)
+            segment = await self._view(ref)
             segments.append(segment)
             # Stop once message `offset` is whole: not continued from an older segment.
             if segment.first < offset or (segment.first == offset and not segment.continues):
@@ -186,6 +217,13 @@ class TranscriptStore:
         skip = offset - start
         end = None if limit is None else skip + limit
         return joined[skip:end] if skip >= 0 else joined[:end]
+
+    async def _view(self, ref: TranscriptRef) -> Segment:
+        """The segment as `ref` sees it: cut to its first `keep` fragments if set."""
+        segment = await self._read(ref)
+        if ref.keep is None or ref.keep >= len(segment.fragments):
+            return segment
+        return segment.model_copy(update={"fragments": segment.fragments[: ref.keep]})
 
     async def _read(self, ref: TranscriptRef) -> Segment:
         key = ref.key()

@@ -6,9 +6,11 @@ heartbeated every 0.4 s: at 50 streaming sessions, 125 heartbeats a second, each
 write of the Temporal server's, most of the server's CPU while tokens stream, on the
 cores that carry the streams.
 
-Now whoever interrupts a session (the client's `interrupt` and `send(...,
-interrupt_if_streaming=...)`, so the gateway, the page and the CLI too) also bumps a
-counter in the session's index hash. Each worker process reads the counters of the
+Now the session workflow, whenever it cancels a running step (an interrupt from
+anywhere: the client's `interrupt` and `send(..., interrupt_if_streaming=...)`, the
+gateway, the page, the CLI, or a signal from the Temporal UI), also bumps a counter in
+the session's index hash (`activities.interrupt_notice`, a local activity): one path,
+through the workflow, for every way in. Each worker process reads the counters of the
 sessions it runs steps for in one pipelined round trip every `POLL_SECONDS`; a step
 whose session's counter moved heartbeats at once and then every 0.1 s for
 `FAST_WINDOW_SECONDS`, so the workflow's cancel, recorded a moment after the signal,
@@ -16,8 +18,8 @@ comes back on one of those answers. Every other step heartbeats every 2 s (soone
 its heartbeat timeout asks), which is still how Temporal notices a dead worker.
 
 Nothing depends on the notice arriving: a step whose counter cannot be read (Redis
-down) heartbeats every 0.4 s as before, and a cancel with no notice (a workflow
-cancelled from the Temporal UI) still arrives, on the next slow heartbeat.
+down) heartbeats every 0.4 s as before, and a cancel whose notice was not written
+still arrives, on the next slow heartbeat.
 """
 
 from __future__ import annotations
@@ -62,11 +64,11 @@ return count
 async def announce_interrupt(
     redis: Redis | RedisCluster, workflow_id: str, *, prefix: str = "sf"
 ) -> None:
-    """Tell the workers running the session's steps that an interrupt was signalled.
+    """Tell the workers running the session's steps that one was cancelled.
 
-    Call it after the signal; a failure is logged and swallowed, since the interrupt
-    itself has been delivered and only reaches the step a little later (at its next
-    slow heartbeat)."""
+    The workflow calls it (a local activity) after it requested the cancel; a failure
+    is logged and swallowed, since the cancel reaches the step a little later anyway
+    (at its next slow heartbeat)."""
     keys = StreamKeys.for_workflow(workflow_id, prefix=prefix)
     try:
         # Not the client's retries through an outage: the interrupt is on its way.

@@ -49,7 +49,6 @@ from sessionflow.chunks import (
 from sessionflow.errors import CursorOutOfRange, InvalidInput, StreamUnavailable
 from sessionflow.streams.backoff import Backoff, is_unreachable
 from sessionflow.streams.erasure import erase_keys
-from sessionflow.streams.interrupts import announce_interrupt
 from sessionflow.streams.keys import (
     CLIENT_WRITE_TTL_SECONDS,
     LATEST_SENT,
@@ -318,11 +317,6 @@ class StreamReader:
     async def erase(self, workflow_id: str) -> int:
         """Delete every key of the session (`streams.erasure`); how many there were."""
         return await erase_keys(self._redis, workflow_id, prefix=self._prefix)  # type: ignore[arg-type]
-
-    async def announce_interrupt(self, workflow_id: str) -> None:
-        """Tell the workers running the session's steps that an interrupt was just
-        signalled, so it reaches them within a heartbeat (`streams.interrupts`)."""
-        await announce_interrupt(self._redis, workflow_id, prefix=self._prefix)
 
     async def is_active(self, workflow_id: str) -> bool:
         """Whether the newest message is still being written (no terminal chunk yet)."""

@@ -302,3 +302,24 @@ once_job_tool = tool(
 once_job_agent = agent(
     "once-job", model=JOB_SCRIPT.model_copy(update={"name": "once-job"}), tools=[once_job_tool]
 )
+
+
+# -- compaction ------------------------------------------------------------------------
+
+from sessionflow.compaction import Compaction  # noqa: E402
+
+# A 3,000-token window: messages of 750 tokens need a summary by the fourth turn, and
+# the summary streams for about 3 seconds (slow enough to kill its worker mid-way).
+COMPACTING_SCRIPT = Script(
+    name="compacting",
+    delay=0.05,
+    chunk_size=4,
+    summary="The user sent long messages and I answered each with its turn number. " * 3,
+    turns=[[ScriptStep(text="Turn {turn} of {message_count} messages.")]],
+)
+compacting_agent = agent(
+    "compacting",
+    model=COMPACTING_SCRIPT,
+    context_window=3_000,
+    compaction=Compaction(max_summary_tokens=100),
+)

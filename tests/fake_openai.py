@@ -44,6 +44,23 @@ class Received:
     body: dict[str, Any]
     headers: dict[str, str]
     at: float
+    # Whether the previous request's prompt (tools and messages, byte for byte) is the
+    # start of this one's, as OpenAI-compatible servers' automatic prefix caching needs;
+    # None for the first request.
+    prefix_matched: bool | None = None
+
+
+def prompt_prefix_matches(previous: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Whether `body`'s prompt begins with all of `previous`'s: the same model and tools,
+    and its messages, serialised, the same bytes as the earlier ones."""
+    if previous.get("model") != body.get("model"):
+        return False
+    if json.dumps(previous.get("tools")) != json.dumps(body.get("tools")):
+        return False
+    before, now = previous.get("messages") or [], body.get("messages") or []
+    if len(now) < len(before):
+        return False
+    return all(json.dumps(a) == json.dumps(b) for a, b in zip(before, now, strict=False))
 
 
 def _chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -111,8 +128,12 @@ def finish(reason: str) -> dict[str, Any]:
     return _chunk({}, finish_reason=reason)
 
 
-def usage(prompt: int = 20, completion: int = 30, cached: int | None = None) -> dict[str, Any]:
-    """The last chunk, with no choices; `cached=None` leaves out the details, as Ollama does."""
+def usage(
+    prompt: int = 20, completion: int = 30, cached: int | None = None, cache_write: int = 0
+) -> dict[str, Any]:
+    """The last chunk, with no choices; `cached=None` leaves out the details, as Ollama does.
+    `cache_write` reports cache writes as OpenRouter does (`cache_write_tokens` in the
+    details, counted in `prompt_tokens`)."""
     counts: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -120,6 +141,8 @@ def usage(prompt: int = 20, completion: int = 30, cached: int | None = None) -> 
     }
     if cached is not None:
         counts["prompt_tokens_details"] = {"cached_tokens": cached, "audio_tokens": 0}
+        if cache_write:
+            counts["prompt_tokens_details"]["cache_write_tokens"] = cache_write
     return {USAGE: counts}
 
 
@@ -146,7 +169,8 @@ class FakeOpenAI:
 
     async def _completions(self, request: Request) -> Response:
         body = await request.json()
-        self.requests.append(Received(body, dict(request.headers), time.monotonic()))
+        matched = prompt_prefix_matches(self.requests[-1].body, body) if self.requests else None
+        self.requests.append(Received(body, dict(request.headers), time.monotonic(), matched))
         response = self.queue.pop(0) if self.queue else answer("(no scripted response)")
         if isinstance(response, Failure):
             return JSONResponse(

@@ -27,6 +27,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
+    WorkflowUpdateHandle,
     WorkflowUpdateStage,
 )
 from temporalio.service import RPCError, RPCStatusCode
@@ -63,6 +64,14 @@ ROUNDS = 40
 CONSISTENT_TRIES = 5
 # Real seconds a time skip may take (it takes milliseconds on a healthy test server).
 SKIP_WITHIN = 1.0
+
+
+# Real seconds an update's result may take before the driver looks for it lost.
+RESULT_PATIENCE = 2.0
+
+
+class _LostWithItsRun(Exception):
+    """The test server lost an accepted update together with its run's last task."""
 
 
 class Violation(AssertionError):
@@ -258,7 +267,9 @@ class SessionDriver:
                     wait_for_stage=WorkflowUpdateStage.ACCEPTED,
                     result_type=TurnOutcome | None,
                 )
-                outcome: TurnOutcome | None = await update.result()
+                outcome: TurnOutcome | None = await self._result(update)
+            except _LostWithItsRun:
+                continue  # ask the newest run, which carried the outcome over
             except RPCError as err:
                 # Accepted by a run that then continued as new, answering None there: the
                 # update is not found on the newest run. Ask that one.
@@ -279,6 +290,53 @@ class SessionDriver:
                 continue
             if outcome is not None:
                 return outcome
+
+    async def _result(self, update: WorkflowUpdateHandle[Any]) -> Any:
+        """The update's result, unless the test server lost it with its run.
+
+        The time-skipping test server now and then continues a run as new (the next run
+        starts, carrying the snapshot the workflow took) but keeps none of the events of
+        that run's last workflow task: its history ends with the task STARTED, with no
+        completion, no update completed and no CONTINUED_AS_NEW event, so a poll for an
+        update that run accepted never answers. A real server writes the completion
+        and the update's outcome with the continue-as-new, or answers the poll
+        NOT_FOUND; the client then asks the newest run, as this does."""
+        poll = asyncio.ensure_future(update.result())
+        try:
+            while True:
+                done, _ = await asyncio.wait([poll], timeout=RESULT_PATIENCE)
+                if done:
+                    return poll.result()
+                if await self._lost_with_its_run(update.id):
+                    self.log.append(f"the test server lost update {update.id} with its run")
+                    raise _LostWithItsRun()
+        finally:
+            poll.cancel()
+
+    async def _lost_with_its_run(self, update_id: str) -> bool:
+        """Whether a run that accepted `update_id` continued as new without a trace of
+        its last workflow task (see `_result`)."""
+        client = self.session.client
+        run_id: str | None = None
+        while True:
+            handle = client.get_workflow_handle(self.session.workflow_id, run_id=run_id)
+            events = [e async for e in handle.fetch_history_events()]
+            accepted = any(
+                e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+                and e.workflow_execution_update_accepted_event_attributes.accepted_request.meta.update_id
+                == update_id
+                for e in events
+            )
+            if accepted:
+                status = (await handle.describe()).status
+                return (
+                    status is WorkflowExecutionStatus.CONTINUED_AS_NEW
+                    and events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+                )
+            started = events[0].workflow_execution_started_event_attributes
+            if not started.continued_execution_run_id:
+                return False
+            run_id = started.continued_execution_run_id
 
     # -- what always holds --------------------------------------------------------------
 

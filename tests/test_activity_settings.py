@@ -65,7 +65,7 @@ async def test_tool_settings_override_the_agents_which_override_the_defaults(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([layered_agent])
-    session = client.session(unique_id, agent="layered")
+    session = client.agent("layered").session(unique_id)
     outcome = await (await session.send("go")).outcome
 
     # The tool's max_attempts (2) beat the agent's (9): the call ran twice, then the
@@ -125,7 +125,7 @@ async def test_an_interrupt_sets_cancelled_and_lets_the_tool_stop_by_itself(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([patient_agent])
-    session = client.session(unique_id, agent="patient")
+    session = client.agent("patient").session(unique_id)
     STARTED[unique_id] = asyncio.Event()
     result = await session.send("work")
     await asyncio.wait_for(STARTED[unique_id].wait(), 10)

@@ -63,7 +63,7 @@ async def test_workers_of_different_agents_on_one_base_queue_each_get_only_their
     ):
         client = SessionClient(temporal, redis, task_queue=task_queue)
         sessions = [
-            client.session(f"{unique_id}-{i}", agent=("alpha", "beta")[i % 2]) for i in range(6)
+            client.agent(("alpha", "beta")[i % 2]).session(f"{unique_id}-{i}") for i in range(6)
         ]
         results = [await s.send(f"message {i}") for i, s in enumerate(sessions)]
         outcomes = await asyncio.wait_for(asyncio.gather(*(r.outcome for r in results)), timeout=60)
@@ -108,7 +108,7 @@ async def test_a_new_session_of_an_agent_no_worker_serves_is_refused_at_send(
     options = WorkerOptions(task_queue=task_queue, sandbox_root=tmp_path / "sandboxes")
     async with build_worker(temporal, redis, [echo_agent("alpha")], options):  # type: ignore[list-item]
         client = SessionClient(temporal, redis, task_queue=task_queue)
-        ghost = client.session(unique_id, agent="ghost")
+        ghost = client.agent("ghost").session(unique_id)
         with pytest.raises(
             WorkerUnavailable,
             match=f"no worker serves agent 'ghost' \\(task queue '{task_queue}.ghost'\\)",
@@ -121,7 +121,7 @@ async def test_a_new_session_of_an_agent_no_worker_serves_is_refused_at_send(
         # A worker that starts within the grace period gets the session.
         monkeypatch.setattr(calls, "WORKER_GRACE_SECONDS", 30.0)
         late = build_worker(temporal, redis, [echo_agent("ghost")], options)  # type: ignore[list-item]
-        sending = asyncio.create_task(client.session(unique_id, agent="ghost").send("now?"))
+        sending = asyncio.create_task(client.agent("ghost").session(unique_id).send("now?"))
         await asyncio.sleep(1)
         async with late:
             result = await asyncio.wait_for(sending, 30)

@@ -103,7 +103,7 @@ async def test_the_ai_sdk_parses_every_chunk_the_gateway_emits(
         result = await ai_sdk_read(ai_sdk, body)
         assert result["failures"] == [], result["failures"]
         assert result["error"] is None
-        reasoner = gateway.client.session(f"acme:{unique_id}-r", agent="reasoner")
+        reasoner = gateway.client.agent("reasoner").session(f"acme:{unique_id}-r")
         while (await reasoner.info()).busy:  # history trails the stream by a moment
             await asyncio.sleep(0.05)
         history = await reasoner.history()
@@ -202,7 +202,7 @@ async def test_the_ai_sdk_chat_transport_talks_to_the_gateway_unchanged(
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode == 0, err.decode()
     result = json.loads(out)
-    session = gateway.client.session(f"acme:{unique_id}", agent="tooling")
+    session = gateway.client.agent("tooling").session(f"acme:{unique_id}")
     while (await session.info()).busy:  # history trails the stream by a moment
         await asyncio.sleep(0.05)
     history = await session.history()
@@ -243,7 +243,7 @@ async def test_the_ai_sdk_approval_round_trip_through_api_chat(
     ]
     assert result["status"] == "ready"
 
-    session = gateway.client.session(f"acme:{unique_id}", agent="approver")
+    session = gateway.client.agent("approver").session(f"acme:{unique_id}")
     while (await session.info()).busy:  # history trails the stream by a moment
         await asyncio.sleep(0.05)
     history = await session.history()

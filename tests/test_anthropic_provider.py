@@ -82,7 +82,7 @@ async def test_text_and_thinking_stream_and_usage_counts_cache_tokens(
             *message_end("end_turn", output_tokens=12),
         ])
     )  # fmt: skip
-    session = client.session(unique_id, agent="claude")
+    session = client.agent("claude").session(unique_id)
     result = await session.send("hi")
     events = [e async for e in result.stream()]
     assert (await result.outcome).status is TurnStatus.FINISHED
@@ -132,7 +132,7 @@ async def test_parallel_tool_calls_run_and_results_go_back_in_messages_api_shape
         ]),
         answer("Both ran."),
     )  # fmt: skip
-    session = client.session(unique_id, agent="claude")
+    session = client.agent("claude").session(unique_id)
     result = await session.send("run two things")
     events = [e async for e in result.stream()]
     assert (await result.outcome).status is TurnStatus.FINISHED
@@ -193,7 +193,7 @@ async def test_transient_failures_are_retried_by_temporal(
     client: SessionClient, fake: FakeAnthropic, unique_id: str, failure: Failure | Stream
 ) -> None:
     fake.push(failure, answer("Recovered."))
-    session = client.session(unique_id, agent="claude")
+    session = client.agent("claude").session(unique_id)
     result = await session.send("hi")
     events = [e async for e in result.stream()]
     assert (await result.outcome).status is TurnStatus.FINISHED
@@ -229,7 +229,7 @@ async def test_bursts_of_failures_across_a_turn_are_retried_and_the_turn_complet
         ),
         answer("All good: the command ran once."),
     )  # fmt: skip
-    session = client.session(unique_id, agent="claude")
+    session = client.agent("claude").session(unique_id)
     result = await session.send("go")
     events = [e async for e in result.stream()]
     assert (await result.outcome).status is TurnStatus.FINISHED
@@ -249,7 +249,7 @@ async def test_a_burst_longer_than_the_retry_policy_fails_the_turn_and_the_next_
 ) -> None:
     attempts = policies.MODEL_STEP.retry.maximum_attempts
     fake.push(*(rate_limited() for _ in range(attempts)), answer("Back again."))
-    session = client.session(unique_id, agent="claude")
+    session = client.agent("claude").session(unique_id)
     result = await session.send("hi")
     events = [e async for e in result.stream()]
     outcome = await result.outcome
@@ -279,7 +279,7 @@ async def test_client_errors_fail_the_turn_clearly_without_retry(
     client: SessionClient, fake: FakeAnthropic, unique_id: str, failure: Failure
 ) -> None:
     fake.push(failure, answer("Fine again."))
-    session = client.session(unique_id, agent="claude")
+    session = client.agent("claude").session(unique_id)
     result = await session.send("hi")
     events = [e async for e in result.stream()]
     outcome = await result.outcome
@@ -308,7 +308,7 @@ async def test_files_reach_claude_as_image_and_document_blocks_and_data_parts_st
 ) -> None:
     png, pdf = b"\x89PNG\r\n\x1a\n-pixels-", b"%PDF-1.7 a tiny pdf"
     fake.push(answer("I see a dot, a photo, a PDF and your notes."))
-    session = client.session(unique_id, agent="claude")
+    session = client.agent("claude").session(unique_id)
     result = await session.send(
         {
             "role": "user",
@@ -350,7 +350,7 @@ async def test_a_file_claude_cannot_take_fails_the_turn_once_and_later_turns_wor
     client: SessionClient, fake: FakeAnthropic, unique_id: str
 ) -> None:
     zipped = f"data:application/zip;base64,{b64(b'PK-not-really')}"
-    session = client.session(unique_id, agent="claude")
+    session = client.agent("claude").session(unique_id)
     result = await session.send(
         [
             {"type": "text", "text": "unpack this"},
@@ -387,7 +387,7 @@ async def test_a_missing_api_key_is_a_clear_failure(
 ) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     client = await start_worker([claude], providers=[AnthropicProvider(api_key=None)])
-    result = await client.session(unique_id, agent="claude").send("hi")
+    result = await client.agent("claude").session(unique_id).send("hi")
     outcome = await result.outcome
     assert outcome.status is TurnStatus.FAILED
     assert "ANTHROPIC_API_KEY is not set" in (outcome.error or "")

@@ -27,7 +27,7 @@ async def test_an_approval_waits_through_a_worker_restart_then_runs_the_tool(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([approval_agent])
-    session = client.session(unique_id, agent="approver")
+    session = client.agent("approver").session(unique_id)
     result = await session.send("please run it")
     events, approval_id = await until_approval(result.stream())
     assert [e.type for e in events][-1] == "tool-approval-request"
@@ -72,7 +72,7 @@ async def test_a_denied_call_is_not_run_and_the_model_is_told_why(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([approval_agent])
-    session = client.session(unique_id, agent="approver")
+    session = client.agent("approver").session(unique_id)
     result = await session.send("please run it")
     _, approval_id = await until_approval(result.stream())
     denied = await session.send(
@@ -97,7 +97,7 @@ async def test_needs_approval_can_depend_on_the_tool_input(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([selective_agent])
-    session = client.session(unique_id, agent="selective")
+    session = client.agent("selective").session(unique_id)
     result = await session.send("clean up")
     events, approval_id = await until_approval(result.stream())
     requests = [e for e in events if e.type == "tool-approval-request"]
@@ -120,7 +120,7 @@ async def test_malformed_approvals_are_rejected_in_the_client(
     from sessionflow.errors import InvalidInput
 
     client = await start_worker([approval_agent])
-    session = client.session(unique_id, agent="approver")
+    session = client.agent("approver").session(unique_id)
     for bad in (
         {"type": "approval"},
         {"type": "approval", "approval": {"approval_id": "x"}},

@@ -52,7 +52,7 @@ async def test_a_denied_call_never_runs_when_the_model_repeats_a_call_id(
         needs_approval={"Bash": True},
     )
     client = await start_worker([attacker])
-    session = client.session(unique_id, agent=attacker.name)
+    session = client.agent(attacker.name).session(unique_id)
     result = await session.send("list the files")
     requests: list[StreamEvent] = []
     async for event in result.stream():
@@ -88,7 +88,7 @@ async def test_two_calls_with_one_id_each_run_once_with_their_own_output(
         )
     )
     client = await start_worker([attacker])
-    session = client.session(unique_id, agent=attacker.name)
+    session = client.agent(attacker.name).session(unique_id)
     assert (await (await session.send("go")).outcome).status is TurnStatus.FINISHED
     one, two = (await reply_of(session)).tool_parts()
     assert (one.output["stdout"], two.output["stdout"]) == ("first\n", "second\n")
@@ -115,7 +115,7 @@ async def test_tools_not_offered_in_the_step_never_run_nor_ask_for_approval(
         needs_approval={"Bash": lambda args: "owned" in args.command},
     )
     client = await start_worker([attacker])
-    session = client.session(unique_id, agent=attacker.name)
+    session = client.agent(attacker.name).session(unique_id)
     result = await session.send("take notes")
     events = [event async for event in result.stream()]
     assert (await result.outcome).status is TurnStatus.FINISHED
@@ -149,7 +149,7 @@ async def test_an_approval_rule_that_raises_refuses_the_call_once(
         needs_approval={"Bash": broken},
     )
     client = await start_worker([attacker])
-    session = client.session(unique_id, agent=attacker.name)
+    session = client.agent(attacker.name).session(unique_id)
     result = await session.send("go")
     events = [event async for event in result.stream()]
     assert (await result.outcome).status is TurnStatus.FINISHED
@@ -170,7 +170,7 @@ async def test_a_tool_input_nested_too_deep_is_refused_and_the_session_reads_on(
         deep = {"d": deep}
     attacker = hostile(ScriptStep(tool_calls=[call("Bash", command="echo hi", extra=deep)]))
     client = await start_worker([attacker])
-    session = client.session(unique_id, agent=attacker.name)
+    session = client.agent(attacker.name).session(unique_id)
     assert (await (await session.send("go")).outcome).status is TurnStatus.FINISHED
     (bash,) = (await reply_of(session)).tool_parts()
     assert bash.state is ToolState.OUTPUT_ERROR and bash.input == {}

@@ -77,7 +77,7 @@ async def test_list_and_grep_over_a_huge_tree_stop_at_their_bounds(
         ],
     )
     client = await start_worker([agent("trees", model=script, tools=builtin_tools())])
-    session = client.session(unique_id, agent="trees")
+    session = client.agent("trees").session(unique_id)
     [made] = await turn(session, "make a tree")
     assert output(made)["exit_code"] == 0
 
@@ -124,7 +124,7 @@ async def test_a_flood_of_output_streams_within_its_budget_and_the_result_still_
     client = await start_worker(
         [agent("flood", model=script, tools=builtin_tools())], stream_budget=budget
     )
-    session = client.session(unique_id, agent="flood")
+    session = client.agent("flood").session(unique_id)
     first, second = await turn(session, "flood")
 
     # The results are whole (up to the sandbox's cap), budget or not.

@@ -421,7 +421,7 @@ async def test_malformed_sends_are_refused_clearly_and_the_session_keeps_working
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([tool_agent])
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     first = await session.send("make a file and read it")
     assert (await first.outcome).status is TurnStatus.FINISHED
     accepted: list[Send] = []
@@ -526,7 +526,7 @@ async def test_malformed_approvals_leave_the_pending_approval_pending(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([approval_agent])
-    session = client.session(unique_id, agent="approver")
+    session = client.agent("approver").session(unique_id)
     result = await session.send("please run it")
     pending = await first_approval_id(result)
 
@@ -630,7 +630,7 @@ async def test_malformed_contexts_are_refused_without_echoing_them(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([context_agent])
-    session = client.session(unique_id, agent=context_agent)
+    session = client.agent(context_agent).session(unique_id)
     first = await session.send("who am I?", context={"user": "ada", "api_token": "tok-first"})
     assert (await first.outcome).status is TurnStatus.FINISHED
     secrets: list[str] = []
@@ -946,7 +946,7 @@ async def test_malformed_gateway_requests_get_4xx_json_errors(
 ) -> None:
     base = f"{gateway.url}/v1/sessions/{unique_id}"
     auth = gateway.headers()
-    session: Session = gateway.client.session(f"acme:{unique_id}", agent="tooling")
+    session: Session = gateway.client.agent("tooling").session(f"acme:{unique_id}")
     async with httpx.AsyncClient(timeout=20) as http:
         for text in ("first", "second"):
             sent = await http.post(f"{base}/messages", json={"message": text}, headers=auth)

@@ -32,7 +32,7 @@ async def run(
 ) -> tuple[list[ToolPart], list[StreamEvent]]:
     toolbox = agent("toolbox", model=calls(*steps), tools=builtin_tools())
     client = await start_worker([toolbox])
-    session = client.session(session_id, agent="toolbox")
+    session = client.agent("toolbox").session(session_id)
     result = await session.send("go")
     events = [e async for e in result.stream()]
     assert (await result.outcome).status is TurnStatus.FINISHED

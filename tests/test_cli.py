@@ -157,7 +157,7 @@ async def test_dev_stops_cleanly_on_ctrl_c_and_resumes_sessions(tmp_path: Path) 
         temporal = await connect_temporal(config.temporal_address)
         redis = await connect_redis(config.redis_url)
         client = SessionClient(temporal, redis)
-        session = client.session("resume-me", agent="demo")
+        session = client.agent("demo").session("resume-me")
         result = await session.send("hello")
         assert (await asyncio.wait_for(result.outcome, 60)).status is TurnStatus.FINISHED
         entries = await redis.xlen(f"sf:{{{session.workflow_id}}}:chunks")
@@ -174,7 +174,7 @@ async def test_dev_stops_cleanly_on_ctrl_c_and_resumes_sessions(tmp_path: Path) 
         temporal = await connect_temporal(config.temporal_address)
         redis = await connect_redis(config.redis_url)
         client = SessionClient(temporal, redis)
-        session = client.session("resume-me", agent="demo")
+        session = client.agent("demo").session("resume-me")
         history = await session.history()
         assert [m.role.value for m in history] == ["user", "assistant"]
         assert PRIMES in history[1].text()
@@ -204,7 +204,7 @@ async def test_dev_killed_takes_its_servers_with_it_and_the_next_dev_starts(
         assert len(servers) == 3, servers  # the guard, Temporal and Redis
         temporal = await connect_temporal(config.temporal_address)
         redis = await connect_redis(config.redis_url)
-        session = SessionClient(temporal, redis).session("before-the-kill", agent="demo")
+        session = SessionClient(temporal, redis).agent("demo").session("before-the-kill")
         result = await session.send("hello")
         assert (await asyncio.wait_for(result.outcome, 60)).status is TurnStatus.FINISHED
         await redis.aclose()
@@ -221,7 +221,7 @@ async def test_dev_killed_takes_its_servers_with_it_and_the_next_dev_starts(
         assert "left running" not in log.read_text()  # nothing was: they died with dev
         temporal = await connect_temporal(config.temporal_address)
         redis = await connect_redis(config.redis_url)
-        session = SessionClient(temporal, redis).session("before-the-kill", agent="demo")
+        session = SessionClient(temporal, redis).agent("demo").session("before-the-kill")
         assert [m.role.value for m in await session.history()] == ["user", "assistant"]
         await redis.aclose()
     finally:

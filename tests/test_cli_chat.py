@@ -68,7 +68,7 @@ async def test_chat_streams_answers_and_asks_for_approval(
     seen.extend(out)
     assert proc.returncode == 0, seen.decode()
     assert "▶ Bash: echo approved-run" in seen.decode()
-    history = await client.session(unique_id, agent="approver").history()
+    history = await client.agent("approver").session(unique_id).history()
     assert history[-1].tool_parts()[0].approval.approved is True  # type: ignore[union-attr]
 
 
@@ -88,7 +88,7 @@ async def test_ctrl_c_interrupts_the_answer_and_a_second_quits(
     proc.send_signal(signal.SIGINT)
     await asyncio.wait_for(proc.wait(), timeout=30)
     assert proc.returncode == 0
-    session = client.session(unique_id, agent="streamer")
+    session = client.agent("streamer").session(unique_id)
     info = await session.info()
     assert info.status.value == "interrupted"
 
@@ -97,7 +97,7 @@ async def test_tail_follows_a_session_across_turns_by_workflow_id(
     stack: LocalStack, start_worker: StartWorker, task_queue: str, unique_id: str
 ) -> None:
     client = await start_worker([tool_agent])
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     first = await session.send("make a file and read it")
     assert (await first.outcome).status is TurnStatus.FINISHED
     proc = await spawn(stack, task_queue, "tail", session.workflow_id, "--json")
@@ -121,7 +121,7 @@ async def test_send_and_tail_print_a_retried_step_once(
     # The flaky agent's first attempt prints half its text and fails; the retry
     # prints all of it. The CLI shows what the message ends up with: the text, once.
     client = await start_worker([flaky_agent])
-    session = client.session(unique_id, agent="flaky")
+    session = client.agent("flaky").session(unique_id)
     tailing = await spawn(stack, task_queue, "tail", session.workflow_id)
     await asyncio.sleep(1.0)  # the tail is reading before the answer starts
     sender = await spawn(stack, task_queue, "send", unique_id, "--agent", "flaky", "go")
@@ -155,7 +155,7 @@ async def test_history_prints_each_message_s_parts_in_the_order_they_happened(
     stack: LocalStack, start_worker: StartWorker, task_queue: str, unique_id: str
 ) -> None:
     client = await start_worker([tool_agent, reasoning_agent])
-    tooling = client.session(unique_id, agent="tooling")
+    tooling = client.agent("tooling").session(unique_id)
     note = {"type": "file", "media_type": "text/plain", "url": "data:text/plain;base64,aGk=",
             "filename": "notes.txt"}  # fmt: skip
     sent = await tooling.send([{"type": "text", "text": "make a file and read it"}, note])
@@ -179,7 +179,7 @@ async def test_history_prints_each_message_s_parts_in_the_order_they_happened(
     assert "step-start" not in text and "Listing the workspace.Reading" not in text
 
     # Reasoning is labelled, a failed call says why, and --json is still a message a line.
-    reasoner = client.session(f"{unique_id}-r", agent="reasoner")
+    reasoner = client.agent("reasoner").session(f"{unique_id}-r")
     assert (await (await reasoner.send("go")).outcome).status is TurnStatus.FINISHED
     proc = await spawn(stack, task_queue, "history", f"{unique_id}-r", "--agent", "reasoner")
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
@@ -208,7 +208,7 @@ async def test_send_sets_the_step_cap_and_a_capped_turn_says_so(
     sent, errors = await asyncio.wait_for(sender.communicate(), timeout=60)
     assert sender.returncode == 0, errors.decode()
     assert "[Stopped after 1 model steps, the limit for one turn;" in sent.decode()
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     reply = (await session.history())[-1]
     assert reply.step_count() == 1
     (note,) = [p for p in reply.parts if p.type == "data-notice"]

@@ -132,7 +132,7 @@ async def test_history_inspect_and_tail_print_no_control_sequences(
     stack: LocalStack, start_worker: StartWorker, task_queue: str, unique_id: str
 ) -> None:
     client = await start_worker([hostile_agent])
-    session = client.session(unique_id, agent="hostile")
+    session = client.agent("hostile").session(unique_id)
     result = await session.send(f"user says {HOSTILE}")
     assert (await result.outcome).status is TurnStatus.FINISHED
     history = await session.history()

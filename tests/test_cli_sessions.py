@@ -121,7 +121,7 @@ async def test_send_says_how_to_answer_its_approval_and_approve_and_deny_answer_
         )
     ), said.decode()
     # The CLI's session is the tenant's: `acme:<id>` in Python.
-    session = client.session(f"{TENANT}:{unique_id}", agent="approver")
+    session = client.agent("approver").session(f"{TENANT}:{unique_id}")
     (pending,) = (await session.info()).pending_approvals
 
     approved = await cli("approve", unique_id)
@@ -145,7 +145,7 @@ async def test_send_says_how_to_answer_its_approval_and_approve_and_deny_answer_
     sender = await cli.start("send", denied_id, "please run it")
     assert sender.stderr is not None
     await read_until(sender.stderr, "`\n", bytearray())
-    other = client.session(f"{TENANT}:{denied_id}", agent="approver")
+    other = client.agent("approver").session(f"{TENANT}:{denied_id}")
     (pending,) = (await other.info()).pending_approvals
     denied = await cli("deny", denied_id, pending, "--reason", "not today")
     assert denied.code == 0, denied
@@ -178,7 +178,7 @@ async def test_interrupt_close_and_the_agent_an_existing_session_has(
     assert stopped.out == f"Interrupted the answer of session {unique_id}\n"
     out, _ = await asyncio.wait_for(sender.communicate(), timeout=60)
     assert sender.returncode == 0 and "[interrupted" in out.decode()
-    session = client.session(f"{TENANT}:{unique_id}", agent="napper")
+    session = client.agent("napper").session(f"{TENANT}:{unique_id}")
     assert (await session.info()).status is SessionStatus.INTERRUPTED
     idle = await cli("interrupt", unique_id)
     assert idle.out == f"Session {unique_id} is interrupted: no answer to stop\n", idle
@@ -198,7 +198,7 @@ async def test_export_rewind_delete_and_one_id_form_across_commands(
     client = await start_worker([tool_agent])
     cli = Cli(stack, task_queue)
     await until_served(client, task_queue, {"tooling"})
-    session = client.session(f"{TENANT}:{unique_id}", agent="tooling")
+    session = client.agent("tooling").session(f"{TENANT}:{unique_id}")
     for text in ("make a file and read it", "again"):
         sent = await cli("send", unique_id, text)
         assert sent.code == 0, sent
@@ -252,7 +252,7 @@ async def test_export_rewind_delete_and_one_id_form_across_commands(
         f"Error: no session {unique_id!r} of agent 'tooling' under tenant 'acme' (session id "
         f"'acme:{unique_id}', workflow id 'session:tooling:acme:{unique_id}');"
     ), gone.err
-    assert f"SessionClient.session('acme:{unique_id}', agent='tooling')" in gone.err
+    assert f"client.agent('tooling').session('acme:{unique_id}')" in gone.err
 
 
 async def test_session_not_found_names_where_it_looked_and_what_was_meant(
@@ -282,7 +282,7 @@ async def test_session_not_found_names_where_it_looked_and_what_was_meant(
         f"there is a session of agent 'streamer': sessionflow history acme:{unique_id} "
         "--agent streamer --tenant ''" in bare.err
     ), bare.err
-    assert await client.session(f"{TENANT}:{unique_id}", agent="streamer").exists()
+    assert await client.agent("streamer").session(f"{TENANT}:{unique_id}").exists()
 
 
 async def test_export_is_what_the_ai_sdk_validates_as_ui_messages(

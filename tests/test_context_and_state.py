@@ -25,7 +25,7 @@ async def test_context_reaches_tools_and_options_but_never_temporal(
     caplog.set_level(logging.DEBUG)
     client = await start_worker([context_agent])
     client.agents[context_agent.name] = context_agent
-    session = client.session(unique_id, agent=context_agent)
+    session = client.agent(context_agent).session(unique_id)
     result = await session.send(
         "who am I?", context={"user": "ada", "api_token": SECRET, "premium": True}
     )
@@ -51,7 +51,7 @@ async def test_context_is_deleted_from_redis_when_its_turn_ends(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([context_agent])
-    session = client.session(unique_id, agent=context_agent)
+    session = client.agent(context_agent).session(unique_id)
     pattern = f"sf:{{{session.workflow_id}}}:ctx:*"
     first = await session.send("who am I?", context={"user": "ada", "api_token": SECRET})
     # Queued behind the first turn: its context must outlive the first turn's.
@@ -74,7 +74,7 @@ async def test_invalid_context_is_rejected_before_the_workflow_starts(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([context_agent])
-    session = client.session(unique_id, agent=context_agent)
+    session = client.agent(context_agent).session(unique_id)
     with pytest.raises(InvalidInput, match=r"context does not match Caller: api_token") as err:
         await session.send("hi", context={"user": "ada", "api_tokn": SECRET})
     assert SECRET not in str(err.value)
@@ -86,7 +86,7 @@ async def test_a_tool_keeps_a_counter_in_state_across_turns_and_a_worker_restart
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([counter_agent])
-    session = client.session(unique_id, agent=counter_agent)
+    session = client.agent(counter_agent).session(unique_id)
     for expected in (1, 2):
         result = await session.send("count")
         assert (await result.outcome).status is TurnStatus.FINISHED
@@ -99,7 +99,7 @@ async def test_a_tool_keeps_a_counter_in_state_across_turns_and_a_worker_restart
     assert (await session.history())[-1].text() == "The counter is now 3."
     assert await session.state() == Counter(count=3)
     # A client that only knows the agent's name gets the state as a dict.
-    assert await client.session(unique_id, agent="counter").state() == {"count": 3}
+    assert await client.agent("counter").session(unique_id).state() == {"count": 3}
     # Its tool is plain Python: three turns of calls, and no sandbox was ever made.
     assert (await session.info()).sandbox_id is None
     assert await session.sandbox.get_status() is None
@@ -137,7 +137,7 @@ async def test_resolvable_model_and_active_tools_follow_context_and_state(
         active_tools=tools_for,
     )
     client = await start_worker([picky], scripts=[basic])
-    session = client.session(unique_id, agent=picky)
+    session = client.agent(picky).session(unique_id)
     first = await session.send("hi", context={"user": "a", "api_token": "t", "premium": False})
     await first.done
     second = await session.send("hi", context={"user": "a", "api_token": "t", "premium": True})
@@ -155,7 +155,7 @@ async def test_state_is_readable_by_options_and_the_client_before_any_tool(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([counter_agent])
-    session = client.session(unique_id, agent=counter_agent)
+    session = client.agent(counter_agent).session(unique_id)
     assert await asyncio.wait_for(_state_or_none(session), 5) is None
     result = await session.send("count")
     await result.done
@@ -201,11 +201,11 @@ async def test_options_see_state_read_only_and_a_change_fails_the_step_naming_it
     )
     client = await start_worker([reader, writer])
 
-    session = client.session(unique_id, agent=reader)
+    session = client.agent(reader).session(unique_id)
     assert (await (await session.send("hi")).outcome).status is TurnStatus.FINISHED
     assert (await session.history())[1].text() == "The count is 0."
 
-    bad = client.session(unique_id + "-w", agent=writer)
+    bad = client.agent(writer).session(unique_id + "-w")
     outcome = await (await bad.send("hi")).outcome
     assert outcome.status is TurnStatus.FAILED
     assert outcome.error_type == "AgentOptionFailed"

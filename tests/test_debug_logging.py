@@ -35,7 +35,7 @@ async def test_a_denied_approval_logs_no_tracebacks_at_debug_level(
     await worker.start()
     try:
         client = SessionClient(temporal, redis, task_queue=task_queue, agents=[approval_agent])
-        session = client.session(unique_id, agent=approval_agent)
+        session = client.agent(approval_agent).session(unique_id)
         result = await session.send("please run it")
         _, approval_id = await until_approval(result.stream())
         denial = {"approval_id": approval_id, "approved": False, "reason": "not today"}

@@ -74,7 +74,7 @@ def test_the_rule_counts_levels_and_stops_at_the_limit() -> None:
 
 async def assert_works(client: SessionClient, session_id: str, turns: int) -> None:
     """Another message is answered, and history reads every turn."""
-    session = client.session(session_id, agent="tooling")
+    session = client.agent("tooling").session(session_id)
     result = await session.send("still there?")
     assert (await result.outcome).status is TurnStatus.FINISHED
     history = await session.history()
@@ -85,7 +85,7 @@ async def test_python_callers_get_a_clear_error_naming_the_limit(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([tool_agent])
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     assert (await (await session.send("hello")).outcome).status is TurnStatus.FINISHED
     for depth in DEPTHS:
         for what, kwargs in attacks(depth).items():

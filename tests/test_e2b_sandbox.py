@@ -59,7 +59,7 @@ async def test_tools_run_in_an_e2b_sandbox(
         ("Bash", {"command": "python3 hello.py; echo err >&2; exit 5"}),
         ("Read", {"path": "../../etc/passwd"}),
     )  # fmt: skip
-    session = client.session(unique_id, agent="cloud")
+    session = client.agent("cloud").session(unique_id)
     result = await session.send("go")
     events = [e async for e in result.stream()]
     assert (await result.outcome).status is TurnStatus.FINISHED
@@ -89,7 +89,7 @@ async def test_bad_credentials_fail_the_turn_without_retries(
 ) -> None:
     client = await start(start_worker, fake, ("Bash", {"command": "true"}), key="wrong")
     outcome = await asyncio.wait_for(
-        (await client.session(unique_id, agent="cloud").send("go")).outcome, 20
+        (await client.agent("cloud").session(unique_id).send("go")).outcome, 20
     )
     assert outcome.status is TurnStatus.FAILED
     assert outcome.error_type == "SandboxRefused" and "Invalid API key" in (outcome.error or "")
@@ -99,7 +99,7 @@ async def test_a_sandbox_ended_outside_sessionflow_is_recreated(
     start_worker: StartWorker, fake: FakeE2B, unique_id: str
 ) -> None:
     client = await start(start_worker, fake, ("Bash", {"command": "echo alive"}))
-    session = client.session(unique_id, agent="cloud")
+    session = client.agent("cloud").session(unique_id)
     await (await session.send("one")).done
     first = await session.sandbox.get_id()
     fake.kill_externally(first)  # type: ignore[arg-type]
@@ -117,7 +117,7 @@ async def test_an_interrupt_kills_the_command_in_the_vm(
     start_worker: StartWorker, fake: FakeE2B, unique_id: str
 ) -> None:
     client = await start(start_worker, fake, ("Bash", {"command": "sleep 1000"}))
-    session = client.session(unique_id, agent="cloud")
+    session = client.agent("cloud").session(unique_id)
     result = await session.send("sleep")
     while not any("sleep 1000" in c for r in fake.sandboxes.values() for c in r.commands):
         await asyncio.sleep(0.02)
@@ -136,7 +136,7 @@ async def test_an_idle_session_pauses_its_sandbox_and_the_next_turn_resumes_it(
         start_worker, fake, ("Bash", {"command": "echo hi"}),
         limits=SessionLimits(pause_sandbox_after_seconds=1),
     )  # fmt: skip
-    session = client.session(unique_id, agent="cloud")
+    session = client.agent("cloud").session(unique_id)
     await (await session.send("one")).done
     sandbox_id = await session.sandbox.get_id()
     record = fake.sandboxes[sandbox_id]  # type: ignore[index]

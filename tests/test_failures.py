@@ -19,7 +19,7 @@ async def test_a_flaky_model_step_is_retried_and_the_retry_announced(
 ) -> None:
     text = FLAKY_TEXT
     client = await start_worker([flaky_agent])
-    session = client.session(unique_id, agent="flaky")
+    session = client.agent("flaky").session(unique_id)
     result = await session.send("hello")
     events = [e async for e in session.stream(message_id=result.assistant_message_id)]
     assert (await result.outcome).status is TurnStatus.FINISHED
@@ -58,7 +58,7 @@ async def test_an_agent_no_worker_serves_is_refused_quickly(
 
     monkeypatch.setattr(calls, "WORKER_GRACE_SECONDS", 1.0)
     client = await start_worker([tool_agent])
-    session = client.session(unique_id, agent="ghost")
+    session = client.agent("ghost").session(unique_id)
     for text in ("anyone there?", "still there?"):
         with pytest.raises(WorkerUnavailable, match="no worker serves agent 'ghost'"):
             await asyncio.wait_for(session.send(text), timeout=10)
@@ -81,7 +81,7 @@ async def test_invalid_messages_are_rejected_before_reaching_temporal(
     start_worker: StartWorker, unique_id: str, message: object, complaint: str
 ) -> None:
     client = await start_worker([tool_agent])
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     with pytest.raises(InvalidInput, match=complaint):
         await session.send(message)  # type: ignore[arg-type]
     with pytest.raises(RPCError, match="not found"):
@@ -94,4 +94,4 @@ async def test_invalid_session_ids_are_rejected_without_a_network_call(
 ) -> None:
     client = await start_worker([tool_agent])
     with pytest.raises(InvalidInput):
-        client.session(session_id, agent="tooling")
+        client.agent("tooling").session(session_id)

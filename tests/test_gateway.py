@@ -52,7 +52,7 @@ def text_of(message: dict[str, Any]) -> str:
 
 
 async def wait_idle(gw: Gateway, sid: str, agent: str = "tooling", tenant: str = "acme") -> None:
-    session = gw.client.session(f"{tenant}:{sid}", agent=agent)
+    session = gw.client.agent(agent).session(f"{tenant}:{sid}")
     for _ in range(200):
         if not (await session.info()).busy:
             return
@@ -270,9 +270,14 @@ async def test_approvals_interrupts_usage_and_update_over_rest(
         await wait_idle(gateway, unique_id, agent="approver")
         usage = (await http.get(f"{base}/usage?agent=approver", headers=auth)).json()
         assert usage["total"]["outputTokens"] > 0 and len(usage["steps"]) == 2
-        assert usage["total"]["totalTokens"] == (
-            usage["total"]["inputTokens"] + usage["total"]["outputTokens"]
+        total = usage["total"]
+        assert total["totalTokens"] == (
+            total["inputTokens"]
+            + total["outputTokens"]
+            + total["cacheReadTokens"]
+            + total["cacheWriteTokens"]
         )
+        assert total["cost"] == 0  # the scripted model is free
         assert set(usage["steps"][0]) == {"messageId", "step", "model", "usage"}
         assert usage["byModel"]["scripted/approval"]["outputTokens"] > 0
         messages = (await http.get(f"{base}/history?agent=approver", headers=auth)).json()
@@ -324,9 +329,14 @@ async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
         ("/v1/sessions/{session_id}/messages/{message_id}/outcome", "get"),
         ("/v1/sessions/{session_id}/usage", "get"),
         ("/v1/sessions/{session_id}", "patch"),
+        ("/v1/sessions/{session_id}/fork", "post"),
         ("/v1/sessions/{session_id}/stream", "get"),
         ("/api/chat", "post"),
         ("/api/chat/{chat_id}/stream", "get"),
+        ("/v1/sessions/{session_id}/schedules", "post"),
+        ("/v1/sessions/{session_id}/schedules/{name}", "delete"),
+        ("/v1/sessions/{session_id}/schedules/{name}/pause", "post"),
+        ("/v1/schedules", "get"),
     ):
         assert method in paths[path], path
     assert "ErrorResponse" in spec["components"]["schemas"]
@@ -334,15 +344,22 @@ async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
     # Bodies use the AI SDK's camelCase, in requests and answers.
     schemas = spec["components"]["schemas"]
     for name, fields in {
-        "SendBody": {"message", "interruptIfStreaming", "context", "sandboxId"},
+        "SendBody": {
+            "message", "interruptIfStreaming", "ifBusy", "context", "sandboxId", "budget", "webhookUrl",
+        },
+        "BudgetBody": {"inputTokens", "outputTokens", "cost"},
+        "ForkBody": {"newId", "atMessageId"},
+        "ForkResponse": {"sessionId"},
         "SendResponse": {"assistantMessageId"},
         "ApprovalBody": {"approvalId", "approved", "reason"},
-        "UpdateBody": {"sandboxId", "lastMessageId", "maxStepsPerTurn"},
+        "UpdateBody": {"sandboxId", "lastMessageId", "maxStepsPerTurn", "webhookUrl"},
         "OutcomeResponse": {"messageId", "done", "status", "error", "errorType"},
         "TokenUsage": {
             "inputTokens", "outputTokens", "cacheReadTokens", "cacheWriteTokens", "totalTokens",
+            "cost",
         },
-        "UsageResponse": {"total", "byModel", "steps"},
+        "UsageResponse": {"total", "byModel", "steps", "turns"},
+        "TurnUsageBody": {"messageId", "steps", "usage"},
         "StepUsageBody": {"messageId", "step", "model", "usage"},
         "SessionRow": {
             "sessionId", "agent", "status", "tokens", "pendingApprovals", "lastActivity", "uiUrl",
@@ -423,7 +440,7 @@ async def test_a_closed_session_answers_writes_with_409_and_still_reads(
         )
         assert sent.status_code == 202
         await wait_idle(gateway, unique_id)
-        await gateway.client.session(f"acme:{unique_id}", agent="tooling").close()
+        await gateway.client.agent("tooling").session(f"acme:{unique_id}").close()
 
         approval = {"approvalId": "approval-x", "approved": True}
         for path, body in (("/approvals", approval), ("/interrupt", None)):

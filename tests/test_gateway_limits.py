@@ -137,7 +137,7 @@ async def assert_no_workflow(gw: Gateway, workflow_id: str) -> None:
 
 
 async def wait_idle(gw: Gateway, session_id: str, agent_name: str = "tooling") -> None:
-    session = gw.client.session(session_id, agent=agent_name)
+    session = gw.client.agent(agent_name).session(session_id)
     for _ in range(200):
         if not (await session.info()).busy:
             return
@@ -298,13 +298,13 @@ async def test_a_tenant_can_hold_only_so_many_streams(serve: Serve, unique_id: s
             "messages": [{"id": "u9", "role": "user", "parts": [{"type": "text", "text": "x"}]}],
         }
         before = (
-            await gw.client.session(f"acme:{unique_id}", agent="tooling").info()
+            await gw.client.agent("tooling").session(f"acme:{unique_id}").info()
         ).message_count
         refused = await http.post(f"{gw.url}/api/chat", json=chat, headers=auth(gw))
         assert refused.status_code == 429
         assert refused.json()["error"]["code"] == "too_many_streams"
         await asyncio.sleep(0.3)
-        after = (await gw.client.session(f"acme:{unique_id}", agent="tooling").info()).message_count
+        after = (await gw.client.agent("tooling").session(f"acme:{unique_id}").info()).message_count
         assert after == before, "a refused /api/chat still sent its message"
         # The resume route too, while an answer streams.
         sid = f"{unique_id}-long"
@@ -528,7 +528,7 @@ async def waiting_for_approval(gw: Gateway, http: httpx.AsyncClient, session_id:
         headers=auth(gw),
     )
     assert sent.status_code == 202, sent.text
-    session = gw.client.session(f"acme:{session_id}", agent="approver")
+    session = gw.client.agent("approver").session(f"acme:{session_id}")
     for _ in range(200):
         if (await session.info()).pending_approvals:
             break
@@ -607,7 +607,7 @@ async def test_many_waiters_on_one_answer_share_one_wait(serve: Serve, unique_id
         base = f"{gw.url}/v1/sessions/{unique_id}"
         poll = f"{base}/messages/{answer}/outcome?agent=approver&wait=25"
         polls = [asyncio.create_task(http.get(poll, headers=auth(gw))) for _ in range(15)]
-        session = gw.client.session(f"acme:{unique_id}", agent="approver")
+        session = gw.client.agent("approver").session(f"acme:{unique_id}")
         direct = [asyncio.ensure_future(session.answer(answer).outcome) for _ in range(15)]
         await asyncio.sleep(1.5)
         assert not any(task.done() for task in polls + direct)  # type: ignore[operator]

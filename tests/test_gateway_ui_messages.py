@@ -81,7 +81,7 @@ async def gw(start_worker: StartWorker) -> AsyncIterator[Gateway]:
 
 
 async def wait_idle(gw: Gateway, sid: str, agent_name: str) -> None:
-    session = gw.client.session(f"acme:{sid}", agent=agent_name)
+    session = gw.client.agent(agent_name).session(f"acme:{sid}")
     for _ in range(400):
         if not (await session.info()).busy:
             return
@@ -240,9 +240,10 @@ async def test_snake_case_requests_still_work_and_answers_are_camel_case(
         assert wrong.status_code == 422
         assert wrong.json()["error"]["message"].startswith("body.sandbox_id:")
         usage = (await http.get(f"{base}/usage?agent=plain", headers=auth)).json()
-        assert set(usage) == {"total", "byModel", "steps"}
+        assert set(usage) == {"total", "byModel", "steps", "turns"}
         assert set(usage["total"]) == {
             "inputTokens", "outputTokens", "cacheReadTokens", "cacheWriteTokens", "totalTokens",
+            "cost",
         }  # fmt: skip
         listed = (await http.get(f"{gw.url}/v1/sessions", headers=auth)).json()["sessions"]
         (row,) = [r for r in listed if r["sessionId"] == unique_id]

@@ -20,7 +20,7 @@ async def test_interrupt_while_text_streams_keeps_the_partial_text(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([streaming_agent])
-    session = client.session(unique_id, agent="streamer")
+    session = client.agent("streamer").session(unique_id)
     result = await session.send("tell me everything")
     events = []
     stream = result.stream()
@@ -55,7 +55,7 @@ async def test_interrupt_kills_a_running_command_within_a_second(
     start_worker: StartWorker, unique_id: str, sandbox_root: Path
 ) -> None:
     client = await start_worker([sleeper_agent])
-    session = client.session(unique_id, agent="sleeper")
+    session = client.agent("sleeper").session(unique_id)
     result = await session.send("sleep")
     async for event in result.stream():
         if event.type == "data-status" and event.chunk.data["status"] == "running-tool":  # type: ignore[attr-defined]
@@ -84,7 +84,7 @@ async def test_messages_sent_during_a_turn_are_answered_in_order(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([streaming_agent])
-    session = client.session(unique_id, agent="streamer")
+    session = client.agent("streamer").session(unique_id)
     first = await session.send("first")
     later = [await session.send(text) for text in ("second", "third", "fourth")]
     assert (await session.info()).queued == 3
@@ -104,7 +104,7 @@ async def test_interrupt_if_streaming_stops_the_running_turn_first(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([streaming_agent])
-    session = client.session(unique_id, agent="streamer")
+    session = client.agent("streamer").session(unique_id)
     first = await session.send("long one")
     async for event in first.stream():
         if event.type == "text-delta":
@@ -123,7 +123,7 @@ async def test_interrupt_with_the_last_part_seen_cuts_the_answer_there(
     """The reference's `interruptIfStreaming: {lastPart: {index, part}}`: history keeps
     exactly what the user saw, not what the model streamed after it."""
     client = await start_worker([streaming_agent])
-    session = client.session(unique_id, agent="streamer")
+    session = client.agent("streamer").session(unique_id)
     first = await session.send("long one")
     shown = ""
     async for event in first.stream():
@@ -148,7 +148,7 @@ async def test_a_malformed_last_part_is_refused_before_anything_is_sent(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([streaming_agent])
-    session = client.session(unique_id, agent="streamer")
+    session = client.agent("streamer").session(unique_id)
     for bad in ({"last_part": {"index": -1, "part": {}}}, {"lastPart": {"part": {}}}, "yes"):
         with pytest.raises(InvalidInput, match="interrupt_if_streaming"):
             await session.send("hi", interrupt_if_streaming=bad)  # type: ignore[arg-type]
@@ -161,7 +161,7 @@ async def test_continue_as_new_mid_session_keeps_history_state_usage_and_queue(
     client = await start_worker(
         [counter_agent], limits=SessionLimits(continue_as_new_after_events=25)
     )
-    session = client.session(unique_id, agent=counter_agent)
+    session = client.agent(counter_agent).session(unique_id)
     results = [await session.send(f"count {i}") for i in range(4)]
     outcomes = [await r.outcome for r in results]
     assert [o.status for o in outcomes] == [TurnStatus.FINISHED] * 4
@@ -188,7 +188,7 @@ async def test_waiting_for_each_answer_while_every_turn_continues_as_new(
     client = await start_worker(
         [counter_agent], limits=SessionLimits(continue_as_new_after_events=1)
     )
-    session = client.session(unique_id, agent=counter_agent)
+    session = client.agent(counter_agent).session(unique_id)
     for i in range(12):
         result = await session.send(f"count {i}")
         assert await asyncio.wait_for(result.done, 60) is True

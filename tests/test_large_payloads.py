@@ -132,7 +132,7 @@ async def test_nine_sends_of_250_kib_are_answered_and_the_session_keeps_working(
     start_worker: StartWorker, stack: LocalStack, temporal: Client, unique_id: str
 ) -> None:
     client = await start_worker([big_sender])
-    session = client.session(unique_id, agent="bigsender")
+    session = client.agent("bigsender").session(unique_id)
     store = stack.config.data_dir / "payloads"
     texts = [text_of_size(f"send {i}") for i in range(1, 10)]
 
@@ -191,7 +191,7 @@ async def test_a_large_transcript_continues_as_new_by_reference(
     start_worker: StartWorker, temporal: Client, unique_id: str
 ) -> None:
     client = await start_worker([big_sender], limits=SessionLimits(continue_as_new_after_events=1))
-    session = client.session(unique_id, agent="bigsender")
+    session = client.agent("bigsender").session(unique_id)
     texts = [text_of_size(f"part {i}") for i in (1, 2)]
     for text in texts:
         assert (await (await session.send(text)).outcome).status is TurnStatus.FINISHED
@@ -293,7 +293,7 @@ async def test_the_s3_store_carries_a_session_through_a_real_s3_server(
             storage = client.temporal.data_converter.external_storage
             assert storage is not None
             assert isinstance(storage.drivers[0], PrefixedS3StorageDriver)
-            session = client.session(unique_id, agent="s3echo")
+            session = client.agent("s3echo").session(unique_id)
             text = text_of_size("to S3")
             first = await (await session.send(text)).outcome
             assert first.status is TurnStatus.FINISHED

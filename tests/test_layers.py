@@ -38,6 +38,7 @@ GROUND = (
     "fragments",
     "ui_messages",
     "contract",
+    "compaction",
     "chunks",
     "validation",
     "json_limits",
@@ -46,6 +47,11 @@ GROUND = (
     "connections",
     "logs",
     "bridge_exit",
+    "prices",
+    "budgets",
+    "webhooks",
+    "tracing",
+    "tracing_interceptor",
 )
 # `sessionflow` itself (the lazy public face) and `python -m sessionflow`.
 PUBLIC = ("sessionflow", "sessionflow.__main__")

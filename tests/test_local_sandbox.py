@@ -46,7 +46,7 @@ async def run_command(
     start_worker: StartWorker, session_id: str, command: str, timeout: float | None = None
 ) -> dict[str, object]:
     client = await start_worker([one_command("cmd", command, timeout)])
-    session = client.session(session_id, agent="cmd")
+    session = client.agent("cmd").session(session_id)
     result = await session.send("run it")
     assert (await result.outcome).status is TurnStatus.FINISHED
     (part,) = (await session.history())[-1].tool_parts()
@@ -112,7 +112,7 @@ async def test_a_vanished_sandbox_is_recreated_and_the_stream_says_so(
     import shutil
 
     client = await start_worker([one_command("cmd", "echo hi")])
-    session = client.session(unique_id, agent="cmd")
+    session = client.agent("cmd").session(unique_id)
     await (await session.send("first")).done
     lost = await session.sandbox.get_id()
     assert lost is not None

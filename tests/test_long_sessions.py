@@ -37,7 +37,7 @@ async def test_a_50_mb_session_of_300_tool_calls_finishes_and_keeps_working(
     start_worker: StartWorker, temporal: Client, unique_id: str
 ) -> None:
     client = await start_worker([long_agent()], providers=[FillerProvider()])
-    session = client.session(unique_id, agent="long")
+    session = client.agent("long").session(unique_id)
     for turn in range(1, TURNS + 1):
         outcome = await (await session.send(f"calls={CALLS} size={SIZE}")).outcome
         assert outcome.status is TurnStatus.FINISHED, (turn, outcome)

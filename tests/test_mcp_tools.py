@@ -118,7 +118,7 @@ async def test_the_model_is_offered_a_stdio_servers_tools_beside_local_ones_and_
         mcp_servers=[calc_server(tmp_path / "calc.log")],
     )
     client = await start_worker([calc], providers=[model])
-    result = await client.session(unique_id, agent="mcp-calc").send("add 2 and 3, then count")
+    result = await client.agent("mcp-calc").session(unique_id).send("add 2 and 3, then count")
     events = [e async for e in result.stream()]
     assert (await result.outcome).status is TurnStatus.FINISHED
 
@@ -147,7 +147,7 @@ async def test_the_model_is_offered_a_stdio_servers_tools_beside_local_ones_and_
     assert progress == [
         {"progress": float(n), "total": 3.0, "message": f"at {n}"} for n in (1, 2, 3)
     ]
-    reply = (await client.session(unique_id, agent="mcp-calc").history())[-1]
+    reply = (await client.agent("mcp-calc").session(unique_id).history())[-1]
     added, counted = reply.tool_parts()
     assert (added.tool_name, added.state, added.output) == (
         "calc__add",
@@ -179,7 +179,7 @@ async def test_errors_of_mcp_tools_are_tool_errors_the_model_reads(
     )
     calc = agent("mcp-errors", model=script, mcp_servers=[calc_server(tmp_path / "calc.log")])
     client = await start_worker([calc])
-    session = client.session(unique_id, agent="mcp-errors")
+    session = client.agent("mcp-errors").session(unique_id)
     result = await session.send("try these")
     events = [e async for e in result.stream()]
     assert (await result.outcome).status is TurnStatus.FINISHED
@@ -229,7 +229,7 @@ async def test_a_gated_mcp_tool_waits_for_approval_and_a_denied_call_never_reach
     server = calc_server(tmp_path / "calc.log", needs_approval=["delete.note"])
     gated = agent("mcp-gated", model=script, mcp_servers=[server])
     client = await start_worker([gated])
-    session = client.session(unique_id, agent="mcp-gated")
+    session = client.agent("mcp-gated").session(unique_id)
     result = await session.send("tidy up")
     events, approval_id = await until_approval(result)
 
@@ -285,7 +285,7 @@ async def test_an_approved_http_mcp_call_is_retried_until_the_server_is_back(
         needs_approval={"kb__lookup": lambda args: args.key.startswith("secret")},
     )
     client = await start_worker([looker], providers=[model])
-    session = client.session(unique_id, agent="mcp-http")
+    session = client.agent("mcp-http").session(unique_id)
     try:
         result = await session.send("find the plan")
         _, approval_id = await until_approval(result)

@@ -294,7 +294,7 @@ async def test_workers_of_two_agents_beside_each_other_on_one_host(
         redis = await connect_redis(stack.config.redis_url)
         client = SessionClient(temporal, redis, task_queue=task_queue)
         sessions = [
-            client.session(f"{unique_id}-{i}", agent=("demo", "assistant")[i % 2]) for i in range(6)
+            client.agent(("demo", "assistant")[i % 2]).session(f"{unique_id}-{i}") for i in range(6)
         ]
         results = [await s.send(f"turn {i}") for i, s in enumerate(sessions)]
         outcomes = await asyncio.wait_for(asyncio.gather(*(r.outcome for r in results)), 120)

@@ -34,7 +34,7 @@ async def test_worker_logs_are_bound_to_the_session_and_hold_no_context(
     await worker.start()
     try:
         client = SessionClient(temporal, redis, task_queue=task_queue, agents=[context_agent])
-        session = client.session(unique_id, agent=context_agent)
+        session = client.agent(context_agent).session(unique_id)
         result = await session.send(
             "who am I?", context={"user": "grace-hopper-context", "api_token": SECRET}
         )

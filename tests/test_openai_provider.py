@@ -79,7 +79,7 @@ async def test_text_and_reasoning_stream_and_usage_counts_cached_tokens(
             usage(prompt=340, completion=12, cached=300),
         ])
     )  # fmt: skip
-    session = client.session(unique_id, agent="gpt")
+    session = client.agent("gpt").session(unique_id)
     result = await session.send("hi")
     events = [e async for e in result.stream()]
     assert (await result.outcome).status is TurnStatus.FINISHED
@@ -135,7 +135,7 @@ async def test_tool_calls_round_trip_as_assistant_tool_calls_and_tool_messages(
         ]),
         answer("Both ran.", prompt=180, completion=5),
     )  # fmt: skip
-    session = client.session(unique_id, agent="gpt")
+    session = client.agent("gpt").session(unique_id)
     result = await session.send("run two things")
     events = [e async for e in result.stream()]
     assert (await result.outcome).status is TurnStatus.FINISHED
@@ -194,7 +194,7 @@ async def test_a_failed_tool_call_goes_back_as_an_error_result(
         Stream([role(), *tool_call(0, "call_x", "Deploy", {"env": "prod"}), finish("tool_calls"), usage()]),
         answer("I have no Deploy tool."),
     )  # fmt: skip
-    session = client.session(unique_id, agent="gpt")
+    session = client.agent("gpt").session(unique_id)
     result = await session.send("deploy")
     assert (await result.outcome).status is TurnStatus.FINISHED
     (failed,) = (await session.history())[-1].tool_parts()
@@ -223,7 +223,7 @@ async def test_a_local_server_needs_no_key_and_whole_tool_calls_with_stop_work(
         Stream([role(), whole_tool_call(None, "Bash", {"command": "echo hi"}), finish("stop"), usage(prompt=30, completion=9)]),
         answer("It printed hi.", prompt=50, completion=4),
     )  # fmt: skip
-    session = client.session(unique_id, agent="llama")
+    session = client.agent("llama").session(unique_id)
     result = await session.send("say hi")
     assert (await result.outcome).status is TurnStatus.FINISHED
     reply = (await session.history())[-1]
@@ -254,7 +254,7 @@ async def test_transient_failures_are_retried_by_temporal(
     client: SessionClient, fake: FakeOpenAI, unique_id: str, failure: Failure | Stream
 ) -> None:
     fake.push(failure, answer("Recovered."))
-    session = client.session(unique_id, agent="gpt")
+    session = client.agent("gpt").session(unique_id)
     result = await session.send("hi")
     events = [e async for e in result.stream()]
     assert (await result.outcome).status is TurnStatus.FINISHED
@@ -285,7 +285,7 @@ async def test_client_errors_fail_the_turn_once_with_the_servers_message(
     client: SessionClient, fake: FakeOpenAI, unique_id: str, failure: Failure
 ) -> None:
     fake.push(failure, answer("Fine again."))
-    session = client.session(unique_id, agent="gpt")
+    session = client.agent("gpt").session(unique_id)
     result = await session.send("hi")
     events = [e async for e in result.stream()]
     outcome = await result.outcome
@@ -318,7 +318,7 @@ async def test_files_reach_the_model_as_image_url_file_and_text_parts_and_data_p
 ) -> None:
     png, pdf = b"\x89PNG\r\n\x1a\n-pixels-", b"%PDF-1.7 a tiny pdf"
     fake.push(answer("I see a dot, a photo, a GIF, two PDFs and your notes."))
-    session = client.session(unique_id, agent="gpt")
+    session = client.agent("gpt").session(unique_id)
     result = await session.send(
         {
             "role": "user",
@@ -364,7 +364,7 @@ async def test_a_file_the_api_cannot_take_fails_the_turn_once_and_later_turns_wo
     client: SessionClient, fake: FakeOpenAI, unique_id: str
 ) -> None:
     zipped = f"data:application/zip;base64,{b64(b'PK-not-really')}"
-    session = client.session(unique_id, agent="gpt")
+    session = client.agent("gpt").session(unique_id)
     result = await session.send(
         [
             {"type": "text", "text": "unpack this"},
@@ -396,7 +396,7 @@ async def test_a_pdf_link_fails_the_turn_asking_for_a_data_url_and_merged_turns_
     client: SessionClient, fake: FakeOpenAI, unique_id: str
 ) -> None:
     """The Chat Completions API fetches image links, not PDF links."""
-    session = client.session(unique_id, agent="gpt")
+    session = client.agent("gpt").session(unique_id)
     result = await session.send(
         [
             {"type": "text", "text": "summarize"},
@@ -439,7 +439,7 @@ async def test_without_a_key_or_a_base_url_the_turn_fails_clearly(
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     client = await start_worker([gpt])
-    result = await client.session(unique_id, agent="gpt").send("hi")
+    result = await client.agent("gpt").session(unique_id).send("hi")
     outcome = await result.outcome
     assert outcome.status is TurnStatus.FAILED
     assert outcome.error_type == "InvalidModelRequest"
@@ -489,3 +489,28 @@ async def test_whole_calls_without_an_index_are_told_apart_by_their_ids(fake: Fa
     assert ready == [("call_1", {"command": "ls"}), ("call_2", {"command": "pwd"})]
     assert isinstance(events[-1], StepFinished)
     assert events[-1].reason is FinishReason.TOOL_CALLS
+
+
+async def test_the_prompt_prefix_is_byte_stable_from_step_to_step_and_turn_to_turn(
+    client: SessionClient, fake: FakeOpenAI, unique_id: str
+) -> None:
+    """OpenAI-compatible servers cache a prompt prefix automatically when each request
+    begins with the last one, byte for byte: three turns with tool calls, every request
+    after the first begins with the one before it."""
+    session = client.agent("gpt").session(unique_id)
+    for turn in range(3):
+        fake.push(
+            Stream(
+                [
+                    role(),
+                    *tool_call(0, f"call_{turn}", "Bash", {"command": f"echo {turn}"}),
+                    finish("tool_calls"),
+                    usage(),
+                ]
+            ),
+            answer(f"Answer {turn}."),
+        )
+        outcome = await (await session.send(f"Question {turn}")).outcome
+        assert outcome.status is TurnStatus.FINISHED
+    assert len(fake.requests) == 6
+    assert [r.prefix_matched for r in fake.requests] == [None, *[True] * 5]

@@ -28,7 +28,7 @@ async def test_search_attributes_follow_a_turn_with_an_approval(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([approval_agent])
-    session = client.session(unique_id, agent="approver")
+    session = client.agent("approver").session(unique_id)
     result = await session.send("please run the thing")
     _, approval_id = await until_approval(result.stream())
     wid = session.workflow_id
@@ -62,7 +62,7 @@ async def test_the_ui_shows_a_title_details_and_activity_summaries(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([approval_agent])
-    session = client.session(unique_id, agent="approver")
+    session = client.agent("approver").session(unique_id)
     result = await session.send(
         "Please   run the deployment checks\nfor release 4.2 and tell me what failed"
     )
@@ -97,7 +97,7 @@ async def test_sessions_and_inspect_commands(
     from tests.test_cli_chat import spawn
 
     client = await start_worker([approval_agent])
-    session = client.session(unique_id, agent="approver")
+    session = client.agent("approver").session(unique_id)
     result = await session.send("run it")
     await until_approval(result.stream())
     await find(

@@ -84,7 +84,7 @@ async def test_a_3_mb_tool_error_runs_the_tool_once_and_fails_only_that_call(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([exploding_agent])
-    session = client.session(unique_id, agent="exploding")
+    session = client.agent("exploding").session(unique_id)
     outcome = await (await session.send("go")).outcome
 
     assert outcome.status is TurnStatus.FINISHED
@@ -103,7 +103,7 @@ async def test_state_too_large_to_save_fails_only_that_call(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([hoarding_agent])
-    session = client.session(unique_id, agent="hoarding")
+    session = client.agent("hoarding").session(unique_id)
     assert (await (await session.send("go")).outcome).status is TurnStatus.FINISHED
     [part] = (await session.history())[-1].tool_parts()
     assert part.state is ToolState.OUTPUT_ERROR
@@ -116,14 +116,14 @@ async def test_a_send_without_required_context_fails_at_once(
 ) -> None:
     client = await start_worker([context_agent])
     # A client that knows the agent refuses before anything starts...
-    knowing = client.session(unique_id, agent=context_agent)
+    knowing = client.agent(context_agent).session(unique_id)
     with pytest.raises(InvalidInput, match="this agent needs context"):
         await knowing.send("who am I?")
     assert not await knowing.exists()
 
     # ...and one that knows only its name gets a turn that fails on the first attempt,
     # not after minutes of retries.
-    blind = client.session(unique_id, agent="contextual")
+    blind = client.agent("contextual").session(unique_id)
     outcome = await asyncio.wait_for((await blind.send("who am I?")).outcome, 30)
     assert outcome.status is TurnStatus.FAILED
     assert outcome.error_type == "InvalidInput"
@@ -137,7 +137,7 @@ async def test_an_option_that_raises_fails_the_turn_at_once_naming_it(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([broken_option_agent])
-    session = client.session(unique_id, agent="broken-option")
+    session = client.agent("broken-option").session(unique_id)
     outcome = await (await session.send("hi")).outcome
     assert outcome.status is TurnStatus.FAILED
     assert outcome.error_type == "AgentOptionFailed"
@@ -166,7 +166,7 @@ async def test_a_failing_workflow_task_is_reported_as_stuck_naming_the_cause(
     queue = f"{task_queue}.any"
     async with Worker(temporal, task_queue=queue, workflows=[BrokenSessionWorkflow]):
         client = SessionClient(temporal, redis, task_queue=task_queue)
-        session = client.session(unique_id, agent="any")
+        session = client.agent("any").session(unique_id)
         result = await session.send("hi")
         # Wait until Temporal has retried the task (attempt 2 and up).
         for _ in range(200):

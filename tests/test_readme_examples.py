@@ -34,6 +34,9 @@ BLOCK = re.compile(r"(?:<!-- (example|walk):([\w-]+) -->\n)?( *)```python\n(.*?)
 RUN_ELSEWHERE = {
     "example:client": REPO / "tests" / "test_packaging.py",
     "walk:agents": REPO / "tests" / "test_newcomer.py",
+    "example:compaction": REPO / "tests" / "test_context_window.py",
+    "example:webhooks": REPO / "tests" / "test_webhooks.py",
+    "example:schedules": REPO / "tests" / "test_schedules.py",
 }
 RUN_HERE = {"example:agent", "example:script", "example:session", "example:mcp"}
 
@@ -98,7 +101,7 @@ async def test_the_script_block_serves_a_tool_turn(
 ) -> None:
     greeter = run("example:script", {})["greeter"]
     client = await start_worker([greeter])
-    session = client.session(unique_id, agent="greeter")
+    session = client.agent("greeter").session(unique_id)
     result = await session.send("what's there?")
     assert await result.done is True
     assert (await result.outcome).status is TurnStatus.FINISHED
@@ -143,7 +146,7 @@ async def test_the_session_block_runs_as_written(
     try:
         ran = await run_async("example:session", defined)
         # The rewind at the end left the first exchange only.
-        session = ran["client"].session(ran["session"].id, agent="assistant")
+        session = ran["client"].agent("assistant").session(ran["session"].id)
         after_rewind = await session.history()
     finally:
         if "client" in defined:

@@ -420,7 +420,7 @@ async def test_turns_with_tools_and_context_run_on_the_cluster(
             (tool_agent.name, "look around", None),
             (context_agent.name, "who am I?", {"user": "ada", "api_token": "t-1"}),
         ]:
-            session = client.session(f"{unique_id}-{agent_name}", agent=agent_name)
+            session = client.agent(agent_name).session(f"{unique_id}-{agent_name}")
             result = await session.send(text, context=context)
             events = [event async for event in result.stream()]
             assert (await result.outcome).status is TurnStatus.FINISHED
@@ -428,9 +428,9 @@ async def test_turns_with_tools_and_context_run_on_the_cluster(
             sessions.append(session.workflow_id)
         assert (
             (
-                await client.session(
-                    f"{unique_id}-{tool_agent.name}", agent=tool_agent.name
-                ).history()
+                await client.agent(tool_agent.name)
+                .session(f"{unique_id}-{tool_agent.name}")
+                .history()
             )[-1]
             .text()
             .endswith("The file says: hello.")

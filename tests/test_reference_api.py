@@ -39,7 +39,7 @@ async def test_stream_right_after_send_is_the_new_answer(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([streaming_agent])
-    session = client.session(unique_id, agent="streamer")
+    session = client.agent("streamer").session(unique_id)
     first = await session.send("one")
     assert text_of(await collect(session.stream())) == LONG_TEXT
     await first.done
@@ -55,11 +55,11 @@ async def test_stream_follows_an_answer_queued_behind_a_running_one(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([streaming_agent])
-    session = client.session(unique_id, agent="streamer")
+    session = client.agent("streamer").session(unique_id)
     first = await session.send("one")  # a long answer, still streaming
     second = await session.send("two")
     # Another handle (another process, say) knows only the session.
-    other = client.session(unique_id, agent="streamer")
+    other = client.agent("streamer").session(unique_id)
     events = await collect(other.stream())
     assert {e.message_id for e in events} == {second.assistant_message_id}
     assert text_of(events) == "Short answer to two."
@@ -106,7 +106,7 @@ async def test_done_is_true_at_the_end_and_a_failed_outcome_is_falsy(
     start_worker: StartWorker, unique_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = await start_worker([streaming_agent])
-    session = client.session(unique_id, agent="streamer")
+    session = client.agent("streamer").session(unique_id)
     result = await session.send("one")
     assert await result.done is True
     outcome = await result.outcome
@@ -120,7 +120,7 @@ async def test_done_is_true_at_the_end_and_a_failed_outcome_is_falsy(
     from sessionflow.errors import WorkerUnavailable
 
     monkeypatch.setattr(calls, "WORKER_GRACE_SECONDS", 1.0)
-    unserved = client.session(unique_id + "-x", agent="ghost")
+    unserved = client.agent("ghost").session(unique_id + "-x")
     with pytest.raises(WorkerUnavailable, match="no worker serves agent 'ghost'"):
         await unserved.send("hi")
     assert not TurnOutcome(message_id="m", status=TurnStatus.FAILED)
@@ -172,9 +172,13 @@ async def test_agent_session_with_a_client_given_once(
         assert (session.id, session.agent) == (unique_id, "streamer")
         result = await session.send("one")
         assert (await result.outcome).status is TurnStatus.FINISHED
-        # The public face's spelling is the same handle.
-        again = sessionflow.session(streaming_agent, unique_id)
+        # On a client of one's own, by name: the same session.
+        again = client.agent("streamer").session(unique_id)
         assert len(await again.history()) == 2
+        # One way to open a session: the older spellings are gone.
+        assert not hasattr(sessionflow, "session")
+        assert not hasattr(sessionflow, "agent_session")
+        assert not hasattr(client, "session")
     finally:
         use_client(None)
 

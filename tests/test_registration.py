@@ -156,7 +156,7 @@ async def test_a_backend_named_by_import_path_runs_the_sessions_commands(
         tools=[bash_tool()],
     )
     client = await start_worker([shell], sandboxes=backend)
-    session = client.session(unique_id, agent="shell")
+    session = client.agent("shell").session(unique_id)
     outcome = await asyncio.wait_for((await session.send("go")).outcome, 30)
     assert outcome.status is TurnStatus.FINISHED
 
@@ -204,7 +204,7 @@ async def test_a_provider_named_by_import_path_answers_its_models(
     assert sorted(p.name for p in providers) == ["anthropic", "myprov", "openai"]
 
     client = await start_worker([agent("mine", model="myprov/x")], providers=providers)
-    session = client.session(unique_id, agent="mine")
+    session = client.agent("mine").session(unique_id)
     outcome = await asyncio.wait_for((await session.send("hello there")).outcome, 30)
     assert outcome.status is TurnStatus.FINISHED
     assert (await session.history())[-1].text() == "myprov/x heard 'hello there'"
@@ -217,7 +217,7 @@ async def test_a_registered_provider_is_on_every_worker(
     monkeypatch.setattr(provider_registry, "_PROVIDERS", dict(provider_registry._PROVIDERS))
     register_provider("myprov", lambda settings: EchoProvider(greeting="registered"))
     client = await start_worker([agent("mine", model="myprov/y")])  # no providers passed
-    session = client.session(unique_id, agent="mine")
+    session = client.agent("mine").session(unique_id)
     await asyncio.wait_for((await session.send("hi")).outcome, 30)
     assert (await session.history())[-1].text() == "registered/y heard 'hi'"
 

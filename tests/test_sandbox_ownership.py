@@ -22,13 +22,13 @@ async def test_another_tenant_cannot_use_a_sandbox_by_its_id(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([tool_agent])
-    mine = client.session(f"acme:{unique_id}", agent="tooling")
+    mine = client.agent("tooling").session(f"acme:{unique_id}")
     planted = await mine.sandbox.exec(f"echo {SECRET} > note.txt && cat note.txt")
     assert planted.stdout.strip() == SECRET
     sandbox_id = await mine.sandbox.get_id()
     assert sandbox_id is not None
 
-    theirs = client.session(f"globex:{unique_id}", agent="tooling")
+    theirs = client.agent("tooling").session(f"globex:{unique_id}")
     # Switching to it is refused as if it did not exist...
     with pytest.raises(SandboxNotFound) as refused:
         await theirs.update(sandbox_id=sandbox_id)
@@ -47,7 +47,7 @@ async def test_another_tenant_cannot_use_a_sandbox_by_its_id(
     assert SECRET not in looked.stdout + looked.stderr
 
     # Another session of the same tenant may be pointed at it (VibeKit's setSession).
-    colleague = client.session(f"acme:{unique_id}-2", agent="tooling")
+    colleague = client.agent("tooling").session(f"acme:{unique_id}-2")
     await colleague.update(sandbox_id=sandbox_id)
     assert (await colleague.sandbox.exec("cat note.txt")).stdout.strip() == SECRET
 
@@ -58,7 +58,7 @@ async def test_a_foreign_sandbox_id_over_http_is_not_found(
     import httpx
 
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
-        acme = gateway.client.session(f"acme:{unique_id}", agent="tooling")
+        acme = gateway.client.agent("tooling").session(f"acme:{unique_id}")
         await acme.sandbox.exec(f"echo {SECRET} > note.txt")
         sandbox_id = await acme.sandbox.get_id()
         theirs = f"/v1/sessions/{unique_id}-b"
@@ -69,7 +69,7 @@ async def test_a_foreign_sandbox_id_over_http_is_not_found(
         )
         assert sent.status_code == 202
         # The session must be idle to change its sandbox (busy is 409, a different test).
-        globex = gateway.client.session(f"globex:{unique_id}-b", agent="tooling")
+        globex = gateway.client.agent("tooling").session(f"globex:{unique_id}-b")
         await globex.answer(sent.json()["assistantMessageId"]).outcome
         patched = await http.patch(
             theirs, json={"sandbox_id": sandbox_id}, headers=gateway.headers("globex")

@@ -107,14 +107,14 @@ async def test_after_close_a_new_session_under_the_same_id_replays_nothing(
     start_worker: StartWorker, redis: Redis, unique_id: str
 ) -> None:
     client = await start_worker([tool_agent])
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     await answer(session, "make a file")
     assert await redis_keys_naming(redis, session.workflow_id)
 
     await session.close()
     assert await redis_keys_naming(redis, session.workflow_id) == []
 
-    again = client.session(unique_id, agent="tooling")
+    again = client.agent("tooling").session(unique_id)
     fresh = await answer(again, "hello again")
     assert set(await stream_from_the_start(again)) == {fresh}
     assert len(await again.history()) == 2
@@ -124,7 +124,7 @@ async def test_a_reader_following_a_session_stops_when_it_closes(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([tool_agent])
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     await answer(session, "make a file")
     first = await anext(aiter(session.stream(after="0-0")))
 
@@ -152,7 +152,7 @@ async def test_delete_erases_a_session_everywhere_and_its_id_starts_clean(
     client = await start_worker([tool_agent], limits=LIMITS)
     root = store_root(client.temporal)
     before = files_under(root)
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     await answer(session, "make a file")
     await answer(session, "and again")
     # It was stored everywhere: Redis, the payload store, Temporal, a sandbox.
@@ -165,7 +165,7 @@ async def test_delete_erases_a_session_everywhere_and_its_id_starts_clean(
     await session.delete()
 
     await assert_nothing_remains(client, redis, session, before, sandbox_root, runs=runs)
-    again = client.session(unique_id, agent="tooling")
+    again = client.agent("tooling").session(unique_id)
     fresh = await answer(again, "hello again")
     assert set(await stream_from_the_start(again)) == {fresh}
     user, _ = await again.history()
@@ -177,7 +177,7 @@ async def test_delete_stops_a_running_turn(
 ) -> None:
     client = await start_worker([slow_agent], limits=LIMITS, scripts=[SLOW_SCRIPT])
     before = files_under(store_root(client.temporal))
-    session = client.session(unique_id, agent="slow")
+    session = client.agent("slow").session(unique_id)
     result = await session.send("take your time")
     await session.send("and then this")  # queued behind it: dropped
     async for event in result.stream():
@@ -194,7 +194,7 @@ async def test_delete_of_a_closed_session(
 ) -> None:
     client = await start_worker([tool_agent], limits=LIMITS)
     before = files_under(store_root(client.temporal))
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     await answer(session, "make a file")
     await session.close()
 
@@ -208,7 +208,7 @@ async def test_delete_of_a_terminated_session_kills_its_sandbox(
 ) -> None:
     client = await start_worker([tool_agent], limits=LIMITS)
     before = files_under(store_root(client.temporal))
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     await answer(session, "make a file")
     assert list(sandbox_root.glob("sbx-*"))
     await client.temporal.get_workflow_handle(session.workflow_id).terminate("by an operator")
@@ -223,7 +223,7 @@ async def test_delete_of_an_unknown_session_is_not_found(
 ) -> None:
     client = await start_worker([tool_agent])
     with pytest.raises(SessionNotFound):
-        await client.session(unique_id, agent="tooling").delete()
+        await client.agent("tooling").session(unique_id).delete()
 
 
 async def test_the_gateway_deletes_a_tenants_session(gateway: Gateway, unique_id: str) -> None:
@@ -275,7 +275,7 @@ async def test_the_agents_idle_ttl_else_the_clients_default_is_set_at_start(
         (forever, None),
         (tool_agent, float(DEFAULT_IDLE_TTL_SECONDS)),
     ):
-        session = client.session(unique_id, agent=named)
+        session = client.agent(named).session(unique_id)
         await session.send("hello")
         found = await first_input(client.temporal, session.workflow_id)
         assert found.limits.close_after_idle_seconds == expected, named.name

@@ -35,6 +35,7 @@ from sessionflow.workflows.session import SessionWorkflow
 from tests.workflow_fakes import (
     PATIENCE,
     Fakes,
+    Gate,
     Hold,
     bash,
     non_retryable,
@@ -337,3 +338,22 @@ async def test_a_close_waiting_behind_another_close_is_done_at_once(harness: Har
     assert len(fakes.ended) == 1
     described = await session.handle().describe()
     assert described.status is WorkflowExecutionStatus.COMPLETED
+
+
+async def test_an_interrupt_tells_the_running_steps_worker_and_only_then(
+    harness: Harness,
+) -> None:
+    """The workflow announces each cancel of a running step (one interrupt path,
+    `activities.interrupt_notice`); an interrupt with nothing running announces nothing."""
+    gate = Gate(result=text_step("long answer"), partial=text_step("I was say"))
+    harness.fakes.steps = [gate]
+    session, reply_id = await harness.start("talk")
+    await asyncio.wait_for(gate.started.wait(), PATIENCE)
+    await session.interrupt()
+    assert (await session.wait(reply_id)).status is TurnStatus.INTERRUPTED
+    assert harness.fakes.announced == [session.workflow_id]
+
+    await session.interrupt()  # idle: nothing to cancel, nothing to announce
+    harness.fakes.steps = [text_step("hi")]
+    assert (await session.wait(await session.send("again"))).status is TurnStatus.FINISHED
+    assert harness.fakes.announced == [session.workflow_id]

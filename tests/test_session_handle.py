@@ -29,7 +29,7 @@ from tests.rpc_counts import RpcCounter
 
 async def test_send_accepts_every_input_form(start_worker: StartWorker, unique_id: str) -> None:
     client = await start_worker([tool_agent])
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
 
     def text(value: str) -> list[dict[str, str]]:
         return [{"type": "text", "text": value}]
@@ -50,7 +50,7 @@ async def test_send_accepts_every_input_form(start_worker: StartWorker, unique_i
 
 async def test_history_pages_and_rewinds(start_worker: StartWorker, unique_id: str) -> None:
     client = await start_worker([streaming_agent])
-    session = client.session(unique_id, agent="streamer")
+    session = client.agent("streamer").session(unique_id)
     for text in ("one", "two", "three"):
         await (await session.send(text)).done
     everything = await session.history()
@@ -72,7 +72,7 @@ async def test_rewinding_a_busy_session_is_refused(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([streaming_agent])
-    session = client.session(unique_id, agent="streamer")
+    session = client.agent("streamer").session(unique_id)
     result = await session.send("long")
     async for event in result.stream():
         if event.type == "text-delta":
@@ -87,7 +87,7 @@ async def test_the_sandbox_handle_creates_runs_and_switches_sandboxes(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([tool_agent])
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     assert await session.sandbox.get_id() is None
     assert await session.sandbox.get_status() is None
 
@@ -99,7 +99,7 @@ async def test_the_sandbox_handle_creates_runs_and_switches_sandboxes(
     failing = await session.sandbox.exec("exit 7")
     assert failing.exit_code == 7
 
-    other = client.session(unique_id + "-other", agent="tooling")
+    other = client.agent("tooling").session(unique_id + "-other")
     await other.sandbox.exec("echo from-other > marker.txt")
     other_id = await other.sandbox.get_id()
     assert other_id not in (None, first_id)
@@ -112,7 +112,7 @@ async def test_the_sandbox_handle_creates_runs_and_switches_sandboxes(
     assert await session.sandbox.get_id() == other_id
 
     # send(sandbox_id=...) moves the session before the turn's tools run.
-    third = client.session(unique_id + "-third", agent="tooling")
+    third = client.agent("tooling").session(unique_id + "-third")
     done = await (await third.send("go", sandbox_id=first_id)).outcome
     assert done.status is TurnStatus.FINISHED
     assert await third.sandbox.get_id() == first_id
@@ -122,7 +122,7 @@ async def test_unknown_sessions_raise_session_not_found(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([tool_agent])
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     for call in (session.history(), session.info(), session.usage(), session.interrupt()):
         with pytest.raises(SessionNotFound, match=unique_id):
             await call
@@ -136,7 +136,7 @@ async def test_a_closed_session_refuses_writes_at_once_and_still_reads(
     worker_client = await start_worker([tool_agent])
     counts = RpcCounter()
     client = SessionClient(counts.client(temporal), redis, task_queue=worker_client.task_queue)
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     first = await session.send("plain text")
     assert (await first.outcome).status is TurnStatus.FINISHED
     history = await session.history()
@@ -173,7 +173,7 @@ async def test_a_terminated_session_raises_session_failed_with_the_reason(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([tool_agent])
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     first = await session.send("plain text")
     assert (await first.outcome).status is TurnStatus.FINISHED
     await client.temporal.get_workflow_handle(session.workflow_id).terminate(reason="ops: stop")

@@ -317,12 +317,6 @@ async def _now(action: Any, *args: Any) -> None:
     action(*args)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 24, open: now and then a send around continue-as-new is acknowledged but "
-    "never answered (`never answered` / `acknowledged message X but does not know it`); "
-    "every other finding is fixed and a test in test_session_ends_well.py",
-)
 @pytest.mark.timeout(600)
 async def test_every_sequence_of_actions_ends_well(workflow_server: TestServer) -> None:
     SessionMachine.server = workflow_server
@@ -330,3 +324,40 @@ async def test_every_sequence_of_actions_ends_well(workflow_server: TestServer) 
     await asyncio.to_thread(
         run_state_machine_as_test, SessionMachine, settings=settings.get_profile(PROFILE)
     )
+
+
+# -- sequences the machine found, kept ---------------------------------------------------
+
+
+def _sends_around_continue_as_new(machine: SessionMachine) -> None:
+    """Found on CI: sends on both sides of two continues-as-new, with an exec between.
+    The waits for two of them were accepted by runs that the time-skipping server then
+    continued as new without keeping their last workflow task (see
+    `SessionDriver._result`); the next run had carried their outcomes over, and asked,
+    it answered them."""
+    machine.start(max_steps=32, continue_after=40, commit_after=700)
+    actions = [
+        machine.interrupt,
+        lambda: machine.send(False),
+        machine.sandbox_exec,
+        lambda: machine.send(False),
+        lambda: machine.time_passes(30.0),
+        lambda: machine.send(False),
+        lambda: machine.send(False),
+        lambda: machine.time_passes(30.0),
+    ]
+    machine.keeps_its_promises()
+    for action in actions:
+        action()
+        machine.keeps_its_promises()
+    machine.teardown()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("attempt", range(6))  # it went wrong about 1 time in 3
+async def test_sends_around_continue_as_new_are_answered(
+    workflow_server: TestServer, attempt: int
+) -> None:
+    SessionMachine.server = workflow_server
+    SessionMachine.loop = asyncio.get_running_loop()
+    await asyncio.to_thread(lambda: _sends_around_continue_as_new(SessionMachine()))

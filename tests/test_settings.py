@@ -27,6 +27,7 @@ SETTINGS_MODULE = "sessionflow/config.py"
 # configuration. (path, function) -> why.
 SPAWN_ENV_COPIES = {
     ("sandbox/isolation.py", "environment"): "a sandboxed command's allow-listed variables",
+    ("cli/localstack.py", "server_environment"): "the embedded servers' environment, less OTEL_*",
 }
 _ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 

@@ -80,7 +80,7 @@ async def test_a_redis_outage_mid_step_loses_no_step_and_history_has_everything(
     redis = Redis.from_url(own_redis.url)
     async with slow_worker(temporal, redis, task_queue, sandbox_root):
         client = SessionClient(temporal, redis, task_queue=task_queue)
-        session = client.session(unique_id, agent="slow")
+        session = client.agent("slow").session(unique_id)
         result = await session.send("go")
         seen = 0
         async for event in result.stream():
@@ -113,7 +113,7 @@ async def test_redis_restarted_mid_stream_readers_resume_and_miss_nothing(
     redis = Redis.from_url(own_redis.url)
     async with slow_worker(temporal, redis, task_queue, sandbox_root):
         client = SessionClient(temporal, redis, task_queue=task_queue)
-        session = client.session(unique_id, agent="slow")
+        session = client.agent("slow").session(unique_id)
         result = await session.send("go")
         # Two readers: one from the message's start, one that joins later by cursor.
         first: list[StreamEvent] = []
@@ -164,7 +164,7 @@ async def test_streams_are_trimmed_and_expire(
     )
     async with build_worker(temporal, redis, [streaming_agent], options):
         client = SessionClient(temporal, redis, task_queue=task_queue)
-        session = client.session(unique_id, agent="streamer")
+        session = client.agent("streamer").session(unique_id)
         result = await session.send("long")
         events = [e async for e in result.stream()]
         await result.done
@@ -194,7 +194,7 @@ async def test_more_live_readers_than_redis_py_pools_by_default(
     # Each live reader holds a connection in XREAD; redis-py's default pool of 100
     # failed the 101st ("Too many connections").
     client = await start_worker([streaming_agent])
-    session = client.session(unique_id, agent="streamer")
+    session = client.agent("streamer").session(unique_id)
     readers = [
         asyncio.create_task(collect(client.reader.read(session.workflow_id))) for _ in range(150)
     ]

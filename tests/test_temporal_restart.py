@@ -72,7 +72,7 @@ async def test_temporal_killed_and_restarted_mid_turn_the_session_resumes(
         try:
             async with running_worker(temporal, redis, task_queue, sandbox_root):
                 client = SessionClient(temporal, redis, task_queue=task_queue)
-                session = client.session(unique_id, agent="slow")
+                session = client.agent("slow").session(unique_id)
                 result = await asyncio.wait_for(session.send("go"), timeout=10)
                 events: list[StreamEvent] = []
                 streaming = asyncio.Event()

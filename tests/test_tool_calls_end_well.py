@@ -47,7 +47,7 @@ async def test_an_interrupted_command_keeps_its_output_so_far_in_history(
     script = calling("Bash", command="echo started-work; sleep 30; echo never")
     slow = agent(script.name, model=script, tools=[bash_tool()])
     client = await start_worker([slow])
-    session = client.session(unique_id, agent=slow.name)
+    session = client.agent(slow.name).session(unique_id)
     result = await session.send("work")
     async for event in result.stream():
         output = getattr(event.chunk, "output", None)
@@ -80,7 +80,7 @@ async def test_a_retried_call_sees_the_same_idempotency_key_and_another_call_ano
         tool_activity=fast_retry,
     )
     client = await start_worker([payer])
-    session = client.session(unique_id, agent=payer.name)
+    session = client.agent(payer.name).session(unique_id)
     assert (await (await session.send("pay")).outcome).status is TurnStatus.FINISHED
     assert (await (await session.send("pay again")).outcome).status is TurnStatus.FINISHED
     first, retry, second = keys
@@ -110,7 +110,7 @@ async def test_a_call_whose_every_attempt_times_out_is_an_unknown_outcome_not_a_
         ],
     )
     client = await start_worker([hanging])
-    session = client.session(unique_id, agent=hanging.name)
+    session = client.agent(hanging.name).session(unique_id)
     result = await session.send("go")
     assert (await result.outcome).status is TurnStatus.FINISHED
     reply = (await session.history())[-1]
@@ -133,7 +133,7 @@ async def test_a_step_too_large_to_record_streams_its_error_and_never_a_finish(
     )
     talker = agent(huge.name, model=huge)
     client = await start_worker([talker])
-    session = client.session(unique_id, agent=talker.name)
+    session = client.agent(talker.name).session(unique_id)
     result = await session.send("say a lot")
     kinds = [event.type async for event in result.stream()]
     outcome = await result.outcome

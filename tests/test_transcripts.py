@@ -200,7 +200,7 @@ async def test_a_long_turn_is_committed_step_by_step_and_reads_back_whole(
     client = await start_worker(
         [long_turn_agent], limits=SessionLimits(commit_transcript_after_bytes=0)
     )
-    session = client.session(unique_id, agent="longturn")
+    session = client.agent("longturn").session(unique_id)
     outcome = await (await session.send("go")).outcome
     assert outcome.status is TurnStatus.FINISHED
 
@@ -239,7 +239,7 @@ async def test_rewinding_into_the_committed_transcript(
     client = await start_worker(
         [long_turn_agent], limits=SessionLimits(commit_transcript_after_bytes=0)
     )
-    session = client.session(unique_id, agent="longturn")
+    session = client.agent("longturn").session(unique_id)
     for words in ("go", "second", "third"):
         assert (await (await session.send(words)).outcome).status is TurnStatus.FINISHED
     messages = await session.history()
@@ -270,8 +270,8 @@ async def test_a_worker_without_a_payload_store_keeps_every_message_in_the_workf
     talker = agent("talker", model=script)
     options = WorkerOptions(task_queue=task_queue, sandbox_root=tmp_path / "sandboxes")
     async with build_worker(temporal, redis, [talker], options):
-        session = SessionClient(temporal, redis, task_queue=task_queue).session(
-            unique_id, agent="talker"
+        session = (
+            SessionClient(temporal, redis, task_queue=task_queue).agent("talker").session(unique_id)
         )
         for n in range(3):
             outcome = await (await session.send(f"turn {n}")).outcome

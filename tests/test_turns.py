@@ -34,7 +34,7 @@ async def test_turn_with_tool_calls_streams_in_order_and_records_history(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([tool_agent])
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
 
     result = await session.send("make a file and read it")
     events = await collect(result)
@@ -93,7 +93,7 @@ async def test_second_message_sees_the_first_turn(
     start_worker: StartWorker, unique_id: str
 ) -> None:
     client = await start_worker([tool_agent])
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     first = await session.send("make a file and read it")
     assert (await first.outcome).status is TurnStatus.FINISHED
 
@@ -115,7 +115,7 @@ async def test_each_step_is_one_activity_in_workflow_history(
     start_worker: StartWorker, unique_id: str, temporal: object
 ) -> None:
     client = await start_worker([tool_agent])
-    session = client.session(unique_id, agent="tooling")
+    session = client.agent("tooling").session(unique_id)
     result = await session.send("make a file and read it")
     await result.done
 
@@ -155,7 +155,7 @@ async def test_tool_parts_carry_non_zero_exit_codes_as_results(
         tools=[bash_tool()],
     )
     client = await start_worker([failing])
-    session = client.session(unique_id, agent="failing")
+    session = client.agent("failing").session(unique_id)
     result = await session.send("fail please")
     assert (await result.outcome).status is TurnStatus.FINISHED
     reply = (await session.history())[-1]

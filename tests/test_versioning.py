@@ -91,7 +91,7 @@ async def test_a_waiting_session_finishes_on_its_build_while_new_ones_start_on_t
         # A fresh deployment: its first build becomes current by itself.
         assert await build_a.claimed() is True
 
-        waiting = client.session(f"{unique_id}-old", agent="approver")
+        waiting = client.agent("approver").session(f"{unique_id}-old")
         asked = await waiting.send("run it")
         approval_id = None
         async for event in asked.stream():
@@ -131,7 +131,7 @@ async def test_a_waiting_session_finishes_on_its_build_while_new_ones_start_on_t
             assert outcome.status is TurnStatus.FINISHED
             assert await build_of(temporal, waiting.workflow_id) == "A"
 
-            fresh = client.session(f"{unique_id}-new", agent="approver")
+            fresh = client.agent("approver").session(f"{unique_id}-new")
             started = await fresh.send("run it")
             async for event in started.stream():
                 if event.type == "tool-approval-request":

@@ -304,7 +304,7 @@ async def test_use_chat_approves_a_tool_call_through_api_chat(
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / f"use-chat-{decision}.png"))
         await browser.close()
-    session = gateway.client.session(f"acme:{unique_id}", agent="approver")
+    session = gateway.client.agent("approver").session(f"acme:{unique_id}")
     while (await session.info()).busy:
         await asyncio.sleep(0.05)
     (part,) = (await session.history())[-1].tool_parts()

@@ -74,7 +74,7 @@ async def test_worker_killed_mid_step_turn_completes_with_each_step_once(
     first = worker()
     await first.start()
     client = SessionClient(temporal, redis, task_queue=task_queue)
-    session = client.session(unique_id, agent="slow")
+    session = client.agent("slow").session(unique_id)
     result = await session.send("go")
 
     # Kill the worker while the second model step streams: one step and one tool
@@ -168,7 +168,7 @@ async def test_a_command_finished_before_a_crash_is_not_run_again(
     sandbox_root: Path,
     unique_id: str,
 ) -> None:
-    session = SessionClient(temporal, redis, task_queue=task_queue).session(unique_id, agent="job")
+    session = SessionClient(temporal, redis, task_queue=task_queue).agent("job").session(unique_id)
     outcome, history = await crash_after_the_job_ran(
         lambda: worker_process("tests.agents:job_agent"), session, redis
     )
@@ -195,7 +195,7 @@ async def test_a_tool_that_must_not_run_twice_reports_an_unknown_outcome_after_a
     it again (no second side effect), and the turn goes on with the model told that
     the call's outcome is unknown."""
     client = SessionClient(temporal, redis, task_queue=task_queue)
-    session = client.session(unique_id, agent="once-job")
+    session = client.agent("once-job").session(unique_id)
     outcome, history = await crash_after_the_job_ran(
         lambda: worker_process("tests.agents:once_job_agent"), session, redis
     )
@@ -221,7 +221,7 @@ async def test_two_workers_share_sessions_and_losing_one_loses_no_session(
     doomed, survivor = worker("doomed"), worker("survivor")
     await doomed.start()
     client = SessionClient(temporal, redis, task_queue=task_queue)
-    sessions = [client.session(f"shared-{i}", agent="slow") for i in range(6)]
+    sessions = [client.agent("slow").session(f"shared-{i}") for i in range(6)]
     results = [await s.send("go") for s in sessions[:3]]
     # The survivor joins once the doomed worker holds work of its own (left to the
     # server, a loaded machine could hand every session to the first worker polling).
@@ -275,7 +275,7 @@ async def test_worker_killed_while_a_turn_waits_for_approval(
     first = worker_process("tests.agents:approval_agent")
     await first.start()
     client = SessionClient(temporal, redis, task_queue=task_queue)
-    session = client.session(unique_id, agent="approver")
+    session = client.agent("approver").session(unique_id)
     result = await session.send("please run it")
     events: list[StreamEvent] = []
     async for event in result.stream():
@@ -323,7 +323,7 @@ async def test_worker_killed_as_a_session_continues_as_new(
     first = worker_process("tests.agents:counter_agent")
     await first.start()
     client = SessionClient(temporal, redis, task_queue=task_queue, limits=limits)
-    session = client.session(unique_id, agent="counter")
+    session = client.agent("counter").session(unique_id)
     results = [await session.send(f"count {i}") for i in range(4)]
     handle = temporal.get_workflow_handle(session.workflow_id)
     first_run = (await handle.describe()).run_id

@@ -58,7 +58,7 @@ async def test_a_workflows_worker_and_an_activities_worker_run_a_session_between
     ):
         await asyncio.gather(workflow_worker.wait_polling(), activity_worker.wait_polling())
         client = SessionClient(temporal, redis, task_queue=task_queue)
-        session = client.session(unique_id, agent="tooling")
+        session = client.agent("tooling").session(unique_id)
         result = await session.send("go")
         outcome = await asyncio.wait_for(result.outcome, timeout=60)
         assert outcome.status is TurnStatus.FINISHED

@@ -30,14 +30,19 @@ ALLOWED = {
     "typing",
     "temporalio",
     "temporalio.common",
+    # The tracing interceptor's workflow side, imported only where a tracing worker runs it.
+    "temporalio.contrib.opentelemetry",
     "temporalio.exceptions",
     "temporalio.workflow",
     "pydantic",
     "sessionflow",
+    "sessionflow.budgets",  # pure: budget models and sums of usage
     "sessionflow.chunks",
+    "sessionflow.compaction",  # pure: what a compaction keeps and sends
     "sessionflow.contract",
     "sessionflow.errors",
     "sessionflow.fragments",
+    "sessionflow.ids",  # id rules and derivations: `re` and `hashlib`, no I/O
     "sessionflow.messages",
     "sessionflow.workflows",
 }

@@ -29,9 +29,11 @@ from temporalio.converter import (
 )
 from temporalio.exceptions import ApplicationError
 
+from sessionflow.compaction import CompactionRecord
 from sessionflow.contract import (
     ActivityName,
     CommitTranscriptParams,
+    CompactParams,
     EndStreamParams,
     EnsureSandboxParams,
     EraseSessionParams,
@@ -183,6 +185,8 @@ class Fakes:
         self.erased: list[EraseSessionParams] = []
         self.commits: list[CommitTranscriptParams] = []
         self.rewinds: list[RewindTranscriptParams] = []
+        self.announced: list[str] = []
+        self.compactions: list[CompactParams] = []
         # Per activity, what its next calls do first (fail, or hold) in order.
         self.scripts: dict[ActivityName, list[Scripted]] = {}
         # When set, killing a sandbox waits for it (a slow kill, for races with close).
@@ -205,6 +209,8 @@ class Fakes:
             self.erase_session,
             self.commit_transcript,
             self.rewind_transcript,
+            self.announce_interrupt,
+            self.compact,
         ]
 
     def script(self, name: ActivityName, *calls: Scripted) -> None:
@@ -319,6 +325,10 @@ class Fakes:
         await self._play(ActivityName.COMMIT_TRANSCRIPT)
         return await self.transcripts.append(params.head, params.fragments)
 
+    @activity.defn(name=ActivityName.ANNOUNCE_INTERRUPT.value)
+    async def announce_interrupt(self, workflow_id: str) -> None:
+        await self._record(self.announced, workflow_id)
+
     @activity.defn(name=ActivityName.REWIND_TRANSCRIPT.value)
     async def rewind_transcript(self, params: RewindTranscriptParams) -> TranscriptRef:
         await self._record(self.rewinds, params)
@@ -327,6 +337,19 @@ class Fakes:
             return await self.transcripts.rewind(params.head, params.last_message_id)
         except SessionflowError as err:
             raise non_retryable(type(err).__name__, str(err)) from err
+
+    @activity.defn(name=ActivityName.COMPACT.value)
+    async def compact(self, params: CompactParams) -> CompactionRecord:
+        """Summarises as a model would: a summary naming what it covers."""
+        await self._record(self.compactions, params)
+        await self._play(ActivityName.COMPACT)
+        return params.proposal.model_copy(
+            update={
+                "summary": f"summary of {params.proposal.summarized} messages",
+                "model": MODEL,
+                "usage": STEP_USAGE,
+            }
+        )
 
 
 # -- model step results -------------------------------------------------------------------

@@ -20,7 +20,7 @@ streaming; workers of both roles on one task queue make one complete deployment.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -32,24 +32,36 @@ from redis.asyncio import Redis
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.client import Client
 from temporalio.common import WorkerDeploymentVersion
-from temporalio.worker import PollerBehaviorAutoscaling, Worker, WorkerDeploymentConfig
+from temporalio.worker import (
+    Interceptor,
+    PollerBehaviorAutoscaling,
+    Worker,
+    WorkerDeploymentConfig,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from sessionflow.activities import (
+    CompactActivities,
     ContextActivities,
     EraseActivities,
     ModelStepActivities,
     PublishActivities,
     SandboxActivities,
+    ScheduledSendActivities,
     ToolActivities,
     TranscriptActivities,
+    WebhookActivities,
+    WebhookConfig,
     metrics,
 )
 from sessionflow.activities.heartbeat import NOTICED_INTERVAL
+from sessionflow.activities.interrupt_notice import InterruptNotices
 from sessionflow.agents.definition import Agent
 from sessionflow.agents.registry import AgentRegistry
 from sessionflow.config import Settings, WorkerRole, agent_task_queue
 from sessionflow.connections import task_queue_pollers
+from sessionflow.logs import remember_secret
+from sessionflow.prices import Price, PriceTable
 from sessionflow.providers.base import ModelProvider
 from sessionflow.providers.registry import ModelRegistry, with_registered_providers
 from sessionflow.providers.scripted import Script, ScriptedProvider
@@ -60,9 +72,12 @@ from sessionflow.streams.budget import StreamBudget
 from sessionflow.streams.context import ContextStore
 from sessionflow.streams.interrupts import InterruptWatch
 from sessionflow.streams.publisher import Retention, StreamPublisher
+from sessionflow.streams.reader import StreamReader
 from sessionflow.worker.interceptors import BoundLogs
 from sessionflow.worker.versions import claim_current, deployment_version, unversioned_pollers
+from sessionflow.workflows.scheduled_send import ScheduledSendWorkflow
 from sessionflow.workflows.session import SessionWorkflow
+from sessionflow.workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 # Activities share the process with the workflow sandbox, and these libraries import
 # submodules lazily on first use; letting them pass through keeps such an import,
@@ -122,6 +137,12 @@ class WorkerOptions:
     # Bytes of tool progress a call, and a turn, may stream (sessionflow.streams.budget).
     stream_budget: StreamBudget = field(default_factory=StreamBudget)
     context_ttl_seconds: int = _DEFAULT.context_ttl_seconds
+    # Signing, address checks and retries of webhooks (`activities.webhooks`).
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
+    # Sessions a schedule starts: the idle TTL of agents that set none, and whether
+    # they upsert the Session* search attributes.
+    idle_ttl_seconds: int | None = _DEFAULT.idle_ttl_seconds
+    search_attributes: bool = True
     # The limits below hold for each task queue polled (one per agent).
     max_concurrent_activities: int = _DEFAULT.max_concurrent_activities
     max_concurrent_workflow_tasks: int = _DEFAULT.max_concurrent_workflow_tasks
@@ -136,6 +157,10 @@ class WorkerOptions:
     scripts: Sequence[Script] = ()
     # The sandbox backend; by default, local workspaces under `sandbox_root`.
     sandboxes: SandboxBackend | None = None
+    # Model prices over the built-in table (SESSIONFLOW_PRICES); agents add their own.
+    prices: Mapping[str, Price] = field(default_factory=dict)
+    # Temporal's tracing interceptor, when traces are on (`sessionflow.tracing`).
+    tracing: Interceptor | None = None
 
     @classmethod
     def from_settings(
@@ -148,6 +173,7 @@ class WorkerOptions:
     ) -> WorkerOptions:
         """The options `settings` give, with the providers and sandbox backend built
         from them (`providers_from_settings`, `backend_from_settings`)."""
+        remember_secret(settings.webhook_secret, *settings.webhook_secrets.values())
         return cls(
             task_queue=settings.task_queue,
             deployment=settings.deployment,
@@ -167,8 +193,18 @@ class WorkerOptions:
                 per_turn_bytes=settings.stream_turn_budget,
             ),
             context_ttl_seconds=settings.context_ttl_seconds,
+            webhooks=WebhookConfig(
+                secret=settings.webhook_secret,
+                tenant_secrets=settings.webhook_secrets,
+                allow_private=settings.webhook_allow_private,
+                timeout_seconds=settings.webhook_timeout,
+                max_retry_interval_seconds=settings.webhook_max_retry_interval,
+                retry_for_seconds=settings.webhook_retry_for,
+            ),
+            idle_ttl_seconds=settings.idle_ttl_seconds,
             providers=providers,
             sandboxes=sandboxes,
+            prices=settings.prices,
         )
 
 
@@ -350,8 +386,15 @@ def build_worker(
         InterruptWatch(redis, prefix=publisher.prefix) if options.interrupt_notices else None
     )
     model_steps = ModelStepActivities(
-        registry, models, publisher, contexts, transcripts, interrupts=interrupts
+        registry,
+        models,
+        publisher,
+        contexts,
+        transcripts,
+        interrupts=interrupts,
+        prices=PriceTable(options.prices),
     )
+    compacting = CompactActivities(registry, models, contexts, transcripts, interrupts)
     tools = ToolActivities(
         registry,
         sandboxes,
@@ -366,8 +409,19 @@ def build_worker(
     forgetting = ContextActivities(contexts)
     committing = TranscriptActivities(transcripts)
     erasing = EraseActivities(publisher, transcripts)
+    notices = InterruptNotices(redis, prefix=publisher.prefix)
+    webhooks = WebhookActivities(options.webhooks)
+    scheduled = ScheduledSendActivities(
+        client,
+        StreamReader(redis, prefix=publisher.prefix),
+        registry,
+        options.task_queue,
+        default_idle_ttl=options.idle_ttl_seconds,
+        search_attributes=options.search_attributes,
+    )
     activities: list[Callable[..., Any]] = [
         model_steps.model_step,
+        compacting.compact,
         tools.run_tool,
         lifecycle.ensure_sandbox,
         lifecycle.sandbox_exec,
@@ -378,20 +432,26 @@ def build_worker(
         forgetting.forget_context,
         committing.commit_transcript,
         committing.rewind_transcript,
+        committing.fork_transcript,
         erasing.forget_stream,
         erasing.erase_session,
+        notices.announce_interrupt,
+        webhooks.deliver_webhook,
+        scheduled.scheduled_send,
     ]
     version = deployment_version(options.deployment, options.build_id)
     workers = {
         queue: Worker(
             client,
             task_queue=queue,
-            workflows=[] if options.role is WorkerRole.ACTIVITIES else [SessionWorkflow],
+            workflows=[]
+            if options.role is WorkerRole.ACTIVITIES
+            else [SessionWorkflow, WebhookDeliveryWorkflow, ScheduledSendWorkflow],
             workflow_runner=_WORKFLOW_RUNNER,
             # Sessions are pinned (`SessionWorkflow`'s versioning behavior): each runs on
             # the build it started on, so no build replays another's history.
             deployment_config=WorkerDeploymentConfig(version=version, use_worker_versioning=True),
-            interceptors=[BoundLogs()],
+            interceptors=[BoundLogs(), *([options.tracing] if options.tracing else [])],
             # A workflows-only worker polls no activity tasks, but runs its sessions'
             # local activities (publish, transcript and context writes) itself.
             activities=activities,

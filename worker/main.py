@@ -11,6 +11,7 @@ import structlog
 from redis.asyncio import Redis
 from temporalio.client import Client
 from temporalio.service import RPCError
+from temporalio.worker import Interceptor
 
 from sessionflow.agents.definition import Agent
 from sessionflow.agents.mcp_connections import close_mcp_connections
@@ -23,6 +24,7 @@ from sessionflow.providers.registry import providers_from_settings
 from sessionflow.sandbox.base import SandboxBackend
 from sessionflow.sandbox.registry import backend_from_settings
 from sessionflow.storage import close_external_storage, external_storage_from_settings
+from sessionflow.tracing import flush_tracing, tracing_from_settings
 from sessionflow.worker.build import MakeCurrent, SessionWorker, WorkerOptions, build_worker
 from sessionflow.worker.metrics_endpoint import metrics_endpoint
 
@@ -63,6 +65,7 @@ async def run_worker(
     sandboxes = backend_from_settings(settings)
     providers = providers_from_settings(settings)
     payloads = external_storage_from_settings(settings)
+    tracing = tracing_from_settings(settings)
     metrics = metrics_endpoint(settings)
     runtime, metrics_address = metrics if metrics else (None, None)
     temporal = await connect_temporal(
@@ -85,8 +88,10 @@ async def run_worker(
             providers,
             metrics_address,
             make_current,
+            tracing,
         )
     finally:
+        flush_tracing()
         # MCP servers the tools talked to: their stdio processes end with the worker.
         await close_mcp_connections()
         await redis.aclose()
@@ -104,10 +109,12 @@ async def _serve(
     providers: Sequence[ModelProvider],
     metrics_address: str | None,
     make_current: MakeCurrent,
+    tracing: Interceptor | None,
 ) -> None:
     options = WorkerOptions.from_settings(
         settings, providers=providers, sandboxes=sandboxes, make_current=make_current
     )
+    options.tracing = tracing
     async with build_worker(temporal, redis, agents, options) as worker:
         await _polling(worker, settings)
         current = await worker.claimed()

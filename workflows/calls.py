@@ -69,7 +69,7 @@ async def call(
 
 async def local(
     name: ActivityName,
-    params: BaseModel,
+    params: BaseModel | str,
     preset: ActivityPreset,
     *,
     summary: str,

@@ -58,6 +58,9 @@ MODEL_STEP = ActivityPreset(
     ),
 )
 
+# The summarising step of a compaction: a model call like a step, retried the same way.
+COMPACTION = MODEL_STEP
+
 TOOL = ActivityPreset(
     start_to_close=timedelta(minutes=30),
     heartbeat=timedelta(seconds=5),
@@ -86,6 +89,14 @@ PUBLISH = ActivityPreset(
     start_to_close=timedelta(seconds=10),
     heartbeat=None,
     retry=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(milliseconds=200)),
+)
+
+# Local activity: one Redis HINCRBY telling a running step to heartbeat now. Once: it
+# only speeds the cancel up, which lands on a slow heartbeat anyway.
+ANNOUNCE_INTERRUPT = ActivityPreset(
+    start_to_close=timedelta(seconds=2),
+    heartbeat=None,
+    retry=RetryPolicy(maximum_attempts=1),
 )
 
 # Local activity: one Redis DEL when a turn that carried context has ended.
@@ -117,6 +128,37 @@ ERASE = ActivityPreset(
         initial_interval=timedelta(seconds=1),
         maximum_interval=timedelta(seconds=20),
         maximum_attempts=8,
+        non_retryable_error_types=NON_RETRYABLE_ERRORS,
+    ),
+)
+
+# A webhook is retried until it is delivered or its event is older than the worker's
+# SESSIONFLOW_WEBHOOK_RETRY_FOR (the activity gives up then); the activity picks each
+# pause itself (SESSIONFLOW_WEBHOOK_MAX_RETRY_INTERVAL), these are the fallback. The
+# week bounds a worker that never gives up (a setting changed on the way).
+WEBHOOK = ActivityPreset(
+    start_to_close=timedelta(minutes=2),
+    heartbeat=None,
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(minutes=5),
+        maximum_attempts=0,
+        non_retryable_error_types=NON_RETRYABLE_ERRORS,
+    ),
+)
+WEBHOOK_SCHEDULE_TO_CLOSE = timedelta(days=7)
+
+# A scheduled send is one signal-with-start: retried briefly, then the schedule's run
+# fails (the schedule itself goes on).
+SCHEDULED_SEND = ActivityPreset(
+    start_to_close=timedelta(seconds=30),
+    heartbeat=None,
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+        maximum_attempts=10,
         non_retryable_error_types=NON_RETRYABLE_ERRORS,
     ),
 )

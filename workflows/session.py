@@ -22,6 +22,8 @@ from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from sessionflow.budgets import Spent
+    from sessionflow.compaction import CompactionRecord, kept_compactions
     from sessionflow.contract import (
         WORKFLOW_NAME,
         ActivityName,
@@ -32,7 +34,11 @@ with workflow.unsafe.imports_passed_through():
         ExecRequest,
         ExecResult,
         ForgetContextParams,
+        ForkRequest,
+        IfBusy,
+        MessagePage,
         ModelStepResult,
+        PageRequest,
         RewindTranscriptParams,
         SandboxExecParams,
         SandboxRef,
@@ -58,9 +64,23 @@ with workflow.unsafe.imports_passed_through():
         SessionBusy,
     )
     from sessionflow.fragments import count_messages
-    from sessionflow.messages import Message
-    from sessionflow.workflows import calls, ending, policies, search
+    from sessionflow.ids import tenant_of
+    from sessionflow.messages import Message, Usage
+    from sessionflow.workflows import (
+        busy,
+        calls,
+        cancels,
+        descriptions,
+        ending,
+        forks,
+        pages,
+        policies,
+        search,
+        tracing,
+        upgrade,
+    )
     from sessionflow.workflows.turn import Turn
+    from sessionflow.workflows.webhooks import Webhooks
 
 
 # The first `send` starts the session with signal-with-start, whose API takes the
@@ -75,6 +95,15 @@ _CLOSED = "SessionClosed"
 # A tool starting or ending flips the status between these two: the UI's details show
 # it, while search attributes (a visibility write each) keep the turn's status.
 _TOOL_FLIP = frozenset({SessionStatus.STREAMING, SessionStatus.RUNNING_TOOL})
+
+
+def _webhook_only(change: SessionUpdate) -> bool:
+    """An update that changes the webhook URL and nothing else."""
+    return change.webhook_url is not None and (
+        change.sandbox_id is None
+        and change.last_message_id is None
+        and change.max_steps_per_turn is None
+    )
 
 
 def _ready_or_done(ready: Callable[[], bool], timer: asyncio.Task[None]) -> bool:
@@ -102,11 +131,21 @@ class SessionWorkflow:
         self.state = snapshot.state
         self.runs = snapshot.runs + 1
         self.model_activity = snapshot.model_activity
+        # How the conversation is sent to the model (`sessionflow.compaction`).
+        self.compactions = snapshot.compactions
+        # The agent state as of recent messages, for forks (`workflows.forks`).
+        self._states = snapshot.states
         self._searchable = input.search_attributes
+        self.webhooks = Webhooks(
+            input.session_id, input.agent, snapshot.webhooks, input.agent_webhook_url
+        )
         # The model of the latest step, named in the next step's activity summary.
         self.last_model: str | None = None
         self._indexed: dict[str, object] = {}
-        self._status = SessionStatus.IDLE
+        self._status = snapshot.status
+        # Set once a cancel request (Temporal UI, `temporal workflow cancel`) was handled
+        # as an interrupt: the run then continues as new (`workflows.cancels`).
+        self._cancel_handled = False
         # The timer that pauses an idle sandbox or closes an idle session, and when it
         # fires; left running while turns come and go.
         self._idle_timer: asyncio.Task[None] | None = None
@@ -114,6 +153,10 @@ class SessionWorkflow:
         self.turn: Turn | None = None
         self._outcomes = {o.message_id: o for o in snapshot.outcomes}
         self._continuing = False
+        # Messages handed over by the previous run are answered here before this run may
+        # move to another build (`workflows.upgrade`): a run that could not move (an
+        # operator's pinned override) never hands its messages on in a loop.
+        self._may_move = not snapshot.inbox
         self._closed = False
         # Set while `close` kills the sandbox: no new turn may start in it meanwhile.
         self._closing = False
@@ -128,6 +171,8 @@ class SessionWorkflow:
         # `sandbox_exec` calls in flight: `close` waits for them (the sandbox one creates
         # must not outlive the session).
         self._execs = 0
+        # Interrupt notices on their way (`announce_interrupt`), kept until done.
+        self._notices: set[asyncio.Future[None]] = set()
 
     @property
     def status(self) -> SessionStatus:
@@ -135,6 +180,12 @@ class SessionWorkflow:
 
     def set_status(self, value: SessionStatus) -> None:
         previous, self._status = self._status, value
+        if value is SessionStatus.NEEDS_APPROVAL and self.turn is not None:
+            # A turn asks for approvals (`Turn._ask_approval`, its pending ids set).
+            reply = self.turn.reply.id
+            self.webhooks.approval_requested(
+                reply, self.turn.pending_ids(), self._turn_usage(reply)
+            )
         if {previous, value} == _TOOL_FLIP:
             self._describe()
             return
@@ -156,9 +207,11 @@ class SessionWorkflow:
         self._indexed = values
         self._describe()
         if self._searchable:
+            tenant = tenant_of(self.session_id)
             workflow.upsert_search_attributes(
                 [
                     search.AGENT.value_set(self.agent),
+                    *([search.TENANT.value_set(tenant)] if tenant else []),
                     search.STATUS.value_set(self._status.value),
                     search.TOKENS.value_set(self.usage.total.total_tokens),
                     search.PENDING_APPROVALS.value_set(pending),
@@ -181,19 +234,37 @@ class SessionWorkflow:
         if input.erase is not None:
             await self._erase_ended(input.erase)
             return
+        await cancels.serve_through_cancels(self._serve(), self._on_cancel_request)
+
+    async def _on_cancel_request(self) -> None:
+        """A cancel request is an interrupt; the run then continues as new, so the next
+        cancel request reaches a fresh run (`workflows.cancels`)."""
+        workflow.logger.info("cancel requested: interrupting the running turn, if any")
+        self._cancel_handled = True
+        if self.turn is not None:
+            self.turn.interrupt()  # tells the running step's worker, as every interrupt
+
+    async def _serve(self) -> None:
         if not self.inbox:
             self._index()  # else the turn that starts at once indexes the session
         while not self._closed:
             await self._wait_for_message()
             if self._closed:
                 break
+            if self._may_move and upgrade.due(self.limits):
+                await self._continue_as_new()  # the next run, on the new build, answers
+            if self._cancel_handled and not self._closing:
+                await self._continue_as_new()  # a cancel request came while idle
+                continue
             async with self._lock:
                 # An update or close that held the lock may have changed things meanwhile.
                 if self._closed or self._closing or not self.inbox:
                     continue
                 await self._take_turn(self.inbox.pop(0))
-            if self._history_is_long() and not self._closing:
+                self._may_move = True
+            if (self._history_is_long() or self._cancel_handled) and not self._closing:
                 await self._continue_as_new()
+        await self.webhooks.settled()
         # The run ends: it completes, or carries messages sent meanwhile to the next.
         # Waits for answers hear so (and ask the next run): a wait for a message still
         # queued here would otherwise keep its handler, and so this run, open for good.
@@ -209,11 +280,28 @@ class SessionWorkflow:
         """Answer one message, and record the answer before anything else may change
         the conversation (the caller holds the lock)."""
         self.sandbox_paused = False  # the turn's first sandbox use resumes it
-        self.turn = Turn(self, request)
+        before = busy.BeforeTurn.of(self.transcript, self.tail, self.state)
+        self._remember_state(request.message.id)
+        self.turn = turn = Turn(self, request)
+        started = workflow.time_ns()
         try:
-            outcome = await self.turn.run()
+            outcome = await turn.run()
         finally:
+            steps = turn.steps
             self.turn = None
+        if turn.rolled_back:
+            self.transcript, self.tail, self.state = before.transcript, before.tail, before.state
+            outcome = TurnOutcome(message_id=outcome.message_id, status=TurnStatus.ROLLED_BACK)
+        else:
+            self._remember_state(outcome.message_id)
+        tracing.report_turn(
+            started,
+            agent=self.agent,
+            session_id=self.session_id,
+            message_id=outcome.message_id,
+            status=outcome.status.value,
+            steps=steps,
+        )
         await self.checkpoint(None)
         await self._forget_context(request)
         self._remember(outcome)
@@ -222,17 +310,22 @@ class SessionWorkflow:
             {
                 TurnStatus.FINISHED: SessionStatus.IDLE,
                 TurnStatus.STEP_LIMIT: SessionStatus.IDLE,
+                TurnStatus.BUDGET_EXCEEDED: SessionStatus.IDLE,
                 TurnStatus.INTERRUPTED: SessionStatus.INTERRUPTED,
+                TurnStatus.ROLLED_BACK: SessionStatus.IDLE,
                 TurnStatus.FAILED: SessionStatus.FAILED,
             }[outcome.status]
         )
+        reply = outcome.message_id
+        self.webhooks.turn_finished(reply, outcome.status.value, self._turn_usage(reply))
 
     async def _wait_for_message(self) -> None:
         """Wait for the next message; pause the sandbox if none comes for a while, and
         close the session if none comes for `limits.close_after_idle_seconds`."""
 
         def ready() -> bool:
-            return (bool(self.inbox) and not self._closing) or self._closed
+            waiting = bool(self.inbox) and not self._closing
+            return waiting or self._closed or self._cancel_handled
 
         since = workflow.now()
         idle = self.limits.pause_sandbox_after_seconds
@@ -301,17 +394,41 @@ class SessionWorkflow:
 
     # -- signals --------------------------------------------------------------------
 
-    @workflow.signal(name=SEND_SIGNAL)
+    @workflow.signal(name=SEND_SIGNAL, description=descriptions.SEND)
     def send(self, request: SendRequest) -> None:
         """Queue a message; a duplicate delivery of the same message is ignored, and so
         is any message while the session is being deleted."""
         if self._deleting or self._is_known(request.assistant_message_id):
             return
-        if request.interrupt and self.turn is not None:
-            self.turn.interrupt(request.last_part)
+        self._admit(request)
+
+    @workflow.update(name="send_message", description=descriptions.SEND_MESSAGE)
+    def send_message(self, request: SendRequest) -> None:
+        """Queue a message as the `send` signal does, applying its busy-session
+        strategy (`workflows.busy`): the validator refuses a `reject` while busy, and
+        this handler, run in the same step, interrupts or rolls back the running turn."""
+        if self._deleting or self._is_known(request.assistant_message_id):
+            return
+        self._admit(request)
+
+    def _admit(self, request: SendRequest) -> None:
+        """Queue a message, first stopping the running turn if its strategy says so."""
+        self.webhooks.set_session_url(request.webhook_url)
+        if self.turn is not None:
+            if request.if_busy is IfBusy.ROLLBACK:
+                self.turn.roll_back()
+            elif request.interrupt or request.if_busy is IfBusy.INTERRUPT:
+                self.turn.interrupt(request.last_part)
         self.inbox.append(request)
 
-    @workflow.signal(name="interrupt")
+    @send_message.validator
+    def _validate_send_message(self, request: SendRequest) -> None:
+        self._refuse_if_continuing()
+        if self._deleting or self._is_known(request.assistant_message_id):
+            return  # dropped, or a repeat of a message already taken
+        busy.refuse_if_rejected(request, turn_running=self.turn is not None, queued=len(self.inbox))
+
+    @workflow.signal(name="interrupt", description=descriptions.INTERRUPT)
     def interrupt(self) -> None:
         """Stop the running turn, keeping what it produced; queued messages still run."""
         if self.turn is not None:
@@ -319,7 +436,7 @@ class SessionWorkflow:
 
     # -- updates --------------------------------------------------------------------
 
-    @workflow.update(name="wait_turn")
+    @workflow.update(name="wait_turn", description=descriptions.WAIT_TURN)
     async def wait_turn(self, message_id: str) -> TurnOutcome | None:
         """Resolve when the turn answering `message_id` ends.
 
@@ -339,7 +456,7 @@ class SessionWorkflow:
                 f"no message {message_id!r} in this session", type=MessageNotFound.__name__
             )
 
-    @workflow.update(name="approve")
+    @workflow.update(name="approve", description=descriptions.APPROVE)
     def approve(self, response: ApprovalResponse) -> str:
         """Answer a pending tool approval; returns the id of the message it belongs to."""
         assert self.turn is not None  # the validator saw the approval pending
@@ -355,11 +472,15 @@ class SessionWorkflow:
                 type=ApprovalNotPending.__name__,
             )
 
-    @workflow.update(name="update")
+    @workflow.update(name="update", description=descriptions.UPDATE)
     async def update(self, change: SessionUpdate) -> None:
         """Point the session at another (existing) sandbox, rewind its history so that
         `last_message_id` is the last message kept, and/or change its step cap. A
-        message sent meanwhile waits and is answered after it."""
+        message sent meanwhile waits and is answered after it. A change of the webhook
+        URL alone takes effect at once, busy or not."""
+        self.webhooks.set_session_url(change.webhook_url)
+        if _webhook_only(change):
+            return
         async with self._lock:
             # Checked again: validated before it waited for the lock, while a close or
             # another rewind holding it may have ended the session or cut the message
@@ -370,13 +491,14 @@ class SessionWorkflow:
                 await self.use_sandbox(self.ref("", -1), change.sandbox_id)
             if change.last_message_id is not None:
                 await self._rewind(change.last_message_id)
+                self.compactions = kept_compactions(self.compactions, self.message_count())
             if change.max_steps_per_turn is not None:
                 self.limits.max_steps_per_turn = change.max_steps_per_turn
 
     @update.validator
     def _validate_update(self, change: SessionUpdate) -> None:
         self._refuse_if_ending()
-        if self.turn is not None or self.inbox:
+        if (self.turn is not None or self.inbox) and not _webhook_only(change):
             raise ApplicationError(
                 "cannot update the session while a turn runs or messages are queued",
                 type=SessionBusy.__name__,
@@ -393,7 +515,37 @@ class SessionWorkflow:
                 f"no message {message_id!r} in this session", type=MessageNotFound.__name__
             )
 
-    @workflow.update(name="close")
+    @workflow.update(name="fork", description=descriptions.FORK)
+    async def fork(self, request: ForkRequest) -> SessionSnapshot:
+        """What a fork of this session starts from: its history up to
+        `request.at_message_id` (the newest if None), by reference, and the agent state
+        as of that message (`workflows.forks`). The client starts the fork with it."""
+        async with self._lock:
+            self._refuse_if_closed()
+            self._refuse_if_unknown(request.at_message_id)
+            return await forks.fork_snapshot(
+                request,
+                transcript=self.transcript,
+                tail=self.tail,
+                states=self._states,
+                state=self.state,
+            )
+
+    @fork.validator
+    def _validate_fork(self, request: ForkRequest) -> None:
+        self._refuse_if_ending()
+        if self.turn is not None or self.inbox:
+            raise ApplicationError(
+                "cannot fork the session while a turn runs or messages are queued",
+                type=SessionBusy.__name__,
+            )
+        self._refuse_if_unknown(request.at_message_id)
+
+    def _remember_state(self, message_id: str) -> None:
+        limit = 2 * self.limits.remembered_outcomes
+        forks.remember_state(self._states, message_id, self.state, limit)
+
+    @workflow.update(name="close", description=descriptions.CLOSE)
     async def close(self) -> None:
         """End the session: its sandbox is killed, its stream ends and the workflow
         completes. If the sandbox cannot be killed the session stays open, and closing
@@ -414,6 +566,7 @@ class SessionWorkflow:
                 self._closing = False
                 raise
         await ending.end_stream(self.session_id, self.agent, reason)
+        await self.webhooks.session_ended(reason.value, self.usage.total)
         self._closed = True
 
     @close.validator
@@ -425,7 +578,7 @@ class SessionWorkflow:
                 type=SessionBusy.__name__,
             )
 
-    @workflow.update(name="delete")
+    @workflow.update(name="delete", description=descriptions.DELETE)
     async def delete(self) -> None:
         """Erase the session: stop its turn (queued messages are dropped), kill its
         sandbox, erase its Redis keys and payload store objects, and complete; the
@@ -447,6 +600,7 @@ class SessionWorkflow:
             except ApplicationError:
                 self._closing = self._deleting = False
                 raise
+            await self.webhooks.session_ended(SessionEnd.DELETED.value, self.usage.total)
             self._closed = True
 
     @delete.validator
@@ -459,7 +613,7 @@ class SessionWorkflow:
             await ending.kill_sandbox(order.sandbox_id, what="delete")
         await ending.erase(self.session_id, self.agent)
 
-    @workflow.update(name="sandbox_exec")
+    @workflow.update(name="sandbox_exec", description=descriptions.SANDBOX_EXEC)
     async def sandbox_exec(self, request: ExecRequest) -> ExecResult:
         """Run a command in the session's sandbox, creating the sandbox if needed."""
         self._execs += 1
@@ -492,7 +646,7 @@ class SessionWorkflow:
         if self._closing or self._closed:
             raise ApplicationError("the session is closing", type=_CLOSED)
 
-    @workflow.update(name="sandbox_status")
+    @workflow.update(name="sandbox_status", description=descriptions.SANDBOX_STATUS)
     async def sandbox_status(self) -> SandboxStatus | None:
         if self.sandbox_id is None:
             return None
@@ -503,7 +657,7 @@ class SessionWorkflow:
 
     # -- queries --------------------------------------------------------------------
 
-    @workflow.query(name="transcript")
+    @workflow.query(name="transcript", description=descriptions.TRANSCRIPT)
     def transcript_view(self) -> TranscriptView:
         """Where the messages are: a reference to the committed transcript and the
         fragments after it (clients read pages from the payload store)."""
@@ -511,7 +665,13 @@ class SessionWorkflow:
             transcript=self.transcript, tail=self.tail, message_count=self.message_count()
         )
 
-    @workflow.query(name="info")
+    @workflow.query(name="messages", description=descriptions.MESSAGES)
+    def messages(self, request: PageRequest | None = None) -> MessagePage:
+        return pages.page(
+            self.transcript, self.tail, self.message_count(), request or PageRequest()
+        )
+
+    @workflow.query(name="info", description=descriptions.INFO)
     def info(self) -> SessionInfo:
         return SessionInfo(
             session_id=self.session_id,
@@ -526,11 +686,11 @@ class SessionWorkflow:
             run_count=self.runs,
         )
 
-    @workflow.query(name="usage")
+    @workflow.query(name="usage", description=descriptions.USAGE)
     def usage_report(self) -> UsageReport:
         return self.usage
 
-    @workflow.query(name="state")
+    @workflow.query(name="state", description=descriptions.STATE)
     def state_query(self) -> dict[str, Any] | None:
         return self.state
 
@@ -616,15 +776,43 @@ class SessionWorkflow:
         assert ref is not None
         self.transcript, self.tail = ref, []
 
+    def announce_interrupt(self) -> None:
+        """Tell the worker of the step just cancelled to heartbeat now, so the cancel
+        reaches it at once (`activities.interrupt_notice`); not awaited: a signal
+        handler calls this, and nothing waits on a notice."""
+        notice = asyncio.ensure_future(self._announce(workflow.info().workflow_id))
+        self._notices.add(notice)
+        notice.add_done_callback(self._notices.discard)
+
+    async def _announce(self, workflow_id: str) -> None:
+        try:
+            await calls.local(
+                ActivityName.ANNOUNCE_INTERRUPT,
+                workflow_id,
+                policies.ANNOUNCE_INTERRUPT,
+                summary="tell the running step",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not announce the interrupt: %s", err)
+
     def approvals_changed(self) -> None:
         self._index()
 
+    def spent(self) -> Spent:
+        return self.usage.spent()
+
     def record_step(self, usage: StepUsage, result: ModelStepResult) -> None:
         self.last_model = result.model
-        self.usage.add(usage, self.limits.remembered_step_usage)
+        self.usage.add(usage, self.limits.remembered_step_usage, self.limits.remembered_outcomes)
         self.save_state(result.state)
+        self.webhooks.learn_agent_url(result.webhook_url)
         if result.model_activity is not None:
             self.model_activity = result.model_activity
+
+    def record_compaction(self, record: CompactionRecord, usage: StepUsage | None) -> None:
+        self.compactions = kept_compactions([*self.compactions, record], None)
+        if usage is not None:
+            self.usage.add(usage, self.limits.remembered_step_usage)
 
     def save_state(self, state: dict[str, Any] | None) -> None:
         if state is not None:
@@ -717,6 +905,14 @@ class SessionWorkflow:
             or any(r.assistant_message_id == message_id for r in self.inbox)
         )
 
+    def _turn_usage(self, message_id: str) -> Usage:
+        """Tokens the steps of one answer used (of the steps remembered)."""
+        total = Usage()
+        for step in self.usage.steps:
+            if step.message_id == message_id:
+                total = total + step.usage
+        return total
+
     def _remember(self, outcome: TurnOutcome) -> None:
         self._outcomes[outcome.message_id] = outcome
         while len(self._outcomes) > self.limits.remembered_outcomes:
@@ -741,6 +937,10 @@ class SessionWorkflow:
             state=self.state,
             model_activity=self.model_activity,
             runs=self.runs,
+            compactions=self.compactions,
+            states=self._states,
+            webhooks=self.webhooks.targets,
+            status=self._status,
         )
 
     async def _continue_as_new(self, snapshot: SessionSnapshot | None = None) -> None:
@@ -750,6 +950,7 @@ class SessionWorkflow:
         self._continuing = True
         # Let `wait_turn` callers hear "continued" before this run closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self.webhooks.settled()
         if self._deleting:
             return  # deleted meanwhile: nothing is carried on
         if snapshot is None:
@@ -763,5 +964,6 @@ class SessionWorkflow:
                 limits=self.limits,
                 snapshot=snapshot,
                 search_attributes=self._searchable,
-            )
+            ),
+            initial_versioning_behavior=upgrade.behavior(self.limits),
         )

@@ -9,6 +9,7 @@ returns what it produced so far, which is kept, and the turn ends with `abort`.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol, TypeVar
 
 from temporalio import workflow
@@ -18,6 +19,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeout
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
+    from sessionflow.budgets import BudgetReached, Spent
     from sessionflow.chunks import (
         AbortChunk,
         Chunk,
@@ -29,8 +31,10 @@ with workflow.unsafe.imports_passed_through():
         ToolOutputErrorChunk,
         status_chunk,
     )
+    from sessionflow.compaction import CompactionRecord, exclude_turn
     from sessionflow.contract import (
         INTERRUPTED_TEXT,
+        ROLLED_BACK_TEXT,
         ActivityName,
         ActivitySettings,
         ApprovalResponse,
@@ -50,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
         TurnOutcome,
         TurnStatus,
     )
-    from sessionflow.errors import SandboxNotFound
+    from sessionflow.errors import ContextTooLarge, SandboxNotFound
     from sessionflow.messages import (
         DataPart,
         Message,
@@ -63,9 +67,12 @@ with workflow.unsafe.imports_passed_through():
         ToolPart,
         ToolState,
     )
-    from sessionflow.workflows import calls, policies
+    from sessionflow.workflows import calls, compaction, policies
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
+
+# A bound on compactions before one model step (each goes further than the last).
+_MAX_COMPACTIONS_PER_STEP = 4
 
 
 class TurnHost(Protocol):
@@ -108,13 +115,26 @@ class TurnHost(Protocol):
     async def checkpoint(self, reply: Message | None) -> Message | None:
         """Maybe commit the uncommitted fragments; the fragment `reply` continues in."""
 
+    def announce_interrupt(self) -> None:
+        """Tell the running step's worker that the step was just cancelled."""
+
     def approvals_changed(self) -> None:
         """The turn's pending approvals changed (the UI shows their count)."""
+
+    def spent(self) -> Spent:
+        """What the session has used so far, as its budget counts it."""
 
     def record_step(self, usage: StepUsage, result: ModelStepResult) -> None:
         """A model step's usage, its model, and the agent state and settings it saw."""
 
     def save_state(self, state: dict[str, Any] | None) -> None: ...
+
+    @property
+    def compactions(self) -> list[CompactionRecord]:
+        """The compactions in force, newest last (it says how the conversation is sent)."""
+
+    def record_compaction(self, record: CompactionRecord, usage: StepUsage | None) -> None:
+        """A compaction made (and the summarising step's usage, if it had one)."""
 
     async def ensure_sandbox(self, ref: StepRef) -> str: ...
 
@@ -134,6 +154,9 @@ class Turn:
         # The transcript the latest model step saw; its tool calls see the same.
         self._seen: tuple[TranscriptRef | None, list[Message]] = (None, [])
         self._interrupting = False
+        # Set by a send with if_busy="rollback": the session takes this turn out of
+        # history once it has stopped (`workflows.busy`).
+        self.rolled_back = False
         # Where the client asked to cut the answer when it interrupted, if it did.
         self._cut: LastPart | None = None
         # Parts of the answer already committed (in earlier fragments of the message).
@@ -144,6 +167,9 @@ class Turn:
         self._pending: dict[str, int] = {}
         self._answers: dict[int, ApprovalResponse] = {}
         self._asked: dict[int, ToolPart] = {}  # the parts of the calls asked about
+        self._spent = Spent()  # what this turn's model steps used, for its budget
+        # Something of the answer is in the stream (so its `start` chunk is).
+        self._started = False
 
     # -- from handlers --------------------------------------------------------------
 
@@ -152,9 +178,20 @@ class Turn:
         self._cut = cut or self._cut
         if self._inflight is not None:
             self._inflight.cancel()
+            self._session.announce_interrupt()
+
+    def roll_back(self) -> None:
+        """Stop the turn; the session then removes it from history."""
+        self.rolled_back = True
+        self.interrupt()
 
     def is_pending(self, approval_id: str) -> bool:
         return approval_id in self._pending
+
+    @property
+    def steps(self) -> int:
+        """Model steps taken so far."""
+        return self._step + 1
 
     def pending_ids(self) -> list[str]:
         return list(self._pending)
@@ -184,6 +221,8 @@ class Turn:
                 result = await self._model_step()
                 if self._interrupting or result is None:
                     return await self._abort()
+                if result.budget_reached is not None:
+                    return await self._stop_at_budget(result.budget_reached)
                 if not result.tool_calls:
                     return self._end(TurnStatus.FINISHED)
                 await self._run_tools(result)
@@ -193,18 +232,34 @@ class Turn:
         except ActivityError as err:
             error_type, error = describe_failure(err)
             workflow.logger.warning("turn failed: %s", error)
+            if error_type == ContextTooLarge.__name__:
+                exclude_turn(self.reply)  # or every next turn would fail the same way
             self.reply.metadata = {**(self.reply.metadata or {}), "error": error}
             self._close_open_tool_parts(error)
             await self._publish([ErrorChunk(error_text=error)])
             return self._end(TurnStatus.FAILED, error, error_type)
 
     async def _model_step(self) -> ModelStepResult | None:
+        result = await self._call_model()
+        # Each compaction goes further than the last, so this ends; bounded all the same.
+        for _ in range(_MAX_COMPACTIONS_PER_STEP):
+            if result is None or result.compact is None:
+                break
+            if not await compaction.compact_first(self, result.compact):
+                return None
+            result = await self._call_model()
+        if result is not None and result.compact is None and result.budget_reached is None:
+            self._spent = self._spent.add(result.usage)
+            self.reply.parts.extend(result.parts)
+            usage = StepUsage(
+                message_id=self.reply.id, step=self._step, model=result.model, usage=result.usage
+            )
+            self._session.record_step(usage, result)
+        return result
+
+    async def _call_model(self) -> ModelStepResult | None:
         session = self._session
-        # Shallow copies: parts of earlier steps never change, this step's are not in yet.
-        self._seen = (
-            session.transcript,
-            [m.model_copy(update={"parts": list(m.parts)}) for m in session.tail],
-        )
+        self.see_transcript()
         result = await self._cancellable(
             ActivityName.MODEL_STEP,
             ModelStepParams(
@@ -214,6 +269,11 @@ class Turn:
                 sandbox_id=session.sandbox_id,
                 state=session.state,
                 context_ref=self._request.context_ref,
+                session_spent=session.spent(),
+                turn_spent=self._spent,
+                turn_budget=self._request.budget,
+                compaction=session.compactions[-1] if session.compactions else None,
+                started=self._started,
             ),
             ModelStepResult,
             policies.MODEL_STEP,
@@ -221,13 +281,45 @@ class Turn:
             summary=f"model step {self._step + 1}"
             + (f": {session.last_model.partition('/')[2]}" if session.last_model else ""),
         )
-        if result is not None:
-            self.reply.parts.extend(result.parts)
-            usage = StepUsage(
-                message_id=self.reply.id, step=self._step, model=result.model, usage=result.usage
-            )
-            session.record_step(usage, result)
         return result
+
+    # -- what a compaction uses (workflows.compaction) ---------------------------------
+
+    @property
+    def host(self) -> TurnHost:
+        return self._session
+
+    @property
+    def step(self) -> int:
+        return self._step
+
+    @property
+    def context_ref(self) -> str | None:
+        return self._request.context_ref
+
+    def see_transcript(self) -> tuple[TranscriptRef | None, list[Message]]:
+        """The transcript as it stands, for a step (and its tool calls) to see."""
+        session = self._session
+        # Shallow copies: parts of earlier steps never change, this step's are not in yet.
+        self._seen = (
+            session.transcript,
+            [m.model_copy(update={"parts": list(m.parts)}) for m in session.tail],
+        )
+        return self._seen
+
+    async def cancellable(
+        self,
+        name: ActivityName,
+        params: BaseModel,
+        result_type: type[ResultT],
+        preset: policies.ActivityPreset,
+        *,
+        summary: str,
+    ) -> ResultT | None:
+        return await self._cancellable(name, params, result_type, preset, summary=summary)
+
+    async def publish(self, chunks: list[Chunk]) -> None:
+        await self._publish(chunks)
 
     async def _run_tools(self, result: ModelStepResult) -> None:
         """Run a step's calls in order. Each call is its part (by identity, never by the
@@ -347,22 +439,38 @@ class Turn:
     async def _abort(self) -> TurnOutcome:
         self._cut_where_seen()
         self._close_open_tool_parts(INTERRUPTED_TEXT)
-        await self._publish([AbortChunk(reason=INTERRUPTED_TEXT)])
+        reason = ROLLED_BACK_TEXT if self.rolled_back else INTERRUPTED_TEXT
+        await self._publish([AbortChunk(reason=reason)])
         return self._end(TurnStatus.INTERRUPTED)
 
     async def _stop_at_step_limit(self, cap: int) -> TurnOutcome:
         """The model still wanted tools after `cap` steps: stop, and say so where the
         user looks (a note kept in the answer, and the turn's own outcome)."""
         workflow.logger.warning("turn hit the step limit of %d", cap)
-        note = DataPart(
-            type="data-notice",
-            data={
-                "kind": "step-limit",
-                "steps": cap,
-                "text": f"Stopped after {cap} model steps, the limit for one turn; "
-                "the answer may be incomplete. Send another message to continue.",
-            },
+        text = (
+            f"Stopped after {cap} model steps, the limit for one turn; "
+            "the answer may be incomplete. Send another message to continue."
         )
+        return await self._stop_with_notice(
+            {"kind": "step-limit", "steps": cap, "text": text}, TurnStatus.STEP_LIMIT
+        )
+
+    async def _stop_at_budget(self, reached: BudgetReached) -> TurnOutcome:
+        """A budget was reached before the next model step: stop, as at the step limit,
+        with a note naming the budget (`sessionflow.budgets`)."""
+        workflow.logger.warning("turn stopped by its %s budget (%s)", reached.scope, reached.kind)
+        data = {
+            "kind": "budget-exceeded",
+            "scope": reached.scope,
+            "budget": reached.kind,
+            "limit": reached.limit,
+            "used": reached.used,
+            "text": reached.text(),
+        }
+        return await self._stop_with_notice(data, TurnStatus.BUDGET_EXCEEDED)
+
+    async def _stop_with_notice(self, data: dict[str, Any], status: TurnStatus) -> TurnOutcome:
+        note = DataPart(type="data-notice", data=data)
         self.reply.parts.append(note)
         await self._publish(
             [
@@ -370,7 +478,7 @@ class Turn:
                 FinishChunk(finish_reason=FinishReason.LENGTH.value),
             ]
         )
-        return self._end(TurnStatus.STEP_LIMIT)
+        return self._end(status)
 
     def _cut_where_seen(self) -> None:
         """Keep the answer up to the part the client showed last, and of a text or
@@ -415,7 +523,9 @@ class Turn:
         self.reply.status = {
             TurnStatus.FINISHED: MessageStatus.COMPLETE,
             TurnStatus.STEP_LIMIT: MessageStatus.COMPLETE,
+            TurnStatus.BUDGET_EXCEEDED: MessageStatus.COMPLETE,
             TurnStatus.INTERRUPTED: MessageStatus.INTERRUPTED,
+            TurnStatus.ROLLED_BACK: MessageStatus.INTERRUPTED,
             TurnStatus.FAILED: MessageStatus.FAILED,
         }[status]
         return TurnOutcome(
@@ -448,6 +558,14 @@ class Turn:
             if self._interrupting and isinstance(err.cause, CancelledError):
                 return None
             raise
+        except asyncio.CancelledError:
+            # Interrupted before the activity was even scheduled (an interrupt or cancel
+            # request in the same workflow task as the message): nothing ran. A worker
+            # evicting the run cancels this task too, and that goes through.
+            task = asyncio.current_task()
+            if self._interrupting and handle.cancelled() and not (task and task.cancelling()):
+                return None
+            raise
         finally:
             self._inflight = None
 
@@ -459,6 +577,7 @@ class Turn:
         )
         try:
             await calls.local(ActivityName.PUBLISH, params, policies.PUBLISH, summary="publish")
+            self._started = True  # the publish activity wrote the answer's `start` first
         except ActivityError as err:
             workflow.logger.warning("could not publish %d chunks: %s", len(chunks), err)
 

@@ -4,8 +4,9 @@
 
 Starts its own stack and a versioned worker, runs one session of every shape
 (`SHAPES`: a plain turn, tools, an approval answered and one still waiting, an
-interrupt, transcript commits and a rewind, continue-as-new, an idle sandbox paused, a
-close, an idle TTL, a delete) and writes each workflow history as JSON beside this file
+interrupt, a cancel request, transcript commits and a rewind, continue-as-new, an
+idle sandbox paused, a close, an idle TTL, a delete, a rollback, a fork and its first
+turn, webhooks) and writes each workflow history as JSON beside this file
 (only the named ones, if names are given).
 
 Re-record when the workflow code changes on purpose: sessions are pinned to the build
@@ -49,6 +50,7 @@ SHAPES = (
     "approval",
     "approval-waiting",
     "interrupt",
+    "cancel",
     "transcript",
     "continue-as-new-run1",
     "continue-as-new-run2",
@@ -56,6 +58,10 @@ SHAPES = (
     "close",
     "idle-ttl",
     "delete",
+    "rollback",
+    "fork",
+    "fork-child",
+    "webhooks",
 )
 
 
@@ -86,24 +92,24 @@ async def record_sessions(
 
     histories: dict[str, str] = {}
 
-    plain = client.session(f"{prefix}plain", agent="streamer")
+    plain = client.agent("streamer").session(f"{prefix}plain")
     await (await plain.send("hello")).done
     await (await plain.send("again")).done
 
-    tools = client.session(f"{prefix}tools", agent="tooling")
+    tools = client.agent("tooling").session(f"{prefix}tools")
     await (await tools.send("make a file and read it")).done
     await (await tools.send("and a plain turn")).done
 
-    approval = client.session(f"{prefix}approval", agent="approver")
+    approval = client.agent("approver").session(f"{prefix}approval")
     answered = await approval.send("run it")
     await approval.approve({"approval_id": await _approval_id(answered), "approved": True})
     await answered.done
 
-    waiting = client.session(f"{prefix}approval-waiting", agent="approver")
+    waiting = client.agent("approver").session(f"{prefix}approval-waiting")
     pending = await waiting.send("run it")
     await _approval_id(pending)
 
-    interrupted = client.session(f"{prefix}interrupt", agent="streamer")
+    interrupted = client.agent("streamer").session(f"{prefix}interrupt")
     long = await interrupted.send("long")
     async for event in long.stream():
         if event.type == "text-delta":
@@ -112,9 +118,20 @@ async def record_sessions(
     await long.done
     await (await interrupted.send("short")).done
 
+    # A cancel request from the Temporal UI mid-answer: an interrupt, then the run
+    # continues as new (its history, the one with the request, is the shape).
+    cancelled = client.agent("streamer").session(f"{prefix}cancel")
+    cut = await cancelled.send("long")
+    async for event in cut.stream():
+        if event.type == "text-delta":
+            await temporal.get_workflow_handle(cancelled.workflow_id).cancel()
+            break
+    await cut.done
+    await (await cancelled.send("short")).done
+
     # Every step commits to the transcript store; then a rewind into it.
-    transcript = limited(commit_transcript_after_bytes=0).session(
-        f"{prefix}transcript", agent="tooling"
+    transcript = (
+        limited(commit_transcript_after_bytes=0).agent("tooling").session(f"{prefix}transcript")
     )
     await (await transcript.send("make a file and read it")).done
     await (await transcript.send("and a plain turn")).done
@@ -122,33 +139,58 @@ async def record_sessions(
     await transcript.update(last_message_id=first_answer)
     await (await transcript.send("after the rewind")).done
 
+    # A send with if_busy="rollback" takes out the turn that waits for an approval.
+    rolled = client.agent("approver").session(f"{prefix}rollback")
+    replaced = await rolled.send("run it")
+    await _approval_id(replaced)
+    instead = await rolled.send("instead", if_busy="rollback")
+    await replaced.done
+    await _approval_id(instead)
+
+    # A fork in the middle of a committed transcript, and the fork's first turn.
+    parent = limited(commit_transcript_after_bytes=0).agent("tooling").session(f"{prefix}fork")
+    await (await parent.send("make a file and read it")).done
+    await (await parent.send("and a plain turn")).done
+    fork = await parent.fork(f"{prefix}fork-child", at_message_id=(await parent.history())[1].id)
+    await (await fork.send("in the fork")).done
     # Its tool is plain Python (no `sandbox=True`): the session never makes a sandbox.
-    counter = limited(continue_as_new_after_events=25).session(
-        f"{prefix}continue-as-new", agent="counter"
+    counter = (
+        limited(continue_as_new_after_events=25)
+        .agent("counter")
+        .session(f"{prefix}continue-as-new")
     )
     for i in range(3):
         await (await counter.send(f"count {i}")).done
 
     # One idle timer kept across turns, set again when it fires early, then pausing
     # the sandbox.
-    idle = limited(pause_sandbox_after_seconds=1.5).session(f"{prefix}idle-pause", agent="tooling")
+    idle = limited(pause_sandbox_after_seconds=1.5).agent("tooling").session(f"{prefix}idle-pause")
     await (await idle.send("make a file and read it")).done
     await asyncio.sleep(1.0)
     await (await idle.send("and a plain turn")).done
     await asyncio.sleep(3.0)
 
-    closed = client.session(f"{prefix}close", agent="tooling")
+    closed = client.agent("tooling").session(f"{prefix}close")
     await (await closed.send("make a file and read it")).done
     await closed.close()
 
-    expiring = limited(close_after_idle_seconds=2).session(f"{prefix}idle-ttl", agent="tooling")
+    expiring = limited(close_after_idle_seconds=2).agent("tooling").session(f"{prefix}idle-ttl")
     await (await expiring.send("make a file and read it")).done
     handle = temporal.get_workflow_handle(expiring.workflow_id)
     await asyncio.wait_for(handle.result(), 30)
 
+    # A session with a webhook URL: each event (an approval asked for, the turn's end,
+    # the close) starts an abandoned delivery workflow; refused at once here (the
+    # worker has no webhook secret), so nothing is sent anywhere.
+    hooked = client.agent("approver").session(f"{prefix}webhooks")
+    asked = await hooked.send("run it", webhook_url="http://127.0.0.1:9/hook")
+    await hooked.approve({"approval_id": await _approval_id(asked), "approved": False})
+    await asked.done
+    await hooked.close()
+
     # The delete update erases and completes the run; the client would then delete the
     # runs from Temporal, so its history is read first, and the session deleted after.
-    deleted = client.session(f"{prefix}delete", agent="tooling")
+    deleted = client.agent("tooling").session(f"{prefix}delete")
     await (await deleted.send("make a file and read it")).done
     await temporal.get_workflow_handle(deleted.workflow_id).execute_update("delete")
     histories["delete"] = await _history(temporal, deleted.workflow_id)
@@ -158,7 +200,8 @@ async def record_sessions(
         ("plain", plain), ("tools", tools), ("approval", approval),
         ("approval-waiting", waiting), ("interrupt", interrupted),
         ("transcript", transcript), ("idle-pause", idle), ("close", closed),
-        ("idle-ttl", expiring),
+        ("idle-ttl", expiring), ("rollback", rolled), ("fork", parent),
+        ("fork-child", fork), ("webhooks", hooked),
     ):  # fmt: skip
         histories[name] = await _history(temporal, session.workflow_id)
     runs = [w async for w in temporal.list_workflows(f'WorkflowId = "{counter.workflow_id}"')]
@@ -166,6 +209,9 @@ async def record_sessions(
         histories[f"continue-as-new-run{n + 1}"] = await _history(
             temporal, counter.workflow_id, run.run_id
         )
+    runs = [w async for w in temporal.list_workflows(f'WorkflowId = "{cancelled.workflow_id}"')]
+    first = min(runs, key=lambda r: r.start_time)
+    histories["cancel"] = await _history(temporal, cancelled.workflow_id, first.run_id)
     assert set(histories) == set(SHAPES), sorted(histories)
     return histories
 
