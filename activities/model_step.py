@@ -173,14 +173,16 @@ async def _settle(
     result: ModelStepResult, agent: Agent, recorder: StepRecorder, offered: list[str]
 ) -> None:
     """What the workflow needs to run the step's calls: which are refused, which
-    need approval, and each one's activity settings."""
+    need approval, which work in the sandbox, and each one's activity settings."""
     decided = [
         (False, problem) if problem else await _decide(agent, call, offered)
         for call, problem in zip(result.tool_calls, recorder.input_problems, strict=True)
     ]
     result.needs_approval = [needs for needs, _ in decided]
     result.refused = [refused for _, refused in decided]
-    result.tool_activity = [agent.activity_for(agent.tool(c.tool_name)) for c in result.tool_calls]
+    tools = [agent.tool(c.tool_name) for c in result.tool_calls]
+    result.tool_activity = [agent.activity_for(t) for t in tools]
+    result.uses_sandbox = [t is not None and t.sandbox for t in tools]
     result.model_activity = agent.model_activity
     result.webhook_url = agent.webhook_url
 

@@ -31,7 +31,7 @@ from sessionflow.activities.recorded_sandbox import RecordedSandbox
 from sessionflow.activities.session_view import dump_state, interrupted, load_context, load_state
 from sessionflow.activities.transcript import read_transcript
 from sessionflow.agents.registry import AgentRegistry
-from sessionflow.agents.tools import ToolContext
+from sessionflow.agents.tools import NoSandbox, ToolContext
 from sessionflow.chunks import Chunk, ToolOutputAvailableChunk, ToolOutputErrorChunk, status_chunk
 from sessionflow.contract import (
     INTERRUPTED_TEXT,
@@ -169,7 +169,7 @@ class ToolActivities:
             return RunToolResult(
                 error_text=capped_text(f"invalid input for {call.tool_name}: {err}")
             )
-        if params.sandbox_id is None:
+        if found.sandbox and params.sandbox_id is None:
             raise SessionflowError("tool called before the session had a sandbox")
         workflow_id = params.ref.workflow_id
         if not found.retryable and not await first_start(
@@ -177,14 +177,16 @@ class ToolActivities:
         ):
             log.warning("not running a tool call again", tool=call.tool_name)
             return RunToolResult(error_text=OUTCOME_UNKNOWN_TEXT)
-        sandbox = RecordedSandbox(
-            await self.sandboxes.connect(
-                params.sandbox_id, owner=sandbox_owner(params.ref.session_id)
-            ),
-            self.publisher.redis,
-            workflow_id=params.ref.workflow_id,
-            tool_call_id=call.tool_call_id,
-        )
+        sandbox: Any = NoSandbox(found.name)
+        if found.sandbox and params.sandbox_id is not None:
+            sandbox = RecordedSandbox(
+                await self.sandboxes.connect(
+                    params.sandbox_id, owner=sandbox_owner(params.ref.session_id)
+                ),
+                self.publisher.redis,
+                workflow_id=params.ref.workflow_id,
+                tool_call_id=call.tool_call_id,
+            )
         state = load_state(agent, params.state)
         context = await load_context(
             self.contexts, agent, params.ref.workflow_id, params.context_ref

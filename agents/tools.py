@@ -50,6 +50,25 @@ class ToolContext:
     idempotency_key: str = ""
 
 
+class SandboxNotDeclared(RuntimeError):
+    """A tool defined without `sandbox=True` used `ctx.sandbox`."""
+
+
+class NoSandbox:
+    """`ctx.sandbox` of a tool defined without `sandbox=True`: it has no sandbox (the
+    session may have none), and says so, with the fix, on any use."""
+
+    def __init__(self, tool_name: str) -> None:
+        self._tool_name = tool_name
+
+    def __getattr__(self, name: str) -> Any:
+        raise SandboxNotDeclared(
+            f"tool {self._tool_name!r} used ctx.sandbox.{name} but was defined without "
+            f"sandbox=True: define it with tool(..., sandbox=True) to work in the "
+            f"session's sandbox"
+        )
+
+
 Execute = Callable[[InputT, ToolContext], Awaitable[Any]]
 # True, False, or a function of the validated input deciding per call.
 NeedsApproval = bool | Callable[[Any], bool | Awaitable[bool]]
@@ -70,6 +89,9 @@ class Tool(Generic[InputT]):
     # False: a call whose attempt may have started is never run again; a retry tells
     # the model its outcome is unknown instead (see `tool`).
     retryable: bool = True
+    # True: the tool works in the session's sandbox (`ctx.sandbox`), which is made for
+    # its first call; a session whose calls are all of tools without it gets none.
+    sandbox: bool = False
 
     def json_schema(self) -> dict[str, Any]:
         """The input schema as JSON Schema, the form model providers take."""
@@ -87,6 +109,7 @@ def tool(
     needs_approval: NeedsApproval = False,
     activity: ActivitySettings | None = None,
     retryable: bool = True,
+    sandbox: bool = False,
 ) -> Tool[InputT]:
     """Define a tool.
 
@@ -107,6 +130,11 @@ def tool(
             started, a retry (after a lost worker, say) does not run it again but
             answers the model "outcome unknown", and so does a call whose every
             attempt timed out; the turn goes on either way.
+        sandbox: True for a tool that works in the session's sandbox (`ctx.sandbox`,
+            as the built-in Bash, Read, Write, Edit, List and Grep do). The sandbox is
+            made when the first such call runs: a session that only calls tools without
+            it never has one (and no idle pause timer). A tool without it that touches
+            `ctx.sandbox` fails with `SandboxNotDeclared`, telling how to fix it.
     """
     if not name or not all(c.isalnum() or c in "_-" for c in name):
         raise ValueError(f"invalid tool name {name!r}: use letters, digits, '_' and '-'")
@@ -122,4 +150,5 @@ def tool(
         needs_approval=needs_approval,
         activity=activity,
         retryable=retryable,
+        sandbox=sandbox,
     )

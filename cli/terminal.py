@@ -47,7 +47,8 @@ from sessionflow.streams.reader import StreamEvent
 _OUTPUT_LINES = 12
 
 
-def _summary(tool_input: Any) -> str:
+def tool_summary(tool_input: Any) -> str:
+    """A tool call's input on one line: a command as it is, anything else as JSON."""
     if isinstance(tool_input, dict) and isinstance(tool_input.get("command"), str):
         return str(tool_input["command"])
     return json.dumps(tool_input)
@@ -72,7 +73,7 @@ def _tool_output(lines: list[str], limit: int) -> list[Piece]:
 
 
 def _tool_call(name: str, tool_input: Any, state: str = "") -> Piece:
-    first, *rest = _summary(tool_input).splitlines() or [""]
+    first, *rest = tool_summary(tool_input).splitlines() or [""]
     more = f" (+{len(rest)} lines)" if rest else ""
     return (f"  ▶ {line_text(name)}: {line_text(first)}{more}{state}\n", {"fg": "cyan"})
 

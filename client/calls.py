@@ -531,9 +531,16 @@ class SessionCalls:
 
     def rpc_error(self, err: RPCError) -> Exception:
         if err.status is RPCStatusCode.NOT_FOUND:
+            tenant, sep, own = self._session_id.partition(":")
+            hint = (
+                f"; it is tenant {tenant!r}'s session {own!r} at the gateway and the CLI"
+                if sep
+                else f"; a session the gateway or the CLI names {self._session_id!r} for "
+                f"tenant T has the id 'T:{self._session_id}' here"
+            )
             return errors.SessionNotFound(
                 f"no session {self._session_id!r} for agent {self._agent!r} "
-                f"(workflow id {self.workflow_id!r})"
+                f"(workflow id {self.workflow_id!r}){hint}"
             )
         if err.status is RPCStatusCode.UNAVAILABLE:
             return errors.TemporalUnavailable(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Generator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,6 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from sessionflow import errors
 from sessionflow.agents.definition import Agent
 from sessionflow.budgets import Budget
+from sessionflow.chunks import is_approval_status
 from sessionflow.client.backoff import Backoff
 from sessionflow.client.calls import SessionCalls
 from sessionflow.client.deletion import delete_session
@@ -339,6 +340,24 @@ class Session:
         (`CursorOutOfRange`: forged, or from a stream that was lost or expired)."""
         if after is not None:
             await (await self._ref.get()).reader.check_cursor(self.workflow_id, after)
+
+    async def waits_for_approval(self, event: StreamEvent | None = None) -> bool:
+        """Whether the session's answer has stopped to ask for approvals and waits for a
+        person to answer them: its newest chunk is the `needs-approval` status (`event`,
+        when given, must be that chunk). A reader may stop there, and pick the answer up
+        after the approvals with `stream_after_approvals`."""
+        newest = await (await self._ref.get()).reader.newest_event(self.workflow_id)
+        if newest is None or not is_approval_status(newest.chunk):
+            return False
+        return event is None or event.id == newest.id
+
+    async def approval_point(self, message_id: str, approval_ids: Iterable[str]) -> str | None:
+        """The event id where answer `message_id` stopped to ask for the approvals
+        `approval_ids` (its `needs-approval` status): `stream(after=point,
+        message_id=message_id)` reads the answer on from there, once they are answered.
+        None when it asked for none of them."""
+        reader = (await self._ref.get()).reader
+        return await reader.approval_point(self.workflow_id, message_id, set(approval_ids))
 
     async def is_streaming(self) -> bool:
         """Whether an answer is being streamed right now (its `start` is out, its end

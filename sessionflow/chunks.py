@@ -214,6 +214,17 @@ def status_chunk(status: str, **details: object) -> DataChunk:
     return DataChunk(type="data-status", data={"status": status, **details}, transient=True)
 
 
+def is_approval_status(chunk: Chunk) -> bool:
+    """Whether `chunk` is the `data-status` an answer publishes once it has asked for
+    approvals: it then waits (for as long as it takes) for a person to answer them."""
+    data = getattr(chunk, "data", None)
+    return (
+        chunk.type == "data-status"
+        and isinstance(data, dict)
+        and (data.get("status") == "needs-approval")
+    )
+
+
 # The last chunk of a session's stream: the session ended (closed, expired or deleted)
 # and its stream is about to be erased. Readers stop after it, following or not.
 SESSION_END_TYPE = "data-session-end"

@@ -591,6 +591,10 @@ class ModelStepResult(BaseModel):
     state: dict[str, Any] | None = None
     # Activity settings of each tool call (agent's, then tool's), aligned with tool_calls.
     tool_activity: list[ActivitySettings | None] = Field(default_factory=list)
+    # One flag per tool call: whether its tool works in the session's sandbox (made
+    # before the first such call runs). Empty in results recorded before it existed:
+    # then every call had the sandbox made for it.
+    uses_sandbox: list[bool] = Field(default_factory=list)
     # The agent's settings for its model steps, used from the session's next step on.
     model_activity: ActivitySettings | None = None
     # Set when a budget was reached before the step: the model was not called, and

@@ -39,7 +39,13 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
-from sessionflow.chunks import SESSION_END_TYPE, TERMINAL_TYPES, Chunk, parse_chunk
+from sessionflow.chunks import (
+    SESSION_END_TYPE,
+    TERMINAL_TYPES,
+    Chunk,
+    is_approval_status,
+    parse_chunk,
+)
 from sessionflow.errors import CursorOutOfRange, InvalidInput, StreamUnavailable
 from sessionflow.streams.backoff import Backoff, is_unreachable
 from sessionflow.streams.erasure import erase_keys
@@ -232,6 +238,38 @@ class StreamReader:
         keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
         last: Any = await self._redis.xrevrange(keys.chunks, count=1)
         return _decode(last[0][0]) if last else None
+
+    async def newest_event(self, workflow_id: str) -> StreamEvent | None:
+        """The newest chunk of the session's stream (None while it has none)."""
+        keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
+        last: Any = await self._redis.xrevrange(keys.chunks, count=1)
+        return _event(_decode(last[0][0]), last[0][1]) if last else None
+
+    async def approval_point(
+        self, workflow_id: str, message_id: str, approval_ids: set[str]
+    ) -> str | None:
+        """Where answer `message_id` stopped to ask for approvals `approval_ids`: the id
+        of the `needs-approval` status that follows its last request for one of them (or
+        of that request itself); the answer goes on after it once they are answered.
+        None when the answer asked for none of them."""
+        keys = StreamKeys.for_workflow(workflow_id, prefix=self._prefix)
+        point: str | None = None
+        asked = False
+        for event in await self._backlog(keys, await self._cursor_for(keys, message_id)):
+            if event.message_id != message_id:
+                continue
+            chunk = event.chunk
+            if chunk.type == "tool-approval-request":
+                if getattr(chunk, "approval_id", None) in approval_ids:
+                    point = event.id
+                    asked = True
+                else:
+                    asked = False
+            elif point is not None and asked and is_approval_status(chunk):
+                point, asked = event.id, False
+            else:
+                asked = False
+        return point
 
     async def check_cursor(self, workflow_id: str, after: str) -> None:
         """Refuse a cursor `read` could only wait on: malformed (`InvalidInput`), or

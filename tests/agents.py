@@ -277,7 +277,7 @@ async def _job(_: Job, ctx: ToolContext) -> dict[str, object]:
     return {"lines": ran.stdout.strip()}
 
 
-job_tool = tool("job", "Run the job once", input_schema=Job, execute=_job)
+job_tool = tool("job", "Run the job once", input_schema=Job, execute=_job, sandbox=True)
 JOB_SCRIPT = Script(
     name="job",
     delay=0,
@@ -292,7 +292,12 @@ job_agent = agent("job", model=JOB_SCRIPT, tools=[job_tool])
 
 # The same job from a tool that must not run twice: a retry reports "outcome unknown".
 once_job_tool = tool(
-    "job", "Run the job at most once", input_schema=Job, execute=_job, retryable=False
+    "job",
+    "Run the job at most once",
+    input_schema=Job,
+    execute=_job,
+    retryable=False,
+    sandbox=True,
 )
 once_job_agent = agent(
     "once-job", model=JOB_SCRIPT.model_copy(update={"name": "once-job"}), tools=[once_job_tool]

@@ -100,6 +100,9 @@ async def test_a_tool_keeps_a_counter_in_state_across_turns_and_a_worker_restart
     assert await session.state() == Counter(count=3)
     # A client that only knows the agent's name gets the state as a dict.
     assert await client.agent("counter").session(unique_id).state() == {"count": 3}
+    # Its tool is plain Python: three turns of calls, and no sandbox was ever made.
+    assert (await session.info()).sandbox_id is None
+    assert await session.sandbox.get_status() is None
 
 
 async def client_worker_restart(start_worker: StartWorker, served: object) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -83,11 +86,16 @@ async def test_the_page_streams_resumes_approves_and_interrupts(
         approve = page.locator("button.approve")
         await expect(approve).to_be_visible(timeout=20_000)
         await expect(page.locator(".tool .input")).to_contain_text("echo approved-run")
+        # Reloaded while it waits: the request comes back from history, and approving
+        # it streams the rest of the answer into the same message.
+        await page.reload()
+        await expect(approve).to_be_visible(timeout=20_000)
         await approve.click()
         await expect(page.locator(".message.assistant .text").last).to_contain_text(
             "Result: approved-run", timeout=20_000
         )
         await expect(page.locator(".tool .output")).to_contain_text("approved-run")
+        await expect(page.locator(".message.assistant")).to_have_count(1)
 
         # Interrupt a turn.
         await page.fill("#agent", "streamer")
@@ -210,3 +218,94 @@ async def test_assistant_markdown_renders_as_elements_and_markup_stays_text(
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "web-page-markdown.png"), full_page=True)
         await browser.close()
+
+
+# -- the AI SDK's own useChat, in the browser -------------------------------------------
+
+USE_CHAT = REPO / ".cache" / "ai-sdk-react"
+USE_CHAT_PACKAGES = ["@ai-sdk/react@4", "react@19", "react-dom@19", "esbuild@0"]
+
+
+@pytest.fixture(scope="session")
+def use_chat_bundle() -> str:
+    """tests/ai_sdk_use_chat.jsx bundled with React and @ai-sdk/react (installed from
+    npm once, under .cache), as one script."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are not installed, so useChat cannot be bundled")
+    if not (USE_CHAT / "node_modules" / "@ai-sdk" / "react" / "package.json").exists():
+        USE_CHAT.mkdir(parents=True, exist_ok=True)
+        (USE_CHAT / "package.json").write_text('{"private": true}\n')
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error", *USE_CHAT_PACKAGES],
+            cwd=USE_CHAT,
+            check=True,
+            timeout=300,
+        )
+    entry = USE_CHAT / "app.jsx"
+    shutil.copyfile(Path(__file__).with_name("ai_sdk_use_chat.jsx"), entry)
+    bundled = USE_CHAT / "app.js"
+    subprocess.run(
+        [str(USE_CHAT / "node_modules" / ".bin" / "esbuild"), str(entry), "--bundle",
+         "--format=iife", "--jsx=automatic", "--define:process.env.NODE_ENV=\"production\"",
+         f"--outfile={bundled}", "--log-level=warning"],
+        cwd=USE_CHAT, check=True, timeout=120,
+    )  # fmt: skip
+    return bundled.read_text()
+
+
+@pytest.mark.parametrize("decision", ["approve", "deny"])
+async def test_use_chat_approves_a_tool_call_through_api_chat(
+    gateway: Gateway, unique_id: str, chromium: str, use_chat_bundle: str, decision: str
+) -> None:
+    """useChat in a real browser, its tool approval as the AI SDK docs show it: the
+    answer stops at the request (useChat is `ready`, not `streaming`), a button calls
+    `addToolApprovalResponse`, `sendAutomaticallyWhen` posts the answer to /api/chat,
+    and the rest of the answer streams into the same message."""
+    from playwright.async_api import async_playwright, expect
+
+    key = next(iter(gateway.keys))
+    chat = {"id": unique_id, "agent": "approver", "key": key}
+    page_url = f"{gateway.url}/use-chat-test"
+    html = (
+        '<!doctype html><meta charset="utf-8"><div id="root"></div>'
+        f"<script>window.CHAT = {json.dumps(chat)};</script>"
+        f"<script>{use_chat_bundle}</script>"
+    )
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+        page = await browser.new_page()
+        # The page itself is served on the gateway's origin, so /api/chat is same-origin.
+        await page.route(page_url, lambda route: route.fulfill(content_type="text/html", body=html))
+        errors: list[str] = []
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        await page.goto(page_url)
+        await expect(page.locator("#status")).to_have_text("ready")
+        await page.click("#send")
+        button = page.locator(f"button.{decision}")
+        await expect(button).to_be_visible(timeout=20_000)
+        await expect(page.locator(".tool")).to_have_attribute("data-state", "approval-requested")
+        # The stream ended at the request: useChat is ready while a person decides.
+        await expect(page.locator("#status")).to_have_text("ready", timeout=5_000)
+        await button.click()
+        tool = page.locator(".message.assistant .tool")
+        if decision == "approve":
+            await expect(tool).to_have_attribute("data-state", "output-available", timeout=20_000)
+            await expect(tool.locator(".output")).to_have_text("approved-run")
+            await expect(page.locator(".message.assistant .text").last).to_have_text(
+                "Result: approved-run", timeout=20_000
+            )
+        else:
+            await expect(tool).to_have_attribute("data-state", "output-denied", timeout=20_000)
+        await expect(page.locator("#status")).to_have_text("ready", timeout=20_000)
+        # One assistant message, continued in place; no error on the way.
+        await expect(page.locator(".message.assistant")).to_have_count(1)
+        assert await page.locator("#error").count() == 0
+        assert errors == []
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / f"use-chat-{decision}.png"))
+        await browser.close()
+    session = gateway.client.agent("approver").session(f"acme:{unique_id}")
+    while (await session.info()).busy:
+        await asyncio.sleep(0.05)
+    (part,) = (await session.history())[-1].tool_parts()
+    assert part.approval is not None and part.approval.approved is (decision == "approve")

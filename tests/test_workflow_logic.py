@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 
 from sessionflow.contract import (
@@ -25,7 +26,7 @@ from sessionflow.contract import (
     TurnOutcome,
     TurnStatus,
 )
-from sessionflow.messages import MessageStatus, Role, ToolState, Usage
+from sessionflow.messages import MessageStatus, Role, ToolCall, ToolState, Usage
 from sessionflow.workflows import search
 from tests.workflow_fakes import (
     AGENT,
@@ -355,6 +356,60 @@ async def test_idle_sandbox_is_paused_once(harness: Harness) -> None:
     assert (await session.info()).status is SessionStatus.IDLE
     assert fakes.paused == ["sb-1"]
     assert fakes.killed == []
+
+
+async def test_plain_python_tools_make_no_sandbox_and_arm_no_pause_until_bash(
+    harness: Harness,
+) -> None:
+    """A session whose calls are all of tools without `sandbox=True` gets no sandbox
+    and no idle pause timer; its first Bash call makes the sandbox, and the pause timer
+    is armed from then on."""
+    fakes, env = harness.fakes, harness.env
+    note = ToolCall(tool_call_id="call-1", tool_name="add_note", input={"text": "x"})
+    fakes.steps = [
+        tool_step(note, uses_sandbox=[False]),
+        text_step("Noted."),
+        tool_step(bash("touch x", call_id="call-2"), uses_sandbox=[True]),
+        text_step("Done."),
+    ]
+    limits = SessionLimits(pause_sandbox_after_seconds=60)
+
+    session, first = await harness.start("note it", limits=limits)
+    assert (await session.wait(first)).status is TurnStatus.FINISHED
+    [ran] = fakes.tool_calls
+    assert (ran.call.tool_name, ran.sandbox_id) == ("add_note", None)
+    assert fakes.ensure_calls == []
+    info = await session.info()
+    assert (info.status, info.sandbox_id) == (SessionStatus.IDLE, None)
+    # Idle with no sandbox: nothing to pause, so no timer; skipping time changes nothing.
+    await env.sleep(3600)
+    events = await session.history()
+    assert not timer_started(events)
+    scheduled = {
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    }
+    sandbox_activities = {
+        ActivityName.ENSURE_SANDBOX.value,
+        ActivityName.SANDBOX_PAUSE.value,
+        ActivityName.SANDBOX_KILL.value,
+        ActivityName.SANDBOX_STATUS.value,
+        ActivityName.SANDBOX_EXEC.value,
+    }
+    assert scheduled & sandbox_activities == set(), scheduled
+    assert fakes.paused == []
+
+    # A later turn calls Bash: its sandbox is made then, and the pause timer armed.
+    second = await session.send("now make a file")
+    assert (await session.wait(second)).status is TurnStatus.FINISHED
+    [ensured] = fakes.ensure_calls
+    assert ensured.sandbox_id is None
+    assert fakes.tool_calls[1].sandbox_id == "sb-1"
+    assert (await session.info()).sandbox_id == "sb-1"
+    await eventually(session.history, timer_started, "the idle timer")
+    await env.sleep(61)
+    await fakes.until(lambda: fakes.paused == ["sb-1"], "the sandbox to be paused")
 
 
 async def test_a_message_sent_while_closing_opens_a_new_empty_session(harness: Harness) -> None:

@@ -366,7 +366,9 @@ def text_step(text: str, *, state: dict[str, Any] | None = None) -> ModelStepRes
     )
 
 
-def tool_step(*calls: ToolCall, needs_approval: Sequence[bool] = ()) -> ModelStepResult:
+def tool_step(
+    *calls: ToolCall, needs_approval: Sequence[bool] = (), uses_sandbox: Sequence[bool] = ()
+) -> ModelStepResult:
     return ModelStepResult(
         parts=[
             StepStartPart(),
@@ -380,6 +382,7 @@ def tool_step(*calls: ToolCall, needs_approval: Sequence[bool] = ()) -> ModelSte
         model=MODEL,
         finish_reason=FinishReason.TOOL_CALLS,
         needs_approval=list(needs_approval),
+        uses_sandbox=list(uses_sandbox),
     )
 
 

@@ -330,6 +330,8 @@ class Turn:
         flags = result.needs_approval or [False] * len(calls)
         refused = result.refused or [None] * len(calls)
         settings = result.tool_activity or [None] * len(calls)
+        # Results recorded before the flag existed: every call had the sandbox made.
+        sandboxed = result.uses_sandbox or [True] * len(calls)
         asked = [i for i, flag in enumerate(flags) if flag and refused[i] is None]
         if asked:
             await self._ask_approval([(i, calls[i], parts[i]) for i in asked])
@@ -350,7 +352,7 @@ class Turn:
                 if not _apply_answer(part, answer):
                     await self._publish([ToolOutputDeniedChunk(tool_call_id=part.tool_call_id)])
                     continue
-            await self._run_tool(call, part, settings[i])
+            await self._run_tool(call, part, settings[i], sandboxed[i])
 
     async def _ask_approval(self, asked: list[tuple[int, ToolCall, ToolPart]]) -> None:
         chunks: list[Chunk] = []
@@ -373,17 +375,19 @@ class Turn:
         self._session.set_status(SessionStatus.STREAMING)
 
     async def _run_tool(
-        self, call: ToolCall, part: ToolPart, settings: ActivitySettings | None
+        self, call: ToolCall, part: ToolPart, settings: ActivitySettings | None, sandboxed: bool
     ) -> None:
         session = self._session
         ref = session.ref(self.reply.id, self._step)
-        sandbox_id = await session.ensure_sandbox(ref)
+        # The sandbox is made for the first call of a tool that works in it; a tool
+        # without one (plain Python) runs without, and never makes one.
+        sandbox_id = await session.ensure_sandbox(ref) if sandboxed else None
         session.set_status(SessionStatus.RUNNING_TOOL)
         try:
             try:
                 result = await self._tool_activity(call, sandbox_id, settings)
             except ActivityError as err:
-                if describe_failure(err)[0] != SandboxNotFound.__name__:
+                if sandbox_id is None or describe_failure(err)[0] != SandboxNotFound.__name__:
                     raise
                 # The sandbox vanished (expired, deleted): make a new one, say so, go again.
                 sandbox_id = await session.replace_sandbox(ref, sandbox_id)
@@ -410,7 +414,7 @@ class Turn:
             part.state, part.output = ToolState.OUTPUT_AVAILABLE, result.output
 
     async def _tool_activity(
-        self, call: ToolCall, sandbox_id: str, settings: ActivitySettings | None
+        self, call: ToolCall, sandbox_id: str | None, settings: ActivitySettings | None
     ) -> RunToolResult | None:
         session = self._session
         return await self._cancellable(

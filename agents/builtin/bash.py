@@ -97,4 +97,5 @@ def bash_tool() -> Tool[BashInput]:
         "comes, up to a byte budget.",
         input_schema=BashInput,
         execute=_execute,
+        sandbox=True,
     )

@@ -187,12 +187,17 @@ def read_tool() -> Tool[ReadInput]:
         "how to read on.",
         input_schema=ReadInput,
         execute=_read,
+        sandbox=True,
     )
 
 
 def write_tool() -> Tool[WriteInput]:
     return tool(
-        "Write", "Create or overwrite a text file.", input_schema=WriteInput, execute=_write
+        "Write",
+        "Create or overwrite a text file.",
+        input_schema=WriteInput,
+        execute=_write,
+        sandbox=True,
     )
 
 
@@ -202,6 +207,7 @@ def edit_tool() -> Tool[EditInput]:
         "Replace an exact, unique string in a file (or every occurrence with replace_all).",
         input_schema=EditInput,
         execute=_edit,
+        sandbox=True,
     )
 
 
@@ -212,4 +218,5 @@ def list_tool() -> Tool[ListInput]:
         "marker says when it stopped).",
         input_schema=ListInput,
         execute=_list,
+        sandbox=True,
     )

@@ -217,4 +217,5 @@ def grep_tool() -> Tool[GrepInput]:
         "Search files for a regular expression; optional path, glob, case and context lines.",
         input_schema=GrepInput,
         execute=_grep,
+        sandbox=True,
     )

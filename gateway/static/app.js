@@ -12,6 +12,7 @@ const store = {
 };
 const live = {
   sessionId: null, lastEventId: null, abort: null, message: null, opening: null,
+  continuing: null,  // the answer whose rest, after its approvals, is being asked for
   parts: new Map(),  // the streaming message's text and reasoning parts, by chunk id
   texts: new Map(),  // the markdown source of its text parts, by chunk id
 };
@@ -87,13 +88,20 @@ function approvalButtons(node, approvalId) {
   const bar = el("div", "approval");
   const approve = el("button", "approve", "Approve");
   const deny = el("button", "deny", "Deny");
+  // As the AI SDK answers one: the assistant message back through /api/chat, its tool
+  // part `approval-responded`; the rest of the answer streams into the same message.
   const answer = async (approved) => {
     approve.disabled = deny.disabled = true;
-    try {
-      await api("POST", `/v1/sessions/${encodeURIComponent(live.sessionId)}/approvals${query()}`,
-        { approvalId, approved, reason: approved ? null : "denied in the web page" });
-      bar.remove();
-    } catch (error) { showError(error); approve.disabled = deny.disabled = false; }
+    const messageId = node.closest(".message").dataset.id;
+    const part = {
+      type: `tool-${node.querySelector(".name").textContent}`, toolCallId: node.dataset.call,
+      state: "approval-responded",
+      approval: { id: approvalId, approved, reason: approved ? undefined : "denied in the web page" },
+    };
+    const message = { id: messageId, role: "assistant", parts: [part] };
+    bar.remove();
+    live.continuing = messageId;
+    await postChat({ id: live.sessionId, trigger: "submit-message", messageId, messages: [message] });
   };
   approve.onclick = () => answer(true);
   deny.onclick = () => answer(false);
@@ -169,9 +177,13 @@ function apply(chunk) {
   switch (chunk.type) {
     case "start":
       live.message = messageElement(chunk.messageId, "assistant");
-      live.message.replaceChildren();
-      live.parts.clear();
-      live.texts.clear();
+      // The rest of an answer after its approvals adds to it; any other starts it anew.
+      if (live.continuing !== chunk.messageId) {
+        live.message.replaceChildren();
+        live.parts.clear();
+        live.texts.clear();
+      }
+      live.continuing = null;
       return;
     case "text-start":
     case "reasoning-start": {
@@ -367,7 +379,11 @@ async function send(text) {
   if (!live.sessionId) await openSession(randomId());
   const message = { id: `u-${randomId()}`, role: "user", parts: [{ type: "text", text }] };
   renderMessage(message);
-  const body = { id: live.sessionId, trigger: "submit-message", messages: [message] };
+  await postChat({ id: live.sessionId, trigger: "submit-message", messages: [message] });
+}
+
+// POST /api/chat (a new message, or answered approvals) and follow the answer.
+async function postChat(body) {
   await follow((signal) => fetch(`/api/chat${query()}`,
     { method: "POST", headers: headers(), body: JSON.stringify(body), signal }).then(async (response) => {
       if (!response.ok) {

@@ -153,6 +153,7 @@ async def record_sessions(
     await (await parent.send("and a plain turn")).done
     fork = await parent.fork(f"{prefix}fork-child", at_message_id=(await parent.history())[1].id)
     await (await fork.send("in the fork")).done
+    # Its tool is plain Python (no `sandbox=True`): the session never makes a sandbox.
     counter = (
         limited(continue_as_new_after_events=25)
         .agent("counter")
