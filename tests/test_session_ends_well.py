@@ -357,3 +357,38 @@ async def test_an_interrupt_tells_the_running_steps_worker_and_only_then(
     harness.fakes.steps = [text_step("hi")]
     assert (await session.wait(await session.send("again"))).status is TurnStatus.FINISHED
     assert harness.fakes.announced == [session.workflow_id]
+
+
+async def test_a_wait_for_an_answer_that_is_being_committed_is_accepted(
+    harness: Harness,
+) -> None:
+    """Found by tests/test_busy_strategies.py now and then: between a turn's end and
+    its outcome being remembered (its answer committing to the transcript store), the
+    answer belonged to no turn, no outcome and no queue, so a wait for it was refused
+    MessageNotFound. It is the session's all along."""
+    passed, committing = Hold(local=True), Hold(local=True)
+    passed.release.set()
+    # Commits after every step: the first before the model step, the second the turn's
+    # own once it has ended.
+    harness.fakes.script(ActivityName.COMMIT_TRANSCRIPT, passed, committing)
+    harness.fakes.steps = [text_step("answer")]
+    session, reply_id = await harness.start(
+        "hello", limits=SessionLimits(commit_transcript_after_bytes=1)
+    )
+    await asyncio.wait_for(committing.started.wait(), PATIENCE)
+    waiting = asyncio.ensure_future(session.wait(reply_id))
+
+    async def decided() -> bool:
+        """The session took the wait (accepted, in history) or refused it. With the
+        local activity held, the update lands at the workflow task's heartbeat."""
+        events = await session.history()
+        return waiting.done() or any(
+            e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED for e in events
+        )
+
+    async with asyncio.timeout(60):
+        while not await decided():
+            await asyncio.sleep(0.2)
+    assert not waiting.done(), f"decided before the answer was recorded: {waiting}"
+    committing.release.set()
+    assert (await waiting).status is TurnStatus.FINISHED

@@ -173,6 +173,8 @@ class SessionWorkflow:
         self._execs = 0
         # Interrupt notices on their way (`announce_interrupt`), kept until done.
         self._notices: set[asyncio.Future[None]] = set()
+        # The answer whose turn just ended, until its outcome is remembered.
+        self._ending: str | None = None
 
     @property
     def status(self) -> SessionStatus:
@@ -289,6 +291,9 @@ class SessionWorkflow:
         finally:
             steps = turn.steps
             self.turn = None
+            # Until its outcome is remembered (after the commit below), the answer is
+            # still this session's: a wait for it is accepted, not MessageNotFound.
+            self._ending = request.assistant_message_id
         if turn.rolled_back:
             self.transcript, self.tail, self.state = before.transcript, before.tail, before.state
             outcome = TurnOutcome(message_id=outcome.message_id, status=TurnStatus.ROLLED_BACK)
@@ -305,6 +310,7 @@ class SessionWorkflow:
         await self.checkpoint(None)
         await self._forget_context(request)
         self._remember(outcome)
+        self._ending = None
         self._count(outcome)
         self.set_status(
             {
@@ -901,6 +907,7 @@ class SessionWorkflow:
     def _is_known(self, message_id: str) -> bool:
         return (
             (self.turn is not None and self.turn.reply.id == message_id)
+            or message_id == self._ending
             or message_id in self._outcomes
             or any(r.assistant_message_id == message_id for r in self.inbox)
         )
