@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -50,6 +51,11 @@ from tests.workflow_harness import (
 )
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+# A workflow task timeout whose heartbeat (80%) lets a send in while a local activity
+# is held, 1.6 s in rather than 8 s.
+QUICK_TASKS = timedelta(seconds=2)
 
 
 async def send_with(session: Session, text: str, if_busy: IfBusy) -> str:
@@ -404,7 +410,7 @@ async def test_a_send_after_the_answer_is_complete_leaves_it_whatever_the_strate
     """The turn's answer is complete and being committed (the commit held) when the
     send lands: the turn counts as ended, so nothing is refused, interrupted or rolled
     back, and the message is answered next. (A held local activity keeps the workflow
-    task open: the send is delivered at the task's heartbeat, some 8 s later.)"""
+    task open: the send is delivered at the task's heartbeat, 80% of its timeout.)"""
     fakes = harness.fakes
     passed = Hold(local=True)
     passed.release.set()
@@ -414,7 +420,7 @@ async def test_a_send_after_the_answer_is_complete_leaves_it_whatever_the_strate
     fakes.script(ActivityName.COMMIT_TRANSCRIPT, passed, committing)
     fakes.steps = [text_step("answer 1"), text_step("answer 2")]
     limits = SessionLimits(commit_transcript_after_bytes=1)
-    session, first = await harness.start("one", limits=limits)
+    session, first = await harness.start("one", limits=limits, task_timeout=QUICK_TASKS)
     await asyncio.wait_for(committing.started.wait(), PATIENCE)
 
     second = await send_with(session, "two", if_busy)

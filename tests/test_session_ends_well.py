@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from datetime import timedelta
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -373,7 +374,9 @@ async def test_a_wait_for_an_answer_that_is_being_committed_is_accepted(
     harness.fakes.script(ActivityName.COMMIT_TRANSCRIPT, passed, committing)
     harness.fakes.steps = [text_step("answer")]
     session, reply_id = await harness.start(
-        "hello", limits=SessionLimits(commit_transcript_after_bytes=1)
+        "hello",
+        limits=SessionLimits(commit_transcript_after_bytes=1),
+        task_timeout=timedelta(seconds=2),  # the update lands at its heartbeat, 1.6 s in
     )
     await asyncio.wait_for(committing.started.wait(), PATIENCE)
     waiting = asyncio.ensure_future(session.wait(reply_id))

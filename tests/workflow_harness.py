@@ -29,6 +29,7 @@ import contextlib
 import importlib.metadata
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -358,9 +359,18 @@ class Harness:
         )
 
     async def start(
-        self, text: str, *, limits: SessionLimits | None = None, search_attributes: bool = True
+        self,
+        text: str,
+        *,
+        limits: SessionLimits | None = None,
+        search_attributes: bool = True,
+        task_timeout: timedelta | None = None,
     ) -> tuple[Session, str]:
-        """Start a session with its first message, as the client does (signal-with-start)."""
+        """Start a session with its first message, as the client does (signal-with-start).
+
+        `task_timeout`: the workflow task timeout; a held local activity keeps the task
+        open and lets signals and updates in only at its heartbeat, 80% of it (8 s by
+        default), so tests that race one use a short one."""
         session_id = f"s-{uuid.uuid4().hex[:10]}"
         workflow_id = session_workflow_id(AGENT, session_id)
         request = send_request(text)
@@ -371,6 +381,7 @@ class Harness:
             task_queue=self.task_queue,
             start_signal="send",
             start_signal_args=[request],
+            task_timeout=task_timeout,
         )
         session = Session(self.env.client, workflow_id, self.fakes.transcripts)
         # From the start itself: by the time a test could describe the workflow, a quick
