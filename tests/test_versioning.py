@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
-from temporalio.common import VersioningBehavior
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, Worker
 
@@ -225,3 +225,68 @@ async def test_a_first_build_leaves_sessions_of_unversioned_workers_where_they_r
             assert "legacy" not in await versions.unversioned_pollers(
                 temporal, f"{task_queue}.nobody"
             )
+
+
+async def test_claiming_the_current_build_rides_out_a_server_that_cannot_answer_for_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy dev server cancelled the first claim ("operation was canceled") and the
+    worker gave up, serving nothing new: a transient refusal is asked again; a refusal
+    that is not transient is raised at once."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from sessionflow.worker import versions
+
+    answers: list[BaseException | None] = [
+        RPCError("operation was canceled", RPCStatusCode.CANCELLED, b""),
+        RPCError("unavailable", RPCStatusCode.UNAVAILABLE, b""),
+        None,
+    ]
+    calls: list[str] = []
+
+    async def describe(client: object, deployment: str) -> None:
+        return None  # no build current yet
+
+    async def set_current(client: object, deployment: str, build_id: str, **_: object) -> None:
+        calls.append(build_id)
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+
+    monkeypatch.setattr(versions, "describe", describe)
+    monkeypatch.setattr(versions, "set_current", set_current)
+    version = WorkerDeploymentVersion(deployment_name="d", build_id="b1")
+    assert await versions.claim_current(None, version, patience=30) is True  # type: ignore[arg-type]
+    assert calls == ["b1", "b1", "b1"]
+
+    answers[:] = [RPCError("no", RPCStatusCode.PERMISSION_DENIED, b"")]
+    with pytest.raises(RPCError):
+        await versions.claim_current(None, version, patience=30)  # type: ignore[arg-type]
+    answers[:] = [RPCError("busy", RPCStatusCode.CANCELLED, b"")] * 10
+    with pytest.raises(RPCError):
+        await versions.claim_current(None, version, patience=0)  # type: ignore[arg-type]
+
+
+async def test_describing_the_deployment_asks_a_busy_server_again() -> None:
+    from types import SimpleNamespace
+
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from sessionflow.worker import versions
+
+    answers = [
+        RPCError("operation was canceled", RPCStatusCode.CANCELLED, b""),
+        RPCError("no such deployment", RPCStatusCode.NOT_FOUND, b""),
+    ]
+    asked: list[object] = []
+
+    async def describe_worker_deployment(request: object) -> None:
+        asked.append(request)
+        raise answers.pop(0)
+
+    client = SimpleNamespace(
+        namespace="default",
+        workflow_service=SimpleNamespace(describe_worker_deployment=describe_worker_deployment),
+    )
+    assert await versions.describe(client, "d") is None  # type: ignore[arg-type]
+    assert len(asked) == 2

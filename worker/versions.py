@@ -153,16 +153,38 @@ def _ramping(routing: RoutingConfig) -> str | None:
     return None
 
 
+# The server could not answer this time (a busy or restarting server cancels or times
+# out its deployment operations): ask again, within `CLAIM_PATIENCE_SECONDS`.
+_TRANSIENT = frozenset(
+    {
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+_DESCRIBE_ATTEMPTS = 6
+
+
 async def describe(client: Client, deployment: str) -> DeploymentState | None:
-    """The deployment's builds and routing; None when no worker has joined it yet."""
-    try:
-        answer = await client.workflow_service.describe_worker_deployment(
-            DescribeWorkerDeploymentRequest(namespace=client.namespace, deployment_name=deployment)
-        )
-    except RPCError as err:
-        if err.status is RPCStatusCode.NOT_FOUND:
-            return None
-        raise
+    """The deployment's builds and routing; None when no worker has joined it yet. A
+    server too busy to answer (it cancels the read) is asked again a few times."""
+    pause = 0.25
+    for attempt in range(_DESCRIBE_ATTEMPTS):
+        try:
+            answer = await client.workflow_service.describe_worker_deployment(
+                DescribeWorkerDeploymentRequest(
+                    namespace=client.namespace, deployment_name=deployment
+                )
+            )
+            break
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return None
+            if err.status not in _TRANSIENT or attempt == _DESCRIBE_ATTEMPTS - 1:
+                raise
+        await asyncio.sleep(pause)
+        pause *= 2
     info = answer.worker_deployment_info
     builds = [
         BuildState(
@@ -210,20 +232,41 @@ async def set_ramping(client: Client, deployment: str, build_id: str, percentage
     )
 
 
+# Another worker changed the routing meanwhile, or the server does not know the
+# version yet (its polls are still being registered): look again, a few times.
+_RACED = frozenset(
+    {
+        RPCStatusCode.FAILED_PRECONDITION,
+        RPCStatusCode.ABORTED,
+        RPCStatusCode.NOT_FOUND,
+        RPCStatusCode.ALREADY_EXISTS,
+    }
+)
+CLAIM_PATIENCE_SECONDS = 60.0
+
+
 async def claim_current(
-    client: Client, version: WorkerDeploymentVersion, *, always: bool = False
+    client: Client,
+    version: WorkerDeploymentVersion,
+    *,
+    always: bool = False,
+    patience: float = CLAIM_PATIENCE_SECONDS,
 ) -> bool:
     """Make `version` current if its deployment has no current build (its first run),
     or `always`; True if it is current now. Call once the version's workers poll: two
     workers racing to claim are settled by the conflict token, and the loser finds the
-    winner's build."""
-    for _ in range(5):
-        state = await describe(client, version.deployment_name)
-        if state is not None and state.current == version.build_id:
-            return True
-        if state is not None and state.current is not None and not always:
-            return False
+    winner's build. A server that cannot answer for now is asked again for `patience`
+    seconds (a worker that gave up would serve nothing new: no build current)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    races, pause = 0, 0.5
+    while True:
         try:
+            state = await describe(client, version.deployment_name)
+            if state is not None and state.current == version.build_id:
+                return True
+            if state is not None and state.current is not None and not always:
+                return False
             await set_current(
                 client,
                 version.deployment_name,
@@ -232,17 +275,14 @@ async def claim_current(
             )
             return True
         except RPCError as err:
-            # Another worker changed the routing meanwhile, or the server does not know
-            # the version yet (its polls are still being registered): look again.
-            if err.status not in (
-                RPCStatusCode.FAILED_PRECONDITION,
-                RPCStatusCode.ABORTED,
-                RPCStatusCode.NOT_FOUND,
-                RPCStatusCode.ALREADY_EXISTS,
-            ):
+            if err.status in _RACED:
+                races += 1
+                if races >= 5:
+                    return False
+            elif err.status not in _TRANSIENT or loop.time() >= deadline:
                 raise
-        await asyncio.sleep(0.5)
-    return False
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 5.0)
 
 
 async def unversioned_pollers(client: Client, queue: str) -> set[str]:
