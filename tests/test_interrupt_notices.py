@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 
 from sessionflow.activities.heartbeat import SLOW_INTERVAL
@@ -49,6 +50,35 @@ async def heartbeats_seen(handle: WorkflowHandle[Any, Any], seconds: float) -> i
     return len(seen)
 
 
+_STEP_ENDS = {
+    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+    EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+    EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
+}
+
+
+async def interrupt_reached_step_after(handle: WorkflowHandle[Any, Any]) -> float:
+    """Seconds, by the server's own clock, from the interrupt signal to the end of the
+    step it stopped: what the notices speed up. The turn's outcome comes after that,
+    on workflow tasks whose scheduling is the server's; the assertion message carries
+    the whole timeline, so a slow one says where its time went."""
+    events = [e async for e in handle.fetch_history_events()]
+    signalled = max(
+        i
+        for i, e in enumerate(events)
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    )
+    stopped = next(i for i, e in enumerate(events) if i > signalled and e.event_type in _STEP_ENDS)
+    took = (
+        events[stopped].event_time.ToNanoseconds() - events[signalled].event_time.ToNanoseconds()
+    ) / 1e9
+    timeline = "\n".join(
+        f"{e.event_time.ToDatetime():%H:%M:%S.%f} {EventType.Name(e.event_type)}" for e in events
+    )
+    assert took < 1.0, f"the step stopped {took:.2f} s after the interrupt:\n{timeline}"
+    return took
+
+
 async def test_a_running_step_heartbeats_slowly_and_an_interrupt_still_lands_at_once(
     start_worker: StartWorker, unique_id: str, sandbox_root: Path
 ) -> None:
@@ -57,11 +87,10 @@ async def test_a_running_step_heartbeats_slowly_and_an_interrupt_still_lands_at_
     # Every 2 s: three or four in 6 s (at 0.4 s it was fifteen).
     assert 2 <= beats <= 5, beats
 
-    started = time.monotonic()
     await session.interrupt()
     outcome = await result.outcome
     assert outcome.status is TurnStatus.INTERRUPTED
-    assert time.monotonic() - started < 1.0
+    await interrupt_reached_step_after(handle)
 
 
 async def test_with_notices_off_steps_heartbeat_every_0_4_s(
@@ -82,11 +111,10 @@ async def test_an_interrupt_signalled_straight_to_temporal_lands_as_fast(
     """One path whoever interrupts: a signal sent as the Temporal UI or another SDK
     would (no Sessionflow client, no Redis) reaches the step as soon as the client's."""
     _, result, handle = await sleeping(start_worker, unique_id, sandbox_root)
-    started = time.monotonic()
     await handle.signal(SessionWorkflow.interrupt)
     outcome = await result.outcome
     assert outcome.status is TurnStatus.INTERRUPTED
-    assert time.monotonic() - started < 1.0
+    await interrupt_reached_step_after(handle)
 
 
 async def test_the_watch_sees_its_sessions_notices_only(redis: Redis, unique_id: str) -> None:

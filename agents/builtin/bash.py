@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -84,9 +85,25 @@ async def _execute(args: BashInput, ctx: ToolContext) -> ExecResult:
         err.add(text)
         progress()
 
-    return await ctx.sandbox.exec(
-        args.command, timeout=args.timeout, on_stdout=on_stdout, on_stderr=on_stderr
+    command = asyncio.ensure_future(
+        ctx.sandbox.exec(
+            args.command, timeout=args.timeout, on_stdout=on_stdout, on_stderr=on_stderr
+        )
     )
+    # An interrupt stops the command at once: it has nothing to clean up that killing
+    # it does not (the output so far is already in the stream and the interrupted
+    # call's text), so it does not sit out the tool's grace period.
+    stopped = asyncio.ensure_future(ctx.cancelled.wait())
+    try:
+        await asyncio.wait({command, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not command.done():
+            command.cancel()
+            await asyncio.wait({command})
+    if command.cancelled():
+        raise asyncio.CancelledError
+    return command.result()
 
 
 def bash_tool() -> Tool[BashInput]:
