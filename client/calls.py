@@ -61,6 +61,8 @@ SERVED_MEMORY_SECONDS = 30.0
 MOVE_PATIENCE_SECONDS = 60.0
 # How many times a signal is sent to a session that was closed and reopened meanwhile.
 SIGNAL_ATTEMPTS = 3
+# What an update call can fail with that `SessionCalls._moving` sorts out.
+_UPDATE_ERRORS = (WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError, RPCError)
 # Per Temporal client: task queue -> when a worker was last seen polling it.
 _served: weakref.WeakKeyDictionary[Client, dict[str, float]] = weakref.WeakKeyDictionary()
 
@@ -272,25 +274,8 @@ class SessionCalls:
                     SessionWorkflow.send_message, request, start_workflow_operation=operation
                 )
                 return
-            except WorkflowUpdateFailedError as err:
-                known = known_error(err)
-                if known is not None and not isinstance(known, errors.SessionContinuing):
-                    raise known from err
-                if known is None and not run_closed_first(err):
-                    raise
-                last: Exception = known or err
-            except WorkflowUpdateRPCTimeoutOrCancelledError:
-                # An update no workflow task accepts: say why when the task is failing.
-                stuck = await self.stuck()
-                if stuck is not None:
-                    raise stuck from None
-                raise
-            except RPCError as err:
-                if err.status is RPCStatusCode.UNAVAILABLE:
-                    raise self.rpc_error(err) from err
-                if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                    raise
-                last = err
+            except _UPDATE_ERRORS as err:
+                last = await self._moving(err)
             # The run hands over to the next, or closed after taking the update (a
             # repeat of the same message id is ignored by the session): again.
             if time.monotonic() - began >= MOVE_PATIENCE_SECONDS:
@@ -392,31 +377,38 @@ class SessionCalls:
                 raise errors.InvalidInput(
                     f"cannot send {method.__name__!r} to the session: {err}"
                 ) from None
-            except WorkflowUpdateFailedError as err:
-                known = known_error(err)
-                if known is not None and not isinstance(known, errors.SessionContinuing):
-                    raise known from err
-                if known is None and not run_closed_first(err):
-                    raise
-                # Handing over to the next run, or closed after taking the update.
+            except _UPDATE_ERRORS as err:
+                last = await self._moving(err)
+                # Moving, unless the run ended or is stuck (an update has no start).
                 await self.raise_unless_moving(err)
-                last: Exception = known or err
-            except WorkflowUpdateRPCTimeoutOrCancelledError:
-                # An update no workflow task accepts: say why when the task is failing.
-                stuck = await self.stuck()
-                if stuck is not None:
-                    raise stuck from None
-                raise
-            except RPCError as err:
-                if err.status is RPCStatusCode.UNAVAILABLE:
-                    raise self.rpc_error(err) from err
-                if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                    raise
-                await self.raise_unless_moving(err)
-                last = err
             if patience is not None and time.monotonic() - began >= patience:
                 raise self.gave_up(method, patience, last)
             await backoff.pause()
+
+    async def _moving(self, err: Exception) -> Exception:
+        """What a failed update call means: raised in our words, or returned when the
+        session is moving between runs (a run handing over with `SessionContinuing`,
+        one that closed after taking the update, or none found for a moment), to be
+        asked again after a pause."""
+        if isinstance(err, WorkflowUpdateFailedError):
+            known = known_error(err)
+            if known is not None and not isinstance(known, errors.SessionContinuing):
+                raise known from err
+            if known is None and not run_closed_first(err):
+                raise err
+            return known or err
+        if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
+            # An update no workflow task accepts: say why when the task is failing.
+            stuck = await self.stuck()
+            if stuck is not None:
+                raise stuck from None
+            raise err
+        if isinstance(err, RPCError):
+            if err.status is RPCStatusCode.UNAVAILABLE:
+                raise self.rpc_error(err) from err
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                return err
+        raise err
 
     async def raise_unless_moving(self, cause: Exception) -> None:
         """Return if the session runs (it moves between runs: ask again); raise

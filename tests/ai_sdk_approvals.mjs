@@ -6,32 +6,12 @@
 // Usage: node ai_sdk_approvals.mjs <api url> <api key> <chat id> <approve|deny>
 // Prints {parked, messages, status, error, requests} as JSON.
 import {
-  AbstractChat,
   DefaultChatTransport,
   lastAssistantMessageIsCompleteWithApprovalResponses,
 } from "ai";
+import { Chat } from "./ai_sdk_chat_state.mjs";
 
 const [api, key, chatId, decision] = process.argv.slice(2);
-
-class State {
-  constructor(messages) {
-    this.messages = messages;
-    this.status = "ready";
-    this.error = undefined;
-  }
-  pushMessage = (message) => { this.messages = this.messages.concat(message); };
-  popMessage = () => { this.messages = this.messages.slice(0, -1); };
-  replaceMessage = (index, message) => {
-    this.messages = [...this.messages.slice(0, index), message, ...this.messages.slice(index + 1)];
-  };
-  snapshot = (thing) => structuredClone(thing);
-}
-
-class Chat extends AbstractChat {
-  constructor({ messages, ...init }) {
-    super({ ...init, state: new State(messages ?? []) });
-  }
-}
 
 // Every request the transport makes: which message it ends with, and its answer.
 const requests = [];

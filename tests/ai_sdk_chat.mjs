@@ -3,7 +3,8 @@
 // with DefaultChatTransport.
 // Usage: node ai_sdk_chat.mjs <api url> <api key> <chat id> <text>; the initial
 // messages (UIMessage[] JSON) on stdin. Prints {messages, status, error} as JSON.
-import { AbstractChat, DefaultChatTransport, validateUIMessages } from "ai";
+import { DefaultChatTransport, validateUIMessages } from "ai";
+import { Chat } from "./ai_sdk_chat_state.mjs";
 
 const [api, key, chatId, text] = process.argv.slice(2);
 const input = await new Promise((resolve) => {
@@ -11,27 +12,6 @@ const input = await new Promise((resolve) => {
   process.stdin.on("data", (d) => parts.push(d));
   process.stdin.on("end", () => resolve(Buffer.concat(parts).toString("utf8")));
 });
-
-// The smallest ChatState: what @ai-sdk/react keeps in React state, kept in a field.
-class State {
-  constructor(messages) {
-    this.messages = messages;
-    this.status = "ready";
-    this.error = undefined;
-  }
-  pushMessage = (message) => { this.messages = this.messages.concat(message); };
-  popMessage = () => { this.messages = this.messages.slice(0, -1); };
-  replaceMessage = (index, message) => {
-    this.messages = [...this.messages.slice(0, index), message, ...this.messages.slice(index + 1)];
-  };
-  snapshot = (thing) => structuredClone(thing);
-}
-
-class Chat extends AbstractChat {
-  constructor({ messages, ...init }) {
-    super({ ...init, state: new State(messages) });
-  }
-}
 
 let error = null;
 const chat = new Chat({

@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from sessionflow.agents.definition import Agent
-from sessionflow.cli.localstack import LocalStack, StackConfig, free_port
+from sessionflow.cli.localstack import LocalStack, StackConfig
 from sessionflow.client.client import SessionClient
 from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal
@@ -142,30 +142,16 @@ async def gateway(start_worker: StartWorker) -> AsyncIterator[Gateway]:
     """The HTTP gateway on a free port, in front of a worker serving the test agents."""
     from sessionflow.gateway.app import create_app
     from sessionflow.gateway.config import GatewayConfig
-    from sessionflow.gateway.main import serve_gateway
     from tests.agents import GATEWAY_AGENTS
+    from tests.serving import serving
 
     client = await start_worker(GATEWAY_AGENTS)
     keys = {"key-for-acme-0001": "acme", "key-for-globex-02": "globex"}
     config = GatewayConfig(
         api_keys=keys, default_agent="tooling", heartbeat_seconds=0.3, max_body_bytes=64 * 1024
     )
-    port = free_port()
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve_gateway(create_app(client, config), "127.0.0.1", port, stop))
-    url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    async with httpx.AsyncClient() as probe:
-        for _ in range(100):
-            try:
-                await probe.get(f"{url}/healthz")
-                break
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)
-    yield Gateway(url=url, client=client, keys=keys)
-    stop.set()
-    await task
+    async with serving(create_app(client, config)) as url:
+        yield Gateway(url=url, client=client, keys=keys)
 
 
 # -- the fast workflow harness (tests/workflow_harness.py) ---------------------------------

@@ -268,6 +268,7 @@ class FakeAnthropic:
         # Per request taken: (input, cache read, cache write) tokens, as billed.
         self.usages: list[tuple[int, int, int]] = []
         self.app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"])])
+        self.url = ""  # set once it listens (`tests.serving`)
 
     def push(self, *responses: Stream | Failure) -> None:
         self.queue.extend(responses)

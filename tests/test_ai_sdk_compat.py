@@ -22,6 +22,8 @@ from tests.sse import frames
 
 CACHE = REPO / ".cache" / "ai-sdk"
 CHECK = Path(__file__).with_name("ai_sdk_check.mjs")
+# The module the Chat-driving scripts share; copied beside each.
+CHAT_STATE = "ai_sdk_chat_state.mjs"
 # The `ai` versions the README says the gateway supports: 7 (the tests' default), and
 # 6 for the approval round trip. (5 has no tool approvals: its parser rejects them.)
 SUPPORTED = ("7", "6")
@@ -225,6 +227,7 @@ async def test_the_ai_sdk_approval_round_trip_through_api_chat(
     answered approval /api/chat applies before streaming the rest of the answer."""
     script = install_ai_sdk(version) / "approvals.mjs"
     shutil.copyfile(Path(__file__).with_name("ai_sdk_approvals.mjs"), script)
+    shutil.copyfile(Path(__file__).with_name(CHAT_STATE), script.with_name(CHAT_STATE))
     key = next(iter(gateway.keys))
     api = f"{gateway.url}/api/chat?agent=approver"
     proc = await asyncio.create_subprocess_exec(

@@ -12,10 +12,8 @@ import pytest
 
 from sessionflow.agents.builtin import bash_tool
 from sessionflow.agents.definition import agent
-from sessionflow.cli.localstack import free_port
 from sessionflow.client.client import SessionClient
 from sessionflow.contract import TurnStatus
-from sessionflow.gateway.main import serve_gateway
 from sessionflow.messages import MessageStatus, ReasoningPart, ToolState
 from sessionflow.providers.anthropic import AnthropicProvider
 from sessionflow.streams.assemble import assemble
@@ -32,6 +30,7 @@ from tests.fake_anthropic import (
     thinking_block,
     tool_block,
 )
+from tests.serving import serving
 
 claude = agent(
     "claude",
@@ -44,15 +43,8 @@ claude = agent(
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeAnthropic]:
     api = FakeAnthropic()
-    port = free_port()
-    stop = asyncio.Event()
-    api.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-    started = asyncio.Event()
-    task = asyncio.create_task(serve_gateway(api.app, "127.0.0.1", port, stop, started))  # type: ignore[arg-type]
-    await started.wait()
-    yield api
-    stop.set()
-    await task
+    async with serving(api.app) as api.url:
+        yield api
 
 
 @pytest.fixture
@@ -416,7 +408,7 @@ async def test_the_demo_runs_on_claude_through_the_real_sdk(
         REDIS_URL=stack.config.redis_url,  # type: ignore[attr-defined]
         SESSIONFLOW_DATA_DIR=str(tmp_path),
         ANTHROPIC_API_KEY="sk-ant-demo",
-        ANTHROPIC_BASE_URL=fake.url,  # type: ignore[attr-defined]
+        ANTHROPIC_BASE_URL=fake.url,
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sessionflow", "demo", "--no-keep", "--model", "anthropic/claude-sonnet-4-6",

@@ -25,13 +25,14 @@ from temporalio.client import Client
 
 from sessionflow.agents.builtin import bash_tool
 from sessionflow.agents.definition import agent
-from sessionflow.cli.localstack import LocalStack, free_port
+from sessionflow.cli.localstack import LocalStack
 from sessionflow.contract import ExecResult, TurnStatus
 from sessionflow.errors import SandboxRefused
 from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
 from sessionflow.sandbox.isolation import Bubblewrap, Limits
 from sessionflow.sandbox.local import LocalSandbox, LocalSandboxBackend
 from tests.conftest import StartWorker
+from tests.serving import serving
 
 MiB = 1024 * 1024
 NEEDS = "the sandbox attack tests need working bubblewrap: apt-get install bubblewrap"
@@ -103,23 +104,11 @@ async def gateway_port(temporal: Client, redis: Redis, task_queue: str) -> Async
     from sessionflow.client.client import SessionClient
     from sessionflow.gateway.app import create_app
     from sessionflow.gateway.config import GatewayConfig
-    from sessionflow.gateway.main import serve_gateway
 
     client = SessionClient(temporal, redis, task_queue=task_queue)
-    port = free_port()
-    stop = asyncio.Event()
     config = GatewayConfig(api_keys={"key-for-acme-0001": "acme"}, default_agent="x")
-    task = asyncio.create_task(serve_gateway(create_app(client, config), "127.0.0.1", port, stop))
-    for _ in range(200):
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.close()
-            break
-        except OSError:
-            await asyncio.sleep(0.02)
-    yield port
-    stop.set()
-    await task
+    async with serving(create_app(client, config)) as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 async def test_no_route_to_redis_temporal_or_the_gateway(

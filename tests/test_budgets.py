@@ -18,7 +18,7 @@ from sessionflow import Budget, Price
 from sessionflow.agents.definition import agent
 from sessionflow.agents.tools import ToolContext, tool
 from sessionflow.chunks import DataChunk, FinishChunk
-from sessionflow.cli.localstack import LocalStack, free_port
+from sessionflow.cli.localstack import LocalStack
 from sessionflow.client.client import SessionClient
 from sessionflow.client.session import Session
 from sessionflow.contract import SessionLimits, TurnStatus, UsageReport
@@ -27,6 +27,7 @@ from sessionflow.messages import DataPart, Message
 from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
 from sessionflow.streams.reader import StreamEvent
 from tests.conftest import StartWorker
+from tests.serving import serving
 from tests.test_cli_chat import spawn
 
 
@@ -219,18 +220,10 @@ async def test_usage_reports_cost_per_step_turn_and_session_and_a_cost_budget_st
 async def gateway_url(client: SessionClient) -> AsyncIterator[str]:
     from sessionflow.gateway.app import create_app
     from sessionflow.gateway.config import GatewayConfig
-    from sessionflow.gateway.main import serve_gateway
 
     config = GatewayConfig(api_keys={"key-for-budgets-01": "acme"}, default_agent="free")
-    port = free_port()
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(
-        serve_gateway(create_app(client, config), "127.0.0.1", port, stop, started)
-    )
-    await started.wait()
-    yield f"http://127.0.0.1:{port}"
-    stop.set()
-    await task
+    async with serving(create_app(client, config)) as url:
+        yield url
 
 
 async def test_a_turn_budget_over_http(gateway_url: str, unique_id: str) -> None:

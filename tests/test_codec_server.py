@@ -29,17 +29,17 @@ from temporalio.client import Client
 from temporalio.converter import ExternalStorage
 
 from sessionflow.agents.definition import agent
-from sessionflow.cli.localstack import LocalStack, StackConfig, free_port
+from sessionflow.cli.localstack import LocalStack, StackConfig
 from sessionflow.client.client import SessionClient
 from sessionflow.config import Settings
 from sessionflow.connections import connect_temporal
 from sessionflow.contract import SessionLimits
 from sessionflow.gateway.codec import create_codec_app
-from sessionflow.gateway.main import serve_gateway
 from sessionflow.providers.scripted import Script, ScriptStep
 from sessionflow.storage import external_storage_from_settings
 from sessionflow.storage.resolving import PayloadResolver
 from tests.conftest import StartWorker
+from tests.serving import serving
 
 TOKEN = "codec-token-for-tests"
 UI = "http://localhost:8233"
@@ -58,13 +58,8 @@ async def codec(stack: LocalStack) -> AsyncIterator[str]:
     app = create_codec_app(
         PayloadResolver(external_storage_from_settings(settings)).decode, token=TOKEN, origins=[UI]
     )
-    port = free_port()
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve_gateway(app, "127.0.0.1", port, stop, started))
-    await started.wait()
-    yield f"http://127.0.0.1:{port}"
-    stop.set()
-    await task
+    async with serving(app) as url:
+        yield url
 
 
 def as_ui_sends(payloads: list[Payload]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ fake Anthropic API that enforces a 200k-token window as the real one does.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import re
 from collections.abc import AsyncIterator
@@ -20,15 +19,14 @@ from pydantic import BaseModel
 
 from sessionflow import Compaction, agent, tool
 from sessionflow.agents.tools import ToolContext
-from sessionflow.cli.localstack import free_port
 from sessionflow.client.client import SessionClient
 from sessionflow.contract import TurnStatus
-from sessionflow.gateway.main import serve_gateway
 from sessionflow.messages import DataPart, Role, ToolPart
 from sessionflow.providers.anthropic import AnthropicProvider
 from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
 from tests.conftest import StartWorker
 from tests.fake_anthropic import FakeAnthropic
+from tests.serving import serving
 
 OUTPUT = 6_000  # characters of each tool result: 1,500 tokens
 ASK = 4_000  # characters of each user message: 1,000 tokens
@@ -136,15 +134,8 @@ async def test_a_giant_message_fails_its_turn_at_once_and_the_next_turn_works(
 @pytest.fixture
 async def anthropic_api() -> AsyncIterator[FakeAnthropic]:
     api = FakeAnthropic()
-    port = free_port()
-    stop = asyncio.Event()
-    api.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-    started = asyncio.Event()
-    task = asyncio.create_task(serve_gateway(api.app, "127.0.0.1", port, stop, started))  # type: ignore[arg-type]
-    await started.wait()
-    yield api
-    stop.set()
-    await task
+    async with serving(api.app) as api.url:
+        yield api
 
 
 claude = agent("claude-long", model="anthropic/claude-sonnet-4-6")
@@ -166,7 +157,7 @@ def text_file(characters: int) -> dict[str, object]:
 async def test_on_a_200k_window_a_longer_conversation_keeps_answering(
     start_worker: StartWorker, anthropic_api: FakeAnthropic, unique_id: str
 ) -> None:
-    provider = AnthropicProvider(api_key="sk-ant-test", base_url=anthropic_api.url)  # type: ignore[attr-defined]
+    provider = AnthropicProvider(api_key="sk-ant-test", base_url=anthropic_api.url)
     client: SessionClient = await start_worker([claude], providers=[provider])
     session = client.agent("claude-long").session(unique_id)
     turns = 10  # 40k tokens each: 400k in all
@@ -201,7 +192,7 @@ async def test_the_fake_api_refuses_a_prompt_over_its_window_as_the_real_one_doe
 ) -> None:
     """An agent that claims a larger window than the model has: the API refuses, and
     the turn fails with the API's own words; the next turn, without it, works."""
-    provider = AnthropicProvider(api_key="sk-ant-test", base_url=anthropic_api.url)  # type: ignore[attr-defined]
+    provider = AnthropicProvider(api_key="sk-ant-test", base_url=anthropic_api.url)
     wide = agent("claude-wide", model="anthropic/claude-sonnet-4-6", context_window=10**7)
     client = await start_worker([wide], providers=[provider])
     session = client.agent("claude-wide").session(unique_id)

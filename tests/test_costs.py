@@ -15,12 +15,10 @@ import pytest
 
 from sessionflow import Budget, Price
 from sessionflow.agents.definition import agent
-from sessionflow.cli.localstack import free_port
 from sessionflow.client.client import SessionClient
 from sessionflow.config import ConfigError, Settings
 from sessionflow.contract import TurnStatus
 from sessionflow.errors import InvalidModelRequest
-from sessionflow.gateway.main import serve_gateway
 from sessionflow.providers.anthropic import AnthropicProvider
 from sessionflow.providers.base import ModelRequest
 from sessionflow.providers.openai import OpenAIProvider
@@ -29,6 +27,7 @@ from tests import fake_anthropic, fake_openai
 from tests.conftest import StartWorker
 from tests.fake_anthropic import FakeAnthropic
 from tests.fake_openai import FakeOpenAI
+from tests.serving import serving
 
 claude = agent("claude", model="anthropic/claude-sonnet-4-6")
 terse_claude = agent("terse", model="anthropic/claude-haiku-4-5", max_output_tokens=1234)
@@ -49,30 +48,18 @@ AGENTS.append(local_on_budget)
 DEPLOYMENT_PRICES = {"openai/qwen3": Price(input=0.5, output=1.5)}
 
 
-async def _serve(app: object) -> tuple[str, asyncio.Event, asyncio.Task[None]]:
-    port = free_port()
-    stop, started = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(serve_gateway(app, "127.0.0.1", port, stop, started))  # type: ignore[arg-type]
-    await started.wait()
-    return f"http://127.0.0.1:{port}", stop, task
-
-
 @pytest.fixture
 async def anthropic_api() -> AsyncIterator[FakeAnthropic]:
     api = FakeAnthropic()
-    api.url, stop, task = await _serve(api.app)  # type: ignore[attr-defined]
-    yield api
-    stop.set()
-    await task
+    async with serving(api.app) as api.url:
+        yield api
 
 
 @pytest.fixture
 async def openai_api() -> AsyncIterator[FakeOpenAI]:
     api = FakeOpenAI()
-    api.url, stop, task = await _serve(api.app)
-    yield api
-    stop.set()
-    await task
+    async with serving(api.app) as api.url:
+        yield api
 
 
 @pytest.fixture
@@ -80,7 +67,7 @@ async def client(
     start_worker: StartWorker, anthropic_api: FakeAnthropic, openai_api: FakeOpenAI
 ) -> SessionClient:
     providers = [
-        AnthropicProvider(api_key="sk-ant-test", base_url=anthropic_api.url),  # type: ignore[attr-defined]
+        AnthropicProvider(api_key="sk-ant-test", base_url=anthropic_api.url),
         OpenAIProvider(api_key="sk-openai-test", base_url=f"{openai_api.url}/v1"),
     ]
     return await start_worker(AGENTS, providers=providers, prices=DEPLOYMENT_PRICES)

@@ -18,16 +18,15 @@ import pytest
 
 from sessionflow.agents.builtin import bash_tool
 from sessionflow.agents.definition import agent
-from sessionflow.cli.localstack import free_port
 from sessionflow.gateway.app import create_app
 from sessionflow.gateway.config import GatewayConfig
 from sessionflow.gateway.limits import SMALL_BODY_BYTES
-from sessionflow.gateway.main import serve_gateway
 from sessionflow.messages import MAX_FILE_BYTES
 from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
 from tests import test_ai_sdk_compat
 from tests.agents import LONG_TEXT, bash, streaming_agent
 from tests.conftest import Gateway, StartWorker
+from tests.serving import serving
 from tests.sse import frames
 from tests.test_ui_messages import PNG, data_url, installed, node, validate
 
@@ -70,14 +69,8 @@ async def gw(start_worker: StartWorker) -> AsyncIterator[Gateway]:
     client = await start_worker([showcase, plain, streaming_agent])
     keys = {"key-for-acme-0001": "acme"}
     config = GatewayConfig(api_keys=keys, default_agent="showcase", heartbeat_seconds=0.3)
-    port, stop = free_port(), asyncio.Event()
-    started = asyncio.Event()
-    app = create_app(client, config)
-    task = asyncio.create_task(serve_gateway(app, "127.0.0.1", port, stop, started))
-    await started.wait()
-    yield Gateway(url=f"http://127.0.0.1:{port}", client=client, keys=keys)
-    stop.set()
-    await task
+    async with serving(create_app(client, config)) as url:
+        yield Gateway(url=url, client=client, keys=keys)
 
 
 async def wait_idle(gw: Gateway, sid: str, agent_name: str) -> None:

@@ -4,7 +4,6 @@ the Chat Completions API, reached the way a user reaches Ollama or vLLM: through
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -13,11 +12,9 @@ import pytest
 
 from sessionflow.agents.builtin import bash_tool
 from sessionflow.agents.definition import agent
-from sessionflow.cli.localstack import free_port
 from sessionflow.client.client import SessionClient
 from sessionflow.contract import FinishReason, TurnStatus
 from sessionflow.errors import ModelUnavailable
-from sessionflow.gateway.main import serve_gateway
 from sessionflow.messages import MessageStatus, ReasoningPart
 from sessionflow.providers.base import ModelRequest, StepFinished, ToolCallReady
 from sessionflow.providers.openai import OpenAIProvider
@@ -37,6 +34,7 @@ from tests.fake_openai import (
     usage,
     whole_tool_call,
 )
+from tests.serving import serving
 
 SYSTEM = "You are a careful coding agent."
 gpt = agent("gpt", model="openai/gpt-4.1-mini", system=SYSTEM, tools=[bash_tool()])
@@ -46,15 +44,8 @@ llama = agent("llama", model="openai/llama3.1", tools=[bash_tool()])
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeOpenAI]:
     api = FakeOpenAI()
-    port = free_port()
-    stop = asyncio.Event()
-    api.url = f"http://127.0.0.1:{port}"
-    started = asyncio.Event()
-    task = asyncio.create_task(serve_gateway(api.app, "127.0.0.1", port, stop, started))  # type: ignore[arg-type]
-    await started.wait()
-    yield api
-    stop.set()
-    await task
+    async with serving(api.app) as api.url:
+        yield api
 
 
 @pytest.fixture

@@ -11,22 +11,21 @@ builds its agent. `example:client` runs in `tests/test_packaging.py` and the
 from __future__ import annotations
 
 import ast
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from sessionflow.cli.localstack import LocalStack, free_port
+from sessionflow.cli.localstack import LocalStack
 from sessionflow.client import default_client, use_client
 from sessionflow.contract import TurnStatus
-from sessionflow.gateway.main import serve_gateway
 from sessionflow.messages import ToolPart
 from sessionflow.providers.anthropic import AnthropicProvider
 from tests.conftest import StartWorker
 from tests.fake_anthropic import FakeAnthropic, answer
 from tests.processes import REPO
+from tests.serving import serving
 
 README = (REPO / "README.md").read_text()
 BLOCK = re.compile(r"(?:<!-- (example|walk):([\w-]+) -->\n)?( *)```python\n(.*?)\n\3```", re.S)
@@ -116,14 +115,8 @@ async def test_the_script_block_serves_a_tool_turn(
 @pytest.fixture
 async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
     api = FakeAnthropic()
-    port = free_port()
-    stop, started = asyncio.Event(), asyncio.Event()
-    api.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
-    task = asyncio.create_task(serve_gateway(api.app, "127.0.0.1", port, stop, started))  # type: ignore[arg-type]
-    await started.wait()
-    yield api
-    stop.set()
-    await task
+    async with serving(api.app) as api.url:
+        yield api
 
 
 async def test_the_session_block_runs_as_written(
@@ -135,7 +128,7 @@ async def test_the_session_block_runs_as_written(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     defined = run("example:agent", {})
-    provider = AnthropicProvider(api_key="sk-ant-test", base_url=fake_anthropic.url)  # type: ignore[attr-defined]
+    provider = AnthropicProvider(api_key="sk-ant-test", base_url=fake_anthropic.url)
     await start_worker([defined["assistant"]], providers=[provider])
     fake_anthropic.push(answer("Your workspace is empty."), answer("Next, then."))
     # What `SessionClient.connect()` and `assistant.session(...)` read.

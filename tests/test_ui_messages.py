@@ -64,6 +64,9 @@ def installed(ai_sdk: Path, name: str) -> Path:
     """The script `tests/<name>`, copied beside the installed `ai` so it can import it."""
     script = ai_sdk.with_name(name)
     shutil.copyfile(HERE / name, script)
+    shutil.copyfile(
+        HERE / test_ai_sdk_compat.CHAT_STATE, script.with_name(test_ai_sdk_compat.CHAT_STATE)
+    )
     return script
 
 

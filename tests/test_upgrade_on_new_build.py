@@ -21,8 +21,6 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import DescribeWorkerDeploymentRequest
 from temporalio.client import Client
 from temporalio.common import VersioningBehavior
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 
 from sessionflow.agents.definition import agent
 from sessionflow.client.client import SessionClient
@@ -30,10 +28,10 @@ from sessionflow.client.session import Session
 from sessionflow.config import ConfigError, Settings
 from sessionflow.contract import ActivityName, SessionInput, SessionLimits, TurnStatus
 from sessionflow.providers.scripted import Script, ScriptStep
-from sessionflow.worker import build as build_module
 from sessionflow.worker import versions
-from sessionflow.worker.build import _WORKFLOW_RUNNER, WorkerOptions, build_worker
+from sessionflow.worker.build import WorkerOptions, build_worker
 from tests.conftest import StartWorker
+from tests.other_builds import build_running, replay_failure
 from tests.upgrade_variants import SandboxAfterSession
 
 ECHO = Script(
@@ -115,9 +113,8 @@ async def first_run(temporal: Client, workflow_id: str) -> str:
 
 
 async def test_an_idle_session_that_opted_in_moves_to_the_new_build_with_its_next_message(
-    temporal: Client, redis: Redis, task_queue: str, tmp_path: Path, unique_id: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    temporal: Client, redis: Redis, task_queue: str, tmp_path: Path, unique_id: str
+) -> None:
     options = WorkerOptions(
         task_queue=task_queue, deployment=task_queue, sandbox_root=tmp_path / "sandboxes"
     )
@@ -133,22 +130,16 @@ async def test_an_idle_session_that_opted_in_moves_to_the_new_build_with_its_nex
         moving_a_run = await first_run(temporal, moving.workflow_id)
         staying_a_run = await first_run(temporal, staying.workflow_id)
 
-        monkeypatch.setattr(build_module, "SessionWorkflow", SandboxAfterSession)
-        build_b = build_worker(
+        build_b = build_running(
+            SandboxAfterSession,
             temporal,
             redis,
             agents,
             dataclasses.replace(options, build_id="B", make_current="never"),
         )
-        monkeypatch.undo()
         # B's code does not replay what A recorded: only a new run can move to it.
-        recorded = await temporal.get_workflow_handle(moving.workflow_id).fetch_history()
-        broken = await Replayer(
-            workflows=[SandboxAfterSession],
-            data_converter=pydantic_data_converter,
-            workflow_runner=_WORKFLOW_RUNNER,
-        ).replay_workflow(recorded, raise_on_replay_failure=False)
-        assert "Nondeterminism" in str(broken.replay_failure)
+        failure = await replay_failure(temporal, moving.workflow_id, SandboxAfterSession)
+        assert "Nondeterminism" in failure
 
         async with build_b:
             await build_b.wait_polling(30)

@@ -21,8 +21,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Worker
 
 from sessionflow.cli.deploying import run_deploy
 from sessionflow.cli.localstack import LocalStack
@@ -32,10 +31,10 @@ from sessionflow.contract import (
     ActivityName,
     TurnStatus,
 )
-from sessionflow.worker import build as build_module
 from sessionflow.worker import versions
-from sessionflow.worker.build import _WORKFLOW_RUNNER, WorkerOptions, build_worker
+from sessionflow.worker.build import WorkerOptions, build_worker
 from tests.agents import approval_agent
+from tests.other_builds import build_running, replay_failure
 from tests.workflow_variants import LegacyRelease, SandboxFirstSession
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,7 +74,6 @@ async def test_a_waiting_session_finishes_on_its_build_while_new_ones_start_on_t
     task_queue: str,
     tmp_path: Path,
     unique_id: str,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     deployment = task_queue
@@ -101,21 +99,15 @@ async def test_a_waiting_session_finishes_on_its_build_while_new_ones_start_on_t
         assert approval_id is not None
 
         # Build B, with a workflow change that does not replay A's history.
-        monkeypatch.setattr(build_module, "SessionWorkflow", SandboxFirstSession)
-        build_b = build_worker(
+        build_b = build_running(
+            SandboxFirstSession,
             temporal,
             redis,
             [approval_agent],
             dataclasses.replace(options, build_id="B", make_current="never"),
         )
-        monkeypatch.undo()
-        old_history = await temporal.get_workflow_handle(waiting.workflow_id).fetch_history()
-        broken = await Replayer(
-            workflows=[SandboxFirstSession],
-            data_converter=pydantic_data_converter,
-            workflow_runner=_WORKFLOW_RUNNER,
-        ).replay_workflow(old_history, raise_on_replay_failure=False)
-        assert "Nondeterminism" in str(broken.replay_failure)
+        failure = await replay_failure(temporal, waiting.workflow_id, SandboxFirstSession)
+        assert "Nondeterminism" in failure
 
         async with build_b:
             # A build that is not current is seen polling (readiness of versioned workers).
