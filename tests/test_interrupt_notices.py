@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,8 @@ async def interrupt_reached_step_after(handle: WorkflowHandle[Any, Any]) -> floa
     """Seconds, by the server's own clock, from the interrupt signal to the end of the
     step it stopped: what the notices speed up. The turn's outcome comes after that,
     on workflow tasks whose scheduling is the server's; the assertion message carries
-    the whole timeline, so a slow one says where its time went."""
+    the whole timeline, so a slow one says where its time went (a slow end of the
+    turn is shown as a warning)."""
     events = [e async for e in handle.fetch_history_events()]
     signalled = max(
         i
@@ -76,6 +78,15 @@ async def interrupt_reached_step_after(handle: WorkflowHandle[Any, Any]) -> floa
         f"{e.event_time.ToDatetime():%H:%M:%S.%f} {EventType.Name(e.event_type)}" for e in events
     )
     assert took < 1.0, f"the step stopped {took:.2f} s after the interrupt:\n{timeline}"
+    # Not asserted (the server's to schedule), but shown in the run's warnings summary:
+    # once, under a loaded suite, a turn ended 13 s after its step stopped.
+    ending = (
+        events[-1].event_time.ToNanoseconds() - events[stopped].event_time.ToNanoseconds()
+    ) / 1e9
+    if ending > 5.0:
+        warnings.warn(
+            f"the turn ended {ending:.1f} s after its step stopped:\n{timeline}", stacklevel=2
+        )
     return took
 
 
