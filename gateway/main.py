@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import Generator
 from http import HTTPStatus
 from typing import Any
@@ -26,6 +27,14 @@ log = structlog.get_logger(__name__)
 MAX_HEADER_BYTES = 64 * 1024
 # What a client refused for too many connections is told to wait (s).
 BUSY_RETRY_AFTER = 1
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on `host`:`port`, IPv4 when the host has an IPv4 address (as
+    `localhost` does), else IPv6; `OSError` when it cannot be had (the port is in use)."""
+    families = {info[0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    family = socket.AF_INET if socket.AF_INET in families else socket.AF_INET6
+    return socket.create_server((host, port), family=family, backlog=2048)
 
 
 class _Server(uvicorn.Server):
@@ -178,7 +187,11 @@ async def serve_gateway(
             timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]
         )
     )
-    serving = asyncio.create_task(server.serve())
+    # Bound here, not by uvicorn: a port in use is then an OSError in our caller's
+    # task, which `dev` reports or (for its codec server) skips. uvicorn's own bind
+    # failure is a SystemExit from a task, which ends the event loop and the process.
+    listening = listen(host, port)
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
     # uvicorn exposes readiness only as a flag, so it is polled.
     while started is not None and not server.started and not serving.done():  # noqa: ASYNC110
         await asyncio.sleep(0.02)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -29,12 +30,14 @@ from temporalio.client import Client
 from temporalio.converter import ExternalStorage
 
 from sessionflow.agents.definition import agent
+from sessionflow.cli.codec import serve_codec_for_dev
 from sessionflow.cli.localstack import LocalStack, StackConfig
 from sessionflow.client.client import SessionClient
 from sessionflow.config import Settings
 from sessionflow.connections import connect_temporal
 from sessionflow.contract import SessionLimits
 from sessionflow.gateway.codec import create_codec_app
+from sessionflow.gateway.main import serve_gateway
 from sessionflow.providers.scripted import Script, ScriptStep
 from sessionflow.storage import external_storage_from_settings
 from sessionflow.storage.resolving import PayloadResolver
@@ -253,3 +256,29 @@ async def test_the_dev_ui_decodes_through_the_codec_server(tmp_path: Path) -> No
             except (httpx.TransportError, ValueError):
                 await asyncio.sleep(0.1)
         assert settings["Codec"]["Endpoint"] == "http://127.0.0.1:8081"
+
+
+async def test_a_port_taken_after_devs_check_skips_the_codec_server_and_dev_goes_on(
+    stack: LocalStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dev` checks the codec port before it starts; another program (another `dev`)
+    may take it before the codec server binds. That bind failing once ended the whole
+    process (uvicorn exits from a task of its own): now it is one line, and `dev` runs
+    on without a codec server until it is stopped."""
+    settings = stack.config.point(Settings())
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match="in use"):
+            await serve_gateway(create_codec_app(lambda p: p, token=None, origins=[]), "127.0.0.1", port, asyncio.Event())  # type: ignore[arg-type]  # fmt: skip
+
+        stop = asyncio.Event()
+        codec = asyncio.create_task(serve_codec_for_dev(settings, "127.0.0.1", port, stop))
+        said = ""
+        async with asyncio.timeout(30):
+            while "could not listen" not in said:
+                await asyncio.sleep(0.05)
+                said += capsys.readouterr().err
+        assert f"127.0.0.1:{port}" in said
+        assert not codec.done()
+        stop.set()
+        await asyncio.wait_for(codec, 10)
