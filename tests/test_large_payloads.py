@@ -32,7 +32,7 @@ from sessionflow.client.client import SessionClient
 from sessionflow.config import Settings
 from sessionflow.connections import data_converter
 from sessionflow.contract import SessionLimits, TranscriptView, TurnStatus
-from sessionflow.errors import InvalidInput
+from sessionflow.errors import InvalidInput, SessionNotFound
 from sessionflow.messages import Role
 from sessionflow.providers.scripted import Script, ScriptStep
 from sessionflow.storage import (
@@ -42,7 +42,7 @@ from sessionflow.storage import (
     PrefixedS3StorageDriver,
     external_storage_from_settings,
 )
-from sessionflow.storage.namespaces import session_namespace
+from sessionflow.storage.namespaces import session_context, session_namespace
 from sessionflow.worker.main import run_worker
 from tests.conftest import StartWorker
 from tests.s3_fixtures import S3Server
@@ -291,6 +291,16 @@ async def test_the_file_store_round_trips_and_stores_a_payload_once(tmp_path: Pa
 
     back = await driver.retrieve(StorageDriverRetrieveContext(), claims)
     assert back == [one, two, one]
+
+
+async def test_the_file_store_refuses_a_hold_once_the_segment_is_deleted(tmp_path: Path) -> None:
+    driver = FileStorageDriver(tmp_path / "payloads")
+    [segment] = await driver.store(session_context("parent"), [big_payload("segment", 1024)])
+    await driver.hold("parent", "fork", keep=[segment])
+    assert await driver.erase_session("parent") is False  # held
+    assert await driver.erase_session("fork") is True  # and freed with the last hold
+    with pytest.raises(SessionNotFound):
+        await driver.hold("parent", "late fork", keep=[segment])
 
 
 async def test_a_missing_or_damaged_payload_says_so(tmp_path: Path) -> None:
