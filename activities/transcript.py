@@ -67,7 +67,7 @@ class TranscriptActivities:
             if params.last_message_id is not None:
                 ref = await store.cut(params.head, params.last_message_id)
             if params.hold:
-                await store.hold(params.workflow_id, params.fork_workflow_id)
+                await store.hold(params.workflow_id, params.fork_workflow_id, head=ref)
             return ref
         except SessionflowError as err:
             raise to_application_error(err) from err

@@ -765,11 +765,12 @@ class Settings(BaseSettings):
         "(activity inputs and results, signals, query and update answers, continue-as-new "
         "input), with only a reference in Temporal's history: `file://<dir>` (one machine: "
         "the local stack) or `s3://<bucket>[/<prefix>]` (S3 or an S3-compatible server; "
-        "needs `pip install 'sessionflow[s3]'`). Every worker and client of a namespace must "
-        "use the same store. Objects are immutable and content-addressed and never deleted "
-        "by Sessionflow: a bucket lifecycle rule must keep them at least as long as a "
-        "session's run can stay open (an idle session replays from history, references "
-        "included) plus the namespace's retention",
+        "needs `pip install 'sessionflow[s3]'` and conditional writes). Every worker and "
+        "client of a namespace must use the same store. Objects are immutable and "
+        "content-addressed; a session's are deleted when the session is (fork holds "
+        "permitting), all others never by Sessionflow: a bucket lifecycle rule, if any, must "
+        "keep objects at least as long as a session's run can stay open (an idle session "
+        "replays from history, references included) plus the namespace's retention",
         json_schema_extra=_shown("`file://<data dir>/payloads`"),
     )
     payload_threshold: Annotated[int, _Parse(parse_payload_threshold)] = Field(
@@ -794,7 +795,8 @@ class Settings(BaseSettings):
         validation_alias=_env("AWS_ACCESS_KEY_ID"),
         repr=False,
         description="an `s3://` store's access key (it needs `s3:PutObject`, "
-        "`s3:GetObject` and `s3:ListBucket`); never logged",
+        "`s3:GetObject`, `s3:DeleteObject` and `s3:ListBucket` on the store's prefix); "
+        "never logged",
         json_schema_extra=_shown(
             "boto's credential chain (`AWS_PROFILE`, config files, instance or pod roles)"
         ),

@@ -9,12 +9,14 @@ and worker of a namespace must use the same store.
 
 - `file://<dir>` (`FileStorageDriver`): one machine, the local stack; the default is
   `<data dir>/payloads`.
-- `s3://<bucket>[/<prefix>]` (the SDK's `S3StorageDriver`): S3 or any S3-compatible
-  server (`AWS_ENDPOINT_URL`), as durable as Temporal's own history. Objects are never
-  rewritten or deleted by Sessionflow: a bucket lifecycle rule must keep them at least
-  as long as a session's run can stay open (an idle session is replayed from its
-  history, references included, when a worker needs it again) plus the namespace's
-  retention.
+- `s3://<bucket>[/<prefix>]` (the SDK's `S3StorageDriver`, `PrefixedS3StorageDriver`):
+  S3 or any S3-compatible server with conditional writes (`AWS_ENDPOINT_URL`), as
+  durable as Temporal's own history. Objects are never rewritten; a session's are
+  deleted with it (`storage.s3_namespaces`). Objects of no session, and those stored
+  before namespaces, are never deleted by Sessionflow: a bucket lifecycle rule, if
+  any, must keep them at least as long as a session's run can stay open (an idle
+  session is replayed from its history, references included, when a worker needs it
+  again) plus the namespace's retention.
 
 Transcripts live here too (`sessionflow.storage.transcripts`): a session's committed
 messages, as immutable segments that its history refers to, under the same rules.

@@ -31,6 +31,7 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
+from sessionflow.errors import SessionNotFound
 from sessionflow.storage.namespaces import (
     BORROWS_DIR,
     ERASED_MARK,
@@ -90,15 +91,27 @@ class FileStorageDriver(StorageDriver):
         instead and return False (see `storage.namespaces`)."""
         return await asyncio.to_thread(self._erase, session_namespace(workflow_id))
 
-    async def hold(self, workflow_id: str, fork_workflow_id: str) -> None:
-        """Hold the session's namespace, and every namespace it borrows, for the fork
-        (`storage.namespaces`)."""
+    async def hold(
+        self,
+        workflow_id: str,
+        fork_workflow_id: str,
+        *,
+        keep: Sequence[StorageDriverClaim] = (),
+    ) -> None:
+        """Hold the session's namespace, and every namespace it borrows, for the fork;
+        `SessionNotFound` if a payload of `keep` is gone (`storage.namespaces`)."""
         await asyncio.to_thread(
-            self._hold, session_namespace(workflow_id), session_namespace(fork_workflow_id)
+            self._hold, session_namespace(workflow_id), session_namespace(fork_workflow_id), keep
         )
 
-    def _hold(self, namespace: str, fork: str) -> None:
+    def _hold(self, namespace: str, fork: str, keep: Sequence[StorageDriverClaim]) -> None:
         with self._locked():
+            for claim in keep:
+                digest = claim.claim_data.get("hash_value", "")
+                if not self.path_of(digest, claim.claim_data.get(NAMESPACE_CLAIM)).is_file():
+                    raise SessionNotFound(
+                        "the session forked was deleted: its transcript can no longer be held"
+                    )
             directory = self.namespace_dir(namespace)
             held = [namespace, *_names(directory / BORROWS_DIR)]
             for other in held:

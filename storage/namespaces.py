@@ -35,15 +35,22 @@ parent never breaks a fork, and deleting the fork finally frees the parent. A ne
 session under a deleted one's id writes into the same namespace, which is then live
 again (its first write removes the mark): the old segments stay until it is deleted.
 Holds, erasures and releases take a lock on the store (`flock` on `<root>/sessions`), so a
-hold never slips between an erase's look for holds and its delete.
+hold never slips between an erase's look for holds and its delete. The S3 store has no
+`flock`: it takes a lock object with a conditional write, and marks namespaces it is
+deleting (`storage.s3_namespaces`, `storage.s3_lock`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from temporalio.converter import StorageDriverStoreContext, StorageDriverWorkflowInfo
+from temporalio.converter import (
+    StorageDriverClaim,
+    StorageDriverStoreContext,
+    StorageDriverWorkflowInfo,
+)
 
 SESSIONS_DIR = "sessions"
 HOLDS_DIR = "holds"
@@ -82,8 +89,17 @@ def session_context(workflow_id: str, namespace: str = "") -> StorageDriverStore
 class SessionHolds(Protocol):
     """A payload store driver that keeps a session's payloads for its forks."""
 
-    async def hold(self, workflow_id: str, fork_workflow_id: str) -> None:
-        """Hold the session's namespace and those it borrows for the fork."""
+    async def hold(
+        self,
+        workflow_id: str,
+        fork_workflow_id: str,
+        *,
+        keep: Sequence[StorageDriverClaim] = (),
+    ) -> None:
+        """Hold the session's namespace and those it borrows for the fork. `keep`: this
+        driver's claims the fork refers to (its transcript's head); the hold is refused
+        (`SessionNotFound`) if one is gone, so a hold that comes after the session was
+        deleted never leaves the fork with deleted segments."""
         ...
 
 

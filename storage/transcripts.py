@@ -125,13 +125,21 @@ class TranscriptStore:
             ref = segment.parent
         raise MessageNotFound(f"no message {last_id!r} in this session")
 
-    async def hold(self, workflow_id: str, fork_workflow_id: str) -> None:
+    async def hold(
+        self, workflow_id: str, fork_workflow_id: str, *, head: TranscriptRef | None = None
+    ) -> None:
         """Keep the session's segments (and those it refers to in other sessions')
-        for the fork `fork_workflow_id` until the fork is erased (`storage.namespaces`).
-        Drivers that never delete (S3, so far) need no hold."""
-        for driver in self._drivers.values():
+        for the fork `fork_workflow_id` until the fork is erased (`storage.namespaces`);
+        `SessionNotFound` if the fork's `head` segment is gone (the session was deleted
+        first). Drivers that never delete need no hold."""
+        for name, driver in self._drivers.items():
             if isinstance(driver, SessionHolds):
-                await driver.hold(workflow_id, fork_workflow_id)
+                keep = [] if head is None or head.driver != name else [head.claim]
+                await driver.hold(
+                    workflow_id,
+                    fork_workflow_id,
+                    keep=[StorageDriverClaim(claim_data=claim) for claim in keep],
+                )
 
     async def rewind(
         self,
@@ -173,7 +181,7 @@ class TranscriptStore:
         """Delete the session's namespace in every driver (its segments and its other
         payloads); the names of the drivers that kept them: where other sessions hold
         it (it is only marked erased, `storage.namespaces`), and drivers that keep no
-        namespaces (the S3 driver, so far: a bucket lifecycle rule removes them)."""
+        namespaces (a bucket lifecycle rule, or nothing, removes what they stored)."""
         self._forget(workflow_id)
         kept = []
         for name, driver in self._drivers.items():

@@ -32,6 +32,9 @@ from sessionflow.storage import external_storage_from_settings
 from sessionflow.worker.build import WorkerOptions, build_worker
 from tests.workflow_harness import Harness, TestServer, open_harness
 
+# moto's S3 server and a bucket per test, for the S3 payload store's tests.
+pytest_plugins = ["tests.s3_fixtures"]
+
 StartWorker = Callable[..., Awaitable[SessionClient]]
 # The in-process workers of the running test, so a test can stop and replace them.
 RUNNING_WORKERS: list[tuple[Worker, asyncio.Task[None]]] = []

@@ -10,10 +10,7 @@ import asyncio
 import itertools
 import json
 import os
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +27,12 @@ from temporalio.converter import (
 )
 
 from sessionflow.agents.definition import agent
-from sessionflow.cli.localstack import LocalStack, free_port, port_open
+from sessionflow.cli.localstack import LocalStack
 from sessionflow.client.client import SessionClient
 from sessionflow.config import Settings
 from sessionflow.connections import data_converter
 from sessionflow.contract import SessionLimits, TranscriptView, TurnStatus
-from sessionflow.errors import InvalidInput
+from sessionflow.errors import InvalidInput, SessionNotFound
 from sessionflow.messages import Role
 from sessionflow.providers.scripted import Script, ScriptStep
 from sessionflow.storage import (
@@ -45,8 +42,10 @@ from sessionflow.storage import (
     PrefixedS3StorageDriver,
     external_storage_from_settings,
 )
+from sessionflow.storage.namespaces import session_context, session_namespace
 from sessionflow.worker.main import run_worker
 from tests.conftest import StartWorker
+from tests.s3_fixtures import S3Server
 
 KIB = 1024
 SEND_CHARS = 250 * KIB  # under the client's 256 KiB message limit
@@ -209,68 +208,6 @@ async def test_a_large_transcript_continues_as_new_by_reference(
 # -- b. S3, against a real S3-compatible server on loopback --------------------------------
 
 
-@dataclass
-class S3Server:
-    url: str
-    bucket: str
-
-    def session_env(self) -> dict[str, str]:
-        return {
-            "AWS_ENDPOINT_URL": self.url,
-            "AWS_ACCESS_KEY_ID": "sessionflow-test",
-            "AWS_SECRET_ACCESS_KEY": "sessionflow-test-secret",
-            "AWS_REGION": "us-east-1",
-        }
-
-
-@pytest.fixture
-async def s3_server(tmp_path: Path) -> AsyncIterator[S3Server]:
-    """moto's S3 server (the `moto[server]` wheel) in a subprocess on a loopback port."""
-    import aioboto3
-
-    port = free_port()
-    log = (tmp_path / "moto.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not port_open("127.0.0.1", port):
-            assert process.poll() is None, (tmp_path / "moto.log").read_text()
-            assert time.monotonic() < deadline, "moto's S3 server did not start in 30 s"
-            await asyncio.sleep(0.1)
-        server = S3Server(f"http://127.0.0.1:{port}", "sessionflow-payloads")
-        env = server.session_env()
-        s3_session = aioboto3.Session(
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            region_name=env["AWS_REGION"],
-        )
-        async with s3_session.client("s3", endpoint_url=server.url) as s3:
-            await s3.create_bucket(Bucket=server.bucket)
-        yield server
-    finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
-
-
-async def list_keys(server: S3Server, prefix: str) -> list[str]:
-    import aioboto3
-
-    env = server.session_env()
-    s3_session = aioboto3.Session(
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=env["AWS_REGION"],
-    )
-    async with s3_session.client("s3", endpoint_url=server.url) as s3:
-        listed = await s3.list_objects_v2(Bucket=server.bucket, Prefix=prefix)
-    return [item["Key"] for item in listed.get("Contents", [])]
-
-
 async def test_the_s3_store_carries_a_session_through_a_real_s3_server(
     s3_server: S3Server, stack: LocalStack, tmp_path: Path, unique_id: str
 ) -> None:
@@ -314,13 +251,16 @@ async def test_the_s3_store_carries_a_session_through_a_real_s3_server(
     references = references_in(events)
     # The first step's 500 KiB result; the transcript went to S3 as segments.
     assert len(references) >= 1, references
-    keys = await list_keys(s3_server, f"sessions/{unique_id}/")
+    keys = await s3_server.keys(f"sessions/{unique_id}/")
     assert view.transcript is not None and view.transcript.driver == "aws.s3driver"
     assert view.transcript.claim["key"] in keys
     for reference in references:
         assert reference.driver == "aws.s3driver"
         assert reference.claim["bucket"] == s3_server.bucket
-        assert reference.claim["key"].startswith(f"sessions/{unique_id}/v0/ns/default/")
+        # The session's namespace (erased with it), under the store's prefix.
+        namespace = session_namespace(session.workflow_id)
+        assert reference.claim["key"].startswith(f"sessions/{unique_id}/sessions/{namespace}/")
+        assert reference.claim["session"] == namespace
         assert reference.claim["key"] in keys
 
 
@@ -351,6 +291,16 @@ async def test_the_file_store_round_trips_and_stores_a_payload_once(tmp_path: Pa
 
     back = await driver.retrieve(StorageDriverRetrieveContext(), claims)
     assert back == [one, two, one]
+
+
+async def test_the_file_store_refuses_a_hold_once_the_segment_is_deleted(tmp_path: Path) -> None:
+    driver = FileStorageDriver(tmp_path / "payloads")
+    [segment] = await driver.store(session_context("parent"), [big_payload("segment", 1024)])
+    await driver.hold("parent", "fork", keep=[segment])
+    assert await driver.erase_session("parent") is False  # held
+    assert await driver.erase_session("fork") is True  # and freed with the last hold
+    with pytest.raises(SessionNotFound):
+        await driver.hold("parent", "late fork", keep=[segment])
 
 
 async def test_a_missing_or_damaged_payload_says_so(tmp_path: Path) -> None:
