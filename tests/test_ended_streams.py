@@ -28,6 +28,7 @@ from sessionflow.agents.definition import agent
 from sessionflow.chunks import is_approval_status
 from sessionflow.cli.localstack import LocalStack, free_port
 from sessionflow.client.client import SessionClient
+from sessionflow.client.ended import run_end_text
 from sessionflow.client.session import Session
 from sessionflow.providers.scripted import Script, ScriptStep
 from sessionflow.streams.ended_runs import EndedRuns, RunEnd
@@ -114,6 +115,43 @@ async def test_open_and_later_readers_of_a_terminated_answer_end_with_an_error(
     [after_end] = await asyncio.wait_for(collect(session.stream(after=end)), ENDS_WITHIN)
     assert_terminated_error(after_end)
     assert await asyncio.wait_for(collect(session.stream(after=end, follow=True)), 30) == []
+
+
+async def test_readers_that_come_after_the_termination_end_too(
+    start_worker: StartWorker, temporal: Client, unique_id: str
+) -> None:
+    client = await start_worker([dozer_agent])
+    session = client.agent("dozer").session(unique_id)
+    first = await session.send("doze")
+    await tool_running(session, first.assistant_message_id)
+    # Queued behind the running answer: it never starts.
+    queued = await session.send("and then?")
+    waiting = asyncio.create_task(collect(queued.stream()))
+    await terminate(temporal, session)  # no reader of the first answer is open
+
+    # Two readers of the first answer come along: the first to fall silent writes the
+    # end, once; both end with it.
+    late = [asyncio.create_task(collect(first.stream())) for _ in range(2)]
+    for events in await asyncio.wait_for(asyncio.gather(*late), ENDS_WITHIN):
+        assert events[0].type == "start"
+        assert_terminated_error(events[-1])
+        assert events[-1].message_id == first.assistant_message_id
+    [one, two] = [t.result()[-1].id for t in late]
+    assert one == two
+    # The reader of the answer that never started is told too, as its own end.
+    [end] = await asyncio.wait_for(waiting, ENDS_WITHIN)
+    assert_terminated_error(end)
+    assert end.message_id == queued.assistant_message_id and end.id == one
+
+
+def test_the_error_says_how_the_run_ended() -> None:
+    assert run_end_text("failed: DiskOnFire: the disk is on fire").startswith(
+        "the session's run failed: DiskOnFire: the disk is on fire; this answer ends here"
+    )
+    assert run_end_text("timed out: the run's time limit passed").startswith(
+        "the session's run timed out: the run's time limit passed;"
+    )
+    assert run_end_text("cancelled").startswith("the session's run was cancelled;")
 
 
 async def test_a_running_answer_waiting_for_approval_keeps_its_silent_reader(
