@@ -61,8 +61,9 @@ _PRUNE_AT = 1024
 
 # KEYS: chunks stream, index hash (one hash tag: one slot). ARGV: the run id, the error
 # chunk's JSON, the index's lifetime (s) if it has none, the entry's source.
-# Returns the run's end entry, as XRANGE gives it: already written, or written now. Nil
-# when the stream is gone or its session ended (`data-session-end`).
+# Returns the run's end entry, as XRANGE gives it: already written, or written now; or
+# the session's own end (`data-session-end`), if that came first; nil when the stream
+# is empty or gone.
 _RECORD_END_SCRIPT = """
 local mark = redis.call('HGET', KEYS[2], ARGV[5])
 if mark then
@@ -78,7 +79,7 @@ local fields = {}
 for i = 1, #last[1][2], 2 do fields[last[1][2][i]] = last[1][2][i + 1] end
 local ok, chunk = pcall(cjson.decode, fields['chunk'] or '')
 local kind = (ok and type(chunk) == 'table') and chunk['type'] or ''
-if kind == 'data-session-end' then return false end
+if kind == 'data-session-end' then return last[1] end
 local msg = ''
 if kind ~= 'finish' and kind ~= 'abort' and kind ~= 'error' then msg = fields['msg'] or '' end
 local id = redis.call('XADD', KEYS[1], '*',
@@ -179,8 +180,9 @@ class EndedRuns:
 
 
 async def record_end(redis: Redis | RedisCluster, keys: StreamKeys, end: RunEnd) -> str | None:
-    """Write the run's end into the stream unless it is there; the id of its entry, or
-    None when the stream is gone or its session ended (nothing to end)."""
+    """Write the run's end into the stream unless it is there; the id of its entry (or
+    of the session's own end, `data-session-end`, if the session ended first, which
+    readers stop at instead), or None when the stream is empty or gone."""
     entry: Any = await redis.eval(
         _RECORD_END_SCRIPT,
         2,

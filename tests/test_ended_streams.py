@@ -21,18 +21,27 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from temporalio.client import Client
 
 from sessionflow.agents.builtin import bash_tool
 from sessionflow.agents.definition import agent
-from sessionflow.chunks import is_approval_status
+from sessionflow.chunks import (
+    SESSION_END_TYPE,
+    ErrorChunk,
+    StartChunk,
+    is_approval_status,
+    session_end_chunk,
+)
 from sessionflow.cli.localstack import LocalStack, free_port
 from sessionflow.client.client import SessionClient
 from sessionflow.client.ended import run_end_text
 from sessionflow.client.session import Session
 from sessionflow.providers.scripted import Script, ScriptStep
-from sessionflow.streams.ended_runs import EndedRuns, RunEnd
-from sessionflow.streams.reader import StreamEvent
+from sessionflow.streams.ended_runs import RUN_END_SOURCE, EndedRuns, RunEnd, record_end
+from sessionflow.streams.keys import StreamKeys
+from sessionflow.streams.publisher import StepStream, StreamPublisher
+from sessionflow.streams.reader import StreamEvent, StreamReader
 from tests.agents import approval_agent, bash
 from tests.conftest import StartWorker
 from tests.sse import Frame, frames
@@ -344,3 +353,42 @@ async def test_a_probe_that_fails_counts_as_running() -> None:
         raise ConnectionError("Temporal is down")
 
     assert await EndedRuns(probe).check("wf", idle_for=5) is None
+
+
+async def test_a_run_end_is_recorded_once_per_run_and_never_into_a_gone_stream(
+    redis: Redis, unique_id: str
+) -> None:
+    workflow_id = f"session:dozer:{unique_id}"
+    keys = StreamKeys.for_workflow(workflow_id)
+    end = RunEnd("run-1", "the session's run was terminated: by a test")
+    # No stream (never written, or erased by a delete): nothing is written, no key made.
+    assert await record_end(redis, keys, end) is None
+    assert not await redis.exists(keys.chunks, keys.index)
+
+    publisher = StreamPublisher(redis)
+    await publisher.publish(StepStream(workflow_id, "m1", 0), [StartChunk(message_id="m1")])
+    first = await record_end(redis, keys, end)
+    assert first is not None and await record_end(redis, keys, end) == first
+    reader = StreamReader(redis)
+    newest = await reader.newest_event(workflow_id)
+    assert newest is not None and newest.id == first
+    assert newest.message_id == "m1" and newest.source == RUN_END_SOURCE
+    assert newest.chunk == ErrorChunk(error_text=end.text)
+    # A later run of the session (a reset) that ends too gets an end of its own, which
+    # belongs to no answer: none was open.
+    second = await record_end(redis, keys, RunEnd("run-2", "the session's run failed"))
+    assert second is not None and second != first
+    newest = await reader.newest_event(workflow_id)
+    assert newest is not None and newest.message_id == ""
+    # A session that ended by itself keeps its own end last.
+    await end_stream_chunk(publisher, workflow_id)
+    ended = await reader.newest_event(workflow_id)
+    assert ended is not None and ended.type == SESSION_END_TYPE
+    assert await record_end(redis, keys, RunEnd("run-3", "the run timed out")) == ended.id
+    await redis.delete(keys.chunks, keys.index)
+
+
+async def end_stream_chunk(publisher: StreamPublisher, workflow_id: str) -> None:
+    """The `data-session-end` chunk a close writes, without the erasure that follows."""
+    where = StepStream(workflow_id, message_id="", step=-1, source="workflow")
+    await publisher.publish(where, [session_end_chunk("closed")])
