@@ -23,6 +23,7 @@ from sessionflow.cli.safe_text import line_text
 from sessionflow.cli.terminal import TerminalRenderer
 from sessionflow.client.session import Session
 from sessionflow.errors import StreamUnavailable
+from sessionflow.streams.ended_runs import RUN_END_SOURCE
 from sessionflow.streams.reader import StreamEvent, StreamReader
 
 T = TypeVar("T")
@@ -140,13 +141,18 @@ async def tail(
     """Follow a session's stream forever, reconnecting after Redis errors from the last
     event seen, so nothing is missed or repeated across a disconnect. (The reader rides
     out short outages by itself and gives up with `StreamUnavailable` after 30 s; this
-    keeps trying past that.)"""
+    keeps trying past that.) Ends after the `error` that records a run closed
+    mid-answer (terminated, say: `streams.ended_runs`): nothing more will come."""
     cursor = after
+    run_ended = False
     while True:
         try:
             async for event in reader.read(workflow_id, after=cursor, follow=True):
                 cursor = event.id
+                run_ended = run_ended or event.source == RUN_END_SOURCE
                 yield event
+            if run_ended:
+                return
         except (StreamUnavailable, RedisError, OSError) as err:
             said = line_text(str(err))
             click.echo(click.style(f"[disconnected: {said}; reconnecting]", fg="yellow"), err=True)

@@ -227,7 +227,9 @@ def tail(
     session_id: str, agent: str | None, tenant: str | None, after: str | None, as_json: bool
 ) -> None:
     """Follow a session's stream (every answer, as it comes), surviving Redis
-    disconnects, until Ctrl-C. SESSION_ID may also be the session's workflow id."""
+    disconnects, until Ctrl-C, or until its run is ended from outside (a Terminate
+    in the Temporal UI: an `error` line says so). SESSION_ID may also be the
+    session's workflow id."""
     from sessionflow.cli.chat import tail as follow
     from sessionflow.cli.terminal import TerminalRenderer
 

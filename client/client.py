@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from types import TracebackType
 
 from redis.asyncio import Redis
@@ -12,6 +13,7 @@ from temporalio.client import Client
 
 from sessionflow import bridge_exit
 from sessionflow.agents.definition import Agent
+from sessionflow.client.ended import run_end
 from sessionflow.client.listing import SessionRow, list_sessions
 from sessionflow.client.schedules import Schedules
 from sessionflow.client.services import Services
@@ -28,6 +30,7 @@ from sessionflow.storage import (
 )
 from sessionflow.streams.context import DEFAULT_TTL_SECONDS as DEFAULT_CONTEXT_TTL
 from sessionflow.streams.context import ContextStore
+from sessionflow.streams.ended_runs import EndedRuns
 from sessionflow.streams.reader import StreamReader
 from sessionflow.tracing import tracing_from_settings
 
@@ -58,7 +61,9 @@ class SessionClient:
         self.limits = limits or SessionLimits()
         # Agents the client knows; their context schemas validate `send(context=...)`.
         self.agents = {a.name: a for a in agents}
-        self.reader = StreamReader(redis)
+        # A reader left waiting on a run that closed mid-answer is ended, not left to
+        # hang (`streams.ended_runs`); one cache of run states for all of its readers.
+        self.reader = StreamReader(redis, ended_runs=EndedRuns(partial(run_end, temporal)))
         self.contexts = ContextStore(redis, ttl_seconds=context_ttl_seconds)
         # Committed transcripts are read from the payload store (None without one).
         self.transcripts = transcript_store(temporal)

@@ -19,9 +19,10 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHistoryEventFilterType,
 )
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from sessionflow import errors
+from sessionflow.streams.ended_runs import RunEnd
 
 _FAILED = {
     WorkflowExecutionStatus.FAILED: "failed",
@@ -54,6 +55,33 @@ async def ended_error(
     if how == "closed":
         return errors.SessionClosed(f"session {session_id!r} is closed: {_AFTERWARDS}{_REOPENS}")
     return errors.SessionFailed(f"session {session_id!r} ended ({how}): {_AFTERWARDS}{_STAYS}")
+
+
+async def run_end(temporal: Client, workflow_id: str) -> RunEnd | None:
+    """The `RunProbe` of the client's stream readers (`streams.ended_runs`): the newest
+    run's end when it was terminated, failed, timed out or cancelled; None while it
+    runs, or when it completed (a closed session ends its readers itself) or never ran."""
+    try:
+        description = await temporal.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    how = await how_it_ended(temporal, description)
+    if how is None or how == "closed":
+        return None
+    return RunEnd(run_id=description.run_id or "", text=run_end_text(how))
+
+
+def run_end_text(how: str) -> str:
+    """What a reader is told when the run ended mid-answer, from `how_it_ended`'s
+    `terminated: <reason> (by <identity>)`, `failed: ...`, `timed out: ...`."""
+    kind, _, cause = how.partition(": ")
+    verb = {"terminated": "was terminated", "cancelled": "was cancelled"}.get(kind, kind)
+    return (
+        f"the session's run {verb}{': ' + cause if cause else ''}; this answer ends here "
+        "unfinished, and the session takes no more messages"
+    )
 
 
 async def how_it_ended(temporal: Client, description: WorkflowExecutionDescription) -> str | None:

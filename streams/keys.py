@@ -14,7 +14,10 @@ workflow id therefore must not be empty or hold a brace, or the tag would differ
                                 sent (written before the send is signalled),
                                 <message id> -> entry id of its `start`,
                                 "interrupts" -> how many interrupts were signalled
-                                (`streams.interrupts`)
+                                (`streams.interrupts`),
+                                "run-end" -> "<run id> <entry id>" of the `error`
+                                that ended a run closed mid-answer
+                                (`streams.ended_runs`)
     sf:{<workflow id>}:writes   hash: writer token -> how many of its chunks are in
                                 the stream, so a retried write adds only the rest
     sf:{<workflow id>}:ctx:<ref>            a turn's context (`streams.context`)
@@ -34,6 +37,7 @@ from sessionflow.errors import InvalidInput
 LATEST_STARTED = "latest"
 LATEST_SENT = "sent"
 INTERRUPTS = "interrupts"
+RUN_END = "run-end"
 # The index hash's lifetime when a client writes to it (a sent message's id, an
 # interrupt notice) before any stream exists; the publisher then sets it with the
 # stream's.

@@ -22,7 +22,11 @@ A session that ends (closed, expired, deleted) writes a last chunk,
 `data-session-end`, and then its keys are deleted (`streams.erasure`): a reader yields
 that chunk and stops, whatever it was reading. A reader that had read from the stream
 and finds it gone stops too, so it never reads a later session under the same id as
-the continuation of the ended one. On a
+the continuation of the ended one. A run that closed without ending its answer
+(terminated from the Temporal UI, say) ends its readers too: a reader left waiting
+asks whether the run still runs (`streams.ended_runs`, when the reader is given an
+`EndedRuns`) and, if not, the run's end is written into the stream as an `error`
+chunk, which the reader yields and stops at. On a
 cluster, every command here names one key, or keys of one session (one hash tag, so
 one slot): each goes to the primary of the session's slot, a blocking XREAD included.
 """
@@ -31,7 +35,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +47,13 @@ from sessionflow.chunks import (
     SESSION_END_TYPE,
     TERMINAL_TYPES,
     Chunk,
+    ErrorChunk,
     is_approval_status,
     parse_chunk,
 )
 from sessionflow.errors import CursorOutOfRange, InvalidInput, StreamUnavailable
 from sessionflow.streams.backoff import Backoff, is_unreachable
+from sessionflow.streams.ended_runs import RUN_END_SOURCE, EndedRuns
 from sessionflow.streams.erasure import erase_keys
 from sessionflow.streams.keys import (
     CLIENT_WRITE_TTL_SECONDS,
@@ -57,6 +63,9 @@ from sessionflow.streams.keys import (
 )
 
 _PAGE = 1000
+# Told a reader's cursor and how long it has waited since its last entry, when a
+# blocking read comes back empty: None to wait on, or the last events before it stops.
+_OnIdle = Callable[[str, float], Awaitable["list[StreamEvent] | None"]]
 
 # Record a sent message id and return the one it replaced, in one step.
 # KEYS: index hash. ARGV: the message id, the field name, the index's lifetime (s).
@@ -153,11 +162,14 @@ class StreamReader:
         prefix: str = "sf",
         block_ms: int = 2_000,
         reconnect_seconds: float = 30.0,
+        ended_runs: EndedRuns | None = None,
     ) -> None:
         self._redis = redis
         self._prefix = prefix
         self._block_ms = block_ms
         self._reconnect_seconds = reconnect_seconds
+        # Asked by a waiting reader whether the session's run has closed (None: never).
+        self._ended_runs = ended_runs
 
     async def read(
         self,
@@ -178,6 +190,10 @@ class StreamReader:
             follow: keep reading across messages instead of ending after the
                 message's `finish`, `abort` or `error`; without `after`, from the
                 start of the message (earlier messages' chunks are skipped).
+
+        When the session's run has closed without ending the answer (`EndedRuns`),
+        the reader yields the `error` chunk that records it and stops; one that is
+        past that chunk already (it follows, or its cursor is after it) just stops.
         """
         if after is not None and not is_entry_id(after):
             raise InvalidInput(f"{after!r} is not a stream entry id (<ms>-<seq>)")
@@ -186,6 +202,20 @@ class StreamReader:
         outage = _Outage(self._reconnect_seconds)
         # Following from a message's start: nothing before its first chunk.
         reached = after is not None
+        on_idle: _OnIdle | None = None
+        if self._ended_runs is not None:
+            runs = self._ended_runs
+
+            async def on_idle(at: str, idle_for: float) -> list[StreamEvent] | None:
+                # A follower past the end stops; a reader of one answer that has not
+                # seen it (written for no message, or its cursor was after it) gets it.
+                end = await runs.end_behind(self._redis, keys, workflow_id, at, idle_for)
+                if end is None or follow:
+                    return None if end is None else []
+                error = ErrorChunk(error_text=end.text)
+                event_id = end.entry_id or at
+                return [StreamEvent(event_id, error, message_id or "", -1, 1, RUN_END_SOURCE)]
+
         while True:
             try:
                 if cursor is None:
@@ -194,7 +224,7 @@ class StreamReader:
                     if message_id is None:
                         message_id = await self.latest_message(workflow_id)
                     cursor = await self._cursor_for(keys, message_id)
-                async for event in self._events(keys, cursor, outage):
+                async for event in self._events(keys, cursor, outage, on_idle):
                     cursor = event.id
                     if event.type == SESSION_END_TYPE:
                         yield event
@@ -216,7 +246,7 @@ class StreamReader:
                 await outage.wait_or_raise(err, workflow_id)
 
     async def _events(
-        self, keys: StreamKeys, cursor: str, outage: _Outage
+        self, keys: StreamKeys, cursor: str, outage: _Outage, on_idle: _OnIdle | None
     ) -> AsyncIterator[StreamEvent]:
         """The backlog after `cursor` without superseded attempts, then live entries."""
         backlog = without_superseded(await self._backlog(keys, cursor))
@@ -225,7 +255,7 @@ class StreamReader:
             yield event
         if backlog:
             cursor = backlog[-1].id
-        async for event in self._tail(keys, cursor, outage):
+        async for event in self._tail(keys, cursor, outage, on_idle):
             yield event
 
     async def _vanished(self, keys: StreamKeys, cursor: str) -> bool:
@@ -351,16 +381,26 @@ class StreamReader:
             cursor = events[-1].id
 
     async def _tail(
-        self, keys: StreamKeys, cursor: str, outage: _Outage
+        self, keys: StreamKeys, cursor: str, outage: _Outage, on_idle: _OnIdle | None
     ) -> AsyncIterator[StreamEvent]:
+        waiting_since = time.monotonic()
         while True:
             response: Any = await self._redis.xread(
                 {keys.chunks: cursor}, count=500, block=self._block_ms
             )
             outage.over()
-            if not response and await self._vanished(keys, cursor):
-                return
-            for _stream, entries in response or ():
+            if not response:
+                if await self._vanished(keys, cursor):
+                    return
+                if on_idle is not None:
+                    last = await on_idle(cursor, time.monotonic() - waiting_since)
+                    if last is not None:
+                        for event in last:
+                            yield event
+                        return
+                continue
+            waiting_since = time.monotonic()
+            for _stream, entries in response:
                 for raw_id, fields in entries:
                     cursor = _decode(raw_id)
                     yield _event(cursor, fields)
