@@ -1,5 +1,7 @@
 """A real S3-compatible server for the S3 payload store's tests: moto's (the
-`moto[server]` wheel), in a subprocess on a loopback port, started once per test module;
+`moto[server]` wheel), in a subprocess on a loopback port, started once per test module
+and applying one request at a time (`tests/moto_atomic.py`: S3's conditional writes are
+atomic, moto's are not);
 each test gets a bucket of its own.
 
 Registered for every test module by `tests/conftest.py` (`pytest_plugins`).
@@ -13,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,7 +65,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, str(Path(__file__).with_name("moto_atomic.py")), "127.0.0.1", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
