@@ -17,7 +17,7 @@ finally a new message is answered.
 Hypothesis runs in a worker thread and does each action on the test's event loop (the
 suite's session loop, where the time-skipping server's client lives), so activities
 and background calls keep running between actions. Each example has its own worker,
-task queue and session. `suite`, the default, runs the same 200 sequences every time
+task queue and session. `suite`, the default, runs the same 120 sequences every time
 (`SESSION_MACHINE_EXAMPLES` changes the count);
 `HYPOTHESIS_PROFILE=ci` runs 200 (no shrinking, to bound the time of a failing run);
 `dev` runs 25 new ones and shrinks a failure to a minimal sequence. The machine stops at the first failure: `SESSION_MACHINE_SKIP`
@@ -81,11 +81,11 @@ settings.register_profile(
     suppress_health_check=_SUPPRESSED,
     print_blob=True,
 )
-# The suite's own: the same 200 sequences every run (derandomized, no example database,
+# The suite's own: the same 120 sequences every run (derandomized, no example database,
 # no shrinking), so what it checks does not change from run to run; `dev` explores.
 settings.register_profile(
     "suite",
-    max_examples=int(os.environ.get("SESSION_MACHINE_EXAMPLES", "200")),
+    max_examples=int(os.environ.get("SESSION_MACHINE_EXAMPLES", "120")),
     stateful_step_count=12,
     deadline=None,
     derandomize=True,
