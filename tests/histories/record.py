@@ -33,7 +33,7 @@ from temporalio.client import Client
 
 from sessionflow.cli.localstack import LocalStack, StackConfig
 from sessionflow.client.client import SessionClient
-from sessionflow.client.session import SendResult
+from sessionflow.client.session import SendResult, Session
 from sessionflow.config import Settings
 from sessionflow.connections import connect_redis, connect_temporal
 from sessionflow.contract import SessionLimits
@@ -92,116 +92,156 @@ async def record_sessions(
 
     histories: dict[str, str] = {}
 
-    plain = client.agent("streamer").session(f"{prefix}plain")
-    await (await plain.send("hello")).done
-    await (await plain.send("again")).done
+    # Every shape is a session of its own: they run side by side.
+    async def plain() -> Session:
+        session = client.agent("streamer").session(f"{prefix}plain")
+        await (await session.send("hello")).done
+        await (await session.send("again")).done
+        return session
 
-    tools = client.agent("tooling").session(f"{prefix}tools")
-    await (await tools.send("make a file and read it")).done
-    await (await tools.send("and a plain turn")).done
+    async def tools() -> Session:
+        session = client.agent("tooling").session(f"{prefix}tools")
+        await (await session.send("make a file and read it")).done
+        await (await session.send("and a plain turn")).done
+        return session
 
-    approval = client.agent("approver").session(f"{prefix}approval")
-    answered = await approval.send("run it")
-    await approval.approve({"approval_id": await _approval_id(answered), "approved": True})
-    await answered.done
+    async def approval() -> Session:
+        session = client.agent("approver").session(f"{prefix}approval")
+        answered = await session.send("run it")
+        await session.approve({"approval_id": await _approval_id(answered), "approved": True})
+        await answered.done
+        return session
 
-    waiting = client.agent("approver").session(f"{prefix}approval-waiting")
-    pending = await waiting.send("run it")
-    await _approval_id(pending)
+    async def approval_waiting() -> Session:
+        session = client.agent("approver").session(f"{prefix}approval-waiting")
+        await _approval_id(await session.send("run it"))
+        return session
 
-    interrupted = client.agent("streamer").session(f"{prefix}interrupt")
-    long = await interrupted.send("long")
-    async for event in long.stream():
-        if event.type == "text-delta":
-            await interrupted.interrupt()
-            break
-    await long.done
-    await (await interrupted.send("short")).done
+    async def interrupt() -> Session:
+        session = client.agent("streamer").session(f"{prefix}interrupt")
+        long = await session.send("long")
+        async for event in long.stream():
+            if event.type == "text-delta":
+                await session.interrupt()
+                break
+        await long.done
+        await (await session.send("short")).done
+        return session
 
-    # A cancel request from the Temporal UI mid-answer: an interrupt, then the run
-    # continues as new (its history, the one with the request, is the shape).
-    cancelled = client.agent("streamer").session(f"{prefix}cancel")
-    cut = await cancelled.send("long")
-    async for event in cut.stream():
-        if event.type == "text-delta":
-            await temporal.get_workflow_handle(cancelled.workflow_id).cancel()
-            break
-    await cut.done
-    await (await cancelled.send("short")).done
+    async def cancel() -> Session:
+        # A cancel request from the Temporal UI mid-answer: an interrupt, then the run
+        # continues as new (its history, the one with the request, is the shape).
+        session = client.agent("streamer").session(f"{prefix}cancel")
+        cut = await session.send("long")
+        async for event in cut.stream():
+            if event.type == "text-delta":
+                await temporal.get_workflow_handle(session.workflow_id).cancel()
+                break
+        await cut.done
+        await (await session.send("short")).done
+        return session
 
-    # Every step commits to the transcript store; then a rewind into it.
-    transcript = (
-        limited(commit_transcript_after_bytes=0).agent("tooling").session(f"{prefix}transcript")
-    )
-    await (await transcript.send("make a file and read it")).done
-    await (await transcript.send("and a plain turn")).done
-    first_answer = (await transcript.history())[1].id
-    await transcript.update(last_message_id=first_answer)
-    await (await transcript.send("after the rewind")).done
+    async def transcript() -> Session:
+        # Every step commits to the transcript store; then a rewind into it.
+        committing = limited(commit_transcript_after_bytes=0).agent("tooling")
+        session = committing.session(f"{prefix}transcript")
+        await (await session.send("make a file and read it")).done
+        await (await session.send("and a plain turn")).done
+        first_answer = (await session.history())[1].id
+        await session.update(last_message_id=first_answer)
+        await (await session.send("after the rewind")).done
+        return session
 
-    # A send with if_busy="rollback" takes out the turn that waits for an approval.
-    rolled = client.agent("approver").session(f"{prefix}rollback")
-    replaced = await rolled.send("run it")
-    await _approval_id(replaced)
-    instead = await rolled.send("instead", if_busy="rollback")
-    await replaced.done
-    await _approval_id(instead)
+    async def rollback() -> Session:
+        # A send with if_busy="rollback" takes out the turn that waits for an approval.
+        session = client.agent("approver").session(f"{prefix}rollback")
+        replaced = await session.send("run it")
+        await _approval_id(replaced)
+        instead = await session.send("instead", if_busy="rollback")
+        await replaced.done
+        await _approval_id(instead)
+        return session
 
-    # A fork in the middle of a committed transcript, and the fork's first turn.
-    parent = limited(commit_transcript_after_bytes=0).agent("tooling").session(f"{prefix}fork")
-    await (await parent.send("make a file and read it")).done
-    await (await parent.send("and a plain turn")).done
-    fork = await parent.fork(f"{prefix}fork-child", at_message_id=(await parent.history())[1].id)
-    await (await fork.send("in the fork")).done
-    # Its tool is plain Python (no `sandbox=True`): the session never makes a sandbox.
-    counter = (
-        limited(continue_as_new_after_events=25)
-        .agent("counter")
-        .session(f"{prefix}continue-as-new")
-    )
-    for i in range(3):
-        await (await counter.send(f"count {i}")).done
+    async def fork() -> tuple[Session, Session]:
+        # A fork in the middle of a committed transcript, and the fork's first turn.
+        committing = limited(commit_transcript_after_bytes=0).agent("tooling")
+        parent = committing.session(f"{prefix}fork")
+        await (await parent.send("make a file and read it")).done
+        await (await parent.send("and a plain turn")).done
+        child = await parent.fork(
+            f"{prefix}fork-child", at_message_id=(await parent.history())[1].id
+        )
+        await (await child.send("in the fork")).done
+        return parent, child
 
-    # One idle timer kept across turns, set again when it fires early, then pausing
-    # the sandbox.
-    idle = limited(pause_sandbox_after_seconds=1.5).agent("tooling").session(f"{prefix}idle-pause")
-    await (await idle.send("make a file and read it")).done
-    await asyncio.sleep(1.0)
-    await (await idle.send("and a plain turn")).done
-    await asyncio.sleep(3.0)
+    async def continue_as_new() -> Session:
+        # Its tool is plain Python (no `sandbox=True`): the session never makes a sandbox.
+        continuing = limited(continue_as_new_after_events=25).agent("counter")
+        session = continuing.session(f"{prefix}continue-as-new")
+        for i in range(3):
+            await (await session.send(f"count {i}")).done
+        return session
 
-    closed = client.agent("tooling").session(f"{prefix}close")
-    await (await closed.send("make a file and read it")).done
-    await closed.close()
+    async def idle_pause() -> Session:
+        # One idle timer kept across turns, set again when it fires early, then pausing
+        # the sandbox.
+        pausing = limited(pause_sandbox_after_seconds=1.5).agent("tooling")
+        session = pausing.session(f"{prefix}idle-pause")
+        await (await session.send("make a file and read it")).done
+        await asyncio.sleep(1.0)
+        await (await session.send("and a plain turn")).done
+        await asyncio.sleep(3.0)
+        return session
 
-    expiring = limited(close_after_idle_seconds=2).agent("tooling").session(f"{prefix}idle-ttl")
-    await (await expiring.send("make a file and read it")).done
-    handle = temporal.get_workflow_handle(expiring.workflow_id)
-    await asyncio.wait_for(handle.result(), 30)
+    async def close() -> Session:
+        session = client.agent("tooling").session(f"{prefix}close")
+        await (await session.send("make a file and read it")).done
+        await session.close()
+        return session
 
-    # A session with a webhook URL: each event (an approval asked for, the turn's end,
-    # the close) starts an abandoned delivery workflow; refused at once here (the
-    # worker has no webhook secret), so nothing is sent anywhere.
-    hooked = client.agent("approver").session(f"{prefix}webhooks")
-    asked = await hooked.send("run it", webhook_url="http://127.0.0.1:9/hook")
-    await hooked.approve({"approval_id": await _approval_id(asked), "approved": False})
-    await asked.done
-    await hooked.close()
+    async def idle_ttl() -> Session:
+        expiring = limited(close_after_idle_seconds=2).agent("tooling")
+        session = expiring.session(f"{prefix}idle-ttl")
+        await (await session.send("make a file and read it")).done
+        await asyncio.wait_for(temporal.get_workflow_handle(session.workflow_id).result(), 30)
+        return session
 
-    # The delete update erases and completes the run; the client would then delete the
-    # runs from Temporal, so its history is read first, and the session deleted after.
-    deleted = client.agent("tooling").session(f"{prefix}delete")
-    await (await deleted.send("make a file and read it")).done
-    await temporal.get_workflow_handle(deleted.workflow_id).execute_update("delete")
-    histories["delete"] = await _history(temporal, deleted.workflow_id)
-    await deleted.delete()
+    async def webhooks() -> Session:
+        # A session with a webhook URL: each event (an approval asked for, the turn's
+        # end, the close) starts an abandoned delivery workflow; refused at once here
+        # (the worker has no webhook secret), so nothing is sent anywhere.
+        session = client.agent("approver").session(f"{prefix}webhooks")
+        asked = await session.send("run it", webhook_url="http://127.0.0.1:9/hook")
+        await session.approve({"approval_id": await _approval_id(asked), "approved": False})
+        await asked.done
+        await session.close()
+        return session
+
+    async def delete() -> None:
+        # The delete update erases and completes the run; the client would then delete
+        # the runs from Temporal, so its history is read first, and the session deleted
+        # after.
+        session = client.agent("tooling").session(f"{prefix}delete")
+        await (await session.send("make a file and read it")).done
+        await temporal.get_workflow_handle(session.workflow_id).execute_update("delete")
+        histories["delete"] = await _history(temporal, session.workflow_id)
+        await session.delete()
+
+    (
+        plain_s, tools_s, approval_s, waiting_s, interrupted, cancelled, transcript_s,
+        rolled, (parent, child), counter, idle, closed, expiring, hooked, _,
+    ) = await asyncio.gather(
+        plain(), tools(), approval(), approval_waiting(), interrupt(), cancel(),
+        transcript(), rollback(), fork(), continue_as_new(), idle_pause(), close(),
+        idle_ttl(), webhooks(), delete(),
+    )  # fmt: skip
 
     for name, session in (
-        ("plain", plain), ("tools", tools), ("approval", approval),
-        ("approval-waiting", waiting), ("interrupt", interrupted),
-        ("transcript", transcript), ("idle-pause", idle), ("close", closed),
+        ("plain", plain_s), ("tools", tools_s), ("approval", approval_s),
+        ("approval-waiting", waiting_s), ("interrupt", interrupted),
+        ("transcript", transcript_s), ("idle-pause", idle), ("close", closed),
         ("idle-ttl", expiring), ("rollback", rolled), ("fork", parent),
-        ("fork-child", fork), ("webhooks", hooked),
+        ("fork-child", child), ("webhooks", hooked),
     ):  # fmt: skip
         histories[name] = await _history(temporal, session.workflow_id)
     runs = [w async for w in temporal.list_workflows(f'WorkflowId = "{counter.workflow_id}"')]
