@@ -226,7 +226,8 @@ async def test_a_rewind_accepted_while_a_turns_answer_commits_is_not_undone(
     fakes = harness.fakes
     fakes.steps = [text_step("one"), text_step("two " + "x" * 5000)]
     limits = SessionLimits(commit_transcript_after_bytes=2000)  # only the long answer
-    session, first = await harness.start("1", limits=limits)
+    # The update lands at the task's heartbeat, 1.6 s in (8 s at the default timeout).
+    session, first = await harness.start("1", limits=limits, task_timeout=timedelta(seconds=2))
     assert (await session.wait(first)).status is TurnStatus.FINISHED
     hold = Hold(local=True)
     fakes.script(ActivityName.COMMIT_TRANSCRIPT, hold)
@@ -234,7 +235,7 @@ async def test_a_rewind_accepted_while_a_turns_answer_commits_is_not_undone(
     await asyncio.wait_for(hold.started.wait(), PATIENCE)
     rewinding = asyncio.create_task(session.update(SessionUpdate(last_message_id=first)))
     # Accepted once the worker heartbeats the workflow task (it does so at 80% of the
-    # task's 10 s timeout): the update then waits for the lock, held by the turn.
+    # task's timeout): the update then waits for the lock, held by the turn.
     await eventually(
         session.history,
         lambda events: any(
