@@ -18,7 +18,7 @@ from typing import TypeVar
 import click
 from redis.exceptions import RedisError
 
-from sessionflow.chunks import ToolApprovalRequestChunk, ToolInputAvailableChunk
+from sessionflow.chunks import SESSION_END_TYPE, ToolApprovalRequestChunk, ToolInputAvailableChunk
 from sessionflow.cli.safe_text import line_text
 from sessionflow.cli.terminal import TerminalRenderer
 from sessionflow.client.session import Session
@@ -141,17 +141,19 @@ async def tail(
     """Follow a session's stream forever, reconnecting after Redis errors from the last
     event seen, so nothing is missed or repeated across a disconnect. (The reader rides
     out short outages by itself and gives up with `StreamUnavailable` after 30 s; this
-    keeps trying past that.) Ends after the `error` that records a run closed
-    mid-answer (terminated, say: `streams.ended_runs`): nothing more will come."""
+    keeps trying past that.) Ends once the session has: after its `data-session-end`
+    (closed, expired or deleted; a later session under the id is another one), or the
+    `error` that records a run closed mid-answer (terminated, say:
+    `streams.ended_runs`): nothing more will come."""
     cursor = after
-    run_ended = False
+    ended = False
     while True:
         try:
             async for event in reader.read(workflow_id, after=cursor, follow=True):
                 cursor = event.id
-                run_ended = run_ended or event.source == RUN_END_SOURCE
+                ended = ended or event.source == RUN_END_SOURCE or event.type == SESSION_END_TYPE
                 yield event
-            if run_ended:
+            if ended:
                 return
         except (StreamUnavailable, RedisError, OSError) as err:
             said = line_text(str(err))

@@ -237,11 +237,14 @@ async def test_export_rewind_delete_and_one_id_form_across_commands(
     seen = bytearray()
     answer = await session.send("once more")
     await read_until(tailing.stdout, '"type": "finish"', seen)
-    tailing.terminate()
-    await tailing.wait()
-    events = [json.loads(line) for line in seen.decode().splitlines()]
-    assert {e["message_id"] for e in events} == {answer.assistant_message_id}
     assert (await answer.outcome).status is TurnStatus.FINISHED
+    # ... and stops by itself once the session ends.
+    await session.close()
+    rest, _ = await asyncio.wait_for(tailing.communicate(), 30)
+    assert tailing.returncode == 0
+    events = [json.loads(line) for line in (seen + rest).decode().splitlines()]
+    assert events[-1]["chunk"]["type"] == "data-session-end", events[-1]
+    assert {e["message_id"] for e in events[:-1]} == {answer.assistant_message_id}
 
     deleted = await cli("delete", unique_id, "--yes")
     assert (deleted.code, deleted.out) == (0, f"Deleted session {unique_id}\n"), deleted
