@@ -64,7 +64,11 @@ async def chat(
     try:
         if body.trigger == "regenerate-message":
             await _rewind_before(session, str(message.get("id", "")))
-        result = await session.send(message)
+        result = await session.send(
+            message,
+            context=body.context,
+            budget=body.budget.model_dump(by_alias=False) if body.budget else None,
+        )
     except BaseException:
         slot.release()
         raise

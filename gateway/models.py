@@ -215,6 +215,14 @@ class ChatRequest(_Model):
     messages: list[dict[str, Any]] = Field(min_length=1)
     trigger: Literal["submit-message", "regenerate-message"] = "submit-message"
     message_id: str | None = None
+    # What `sendMessage(message, {body: {...}})` adds, as POST .../messages takes it.
+    context: dict[str, Any] | None = Field(
+        default=None, description="Transient context; validated, never persisted."
+    )
+    budget: BudgetBody | None = Field(
+        default=None,
+        description="This turn's budget; reaching it ends the turn as `budget_exceeded`.",
+    )
 
 
 class ScheduleBody(_Body):

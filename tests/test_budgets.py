@@ -6,6 +6,7 @@ client, the HTTP gateway and the command line."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,6 +29,7 @@ from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
 from sessionflow.streams.reader import StreamEvent
 from tests.conftest import StartWorker
 from tests.serving import serving
+from tests.sse import frames
 from tests.test_cli_chat import spawn
 
 
@@ -252,6 +254,36 @@ async def test_a_turn_budget_over_http(gateway_url: str, unique_id: str) -> None
             f"{base}/messages", json={"message": "go", "budget": {"cost": -1}}, headers=auth
         )
         assert refused.status_code == 422 and "budget.cost" in refused.text
+
+
+async def test_a_turn_budget_through_the_ai_sdks_chat_endpoint(
+    gateway_url: str, unique_id: str
+) -> None:
+    """`useChat`'s `sendMessage(message, {body: {budget}})` lands in /api/chat's body:
+    the turn stops at the budget, its note streamed before the `finish`."""
+    auth = {"Authorization": "Bearer key-for-budgets-01"}
+    body = {
+        "id": unique_id,
+        "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "go"}]}],
+        "budget": {"outputTokens": 40},
+    }
+    chunks = []
+    async with (
+        httpx.AsyncClient(timeout=60) as http,
+        http.stream("POST", f"{gateway_url}/api/chat", json=body, headers=auth) as answer,
+    ):
+        assert answer.status_code == 200
+        async for frame in frames(answer):
+            if frame.data is not None and frame.data != "[DONE]":
+                chunks.append(json.loads(frame.data))
+    notes = [c for c in chunks if c["type"] == "data-notice"]
+    assert [(n["data"]["kind"], n["data"]["limit"]) for n in notes] == [("budget-exceeded", 40)]
+    assert chunks[-1]["type"] == "finish"
+
+    async with httpx.AsyncClient(timeout=60) as http:
+        body["budget"] = {"outputTokens": 0}
+        refused = await http.post(f"{gateway_url}/api/chat", json=body, headers=auth)
+    assert refused.status_code == 422 and "budget" in refused.text
 
 
 async def test_the_command_line_sends_with_a_turn_budget(
