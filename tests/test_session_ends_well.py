@@ -157,7 +157,9 @@ async def test_an_approval_acknowledged_as_the_turn_is_interrupted_is_recorded(
 
     harness = Harness(workflow_env, fakes, task_queue)
     async with worker():
-        session, reply_id = await harness.start("deploy")
+        # The first worker's last poll may still take the next task, which then times
+        # out to the second: after 2 s, not the default 10 s.
+        session, reply_id = await harness.start("deploy", task_timeout=timedelta(seconds=2))
         approval_id = await pending_approval(session)
     try:
         await session.interrupt()  # the server holds it for the next workflow task
