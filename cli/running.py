@@ -43,6 +43,9 @@ def run(coro: Awaitable[T], explain: Callable[[], str | None] | None = None) -> 
         code = err.exit_code
     except KeyboardInterrupt:
         code = 130
+    except OSError as err:  # a server that cannot listen, say
+        click.echo(f"Error: {body_text(str(err))}", err=True)
+        code = 1
     except SystemExit as exit:
         reason = explain() if explain else None
         if reason:

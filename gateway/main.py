@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 from collections.abc import Generator
 from http import HTTPStatus
@@ -29,19 +30,39 @@ MAX_HEADER_BYTES = 64 * 1024
 BUSY_RETRY_AFTER = 1
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket on `host`:`port`, IPv4 when the host has an IPv4 address (as
-    `localhost` does), else IPv6; `OSError` when it cannot be had (the port is in use)."""
-    families = {info[0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
-    family = socket.AF_INET if socket.AF_INET in families else socket.AF_INET6
-    return socket.create_server((host, port), family=family, backlog=2048)
-
-
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         # The process's own handlers (stop_on_signals) decide when to stop.
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's, with a failure to listen raised as `OSError` in the serving task.
+        uvicorn exits instead (`sys.exit`), and a SystemExit from a task ends the event
+        loop and the process: a codec server whose port was taken after `dev` checked
+        it stopped all of `dev`, blaming the gateway."""
+        heard = _LastError()
+        logging.getLogger("uvicorn.error").addHandler(heard)
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:
+            raise OSError(
+                f"cannot listen on {self.config.host}:{self.config.port}: "
+                f"{heard.message or 'uvicorn could not start'}"
+            ) from None
+        finally:
+            logging.getLogger("uvicorn.error").removeHandler(heard)
+
+
+class _LastError(logging.Handler):
+    """The last error uvicorn logged (why it could not listen: it says so only there)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = " ".join(record.getMessage().split())
 
 
 async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
@@ -187,11 +208,7 @@ async def serve_gateway(
             timeout_keep_alive=config.keep_alive_timeout,  # type: ignore[arg-type]
         )
     )
-    # Bound here, not by uvicorn: a port in use is then an OSError in our caller's
-    # task, which `dev` reports or (for its codec server) skips. uvicorn's own bind
-    # failure is a SystemExit from a task, which ends the event loop and the process.
-    listening = listen(host, port)
-    serving = asyncio.create_task(server.serve(sockets=[listening]))
+    serving = asyncio.create_task(server.serve())
     # uvicorn exposes readiness only as a flag, so it is polled.
     while started is not None and not server.started and not serving.done():  # noqa: ASYNC110
         await asyncio.sleep(0.02)

@@ -365,7 +365,7 @@ async def test_openapi_describes_the_rest_api(gateway: Gateway) -> None:
             "sessionId", "agent", "status", "tokens", "pendingApprovals", "lastActivity", "uiUrl",
         },
         "HistoryResponse": {"messages", "offset", "count"},
-        "ChatRequest": {"id", "messages", "trigger", "messageId"},
+        "ChatRequest": {"id", "messages", "trigger", "messageId", "context", "budget"},
     }.items():  # fmt: skip
         assert set(schemas[name]["properties"]) == fields, name
     responses = {
