@@ -96,3 +96,18 @@ async def erase(session_id: str, agent: str) -> None:
             f"the session could not be erased ({describe(err)}); delete it again to retry",
             type=ConnectionFailed.__name__,
         ) from None
+
+
+async def close(session_id: str, agent: str, sandbox_id: str | None, reason: SessionEnd) -> None:
+    """A close's work: the sandbox killed (`SandboxError` if it will not die: the
+    session stays open), then the stream ended."""
+    if sandbox_id is not None:
+        await kill_sandbox(sandbox_id, what="close")
+    await end_stream(session_id, agent, reason)
+
+
+async def delete(session_id: str, agent: str, sandbox_id: str | None) -> None:
+    """A delete's work: the sandbox killed, then the session's data erased."""
+    if sandbox_id is not None:
+        await kill_sandbox(sandbox_id, what="delete")
+    await erase(session_id, agent)
