@@ -329,6 +329,11 @@ class SessionWorkflow:
                 self.turn.interrupt(request.last_part)
         self.inbox.append(request)
 
+    def _is_known(self, message_id: str) -> bool:
+        """An answer of this session (`workflows.outcomes`): a repeat is dropped."""
+        running = self.turn.reply.id if self.turn is not None else None
+        return self._answers.known(message_id, running=running, inbox=self.inbox)
+
     @send_message.validator
     def _validate_send_message(self, request: SendRequest) -> None:
         refusals.refuse_if_continuing(self._continuing)
@@ -651,11 +656,7 @@ class SessionWorkflow:
         self.sandbox_id = await sandboxes.ensure(ref, sandbox_id, summary, must_exist=must_exist)
         return self.sandbox_id
 
-    # -- the run's end ----------------------------------------------------------------
-
-    def _is_known(self, message_id: str) -> bool:
-        running = self.turn.reply.id if self.turn is not None else None
-        return self._answers.known(message_id, running=running, inbox=self.inbox)
+    # -- the hand-over to the next run (workflows.handover) ---------------------------
 
     def _snapshot(self) -> SessionSnapshot:
         return SessionSnapshot(
