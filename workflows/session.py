@@ -138,20 +138,14 @@ class SessionWorkflow:
         # move to another build (`workflows.upgrade`): a run that could not move (an
         # operator's pinned override) never hands its messages on in a loop.
         self._may_move = not snapshot.inbox
-        self._closed = False
-        # Set while `close` kills the sandbox: no new turn may start in it meanwhile.
-        self._closing = False
-        # Set by `delete`: messages are dropped, and waits for their answers released.
-        self._deleting = False
+        # Closing, closed or being deleted (`workflows.ending`).
+        self._life = ending.Lifecycle()
         self.sandbox_paused = False
         # Held by whatever changes the conversation or the sandbox: a turn (from taking
         # its message to committing its answer), `update` and `close`, so none undoes
         # another (Temporal's safe-message-handlers pattern). Read-only handlers and
         # signals, which only queue, never wait for it.
         self._lock = asyncio.Lock()
-        # `sandbox_exec` calls in flight: `close` waits for them (the sandbox one creates
-        # must not outlive the session).
-        self._execs = 0
         self._notices = InterruptAnnouncer()
 
     @property
@@ -197,24 +191,24 @@ class SessionWorkflow:
     async def _serve(self) -> None:
         if not self.inbox:
             self._show()  # else the turn that starts at once indexes the session
-        while not self._closed:
+        while not self._life.closed:
             await self._wait_for_message()
-            if self._closed:
+            if self._life.closed:
                 break
             if self._may_move and upgrade.due(self.limits):
                 await self._continue_as_new()  # the next run, on the new build, answers
-            if self._cancel_handled and not self._closing:
+            if self._cancel_handled and not self._life.closing:
                 await self._continue_as_new()  # a cancel request came while idle
                 continue
             async with self._lock:
                 # An update or close that held the lock may have changed things meanwhile.
-                if self._closed or self._closing or not self.inbox:
+                if self._life.ending or not self.inbox:
                     continue
                 await self._take_turn(self.inbox.pop(0))
                 self._may_move = True
             if (
                 handover.history_is_long(self.limits) or self._cancel_handled
-            ) and not self._closing:
+            ) and not self._life.closing:
                 await self._continue_as_new()
         await self.webhooks.settled()
         # The run ends: it completes, or carries messages sent meanwhile to the next.
@@ -273,8 +267,8 @@ class SessionWorkflow:
         close the session if none comes for `limits.close_after_idle_seconds`."""
 
         def ready() -> bool:
-            waiting = bool(self.inbox) and not self._closing
-            return waiting or self._closed or self._cancel_handled
+            waiting = bool(self.inbox) and not self._life.closing
+            return waiting or self._life.closed or self._cancel_handled
 
         pausable = self.sandbox_id is not None and not self.sandbox_paused
         await self._idle.wait(
@@ -293,10 +287,10 @@ class SessionWorkflow:
         """Close the session after its idle TTL, as `close` does; a sandbox that will
         not die leaves it open for another TTL."""
         async with self._lock:
-            if self._closed or self._closing or self.inbox or self.turn is not None:
+            if self._life.ending or self.inbox or self.turn is not None:
                 return  # a message came (or a close began) while this waited for the lock
             try:
-                await self._end(SessionEnd.EXPIRED)
+                await self._life.close(self, SessionEnd.EXPIRED)
             except ApplicationError as err:
                 workflow.logger.warning("could not close the idle session: %s", err)
 
@@ -306,7 +300,7 @@ class SessionWorkflow:
     def send(self, request: SendRequest) -> None:
         """Queue a message; a duplicate delivery of the same message is ignored, and so
         is any message while the session is being deleted."""
-        if self._deleting or self._is_known(request.assistant_message_id):
+        if self._life.deleting or self._is_known(request.assistant_message_id):
             return
         self._admit(request)
 
@@ -315,7 +309,7 @@ class SessionWorkflow:
         """Queue a message as the `send` signal does, applying its busy-session
         strategy (`workflows.busy`): the validator refuses a `reject` while busy, and
         this handler, run in the same step, interrupts or rolls back the running turn."""
-        if self._deleting or self._is_known(request.assistant_message_id):
+        if self._life.deleting or self._is_known(request.assistant_message_id):
             return
         self._admit(request)
 
@@ -337,7 +331,7 @@ class SessionWorkflow:
     @send_message.validator
     def _validate_send_message(self, request: SendRequest) -> None:
         refusals.refuse_if_continuing(self._continuing)
-        if self._deleting or self._is_known(request.assistant_message_id):
+        if self._life.deleting or self._is_known(request.assistant_message_id):
             return  # dropped, or a repeat of a message already taken
         busy.refuse_if_rejected(request, turn_running=self.turn is not None, queued=len(self.inbox))
 
@@ -357,7 +351,7 @@ class SessionWorkflow:
         new run, which carries the inbox and the remembered outcomes.
         """
         await workflow.wait_condition(
-            lambda: self._answers.ended(message_id) or self._continuing or self._deleting
+            lambda: self._answers.ended(message_id) or self._continuing or self._life.deleting
         )
         return self._answers.outcome(message_id)
 
@@ -392,7 +386,7 @@ class SessionWorkflow:
             # Checked again: validated before it waited for the lock, while a close or
             # another rewind holding it may have ended the session or cut the message
             # this one keeps.
-            refusals.refuse_if_closed(self._closing or self._closed)
+            refusals.refuse_if_closed(self._life.ending)
             refusals.refuse_if_not_kept(change.last_message_id, self.transcript, self.tail)
             if change.sandbox_id is not None:
                 await self.use_sandbox(self.ref("", -1), change.sandbox_id)
@@ -417,7 +411,7 @@ class SessionWorkflow:
         `request.at_message_id` (the newest if None), by reference, and the agent state
         as of that message (`workflows.forks`). The client starts the fork with it."""
         async with self._lock:
-            refusals.refuse_if_closed(self._closing or self._closed)
+            refusals.refuse_if_closed(self._life.ending)
             refusals.refuse_if_not_kept(request.at_message_id, self.transcript, self.tail)
             return await forks.fork_snapshot(
                 request,
@@ -446,21 +440,9 @@ class SessionWorkflow:
         completes. If the sandbox cannot be killed the session stays open, and closing
         again retries."""
         async with self._lock:
-            if self._closed:
+            if self._life.closed:
                 return  # a close (or the idle TTL) that held the lock first closed it
-            await self._end(SessionEnd.CLOSED)
-
-    async def _end(self, reason: SessionEnd) -> None:
-        """Close the session (the caller holds the lock): `close`, and the idle TTL."""
-        self._closing = True
-        await workflow.wait_condition(lambda: self._execs == 0)
-        try:
-            await ending.close(self.session_id, self.agent, self.sandbox_id, reason)
-        except ApplicationError:
-            self._closing = False
-            raise
-        await self.webhooks.session_ended(reason.value, self.usage.total)
-        self._closed = True
+            await self._life.close(self, SessionEnd.CLOSED)
 
     @close.validator
     def _validate_close(self) -> None:
@@ -476,22 +458,13 @@ class SessionWorkflow:
         sandbox, erase its Redis keys and payload store objects, and complete; the
         client then deletes its Temporal runs. If a step fails the session stays open
         (empty of messages to answer), and deleting again retries."""
-        self._deleting = True
-        self._closing = True
+        self._life.start_deleting()
         self.inbox.clear()
         if self.turn is not None:
             self.turn.interrupt()
         async with self._lock:
             self.inbox.clear()
-            self._closing = True
-            await workflow.wait_condition(lambda: self._execs == 0)
-            try:
-                await ending.delete(self.session_id, self.agent, self.sandbox_id)
-            except ApplicationError:
-                self._closing = self._deleting = False
-                raise
-            await self.webhooks.session_ended(SessionEnd.DELETED.value, self.usage.total)
-            self._closed = True
+            await self._life.delete(self)
 
     @delete.validator
     def _validate_delete(self) -> None:
@@ -499,17 +472,14 @@ class SessionWorkflow:
 
     async def _erase_ended(self, order: EraseOrder) -> None:
         """This run erases a session whose run had ended (`SessionInput.erase`)."""
-        await ending.delete(self.session_id, self.agent, order.sandbox_id)
+        await ending.erase_all(self.session_id, self.agent, order.sandbox_id)
 
     @workflow.update(name="sandbox_exec", description=descriptions.SANDBOX_EXEC)
     async def sandbox_exec(self, request: ExecRequest) -> ExecResult:
         """Run a command in the session's sandbox, creating the sandbox if needed."""
-        self._execs += 1
-        try:
+        with self._life.exec_running():
             sandbox_id = await self.ensure_sandbox(self.ref("", -1))
             return await sandboxes.execute(self.ref("", -1), sandbox_id, request)
-        finally:
-            self._execs -= 1
 
     @sandbox_exec.validator
     def _validate_sandbox_exec(self, request: ExecRequest) -> None:
@@ -517,7 +487,7 @@ class SessionWorkflow:
 
     def _refuse_if_ending(self) -> None:
         refusals.refuse_if_continuing(self._continuing)
-        refusals.refuse_if_closed(self._closing or self._closed)
+        refusals.refuse_if_closed(self._life.ending)
 
     @workflow.update(name="sandbox_status", description=descriptions.SANDBOX_STATUS)
     async def sandbox_status(self) -> SandboxStatus | None:
@@ -682,7 +652,7 @@ class SessionWorkflow:
         # Let `wait_turn` callers hear "continued" before this run closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self.webhooks.settled()
-        if self._deleting:
+        if self._life.deleting:
             return  # deleted meanwhile: nothing is carried on
         if snapshot is None:
             snapshot = self._snapshot()
