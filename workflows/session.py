@@ -12,7 +12,8 @@ This class holds the session's state and its handlers (Temporal registers them b
 name); each concept they draw on has a module of its own: the run's hand-over
 (`handover`), the idle timer (`idle`), the sandbox (`sandboxes`), the transcript
 store (`commits`), the ends of turns (`outcomes`), refusals (`refusals`), the end of
-the session (`ending`), what operators see (`visibility`).
+the session (`ending`), interrupt notices (`notices`), what operators see
+(`visibility`).
 """
 
 from __future__ import annotations
