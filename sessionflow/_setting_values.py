@@ -284,3 +284,28 @@ def check_long_requests(max_connections: int, long_requests: int, reserve: int) 
             f"SESSIONFLOW_LONG_REQUEST_RESERVE ({reserve}) must be "
             f"from 0 to one less than SESSIONFLOW_MAX_LONG_REQUESTS ({long_requests})"
         )
+
+
+# Temporal names a version `<deployment>.<build id>`: the deployment name has no '.'.
+_DEPLOYMENT = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_BUILD_ID = re.compile(r"^[A-Za-z0-9_.+-]{1,200}$")
+
+
+def parse_deployment_name(raw: str, name: str = "SESSIONFLOW_DEPLOYMENT") -> str:
+    """A Worker Deployment name: 1-100 letters, digits, '_' or '-'."""
+    value = str(raw).strip()
+    if not _DEPLOYMENT.match(value):
+        raise ConfigError(f"{name} must be 1-100 letters, digits, '_' or '-', got {raw!r}")
+    return value
+
+
+def parse_build_id(raw: str | None, name: str = "SESSIONFLOW_BUILD_ID") -> str | None:
+    """A build id (letters, digits, '_', '-', '.', '+'; at most 200), or None for ""."""
+    value = (raw or "").strip()
+    if not value:
+        return None
+    if not _BUILD_ID.match(value):
+        raise ConfigError(
+            f"{name} must be 1-200 letters, digits, '_', '-', '.' or '+', got {raw!r}"
+        )
+    return value

@@ -1,12 +1,15 @@
 """Settings: one typed model (`Settings`, pydantic-settings), read from the environment
-once, with defaults for the local stack; and the resolution of the `module:attr` import
-paths some of them hold.
+once, with defaults for the local stack.
 
 Every setting is a field here, with its variable, default and meaning; README.md's
 Configuration table is generated from them (`python -m sessionflow.config --readme
-README.md`; CI checks it is current). Variables are `SESSIONFLOW_<FIELD>`, but for the
-names other tools share (`TEMPORAL_*`, `REDIS_URL`, the providers' API keys, `AWS_*`).
-No other module reads the environment for configuration.
+README.md`, rendered by `sessionflow.settings_table`; CI checks it is current).
+Variables are `SESSIONFLOW_<FIELD>`, but for the names other tools share (`TEMPORAL_*`,
+`REDIS_URL`, the providers' API keys, `AWS_*`).
+No other module reads the environment for configuration. How each field's value is
+read is `sessionflow._setting_fields`; what values may be, `sessionflow._setting_values`;
+the `module:attr` import paths some settings hold are resolved by
+`sessionflow.import_paths`. All of their public names are importable from here.
 
 `Settings(...)` takes the values given and the defaults; `Settings.from_env()` reads the
 environment (or a mapping given), and derives what depends on it: without `REDIS_URL`,
@@ -27,16 +30,9 @@ machine (the local stack), `s3://<bucket>[/<prefix>]` for anything else.
 
 from __future__ import annotations
 
-import argparse
-import functools
-import importlib
-import inspect
 import os
-import re
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -50,6 +46,29 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from sessionflow import settings_table
+from sessionflow._setting_fields import (
+    Parse,
+    choice,
+    env_names,
+    optional,
+    positive,
+    read_address,
+    read_api_keys,
+    read_idle_ttl,
+    read_log_format,
+    read_metrics_address,
+    read_names,
+    read_optional_stripped,
+    read_payload_store,
+    read_prices,
+    read_stripped,
+    read_switch,
+    read_tenant,
+    read_webhook_secrets,
+    shown,
+    whole,
+)
 from sessionflow._setting_values import (
     DEFAULT_IDLE_TTL_SECONDS,
     DEFAULT_PAYLOAD_THRESHOLD,
@@ -69,23 +88,25 @@ from sessionflow._setting_values import (
     local_redis_password,
     parse_address,
     parse_api_keys,
-    parse_choice,
+    parse_build_id,
+    parse_deployment_name,
     parse_http_url,
     parse_idle_ttl,
     parse_payload_store,
     parse_payload_threshold,
-    parse_positive,
-    parse_switch,
     parse_task_queue,
     parse_tenant,
-    parse_whole,
 )
-from sessionflow.ids import TENANT as TENANT_NAME
-from sessionflow.prices import Price, parse_prices, prices_from
+from sessionflow.import_paths import import_factory, import_object
+from sessionflow.prices import Price
+from sessionflow.settings_table import BEGIN, COMMAND, END
 
 __all__ = [
+    "BEGIN",
+    "COMMAND",
     "DEFAULT_IDLE_TTL_SECONDS",
     "DEFAULT_PAYLOAD_THRESHOLD",
+    "END",
     "LOCAL_REDIS_PASSWORD_FILE",
     "LOCAL_REDIS_URL",
     "LOCAL_TENANT",
@@ -103,6 +124,7 @@ __all__ = [
     "import_factory",
     "import_object",
     "local_redis_password",
+    "markdown",
     "parse_address",
     "parse_api_keys",
     "parse_idle_ttl",
@@ -110,6 +132,7 @@ __all__ = [
     "parse_payload_threshold",
     "parse_tenant",
     "variables",
+    "with_table",
 ]
 
 PREFIX = "SESSIONFLOW_"
@@ -117,146 +140,6 @@ PREFIX = "SESSIONFLOW_"
 _EMPTY_MEANS_NONE = ("SESSIONFLOW_TENANT", "SESSIONFLOW_METRICS_ADDRESS")
 # The environment `Settings.from_env` reads; None: `Settings(...)` reads none.
 _ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("_ENVIRONMENT", default=None)
-
-
-@dataclass(frozen=True)
-class _Parse:
-    """How a field's value is read: `parse(value, variable)` returns it or raises
-    `ConfigError`. `value` is the variable's text, or what code passed."""
-
-    parse: Callable[[Any, str], Any]
-
-
-def _whole(low: int = 1, high: int | None = None) -> _Parse:
-    return _Parse(lambda raw, name: parse_whole(raw, name, low, high))
-
-
-def _positive(kind: type[int] | type[float]) -> _Parse:
-    return _Parse(lambda raw, name: parse_positive(raw, name, kind))
-
-
-# Temporal names a version `<deployment>.<build id>`: the deployment name has no '.'.
-_DEPLOYMENT = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
-_BUILD_ID = re.compile(r"^[A-Za-z0-9_.+-]{1,200}$")
-
-
-def parse_deployment_name(raw: str, name: str = "SESSIONFLOW_DEPLOYMENT") -> str:
-    """A Worker Deployment name: 1-100 letters, digits, '_' or '-'."""
-    value = str(raw).strip()
-    if not _DEPLOYMENT.match(value):
-        raise ConfigError(f"{name} must be 1-100 letters, digits, '_' or '-', got {raw!r}")
-    return value
-
-
-def parse_build_id(raw: str | None, name: str = "SESSIONFLOW_BUILD_ID") -> str | None:
-    """A build id (letters, digits, '_', '-', '.', '+'; at most 200), or None for ""."""
-    value = (raw or "").strip()
-    if not value:
-        return None
-    if not _BUILD_ID.match(value):
-        raise ConfigError(
-            f"{name} must be 1-200 letters, digits, '_', '-', '.' or '+', got {raw!r}"
-        )
-    return value
-
-
-def _choice(*options: str) -> _Parse:
-    return _Parse(lambda raw, name: parse_choice(str(raw), name, options))
-
-
-def _address(raw: str, name: str) -> str:
-    value = raw.strip()
-    parse_address(value, name)
-    return value
-
-
-def _switch(raw: str | bool, name: str) -> bool | None:
-    return raw if isinstance(raw, bool) else parse_switch(raw, name)
-
-
-def _tenant(raw: str | None, name: str) -> str | None:
-    return None if raw is None else parse_tenant(raw, name)
-
-
-def _metrics_address(raw: str, name: str) -> str:
-    value = raw.strip()
-    if value:
-        parse_address(value, name, "127.0.0.1:9464")
-    return value
-
-
-def _idle_ttl(raw: str | int | None, name: str) -> int | None:
-    if raw is None or isinstance(raw, int):
-        return raw or None
-    return parse_idle_ttl(raw, name)
-
-
-def _prices(raw: str | Mapping[str, Any], name: str) -> dict[str, Price]:
-    try:
-        return parse_prices(raw, name) if isinstance(raw, str) else prices_from(raw, name)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
-def _payload_store(raw: str | None, name: str) -> str | None:
-    value = (raw or "").strip() or None
-    if value is not None:
-        parse_payload_store(value, name)  # a bad value fails here, at start
-    return value
-
-
-def _api_keys(raw: str | Mapping[str, str], name: str) -> dict[str, str]:
-    return parse_api_keys(raw, name) if isinstance(raw, str) else dict(raw)
-
-
-def _webhook_secrets(raw: str | Mapping[str, str], name: str) -> dict[str, str]:
-    """`tenant:secret,tenant:secret` -> {tenant: secret}; never repeats a secret."""
-    if not isinstance(raw, str):
-        return dict(raw)
-    secrets: dict[str, str] = {}
-    for entry in filter(None, (e.strip() for e in raw.split(","))):
-        tenant, sep, secret = entry.partition(":")
-        if not sep or len(secret) < 8 or not TENANT_NAME.match(tenant):
-            raise ConfigError(
-                f"{name} entries must look like '<tenant>:<secret of 8+ characters>' "
-                "with a tenant of letters, digits, '_' or '-'"
-            )
-        secrets[tenant] = secret
-    return secrets
-
-
-def _names(raw: str | tuple[str, ...] | list[str], name: str) -> tuple[str, ...]:
-    entries = raw.split(",") if isinstance(raw, str) else raw
-    return tuple(e.strip() for e in entries if e.strip())
-
-
-def _log_format(raw: str | None, name: str) -> str | None:
-    value = (raw or "").strip().lower()
-    return parse_choice(value, name, ("json", "console")) if value else None
-
-
-def _stripped(raw: str, name: str) -> str:
-    return raw.strip()
-
-
-def _optional_stripped(raw: str | None, name: str) -> str | None:
-    return (raw or "").strip() or None
-
-
-def _optional(parse: _Parse) -> _Parse:
-    """`parse`, but None (unset) passes as None."""
-    return _Parse(lambda raw, name: None if raw is None else parse.parse(raw, name))
-
-
-def _env(*names: str) -> str | AliasChoices:
-    """The variable(s) of a field that does not follow `SESSIONFLOW_<FIELD>`; the first
-    set wins."""
-    return names[0] if len(names) == 1 else AliasChoices(*names)
-
-
-def _shown(text: str) -> dict[str, Any]:
-    """The default as README's table tells it, where it is not one value."""
-    return {"shown_default": text}
 
 
 class Settings(BaseSettings):
@@ -273,102 +156,106 @@ class Settings(BaseSettings):
     )
 
     # -- Temporal ------------------------------------------------------------------------
-    temporal_address: Annotated[str, _Parse(_address)] = Field(
-        "127.0.0.1:7233", validation_alias=_env("TEMPORAL_ADDRESS"), description="Temporal frontend"
+    temporal_address: Annotated[str, Parse(read_address)] = Field(
+        "127.0.0.1:7233",
+        validation_alias=env_names("TEMPORAL_ADDRESS"),
+        description="Temporal frontend",
     )
-    temporal_namespace: Annotated[str, _Parse(_stripped)] = Field(
-        "default", validation_alias=_env("TEMPORAL_NAMESPACE"), description="Temporal namespace"
+    temporal_namespace: Annotated[str, Parse(read_stripped)] = Field(
+        "default",
+        validation_alias=env_names("TEMPORAL_NAMESPACE"),
+        description="Temporal namespace",
     )
-    temporal_ui_url: Annotated[str, _Parse(parse_http_url)] = Field(
+    temporal_ui_url: Annotated[str, Parse(parse_http_url)] = Field(
         "http://127.0.0.1:8233",
-        validation_alias=_env("TEMPORAL_UI_URL"),
+        validation_alias=env_names("TEMPORAL_UI_URL"),
         description="base of the UI links printed by the CLI",
     )
-    task_queue: Annotated[str, _Parse(parse_task_queue)] = Field(
+    task_queue: Annotated[str, Parse(parse_task_queue)] = Field(
         "sessionflow",
         description="the base task queue: an agent's sessions run on `<base>.<agent>` "
         "(`sessionflow.assistant`), which only workers serving that agent poll",
     )
-    deployment: Annotated[str, _Parse(parse_deployment_name)] = Field(
+    deployment: Annotated[str, Parse(parse_deployment_name)] = Field(
         "sessionflow",
         description="the Worker Deployment every worker joins; sessions are pinned to the "
         "build they started on (see Deploying under Operations)",
     )
-    build_id: Annotated[str | None, _Parse(parse_build_id)] = Field(
+    build_id: Annotated[str | None, Parse(parse_build_id)] = Field(
         None,
         description="this worker's build in the deployment; unset: the package version and "
         "a hash of its source (`sessionflow.worker.versions`)",
     )
-    worker_role: Annotated[WorkerRole, _choice(*(r.value for r in WorkerRole))] = Field(
+    worker_role: Annotated[WorkerRole, choice(*(r.value for r in WorkerRole))] = Field(
         WorkerRole.ALL,
         description="what a worker runs: `all`, `workflows` (workflow tasks and their local "
         "activities) or `activities`; `sessionflow worker --role` overrides it",
     )
-    interrupt_notices: Annotated[bool, _Parse(_switch)] = Field(
+    interrupt_notices: Annotated[bool, Parse(read_switch)] = Field(
         True,
         description="`on`/`off` (workers): running steps learn of interrupts from a counter "
         "in Redis and heartbeat every 2 s; `off`, they heartbeat every 0.4 s, five times the "
         "Temporal server's heartbeat writes, so that Temporal's cancel alone reaches them as "
         "fast",
     )
-    redis_url: Annotated[str, _Parse(check_redis_url)] = Field(
+    redis_url: Annotated[str, Parse(check_redis_url)] = Field(
         LOCAL_REDIS_URL,
-        validation_alias=_env("REDIS_URL"),
+        validation_alias=env_names("REDIS_URL"),
         repr=False,
         description="Redis for streams, with its password: "
         "`redis://:<password>@host:port/db` (`rediss://` for TLS), or any node of a Redis "
         "Cluster: `redis+cluster://:<password>@host:port` (`rediss+cluster://`; see "
         "Operations); each process pools up to 10,000 connections (one per live reader or "
         "write in flight), `?max_connections=N` to change",
-        json_schema_extra=_shown(
+        json_schema_extra=shown(
             "`redis://127.0.0.1:6379/0`, with the local stack's password from "
             "`<data dir>/redis.password` when that file exists"
         ),
     )
-    temporal_tls: Annotated[bool | None, _Parse(_switch)] = Field(
+    temporal_tls: Annotated[bool | None, Parse(read_switch)] = Field(
         None,
-        validation_alias=_env("TEMPORAL_TLS"),
+        validation_alias=env_names("TEMPORAL_TLS"),
         description="`on`/`off`: connect to Temporal over TLS; `off` with an API key or a "
         "TLS file is refused",
-        json_schema_extra=_shown(
+        json_schema_extra=shown(
             "on when any `TEMPORAL_TLS_*` or `TEMPORAL_API_KEY` is set, else off"
         ),
     )
     temporal_tls_ca: Path | None = Field(
         None,
-        validation_alias=_env("TEMPORAL_TLS_CA"),
+        validation_alias=env_names("TEMPORAL_TLS_CA"),
         description="PEM file of the CA(s) that sign the Temporal server's certificate",
-        json_schema_extra=_shown("the system's root CAs"),
+        json_schema_extra=shown("the system's root CAs"),
     )
     temporal_tls_cert: Path | None = Field(
         None,
-        validation_alias=_env("TEMPORAL_TLS_CERT"),
+        validation_alias=env_names("TEMPORAL_TLS_CERT"),
         description="PEM client certificate for mTLS (with `TEMPORAL_TLS_KEY`)",
     )
     temporal_tls_key: Path | None = Field(
         None,
-        validation_alias=_env("TEMPORAL_TLS_KEY"),
+        validation_alias=env_names("TEMPORAL_TLS_KEY"),
         description="PEM private key of `TEMPORAL_TLS_CERT`",
     )
-    temporal_tls_server_name: Annotated[str | None, _Parse(_optional_stripped)] = Field(
+    temporal_tls_server_name: Annotated[str | None, Parse(read_optional_stripped)] = Field(
         None,
-        validation_alias=_env("TEMPORAL_TLS_SERVER_NAME"),
+        validation_alias=env_names("TEMPORAL_TLS_SERVER_NAME"),
         description="the name sent as SNI and checked against the server's certificate",
-        json_schema_extra=_shown("the host of `TEMPORAL_ADDRESS`"),
+        json_schema_extra=shown("the host of `TEMPORAL_ADDRESS`"),
     )
     temporal_api_key: str | None = Field(
         None,
-        validation_alias=_env("TEMPORAL_API_KEY"),
+        validation_alias=env_names("TEMPORAL_API_KEY"),
         repr=False,
         description="Temporal Cloud API key (implies TLS); never logged",
     )
     # -- the command line and the local stack --------------------------------------------
-    tenant: Annotated[str | None, _Parse(_tenant)] = Field(
+    tenant: Annotated[str | None, Parse(read_tenant)] = Field(
         None,
         description="the tenant the CLI's session commands act for: session `<id>` is "
         "`<tenant>:<id>`, as the gateway names a tenant's sessions (letters, digits, `_` or "
         "`-`, up to 64; empty for none)",
-        json_schema_extra=_shown(
+        json_schema_extra=shown(
             "`dev` with the local stack on its defaults (`REDIS_URL` unset, "
             "`<data dir>/redis.password` there), else none"
         ),
@@ -380,9 +267,9 @@ class Settings(BaseSettings):
         "directories, 0600 files; tightened at start if an older version left it open)",
     )
     # -- sandboxes -----------------------------------------------------------------------
-    sandbox_backend: Annotated[str, _Parse(_stripped)] = Field(
+    sandbox_backend: Annotated[str, Parse(read_stripped)] = Field(
         "local",
-        validation_alias=_env("SESSIONFLOW_SANDBOX"),
+        validation_alias=env_names("SESSIONFLOW_SANDBOX"),
         description="the sandbox backend: `local`, `e2b`, a name registered with "
         "`register_sandbox_backend`, or an import path `module:attr` naming a backend "
         "instance, or a class or factory (called with no arguments, or else with the "
@@ -391,123 +278,123 @@ class Settings(BaseSettings):
     sandbox_root: Path | None = Field(
         None,
         description="local sandbox workspaces",
-        json_schema_extra=_shown("`<data dir>/sandboxes`"),
+        json_schema_extra=shown("`<data dir>/sandboxes`"),
     )
-    sandbox_isolation: Annotated[str, _choice("bubblewrap", "none")] = Field(
+    sandbox_isolation: Annotated[str, choice("bubblewrap", "none")] = Field(
         "bubblewrap",
         description="how the local sandbox confines commands: `bubblewrap` (own namespaces, "
         "uid 65534 without capabilities, only system directories and the workspace, limits; "
         "refuses to run where bubblewrap cannot be set up) or `none` (unconfined, for "
         "trusted code only; logged as a warning at every start)",
     )
-    sandbox_network: Annotated[str, _choice("none", "egress")] = Field(
+    sandbox_network: Annotated[str, choice("none", "egress")] = Field(
         "none",
         description="local sandbox network: `none` (a private loopback only) or `egress` "
         "(outbound through `slirp4netns`, never to the host's loopback, but to its other "
         "addresses and networks: keep Redis, Temporal and the gateway off them)",
     )
-    sandbox_uid: Annotated[int, _whole(1, 2**32 - 2)] = Field(
+    sandbox_uid: Annotated[int, whole(1, 2**32 - 2)] = Field(
         1_900_000_000,
         description="the first host uid (and gid) of the range local sandboxes run as when "
         "the worker runs as root, one uid per sandbox (a non-root worker's commands run as "
         "its own uid)",
     )
-    sandbox_uids: Annotated[int, _whole(1, 2**31)] = Field(
+    sandbox_uids: Annotated[int, whole(1, 2**31)] = Field(
         65_536,
         description="how many host uids that range holds (1: every sandbox runs as "
         "`SESSIONFLOW_SANDBOX_UID`)",
     )
-    sandbox_limits: Annotated[str, _choice("kernel", "best-effort")] = Field(
+    sandbox_limits: Annotated[str, choice("kernel", "best-effort")] = Field(
         "kernel",
         description="`kernel`: local sandboxes are refused where the host cannot enforce "
         "their share (cgroups, a loop-mounted workspace) and the seccomp filter; "
         "`best-effort`: run without what is missing (the start line names it)",
     )
-    sandbox_memory_mb: Annotated[int, _whole(16)] = Field(
+    sandbox_memory_mb: Annotated[int, whole(16)] = Field(
         4096,
         description="memory share of a local sandbox, all its processes and commands "
         "together (a cgroup; at least 16)",
     )
-    sandbox_cpu_percent: Annotated[int, _whole()] = Field(
+    sandbox_cpu_percent: Annotated[int, whole()] = Field(
         100,
         description="CPU share of a local sandbox, in percent of one core (a cgroup's CPU quota)",
     )
-    sandbox_disk_mb: Annotated[int, _whole(16)] = Field(
+    sandbox_disk_mb: Annotated[int, whole(16)] = Field(
         2048,
         description="size of a local sandbox's workspace (a sparse, loop-mounted ext4 image; "
         "at least 16)",
     )
-    sandbox_max_processes: Annotated[int, _whole()] = Field(
+    sandbox_max_processes: Annotated[int, whole()] = Field(
         512,
         description="processes and threads a local sandbox may have at once, all its "
         "commands together (a cgroup's `pids.max`; also each command's per-uid limit)",
     )
-    sandbox_max_memory_mb: Annotated[int, _whole()] = Field(
+    sandbox_max_memory_mb: Annotated[int, whole()] = Field(
         4096,
         description="address space of each process of a local sandbox command (MiB; the "
         "sandbox's total is `SESSIONFLOW_SANDBOX_MEMORY_MB`)",
     )
-    sandbox_max_cpu_seconds: Annotated[int, _whole()] = Field(
+    sandbox_max_cpu_seconds: Annotated[int, whole()] = Field(
         600, description="CPU seconds of each process of a local sandbox command"
     )
-    sandbox_max_file_mb: Annotated[int, _whole()] = Field(
+    sandbox_max_file_mb: Annotated[int, whole()] = Field(
         1024, description="largest file a local sandbox command may write (MiB)"
     )
-    sandbox_max_open_files: Annotated[int, _whole()] = Field(
+    sandbox_max_open_files: Annotated[int, whole()] = Field(
         4096, description="open files of each process of a local sandbox command"
     )
-    sandbox_tmp_mb: Annotated[int, _whole()] = Field(
+    sandbox_tmp_mb: Annotated[int, whole()] = Field(
         256,
         description="size of a local sandbox command's `/tmp` (memory-backed; `/dev/shm` "
         "gets at most 64 MiB)",
     )
-    e2b_template: Annotated[str | None, _Parse(_optional_stripped)] = Field(
-        None, description="E2B sandbox template", json_schema_extra=_shown("E2B's default")
+    e2b_template: Annotated[str | None, Parse(read_optional_stripped)] = Field(
+        None, description="E2B sandbox template", json_schema_extra=shown("E2B's default")
     )
-    e2b_timeout_seconds: Annotated[int, _whole()] = Field(
+    e2b_timeout_seconds: Annotated[int, whole()] = Field(
         3600,
-        validation_alias=_env("SESSIONFLOW_E2B_TIMEOUT"),
+        validation_alias=env_names("SESSIONFLOW_E2B_TIMEOUT"),
         description="E2B sandbox lifetime (s)",
     )
     e2b_api_key: str | None = Field(
         None,
-        validation_alias=_env("E2B_API_KEY"),
+        validation_alias=env_names("E2B_API_KEY"),
         repr=False,
         description="the E2B backend's key",
     )
     # -- streams and sessions ------------------------------------------------------------
-    stream_max_len: Annotated[int, _whole()] = Field(
+    stream_max_len: Annotated[int, whole()] = Field(
         10_000,
-        validation_alias=_env("SESSIONFLOW_STREAM_MAXLEN"),
+        validation_alias=env_names("SESSIONFLOW_STREAM_MAXLEN"),
         description="approximate entries kept per session stream",
     )
-    stream_ttl_seconds: Annotated[int, _whole()] = Field(
+    stream_ttl_seconds: Annotated[int, whole()] = Field(
         7 * 24 * 3600,
-        validation_alias=_env("SESSIONFLOW_STREAM_TTL"),
+        validation_alias=env_names("SESSIONFLOW_STREAM_TTL"),
         description="seconds a stream lives after its last chunk",
     )
-    stream_call_budget: Annotated[int, _whole(0)] = Field(
+    stream_call_budget: Annotated[int, whole(0)] = Field(
         256 * 1024,
         description="bytes of progress (preliminary tool output, as stored in Redis) one "
         "tool call may stream; past it progress is summarised, not streamed (see Built-in "
         "tools)",
     )
-    stream_turn_budget: Annotated[int, _whole(0)] = Field(
+    stream_turn_budget: Annotated[int, whole(0)] = Field(
         1024 * 1024,
         description="bytes of progress all the tool calls of one turn may stream together",
     )
-    context_ttl_seconds: Annotated[int, _whole()] = Field(
+    context_ttl_seconds: Annotated[int, whole()] = Field(
         24 * 3600,
-        validation_alias=_env("SESSIONFLOW_CONTEXT_TTL"),
+        validation_alias=env_names("SESSIONFLOW_CONTEXT_TTL"),
         description="seconds a turn's context lives in Redis after its last use",
     )
-    idle_ttl_seconds: Annotated[int | None, _Parse(_idle_ttl)] = Field(
+    idle_ttl_seconds: Annotated[int | None, Parse(read_idle_ttl)] = Field(
         DEFAULT_IDLE_TTL_SECONDS,
-        validation_alias=_env("SESSIONFLOW_IDLE_TTL"),
+        validation_alias=env_names("SESSIONFLOW_IDLE_TTL"),
         description="seconds a session may go without a message before it closes itself, "
         "for agents that set no `idle_ttl` (`off` or `0`: never)",
     )
-    upgrade_on_new_build: Annotated[bool, _Parse(_switch)] = Field(
+    upgrade_on_new_build: Annotated[bool, Parse(read_switch)] = Field(
         False,
         description="`on`/`off` (clients): sessions of agents that set no "
         "`upgrade_on_new_build` move to the deployment's current build when a message finds "
@@ -515,112 +402,112 @@ class Settings(BaseSettings):
         "older builds carry over (see Moving long idle sessions to new code under Operations)",
     )
     # -- the gateway ---------------------------------------------------------------------
-    api_keys: Annotated[dict[str, str], _Parse(_api_keys)] = Field(
+    api_keys: Annotated[dict[str, str], Parse(read_api_keys)] = Field(
         default_factory=dict,
         repr=False,
         description="gateway keys and their tenants: `key:tenant,key:tenant`, each key at "
         "least 8 characters (e.g. `$(openssl rand -hex 16):tenant-a`), each tenant letters, "
         "digits, `_` or `-`",
-        json_schema_extra=_shown("(none)"),
+        json_schema_extra=shown("(none)"),
     )
-    default_agent: Annotated[str, _Parse(_stripped)] = Field(
+    default_agent: Annotated[str, Parse(read_stripped)] = Field(
         "demo",
         description="the gateway's agent when a request names none; `sessionflow "
         "gateway`/`dev` refuse to start when it is not among the agents they serve",
-        json_schema_extra=_shown("`demo` (else the first agent served)"),
+        json_schema_extra=shown("`demo` (else the first agent served)"),
     )
     # -- webhooks ------------------------------------------------------------------------
-    webhook_secret: Annotated[str | None, _Parse(_optional_stripped)] = Field(
+    webhook_secret: Annotated[str | None, Parse(read_optional_stripped)] = Field(
         None,
         repr=False,
         description="the secret webhooks are signed with (HMAC-SHA256, header "
         "`Sessionflow-Signature`) for sessions without a tenant and for tenants "
         "`SESSIONFLOW_WEBHOOK_SECRETS` gives none; without one such webhooks are not sent "
         "(the delivery fails, saying so); never logged",
-        json_schema_extra=_shown("(none)"),
+        json_schema_extra=shown("(none)"),
     )
-    webhook_secrets: Annotated[dict[str, str], _Parse(_webhook_secrets)] = Field(
+    webhook_secrets: Annotated[dict[str, str], Parse(read_webhook_secrets)] = Field(
         default_factory=dict,
         repr=False,
         description="a webhook secret per tenant: `tenant:secret,tenant:secret` (secrets of "
         "8+ characters; a tenant's sessions are `<tenant>:<id>`, as the gateway names "
         "them); never logged",
-        json_schema_extra=_shown("(none)"),
+        json_schema_extra=shown("(none)"),
     )
-    webhook_allow_private: Annotated[bool, _Parse(_switch)] = Field(
+    webhook_allow_private: Annotated[bool, Parse(read_switch)] = Field(
         False,
         description="`on`: webhooks may go to private, loopback and link-local addresses "
         "(off: a URL whose host resolves to any such address, or a redirect to one, is "
         "refused, against server-side request forgery)",
-        json_schema_extra=_shown("`off`"),
+        json_schema_extra=shown("`off`"),
     )
-    webhook_timeout: Annotated[float, _positive(float)] = Field(
+    webhook_timeout: Annotated[float, positive(float)] = Field(
         10.0, description="seconds one webhook attempt may take (connect, send, answer)"
     )
-    webhook_max_retry_interval: Annotated[float, _positive(float)] = Field(
+    webhook_max_retry_interval: Annotated[float, positive(float)] = Field(
         300.0,
         description="the longest pause between webhook attempts (s); pauses double from 1 s",
     )
-    webhook_retry_for: Annotated[int, _whole()] = Field(
+    webhook_retry_for: Annotated[int, whole()] = Field(
         3 * 24 * 3600,
         description="seconds after its event a webhook is still retried; then it is dropped "
         "(the delivery workflow fails, saying so)",
     )
-    gateway_host: Annotated[str, _Parse(_stripped)] = Field(
+    gateway_host: Annotated[str, Parse(read_stripped)] = Field(
         "127.0.0.1", description="address the gateway listens on"
     )
-    gateway_port: Annotated[int, _whole(1, 65535)] = Field(
+    gateway_port: Annotated[int, whole(1, 65535)] = Field(
         8000, description="port the gateway listens on"
     )
-    max_body_bytes: Annotated[int, _whole()] = Field(
+    max_body_bytes: Annotated[int, whole()] = Field(
         16 * 1024 * 1024,
         description="largest request body that posts a message (files included) the gateway "
         "accepts; other bodies are at most 256 KiB",
     )
-    sse_heartbeat: Annotated[float, _positive(float)] = Field(
+    sse_heartbeat: Annotated[float, positive(float)] = Field(
         15.0, description="seconds between SSE keep-alive comments"
     )
-    gateway_max_connections: Annotated[int, _positive(int)] = Field(
+    gateway_max_connections: Annotated[int, positive(int)] = Field(
         1000,
         description="connections one gateway process serves at once (idle keep-alive ones "
         "included); past it a request gets 503 `server_busy` with `Retry-After`",
     )
-    gateway_keep_alive_timeout: Annotated[float, _positive(float)] = Field(
+    gateway_keep_alive_timeout: Annotated[float, positive(float)] = Field(
         5.0, description="seconds an idle connection is kept open between requests"
     )
-    gateway_header_timeout: Annotated[float, _positive(float)] = Field(
+    gateway_header_timeout: Annotated[float, positive(float)] = Field(
         10.0,
         description="seconds a request's headers may take, from its first byte (or from the "
         "connection's opening); then 408 and the connection is closed. Headers over 64 KiB: "
         "431",
     )
-    gateway_body_timeout: Annotated[float, _positive(float)] = Field(
+    gateway_body_timeout: Annotated[float, positive(float)] = Field(
         30.0,
         description="seconds a request's body may take to arrive after its headers; then "
         "408 `request_timeout`",
     )
-    max_streams_per_tenant: Annotated[int, _positive(int)] = Field(
+    max_streams_per_tenant: Annotated[int, positive(int)] = Field(
         100,
         description="long-lived requests (SSE streams: `/v1/sessions/{id}/stream`, "
         "`/api/chat`, `/api/chat/{id}/stream`; outcome long-polls: "
         "`/v1/sessions/{id}/messages/{mid}/outcome`) one tenant may hold open at once, per "
         "gateway process; past it 429 `too_many_streams` with `Retry-After`",
     )
-    max_long_requests: Annotated[int | None, _optional(_positive(int))] = Field(
+    max_long_requests: Annotated[int | None, optional(positive(int))] = Field(
         None,
         description="long-lived requests of all tenants at once, per gateway process (at "
         "most the connection limit); past it 503 `server_busy` with `Retry-After`",
-        json_schema_extra=_shown("three quarters of `SESSIONFLOW_GATEWAY_MAX_CONNECTIONS`"),
+        json_schema_extra=shown("three quarters of `SESSIONFLOW_GATEWAY_MAX_CONNECTIONS`"),
     )
-    long_request_reserve: Annotated[int | None, _optional(_whole(0))] = Field(
+    long_request_reserve: Annotated[int | None, optional(whole(0))] = Field(
         None,
         description="of those, the last free ones only a tenant that holds none may take: "
         "one tenant holds at most min(`SESSIONFLOW_MAX_STREAMS_PER_TENANT`, long requests "
         "\N{MINUS SIGN} reserve); 0 to one less than the long requests",
-        json_schema_extra=_shown("a fifth of `SESSIONFLOW_MAX_LONG_REQUESTS`"),
+        json_schema_extra=shown("a fifth of `SESSIONFLOW_MAX_LONG_REQUESTS`"),
     )
     # -- model providers -----------------------------------------------------------------
-    providers: Annotated[tuple[str, ...], _Parse(_names)] = Field(
+    providers: Annotated[tuple[str, ...], Parse(read_names)] = Field(
         (),
         description="extra model providers, comma-separated import paths `module:attr`, "
         "each naming a provider instance, or a class or factory (called with no arguments, "
@@ -629,56 +516,56 @@ class Settings(BaseSettings):
     )
     anthropic_api_key: str | None = Field(
         None,
-        validation_alias=_env("ANTHROPIC_API_KEY"),
+        validation_alias=env_names("ANTHROPIC_API_KEY"),
         repr=False,
         description="the Anthropic provider's key",
     )
-    anthropic_base_url: Annotated[str | None, _Parse(_optional_stripped)] = Field(
+    anthropic_base_url: Annotated[str | None, Parse(read_optional_stripped)] = Field(
         None,
-        validation_alias=_env("ANTHROPIC_BASE_URL"),
+        validation_alias=env_names("ANTHROPIC_BASE_URL"),
         description="an Anthropic-compatible endpoint",
-        json_schema_extra=_shown("Anthropic's"),
+        json_schema_extra=shown("Anthropic's"),
     )
-    anthropic_max_tokens: Annotated[int, _whole()] = Field(
+    anthropic_max_tokens: Annotated[int, whole()] = Field(
         8192, description="`max_tokens` per model step"
     )
-    anthropic_thinking_budget: Annotated[int, _whole(0)] = Field(
+    anthropic_thinking_budget: Annotated[int, whole(0)] = Field(
         0, description="extended thinking budget (0: off)"
     )
     openai_api_key: str | None = Field(
         None,
-        validation_alias=_env("OPENAI_API_KEY"),
+        validation_alias=env_names("OPENAI_API_KEY"),
         repr=False,
         description="the `openai/` provider's key",
-        json_schema_extra=_shown("(a placeholder when `OPENAI_BASE_URL` is set)"),
+        json_schema_extra=shown("(a placeholder when `OPENAI_BASE_URL` is set)"),
     )
-    openai_base_url: Annotated[str | None, _Parse(_optional_stripped)] = Field(
+    openai_base_url: Annotated[str | None, Parse(read_optional_stripped)] = Field(
         None,
-        validation_alias=_env("OPENAI_BASE_URL"),
+        validation_alias=env_names("OPENAI_BASE_URL"),
         description="an OpenAI-compatible endpoint (Ollama, vLLM, llama.cpp, OpenRouter)",
-        json_schema_extra=_shown("OpenAI's"),
+        json_schema_extra=shown("OpenAI's"),
     )
-    openai_max_tokens: Annotated[int, _whole()] = Field(
+    openai_max_tokens: Annotated[int, whole()] = Field(
         8192,
         description="the output-token limit of each `openai/` model step (for agents that "
         "set no `max_output_tokens`): `max_completion_tokens` to OpenAI's own API, "
         "`max_tokens` to any other server",
     )
-    prices: Annotated[dict[str, Price], _Parse(_prices)] = Field(
+    prices: Annotated[dict[str, Price], Parse(read_prices)] = Field(
         default_factory=dict,
         description="model prices over the built-in table, in US dollars per million tokens: "
         'a JSON object `{"openai/llama3.1": {"input": 0, "output": 0}, ...}` (also '
         "`cache_write`, `cache_read`; unset, they cost as input) or the path of a file "
         "holding one; an agent's `prices=` override these",
-        json_schema_extra=_shown("(none: the built-in table, `sessionflow.prices`)"),
+        json_schema_extra=shown("(none: the built-in table, `sessionflow.prices`)"),
     )
     # -- the codec server (`sessionflow codec-server`) ------------------------------------
-    codec_host: Annotated[str, _Parse(_stripped)] = Field(
+    codec_host: Annotated[str, Parse(read_stripped)] = Field(
         "127.0.0.1",
         description="address the codec server listens on; anything but a loopback address "
         "needs `SESSIONFLOW_CODEC_TOKEN`",
     )
-    codec_port: Annotated[int, _whole(1, 65535)] = Field(
+    codec_port: Annotated[int, whole(1, 65535)] = Field(
         8081, description="port the codec server listens on"
     )
     codec_token: str | None = Field(
@@ -686,9 +573,9 @@ class Settings(BaseSettings):
         repr=False,
         description="bearer token the codec server requires of every request "
         "(`Authorization: Bearer <token>`); never logged",
-        json_schema_extra=_shown("(none: loopback only)"),
+        json_schema_extra=shown("(none: loopback only)"),
     )
-    codec_cors_origins: Annotated[tuple[str, ...], _Parse(_names)] = Field(
+    codec_cors_origins: Annotated[tuple[str, ...], Parse(read_names)] = Field(
         (
             "http://localhost:8233",
             "http://127.0.0.1:8233",
@@ -697,69 +584,69 @@ class Settings(BaseSettings):
         ),
         description="origins of the Temporal UI that may call the codec server from the "
         "browser, comma-separated",
-        json_schema_extra=_shown("the dev server's UI (`:8233`) and compose's (`:8080`)"),
+        json_schema_extra=shown("the dev server's UI (`:8233`) and compose's (`:8080`)"),
     )
     # -- traces (OpenTelemetry's own variables, `sessionflow.tracing`) --------------
     otel_exporter_otlp_endpoint: str | None = Field(
         None,
-        validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        validation_alias=env_names("OTEL_EXPORTER_OTLP_ENDPOINT"),
         description="where workers send OpenTelemetry traces (OTLP); set (or the traces "
         "endpoint), workers trace turns, model steps and tool calls, with the `otel` extra. "
         "The exporter reads the other `OTEL_*` variables itself",
-        json_schema_extra=_shown("(none: no traces)"),
+        json_schema_extra=shown("(none: no traces)"),
     )
     otel_exporter_otlp_traces_endpoint: str | None = Field(
         None,
-        validation_alias=_env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        validation_alias=env_names("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
         description="the OTLP endpoint for traces alone (the full URL, `.../v1/traces`)",
-        json_schema_extra=_shown("(none)"),
+        json_schema_extra=shown("(none)"),
     )
     otel_exporter_otlp_protocol: str | None = Field(
         None,
-        validation_alias=_env("OTEL_EXPORTER_OTLP_PROTOCOL"),
+        validation_alias=env_names("OTEL_EXPORTER_OTLP_PROTOCOL"),
         description="`http/protobuf`, or `grpc` (needs opentelemetry-exporter-otlp-proto-grpc)",
-        json_schema_extra=_shown("`http/protobuf`"),
+        json_schema_extra=shown("`http/protobuf`"),
     )
     otel_traces_exporter: str | None = Field(
         None,
-        validation_alias=_env("OTEL_TRACES_EXPORTER"),
+        validation_alias=env_names("OTEL_TRACES_EXPORTER"),
         description="`none` turns traces off even with an endpoint set",
-        json_schema_extra=_shown("(otlp)"),
+        json_schema_extra=shown("(otlp)"),
     )
     # -- workers -------------------------------------------------------------------------
-    metrics_address: Annotated[str, _Parse(_metrics_address)] = Field(
+    metrics_address: Annotated[str, Parse(read_metrics_address)] = Field(
         "127.0.0.1:9464",
         description="the worker's Prometheus endpoint (`/metrics`), `host:port`. Unset: "
         "9464, or when another worker on the host has it, the next free port (the worker's "
         "start line says which). Set: exactly that address, and a port in use is an error; "
         "`host:0` takes any free port; empty turns metrics off",
-        json_schema_extra=_shown("`127.0.0.1:9464`, else the next free port"),
+        json_schema_extra=shown("`127.0.0.1:9464`, else the next free port"),
     )
-    max_concurrent_activities: Annotated[int, _whole()] = Field(
+    max_concurrent_activities: Annotated[int, whole()] = Field(
         200,
         description="activities one worker runs at once, per task queue it polls (each "
         "agent's, and the shared one)",
     )
     # Temporal's worker refuses fewer than 2 while it caches sessions.
-    max_concurrent_workflow_tasks: Annotated[int, _whole(2)] = Field(
+    max_concurrent_workflow_tasks: Annotated[int, whole(2)] = Field(
         100,
         description="workflow tasks one worker runs at once, per task queue it polls (at least 2)",
     )
-    max_cached_workflows: Annotated[int, _whole(0)] = Field(
+    max_cached_workflows: Annotated[int, whole(0)] = Field(
         1000,
         description="sessions kept in a worker's cache, per task queue it polls (evicted "
         "ones replay from history)",
     )
-    log_format: Annotated[str | None, _Parse(_log_format)] = Field(
+    log_format: Annotated[str | None, Parse(read_log_format)] = Field(
         None,
         description="`json`, or `console` (default on a terminal)",
-        json_schema_extra=_shown("auto"),
+        json_schema_extra=shown("auto"),
     )
-    log_level: Annotated[str, _choice(*LOG_LEVELS)] = Field(
+    log_level: Annotated[str, choice(*LOG_LEVELS)] = Field(
         "info", description="log level of `dev` and `worker` (other commands: `warning`)"
     )
     # -- large payloads ------------------------------------------------------------------
-    payload_store: Annotated[str | None, _Parse(_payload_store)] = Field(
+    payload_store: Annotated[str | None, Parse(read_payload_store)] = Field(
         None,
         description="where payloads of at least `SESSIONFLOW_PAYLOAD_THRESHOLD` bytes go "
         "(activity inputs and results, signals, query and update answers, continue-as-new "
@@ -771,49 +658,49 @@ class Settings(BaseSettings):
         "permitting), all others never by Sessionflow: a bucket lifecycle rule, if any, must "
         "keep objects at least as long as a session's run can stay open (an idle session "
         "replays from history, references included) plus the namespace's retention",
-        json_schema_extra=_shown("`file://<data dir>/payloads`"),
+        json_schema_extra=shown("`file://<data dir>/payloads`"),
     )
-    payload_threshold: Annotated[int, _Parse(parse_payload_threshold)] = Field(
+    payload_threshold: Annotated[int, Parse(parse_payload_threshold)] = Field(
         DEFAULT_PAYLOAD_THRESHOLD,
         description="size in bytes from which a payload goes to the payload store (0 to "
         "1048576; 0 stores every payload)",
     )
-    s3_endpoint_url: Annotated[str | None, _Parse(_optional_stripped)] = Field(
+    s3_endpoint_url: Annotated[str | None, Parse(read_optional_stripped)] = Field(
         None,
-        validation_alias=_env("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        validation_alias=env_names("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
         description="an `s3://` store's endpoint, for S3-compatible servers (MinIO, Ceph, R2, ...)",
-        json_schema_extra=_shown("AWS S3"),
+        json_schema_extra=shown("AWS S3"),
     )
-    s3_region: Annotated[str | None, _Parse(_optional_stripped)] = Field(
+    s3_region: Annotated[str | None, Parse(read_optional_stripped)] = Field(
         None,
-        validation_alias=_env("AWS_REGION", "AWS_DEFAULT_REGION"),
+        validation_alias=env_names("AWS_REGION", "AWS_DEFAULT_REGION"),
         description="an `s3://` store's region",
-        json_schema_extra=_shown("boto's configuration"),
+        json_schema_extra=shown("boto's configuration"),
     )
     aws_access_key_id: str | None = Field(
         None,
-        validation_alias=_env("AWS_ACCESS_KEY_ID"),
+        validation_alias=env_names("AWS_ACCESS_KEY_ID"),
         repr=False,
         description="an `s3://` store's access key (it needs `s3:PutObject`, "
         "`s3:GetObject`, `s3:DeleteObject` and `s3:ListBucket` on the store's prefix); "
         "never logged",
-        json_schema_extra=_shown(
+        json_schema_extra=shown(
             "boto's credential chain (`AWS_PROFILE`, config files, instance or pod roles)"
         ),
     )
     aws_secret_access_key: str | None = Field(
         None,
-        validation_alias=_env("AWS_SECRET_ACCESS_KEY"),
+        validation_alias=env_names("AWS_SECRET_ACCESS_KEY"),
         repr=False,
         description="the secret of `AWS_ACCESS_KEY_ID`; never logged",
-        json_schema_extra=_shown("boto's credential chain"),
+        json_schema_extra=shown("boto's credential chain"),
     )
     aws_session_token: str | None = Field(
         None,
-        validation_alias=_env("AWS_SESSION_TOKEN"),
+        validation_alias=env_names("AWS_SESSION_TOKEN"),
         repr=False,
         description="a session token for temporary credentials; never logged",
-        json_schema_extra=_shown("boto's credential chain"),
+        json_schema_extra=shown("boto's credential chain"),
     )
 
     def __init__(self, **values: Any) -> None:
@@ -838,12 +725,12 @@ class Settings(BaseSettings):
     @field_validator("*", mode="before")
     @classmethod
     def _parse(cls, value: Any, info: ValidationInfo) -> Any:
-        """Each field's own parser (its `_Parse`), told the field's variable."""
+        """Each field's own parser (its `Parse`), told the field's variable."""
         name = info.field_name
         if name is None or value is None:  # None: unset, where a field may be
             return value
         for marker in cls.model_fields[name].metadata:
-            if isinstance(marker, _Parse):
+            if isinstance(marker, Parse):
                 return marker.parse(value, variables(name)[0])
         return value
 
@@ -967,114 +854,18 @@ def _one_line(err: ValidationError) -> ConfigError:
     return ConfigError(f"{variable}: {' '.join(first['msg'].split())}")
 
 
-def import_object(path: str) -> object:
-    """The object a `module:attr` import path names (`attr` may be dotted: `mod:Cls.make`).
-
-    Raises `ImportError` (the module, or something it imports, is missing) or
-    `ValueError` (no `:attr`, no such attribute), each with a one-line reason.
-    """
-    module_name, _, attr = (part.strip() for part in path.partition(":"))
-    if not module_name or module_name.startswith("."):
-        raise ValueError("no module before ':'" if not module_name else "a relative module")
-    module = importlib.import_module(module_name)
-    if not attr:
-        raise ValueError(f"no ':attr' after the module {module_name!r}")
-    found: object = module
-    for name in attr.split("."):
-        try:
-            found = getattr(found, name)
-        except AttributeError:
-            raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
-    return found
-
-
-def import_factory(
-    path: str, settings: Settings, kind: str, is_instance: Callable[[object], bool]
-) -> Callable[[], object]:
-    """What a `module:attr` setting names, as a call that makes the `kind` of object wanted.
-
-    The attribute may be an instance (`is_instance(attr)`), used as is, or a class or
-    other callable, called with no arguments if it needs none, else with `settings` as
-    its one positional argument. Raises `ImportError` or `ValueError` with a one-line
-    reason when the path names neither; what the call raises is the factory's own.
-    """
-    found = import_object(path)
-    if is_instance(found):
-        return lambda: found
-    if not callable(found):
-        raise ValueError(f"it names a {type(found).__name__}, not a {kind}, class or factory")
-    factory = found
-    try:
-        signature = inspect.signature(factory)
-    except (TypeError, ValueError):  # some builtins have none: try the simplest call
-        return factory
-    for args in ((), (settings,)):
-        try:
-            signature.bind(*args)
-        except TypeError:
-            continue
-        return functools.partial(factory, *args)
-    raise ValueError(f"it must take no arguments or just the Settings, not {signature}")
-
-
-# -- README.md's Configuration table, generated from the model -----------------------
-# `python -m sessionflow.config --markdown` prints it; `--readme README.md` rewrites it
-# between the markers, and `tests/test_settings.py` fails, naming that command, when
-# README.md's differs.
-
-BEGIN = "<!-- settings:begin (generated by `python -m sessionflow.config --readme README.md`) -->"
-END = "<!-- settings:end -->"
-COMMAND = "python -m sessionflow.config --readme README.md"
-
-
-def _default(field: str) -> str:
-    info = Settings.model_fields[field]
-    extra = info.json_schema_extra
-    if isinstance(extra, dict) and "shown_default" in extra:
-        return str(extra["shown_default"])
-    value: Any = info.get_default(call_default_factory=True)
-    if value is None or value in ((), {}):
-        return "(none)"
-    if isinstance(value, bool):
-        return "`on`" if value else "`off`"
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return f"`{value}`"
+# -- README.md's Configuration table (`sessionflow.settings_table`) ------------------
 
 
 def markdown() -> str:
     """The table: one row per setting, its variable(s), default and meaning."""
-    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    for field, info in Settings.model_fields.items():
-        names = ", ".join(f"`{name}`" for name in variables(field))
-        meaning = " ".join((info.description or "").split()).replace("|", "\\|")
-        rows.append(f"| {names} | {_default(field)} | {meaning} |")
-    return "\n".join(rows) + "\n"
+    return settings_table.markdown(Settings.model_fields, variables)
 
 
 def with_table(readme: str) -> str:
     """`readme` with the table between its markers replaced by the current one."""
-    start, end = readme.find(BEGIN), readme.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"README.md has no {BEGIN!r} ... {END!r} markers")
-    return readme[: start + len(BEGIN)] + "\n" + markdown() + readme[end:]
-
-
-def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sessionflow.config", description="The settings' table, for README.md."
-    )
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--markdown", action="store_true", help="print the table")
-    group.add_argument("--readme", type=Path, metavar="PATH", help="rewrite it in PATH")
-    args = parser.parse_args(argv)
-    if args.markdown:
-        sys.stdout.write(markdown())
-        return 0
-    path: Path = args.readme
-    path.write_text(with_table(path.read_text()))
-    return 0
+    return settings_table.with_table(readme, markdown)
 
 
 if __name__ == "__main__":
-    raise SystemExit(_main())
+    raise SystemExit(settings_table.main(markdown))

@@ -1,7 +1,7 @@
 """How a session ends: closed (by `close` or its idle TTL) or deleted.
 
 Both run under the session's handler lock, once no turn runs and no `sandbox_exec` is
-in flight (`SessionWorkflow`), in this order, each step only once the one before it
+in flight (`Lifecycle`), in this order, each step only once the one before it
 succeeded:
 
 - **closed**: the sandbox is killed, then the stream gets its last chunk and the
@@ -20,6 +20,10 @@ the payload store, so the erasing has to happen on it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -29,10 +33,12 @@ with workflow.unsafe.imports_passed_through():
         EndStreamParams,
         EraseSessionParams,
         SessionEnd,
+        UsageReport,
     )
     from sessionflow.errors import ConnectionFailed, SandboxError
     from sessionflow.workflows import calls, policies
     from sessionflow.workflows.turn import describe_failure
+    from sessionflow.workflows.webhooks import Webhooks
 
 
 def describe(err: ActivityError) -> str:
@@ -96,3 +102,91 @@ async def erase(session_id: str, agent: str) -> None:
             f"the session could not be erased ({describe(err)}); delete it again to retry",
             type=ConnectionFailed.__name__,
         ) from None
+
+
+async def erase_all(session_id: str, agent: str, sandbox_id: str | None) -> None:
+    """A delete's work: the sandbox killed, then the session's data erased."""
+    if sandbox_id is not None:
+        await kill_sandbox(sandbox_id, what="delete")
+    await erase(session_id, agent)
+
+
+class Ended(Protocol):
+    """What ending a session reads of it (`SessionWorkflow` has it)."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def agent(self) -> str: ...
+
+    @property
+    def sandbox_id(self) -> str | None:
+        """Read once no `sandbox_exec` runs: one may have made the sandbox."""
+
+    @property
+    def webhooks(self) -> Webhooks: ...
+
+    @property
+    def usage(self) -> UsageReport: ...
+
+
+class Lifecycle:
+    """Where a session stands toward its end; `close` and `delete` run under the
+    session's lock (the caller holds it)."""
+
+    def __init__(self) -> None:
+        # Set while a close or delete kills the sandbox: no new turn may start in it.
+        self.closing = False
+        self.closed = False
+        # Set by `delete`: messages are dropped, and waits for their answers released.
+        self.deleting = False
+        # `sandbox_exec` calls in flight: an end waits for them (the sandbox one
+        # creates must not outlive the session).
+        self._execs = 0
+
+    @property
+    def ending(self) -> bool:
+        """Closed, or closing: updates that change the session are refused."""
+        return self.closing or self.closed
+
+    @contextmanager
+    def exec_running(self) -> Iterator[None]:
+        self._execs += 1
+        try:
+            yield
+        finally:
+            self._execs -= 1
+
+    async def close(self, session: Ended, reason: SessionEnd) -> None:
+        """Close the session: `close`, and the idle TTL. A sandbox that will not die
+        leaves it open (`SandboxError`)."""
+        self.closing = True
+        await workflow.wait_condition(lambda: self._execs == 0)
+        if session.sandbox_id is not None:
+            try:
+                await kill_sandbox(session.sandbox_id, what="close")
+            except ApplicationError:
+                self.closing = False
+                raise
+        await end_stream(session.session_id, session.agent, reason)
+        await session.webhooks.session_ended(reason.value, session.usage.total)
+        self.closed = True
+
+    def start_deleting(self) -> None:
+        """From the moment `delete` arrives, before it waits for the lock."""
+        self.deleting = True
+        self.closing = True
+
+    async def delete(self, session: Ended) -> None:
+        """Erase the session; a step that fails leaves it open, and deleting again
+        retries."""
+        self.closing = True
+        await workflow.wait_condition(lambda: self._execs == 0)
+        try:
+            await erase_all(session.session_id, session.agent, session.sandbox_id)
+        except ApplicationError:
+            self.closing = self.deleting = False
+            raise
+        await session.webhooks.session_ended(SessionEnd.DELETED.value, session.usage.total)
+        self.closed = True

@@ -7,41 +7,38 @@ agent state, usage, sandbox id) lives here and in history; tokens never do.
 Only orchestration lives in this package (Temporal replays it): no I/O, no clocks,
 no user code. Activities are called by name (`ActivityName`), so importing this
 module does not import the activities' dependencies.
+
+This class holds the session's state and its handlers (Temporal registers them by
+name); each concept they draw on has a module of its own: the run's hand-over
+(`handover`), the idle timer (`idle`), the sandbox (`sandboxes`), the transcript
+store (`commits`), the ends of turns (`outcomes`), refusals (`refusals`), the end of
+the session (`ending`), interrupt notices (`notices`), what operators see
+(`visibility`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import VersioningBehavior
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from sessionflow.budgets import Spent
     from sessionflow.compaction import CompactionRecord, kept_compactions
     from sessionflow.contract import (
         WORKFLOW_NAME,
-        ActivityName,
         ApprovalResponse,
-        CommitTranscriptParams,
-        EnsureSandboxParams,
         EraseOrder,
         ExecRequest,
         ExecResult,
-        ForgetContextParams,
         ForkRequest,
         IfBusy,
         MessagePage,
         ModelStepResult,
         PageRequest,
-        RewindTranscriptParams,
-        SandboxExecParams,
-        SandboxRef,
         SandboxStatus,
         SendRequest,
         SessionEnd,
@@ -58,27 +55,26 @@ with workflow.unsafe.imports_passed_through():
         TurnStatus,
         UsageReport,
     )
-    from sessionflow.errors import (
-        ApprovalNotPending,
-        MessageNotFound,
-        SessionBusy,
-    )
     from sessionflow.fragments import count_messages
-    from sessionflow.ids import tenant_of
-    from sessionflow.messages import Message, Usage
+    from sessionflow.messages import Message
     from sessionflow.workflows import (
         busy,
-        calls,
         cancels,
+        commits,
         descriptions,
         ending,
         forks,
+        handover,
+        outcomes,
         pages,
-        policies,
-        search,
+        refusals,
+        sandboxes,
         tracing,
         upgrade,
+        visibility,
     )
+    from sessionflow.workflows.idle import IdleTimer
+    from sessionflow.workflows.notices import InterruptAnnouncer
     from sessionflow.workflows.turn import Turn
     from sessionflow.workflows.webhooks import Webhooks
 
@@ -86,15 +82,6 @@ with workflow.unsafe.imports_passed_through():
 # The first `send` starts the session with signal-with-start, whose API takes the
 # signal's name rather than the method: this is that name.
 SEND_SIGNAL = "send"
-
-# Types of update rejections the client acts on: ask the new run again, or stop.
-_CONTINUING = "SessionContinuing"
-_CLOSED = "SessionClosed"
-
-
-# A tool starting or ending flips the status between these two: the UI's details show
-# it, while search attributes (a visibility write each) keep the turn's status.
-_TOOL_FLIP = frozenset({SessionStatus.STREAMING, SessionStatus.RUNNING_TOOL})
 
 
 def _webhook_only(change: SessionUpdate) -> bool:
@@ -104,10 +91,6 @@ def _webhook_only(change: SessionUpdate) -> bool:
         and change.last_message_id is None
         and change.max_steps_per_turn is None
     )
-
-
-def _ready_or_done(ready: Callable[[], bool], timer: asyncio.Task[None]) -> bool:
-    return ready() or timer.done()
 
 
 # Pinned: a session runs every workflow task on the build (Worker Deployment version)
@@ -124,7 +107,7 @@ class SessionWorkflow:
         # The committed transcript (in the payload store), then the fragments after it.
         self.transcript: TranscriptRef | None = snapshot.transcript
         self.tail: list[Message] = snapshot.messages
-        self._no_store = False
+        self._commits = commits.Commits()
         self.inbox: list[SendRequest] = snapshot.inbox
         self.usage: UsageReport = snapshot.usage
         self.sandbox_id = snapshot.sandbox_id
@@ -141,40 +124,30 @@ class SessionWorkflow:
         )
         # The model of the latest step, named in the next step's activity summary.
         self.last_model: str | None = None
-        self._indexed: dict[str, object] = {}
+        self._visibility = visibility.Visibility(
+            input.session_id, input.agent, searchable=input.search_attributes
+        )
         self._status = snapshot.status
         # Set once a cancel request (Temporal UI, `temporal workflow cancel`) was handled
         # as an interrupt: the run then continues as new (`workflows.cancels`).
         self._cancel_handled = False
-        # The timer that pauses an idle sandbox or closes an idle session, and when it
-        # fires; left running while turns come and go.
-        self._idle_timer: asyncio.Task[None] | None = None
-        self._idle_due: datetime | None = None
+        self._idle = IdleTimer()
         self.turn: Turn | None = None
-        self._outcomes = {o.message_id: o for o in snapshot.outcomes}
+        self._answers = outcomes.Answers(snapshot.outcomes)
         self._continuing = False
         # Messages handed over by the previous run are answered here before this run may
         # move to another build (`workflows.upgrade`): a run that could not move (an
         # operator's pinned override) never hands its messages on in a loop.
         self._may_move = not snapshot.inbox
-        self._closed = False
-        # Set while `close` kills the sandbox: no new turn may start in it meanwhile.
-        self._closing = False
-        # Set by `delete`: messages are dropped, and waits for their answers released.
-        self._deleting = False
+        # Closing, closed or being deleted (`workflows.ending`).
+        self._life = ending.Lifecycle()
         self.sandbox_paused = False
         # Held by whatever changes the conversation or the sandbox: a turn (from taking
         # its message to committing its answer), `update` and `close`, so none undoes
         # another (Temporal's safe-message-handlers pattern). Read-only handlers and
         # signals, which only queue, never wait for it.
         self._lock = asyncio.Lock()
-        # `sandbox_exec` calls in flight: `close` waits for them (the sandbox one creates
-        # must not outlive the session).
-        self._execs = 0
-        # Interrupt notices on their way (`announce_interrupt`), kept until done.
-        self._notices: set[asyncio.Future[None]] = set()
-        # The answer whose turn just ended, until its outcome is remembered.
-        self._ending: str | None = None
+        self._notices = InterruptAnnouncer()
 
     @property
     def status(self) -> SessionStatus:
@@ -186,49 +159,19 @@ class SessionWorkflow:
             # A turn asks for approvals (`Turn._ask_approval`, its pending ids set).
             reply = self.turn.reply.id
             self.webhooks.approval_requested(
-                reply, self.turn.pending_ids(), self._turn_usage(reply)
+                reply, self.turn.pending_ids(), outcomes.usage_of(self.usage, reply)
             )
-        if {previous, value} == _TOOL_FLIP:
-            self._describe()
-            return
-        self._index()
+        self._show(details_only={previous, value} == visibility.TOOL_FLIP)
 
-    def _index(self) -> None:
-        """Show the session's state in the UI (details) and in search attributes, when
-        it changed. Called as a turn starts and ends, and as approvals are asked for and
-        answered; a tool starting or ending changes the details only (each upsert is a
-        visibility write)."""
-        pending = len(self.turn.pending_ids()) if self.turn else 0
-        values: dict[str, object] = {
-            "status": self._status.value,
-            "tokens": self.usage.total.total_tokens,
-            "pending": pending,
-        }
-        if values == self._indexed:
-            return
-        self._indexed = values
-        self._describe()
-        if self._searchable:
-            tenant = tenant_of(self.session_id)
-            workflow.upsert_search_attributes(
-                [
-                    search.AGENT.value_set(self.agent),
-                    *([search.TENANT.value_set(tenant)] if tenant else []),
-                    search.STATUS.value_set(self._status.value),
-                    search.TOKENS.value_set(self.usage.total.total_tokens),
-                    search.PENDING_APPROVALS.value_set(pending),
-                    search.LAST_ACTIVITY.value_set(workflow.now()),
-                ]
-            )
-
-    def _describe(self) -> None:
-        """The session's state in plain words, for the UI (a query answers it: setting
-        it costs the server nothing)."""
-        pending = len(self.turn.pending_ids()) if self.turn else 0
-        waiting = f", {pending} approval(s) pending" if pending else ""
-        workflow.set_current_details(
-            f"{self._status.value}{waiting} · {self.message_count()} messages · "
-            f"{self.usage.total.total_tokens} tokens · agent {self.agent}"
+    def _show(self, *, details_only: bool = False) -> None:
+        """Show the session's state in the UI and its search attributes: as a turn
+        starts and ends, and as approvals are asked for and answered."""
+        self._visibility.show(
+            self._status,
+            tokens=self.usage.total.total_tokens,
+            pending=len(self.turn.pending_ids()) if self.turn else 0,
+            messages=self.message_count,
+            details_only=details_only,
         )
 
     @workflow.run
@@ -248,23 +191,25 @@ class SessionWorkflow:
 
     async def _serve(self) -> None:
         if not self.inbox:
-            self._index()  # else the turn that starts at once indexes the session
-        while not self._closed:
+            self._show()  # else the turn that starts at once indexes the session
+        while not self._life.closed:
             await self._wait_for_message()
-            if self._closed:
+            if self._life.closed:
                 break
             if self._may_move and upgrade.due(self.limits):
                 await self._continue_as_new()  # the next run, on the new build, answers
-            if self._cancel_handled and not self._closing:
+            if self._cancel_handled and not self._life.closing:
                 await self._continue_as_new()  # a cancel request came while idle
                 continue
             async with self._lock:
                 # An update or close that held the lock may have changed things meanwhile.
-                if self._closed or self._closing or not self.inbox:
+                if self._life.ending or not self.inbox:
                     continue
                 await self._take_turn(self.inbox.pop(0))
                 self._may_move = True
-            if (self._history_is_long() or self._cancel_handled) and not self._closing:
+            if (
+                handover.history_is_long(self.limits) or self._cancel_handled
+            ) and not self._life.closing:
                 await self._continue_as_new()
         await self.webhooks.settled()
         # The run ends: it completes, or carries messages sent meanwhile to the next.
@@ -293,7 +238,7 @@ class SessionWorkflow:
             self.turn = None
             # Until its outcome is remembered (after the commit below), the answer is
             # still this session's: a wait for it is accepted, not MessageNotFound.
-            self._ending = request.assistant_message_id
+            self._answers.ending = request.assistant_message_id
         if turn.rolled_back:
             self.transcript, self.tail, self.state = before.transcript, before.tail, before.state
             outcome = TurnOutcome(message_id=outcome.message_id, status=TurnStatus.ROLLED_BACK)
@@ -308,93 +253,45 @@ class SessionWorkflow:
             steps=steps,
         )
         await self.checkpoint(None)
-        await self._forget_context(request)
-        self._remember(outcome)
-        self._ending = None
-        self._count(outcome)
-        self.set_status(
-            {
-                TurnStatus.FINISHED: SessionStatus.IDLE,
-                TurnStatus.STEP_LIMIT: SessionStatus.IDLE,
-                TurnStatus.BUDGET_EXCEEDED: SessionStatus.IDLE,
-                TurnStatus.INTERRUPTED: SessionStatus.INTERRUPTED,
-                TurnStatus.ROLLED_BACK: SessionStatus.IDLE,
-                TurnStatus.FAILED: SessionStatus.FAILED,
-            }[outcome.status]
-        )
+        await outcomes.forget_context(request)
+        self._answers.remember(outcome, self.limits.remembered_outcomes)
+        self._answers.ending = None
+        outcomes.count(outcome, self.agent)
+        self.set_status(outcomes.STATUS_AFTER[outcome.status])
         reply = outcome.message_id
-        self.webhooks.turn_finished(reply, outcome.status.value, self._turn_usage(reply))
+        self.webhooks.turn_finished(
+            reply, outcome.status.value, outcomes.usage_of(self.usage, reply)
+        )
 
     async def _wait_for_message(self) -> None:
         """Wait for the next message; pause the sandbox if none comes for a while, and
         close the session if none comes for `limits.close_after_idle_seconds`."""
 
         def ready() -> bool:
-            waiting = bool(self.inbox) and not self._closing
-            return waiting or self._closed or self._cancel_handled
+            waiting = bool(self.inbox) and not self._life.closing
+            return waiting or self._life.closed or self._cancel_handled
 
-        since = workflow.now()
-        idle = self.limits.pause_sandbox_after_seconds
-        ttl = self.limits.close_after_idle_seconds
-        pausing = self.sandbox_id is not None and not self.sandbox_paused and idle is not None
-        if pausing and idle is not None and (ttl is None or idle < ttl):
-            if not await self._idle_until(since + timedelta(seconds=idle), ready):
-                return
-            await self._pause_idle_sandbox()
-        if ttl is not None:
-            if await self._idle_until(since + timedelta(seconds=ttl), ready, closes=True):
-                await self._expire()
-            return
-        await workflow.wait_condition(ready)
+        pausable = self.sandbox_id is not None and not self.sandbox_paused
+        await self._idle.wait(
+            ready,
+            pause_after=self.limits.pause_sandbox_after_seconds if pausable else None,
+            close_after=self.limits.close_after_idle_seconds,
+            pause=self._pause_idle_sandbox,
+            close=self._expire,
+        )
 
     async def _pause_idle_sandbox(self) -> None:
-        try:
-            await self._sandbox_lifecycle(ActivityName.SANDBOX_PAUSE, "pause idle sandbox")
-        except ActivityError as err:
-            # A sandbox that will not pause keeps running until the next use or the
-            # close (which kills it); the session itself must not fail over it.
-            workflow.logger.warning("could not pause the idle sandbox: %s", err)
+        await sandboxes.pause_idle(self.sandbox_id)
         self.sandbox_paused = True  # asked once per idle period, paused or not
-
-    async def _idle_until(
-        self, deadline: datetime, ready: Callable[[], bool], *, closes: bool = False
-    ) -> bool:
-        """Wait until `ready()` or until `deadline`; True if the time ran out.
-
-        One timer per idle period rather than one per turn: a timer cancelled by each
-        message costs two history events and a timer-queue write each turn, so a
-        message leaves it running, and when it fires early (the session was busy
-        meanwhile) it is set again for the rest of the period. Only a timer left
-        running for a later deadline than this one (an idle TTL's, when the sandbox
-        must now be paused first) is cancelled: once per idle period at most.
-        """
-        while not ready():
-            timer = self._idle_timer
-            later = self._idle_due is not None and self._idle_due > deadline
-            if timer is not None and not timer.done() and later:
-                timer.cancel()
-                timer = None
-            if timer is None or timer.done():
-                left = (deadline - workflow.now()).total_seconds()
-                if left <= 0:
-                    return True
-                what = "close the session" if closes else "pause the sandbox"
-                self._idle_timer = asyncio.ensure_future(
-                    workflow.sleep(left, summary=f"{what} if still idle")
-                )
-                self._idle_due = deadline
-            assert self._idle_timer is not None
-            await workflow.wait_condition(partial(_ready_or_done, ready, self._idle_timer))
-        return False
 
     async def _expire(self) -> None:
         """Close the session after its idle TTL, as `close` does; a sandbox that will
         not die leaves it open for another TTL."""
         async with self._lock:
-            if self._closed or self._closing or self.inbox or self.turn is not None:
+            if self._life.ending or self.inbox or self.turn is not None:
                 return  # a message came (or a close began) while this waited for the lock
             try:
-                await self._end(SessionEnd.EXPIRED)
+                await self._life.close(self, SessionEnd.EXPIRED)
             except ApplicationError as err:
                 workflow.logger.warning("could not close the idle session: %s", err)
 
@@ -404,7 +301,7 @@ class SessionWorkflow:
     def send(self, request: SendRequest) -> None:
         """Queue a message; a duplicate delivery of the same message is ignored, and so
         is any message while the session is being deleted."""
-        if self._deleting or self._is_known(request.assistant_message_id):
+        if self._life.deleting or self._is_known(request.assistant_message_id):
             return
         self._admit(request)
 
@@ -413,7 +310,7 @@ class SessionWorkflow:
         """Queue a message as the `send` signal does, applying its busy-session
         strategy (`workflows.busy`): the validator refuses a `reject` while busy, and
         this handler, run in the same step, interrupts or rolls back the running turn."""
-        if self._deleting or self._is_known(request.assistant_message_id):
+        if self._life.deleting or self._is_known(request.assistant_message_id):
             return
         self._admit(request)
 
@@ -427,10 +324,15 @@ class SessionWorkflow:
                 self.turn.interrupt(request.last_part)
         self.inbox.append(request)
 
+    def _is_known(self, message_id: str) -> bool:
+        """An answer of this session (`workflows.outcomes`): a repeat is dropped."""
+        running = self.turn.reply.id if self.turn is not None else None
+        return self._answers.known(message_id, running=running, inbox=self.inbox)
+
     @send_message.validator
     def _validate_send_message(self, request: SendRequest) -> None:
-        self._refuse_if_continuing()
-        if self._deleting or self._is_known(request.assistant_message_id):
+        refusals.refuse_if_continuing(self._continuing)
+        if self._life.deleting or self._is_known(request.assistant_message_id):
             return  # dropped, or a repeat of a message already taken
         busy.refuse_if_rejected(request, turn_running=self.turn is not None, queued=len(self.inbox))
 
@@ -450,17 +352,15 @@ class SessionWorkflow:
         new run, which carries the inbox and the remembered outcomes.
         """
         await workflow.wait_condition(
-            lambda: message_id in self._outcomes or self._continuing or self._deleting
+            lambda: self._answers.ended(message_id) or self._continuing or self._life.deleting
         )
-        return self._outcomes.get(message_id)
+        return self._answers.outcome(message_id)
 
     @wait_turn.validator
     def _validate_wait_turn(self, message_id: str) -> None:
-        self._refuse_if_continuing()
+        refusals.refuse_if_continuing(self._continuing)
         if not self._is_known(message_id):
-            raise ApplicationError(
-                f"no message {message_id!r} in this session", type=MessageNotFound.__name__
-            )
+            refusals.refuse_unknown(message_id)
 
     @workflow.update(name="approve", description=descriptions.APPROVE)
     def approve(self, response: ApprovalResponse) -> str:
@@ -471,12 +371,8 @@ class SessionWorkflow:
 
     @approve.validator
     def _validate_approve(self, response: ApprovalResponse) -> None:
-        if self.turn is None or not self.turn.is_pending(response.approval_id):
-            raise ApplicationError(
-                f"approval {response.approval_id!r} is not pending in this session "
-                "(unknown, already answered, or its turn ended)",
-                type=ApprovalNotPending.__name__,
-            )
+        pending = self.turn is not None and self.turn.is_pending(response.approval_id)
+        refusals.refuse_unless_pending(response.approval_id, pending)
 
     @workflow.update(name="update", description=descriptions.UPDATE)
     async def update(self, change: SessionUpdate) -> None:
@@ -491,8 +387,8 @@ class SessionWorkflow:
             # Checked again: validated before it waited for the lock, while a close or
             # another rewind holding it may have ended the session or cut the message
             # this one keeps.
-            self._refuse_if_closed()
-            self._refuse_if_unknown(change.last_message_id)
+            refusals.refuse_if_closed(self._life.ending)
+            refusals.refuse_if_not_kept(change.last_message_id, self.transcript, self.tail)
             if change.sandbox_id is not None:
                 await self.use_sandbox(self.ref("", -1), change.sandbox_id)
             if change.last_message_id is not None:
@@ -504,22 +400,11 @@ class SessionWorkflow:
     @update.validator
     def _validate_update(self, change: SessionUpdate) -> None:
         self._refuse_if_ending()
-        if (self.turn is not None or self.inbox) and not _webhook_only(change):
-            raise ApplicationError(
-                "cannot update the session while a turn runs or messages are queued",
-                type=SessionBusy.__name__,
-            )
-        self._refuse_if_unknown(change.last_message_id)
-
-    def _refuse_if_unknown(self, message_id: str | None) -> None:
-        """A rewind to a message not in the tail, when nothing is committed (a message
-        only committed is looked for by the rewind itself)."""
-        if message_id is None:
-            return
-        if self.transcript is None and all(m.id != message_id for m in self.tail):
-            raise ApplicationError(
-                f"no message {message_id!r} in this session", type=MessageNotFound.__name__
-            )
+        refusals.refuse_if_busy(
+            (self.turn is not None or bool(self.inbox)) and not _webhook_only(change),
+            "cannot update the session while a turn runs or messages are queued",
+        )
+        refusals.refuse_if_not_kept(change.last_message_id, self.transcript, self.tail)
 
     @workflow.update(name="fork", description=descriptions.FORK)
     async def fork(self, request: ForkRequest) -> SessionSnapshot:
@@ -527,8 +412,8 @@ class SessionWorkflow:
         `request.at_message_id` (the newest if None), by reference, and the agent state
         as of that message (`workflows.forks`). The client starts the fork with it."""
         async with self._lock:
-            self._refuse_if_closed()
-            self._refuse_if_unknown(request.at_message_id)
+            refusals.refuse_if_closed(self._life.ending)
+            refusals.refuse_if_not_kept(request.at_message_id, self.transcript, self.tail)
             return await forks.fork_snapshot(
                 request,
                 transcript=self.transcript,
@@ -540,12 +425,11 @@ class SessionWorkflow:
     @fork.validator
     def _validate_fork(self, request: ForkRequest) -> None:
         self._refuse_if_ending()
-        if self.turn is not None or self.inbox:
-            raise ApplicationError(
-                "cannot fork the session while a turn runs or messages are queued",
-                type=SessionBusy.__name__,
-            )
-        self._refuse_if_unknown(request.at_message_id)
+        refusals.refuse_if_busy(
+            self.turn is not None or bool(self.inbox),
+            "cannot fork the session while a turn runs or messages are queued",
+        )
+        refusals.refuse_if_not_kept(request.at_message_id, self.transcript, self.tail)
 
     def _remember_state(self, message_id: str) -> None:
         limit = 2 * self.limits.remembered_outcomes
@@ -557,32 +441,17 @@ class SessionWorkflow:
         completes. If the sandbox cannot be killed the session stays open, and closing
         again retries."""
         async with self._lock:
-            if self._closed:
+            if self._life.closed:
                 return  # a close (or the idle TTL) that held the lock first closed it
-            await self._end(SessionEnd.CLOSED)
-
-    async def _end(self, reason: SessionEnd) -> None:
-        """Close the session (the caller holds the lock): `close`, and the idle TTL."""
-        self._closing = True
-        await workflow.wait_condition(lambda: self._execs == 0)
-        if self.sandbox_id is not None:
-            try:
-                await ending.kill_sandbox(self.sandbox_id, what="close")
-            except ApplicationError:
-                self._closing = False
-                raise
-        await ending.end_stream(self.session_id, self.agent, reason)
-        await self.webhooks.session_ended(reason.value, self.usage.total)
-        self._closed = True
+            await self._life.close(self, SessionEnd.CLOSED)
 
     @close.validator
     def _validate_close(self) -> None:
-        self._refuse_if_continuing()
-        if self.turn is not None or self.inbox:
-            raise ApplicationError(
-                "cannot close while a turn runs or messages are queued; interrupt first",
-                type=SessionBusy.__name__,
-            )
+        refusals.refuse_if_continuing(self._continuing)
+        refusals.refuse_if_busy(
+            self.turn is not None or bool(self.inbox),
+            "cannot close while a turn runs or messages are queued; interrupt first",
+        )
 
     @workflow.update(name="delete", description=descriptions.DELETE)
     async def delete(self) -> None:
@@ -590,76 +459,42 @@ class SessionWorkflow:
         sandbox, erase its Redis keys and payload store objects, and complete; the
         client then deletes its Temporal runs. If a step fails the session stays open
         (empty of messages to answer), and deleting again retries."""
-        self._deleting = True
-        self._closing = True
+        self._life.start_deleting()
         self.inbox.clear()
         if self.turn is not None:
             self.turn.interrupt()
         async with self._lock:
             self.inbox.clear()
-            self._closing = True
-            await workflow.wait_condition(lambda: self._execs == 0)
-            try:
-                if self.sandbox_id is not None:
-                    await ending.kill_sandbox(self.sandbox_id, what="delete")
-                await ending.erase(self.session_id, self.agent)
-            except ApplicationError:
-                self._closing = self._deleting = False
-                raise
-            await self.webhooks.session_ended(SessionEnd.DELETED.value, self.usage.total)
-            self._closed = True
+            await self._life.delete(self)
 
     @delete.validator
     def _validate_delete(self) -> None:
-        self._refuse_if_continuing()
+        refusals.refuse_if_continuing(self._continuing)
 
     async def _erase_ended(self, order: EraseOrder) -> None:
         """This run erases a session whose run had ended (`SessionInput.erase`)."""
-        if order.sandbox_id is not None:
-            await ending.kill_sandbox(order.sandbox_id, what="delete")
-        await ending.erase(self.session_id, self.agent)
+        await ending.erase_all(self.session_id, self.agent, order.sandbox_id)
 
     @workflow.update(name="sandbox_exec", description=descriptions.SANDBOX_EXEC)
     async def sandbox_exec(self, request: ExecRequest) -> ExecResult:
         """Run a command in the session's sandbox, creating the sandbox if needed."""
-        self._execs += 1
-        try:
+        with self._life.exec_running():
             sandbox_id = await self.ensure_sandbox(self.ref("", -1))
-            return await calls.call(
-                ActivityName.SANDBOX_EXEC,
-                SandboxExecParams(ref=self.ref("", -1), sandbox_id=sandbox_id, request=request),
-                ExecResult,
-                policies.TOOL,
-                summary=f"exec: {request.command[:80]}",
-            )
-        finally:
-            self._execs -= 1
+            return await sandboxes.execute(self.ref("", -1), sandbox_id, request)
 
     @sandbox_exec.validator
     def _validate_sandbox_exec(self, request: ExecRequest) -> None:
         self._refuse_if_ending()
 
-    def _refuse_if_continuing(self) -> None:
-        """A rejected update writes nothing to history: the client asks the next run."""
-        if self._continuing:
-            raise ApplicationError("the session is continuing as new; ask again", type=_CONTINUING)
-
     def _refuse_if_ending(self) -> None:
-        self._refuse_if_continuing()
-        self._refuse_if_closed()
-
-    def _refuse_if_closed(self) -> None:
-        if self._closing or self._closed:
-            raise ApplicationError("the session is closing", type=_CLOSED)
+        refusals.refuse_if_continuing(self._continuing)
+        refusals.refuse_if_closed(self._life.ending)
 
     @workflow.update(name="sandbox_status", description=descriptions.SANDBOX_STATUS)
     async def sandbox_status(self) -> SandboxStatus | None:
         if self.sandbox_id is None:
             return None
-        status: SandboxStatus = await self._sandbox_lifecycle(
-            ActivityName.SANDBOX_STATUS, "sandbox status", result_type=SandboxStatus
-        )
-        return status
+        return await sandboxes.status(self.sandbox_id)
 
     # -- queries --------------------------------------------------------------------
 
@@ -712,45 +547,18 @@ class SessionWorkflow:
         return self.transcript.messages + count_messages(self.tail, self.transcript.last_id)
 
     async def checkpoint(self, reply: Message | None) -> Message | None:
-        """Commit the uncommitted fragments to the transcript store once they add up to
-        `limits.commit_transcript_after_bytes`, so no activity input, query answer or
-        continue-as-new grows with the conversation. Called between steps and after
-        turns; returns the fragment the running `reply` continues in (a new one with
-        the same id after a commit).
-
-        A store that fails leaves everything uncommitted (tried again next time): the
-        session keeps working as sessions did before the store.
-        """
-        if self._no_store:
+        """Commit the uncommitted fragments once they are big enough (`workflows.commits`).
+        Called between steps and after turns; returns the fragment the running `reply`
+        continues in (a new one with the same id after a commit)."""
+        ref = await self._commits.commit(
+            self.transcript, self.tail, self.limits.commit_transcript_after_bytes
+        )
+        if ref is None:
             return reply
-        size = sum(len(m.model_dump_json()) for m in self.tail)
-        if not self.tail or size < self.limits.commit_transcript_after_bytes:
-            return reply
-        try:
-            ref = await calls.local(
-                ActivityName.COMMIT_TRANSCRIPT,
-                CommitTranscriptParams(
-                    workflow_id=workflow.info().workflow_id,
-                    head=self.transcript,
-                    fragments=self.tail,
-                ),
-                policies.TRANSCRIPT,
-                summary=f"commit {len(self.tail)} message fragment(s), {size} bytes",
-                result_type=TranscriptRef,
-            )
-        except ActivityError as err:
-            workflow.logger.warning("could not commit the transcript (kept for later): %s", err)
-            cause = err.cause
-            # A worker without a payload store: do not ask again in this run.
-            self._no_store = isinstance(cause, ApplicationError) and cause.non_retryable
-            return reply
-        assert ref is not None
         self.transcript, self.tail = ref, []
         if reply is None:
             return None
-        continued = Message(
-            id=reply.id, role=reply.role, status=reply.status, metadata=reply.metadata
-        )
+        continued = commits.continued(reply)
         self.tail.append(continued)
         return continued
 
@@ -762,47 +570,14 @@ class SessionWorkflow:
             del self.tail[kept[-1] + 1 :]
             return
         assert self.transcript is not None  # the validator checked the tail otherwise
-        try:
-            ref = await calls.local(
-                ActivityName.REWIND_TRANSCRIPT,
-                RewindTranscriptParams(
-                    workflow_id=workflow.info().workflow_id,
-                    head=self.transcript,
-                    last_message_id=last_id,
-                ),
-                policies.TRANSCRIPT,
-                summary=f"rewind to {last_id}",
-                result_type=TranscriptRef,
-            )
-        except ActivityError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError):
-                raise ApplicationError(cause.message, type=cause.type) from None
-            raise
-        assert ref is not None
-        self.transcript, self.tail = ref, []
+        self.transcript, self.tail = await commits.rewound(self.transcript, last_id), []
 
     def announce_interrupt(self) -> None:
-        """Tell the worker of the step just cancelled to heartbeat now, so the cancel
-        reaches it at once (`activities.interrupt_notice`); not awaited: a signal
-        handler calls this, and nothing waits on a notice."""
-        notice = asyncio.ensure_future(self._announce(workflow.info().workflow_id))
-        self._notices.add(notice)
-        notice.add_done_callback(self._notices.discard)
-
-    async def _announce(self, workflow_id: str) -> None:
-        try:
-            await calls.local(
-                ActivityName.ANNOUNCE_INTERRUPT,
-                workflow_id,
-                policies.ANNOUNCE_INTERRUPT,
-                summary="tell the running step",
-            )
-        except ActivityError as err:
-            workflow.logger.warning("could not announce the interrupt: %s", err)
+        """Tell the worker of the step just cancelled (`workflows.notices`)."""
+        self._notices.announce()
 
     def approvals_changed(self) -> None:
-        self._index()
+        self._show()
 
     def spent(self) -> Spent:
         return self.usage.spent()
@@ -835,103 +610,24 @@ class SessionWorkflow:
 
     async def ensure_sandbox(self, ref: StepRef) -> str:
         if self.sandbox_id is None:
-            return await self._ensure(
-                EnsureSandboxParams(ref=ref, sandbox_id=None), "create sandbox"
-            )
+            return await self._ensure(ref, None, "create sandbox")
         return self.sandbox_id
 
     async def replace_sandbox(self, ref: StepRef, lost: str) -> str:
         """A new sandbox for one that vanished (a status chunk tells readers)."""
-        return await self._ensure(
-            EnsureSandboxParams(ref=ref, sandbox_id=lost), f"recreate sandbox {lost}"
-        )
+        return await self._ensure(ref, lost, f"recreate sandbox {lost}")
 
     async def use_sandbox(self, ref: StepRef, sandbox_id: str) -> str:
         """Point the session at an existing sandbox (SandboxNotFound if there is none)."""
-        return await self._ensure(
-            EnsureSandboxParams(ref=ref, sandbox_id=sandbox_id, must_exist=True),
-            f"use sandbox {sandbox_id}",
-        )
+        return await self._ensure(ref, sandbox_id, f"use sandbox {sandbox_id}", must_exist=True)
 
-    async def _ensure(self, params: EnsureSandboxParams, summary: str) -> str:
-        ref: SandboxRef = await calls.call(
-            ActivityName.ENSURE_SANDBOX,
-            params,
-            SandboxRef,
-            policies.SANDBOX_LIFECYCLE,
-            summary=summary,
-        )
-        self.sandbox_id = ref.sandbox_id
-        return ref.sandbox_id
+    async def _ensure(
+        self, ref: StepRef, sandbox_id: str | None, summary: str, *, must_exist: bool = False
+    ) -> str:
+        self.sandbox_id = await sandboxes.ensure(ref, sandbox_id, summary, must_exist=must_exist)
+        return self.sandbox_id
 
-    # -- plumbing -------------------------------------------------------------------
-
-    async def _sandbox_lifecycle(
-        self, name: ActivityName, what: str, result_type: type | None = None
-    ) -> Any:
-        """A lifecycle activity on the session's sandbox (pause, kill, status)."""
-        return await calls.call(
-            name,
-            self.sandbox_id,
-            result_type,
-            policies.SANDBOX_LIFECYCLE,
-            summary=f"{what} {self.sandbox_id}",
-        )
-
-    async def _forget_context(self, request: SendRequest) -> None:
-        """Delete the ended turn's context from Redis (best effort: its TTL remains)."""
-        if request.context_ref is None:
-            return
-        try:
-            await calls.local(
-                ActivityName.FORGET_CONTEXT,
-                ForgetContextParams(
-                    workflow_id=workflow.info().workflow_id, context_ref=request.context_ref
-                ),
-                policies.FORGET_CONTEXT,
-                summary="forget context",
-            )
-        except ActivityError as err:
-            workflow.logger.warning("could not delete the turn's context: %s", err)
-
-    def _count(self, outcome: TurnOutcome) -> None:
-        """Turn and error metrics (not re-emitted when the workflow is replayed)."""
-        meter = workflow.metric_meter()
-        labels = {"agent": self.agent, "status": outcome.status.value}
-        meter.create_counter("sessionflow_turns", "Turns ended, by outcome").add(1, labels)
-        if outcome.status is TurnStatus.FAILED:
-            meter.create_counter("sessionflow_errors", "Failed turns, by error type").add(
-                1, {"agent": self.agent, "type": outcome.error_type or "unknown"}
-            )
-
-    def _is_known(self, message_id: str) -> bool:
-        return (
-            (self.turn is not None and self.turn.reply.id == message_id)
-            or message_id == self._ending
-            or message_id in self._outcomes
-            or any(r.assistant_message_id == message_id for r in self.inbox)
-        )
-
-    def _turn_usage(self, message_id: str) -> Usage:
-        """Tokens the steps of one answer used (of the steps remembered)."""
-        total = Usage()
-        for step in self.usage.steps:
-            if step.message_id == message_id:
-                total = total + step.usage
-        return total
-
-    def _remember(self, outcome: TurnOutcome) -> None:
-        self._outcomes[outcome.message_id] = outcome
-        while len(self._outcomes) > self.limits.remembered_outcomes:
-            del self._outcomes[next(iter(self._outcomes))]
-
-    def _history_is_long(self) -> bool:
-        info = workflow.info()
-        return (
-            info.is_continue_as_new_suggested()
-            or info.get_current_history_length() >= self.limits.continue_as_new_after_events
-            or info.get_current_history_size() >= self.limits.continue_as_new_after_bytes
-        )
+    # -- the hand-over to the next run (workflows.handover) ---------------------------
 
     def _snapshot(self) -> SessionSnapshot:
         return SessionSnapshot(
@@ -939,7 +635,7 @@ class SessionWorkflow:
             messages=self.tail,
             inbox=self.inbox,
             usage=self.usage,
-            outcomes=list(self._outcomes.values()),
+            outcomes=self._answers.remembered(),
             sandbox_id=self.sandbox_id,
             state=self.state,
             model_activity=self.model_activity,
@@ -951,26 +647,24 @@ class SessionWorkflow:
         )
 
     async def _continue_as_new(self, snapshot: SessionSnapshot | None = None) -> None:
-        """Carry the session to a new run. The snapshot is taken once every handler has
-        finished (an exec may have made a sandbox, a send may have queued meanwhile),
-        so nothing acknowledged is left behind in this run."""
+        """Carry the session to a new run (`workflows.handover`), once every handler
+        has finished, so nothing acknowledged is left behind in this run."""
         self._continuing = True
         # Let `wait_turn` callers hear "continued" before this run closes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self.webhooks.settled()
-        if self._deleting:
+        if self._life.deleting:
             return  # deleted meanwhile: nothing is carried on
         if snapshot is None:
             snapshot = self._snapshot()
         else:
             snapshot.inbox = self.inbox
-        workflow.continue_as_new(
+        handover.hand_over(
             SessionInput(
                 session_id=self.session_id,
                 agent=self.agent,
                 limits=self.limits,
                 snapshot=snapshot,
                 search_attributes=self._searchable,
-            ),
-            initial_versioning_behavior=upgrade.behavior(self.limits),
+            )
         )
