@@ -25,7 +25,7 @@ from sessionflow.messages import ToolState
 from sessionflow.providers.scripted import Script, ScriptStep
 from sessionflow.ui_messages import to_ui_messages
 from tests.agents import approval_agent, bash, streaming_agent, tool_agent
-from tests.conftest import RUNNING_WORKERS, StartWorker
+from tests.conftest import RUNNING_WORKERS, TEST_DEPLOYMENT, StartWorker
 from tests.processes import REPO
 from tests.test_cli import cli_env
 
@@ -58,8 +58,8 @@ class Cli:
             TEMPORAL_ADDRESS=stack.config.temporal_address,
             REDIS_URL=stack.config.redis_url,
             SESSIONFLOW_TASK_QUEUE=task_queue,
-            # The test workers' deployment (a deployment of their own, per test).
-            SESSIONFLOW_DEPLOYMENT=task_queue,
+            # The test workers' deployment.
+            SESSIONFLOW_DEPLOYMENT=TEST_DEPLOYMENT,
             SESSIONFLOW_TENANT=TENANT,
         )
 
@@ -84,7 +84,7 @@ async def until_served(client: SessionClient, task_queue: str, agents: set[str])
 
     worker, _ = RUNNING_WORKERS[-1]
     assert await worker.claimed()
-    env = {"SESSIONFLOW_TASK_QUEUE": task_queue, "SESSIONFLOW_DEPLOYMENT": task_queue}
+    env = {"SESSIONFLOW_TASK_QUEUE": task_queue, "SESSIONFLOW_DEPLOYMENT": TEST_DEPLOYMENT}
     settings = Settings.from_env(env)
     for _ in range(20):
         if set(await served_agents(client.temporal, settings)) == agents:
