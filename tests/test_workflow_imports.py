@@ -24,6 +24,7 @@ ALLOWED = {
     "__future__",
     "asyncio",  # the workflow's own deterministic event loop
     "collections.abc",
+    "contextlib",  # context managers of our own (no I/O)
     "dataclasses",
     "datetime",  # for timedelta; `datetime.now()` is refused below
     "functools",
