@@ -10,7 +10,7 @@ stale copy in the workflow decides.
 from __future__ import annotations
 
 from sessionflow.agents.definition import Agent
-from sessionflow.budgets import BudgetReached, reached
+from sessionflow.budgets import BudgetReached, overridden, reached
 from sessionflow.contract import ModelStepParams
 from sessionflow.errors import PriceUnknown
 from sessionflow.messages import Usage
@@ -21,11 +21,12 @@ def budget_reached(
     agent: Agent, params: ModelStepParams, model_id: str, prices: PriceTable
 ) -> BudgetReached | None:
     """The limit this step must not run past, if one is reached: the session's budget
-    first, then the turn's (the agent's, tightened by the send's). `PriceUnknown` when
+    first (the agent's, with the session's own limits in place of its), then the
+    turn's (the agent's, tightened by the send's). `PriceUnknown` when
     a cost limit applies and the model has no price."""
     turn = agent.turn_budget.tightened(params.turn_budget) if agent.turn_budget else None
     turn = turn or params.turn_budget
-    session = agent.session_budget
+    session = overridden(agent.session_budget, params.session_budget)
     costed = any(b is not None and b.cost is not None for b in (turn, session))
     if costed and prices.price(model_id) is None:
         raise PriceUnknown(

@@ -501,6 +501,39 @@ def rewind(
 
 @click.command()
 @_with_session_options
+@click.option("--input-tokens", type=click.IntRange(min=1), default=None, help="Prompt tokens.")
+@click.option("--output-tokens", type=click.IntRange(min=1), default=None, help="Output tokens.")
+@click.option(
+    "--cost", type=click.FloatRange(min=0, min_open=True), default=None, help="US dollars."
+)
+def budget(
+    session_id: str,
+    agent: str | None,
+    tenant: str | None,
+    input_tokens: int | None,
+    output_tokens: int | None,
+    cost: float | None,
+) -> None:
+    """Give a session a budget of its own over its agent's session budget, limit by
+    limit: raise a spent one to let the session go on, or lower one. Takes effect at
+    once (a running turn meets it at its next step); `inspect` shows what it has used."""
+    from sessionflow.budgets import Budget
+    from sessionflow.cli.safe_text import line_text
+
+    if input_tokens is None and output_tokens is None and cost is None:
+        raise click.UsageError("give at least one of --input-tokens, --output-tokens, --cost")
+    own = Budget(input_tokens=input_tokens, output_tokens=output_tokens, cost=cost)
+
+    @_on_session("budget", session_id, agent, tenant)
+    async def _(client: SessionClient, target: Target) -> None:
+        session = client.agent(target.agent).session(target.session_id)
+        await session.update(session_budget=own)
+        limits = ", ".join(f"{k} {v:g}" for k, v in own.model_dump(exclude_none=True).items())
+        click.echo(f"Session {line_text(target.shown)}'s own budget: {limits}")
+
+
+@click.command()
+@_with_session_options
 @click.argument("new_id")
 @click.option("--at", "at_message_id", default=None, help="The last message the fork keeps.")
 def fork(
@@ -630,6 +663,7 @@ SESSION_COMMANDS = [
     export,
     rewind,
     fork,
+    budget,
     inspect,
     sessions,
 ]

@@ -391,6 +391,7 @@ class Session:
         last_message_id: str | None = None,
         max_steps_per_turn: int | None = None,
         webhook_url: str | None = None,
+        session_budget: Budget | Mapping[str, Any] | None = None,
     ) -> None:
         """Point the session at an existing sandbox, rewind its history so that
         `last_message_id` is the last message kept, and/or set the most model steps a
@@ -398,7 +399,12 @@ class Session:
         sent meanwhile is answered after the change.
 
         `webhook_url` sets the URL this session's events go to instead of its agent's
-        ("" for none); changed alone, it takes effect at once, busy or not."""
+        ("" for none); `session_budget` gives the session a budget of its own over its
+        agent's `session_budget`, limit by limit (a `Budget` or the same as a dict:
+        raise a spent limit to let the session go on, or lower one). Each, changed
+        alone, takes effect at once, busy or not (a running turn meets a new budget at
+        its next step). The gateway offers no way to set the budget: a tenant cannot
+        lift what its agent allows; the operator does, here or with `sessionflow budget`."""
         if webhook_url is not None:
             check_webhook_url(webhook_url, allow_empty=True)
         try:
@@ -407,6 +413,7 @@ class Session:
                 last_message_id=last_message_id,
                 max_steps_per_turn=max_steps_per_turn,
                 webhook_url=webhook_url,
+                session_budget=session_budget,  # type: ignore[arg-type]
             )
         except ValidationError as err:
             raise errors.InvalidInput(f"update: {describe(err, SessionUpdate)}") from None

@@ -54,6 +54,25 @@ class Budget(BaseModel):
         )
 
 
+def overridden(agent: Budget | None, own: Budget | None) -> Budget | None:
+    """A session's budget: the agent's, with each limit the session's own budget sets
+    in its place (`update(session_budget=...)`, which may raise a limit as well as
+    lower it)."""
+    if own is None:
+        return agent
+    if agent is None:
+        return own
+
+    def mine(a: float | None, b: float | None) -> float | None:
+        return a if b is None else b
+
+    return Budget(
+        input_tokens=mine(agent.input_tokens, own.input_tokens),
+        output_tokens=mine(agent.output_tokens, own.output_tokens),
+        cost=mine(agent.cost, own.cost),
+    )
+
+
 class Spent(BaseModel):
     """What a session or a turn has used so far, as a budget counts it. `cost` is the
     sum of the known costs (steps before a cost budget applied may have none)."""

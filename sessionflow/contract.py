@@ -140,6 +140,11 @@ class SessionLimits(BaseModel):
     # agent's `upgrade_on_new_build`, else SESSIONFLOW_UPGRADE_ON_NEW_BUILD; off here, so
     # runs started before it stay pinned (`sessionflow.workflows.upgrade`).
     upgrade_on_new_build: bool = False
+    # The session's own budget over its agent's, limit by limit
+    # (`sessionflow.budgets.overridden`): set by the operator's `update(session_budget=)`
+    # (the Python client and the CLI; not over HTTP, where the tenants are), e.g. to
+    # let a session whose budget is spent go on.
+    session_budget: Budget | None = None
 
 
 class ActivitySettings(BaseModel):
@@ -213,6 +218,8 @@ class SessionUpdate(BaseModel):
     max_steps_per_turn: int | None = Field(default=None, ge=1)
     # The session's webhook URL ("" turns the agent's off; None leaves it as it is).
     webhook_url: str | None = None
+    # The session's own budget over its agent's, limit by limit; None leaves it as it is.
+    session_budget: Budget | None = None
 
 
 class ExecRequest(BaseModel):
@@ -555,6 +562,8 @@ class ModelStepParams(BaseModel):
     session_spent: Spent = Field(default_factory=Spent)
     turn_spent: Spent = Field(default_factory=Spent)
     turn_budget: Budget | None = None
+    # The session's own budget over its agent's (`SessionLimits.session_budget`).
+    session_budget: Budget | None = None
     # How the conversation is sent (None: as it is); see `sessionflow.compaction`.
     compaction: CompactionRecord | None = None
     # The answer's `start` chunk is in the stream already (the workflow published

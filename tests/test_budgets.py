@@ -150,6 +150,15 @@ async def test_a_session_budget_stops_a_model_that_calls_tools_forever_at_the_li
     assert len(after.steps) == len(report.steps) and after.total == report.total
     assert (await session.info()).status == "idle"
 
+    # The operator raises it: the session goes on, up to its new limit.
+    await session.update(session_budget={"output_tokens": 200})
+    events, status, more = await run_turn(session, "go on")
+    assert status is TurnStatus.BUDGET_EXCEEDED
+    data = notice(events, more)
+    assert (data["scope"], data["budget"], data["limit"]) == ("session", "output_tokens", 200)
+    assert more.step_count() == math.ceil((200 - sum(outputs)) / STEP_OUTPUT)
+    assert data["used"] == sum(outputs) + more.step_count() * STEP_OUTPUT
+
 
 async def test_a_send_budget_stops_only_its_turn_and_only_tightens_the_agents(
     client: SessionClient, unique_id: str
@@ -254,6 +263,11 @@ async def test_a_turn_budget_over_http(gateway_url: str, unique_id: str) -> None
             f"{base}/messages", json={"message": "go", "budget": {"cost": -1}}, headers=auth
         )
         assert refused.status_code == 422 and "budget.cost" in refused.text
+        # A tenant cannot give its session a budget over its agent's: only the operator.
+        lifted = await http.patch(
+            base, json={"sessionBudget": {"outputTokens": 10**9}}, headers=auth
+        )
+        assert lifted.status_code == 422 and "sessionBudget" in lifted.text
 
 
 async def test_a_turn_budget_through_the_ai_sdks_chat_endpoint(
@@ -301,3 +315,23 @@ async def test_the_command_line_sends_with_a_turn_budget(
     refused = await spawn(stack, task_queue, *args[:4], "--budget-cost", "0", "go")
     _, errors = await asyncio.wait_for(refused.communicate(), timeout=60)
     assert refused.returncode == 2 and "--budget-cost" in errors.decode()
+
+
+async def test_the_command_line_gives_a_spent_session_a_budget_of_its_own(
+    stack: LocalStack, client: SessionClient, task_queue: str, unique_id: str
+) -> None:
+    session = client.agent("capped").session(unique_id)
+    assert (await run_turn(session, "keep going"))[1] is TurnStatus.BUDGET_EXCEEDED
+    used = (await session.usage()).total.output_tokens
+
+    raised = await spawn(stack, task_queue, "budget", unique_id, "--agent", "capped", "--output-tokens", "150")  # fmt: skip
+    out, errors = await asyncio.wait_for(raised.communicate(), timeout=60)
+    assert raised.returncode == 0, errors.decode()
+    assert f"Session {unique_id}'s own budget: output_tokens 150" in out.decode()
+    events, status, more = await run_turn(session, "go on")
+    assert status is TurnStatus.BUDGET_EXCEEDED and notice(events, more)["limit"] == 150
+    assert more.step_count() == math.ceil((150 - used) / STEP_OUTPUT)
+
+    nothing = await spawn(stack, task_queue, "budget", unique_id, "--agent", "capped")
+    _, errors = await asyncio.wait_for(nothing.communicate(), timeout=60)
+    assert nothing.returncode == 2 and "--output-tokens" in errors.decode()

@@ -84,9 +84,10 @@ with workflow.unsafe.imports_passed_through():
 SEND_SIGNAL = "send"
 
 
-def _webhook_only(change: SessionUpdate) -> bool:
-    """An update that changes the webhook URL and nothing else."""
-    return change.webhook_url is not None and (
+def _at_once(change: SessionUpdate) -> bool:
+    """An update that changes only what takes effect at once, busy or not: the webhook
+    URL, the session's own budget (a running turn meets it at its next step)."""
+    return (change.webhook_url is not None or change.session_budget is not None) and (
         change.sandbox_id is None
         and change.last_message_id is None
         and change.max_steps_per_turn is None
@@ -379,9 +380,11 @@ class SessionWorkflow:
         """Point the session at another (existing) sandbox, rewind its history so that
         `last_message_id` is the last message kept, and/or change its step cap. A
         message sent meanwhile waits and is answered after it. A change of the webhook
-        URL alone takes effect at once, busy or not."""
+        URL or of the session's own budget alone takes effect at once, busy or not."""
         self.webhooks.set_session_url(change.webhook_url)
-        if _webhook_only(change):
+        if change.session_budget is not None:
+            self.limits.session_budget = change.session_budget
+        if _at_once(change):
             return
         async with self._lock:
             # Checked again: validated before it waited for the lock, while a close or
@@ -401,7 +404,7 @@ class SessionWorkflow:
     def _validate_update(self, change: SessionUpdate) -> None:
         self._refuse_if_ending()
         refusals.refuse_if_busy(
-            (self.turn is not None or bool(self.inbox)) and not _webhook_only(change),
+            (self.turn is not None or bool(self.inbox)) and not _at_once(change),
             "cannot update the session while a turn runs or messages are queued",
         )
         refusals.refuse_if_not_kept(change.last_message_id, self.transcript, self.tail)

@@ -272,6 +272,7 @@ class Turn:
                 session_spent=session.spent(),
                 turn_spent=self._spent,
                 turn_budget=self._request.budget,
+                session_budget=session.limits.session_budget,
                 compaction=session.compactions[-1] if session.compactions else None,
                 started=self._started,
             ),
