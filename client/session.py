@@ -413,7 +413,7 @@ class Session:
                 last_message_id=last_message_id,
                 max_steps_per_turn=max_steps_per_turn,
                 webhook_url=webhook_url,
-                session_budget=session_budget,  # type: ignore[arg-type]
+                session_budget=session_budget,
             )
         except ValidationError as err:
             raise errors.InvalidInput(f"update: {describe(err, SessionUpdate)}") from None
