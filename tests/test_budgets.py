@@ -267,7 +267,7 @@ async def test_a_turn_budget_over_http(gateway_url: str, unique_id: str) -> None
         lifted = await http.patch(
             base, json={"sessionBudget": {"outputTokens": 10**9}}, headers=auth
         )
-        assert lifted.status_code == 422 and "sessionBudget" in lifted.text
+        assert lifted.status_code == 422 and "unexpected field" in lifted.text
 
 
 async def test_a_turn_budget_through_the_ai_sdks_chat_endpoint(
@@ -328,9 +328,10 @@ async def test_the_command_line_gives_a_spent_session_a_budget_of_its_own(
     out, errors = await asyncio.wait_for(raised.communicate(), timeout=60)
     assert raised.returncode == 0, errors.decode()
     assert f"Session {unique_id}'s own budget: output_tokens 150" in out.decode()
-    events, status, more = await run_turn(session, "go on")
-    assert status is TurnStatus.BUDGET_EXCEEDED and notice(events, more)["limit"] == 150
-    assert more.step_count() == math.ceil((150 - used) / STEP_OUTPUT)
+    # Spent, the turn would stop before its first step; raised, the model answers.
+    _, status, more = await run_turn(session, "go on")
+    assert status is TurnStatus.FINISHED and more.text() == "Done."
+    assert (await session.usage()).total.output_tokens > used
 
     nothing = await spawn(stack, task_queue, "budget", unique_id, "--agent", "capped")
     _, errors = await asyncio.wait_for(nothing.communicate(), timeout=60)
