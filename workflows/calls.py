@@ -67,6 +67,28 @@ async def call(
     return result
 
 
+async def local_or_refused(
+    name: ActivityName,
+    params: BaseModel,
+    preset: ActivityPreset,
+    *,
+    summary: str,
+    result_type: type[ResultT],
+) -> ResultT:
+    """`local`, for an update handler: the activity's own refusal (an application
+    error, e.g. an unknown message) is raised as the workflow's, so the update fails
+    with that error type for the client to name."""
+    try:
+        result = await local(name, params, preset, summary=summary, result_type=result_type)
+    except ActivityError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError):
+            raise ApplicationError(cause.message, type=cause.type) from None
+        raise
+    assert result is not None
+    return result
+
+
 async def local(
     name: ActivityName,
     params: BaseModel | str,

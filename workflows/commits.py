@@ -69,20 +69,12 @@ def continued(reply: Message) -> Message:
 async def rewound(head: TranscriptRef, last_id: str) -> TranscriptRef:
     """A rewound copy of the committed transcript that ends with `last_id` (older
     segments are shared); the store's refusal (an unknown message) is raised as is."""
-    try:
-        ref = await calls.local(
-            ActivityName.REWIND_TRANSCRIPT,
-            RewindTranscriptParams(
-                workflow_id=workflow.info().workflow_id, head=head, last_message_id=last_id
-            ),
-            policies.TRANSCRIPT,
-            summary=f"rewind to {last_id}",
-            result_type=TranscriptRef,
-        )
-    except ActivityError as err:
-        cause = err.cause
-        if isinstance(cause, ApplicationError):
-            raise ApplicationError(cause.message, type=cause.type) from None
-        raise
-    assert ref is not None
-    return ref
+    return await calls.local_or_refused(
+        ActivityName.REWIND_TRANSCRIPT,
+        RewindTranscriptParams(
+            workflow_id=workflow.info().workflow_id, head=head, last_message_id=last_id
+        ),
+        policies.TRANSCRIPT,
+        summary=f"rewind to {last_id}",
+        result_type=TranscriptRef,
+    )

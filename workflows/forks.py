@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from sessionflow.contract import (
@@ -102,18 +102,10 @@ async def fork_snapshot(
 
 
 async def _fork_transcript(params: ForkTranscriptParams) -> TranscriptRef:
-    try:
-        ref: TranscriptRef | None = await calls.local(
-            ActivityName.FORK_TRANSCRIPT,
-            params,
-            policies.TRANSCRIPT,
-            summary=f"fork the transcript for {params.fork_workflow_id}",
-            result_type=TranscriptRef,
-        )
-    except ActivityError as err:
-        cause = err.cause
-        if isinstance(cause, ApplicationError):
-            raise ApplicationError(cause.message, type=cause.type) from None
-        raise
-    assert ref is not None
-    return ref
+    return await calls.local_or_refused(
+        ActivityName.FORK_TRANSCRIPT,
+        params,
+        policies.TRANSCRIPT,
+        summary=f"fork the transcript for {params.fork_workflow_id}",
+        result_type=TranscriptRef,
+    )
