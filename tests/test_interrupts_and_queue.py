@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -28,20 +27,18 @@ async def test_interrupt_while_text_streams_keeps_the_partial_text(
         events.append(event)
         if sum(e.type == "text-delta" for e in events) == 20:
             break
-    started = time.monotonic()
     await session.interrupt()
     async for event in stream:
         events.append(event)
-    stopped_after = time.monotonic() - started
     outcome = await result.outcome
 
     assert outcome.status is TurnStatus.INTERRUPTED
     assert events[-1].type == "abort"
-    assert stopped_after < 1.0, f"the turn took {stopped_after:.2f}s to stop"
     reply = (await session.history())[-1]
     assert reply.status is MessageStatus.INTERRUPTED
     streamed = "".join(e.chunk.delta for e in events if e.type == "text-delta")  # type: ignore[attr-defined]
-    assert len(reply.text()) >= 80
+    # Cut where it was stopped, well before its end (how fast: bench.interrupt_latency).
+    assert 80 <= len(reply.text()) < len(LONG_TEXT)
     assert LONG_TEXT.startswith(reply.text())
     assert reply.text() == streamed
     assert (await session.info()).status is SessionStatus.INTERRUPTED
@@ -51,7 +48,7 @@ async def test_interrupt_while_text_streams_keeps_the_partial_text(
     assert (await session.history())[-1].text() == "Short answer to short please."
 
 
-async def test_interrupt_kills_a_running_command_within_a_second(
+async def test_interrupt_kills_a_running_command(
     start_worker: StartWorker, unique_id: str, sandbox_root: Path
 ) -> None:
     client = await start_worker([sleeper_agent])
@@ -62,12 +59,9 @@ async def test_interrupt_kills_a_running_command_within_a_second(
             break
     while not list(sandbox_root.glob("*/shell.pid")):
         await asyncio.sleep(0.02)
-    started = time.monotonic()
     await session.interrupt()
     outcome = await result.outcome
-    elapsed = time.monotonic() - started
     assert outcome.status is TurnStatus.INTERRUPTED
-    assert elapsed < 1.0, f"interrupt took {elapsed:.2f}s"
     # The pid in the file is the sandbox's own (its pid namespace): look for the command.
     for _ in range(50):
         if not host_processes("sleep 1000"):
