@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -121,10 +120,8 @@ async def test_an_interrupt_kills_the_command_in_the_vm(
     result = await session.send("sleep")
     while not any("sleep 1000" in c for r in fake.sandboxes.values() for c in r.commands):
         await asyncio.sleep(0.02)
-    started = time.monotonic()
     await session.interrupt()
     assert (await result.outcome).status is TurnStatus.INTERRUPTED
-    assert time.monotonic() - started < 1.0
     (record,) = fake.sandboxes.values()
     assert record.killed_commands == 1
 
