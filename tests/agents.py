@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sessionflow.agents.builtin import bash_tool
-from sessionflow.agents.definition import agent
+from sessionflow.agents.definition import Agent, agent
 from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
 
 
@@ -164,6 +164,24 @@ selective_agent = agent(
     tools=[bash_tool()],
     needs_approval={"Bash": lambda args: "rm " in args.command},
 )
+
+
+def sleeping_agent(name: str, seconds: int) -> Agent:
+    """An agent whose one tool call, `sleep <seconds>`, runs until it is stopped. Each
+    test file that looks for its command on the host picks its own `seconds`, so tests
+    running beside it never find theirs (the sleeper's is `sleep 1000`)."""
+    script = Script(
+        name=name,
+        delay=0,
+        turns=[
+            [
+                ScriptStep(text="Sleeping.", tool_calls=[bash(f"sleep {seconds}")]),
+                ScriptStep(text="Up."),
+            ]
+        ],
+    )
+    return agent(name, model=script, tools=[bash_tool()])
+
 
 LONG_TEXT = " ".join(f"word{i}" for i in range(150))
 STREAMING_SCRIPT = Script(

@@ -15,16 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from sessionflow.agents.builtin import bash_tool
-from sessionflow.agents.definition import agent
 from sessionflow.cli.localstack import LocalStack
 from sessionflow.client.client import SessionClient
 from sessionflow.config import Settings
 from sessionflow.contract import SessionStatus, TurnStatus
 from sessionflow.messages import ToolState
-from sessionflow.providers.scripted import Script, ScriptStep
 from sessionflow.ui_messages import to_ui_messages
-from tests.agents import approval_agent, bash, streaming_agent, tool_agent
+from tests.agents import approval_agent, sleeping_agent, streaming_agent, tool_agent
 from tests.conftest import RUNNING_WORKERS, TEST_DEPLOYMENT, StartWorker
 from tests.processes import REPO
 from tests.test_cli import cli_env
@@ -33,14 +30,8 @@ pytestmark = pytest.mark.slow
 
 TENANT = "acme"
 
-# A tool call that runs until interrupted. Its own command (not tests.agents' sleeper's
-# `sleep 1000`): tests that look for that one on the host run beside this one.
-NAP_SCRIPT = Script(
-    name="napper",
-    delay=0,
-    turns=[[ScriptStep(text="Napping.", tool_calls=[bash("sleep 777")]), ScriptStep(text="Up.")]],
-)
-napper_agent = agent("napper", model=NAP_SCRIPT, tools=[bash_tool()])
+# A tool call that runs until interrupted.
+napper_agent = sleeping_agent("napper", 777)
 
 
 @dataclass

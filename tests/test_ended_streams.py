@@ -24,8 +24,6 @@ import pytest
 from redis.asyncio import Redis
 from temporalio.client import Client
 
-from sessionflow.agents.builtin import bash_tool
-from sessionflow.agents.definition import agent
 from sessionflow.chunks import (
     SESSION_END_TYPE,
     ErrorChunk,
@@ -37,12 +35,11 @@ from sessionflow.cli.localstack import LocalStack, free_port
 from sessionflow.client.client import SessionClient
 from sessionflow.client.ended import run_end_text
 from sessionflow.client.session import Session
-from sessionflow.providers.scripted import Script, ScriptStep
 from sessionflow.streams.ended_runs import RUN_END_SOURCE, EndedRuns, RunEnd, record_end
 from sessionflow.streams.keys import StreamKeys
 from sessionflow.streams.publisher import StepStream, StreamPublisher
 from sessionflow.streams.reader import StreamEvent, StreamReader
-from tests.agents import approval_agent, bash
+from tests.agents import approval_agent, sleeping_agent
 from tests.conftest import StartWorker
 from tests.sse import Frame, frames
 from tests.test_cli_sessions import Cli, read_until, until_served
@@ -52,14 +49,8 @@ from tests.test_cli_sessions import Cli, read_until, until_served
 ENDS_WITHIN = 30.0
 REASON = "runaway costs"
 
-# A tool call that runs until its run is gone. Its own command, not tests.agents'
-# sleeper's `sleep 1000`: tests that look for that one on the host may run beside this.
-DOZE_SCRIPT = Script(
-    name="dozer",
-    delay=0,
-    turns=[[ScriptStep(text="Dozing.", tool_calls=[bash("sleep 889")]), ScriptStep(text="Up.")]],
-)
-dozer_agent = agent("dozer", model=DOZE_SCRIPT, tools=[bash_tool()])
+# A tool call that runs until its run is gone.
+dozer_agent = sleeping_agent("dozer", 889)
 
 
 async def collect(events: AsyncIterator[StreamEvent]) -> list[StreamEvent]:
