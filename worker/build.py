@@ -312,24 +312,30 @@ class SessionWorker:
 
     async def wait_polling(self, timeout: float = 30.0) -> None:
         """Return once the server has seen this process poll every agent's task queue
-        for its role's tasks: from then on, sessions sent to them are picked up. Raises
+        for each kind of task its role takes (workflow tasks, activity tasks, or both):
+        from then on, sessions sent to them are picked up. Raises
         what `run` raised if a worker stopped, `TimeoutError` past `timeout`."""
         identity = self.identity
-        kind = (
-            TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
-            if self.role is WorkerRole.ACTIVITIES
-            else TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
-        )
-        pending = set(self.workers)
+        # Both kinds for a worker of both roles: its workflow poller can be seen a
+        # moment before its activity poller, and a session's first step needs both.
+        kinds = [
+            kind
+            for kind, role in (
+                (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, WorkerRole.WORKFLOWS),
+                (TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, WorkerRole.ACTIVITIES),
+            )
+            if self.role in (role, WorkerRole.ALL)
+        ]
+        pending = {(queue, kind) for queue in self.workers for kind in kinds}
         async with asyncio.timeout(timeout):
             while pending:
                 if self._running is not None and self._running.done():
                     self._running.result()  # raises the worker's failure
                     raise RuntimeError("the worker stopped before it polled")
-                for queue in list(pending):
+                for queue, kind in sorted(pending):
                     pollers = await task_queue_pollers(self.client, queue, kind, [self.version])
                     if identity in pollers:
-                        pending.discard(queue)
+                        pending.discard((queue, kind))
                 if pending:
                     await asyncio.sleep(0.1)
 
