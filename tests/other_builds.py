@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
@@ -41,3 +43,21 @@ async def replay_failure(temporal: Client, workflow_id: str, workflow_class: typ
         workflow_runner=_WORKFLOW_RUNNER,
     ).replay_workflow(recorded, raise_on_replay_failure=False)
     return "" if result.replay_failure is None else str(result.replay_failure)
+
+
+def scheduled(events: list[HistoryEvent]) -> list[str]:
+    """The activity types a run's history scheduled, in order."""
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+def task_failures(events: list[HistoryEvent]) -> list[str]:
+    """Why each failed workflow task of a run's history failed (a non-determinism)."""
+    return [
+        e.workflow_task_failed_event_attributes.failure.message
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+    ]

@@ -31,7 +31,7 @@ from sessionflow.providers.scripted import Script, ScriptStep
 from sessionflow.worker import versions
 from sessionflow.worker.build import WorkerOptions, build_worker
 from tests.conftest import StartWorker
-from tests.other_builds import build_running, replay_failure
+from tests.other_builds import build_running, replay_failure, scheduled, task_failures
 from tests.upgrade_variants import SandboxAfterSession
 
 ECHO = Script(
@@ -41,22 +41,6 @@ ECHO = Script(
 )
 upgrading_agent = agent("upgrading", model=ECHO, upgrade_on_new_build=True)
 pinned_agent = agent("pinned", model=ECHO)
-
-
-def scheduled(events: list[HistoryEvent]) -> list[str]:
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
-
-
-def task_failures(events: list[HistoryEvent]) -> list[str]:
-    return [
-        e.workflow_task_failed_event_attributes.failure.message
-        for e in events
-        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
-    ]
 
 
 async def build_of(temporal: Client, workflow_id: str) -> str:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
@@ -34,26 +33,10 @@ from sessionflow.contract import (
 from sessionflow.worker import versions
 from sessionflow.worker.build import WorkerOptions, build_worker
 from tests.agents import approval_agent
-from tests.other_builds import build_running, replay_failure
+from tests.other_builds import build_running, replay_failure, scheduled, task_failures
 from tests.workflow_variants import LegacyRelease, SandboxFirstSession
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def scheduled(events: list[HistoryEvent]) -> list[str]:
-    return [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
-
-
-def task_failures(events: list[HistoryEvent]) -> list[str]:
-    return [
-        e.workflow_task_failed_event_attributes.failure.message
-        for e in events
-        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
-    ]
 
 
 async def events_of(temporal: Client, workflow_id: str) -> list[HistoryEvent]:

@@ -5,6 +5,7 @@ unless allowed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -24,6 +25,7 @@ from sessionflow.ids import session_workflow_id
 from sessionflow.providers.scripted import Script, ScriptedToolCall, ScriptStep
 from sessionflow.webhooks import event_id, signature_header
 from tests.conftest import Gateway, StartWorker
+from tests.serving import serving
 from tests.webhook_receiver import Receiver
 
 SECRET = "whsec-test-0123456789"
@@ -333,41 +335,19 @@ async def _result_when_started(handle: object) -> object:
         return await handle.result()
 
 
-class _gateway:
+@contextlib.asynccontextmanager
+async def _gateway(
+    start_worker: StartWorker, served: Agent, config: WebhookConfig
+) -> AsyncIterator[Gateway]:
     """The HTTP gateway on a free port in front of a worker with webhook settings."""
+    from sessionflow.gateway.app import create_app
+    from sessionflow.gateway.config import GatewayConfig
 
-    def __init__(self, start_worker: StartWorker, served: Agent, config: WebhookConfig) -> None:
-        self._start_worker = start_worker
-        self._agent = served
-        self._config = config
-
-    async def __aenter__(self) -> Gateway:
-        from sessionflow.cli.localstack import free_port
-        from sessionflow.gateway.app import create_app
-        from sessionflow.gateway.config import GatewayConfig
-        from sessionflow.gateway.main import serve_gateway
-
-        client = await self._start_worker([self._agent], webhooks=self._config)
-        keys = {"key-for-acme-0001": "acme"}
-        config = GatewayConfig(api_keys=keys, default_agent=self._agent.name)
-        port = free_port()
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(
-            serve_gateway(create_app(client, config), "127.0.0.1", port, self._stop)
-        )
-        url = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient() as probe:
-            for _ in range(100):
-                try:
-                    await probe.get(f"{url}/healthz")
-                    break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-        return Gateway(url=url, client=client, keys=keys)
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        await self._task
+    client = await start_worker([served], webhooks=config)
+    keys = {"key-for-acme-0001": "acme"}
+    gateway_config = GatewayConfig(api_keys=keys, default_agent=served.name)
+    async with serving(create_app(client, gateway_config)) as url:
+        yield Gateway(url=url, client=client, keys=keys)
 
 
 def test_the_readme_webhooks_block_defines_an_agent_and_a_receiver_that_checks() -> None:
