@@ -87,7 +87,6 @@ def dev(
         DEV_API_KEY,
         DevOptions,
         api_keys,
-        exit_reason,
         gateway_config,
         run_dev,
     )
@@ -116,7 +115,7 @@ def dev(
     options = DevOptions(
         stack=stack, settings=settings, agents=agents, gateway=config, own_keys=own_keys
     )
-    _run(run_dev(options), explain=exit_reason)
+    _run(run_dev(options))
 
 
 @main.command()
@@ -130,9 +129,7 @@ def gateway(agent_specs: tuple[str, ...]) -> None:
     """
     from sessionflow.cli.dev import (
         check_port_free,
-        exit_reason,
         gateway_config,
-        hear_uvicorn,
         serve_gateway,
     )
     from sessionflow.logs import remember_secret
@@ -155,13 +152,12 @@ def gateway(agent_specs: tuple[str, ...]) -> None:
 
     async def serve() -> None:
         stop = stop_on_signals()
-        hear_uvicorn()
         option = "SESSIONFLOW_GATEWAY_PORT"
         check_port_free(config.host, config.port, "the gateway", option)
         click.echo(f"Gateway on http://{config.host}:{config.port}", err=True)
         await serve_gateway(settings, config, stop, agents=agents)
 
-    _run(serve(), explain=exit_reason)
+    _run(serve())
 
 
 @main.command("codec-server")
@@ -177,7 +173,7 @@ def codec_server() -> None:
     import ipaddress
 
     from sessionflow.cli.codec import serve_codec
-    from sessionflow.cli.dev import check_port_free, exit_reason, hear_uvicorn
+    from sessionflow.cli.dev import check_port_free
     from sessionflow.logs import remember_secret
     from sessionflow.storage import external_storage_from_settings
     from sessionflow.worker.main import stop_on_signals
@@ -203,12 +199,11 @@ def codec_server() -> None:
 
     async def serve() -> None:
         stop = stop_on_signals()
-        hear_uvicorn()
         check_port_free(host, port, "the codec server", "SESSIONFLOW_CODEC_PORT")
         click.echo(f"Codec server on http://{host}:{port}", err=True)
         await serve_codec(settings, host, port, settings.codec_token, stop)
 
-    _run(serve(), explain=exit_reason)
+    _run(serve())
 
 
 @main.command()

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import errno
 import gc
-import logging
 import shlex
 import socket
 from collections.abc import Sequence
@@ -108,36 +107,6 @@ def check_port_free(host: str, port: int, what: str, option: str) -> None:
             ) from None
 
 
-class _Errors(logging.Handler):
-    """Keeps the error lines of one logger: uvicorn tells why it could not listen only
-    there before it exits the process."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(" ".join(record.getMessage().split()))
-
-
-_uvicorn_errors = _Errors()
-
-
-def hear_uvicorn() -> None:
-    """Keep uvicorn's error lines, for `exit_reason`."""
-    logger = logging.getLogger("uvicorn.error")
-    if _uvicorn_errors not in logger.handlers:
-        logger.addHandler(_uvicorn_errors)
-
-
-def exit_reason() -> str | None:
-    """Why the process is exiting when uvicorn exited it (it cannot listen): uvicorn
-    raises SystemExit from a task of its own, past any handler of ours."""
-    if not _uvicorn_errors.lines:
-        return None
-    return f"the gateway could not start: {_uvicorn_errors.lines[-1]}"
-
-
 async def _answers(host: str, port: int) -> bool:
     """Whether the gateway answers `GET /healthz` with 200."""
     try:
@@ -210,7 +179,6 @@ async def run_dev(options: DevOptions) -> None:
     from sessionflow.sandbox.registry import backend_from_settings
     from sessionflow.worker.main import run_worker, stop_on_signals
 
-    hear_uvicorn()
     stop = stop_on_signals()
     gateway, config = options.gateway, options.stack
     # Bad sandbox or provider settings fail here, before anything starts (exit status 2).

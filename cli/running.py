@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import NoReturn, TypeVar
 
 import click
@@ -15,12 +15,12 @@ from sessionflow.errors import InvalidInput, SessionflowError
 T = TypeVar("T")
 
 
-def run(coro: Awaitable[T], explain: Callable[[], str | None] | None = None) -> NoReturn:
+def run(coro: Awaitable[T]) -> NoReturn:
     """Run a command's coroutine to completion, then exit the process at once.
 
     Exit status: 0 when done, 2 for bad input (a setting, an argument), 1 for other
-    failures, each told in one line; 130 after Ctrl-C. `explain` says why, if it can,
-    when something exits the process from inside (uvicorn does, when it cannot listen).
+    failures, each told in one line (a server that cannot listen is an `OSError`:
+    `gateway.main` turns uvicorn's exit into one); 130 after Ctrl-C.
 
     The Temporal SDK's native runtime keeps threads that may call into Python while
     the interpreter finalizes, which can abort the process after a successful run;
@@ -47,9 +47,6 @@ def run(coro: Awaitable[T], explain: Callable[[], str | None] | None = None) -> 
         click.echo(f"Error: {body_text(str(err))}", err=True)
         code = 1
     except SystemExit as exit:
-        reason = explain() if explain else None
-        if reason:
-            click.echo(f"Error: {reason}", err=True)
         code = exit.code if isinstance(exit.code, int) else 1
     sys.stdout.flush()
     sys.stderr.flush()
