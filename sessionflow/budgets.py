@@ -19,6 +19,7 @@ model has none fails the turn with `PriceUnknown` rather than run uncounted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,14 +44,20 @@ class Budget(BaseModel):
         """Each limit the lower of this budget's and `other`'s."""
         if other is None:
             return self
+        return self._each(other, lambda a, b: b if a is None else a if b is None else min(a, b))
 
-        def low(a: float | None, b: float | None) -> float | None:
-            return b if a is None else a if b is None else min(a, b)
+    def overridden_by(self, other: Budget) -> Budget:
+        """Each limit `other` sets in place of this budget's (raised or lowered)."""
+        return self._each(other, lambda a, b: a if b is None else b)
 
+    def _each(
+        self, other: Budget, pick: Callable[[float | None, float | None], float | None]
+    ) -> Budget:
+        """A budget whose every limit is `pick(this one's, other's)`."""
         return Budget(
-            input_tokens=low(self.input_tokens, other.input_tokens),
-            output_tokens=low(self.output_tokens, other.output_tokens),
-            cost=low(self.cost, other.cost),
+            input_tokens=pick(self.input_tokens, other.input_tokens),
+            output_tokens=pick(self.output_tokens, other.output_tokens),
+            cost=pick(self.cost, other.cost),
         )
 
 
@@ -60,17 +67,7 @@ def overridden(agent: Budget | None, own: Budget | None) -> Budget | None:
     lower it)."""
     if own is None:
         return agent
-    if agent is None:
-        return own
-
-    def mine(a: float | None, b: float | None) -> float | None:
-        return a if b is None else b
-
-    return Budget(
-        input_tokens=mine(agent.input_tokens, own.input_tokens),
-        output_tokens=mine(agent.output_tokens, own.output_tokens),
-        cost=mine(agent.cost, own.cost),
-    )
+    return own if agent is None else agent.overridden_by(own)
 
 
 class Spent(BaseModel):
