@@ -23,6 +23,7 @@ from temporalio.client import (
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from sessionflow.budgets import Budget
 from sessionflow.contract import (
     ActivityName,
     SessionLimits,
@@ -398,3 +399,27 @@ async def test_a_wait_for_an_answer_that_is_being_committed_is_accepted(
     assert not waiting.done(), f"decided before the answer was recorded: {waiting}"
     committing.release.set()
     assert (await waiting).status is TurnStatus.FINISHED
+
+
+async def test_a_session_budget_given_while_a_turn_runs_is_met_at_its_next_step(
+    harness: Harness,
+) -> None:
+    """`update(session_budget=...)` takes effect at once, busy or not (an operator
+    raising a spent budget need not wait for the turn), and the turn's next model step
+    carries it; an update that rewinds is still refused while the turn runs."""
+    fakes = harness.fakes
+    held = Hold()
+    fakes.script(ActivityName.RUN_TOOL, held)
+    fakes.steps = [tool_step(bash("make")), text_step("done")]
+    session, reply = await harness.start("build it")
+    await asyncio.wait_for(held.started.wait(), PATIENCE)
+
+    raised = Budget(output_tokens=500)
+    await session.update(SessionUpdate(session_budget=raised))
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await session.update(SessionUpdate(last_message_id=reply))
+    assert update_error_type(refused.value) == "SessionBusy"
+    held.release.set()
+
+    assert (await session.wait(reply)).status is TurnStatus.FINISHED
+    assert [c.session_budget for c in fakes.model_calls] == [None, raised]
